@@ -1,0 +1,1 @@
+"""pytest plugin exposing the ``memories_emulator`` fixture (placeholder)."""
