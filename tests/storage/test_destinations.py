@@ -1,0 +1,157 @@
+"""Destination helpers that need no service: name sanitising, URI handling, local atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from memories_provider.storage.destinations import (
+    atomic_writer,
+    basename_of,
+    canonical_uri,
+    check_destination,
+    destination_exists,
+    is_folder,
+    join_folder,
+    local_path,
+    sanitize_filename,
+    scheme_of,
+)
+
+
+@pytest.mark.parametrize(
+    ("hostile", "expected"),
+    [
+        ("../../x", "x"),
+        ("../../../etc/passwd", "passwd"),
+        ("/etc/passwd", "passwd"),
+        ("/abs/dir/", "fallback.mp4"),
+        ("..\\..\\win.mp4", "win.mp4"),
+        ("C:\\Windows\\evil.mp4", "evil.mp4"),
+        ("..", "fallback.mp4"),
+        (".", "fallback.mp4"),
+        ("", "fallback.mp4"),
+        (None, "fallback.mp4"),
+        ("   ", "fallback.mp4"),
+        (".hidden", "hidden"),
+        ("a\x00b\nc\r\td.mp4", "abcd.mp4"),
+        ("x\u202egnp.mp4", "xgnp.mp4"),  # right-to-left override
+        ("what?is#this%.mp4", "what_is_this_.mp4"),
+        ("vidéo 東京.mp4", "vidéo 東京.mp4"),
+    ],
+)
+def test_sanitize_filename_keeps_a_single_safe_component(hostile: str | None, expected: str) -> None:
+    name = sanitize_filename(hostile, "fallback.mp4")
+    assert name == expected
+    assert "/" not in name and "\\" not in name and name not in {"", ".", ".."}
+
+
+def test_sanitize_filename_bad_fallback_still_gives_a_name() -> None:
+    assert sanitize_filename("../", "../..") == "download"
+
+
+def test_sanitize_filename_truncates_long_names_keeping_the_extension() -> None:
+    name = sanitize_filename("a" * 1000 + ".mp4", "f")
+    assert name.endswith(".mp4")
+    assert len(name.encode()) <= 200
+    multibyte = sanitize_filename("é" * 500, "f")
+    assert len(multibyte.encode()) <= 200
+    multibyte.encode().decode("utf-8")  # never cut inside a character
+
+
+def test_sanitised_name_never_escapes_the_folder(tmp_path: Path) -> None:
+    folder = str(tmp_path / "out") + "/"
+    for hostile in ["../../x", "/etc/passwd", "..", "", "a/../../b", "\\..\\..\\c"]:
+        uri = join_folder(folder, sanitize_filename(hostile, "VI1.mp4"))
+        path = Path(local_path(uri) or "")
+        assert path.parent == tmp_path / "out"
+
+
+def test_join_folder_refuses_unsafe_names() -> None:
+    for bad in ["a/b", "..", ".", "", "a\\b"]:
+        with pytest.raises(ValueError):
+            join_folder("s3://b/prefix/", bad)
+    with pytest.raises(ValueError, match="folder"):
+        join_folder("s3://b/prefix", "x")
+    assert join_folder("s3://b/prefix/", "x.mp4") == "s3://b/prefix/x.mp4"
+
+
+@pytest.mark.parametrize(
+    ("uri", "scheme"),
+    [
+        ("/tmp/x", ""),
+        ("rel/x", ""),
+        ("file:///tmp/x", "file"),
+        ("S3://b/k", "s3"),
+        ("gs://b/k", "gs"),
+        ("azure://c/b", "azure"),
+        ("sftp://u@h:22/p", "sftp"),
+        ("dir/with://odd", ""),
+    ],
+)
+def test_scheme_of(uri: str, scheme: str) -> None:
+    assert scheme_of(uri) == scheme
+
+
+def test_check_destination_rejects_unknown_schemes_and_empty() -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        check_destination("ftp://host/x")
+    with pytest.raises(ValueError, match="non-empty"):
+        check_destination(" ")
+    check_destination("s3://bucket/key")
+
+
+def test_local_uri_helpers(tmp_path: Path) -> None:
+    assert local_path(f"file://{tmp_path}/a.mp4") == f"{tmp_path}/a.mp4"
+    assert canonical_uri(f"{tmp_path}/a.mp4") == f"file://{tmp_path}/a.mp4"
+    assert canonical_uri("s3://b/k") == "s3://b/k"
+    assert basename_of("s3://b/dir/k.mp4") == "k.mp4"
+    assert basename_of(f"{tmp_path}/a.mp4") == "a.mp4"
+    assert is_folder("s3://b/dir/") and not is_folder("s3://b/dir")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_local_atomic_writer_renames_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "v.mp4"
+    with atomic_writer(str(target)) as out:
+        out.write(b"hello ")
+        # Nothing visible under the final name while writing.
+        assert not target.exists()
+        out.write(b"world")
+    assert target.read_bytes() == b"hello world"
+    assert _leftovers(tmp_path / "sub") == ["v.mp4"]
+    assert destination_exists(str(target)) == 11
+    assert destination_exists(f"file://{target}") == 11
+    assert destination_exists(str(tmp_path / "missing")) is None
+
+
+def test_local_atomic_writer_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "v.mp4"
+    with pytest.raises(RuntimeError, match="boom"), atomic_writer(f"file://{target}") as out:
+        out.write(b"partial")
+        raise RuntimeError("boom")
+    assert _leftovers(tmp_path) == []
+
+
+def test_local_atomic_writer_keeps_previous_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "v.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_writer(str(target)) as out:
+        out.write(b"new partial")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    with atomic_writer(str(target)) as out:
+        out.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert _leftovers(tmp_path) == ["v.mp4"]
+
+
+def test_atomic_writer_refuses_folders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="folder"), atomic_writer(str(tmp_path) + "/"):
+        pass
+    assert os.listdir(tmp_path) == []
