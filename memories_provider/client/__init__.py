@@ -1,0 +1,46 @@
+"""memories.ai API clients (sync on requests, async on aiohttp) sharing one protocol layer.
+
+No Airflow imports here: the hook builds these clients from an Airflow connection.
+"""
+
+from __future__ import annotations
+
+from memories_provider.client.errors import (
+    MemoriesAuthError,
+    MemoriesConnectionError,
+    MemoriesDuplicateError,
+    MemoriesError,
+    MemoriesIncompleteBodyError,
+    MemoriesInsufficientCreditsError,
+    MemoriesInvalidRequestError,
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    MemoriesResponseError,
+    MemoriesServerError,
+    MemoriesTimeoutError,
+)
+from memories_provider.client.models import UploadResult, Video, VideoPage, VideoStatus
+from memories_provider.client.retry import RetryPolicy
+from memories_provider.client.sync import DownloadResponse, MemoriesClient
+
+__all__ = [
+    "DownloadResponse",
+    "MemoriesAuthError",
+    "MemoriesClient",
+    "MemoriesConnectionError",
+    "MemoriesDuplicateError",
+    "MemoriesError",
+    "MemoriesIncompleteBodyError",
+    "MemoriesInsufficientCreditsError",
+    "MemoriesInvalidRequestError",
+    "MemoriesNotFoundError",
+    "MemoriesRateLimitError",
+    "MemoriesResponseError",
+    "MemoriesServerError",
+    "MemoriesTimeoutError",
+    "RetryPolicy",
+    "UploadResult",
+    "Video",
+    "VideoPage",
+    "VideoStatus",
+]

@@ -1,0 +1,52 @@
+"""Opening an upload source (path or file object) and working out its name and size, once for both clients."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from memories_provider.client.multipart import file_size
+
+
+@dataclass
+class UploadSource:
+    """An open upload source: the file object, the name to announce and the bytes to send."""
+
+    fileobj: BinaryIO
+    filename: str
+    size: int
+
+
+@contextlib.contextmanager
+def open_upload_source(
+    file: str | os.PathLike[str] | BinaryIO, *, filename: str | None, size: int | None
+) -> Iterator[UploadSource]:
+    """Yield an :class:`UploadSource`; a path is opened (and closed) here, a file object is not closed.
+
+    :raises ValueError: when no file name can be found, or the size of a non-seekable stream is unknown.
+    """
+    if isinstance(file, (str, os.PathLike)):
+        path = os.fspath(file)
+        with open(path, "rb") as fh:
+            actual = os.fstat(fh.fileno()).st_size if size is None else size
+            if actual <= 0:
+                raise ValueError(f"the file to upload is empty: {path}")
+            yield UploadSource(fh, filename or os.path.basename(path), actual)
+        return
+    name = filename
+    if name is None:
+        raw_name = getattr(file, "name", None)
+        if isinstance(raw_name, str) and raw_name:
+            name = os.path.basename(raw_name)
+    if not name:
+        raise ValueError("filename is required when uploading a file object without a name")
+    if size is None:
+        size = file_size(file)
+    if size is None:
+        raise ValueError("size is required for a file object whose size cannot be determined (not seekable)")
+    if size <= 0:
+        raise ValueError("the file to upload is empty")
+    yield UploadSource(file, name, size)

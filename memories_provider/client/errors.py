@@ -1,0 +1,159 @@
+"""Exceptions raised by the memories.ai clients.
+
+Every error carries the business ``code`` (``"0402"``, or the v2 integer code as a string),
+the server ``message``, the ``http_status`` and the logical ``endpoint`` name. None of them
+ever contains the API key: the clients redact it before raising.
+"""
+
+from __future__ import annotations
+
+
+class MemoriesError(Exception):
+    """Base class of every error raised by the memories.ai clients.
+
+    :param message: human-readable description (the server's ``msg`` when there is one).
+    :param code: business code from the response envelope, if any (``"0001"``, ``"0429"``, ``"400"``).
+    :param http_status: HTTP status of the response, if a response was received.
+    :param endpoint: logical endpoint name (``"upload"``, ``"list_videos"``, ``"download"`` ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        details = []
+        if self.endpoint:
+            details.append(f"endpoint={self.endpoint}")
+        if self.code is not None:
+            details.append(f"code={self.code}")
+        if self.http_status is not None:
+            details.append(f"http_status={self.http_status}")
+        return f"{self.message} ({', '.join(details)})" if details else self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, code={self.code!r}, "
+            f"http_status={self.http_status!r}, endpoint={self.endpoint!r})"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Keyword-only constructor arguments: make errors picklable (Airflow ships them across processes).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[MemoriesError], message: str, state: dict) -> MemoriesError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class MemoriesAuthError(MemoriesError):
+    """The API key is invalid (``0401``), the account is disabled (``0403``), permission is denied
+    (``9009``) or the server answered HTTP 401/403. Never retried."""
+
+
+class MemoriesInsufficientCreditsError(MemoriesError):
+    """The account has not enough credits for the operation (``0402``). Never retried."""
+
+
+class MemoriesRateLimitError(MemoriesError):
+    """The request was rejected by a rate limit (``0429`` or HTTP 429). Retried with backoff.
+
+    :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint)
+        self.retry_after = retry_after
+
+
+class MemoriesInvalidRequestError(MemoriesError):
+    """A parameter is missing or invalid (``0001``/``0003``, HTTP 400). Never retried."""
+
+
+class MemoriesNotFoundError(MemoriesInvalidRequestError):
+    """The video, asset or blob does not exist (message says so, or HTTP 404). Never retried."""
+
+
+class MemoriesDuplicateError(MemoriesError):
+    """A duplicate or non-repeatable operation (``0409``). Never retried."""
+
+
+class MemoriesServerError(MemoriesError):
+    """The server failed (HTTP 5xx). Retried for idempotent calls."""
+
+
+class MemoriesResponseError(MemoriesServerError):
+    """The response is not one the API documents (non-JSON body, unknown shape or code).
+
+    The message quotes the HTTP status and the first bytes of the body. Retried only when the
+    HTTP status is 5xx.
+    """
+
+
+class MemoriesConnectionError(MemoriesError):
+    """The HTTP transport failed (refused, reset, DNS, TLS ...).
+
+    :param request_sent: False when the request certainly never reached the server (connection
+        refused, name resolution or connect timeout) — the only case in which a non-idempotent
+        upload is retried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint)
+        self.request_sent = request_sent
+
+
+class MemoriesTimeoutError(MemoriesConnectionError):
+    """Connecting or reading timed out."""
+
+
+class MemoriesIncompleteBodyError(MemoriesConnectionError):
+    """A download body ended before ``Content-Length`` or the connection dropped mid-body.
+
+    The download call itself is not retried from the middle: restart it from the beginning.
+    """
+
+
+__all__ = [
+    "MemoriesAuthError",
+    "MemoriesConnectionError",
+    "MemoriesDuplicateError",
+    "MemoriesError",
+    "MemoriesIncompleteBodyError",
+    "MemoriesInsufficientCreditsError",
+    "MemoriesInvalidRequestError",
+    "MemoriesNotFoundError",
+    "MemoriesRateLimitError",
+    "MemoriesResponseError",
+    "MemoriesServerError",
+    "MemoriesTimeoutError",
+]

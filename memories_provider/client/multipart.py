@@ -1,0 +1,150 @@
+"""A streaming ``multipart/form-data`` body with an exact ``Content-Length``.
+
+The file part is read from the caller's file object block by block as the HTTP library asks for
+it, so memory stays flat whatever the file size; the length is known up front so no chunked
+transfer encoding is needed (the API documents none for uploads).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO
+
+BLOCK_SIZE = 1024 * 1024
+
+
+class SourceSizeError(ValueError):
+    """The file object yielded a different number of bytes than the declared ``size``."""
+
+
+def _quote(value: str) -> str:
+    # WHATWG form encoding of names/filenames in a part header: escape the quote and line breaks.
+    return value.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+
+
+def file_size(fileobj: BinaryIO) -> int | None:
+    """Bytes left to read in ``fileobj`` (fstat or seek/tell), or None when it cannot tell."""
+    try:
+        position = fileobj.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    try:
+        return os.fstat(fileobj.fileno()).st_size - position
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        if not fileobj.seekable():
+            return None
+        end = fileobj.seek(0, os.SEEK_END)
+        fileobj.seek(position)
+        return end - position
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class MultipartBody:
+    """File-like multipart body: text fields first, then the streamed file part.
+
+    :param fields: form fields as ``(name, value)`` pairs (repeated names allowed).
+    :param fileobj: binary file object positioned at the first byte to send.
+    :param filename: file name announced in the part header.
+    :param content_type: MIME type of the file part.
+    :param size: exact number of bytes to send from ``fileobj``.
+    :param progress: called with the number of file bytes sent so far.
+    :param file_field: name of the file field (``"file"``).
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[tuple[str, str]],
+        fileobj: BinaryIO,
+        *,
+        filename: str,
+        content_type: str,
+        size: int,
+        progress: Callable[[int], None] | None = None,
+        file_field: str = "file",
+    ) -> None:
+        self.boundary = f"memories-{uuid.uuid4().hex}"
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        dash = f"--{self.boundary}\r\n"
+        head = "".join(
+            f'{dash}Content-Disposition: form-data; name="{_quote(name)}"\r\n\r\n{value}\r\n'
+            for name, value in fields
+        )
+        head += (
+            f'{dash}Content-Disposition: form-data; name="{_quote(file_field)}"; '
+            f'filename="{_quote(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'
+        )
+        self._head = head.encode("utf-8")
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._file = fileobj
+        self._size = size
+        self._progress = progress
+        self.length = len(self._head) + size + len(self._tail)
+        try:
+            self._start: int | None = fileobj.tell() if fileobj.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            self._start = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._head_sent = 0
+        self._file_sent = 0
+        self._tail_sent = 0
+
+    @property
+    def rewindable(self) -> bool:
+        """Whether the body can be sent again (the file object is seekable)."""
+        return self._start is not None
+
+    @property
+    def file_bytes_sent(self) -> int:
+        """File bytes handed to the HTTP library so far."""
+        return self._file_sent
+
+    def rewind(self) -> None:
+        """Seek the file back to where it started, to send the body again after a retry."""
+        if self._start is None:
+            raise ValueError("the file object is not seekable; the upload cannot be resent")
+        self._file.seek(self._start)
+        self._reset_state()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, amount: int = -1) -> bytes:
+        """Up to ``amount`` bytes of the body (one segment at a time, to avoid copies)."""
+        if amount is None or amount < 0:
+            amount = BLOCK_SIZE
+        if self._head_sent < len(self._head):
+            chunk = self._head[self._head_sent : self._head_sent + amount]
+            self._head_sent += len(chunk)
+            return chunk
+        if self._file_sent < self._size:
+            want = min(amount, self._size - self._file_sent)
+            chunk = self._file.read(want)
+            if not chunk:
+                raise SourceSizeError(
+                    f"the file ended after {self._file_sent} bytes but its size was given as {self._size}"
+                )
+            self._file_sent += len(chunk)
+            if self._progress is not None:
+                self._progress(self._file_sent)
+            return bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        if self._tail_sent == 0 and self._size and self._file.read(1):
+            raise SourceSizeError(f"the file is longer than its given size of {self._size} bytes")
+        if self._tail_sent < len(self._tail):
+            chunk = self._tail[self._tail_sent : self._tail_sent + amount]
+            self._tail_sent += len(chunk)
+            return chunk
+        return b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.read(BLOCK_SIZE)
+            if not chunk:
+                return
+            yield chunk

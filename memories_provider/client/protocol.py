@@ -1,0 +1,551 @@
+"""The memories.ai wire protocol, free of any HTTP library: requests to build, responses to read.
+
+Both clients (``sync.py`` on requests, ``aio.py`` on aiohttp) build a :class:`RequestSpec` here,
+send it with their library and hand the status, headers and body back here to get either the
+``data`` of the envelope or a typed exception. A protocol detail lives only in this module.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+from memories_provider.client.errors import (
+    MemoriesAuthError,
+    MemoriesDuplicateError,
+    MemoriesError,
+    MemoriesInsufficientCreditsError,
+    MemoriesInvalidRequestError,
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    MemoriesResponseError,
+    MemoriesServerError,
+)
+
+DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
+DEFAULT_V2_BASE_URL = "https://mavi-backend.memories.ai/serve/api/v2"
+
+#: Logical endpoint names (the same names the emulator's request log and fault injection use).
+UPLOAD = "upload"
+UPLOAD_URL = "upload_url"
+GET_METADATA = "get_metadata"
+LIST_VIDEOS = "list_videos"
+LIST_UNIQUE_IDS = "list_unique_ids"
+DELETE_VIDEOS = "delete_videos"
+DOWNLOAD = "download"
+V2_DOWNLOAD = "v2_download"
+
+MAX_DELETE_BATCH = 100
+MAX_TAGS = 20
+MAX_CALLBACK_CHARS = 299
+MAX_CAMERA_MODEL_CHARS = 200
+#: How much of an unexpected body an error message quotes.
+ERROR_BODY_QUOTE = 200
+#: Upper bound read from a JSON response or an error body (protects memory on a misrouted host).
+MAX_JSON_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+
+VIDEO_CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".avi": "video/x-msvideo",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+}
+
+_SUCCESS_CODES = frozenset({"0000", "0", "200"})
+_AUTH_CODES = frozenset({"0401", "0403", "9009", "401", "403"})
+_CREDIT_CODES = frozenset({"0402", "402"})
+_RATE_CODES = frozenset({"0429", "429"})
+_DUPLICATE_CODES = frozenset({"0409", "409"})
+_INVALID_CODES = frozenset({"0001", "0003", "400"})
+_NOT_FOUND_RE = re.compile(r"not\s+found|does\s*n[o']t\s+exist|not\s+exist|no\s+such", re.IGNORECASE)
+_CREDITS_RE = re.compile(r"insufficient\s+(balance|credit)|not\s+enough\s+(balance|credit)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One HTTP request to make, independent of the HTTP library.
+
+    :param endpoint: logical endpoint name (used in errors and logs).
+    :param method: HTTP method.
+    :param url: full URL, query string already encoded (send it verbatim).
+    :param json_body: JSON body, if any.
+    :param form: url-encoded form fields (repeated names allowed), if any.
+    :param idempotent: whether repeating the request is harmless (decides retries).
+    :param download: whether the response is a file (streamed, Content-Type checked).
+    """
+
+    endpoint: str
+    method: str
+    url: str
+    json_body: Any = None
+    form: Sequence[tuple[str, str]] | None = None
+    idempotent: bool = True
+    download: bool = False
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def normalize_base_url(url: str, *, name: str = "base_url") -> str:
+    """Check a base URL has an http(s) scheme and a host; strip the trailing slash."""
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name} must be an http(s) URL with a host, got {url!r}")
+    return url.rstrip("/")
+
+
+def _query(params: Iterable[tuple[str, Any]]) -> str:
+    return urlencode([(k, str(v)) for k, v in params if v is not None], quote_via=quote)
+
+
+def _blob_query(bucket: str, blob: str) -> str:
+    # The docs say slashes inside blob are sent as-is (not %2F): keep "/" safe.
+    if not bucket:
+        raise ValueError("bucket must be a non-empty string")
+    if not blob:
+        raise ValueError("blob must be a non-empty string")
+    return f"bucket={quote(bucket, safe='')}&blob={quote(blob, safe='/')}"
+
+
+# --------------------------------------------------------------------------- request builders
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def upload_form_fields(
+    *,
+    unique_id: str | None = None,
+    callback: str | None = None,
+    datetime_taken: str | datetime | None = None,
+    camera_model: str | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    tags: Sequence[str] | None = None,
+    retain_original_video: bool | None = None,
+    video_transcription_prompt: str | None = None,
+    url: str | None = None,
+) -> list[tuple[str, str]]:
+    """Form fields of ``upload``/``upload_url``, validated cheaply before a large body is sent.
+
+    :raises MemoriesInvalidRequestError: when a documented limit is broken.
+    """
+
+    def invalid(message: str) -> MemoriesInvalidRequestError:
+        return MemoriesInvalidRequestError(message, endpoint=UPLOAD_URL if url is not None else UPLOAD)
+
+    fields: list[tuple[str, str]] = []
+    if url is not None:
+        if not url:
+            raise invalid("url must be a non-empty string")
+        fields.append(("url", url))
+    if unique_id is not None:
+        if not unique_id:
+            raise invalid("unique_id must be non-empty when given")
+        fields.append(("unique_id", unique_id))
+    if callback is not None:
+        if len(callback) > MAX_CALLBACK_CHARS:
+            raise invalid(f"callback URL is longer than {MAX_CALLBACK_CHARS} characters")
+        fields.append(("callback", callback))
+    if datetime_taken is not None:
+        if isinstance(datetime_taken, datetime):
+            datetime_taken = datetime_taken.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            datetime.strptime(datetime_taken, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise invalid(
+                f"datetime_taken must look like 'yyyy-MM-dd HH:mm:ss', got {datetime_taken!r}"
+            ) from None
+        fields.append(("datetime_taken", datetime_taken))
+    if camera_model is not None:
+        if len(camera_model) > MAX_CAMERA_MODEL_CHARS:
+            raise invalid(f"camera_model is longer than {MAX_CAMERA_MODEL_CHARS} characters")
+        fields.append(("camera_model", camera_model))
+    if (latitude is None) != (longitude is None):
+        raise invalid("latitude and longitude must be given together")
+    if latitude is not None and longitude is not None:
+        fields.append(("latitude", repr(float(latitude))))
+        fields.append(("longitude", repr(float(longitude))))
+    if tags is not None:
+        if isinstance(tags, str):
+            tags = [tags]
+        if len(tags) > MAX_TAGS:
+            raise invalid(f"at most {MAX_TAGS} tags are allowed, got {len(tags)}")
+        fields.extend(("tags", str(tag)) for tag in tags)
+    if retain_original_video is not None:
+        fields.append(("retain_original_video", _bool(retain_original_video)))
+    if video_transcription_prompt is not None:
+        fields.append(("video_transcription_prompt", video_transcription_prompt))
+    return fields
+
+
+def video_content_type(filename: str) -> str:
+    """MIME type of an upload part from the file name (the API only takes mp4/avi/mkv/mov).
+
+    :raises MemoriesInvalidRequestError: for any other extension (the server would reject it).
+    """
+    lower = filename.lower()
+    for ext, content_type in VIDEO_CONTENT_TYPES.items():
+        if lower.endswith(ext):
+            return content_type
+    raise MemoriesInvalidRequestError(
+        f"file name {filename!r} must end with one of {', '.join(VIDEO_CONTENT_TYPES)}", endpoint=UPLOAD
+    )
+
+
+def upload_request(base_url: str) -> RequestSpec:
+    """``POST {v1}/upload`` (the multipart body is built by the client)."""
+    return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False)
+
+
+def upload_url_request(base_url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
+    """``POST {v1}/upload_url`` with a url-encoded form."""
+    return RequestSpec(UPLOAD_URL, "POST", f"{base_url}/upload_url", form=list(fields), idempotent=False)
+
+
+def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
+    """``GET {v1}/get_metadata?video_no=&unique_id=``."""
+    if not video_no:
+        raise ValueError("video_no must be a non-empty string")
+    query = _query([("video_no", video_no), ("unique_id", unique_id)])
+    return RequestSpec(GET_METADATA, "GET", f"{base_url}/get_metadata?{query}")
+
+
+def list_videos_request(
+    base_url: str,
+    *,
+    page: int,
+    size: int,
+    unique_id: str | None = None,
+    video_name: str | None = None,
+    video_no: str | None = None,
+    video_nos: Sequence[str] | None = None,
+    status: str | None = None,
+    camera_model: str | None = None,
+    tag: str | None = None,
+    datetime_taken: int | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+) -> RequestSpec:
+    """``POST {v1}/list_videos`` with a JSON body (``None`` filters are left out)."""
+    if page < 1 or size < 1:
+        raise ValueError("page and size must be positive")
+    if (latitude is None) != (longitude is None):
+        raise ValueError("latitude and longitude must be given together")
+    body: dict[str, Any] = {"page": page, "size": size}
+    optional: dict[str, Any] = {
+        "unique_id": unique_id,
+        "video_name": video_name,
+        "video_no": video_no,
+        "video_nos": list(video_nos) if video_nos is not None else None,
+        "status": getattr(status, "value", status),
+        "camera_model": camera_model,
+        "tag": tag,
+        "datetime_taken": datetime_taken,
+        "latitude": latitude,
+        "longitude": longitude,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return RequestSpec(LIST_VIDEOS, "POST", f"{base_url}/list_videos", json_body=body)
+
+
+def list_unique_ids_request(base_url: str) -> RequestSpec:
+    """``GET {v1}/list_unique_ids``."""
+    return RequestSpec(LIST_UNIQUE_IDS, "GET", f"{base_url}/list_unique_ids")
+
+
+def delete_batches(video_nos: Iterable[str]) -> list[list[str]]:
+    """Split ids into batches of at most 100 (the documented maximum per request)."""
+    if isinstance(video_nos, str):
+        video_nos = [video_nos]
+    ids = list(video_nos)
+    return [ids[i : i + MAX_DELETE_BATCH] for i in range(0, len(ids), MAX_DELETE_BATCH)]
+
+
+def delete_videos_request(base_url: str, video_nos: Sequence[str], unique_id: str | None) -> RequestSpec:
+    """``POST {v1}/delete_videos?unique_id=`` with a raw JSON array (idempotent per the current docs)."""
+    query = _query([("unique_id", unique_id)])
+    url = f"{base_url}/delete_videos" + (f"?{query}" if query else "")
+    return RequestSpec(DELETE_VIDEOS, "POST", url, json_body=list(video_nos))
+
+
+def download_video_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
+    """A: ``POST {v1}/download`` with JSON ``{video_no, unique_id}``."""
+    if not video_no:
+        raise ValueError("video_no must be a non-empty string")
+    body = {"video_no": video_no}
+    if unique_id is not None:
+        body["unique_id"] = unique_id
+    return RequestSpec(DOWNLOAD, "POST", f"{base_url}/download", json_body=body, download=True)
+
+
+def download_blob_request(
+    base_url: str, v2_base_url: str, bucket: str, blob: str, api: Literal["v1", "v2"] = "v2"
+) -> RequestSpec:
+    """B (``GET {v1}/download?bucket=&blob=``) or D (``GET {v2}/download?bucket=&blob=``)."""
+    if api == "v1":
+        return RequestSpec(DOWNLOAD, "GET", f"{base_url}/download?{_blob_query(bucket, blob)}", download=True)
+    if api == "v2":
+        return RequestSpec(
+            V2_DOWNLOAD, "GET", f"{v2_base_url}/download?{_blob_query(bucket, blob)}", download=True
+        )
+    raise ValueError(f"api must be 'v1' or 'v2', got {api!r}")
+
+
+def download_asset_request(v2_base_url: str, asset_id: str) -> RequestSpec:
+    """C: ``GET {v2}/{asset_id}/download``."""
+    if not asset_id:
+        raise ValueError("asset_id must be a non-empty string")
+    return RequestSpec(
+        V2_DOWNLOAD, "GET", f"{v2_base_url}/{quote(asset_id, safe='')}/download", download=True
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, val in headers.items():
+            if key.lower() == lowered:
+                return val
+    return value
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """True for ``application/json`` and ``+json`` types (how download errors are recognised)."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json") or mime == "text/json"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def normalize_code(code: Any) -> str | None:
+    """Envelope code as a string: ``"0000"`` stays, v2 integer ``400`` becomes ``"400"``."""
+    if code is None or isinstance(code, bool):
+        return None
+    if isinstance(code, float) and code.is_integer():
+        code = int(code)
+    return str(code).strip() or None
+
+
+def quote_body(body: bytes) -> str:
+    """The first bytes of an unexpected body, printable, for error messages."""
+    snippet = body[:ERROR_BODY_QUOTE].decode("utf-8", errors="replace")
+    suffix = "..." if len(body) > ERROR_BODY_QUOTE else ""
+    return repr(snippet + suffix)
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def error_for_code(
+    code: str,
+    message: str,
+    *,
+    http_status: int | None,
+    endpoint: str | None,
+    retry_after: float | None = None,
+) -> MemoriesError:
+    """The exception for a non-success business code (v1 ``"0xxx"`` or v2 integer codes)."""
+    kw: dict[str, Any] = {"code": code, "http_status": http_status, "endpoint": endpoint}
+    if code in _AUTH_CODES:
+        return MemoriesAuthError(message, **kw)
+    if code in _CREDIT_CODES or _CREDITS_RE.search(message):
+        return MemoriesInsufficientCreditsError(message, **kw)
+    if code in _RATE_CODES:
+        return MemoriesRateLimitError(message, retry_after=retry_after, **kw)
+    if code in _DUPLICATE_CODES:
+        return MemoriesDuplicateError(message, **kw)
+    if code == "404":
+        return MemoriesNotFoundError(message, **kw)
+    if code in _INVALID_CODES:
+        if _NOT_FOUND_RE.search(message):
+            return MemoriesNotFoundError(message, **kw)
+        return MemoriesInvalidRequestError(message, **kw)
+    if code.isdigit() and len(code) == 3 and code.startswith("5"):
+        return MemoriesServerError(message, **kw)
+    if http_status is not None and http_status >= 500:
+        return MemoriesServerError(message, **kw)
+    return MemoriesResponseError(f"undocumented error code {code!r}: {message}", **kw)
+
+
+def error_for_http(
+    status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None
+) -> MemoriesError:
+    """The exception for an HTTP error status whose body is not a business envelope."""
+    payload = _load_json(body)
+    if isinstance(payload, dict) and ("error" in payload or "message" in payload):
+        # Spring-style {timestamp, path, status, error[, message]}.
+        parts = [str(payload.get(k)) for k in ("error", "message", "path") if payload.get(k)]
+        message = f"HTTP {status}: " + " - ".join(parts)
+        documented = True
+    else:
+        message = f"HTTP {status}: body {quote_body(body)}"
+        documented = False
+    kw: dict[str, Any] = {"http_status": status, "endpoint": endpoint}
+    if status in (401, 403):
+        return MemoriesAuthError(message, **kw)
+    if status == 402:
+        return MemoriesInsufficientCreditsError(message, **kw)
+    if status == 429:
+        return MemoriesRateLimitError(
+            message, retry_after=parse_retry_after(_header(headers, "Retry-After")), **kw
+        )
+    if status == 404:
+        return MemoriesNotFoundError(message, **kw)
+    if status == 400:
+        return MemoriesInvalidRequestError(message, **kw)
+    if status == 409:
+        return MemoriesDuplicateError(message, **kw)
+    if status >= 500 and documented:
+        return MemoriesServerError(message, **kw)
+    return MemoriesResponseError(message, **kw)
+
+
+def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None) -> Any:
+    """Return the ``data`` of a successful envelope, or raise the typed error.
+
+    Accepts v1 (``"0000"`` string codes, with or without ``success``/``failed``) and v2 (integer
+    codes equal to the HTTP status). Anything undocumented raises :class:`MemoriesResponseError`
+    quoting the status and the first bytes of the body.
+    """
+    payload = _load_json(body)
+    if isinstance(payload, dict) and "code" in payload:
+        code = normalize_code(payload.get("code"))
+        message = str(payload.get("msg") or payload.get("message") or "").strip()
+        explicit_failure = payload.get("success") is False or payload.get("failed") is True
+        if code in _SUCCESS_CODES and not explicit_failure and 200 <= status < 300:
+            return payload.get("data")
+        if code is not None and code not in _SUCCESS_CODES:
+            retry_after = parse_retry_after(_header(headers, "Retry-After"))
+            return _raise(
+                error_for_code(
+                    code,
+                    message or "(no message)",
+                    http_status=status,
+                    endpoint=endpoint,
+                    retry_after=retry_after,
+                )
+            )
+    if status >= 400 or status < 200:
+        return _raise(error_for_http(status, headers, body, endpoint=endpoint))
+    return _raise(
+        MemoriesResponseError(
+            f"undocumented response: HTTP {status}, body {quote_body(body)}",
+            http_status=status,
+            endpoint=endpoint,
+        )
+    )
+
+
+def _raise(error: MemoriesError) -> Any:
+    raise error
+
+
+def download_error(
+    status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None
+) -> MemoriesError:
+    """The exception for a download response that is not a file (JSON envelope or HTTP error)."""
+    try:
+        parse_envelope(status, headers, body, endpoint=endpoint)
+    except MemoriesError as exc:
+        return exc
+    return MemoriesResponseError(
+        f"expected a file but got a success envelope: HTTP {status}, body {quote_body(body)}",
+        http_status=status,
+        endpoint=endpoint,
+    )
+
+
+def looks_like_error_envelope(body: bytes) -> bool:
+    """True when a JSON download body is an API envelope rather than a JSON file being downloaded."""
+    payload = _load_json(body)
+    return isinstance(payload, dict) and "code" in payload and ("msg" in payload or "data" in payload)
+
+
+# --------------------------------------------------------------------------- Content-Disposition
+
+_PARAM_RE = re.compile(r"""\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""")
+
+
+def parse_content_disposition(value: str | None) -> str | None:
+    """The file name from a ``Content-Disposition`` header, NOT sanitised.
+
+    Prefers RFC 6266/5987 ``filename*=UTF-8''%E2%82%AC.mp4`` over ``filename="..."``; a plain
+    ``filename`` that arrived as raw UTF-8 (decoded as Latin-1 by the HTTP library) is repaired.
+    """
+    if not value:
+        return None
+    _, _, params_text = value.partition(";")
+    plain: str | None = None
+    extended: str | None = None
+    for match in _PARAM_RE.finditer(params_text):
+        name = match.group(1).lower()
+        raw = match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        if name == "filename*":
+            extended = _decode_ext_value(raw)
+        elif name == "filename":
+            plain = _repair_latin1(raw)
+    name_found = extended or plain
+    return name_found or None
+
+
+def _decode_ext_value(value: str) -> str | None:
+    charset, sep, rest = value.partition("'")
+    if not sep:
+        return unquote(value) or None
+    _lang, sep, encoded = rest.partition("'")
+    if not sep:
+        return None
+    try:
+        return unquote(encoded, encoding=charset or "utf-8", errors="strict") or None
+    except (LookupError, UnicodeDecodeError):
+        return unquote(encoded, encoding="latin-1") or None
+
+
+def _repair_latin1(value: str) -> str:
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value

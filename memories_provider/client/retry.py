@@ -1,0 +1,127 @@
+"""The one retry policy shared by the sync and async clients.
+
+Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429, honouring
+``Retry-After``). Never retried: auth, credits, validation, not-found, duplicates and
+undocumented non-5xx responses. A non-idempotent call (upload, upload_url) is retried only when
+the server certainly did not accept it: the connection was never made, or it said ``0429``/429.
+The loop itself is tenacity's; this module decides *whether* and *how long*.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tenacity
+
+from memories_provider.client.errors import (
+    MemoriesConnectionError,
+    MemoriesIncompleteBodyError,
+    MemoriesRateLimitError,
+    MemoriesResponseError,
+    MemoriesServerError,
+)
+
+log = logging.getLogger("memories_provider.client")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait between retries.
+
+    :param max_retries: retries after the first attempt (0 disables retrying).
+    :param initial_delay: seconds before the first retry.
+    :param max_delay: cap on a computed backoff delay, in seconds.
+    :param multiplier: growth factor of the delay per retry.
+    :param jitter: spread delays randomly over [delay/2, delay] so clients sharing a key de-synchronise.
+    :param max_retry_after: cap on a server-sent ``Retry-After`` (which otherwise wins over backoff).
+    """
+
+    max_retries: int = 5
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    multiplier: float = 2.0
+    jitter: bool = True
+    max_retry_after: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+            raise ValueError("delays must be >= 0 and multiplier >= 1")
+
+    def should_retry(self, error: BaseException, *, idempotent: bool = True) -> bool:
+        """Whether ``error`` is worth another attempt of a call that is (not) ``idempotent``."""
+        if isinstance(error, MemoriesRateLimitError):
+            return True  # the server rejected the request: safe even for uploads
+        if isinstance(error, MemoriesIncompleteBodyError):
+            return False  # raised while streaming to the caller; restarting is the caller's call
+        if isinstance(error, MemoriesConnectionError):
+            return idempotent or not error.request_sent
+        if not idempotent:
+            return False
+        if isinstance(error, MemoriesResponseError):
+            return error.http_status is not None and error.http_status >= 500
+        return isinstance(error, MemoriesServerError)
+
+    def delay_for(self, attempt: int, error: BaseException | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        A ``Retry-After`` carried by ``error`` wins (capped by ``max_retry_after``); otherwise
+        ``initial_delay * multiplier ** (attempt - 1)`` capped by ``max_delay``, with jitter.
+        """
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return float(min(max(retry_after, 0.0), self.max_retry_after))
+        delay = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
+        if self.jitter:
+            delay = random.uniform(delay / 2, delay)
+        return float(delay)
+
+    def _tenacity_kwargs(
+        self, endpoint: str, *, idempotent: bool, can_retry: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        def retry_if(exc: BaseException) -> bool:
+            return self.should_retry(exc, idempotent=idempotent) and (can_retry is None or can_retry())
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self.delay_for(state.attempt_number, exc)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "memories.ai %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                endpoint,
+                state.attempt_number,
+                self.max_retries + 1,
+                exc,
+                state.upcoming_sleep,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "retry": tenacity.retry_if_exception(retry_if),
+            "wait": wait,
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    def retrying(
+        self, endpoint: str, *, idempotent: bool, can_retry: Callable[[], bool] | None = None
+    ) -> tenacity.Retrying:
+        """A tenacity ``Retrying`` applying this policy to one call of ``endpoint``."""
+        return tenacity.Retrying(
+            **self._tenacity_kwargs(endpoint, idempotent=idempotent, can_retry=can_retry)
+        )
+
+    def async_retrying(
+        self, endpoint: str, *, idempotent: bool, can_retry: Callable[[], bool] | None = None
+    ) -> tenacity.AsyncRetrying:
+        """A tenacity ``AsyncRetrying`` (sleeps with ``asyncio.sleep``) applying this policy."""
+        return tenacity.AsyncRetrying(
+            **self._tenacity_kwargs(endpoint, idempotent=idempotent, can_retry=can_retry)
+        )

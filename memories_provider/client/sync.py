@@ -1,0 +1,601 @@
+"""Synchronous memories.ai client on ``requests``: one pooled session, streamed uploads and downloads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from memories_provider.client import protocol
+from memories_provider.client._source import open_upload_source
+from memories_provider.client._version import USER_AGENT
+from memories_provider.client.errors import (
+    MemoriesConnectionError,
+    MemoriesError,
+    MemoriesIncompleteBodyError,
+    MemoriesNotFoundError,
+    MemoriesResponseError,
+    MemoriesTimeoutError,
+)
+from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
+from memories_provider.client.retry import RetryPolicy
+
+log = logging.getLogger("memories_provider.client")
+
+
+class _LargeBlockAdapter(HTTPAdapter):
+    """Sends request bodies in 1 MiB blocks (urllib3's default 16 KiB caps upload throughput)."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs.setdefault("blocksize", BLOCK_SIZE)
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+
+
+class _KeyAuth(requests.auth.AuthBase):
+    """Raw key in ``Authorization`` (no ``Bearer``). Set as session auth so ``.netrc`` never overrides it."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._api_key
+        return request
+
+    def __repr__(self) -> str:
+        return "_KeyAuth(***)"
+
+
+def _redact(error: MemoriesError, secret: str) -> MemoriesError:
+    """Remove the key from an error's text, should a server ever echo it back."""
+    if secret and secret in error.message:
+        error.message = error.message.replace(secret, "***")
+        error.args = (error.message,)
+    return error
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the request certainly never reached the server (refused, DNS, connect timeout, TLS)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(
+            item,
+            (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError,
+                ConnectionRefusedError,
+            ),
+        ):
+            return True
+        if isinstance(item, BaseException):
+            stack.extend([getattr(item, "reason", None), item.__cause__, item.__context__, *item.args])
+    return False
+
+
+def _transport_error(exc: Exception, endpoint: str) -> MemoriesConnectionError:
+    """Map a requests/urllib3 transport exception to the client's hierarchy."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return MemoriesTimeoutError(f"timed out connecting: {exc}", endpoint=endpoint, request_sent=False)
+    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+        return MemoriesTimeoutError(f"timed out waiting for the response: {exc}", endpoint=endpoint)
+    sent = not _never_connected(exc)
+    return MemoriesConnectionError(f"connection failed: {exc}", endpoint=endpoint, request_sent=sent)
+
+
+_TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+def _read_limited(response: requests.Response, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of a body (the rest is dropped with the connection)."""
+    parts: list[bytes] = []
+    total = 0
+    for chunk in response.iter_content(64 * 1024):
+        parts.append(chunk)
+        total += len(chunk)
+        if total >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+class DownloadResponse:
+    """A streamed file download; use as a context manager so the HTTP response is closed.
+
+    :param response: the streamed ``requests`` response (status 2xx, not an error envelope).
+    :param endpoint: logical endpoint name, for errors.
+    :param prefix: bytes already read from the body while checking for a JSON error envelope.
+    """
+
+    def __init__(self, response: requests.Response, endpoint: str, prefix: bytes = b"") -> None:
+        self._response = response
+        self.endpoint = endpoint
+        self._prefix = prefix
+        self.status_code: int = response.status_code
+        self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
+        self.content_type: str | None = self.headers.get("Content-Type")
+        self.filename: str | None = protocol.parse_content_disposition(
+            self.headers.get("Content-Disposition")
+        )
+        self.content_length: int | None = _content_length(self.headers)
+
+    def iter_chunks(self, chunk_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+        """Yield the body in chunks of up to ``chunk_size`` bytes.
+
+        :raises MemoriesIncompleteBodyError: when the body ends short of ``Content-Length`` or the
+            connection drops or times out mid-body.
+        """
+        received = 0
+        try:
+            if self._prefix:
+                received += len(self._prefix)
+                yield self._prefix
+                self._prefix = b""
+            for chunk in self._response.iter_content(chunk_size):
+                received += len(chunk)
+                yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise MemoriesIncompleteBodyError(
+                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: {exc}",
+                endpoint=self.endpoint,
+                http_status=self.status_code,
+            ) from exc
+        if self.content_length is not None and received < self.content_length:
+            raise MemoriesIncompleteBodyError(
+                f"download ended after {received} of {self.content_length} bytes",
+                endpoint=self.endpoint,
+                http_status=self.status_code,
+            )
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.iter_chunks()
+
+    def close(self) -> None:
+        """Close the HTTP response (returns or drops the connection)."""
+        self._response.close()
+
+    def __enter__(self) -> DownloadResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"DownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
+            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
+        )
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    # With a Content-Encoding the header counts encoded bytes, not what iter_chunks yields.
+    if headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return None
+    try:
+        value = int(headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class MemoriesClient:
+    """Synchronous client of the memories.ai API (v1 and v2 hosts).
+
+    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
+    :param base_url: v1 base URL, including ``/serve/api/v1``.
+    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
+    :param timeout: read timeout in seconds for every request (also caps the connect timeout).
+    :param retry: retry policy; default ``RetryPolicy()``.
+    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
+    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = protocol.DEFAULT_BASE_URL,
+        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ValueError("api_key must be a non-empty string")
+        if not timeout or float(timeout) <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._api_key = api_key.strip()
+        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
+        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.user_agent = user_agent or USER_AGENT
+        self._session = requests.Session()
+        adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.auth = _KeyAuth(self._api_key)
+        self._session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __repr__(self) -> str:
+        return f"MemoriesClient(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, api_key='***')"
+
+    def __enter__(self) -> MemoriesClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled HTTP session."""
+        self._session.close()
+
+    def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
+        headers: dict[str, str] = {}
+        data: Any = None
+        if body is not None:
+            headers["Content-Type"] = body.content_type
+            data = body
+        elif spec.form is not None:
+            data = list(spec.form)
+        if spec.download:
+            # Videos do not compress; identity keeps Content-Length equal to the bytes we count.
+            headers["Accept-Encoding"] = "identity"
+            headers["Accept"] = "*/*"
+        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        try:
+            return self._session.request(
+                spec.method,
+                spec.url,
+                json=spec.json_body,
+                data=data,
+                headers=headers,
+                timeout=(self.connect_timeout, self.timeout),
+                stream=True,
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise _transport_error(exc, spec.endpoint) from exc
+
+    def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
+        try:
+            return _read_limited(response, limit)
+        except _TRANSPORT_ERRORS as exc:
+            raise _transport_error(exc, spec.endpoint) from exc
+        finally:
+            response.close()
+
+    def _json_attempt(self, spec: protocol.RequestSpec, body: MultipartBody | None = None) -> Any:
+        response = self._send(spec, body=body)
+        content = self._read(response, spec, protocol.MAX_JSON_BYTES)
+        data = protocol.parse_envelope(
+            response.status_code, response.headers, content, endpoint=spec.endpoint
+        )
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, response.status_code)
+        return data
+
+    def _run(
+        self,
+        spec: protocol.RequestSpec,
+        attempt: Callable[[], Any],
+        can_retry: Callable[[], bool] | None = None,
+    ) -> Any:
+        retrying = self.retry.retrying(spec.endpoint, idempotent=spec.idempotent, can_retry=can_retry)
+        try:
+            return retrying(attempt)
+        except MemoriesError as exc:
+            raise _redact(exc, self._api_key) from exc.__cause__
+
+    def _call(self, spec: protocol.RequestSpec) -> Any:
+        return self._run(spec, lambda: self._json_attempt(spec))
+
+    @staticmethod
+    def _expect_dict(data: Any, endpoint: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise MemoriesResponseError(
+                f"expected an object in data, got {type(data).__name__}", endpoint=endpoint
+            )
+        return data
+
+    # ------------------------------------------------------------------ uploads
+
+    def upload_video(
+        self,
+        file: str | os.PathLike[str] | BinaryIO,
+        *,
+        filename: str | None = None,
+        size: int | None = None,
+        content_type: str | None = None,
+        unique_id: str | None = None,
+        callback: str | None = None,
+        datetime_taken: str | datetime | None = None,
+        camera_model: str | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        tags: Sequence[str] | None = None,
+        retain_original_video: bool | None = None,
+        video_transcription_prompt: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> UploadResult:
+        """Upload a video file as a streamed multipart body (never read whole into memory).
+
+        Retried only when the server certainly did not accept it (connection never made,
+        ``0429``/HTTP 429) and the source can be re-read (a path or a seekable file object).
+
+        :param file: a path, or a binary file object positioned at the start of the video.
+        :param filename: name announced to the server (default: the path's or object's name);
+            its extension (.mp4 .avi .mkv .mov) decides the part's Content-Type.
+        :param size: bytes to send (default: from the file); required for unseekable streams.
+        :param content_type: override the part's Content-Type (must start with ``video/``).
+        :param unique_id: scope ("folder") to upload into (server default ``default``).
+        :param callback: URL the service POSTs status changes to (≤ 299 chars).
+        :param datetime_taken: capture time, ``yyyy-MM-dd HH:mm:ss`` or a ``datetime``.
+        :param camera_model: camera model (≤ 200 chars).
+        :param latitude: capture latitude (with ``longitude``).
+        :param longitude: capture longitude (with ``latitude``).
+        :param tags: up to 20 tags (the server adds ``api``).
+        :param retain_original_video: keep the original file on the service (default true there).
+        :param video_transcription_prompt: free-text prompt for transcription.
+        :param progress: called with the number of file bytes sent so far.
+        """
+        fields = protocol.upload_form_fields(
+            unique_id=unique_id,
+            callback=callback,
+            datetime_taken=datetime_taken,
+            camera_model=camera_model,
+            latitude=latitude,
+            longitude=longitude,
+            tags=tags,
+            retain_original_video=retain_original_video,
+            video_transcription_prompt=video_transcription_prompt,
+        )
+        spec = protocol.upload_request(self.base_url)
+        with open_upload_source(file, filename=filename, size=size) as source:
+            detected = protocol.video_content_type(source.filename)
+            body = MultipartBody(
+                fields,
+                source.fileobj,
+                filename=source.filename,
+                content_type=content_type or detected,
+                size=source.size,
+                progress=progress,
+            )
+            attempts = 0
+
+            def attempt() -> Any:
+                nonlocal attempts
+                if attempts:
+                    body.rewind()
+                attempts += 1
+                return self._json_attempt(spec, body)
+
+            data = self._run(spec, attempt, can_retry=lambda: body.rewindable)
+        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+
+    def upload_video_from_url(
+        self,
+        url: str,
+        *,
+        unique_id: str | None = None,
+        callback: str | None = None,
+        datetime_taken: str | datetime | None = None,
+        camera_model: str | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        tags: Sequence[str] | None = None,
+        retain_original_video: bool | None = None,
+        video_transcription_prompt: str | None = None,
+    ) -> UploadResult:
+        """Ask the service to fetch a video from a public URL (same metadata as :meth:`upload_video`).
+
+        :param url: URL the service downloads with an unauthenticated GET.
+        """
+        fields = protocol.upload_form_fields(
+            url=url,
+            unique_id=unique_id,
+            callback=callback,
+            datetime_taken=datetime_taken,
+            camera_model=camera_model,
+            latitude=latitude,
+            longitude=longitude,
+            tags=tags,
+            retain_original_video=retain_original_video,
+            video_transcription_prompt=video_transcription_prompt,
+        )
+        spec = protocol.upload_url_request(self.base_url, fields)
+        data = self._call(spec)
+        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+
+    # ------------------------------------------------------------------ queries
+
+    def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
+        """Status and metadata of one video (``get_metadata``).
+
+        :param video_no: the video's id.
+        :param unique_id: its scope.
+        :raises MemoriesNotFoundError: when the video does not exist.
+        """
+        spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
+        data = self._call(spec)
+        if data is None:
+            raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
+        return Video.from_api(self._expect_dict(data, spec.endpoint))
+
+    def list_videos(
+        self,
+        *,
+        page: int = 1,
+        size: int = 100,
+        unique_id: str | None = None,
+        video_name: str | None = None,
+        video_no: str | None = None,
+        video_nos: Sequence[str] | None = None,
+        status: str | None = None,
+        camera_model: str | None = None,
+        tag: str | None = None,
+        datetime_taken: int | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+    ) -> VideoPage:
+        """One page of videos matching the filters (``None`` filters are not sent).
+
+        :param page: 1-based page number.
+        :param size: page size.
+        :param unique_id: scope to list.
+        :param video_name: exact name filter.
+        :param video_no: one id.
+        :param video_nos: restrict the result to these ids (check many videos in one call).
+        :param status: ``UNPARSE``/``PARSE``/``FAILED``.
+        :param camera_model: camera model filter.
+        :param tag: tag filter.
+        :param datetime_taken: capture time lower bound, epoch ms.
+        :param latitude: with ``longitude``: videos within ~20 km.
+        :param longitude: see ``latitude``.
+        """
+        spec = protocol.list_videos_request(
+            self.base_url,
+            page=page,
+            size=size,
+            unique_id=unique_id,
+            video_name=video_name,
+            video_no=video_no,
+            video_nos=video_nos,
+            status=status,
+            camera_model=camera_model,
+            tag=tag,
+            datetime_taken=datetime_taken,
+            latitude=latitude,
+            longitude=longitude,
+        )
+        data = self._call(spec)
+        if data is not None and not isinstance(data, dict):
+            raise MemoriesResponseError("list_videos data is not an object", endpoint=spec.endpoint)
+        try:
+            return VideoPage.from_api(data, page=page, size=size)
+        except ValueError as exc:
+            raise MemoriesResponseError(
+                f"unexpected list_videos data: {exc}", endpoint=spec.endpoint
+            ) from None
+
+    def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
+        """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
+        page = 1
+        seen = 0
+        while True:
+            result = self.list_videos(page=page, size=page_size, **filters)
+            yield from result.videos
+            seen += len(result.videos)
+            if _last_page(result, seen, page_size):
+                return
+            page += 1
+
+    def list_unique_ids(self) -> list[str]:
+        """All scopes (``unique_id`` values) of the account."""
+        spec = protocol.list_unique_ids_request(self.base_url)
+        return _unique_ids(self._call(spec), spec.endpoint)
+
+    def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
+        """Delete videos, 100 ids per request. Unknown ids are not an error (per the current docs).
+
+        :param video_nos: ids to delete.
+        :param unique_id: their scope.
+        """
+        for batch in protocol.delete_batches(video_nos):
+            self._call(protocol.delete_videos_request(self.base_url, batch, unique_id))
+
+    # ------------------------------------------------------------------ downloads
+
+    def _download(self, spec: protocol.RequestSpec) -> DownloadResponse:
+        def attempt() -> DownloadResponse:
+            response = self._send(spec)
+            if not 200 <= response.status_code < 300:
+                content = self._read(response, spec, protocol.MAX_ERROR_BYTES)
+                raise protocol.download_error(
+                    response.status_code, response.headers, content, endpoint=spec.endpoint
+                )
+            prefix = b""
+            if protocol.is_json_content_type(response.headers.get("Content-Type")):
+                try:
+                    prefix = response.raw.read(protocol.MAX_ERROR_BYTES, decode_content=True)
+                except _TRANSPORT_ERRORS as exc:
+                    response.close()
+                    raise _transport_error(exc, spec.endpoint) from exc
+                if protocol.looks_like_error_envelope(prefix):
+                    response.close()
+                    raise protocol.download_error(
+                        response.status_code, response.headers, prefix, endpoint=spec.endpoint
+                    )
+            return DownloadResponse(response, spec.endpoint, prefix)
+
+        result: DownloadResponse = self._run(spec, attempt)
+        return result
+
+    def download_video(self, video_no: str, *, unique_id: str | None = None) -> DownloadResponse:
+        """Download a video by id (A: ``POST {v1}/download``); use the result as a context manager.
+
+        :param video_no: the video's id.
+        :param unique_id: its scope.
+        """
+        return self._download(protocol.download_video_request(self.base_url, video_no, unique_id))
+
+    def download_blob(self, bucket: str, blob: str, *, api: Literal["v1", "v2"] = "v2") -> DownloadResponse:
+        """Download by storage bucket and blob (B: v1, D: v2 ``GET .../download?bucket=&blob=``).
+
+        :param bucket: storage bucket.
+        :param blob: blob path (slashes are sent unencoded).
+        :param api: which endpoint to use, ``"v2"`` (default) or ``"v1"``.
+        """
+        return self._download(
+            protocol.download_blob_request(self.base_url, self.v2_base_url, bucket, blob, api)
+        )
+
+    def download_asset(self, asset_id: str) -> DownloadResponse:
+        """Download a v2 asset (C: ``GET {v2}/{asset_id}/download``).
+
+        :param asset_id: the asset's id (``re_...``).
+        """
+        return self._download(protocol.download_asset_request(self.v2_base_url, asset_id))
+
+
+def _last_page(result: VideoPage, seen: int, page_size: int) -> bool:
+    """Whether paging should stop: an empty page, everything counted, or a short page."""
+    if not result.videos:
+        return True
+    if result.total_count is not None:
+        return seen >= result.total_count
+    return len(result.videos) < (result.page_size or page_size)
+
+
+def _unique_ids(data: Any, endpoint: str) -> list[str]:
+    if isinstance(data, dict):
+        data = data.get("unique_ids", data.get("uniqueIds"))
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise MemoriesResponseError("list_unique_ids data is not a list", endpoint=endpoint)
+    return [str(item) for item in data if item is not None]
