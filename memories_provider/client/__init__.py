@@ -5,6 +5,7 @@ No Airflow imports here: the hook builds these clients from an Airflow connectio
 
 from __future__ import annotations
 
+from memories_provider.client.aio import AsyncDownloadResponse, AsyncMemoriesClient
 from memories_provider.client.errors import (
     MemoriesAuthError,
     MemoriesConnectionError,
@@ -24,6 +25,8 @@ from memories_provider.client.retry import RetryPolicy
 from memories_provider.client.sync import DownloadResponse, MemoriesClient
 
 __all__ = [
+    "AsyncDownloadResponse",
+    "AsyncMemoriesClient",
     "DownloadResponse",
     "MemoriesAuthError",
     "MemoriesClient",

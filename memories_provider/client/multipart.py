@@ -19,6 +19,18 @@ class SourceSizeError(ValueError):
     """The file object yielded a different number of bytes than the declared ``size``."""
 
 
+def find_source_error(exc: BaseException) -> SourceSizeError | None:
+    """The caller's short/long upload source hidden inside a transport error, if that is the cause."""
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        if isinstance(item, SourceSizeError):
+            return item
+        seen.add(id(item))
+        item = item.__cause__ or item.__context__
+    return None
+
+
 def _quote(value: str) -> str:
     # WHATWG form encoding of names/filenames in a part header: escape the quote and line breaks.
     return value.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")

@@ -26,7 +26,7 @@ from memories_provider.client.errors import (
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
-from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
 
 log = logging.getLogger("memories_provider.client")
@@ -280,6 +280,9 @@ class MemoriesClient:
                 stream=True,
             )
         except _TRANSPORT_ERRORS as exc:
+            source_error = find_source_error(exc)
+            if source_error is not None:
+                raise source_error from None
             raise _transport_error(exc, spec.endpoint) from exc
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:

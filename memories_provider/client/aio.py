@@ -1,0 +1,513 @@
+"""Asynchronous memories.ai client on ``aiohttp``: one session per client, same protocol layer as ``sync.py``.
+
+Meant for triggers: nothing here blocks the event loop (file reads for uploads run in the
+default executor), and the whole client is used as ``async with AsyncMemoriesClient(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
+from urllib.parse import urlencode
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from memories_provider.client import protocol
+from memories_provider.client._source import open_upload_source
+from memories_provider.client._version import USER_AGENT
+from memories_provider.client.errors import (
+    MemoriesConnectionError,
+    MemoriesError,
+    MemoriesIncompleteBodyError,
+    MemoriesNotFoundError,
+    MemoriesResponseError,
+    MemoriesTimeoutError,
+)
+from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
+from memories_provider.client.retry import RetryPolicy
+from memories_provider.client.sync import _content_length, _last_page, _redact, _unique_ids
+
+log = logging.getLogger("memories_provider.client")
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def _transport_error(exc: BaseException, endpoint: str) -> MemoriesConnectionError:
+    """Map an aiohttp/asyncio transport exception to the client's hierarchy."""
+    text = str(exc) or type(exc).__name__
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
+    if connect_timeout is not None and isinstance(exc, connect_timeout):
+        return MemoriesTimeoutError(f"timed out connecting: {text}", endpoint=endpoint, request_sent=False)
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return MemoriesTimeoutError(f"timed out: {text}", endpoint=endpoint)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # Refused, DNS, TLS handshake: the request never left this process.
+        return MemoriesConnectionError(f"cannot connect: {text}", endpoint=endpoint, request_sent=False)
+    return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = await response.content.read(min(64 * 1024, limit - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+class AsyncDownloadResponse:
+    """A streamed download; an async context manager that sends the request on entry.
+
+    ``async with client.download_video(no) as resp: async for chunk in resp.iter_chunks(): ...``
+    The attributes (``content_type``, ``content_length``, ``filename``, ``headers``) are set on entry.
+
+    :param opener: coroutine function performing the request (with retries) and returning the
+        response plus any body prefix already read.
+    :param endpoint: logical endpoint name, for errors.
+    """
+
+    def __init__(
+        self, opener: Callable[[], Awaitable[tuple[aiohttp.ClientResponse, bytes]]], endpoint: str
+    ) -> None:
+        self._opener = opener
+        self.endpoint = endpoint
+        self._response: aiohttp.ClientResponse | None = None
+        self._prefix = b""
+        self.status_code: int | None = None
+        self.headers: Mapping[str, str] = CIMultiDict()
+        self.content_type: str | None = None
+        self.filename: str | None = None
+        self.content_length: int | None = None
+
+    async def __aenter__(self) -> AsyncDownloadResponse:
+        self._response, self._prefix = await self._opener()
+        self.status_code = self._response.status
+        self.headers = CIMultiDict(self._response.headers)
+        self.content_type = self.headers.get("Content-Type")
+        self.filename = protocol.parse_content_disposition(self.headers.get("Content-Disposition"))
+        self.content_length = _content_length(self.headers)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP response (drops the connection if the body was not read to the end)."""
+        if self._response is not None:
+            self._response.close()
+
+    async def iter_chunks(self, chunk_size: int = BLOCK_SIZE) -> AsyncIterator[bytes]:
+        """Yield the body in chunks of up to ``chunk_size`` bytes.
+
+        :raises MemoriesIncompleteBodyError: when the body ends short of ``Content-Length`` or the
+            connection drops or times out mid-body.
+        """
+        if self._response is None:
+            raise RuntimeError("use 'async with client.download_...(...) as response' before reading")
+        received = 0
+        try:
+            if self._prefix:
+                received += len(self._prefix)
+                yield self._prefix
+                self._prefix = b""
+            async for chunk in self._response.content.iter_chunked(chunk_size):
+                received += len(chunk)
+                yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise MemoriesIncompleteBodyError(
+                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: "
+                f"{str(exc) or type(exc).__name__}",
+                endpoint=self.endpoint,
+                http_status=self.status_code,
+            ) from exc
+        if self.content_length is not None and received < self.content_length:
+            raise MemoriesIncompleteBodyError(
+                f"download ended after {received} of {self.content_length} bytes",
+                endpoint=self.endpoint,
+                http_status=self.status_code,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncDownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
+            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
+        )
+
+
+class AsyncMemoriesClient:
+    """Asynchronous client of the memories.ai API; same constructor and methods as ``MemoriesClient``.
+
+    Use ``async with AsyncMemoriesClient(...) as client:`` (or ``await client.close()``); the
+    aiohttp session is created on first use inside the running event loop.
+
+    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
+    :param base_url: v1 base URL, including ``/serve/api/v1``.
+    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
+    :param timeout: socket read timeout in seconds (also caps the connect timeout).
+    :param retry: retry policy; default ``RetryPolicy()``.
+    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
+    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = protocol.DEFAULT_BASE_URL,
+        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ValueError("api_key must be a non-empty string")
+        if not timeout or float(timeout) <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._api_key = api_key.strip()
+        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
+        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.user_agent = user_agent or USER_AGENT
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __repr__(self) -> str:
+        urls = f"base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}"
+        return f"AsyncMemoriesClient({urls}, api_key='***')"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": self._api_key, "User-Agent": self.user_agent},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
+                ),
+                read_bufsize=BLOCK_SIZE,
+                # Never pick up credentials from ~/.netrc or proxies' env: the key is the only auth.
+                trust_env=False,
+            )
+        return self._session
+
+    async def __aenter__(self) -> AsyncMemoriesClient:
+        self._get_session()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the aiohttp session."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def _send(
+        self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None, progress: Any = None
+    ) -> aiohttp.ClientResponse:
+        headers: dict[str, str] = {}
+        data: Any = None
+        if body is not None:
+            headers["Content-Type"] = body.content_type
+            # An explicit length keeps aiohttp from switching to chunked transfer encoding.
+            headers["Content-Length"] = str(body.length)
+            data = _stream_body(body, progress)
+        elif spec.form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            data = urlencode(list(spec.form)).encode()
+        if spec.download:
+            headers["Accept-Encoding"] = "identity"
+            headers["Accept"] = "*/*"
+        else:
+            headers["Accept"] = "application/json"
+        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        try:
+            return await self._get_session().request(
+                spec.method, URL(spec.url, encoded=True), json=spec.json_body, data=data, headers=headers
+            )
+        except _TRANSPORT_ERRORS as exc:
+            source_error = find_source_error(exc)
+            if source_error is not None:
+                raise source_error from None
+            raise _transport_error(exc, spec.endpoint) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
+        try:
+            return await _read_limited(response, limit)
+        except _TRANSPORT_ERRORS as exc:
+            raise _transport_error(exc, spec.endpoint) from exc
+        finally:
+            response.close()
+
+    async def _json_attempt(
+        self, spec: protocol.RequestSpec, body: MultipartBody | None = None, progress: Any = None
+    ) -> Any:
+        response = await self._send(spec, body=body, progress=progress)
+        content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
+        return protocol.parse_envelope(response.status, response.headers, content, endpoint=spec.endpoint)
+
+    async def _run(
+        self,
+        spec: protocol.RequestSpec,
+        attempt: Callable[[], Awaitable[Any]],
+        can_retry: Callable[[], bool] | None = None,
+    ) -> Any:
+        retrying = self.retry.async_retrying(spec.endpoint, idempotent=spec.idempotent, can_retry=can_retry)
+        try:
+            return await retrying(attempt)
+        except MemoriesError as exc:
+            raise _redact(exc, self._api_key) from exc.__cause__
+
+    async def _call(self, spec: protocol.RequestSpec) -> Any:
+        return await self._run(spec, lambda: self._json_attempt(spec))
+
+    @staticmethod
+    def _expect_dict(data: Any, endpoint: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise MemoriesResponseError(
+                f"expected an object in data, got {type(data).__name__}", endpoint=endpoint
+            )
+        return data
+
+    # ------------------------------------------------------------------ uploads
+
+    async def upload_video(
+        self,
+        file: str | os.PathLike[str] | BinaryIO,
+        *,
+        filename: str | None = None,
+        size: int | None = None,
+        content_type: str | None = None,
+        unique_id: str | None = None,
+        callback: str | None = None,
+        datetime_taken: str | datetime | None = None,
+        camera_model: str | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        tags: Sequence[str] | None = None,
+        retain_original_video: bool | None = None,
+        video_transcription_prompt: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> UploadResult:
+        """Upload a video as a streamed multipart body; see ``MemoriesClient.upload_video``.
+
+        File reads run in the default executor so the event loop is never blocked; ``progress``
+        is called on the event loop thread.
+        """
+        fields = protocol.upload_form_fields(
+            unique_id=unique_id,
+            callback=callback,
+            datetime_taken=datetime_taken,
+            camera_model=camera_model,
+            latitude=latitude,
+            longitude=longitude,
+            tags=tags,
+            retain_original_video=retain_original_video,
+            video_transcription_prompt=video_transcription_prompt,
+        )
+        spec = protocol.upload_request(self.base_url)
+        # Opening a path is a quick local syscall; reads happen in the executor below.
+        with open_upload_source(file, filename=filename, size=size) as source:
+            detected = protocol.video_content_type(source.filename)
+            body = MultipartBody(
+                fields,
+                source.fileobj,
+                filename=source.filename,
+                content_type=content_type or detected,
+                size=source.size,
+            )
+            attempts = 0
+
+            async def attempt() -> Any:
+                nonlocal attempts
+                if attempts:
+                    await asyncio.get_running_loop().run_in_executor(None, body.rewind)
+                attempts += 1
+                return await self._json_attempt(spec, body, progress)
+
+            data = await self._run(spec, attempt, can_retry=lambda: body.rewindable)
+        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+
+    async def upload_video_from_url(
+        self,
+        url: str,
+        *,
+        unique_id: str | None = None,
+        callback: str | None = None,
+        datetime_taken: str | datetime | None = None,
+        camera_model: str | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        tags: Sequence[str] | None = None,
+        retain_original_video: bool | None = None,
+        video_transcription_prompt: str | None = None,
+    ) -> UploadResult:
+        """Have the service fetch a video from a URL; see ``MemoriesClient.upload_video_from_url``."""
+        fields = protocol.upload_form_fields(
+            url=url,
+            unique_id=unique_id,
+            callback=callback,
+            datetime_taken=datetime_taken,
+            camera_model=camera_model,
+            latitude=latitude,
+            longitude=longitude,
+            tags=tags,
+            retain_original_video=retain_original_video,
+            video_transcription_prompt=video_transcription_prompt,
+        )
+        spec = protocol.upload_url_request(self.base_url, fields)
+        data = await self._call(spec)
+        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+
+    # ------------------------------------------------------------------ queries
+
+    async def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
+        """Status and metadata of one video (``get_metadata``); see ``MemoriesClient.get_video``."""
+        spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
+        data = await self._call(spec)
+        if data is None:
+            raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
+        return Video.from_api(self._expect_dict(data, spec.endpoint))
+
+    async def list_videos(
+        self,
+        *,
+        page: int = 1,
+        size: int = 100,
+        unique_id: str | None = None,
+        video_name: str | None = None,
+        video_no: str | None = None,
+        video_nos: Sequence[str] | None = None,
+        status: str | None = None,
+        camera_model: str | None = None,
+        tag: str | None = None,
+        datetime_taken: int | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+    ) -> VideoPage:
+        """One page of videos matching the filters; see ``MemoriesClient.list_videos``."""
+        spec = protocol.list_videos_request(
+            self.base_url,
+            page=page,
+            size=size,
+            unique_id=unique_id,
+            video_name=video_name,
+            video_no=video_no,
+            video_nos=video_nos,
+            status=status,
+            camera_model=camera_model,
+            tag=tag,
+            datetime_taken=datetime_taken,
+            latitude=latitude,
+            longitude=longitude,
+        )
+        data = await self._call(spec)
+        if data is not None and not isinstance(data, dict):
+            raise MemoriesResponseError("list_videos data is not an object", endpoint=spec.endpoint)
+        try:
+            return VideoPage.from_api(data, page=page, size=size)
+        except ValueError as exc:
+            raise MemoriesResponseError(
+                f"unexpected list_videos data: {exc}", endpoint=spec.endpoint
+            ) from None
+
+    async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
+        """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
+        page = 1
+        seen = 0
+        while True:
+            result = await self.list_videos(page=page, size=page_size, **filters)
+            for video in result.videos:
+                yield video
+            seen += len(result.videos)
+            if _last_page(result, seen, page_size):
+                return
+            page += 1
+
+    async def list_unique_ids(self) -> list[str]:
+        """All scopes (``unique_id`` values) of the account."""
+        spec = protocol.list_unique_ids_request(self.base_url)
+        return _unique_ids(await self._call(spec), spec.endpoint)
+
+    async def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
+        """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
+        for batch in protocol.delete_batches(video_nos):
+            await self._call(protocol.delete_videos_request(self.base_url, batch, unique_id))
+
+    # ------------------------------------------------------------------ downloads
+
+    def _download(self, spec: protocol.RequestSpec) -> AsyncDownloadResponse:
+        async def attempt() -> tuple[aiohttp.ClientResponse, bytes]:
+            response = await self._send(spec)
+            if not 200 <= response.status < 300:
+                content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
+                raise protocol.download_error(
+                    response.status, response.headers, content, endpoint=spec.endpoint
+                )
+            prefix = b""
+            if protocol.is_json_content_type(response.headers.get("Content-Type")):
+                try:
+                    prefix = await _read_limited(response, protocol.MAX_ERROR_BYTES)
+                except _TRANSPORT_ERRORS as exc:
+                    response.close()
+                    raise _transport_error(exc, spec.endpoint) from exc
+                if protocol.looks_like_error_envelope(prefix):
+                    response.close()
+                    raise protocol.download_error(
+                        response.status, response.headers, prefix, endpoint=spec.endpoint
+                    )
+            return response, prefix
+
+        async def opener() -> tuple[aiohttp.ClientResponse, bytes]:
+            result: tuple[aiohttp.ClientResponse, bytes] = await self._run(spec, attempt)
+            return result
+
+        return AsyncDownloadResponse(opener, spec.endpoint)
+
+    def download_video(self, video_no: str, *, unique_id: str | None = None) -> AsyncDownloadResponse:
+        """Download a video by id (A); ``async with client.download_video(no) as resp: ...``."""
+        return self._download(protocol.download_video_request(self.base_url, video_no, unique_id))
+
+    def download_blob(
+        self, bucket: str, blob: str, *, api: Literal["v1", "v2"] = "v2"
+    ) -> AsyncDownloadResponse:
+        """Download by bucket and blob (B: v1, D: v2); an async context manager."""
+        return self._download(
+            protocol.download_blob_request(self.base_url, self.v2_base_url, bucket, blob, api)
+        )
+
+    def download_asset(self, asset_id: str) -> AsyncDownloadResponse:
+        """Download a v2 asset (C); an async context manager."""
+        return self._download(protocol.download_asset_request(self.v2_base_url, asset_id))
+
+
+async def _stream_body(body: MultipartBody, progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+    """Feed the multipart body to aiohttp in 1 MiB blocks read off the event loop."""
+    loop = asyncio.get_running_loop()
+    reported = 0
+    while True:
+        chunk = await loop.run_in_executor(None, body.read, BLOCK_SIZE)
+        if not chunk:
+            return
+        yield chunk
+        if progress is not None and body.file_bytes_sent != reported:
+            reported = body.file_bytes_sent
+            progress(reported)
