@@ -1,0 +1,102 @@
+"""The retry policy: which errors retry (idempotent or not), backoff with jitter and cap, Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from memories_provider.client import (
+    MemoriesAuthError,
+    MemoriesConnectionError,
+    MemoriesDuplicateError,
+    MemoriesIncompleteBodyError,
+    MemoriesInsufficientCreditsError,
+    MemoriesInvalidRequestError,
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    MemoriesResponseError,
+    MemoriesServerError,
+    MemoriesTimeoutError,
+    RetryPolicy,
+)
+
+POLICY = RetryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "expected"),
+    [
+        (MemoriesServerError("x", http_status=503), True, True),
+        (MemoriesServerError("x", http_status=503), False, False),
+        (MemoriesResponseError("x", http_status=502), True, True),
+        (MemoriesResponseError("x", http_status=200), True, False),
+        (MemoriesRateLimitError("x", code="0429"), True, True),
+        (MemoriesRateLimitError("x", http_status=429), False, True),
+        (MemoriesConnectionError("x", request_sent=True), True, True),
+        (MemoriesConnectionError("x", request_sent=True), False, False),
+        (MemoriesConnectionError("refused", request_sent=False), False, True),
+        (MemoriesTimeoutError("read", request_sent=True), True, True),
+        (MemoriesTimeoutError("read", request_sent=True), False, False),
+        (MemoriesTimeoutError("connect", request_sent=False), False, True),
+        (MemoriesIncompleteBodyError("short"), True, False),
+        (MemoriesAuthError("x", code="0401"), True, False),
+        (MemoriesInsufficientCreditsError("x", code="0402"), True, False),
+        (MemoriesInvalidRequestError("x", code="0001"), True, False),
+        (MemoriesNotFoundError("x", code="0001"), True, False),
+        (MemoriesDuplicateError("x", code="0409"), True, False),
+        (ValueError("caller bug"), True, False),
+    ],
+)
+def test_should_retry(error, idempotent, expected):
+    assert POLICY.should_retry(error, idempotent=idempotent) is expected
+
+
+def test_delays_grow_exponentially_and_are_capped_without_jitter():
+    policy = RetryPolicy(initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=False)
+    assert [policy.delay_for(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_jitter_stays_within_half_to_full_delay():
+    policy = RetryPolicy(initial_delay=1.0, multiplier=2.0, max_delay=60.0, jitter=True)
+    delays = {policy.delay_for(3) for _ in range(200)}
+    assert all(2.0 <= d <= 4.0 for d in delays)
+    assert len(delays) > 1  # actually random
+
+
+def test_retry_after_wins_over_backoff_and_is_capped():
+    policy = RetryPolicy(initial_delay=0.01, jitter=True, max_retry_after=30.0)
+    assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=7.0)) == 7.0
+    assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=120.0)) == 30.0
+    assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=None)) <= 0.01
+
+
+def test_invalid_policy_values():
+    with pytest.raises(ValueError):
+        RetryPolicy(max_retries=-1)
+    with pytest.raises(ValueError):
+        RetryPolicy(multiplier=0.5)
+
+
+def test_retrying_runs_exactly_max_retries_plus_one_attempts():
+    policy = RetryPolicy(max_retries=3, initial_delay=0, jitter=False)
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise MemoriesServerError("boom", http_status=500)
+
+    with pytest.raises(MemoriesServerError):
+        policy.retrying("list_videos", idempotent=True)(fail)
+    assert len(calls) == 4
+
+
+def test_retrying_stops_at_once_on_a_permanent_error():
+    policy = RetryPolicy(max_retries=3, initial_delay=0, jitter=False)
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise MemoriesAuthError("bad key", code="0401")
+
+    with pytest.raises(MemoriesAuthError):
+        policy.retrying("list_videos", idempotent=True)(fail)
+    assert len(calls) == 1
