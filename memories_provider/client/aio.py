@@ -277,7 +277,11 @@ class AsyncMemoriesClient:
             raise _redact(exc, self._api_key) from exc.__cause__
 
     async def _call(self, spec: protocol.RequestSpec) -> Any:
-        return await self._run(spec, lambda: self._json_attempt(spec))
+        # tenacity awaits only coroutine *functions*: a lambda returning a coroutine would not be awaited.
+        async def attempt() -> Any:
+            return await self._json_attempt(spec)
+
+        return await self._run(spec, attempt)
 
     @staticmethod
     def _expect_dict(data: Any, endpoint: str) -> dict[str, Any]:
