@@ -59,7 +59,7 @@ class Scripted:
             do_GET = do_POST = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         self.v1 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v1"
         self.v2 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v2"
