@@ -54,6 +54,15 @@ def _transport_error(exc: BaseException, endpoint: str) -> MemoriesConnectionErr
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
 
 
+def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The HTTP(S)_PROXY/NO_PROXY proxy for ``url``, like requests honours them for the sync client."""
+    try:
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
+    return proxy, auth
+
+
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     parts: list[bytes] = []
     total = 0
@@ -200,7 +209,8 @@ class AsyncMemoriesClient:
                     total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
                 ),
                 read_bufsize=BLOCK_SIZE,
-                # Never pick up credentials from ~/.netrc or proxies' env: the key is the only auth.
+                # trust_env would also read ~/.netrc and clash with the key header; proxies
+                # from the environment are applied per request instead (see _env_proxy).
                 trust_env=False,
             )
         return self._session
@@ -239,9 +249,17 @@ class AsyncMemoriesClient:
         else:
             headers["Accept"] = "application/json"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        url = URL(spec.url, encoded=True)
+        proxy, proxy_auth = _env_proxy(url)
         try:
             return await self._get_session().request(
-                spec.method, URL(spec.url, encoded=True), json=spec.json_body, data=data, headers=headers
+                spec.method,
+                url,
+                json=spec.json_body,
+                data=data,
+                headers=headers,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)
