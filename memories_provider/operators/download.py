@@ -234,7 +234,8 @@ class MemoriesDownloadOperator(BaseOperator):
             skipped = self._skip_by_metadata(hook, source, destination)
             if skipped is not None:
                 return skipped
-        policy = RetryPolicy(max_retries=hook.config.max_retries)
+        # The client's own policy (built from the connection's max_retries): same delays, same bound.
+        policy = getattr(hook.get_conn(), "retry", None) or RetryPolicy(max_retries=hook.config.max_retries)
         attempt = 0
         while True:
             try:
@@ -242,8 +243,8 @@ class MemoriesDownloadOperator(BaseOperator):
             except _BodyInterrupted as interrupted:
                 if attempt >= policy.max_retries:
                     raise interrupted.error from None
-                delay = policy.delay_for(attempt, interrupted.error)
                 attempt += 1
+                delay = policy.delay_for(attempt, interrupted.error)
                 self.log.warning(
                     "%s: connection broke mid-body (%s); restarting from the start in %.1fs (retry %d of %d)",
                     source.label,
@@ -272,7 +273,13 @@ class MemoriesDownloadOperator(BaseOperator):
         )
 
     def _skip_or_fail(
-        self, source: _Source, uri: str, existing: int, expected: int | None, how: str
+        self,
+        source: _Source,
+        uri: str,
+        existing: int,
+        expected: int | None,
+        how: str,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
         if expected is not None and expected != existing:
             raise AirflowFailException(
@@ -297,7 +304,7 @@ class MemoriesDownloadOperator(BaseOperator):
             "uri": uri,
             "bytes": existing,
             "sha256": None,
-            "content_type": None,
+            "content_type": content_type,
             "filename": basename_of(uri),
             "skipped": True,
         }
@@ -319,7 +326,9 @@ class MemoriesDownloadOperator(BaseOperator):
                 existing = self._existing_size(uri)
                 if existing is not None:
                     # Closing the response here reads no body: only the headers were transferred.
-                    return self._skip_or_fail(source, uri, existing, expected, "Content-Length")
+                    return self._skip_or_fail(
+                        source, uri, existing, expected, "Content-Length", resp.content_type
+                    )
             return self._stream(resp, source, uri, expected)
 
     def _stream(

@@ -155,3 +155,12 @@ def test_atomic_writer_refuses_folders(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="folder"), atomic_writer(str(tmp_path) + "/"):
         pass
     assert os.listdir(tmp_path) == []
+
+
+def test_sftp_temp_name_sits_beside_the_target() -> None:
+    from memories_provider.storage.destinations import _sftp_paths
+
+    path, tmp_path, tmp_uri = _sftp_paths("sftp://me@127.0.0.1:2222/data/in/v.mp4")
+    assert path == "/data/in/v.mp4"
+    assert tmp_path.startswith("/data/in/.v.mp4.") and tmp_path.endswith(".part")
+    assert tmp_uri == "sftp://me@127.0.0.1:2222" + tmp_path
