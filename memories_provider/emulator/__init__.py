@@ -1,1 +1,34 @@
-"""A local emulator of the memories.ai HTTP API (placeholder until the emulator lands)."""
+"""A local emulator of the memories.ai HTTP API, for tests, the demo and users' own DAG tests.
+
+Three ways to run it:
+
+* ``python -m memories_provider.emulator --port 8787`` (foreground; prints ``AIRFLOW_CONN_MEMORIES_DEFAULT``),
+* ``with run_emulator(parse_delay=5) as emu: ...`` (in-process, background thread),
+* the ``memories_emulator`` pytest fixture (session server, reset before each test).
+
+It is an independent reading of ``memories-api.md`` and deliberately does not import the client.
+"""
+
+from __future__ import annotations
+
+from memories_provider.emulator.config import (
+    DEFAULT_API_KEY,
+    ENDPOINTS,
+    SPEC_RATE_LIMITS,
+    EmulatorConfig,
+)
+from memories_provider.emulator.control import EmulatorControl, EmulatorHandle
+from memories_provider.emulator.process import emulator_process
+from memories_provider.emulator.server import EmulatorThread, run_emulator
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "ENDPOINTS",
+    "SPEC_RATE_LIMITS",
+    "EmulatorConfig",
+    "EmulatorControl",
+    "EmulatorHandle",
+    "EmulatorThread",
+    "emulator_process",
+    "run_emulator",
+]

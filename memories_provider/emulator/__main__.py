@@ -1,0 +1,73 @@
+"""``python -m memories_provider.emulator``: serve the emulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from memories_provider.emulator.config import DEFAULT_API_KEY
+from memories_provider.emulator.control import EmulatorHandle
+from memories_provider.emulator.server import build_config, serve_forever
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m memories_provider.emulator", description="A local emulator of the memories.ai API."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (0 = any free port; default 8787)")
+    p.add_argument("--data-dir", help="where uploaded bytes are kept (default: a temp dir removed on exit)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help=f"an accepted API key (repeatable; default {DEFAULT_API_KEY})",
+    )
+    p.add_argument("--parse-delay", type=float, default=0.0, help="seconds until an upload is PARSE")
+    p.add_argument("--no-rate-limits", action="store_true", help="switch the spec's rate limits off")
+    p.add_argument("--indexing-cap", type=int, help="max videos in UNPARSE at once")
+    p.add_argument("--credits", type=float, help="account balance in USD (default unlimited)")
+    p.add_argument("--fail-pattern", help="regex on filenames that should end FAILED")
+    p.add_argument("--chunked-downloads", action="store_true", help="downloads without Content-Length")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = build_config(
+        api_keys=args.api_keys or [DEFAULT_API_KEY],
+        rate_limits=not args.no_rate_limits,
+        parse_delay=args.parse_delay,
+        indexing_cap=args.indexing_cap,
+        credits=args.credits,
+        fail_pattern=args.fail_pattern,
+        chunked_downloads=args.chunked_downloads,
+    )
+    temp = args.data_dir is None
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="memories-emulator-"))
+
+    def announce(port: int) -> None:
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        handle = EmulatorHandle(f"http://{shown}:{port}", config.api_keys[0], data_dir)
+        print(f"MEMORIES_EMULATOR_URL={handle.url}", flush=True)
+        print(f"AIRFLOW_CONN_MEMORIES_DEFAULT='{handle.conn_uri}'", flush=True)
+
+    try:
+        serve_forever(args.host, args.port, data_dir, config, announce)
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
+        pass
+    finally:
+        if temp:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Emulator configuration: the knobs tests turn, with the spec's defaults and the test defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The API key the emulator accepts unless told otherwise.
+DEFAULT_API_KEY = "sk-mavi-emulator-key"
+
+#: Endpoint names used by rate limits, faults and the request log.
+ENDPOINTS = (
+    "upload",
+    "upload_url",
+    "get_metadata",
+    "list_videos",
+    "list_unique_ids",
+    "delete_videos",
+    "download",
+    "v2_download",
+)
+
+#: Spec section 3, "current docs" column: ``endpoint -> (requests, window seconds)``.
+#: get_metadata and list_unique_ids are not listed; the spec says to treat them like list_videos.
+SPEC_RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "upload": (1, 60.0),
+    "upload_url": (1, 60.0),
+    "list_videos": (5, 1.0),
+    "get_metadata": (5, 1.0),
+    "list_unique_ids": (5, 1.0),
+    "delete_videos": (5, 1.0),
+    "download": (12, 60.0),
+    "v2_download": (1, 1.0),
+}
+
+#: 3 GB upload cap (the spec's "max 3 GB", read as GiB).
+DEFAULT_MAX_UPLOAD_BYTES = 3 * 1024**3
+
+
+@dataclass
+class EmulatorConfig:
+    """Behaviour switches of a running emulator (all changeable at run time through the control API).
+
+    :param api_keys: keys accepted in the ``Authorization`` header.
+    :param parse_delay: seconds from upload until a video leaves ``UNPARSE``.
+    :param rate_limits: per-endpoint ``(requests, window_seconds)``; an endpoint missing here is unlimited.
+    :param indexing_cap: max videos in ``UNPARSE`` at once; further uploads get ``0429``. None = no cap.
+    :param credits: account balance in USD; None = unlimited. Uploads and downloads deduct from it.
+    :param upload_cost: USD deducted per accepted upload.
+    :param download_cost_per_gb: USD deducted per GB (10**9 bytes) downloaded.
+    :param chunked_downloads: send downloads with chunked transfer encoding and no ``Content-Length``.
+    :param fail_pattern: regex searched in the original filename; matches end ``FAILED`` with a cause.
+    :param retry_after: seconds sent as ``Retry-After`` with injected ``code_0429``/``http_429`` faults.
+    :param max_upload_bytes: largest accepted upload.
+    """
+
+    api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
+    parse_delay: float = 0.0
+    rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
+    indexing_cap: int | None = None
+    credits: float | None = None
+    upload_cost: float = 0.01
+    download_cost_per_gb: float = 0.12
+    chunked_downloads: bool = False
+    fail_pattern: str | None = None
+    retry_after: float | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+
+    def copy(self) -> EmulatorConfig:
+        """A deep-enough copy (lists and dicts are not shared)."""
+        return dataclasses.replace(self, api_keys=list(self.api_keys), rate_limits=dict(self.rate_limits))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe view (rate limit tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["rate_limits"] = {k: list(v) for k, v in self.rate_limits.items()}
+        return data
+
+
+def resolve_rate_limits(value: Any) -> dict[str, tuple[int, float]]:
+    """Turn ``True``/``False``/a partial dict into a full per-endpoint table.
+
+    ``True`` gives the spec limits, ``False`` none, and a dict overrides the spec limits for the named
+    endpoints only (``{"list_videos": (5, 1.0)}``); a ``None`` value in the dict removes that limit.
+    """
+    if value is True:
+        return dict(SPEC_RATE_LIMITS)
+    if value is False or value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("rate_limits must be true, false or a mapping endpoint -> [requests, seconds]")
+    table = dict(SPEC_RATE_LIMITS)
+    for endpoint, limit in value.items():
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"rate_limits: unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
+        if limit is None:
+            table.pop(endpoint, None)
+            continue
+        count, window = limit
+        if int(count) < 1 or float(window) <= 0:
+            raise ValueError(f"rate_limits[{endpoint!r}] needs requests >= 1 and seconds > 0")
+        table[endpoint] = (int(count), float(window))
+    return table
+
+
+def fixture_defaults(**overrides: Any) -> EmulatorConfig:
+    """The configuration the pytest fixture resets to: fast and permissive."""
+    return EmulatorConfig(**overrides)
+
+
+def server_defaults(**overrides: Any) -> EmulatorConfig:
+    """The CLI / ``run_emulator`` defaults: spec rate limits on."""
+    overrides.setdefault("rate_limits", dict(SPEC_RATE_LIMITS))
+    return EmulatorConfig(**overrides)
