@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -11,6 +14,7 @@ from memories_provider.client import (
     MemoriesAuthError,
     MemoriesClient,
     MemoriesConnectionError,
+    MemoriesDuplicateError,
     MemoriesIncompleteBodyError,
     MemoriesInsufficientCreditsError,
     MemoriesInvalidRequestError,
@@ -113,15 +117,42 @@ def test_chunked_download_without_content_length(client, memories_emulator):
         assert b"".join(resp.iter_chunks()) == data
 
 
-def test_upload_from_url(client, memories_emulator):
+@pytest.fixture
+def static_server(tmp_path):
+    """Serves ``tmp_path/static`` over plain HTTP (what upload_url fetches, unauthenticated)."""
+    root = tmp_path / "static"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_upload_from_url(client, memories_emulator, static_server):
+    root, url = static_server
     data = b"remote-video" * 1000
-    asset = memories_emulator.control.add_asset(data, "remote.mp4", content_type="video/mp4")
-    url = f"{memories_emulator.v2_url}/{asset['asset_id']}/download"
-    try:
-        result = client.upload_video_from_url(url, unique_id="fromurl", tags=["t"])
-    except MemoriesInvalidRequestError as exc:  # pragma: no cover - depends on the emulator fetching
-        pytest.skip(f"emulator refused the URL: {exc}")
+    (root / "remote.mp4").write_bytes(data)
+    result = client.upload_video_from_url(f"{url}/remote.mp4", unique_id="fromurl", tags=["t"])
     assert result.video_no.startswith("VI")
+    assert result.status is VideoStatus.UNPARSE
+    (stored,) = [v for v in memories_emulator.control.videos() if v["video_no"] == result.video_no]
+    assert stored["size"] == len(data)
+    assert memories_emulator.control.count("upload_url") == 1
+
+
+def test_upload_from_url_not_retried_after_accept_then_drop(client, memories_emulator, static_server):
+    root, url = static_server
+    (root / "r.mp4").write_bytes(b"r" * 1000)
+    memories_emulator.control.inject_fault("upload_url", "accept_then_drop", count=1)
+    with pytest.raises(MemoriesConnectionError):
+        client.upload_video_from_url(f"{url}/r.mp4")
     assert memories_emulator.control.count("upload_url") == 1
 
 
@@ -324,3 +355,56 @@ def test_key_never_in_logs_errors_or_reprs(memories_emulator, caplog):
         assert key not in str(err) and key not in repr(err)
     assert caplog.records  # the client did log its retries
     assert key not in caplog.text
+
+
+# ---------------------------------------------------------------------------- every code over a socket
+
+
+@pytest.mark.parametrize(
+    ("code", "msg", "exc_type"),
+    [
+        ("0001", "Parameter error: page", MemoriesInvalidRequestError),
+        ("0003", "video not found", MemoriesNotFoundError),
+        ("0401", "API key invalid", MemoriesAuthError),
+        ("0402", "Insufficient balance", MemoriesInsufficientCreditsError),
+        ("0403", "account disabled", MemoriesAuthError),
+        ("0409", "non-repeatable operation", MemoriesDuplicateError),
+        ("9009", "permission denied", MemoriesAuthError),
+    ],
+)
+def test_each_business_code_fails_once_without_retry(client, memories_emulator, code, msg, exc_type):
+    memories_emulator.control.inject_fault("list_videos", "json_error", count=5, code=code, msg=msg)
+    with pytest.raises(exc_type) as info:
+        client.list_videos()
+    assert type(info.value) is exc_type
+    assert (info.value.code, info.value.message, info.value.endpoint) == (code, msg, "list_videos")
+    assert memories_emulator.control.count("list_videos") == 1
+
+
+def test_v2_integer_code_for_unknown_asset(client):
+    with pytest.raises(MemoriesNotFoundError) as info:
+        client.download_asset("re_999999")
+    assert info.value.code == "400"
+    assert info.value.http_status == 400
+    assert info.value.endpoint == "v2_download"
+
+
+def test_real_rate_limit_waits_for_retry_after(client, memories_emulator):
+    memories_emulator.control.configure(rate_limits={"list_videos": (1, 0.4)})
+    client.list_videos()
+    client.list_videos()  # limited at first; the client waits as told and succeeds
+    log = memories_emulator.control.request_log("list_videos")
+    assert [entry["code"] for entry in log] == ["0000", "0429", "0000"]
+    assert log[2]["time"] - log[1]["time"] >= 0.2
+
+
+def test_indexing_cap_rejection_is_retried_for_uploads(client, memories_emulator, make_video):
+    path, _ = make_video()
+    memories_emulator.control.configure(indexing_cap=1, parse_delay=0.4)
+    client.upload_video(path)
+    second = client.upload_video(path)  # rejected with 0429 until the first finishes indexing
+    log = memories_emulator.control.request_log("upload")
+    assert log[1]["code"] == "0429"
+    assert log[-1]["code"] == "0000"
+    assert second.video_no in {v["video_no"] for v in memories_emulator.control.videos()}
+    assert len(memories_emulator.control.videos()) == 2
