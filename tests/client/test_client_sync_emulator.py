@@ -408,3 +408,26 @@ def test_indexing_cap_rejection_is_retried_for_uploads(client, memories_emulator
     assert log[-1]["code"] == "0000"
     assert second.video_no in {v["video_no"] for v in memories_emulator.control.videos()}
     assert len(memories_emulator.control.videos()) == 2
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+
+def test_read_timeout_on_a_json_call_is_retried(memories_emulator):
+    memories_emulator.control.inject_fault("list_videos", "slow_body", count=1, delay=2.0)
+    policy = RetryPolicy(max_retries=2, initial_delay=0, jitter=False)
+    with MemoriesClient(
+        memories_emulator.api_key, base_url=memories_emulator.v1_url, timeout=0.3, retry=policy
+    ) as c:
+        assert c.list_videos().videos == []
+    assert memories_emulator.control.count("list_videos") == 2
+
+
+def test_stalled_download_body_raises_incomplete(memories_emulator):
+    asset = memories_emulator.control.add_asset(b"s" * 3_000_000, "s.mp4")
+    memories_emulator.control.inject_fault("v2_download", "slow_body", count=1, delay=2.0)
+    c = MemoriesClient(memories_emulator.api_key, v2_base_url=memories_emulator.v2_url, timeout=0.3)
+    with c, c.download_asset(asset["asset_id"]) as resp, pytest.raises(MemoriesIncompleteBodyError) as info:
+        for _ in resp.iter_chunks():
+            pass
+    assert "timed out" in str(info.value).lower() or "read" in str(info.value).lower()
