@@ -14,11 +14,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE = REPO_ROOT / ".services" / "node_modules" / ".bin" / "azurite-blob"
@@ -28,8 +30,12 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def _missing(reason: str, in_ci: bool) -> None:
-    if in_ci:
+# Same rule as the function-scoped ``in_ci`` fixture, readable from session-scoped fixtures.
+_IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _missing(reason: str) -> None:
+    if _IN_CI:
         pytest.fail(f"{reason} (required in CI)")
     pytest.skip(reason)
 
@@ -61,6 +67,55 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ---------------------------------------------------------------------------- memories emulator
+
+
+def _memories_conn(emulator: Any, **extra: Any) -> str:
+    conn = json.loads(emulator.conn_json)
+    if isinstance(conn.get("extra"), str):
+        conn["extra"] = json.loads(conn["extra"])
+    conn.setdefault("extra", {})
+    conn["extra"].update(extra)
+    return json.dumps(conn)
+
+
+@pytest.fixture
+def set_memories_conn(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``set_memories_conn(**extra)``: point ``memories_default`` at the emulator with these extras."""
+
+    def _set(**extra: Any) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", _memories_conn(memories_emulator, **extra))
+
+    return _set
+
+
+@pytest.fixture
+def emu(memories_emulator: Any, set_memories_conn: Callable[..., None]) -> Any:
+    """The emulator, with ``memories_default`` pointing at it (3 retries)."""
+    set_memories_conn(max_retries=3)
+    return memories_emulator
+
+
+@pytest.fixture
+def upload_video(memories_emulator: Any) -> Callable[..., str]:
+    """``upload_video(data, name="clip.mp4") -> video_no`` through the emulator's public upload endpoint."""
+
+    def _upload(data: bytes, name: str = "clip.mp4") -> str:
+        resp = requests.post(
+            f"{memories_emulator.v1_url}/upload",
+            headers={"Authorization": memories_emulator.api_key},
+            files={"file": (name, data, "video/mp4")},
+            data={"unique_id": "default"},
+            timeout=60,
+        )
+        resp.raise_for_status()
+        body = resp.json()
+        assert body["code"] == "0000", body
+        return str(body["data"]["videoNo"])
+
+    return _upload
 
 
 # ---------------------------------------------------------------------------- S3 (moto)
@@ -141,10 +196,10 @@ class Sshd:
 
 
 @pytest.fixture(scope="session")
-def sshd(in_ci: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A throw-away sshd on 127.0.0.1 accepting one generated key for the current user."""
     if not os.path.exists(SSHD) or not shutil.which("ssh-keygen"):
-        _missing("sshd/ssh-keygen not installed", in_ci)
+        _missing("sshd/ssh-keygen not installed")
     import getpass
 
     base = tmp_path_factory.mktemp("sshd")
@@ -182,7 +237,7 @@ def sshd(in_ci: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd
     except RuntimeError as err:
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         _stop(proc)
-        _missing(f"sshd did not start: {err}: {stderr[-500:]}", in_ci)
+        _missing(f"sshd did not start: {err}: {stderr[-500:]}")
     user = getpass.getuser()
     conn = {
         "conn_type": "ssh",
@@ -219,10 +274,10 @@ class Azurite:
 
 
 @pytest.fixture(scope="session")
-def azurite(in_ci: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """``azurite-blob`` from .services on a free port, in-memory, with ``AIRFLOW_CONN_AZURITE``."""
     if not AZURITE.exists() or not shutil.which("node"):
-        _missing(f"{AZURITE} not installed (run .ci/install-services.sh)", in_ci)
+        _missing(f"{AZURITE} not installed (run .ci/install-services.sh)")
     port = _free_port()
     location = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(
@@ -245,7 +300,7 @@ def azurite(in_ci: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         _wait_for_port(port, proc)
     except RuntimeError as err:
         _stop(proc)
-        _missing(f"azurite did not start: {err}", in_ci)
+        _missing(f"azurite did not start: {err}")
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     conn_str = (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"

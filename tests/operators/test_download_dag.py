@@ -1,0 +1,89 @@
+"""``dag.test()`` of a DAG that chains an id through XCom into MemoriesDownloadOperator."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+DATA = os.urandom(256 * 1024 + 1)
+
+
+def _asset_events(uri: str) -> list[dict[str, Any]]:
+    """Asset (Airflow 3) or dataset (Airflow 2) events recorded for ``uri``."""
+    from airflow.utils.session import create_session
+
+    try:
+        from airflow.models.asset import AssetEvent, AssetModel
+
+        with create_session() as session:
+            rows = (
+                session.query(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetModel.uri == uri)
+                .all()
+            )
+            return [dict(row.extra or {}) for row in rows]
+    except ImportError:
+        from airflow.models.dataset import DatasetEvent, DatasetModel
+
+        with create_session() as session:
+            rows = (
+                session.query(DatasetEvent)
+                .join(DatasetModel, DatasetEvent.dataset_id == DatasetModel.id)
+                .filter(DatasetModel.uri == uri)
+                .all()
+            )
+            return [dict(row.extra or {}) for row in rows]
+
+
+def test_dag_test_downloads_templated_id_and_emits_asset_event(
+    emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import DAG, Asset, task
+
+    from memories_provider.operators.download import MemoriesDownloadOperator
+
+    video_no = upload_video(DATA, "dagclip.mp4")
+    target = tmp_path / "dag" / f"{video_no}.mp4"
+    uri = f"file://{target}"
+    dag_id = f"download_dag_{os.getpid()}_{video_no[-6:]}"
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+
+        @task
+        def pick() -> str:
+            return video_no
+
+        download = MemoriesDownloadOperator(
+            task_id="download",
+            video_no="{{ ti.xcom_pull(task_ids='pick') }}",
+            destination=str(tmp_path) + "/dag/{{ ti.xcom_pull(task_ids='pick') }}.mp4",
+            outlets=[Asset(uri)],
+        )
+        pick() >> download
+
+    dagrun = run_dag(dag)
+    assert str(dagrun.state).endswith("success"), dagrun.state
+    assert target.read_bytes() == DATA
+    events = _asset_events(uri)
+    assert len(events) == 1
+    assert events[0]["bytes"] == len(DATA)
+    assert events[0]["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert events[0]["source"] == f"video {video_no}"
+
+
+def test_dag_test_fails_cleanly_on_unknown_video(emu: Any, run_dag: Any, tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import DAG
+
+    from memories_provider.operators.download import MemoriesDownloadOperator
+
+    dag_id = f"download_dag_fail_{os.getpid()}"
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+        MemoriesDownloadOperator(
+            task_id="download", video_no="VI000000000000000001", destination=str(tmp_path / "x.mp4")
+        )
+    dagrun = run_dag(dag)
+    assert str(dagrun.state).endswith("failed"), dagrun.state
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,188 @@
+"""Each remote destination kind, for real: moto S3, a local sshd (SFTP) and Azurite (Azure)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memories_provider.client import MemoriesIncompleteBodyError
+from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.storage.destinations import atomic_writer, destination_exists
+
+BIG = os.urandom(12 * 1024 * 1024 + 5)  # > two 5 MiB parts: a failure happens after parts were sent
+PART = {"min_part_size": 5 * 1024 * 1024}
+VIDEO = os.urandom(2 * 1024 * 1024 + 3)
+
+
+def run(**kwargs: Any) -> dict[str, Any]:
+    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def upload(upload_video: Any) -> Any:
+    return lambda: upload_video(VIDEO)
+
+
+# ---------------------------------------------------------------------------- S3
+
+
+def test_s3_file(emu: Any, upload: Any, moto_s3_server: Any, s3_bucket: str) -> None:
+    video_no = upload()
+    uri = f"s3://{s3_bucket}/videos/v.mp4.gz"  # .gz: proves compression is disabled
+    result = run(video_no=video_no, destination=uri, destination_conn_id=moto_s3_server.conn_id)
+    body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="videos/v.mp4.gz")["Body"].read()
+    assert body == VIDEO
+    assert result["uri"] == uri
+    assert result["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+
+
+def test_s3_folder_and_skip_if_exists(emu: Any, moto_s3_server: Any, s3_bucket: str) -> None:
+    asset = emu.control.add_asset(VIDEO, "../../clip.mp4", "video/mp4")
+    folder = f"s3://{s3_bucket}/in/"
+    result = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
+    assert result["uri"] == f"{folder}clip.mp4"
+    client = moto_s3_server.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys == ["in/clip.mp4"]
+    assert destination_exists(result["uri"], conn_id=moto_s3_server.conn_id) == len(VIDEO)
+    again = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
+    assert again["skipped"] is True
+
+
+def _no_trace_in_s3(client: Any, bucket: str) -> None:
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_s3_drop_mid_body_leaves_no_object_and_retry_succeeds(
+    emu: Any, moto_s3_server: Any, s3_bucket: str
+) -> None:
+    asset = emu.control.add_asset(BIG, "big.mp4", "video/mp4")
+    uri = f"s3://{s3_bucket}/big.mp4"
+    client = moto_s3_server.client()
+    emu.control.inject_fault("v2_download", "drop_mid_body", count=10)
+    with pytest.raises(MemoriesIncompleteBodyError):
+        run(
+            asset_id=asset["asset_id"],
+            destination=uri,
+            destination_conn_id=moto_s3_server.conn_id,
+            transport_params=PART,
+        )
+    _no_trace_in_s3(client, s3_bucket)
+
+
+def test_s3_single_drop_is_retried(emu: Any, moto_s3_server: Any, s3_bucket: str) -> None:
+    asset = emu.control.add_asset(BIG, "big.mp4", "video/mp4")
+    emu.control.inject_fault("v2_download", "drop_mid_body", count=1)
+    uri = f"s3://{s3_bucket}/big.mp4"
+    result = run(
+        asset_id=asset["asset_id"],
+        destination=uri,
+        destination_conn_id=moto_s3_server.conn_id,
+        transport_params=PART,
+    )
+    client = moto_s3_server.client()
+    assert client.get_object(Bucket=s3_bucket, Key="big.mp4")["Body"].read() == BIG
+    assert result["bytes"] == len(BIG)
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_s3_atomic_writer_aborts_multipart_upload(moto_s3_server: Any, s3_bucket: str) -> None:
+    uri = f"s3://{s3_bucket}/partial.bin"
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        atomic_writer(uri, conn_id=moto_s3_server.conn_id, transport_params=PART) as out,
+    ):
+        out.write(BIG)  # two parts already uploaded
+        raise RuntimeError("boom")
+    _no_trace_in_s3(moto_s3_server.client(), s3_bucket)
+    assert destination_exists(uri, conn_id=moto_s3_server.conn_id) is None
+
+
+# ---------------------------------------------------------------------------- SFTP
+
+
+def test_sftp_file_and_folder(emu: Any, upload: Any, sshd: Any) -> None:
+    video_no = upload()
+    target = sshd.root / "v.mp4"
+    result = run(video_no=video_no, destination=sshd.uri(str(target)), destination_conn_id=sshd.conn_id)
+    assert target.read_bytes() == VIDEO
+    assert result["bytes"] == len(VIDEO)
+
+    asset = emu.control.add_asset(b"asset bytes", "/etc/a.mp4", "video/mp4")
+    folder = sshd.root / "in"
+    folder.mkdir()
+    result = run(
+        asset_id=asset["asset_id"], destination=sshd.uri(str(folder)) + "/", destination_conn_id=sshd.conn_id
+    )
+    assert (folder / "a.mp4").read_bytes() == b"asset bytes"
+    assert files_in(folder) == ["a.mp4"]
+    assert destination_exists(result["uri"], conn_id=sshd.conn_id) == len(b"asset bytes")
+    assert destination_exists(sshd.uri(str(folder / "none")), conn_id=sshd.conn_id) is None
+
+
+def test_sftp_drop_mid_body_leaves_nothing(emu: Any, sshd: Any) -> None:
+    asset = emu.control.add_asset(BIG, "big.mp4", "video/mp4")
+    emu.control.inject_fault("v2_download", "drop_mid_body", count=10)
+    folder = sshd.root / "drop"
+    folder.mkdir()
+    with pytest.raises(MemoriesIncompleteBodyError):
+        run(
+            asset_id=asset["asset_id"],
+            destination=sshd.uri(str(folder / "big.mp4")),
+            destination_conn_id=sshd.conn_id,
+        )
+    assert files_in(folder) == []
+
+
+def test_sftp_overwrite_replaces(emu: Any, sshd: Any) -> None:
+    asset = emu.control.add_asset(VIDEO, "x.mp4", "video/mp4")
+    target = sshd.root / "replace.mp4"
+    target.write_bytes(b"old")
+    run(
+        asset_id=asset["asset_id"],
+        destination=sshd.uri(str(target)),
+        destination_conn_id=sshd.conn_id,
+        overwrite=True,
+    )
+    assert target.read_bytes() == VIDEO
+    assert [p.name for p in sshd.root.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------- Azure
+
+
+def test_azure_file_and_failure(emu: Any, azurite: Any, azure_container: str) -> None:
+    asset = emu.control.add_asset(VIDEO, "z.mp4", "video/mp4")
+    uri = f"azure://{azure_container}/dir/z.mp4"
+    result = run(asset_id=asset["asset_id"], destination=uri, destination_conn_id=azurite.conn_id)
+    service = azurite.service()
+    assert service.get_blob_client(azure_container, "dir/z.mp4").download_blob().readall() == VIDEO
+    assert result["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    assert destination_exists(uri, conn_id=azurite.conn_id) == len(VIDEO)
+
+    emu.control.inject_fault("v2_download", "drop_mid_body", count=10)
+    with pytest.raises(MemoriesIncompleteBodyError):
+        run(
+            asset_id=asset["asset_id"],
+            destination=f"azure://{azure_container}/dir/broken.mp4",
+            destination_conn_id=azurite.conn_id,
+        )
+    names = [b.name for b in service.get_container_client(azure_container).list_blobs()]
+    assert names == ["dir/z.mp4"]
+
+
+def test_azure_atomic_writer_commits_nothing_on_error(azurite: Any, azure_container: str) -> None:
+    uri = f"azure://{azure_container}/partial.bin"
+    with pytest.raises(RuntimeError), atomic_writer(uri, conn_id=azurite.conn_id) as out:
+        out.write(BIG)
+        raise RuntimeError("boom")
+    assert destination_exists(uri, conn_id=azurite.conn_id) is None
