@@ -221,6 +221,7 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/requests", self.c_requests)
         app.router.add_get(f"{CONTROL}/callbacks", self.c_callbacks)
         app.router.add_get(f"{CONTROL}/health", self.c_health)
+        app.router.add_get(f"{CONTROL}/public/{{asset_id}}", self.c_public_file)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -639,7 +640,7 @@ class Emulator:
 
     async def upload_url(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``POST /upload_url``: the service fetches the URL itself (unauthenticated GET, streamed)."""
-        if request.content_type != "application/x-www-form-urlencoded":
+        if request.content_type != "application/x-www-form-urlencoded" and request.body_exists:
             raise bad("upload_url: body must be application/x-www-form-urlencoded")
         form = await request.post()
         fields: dict[str, list[str]] = {}
@@ -930,6 +931,17 @@ class Emulator:
     async def c_callbacks(self, request: web.Request) -> web.Response:
         """``GET /_emulator/callbacks``: callbacks fired so far and how they went."""
         return web.json_response(self.callbacks)
+
+    async def c_public_file(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_emulator/public/{asset_id}``: an asset without auth (a source for ``upload_url``)."""
+        asset = self.assets.get(request.match_info["asset_id"])
+        if asset is None:
+            return web.json_response({"error": "asset not found"}, status=404)
+        headers = {
+            "Content-Type": asset.content_type,
+            "Content-Disposition": content_disposition(asset.filename),
+        }
+        return web.FileResponse(asset.path, chunk_size=CHUNK, headers=headers)
 
     async def c_health(self, request: web.Request) -> web.Response:
         """``GET /_emulator/health``."""

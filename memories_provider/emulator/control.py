@@ -125,6 +125,10 @@ class EmulatorControl:
         with open(path_or_bytes, "rb") as fh:
             return dict(self._call("POST", "/assets", params=params, data=_iter_file(fh)))
 
+    def public_url(self, asset_id: str) -> str:
+        """A URL serving the asset without auth (what ``upload_url`` needs: an unauthenticated GET)."""
+        return f"{self.url}/_emulator/public/{quote(asset_id)}"
+
     def request_log(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         """API calls received (control calls excluded): endpoint, method, path, time, http_status, code."""
         params = {"endpoint": endpoint} if endpoint else None

@@ -1,0 +1,192 @@
+"""Injected faults: each kind, consumed per call, counted, and visible in the request log."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+
+def test_http_500_is_spring_style_and_consumed_per_call(api, memories_emulator):
+    memories_emulator.control.inject_fault("list_videos", "http_500", count=2)
+    for _ in range(2):
+        resp = api.v1("POST", "list_videos", json={})
+        assert resp.status_code == 500
+        assert resp.json()["status"] == 500 and resp.json()["error"] == "Internal Server Error"
+    assert api.v1("POST", "list_videos", json={}).json()["code"] == "0000"
+    log = memories_emulator.control.request_log("list_videos")
+    assert [(r["http_status"], r.get("fault")) for r in log] == [
+        (500, "http_500"),
+        (500, "http_500"),
+        (200, None),
+    ]
+    assert memories_emulator.control.count("list_videos") == 3
+    assert memories_emulator.control.pending_faults() == {}
+
+
+def test_http_503_has_no_json(api, memories_emulator):
+    memories_emulator.control.inject_fault("get_metadata", "http_503")
+    resp = api.v1("GET", "get_metadata", params={"video_no": "VI000000000000000001"})
+    assert resp.status_code == 503 and resp.headers["Content-Type"].startswith("text/html")
+
+
+def test_faults_are_per_endpoint_and_queued_in_order(api, memories_emulator):
+    memories_emulator.control.inject_fault("download", "http_500")
+    memories_emulator.control.inject_fault("download", "http_503")
+    assert api.v1("GET", "list_unique_ids").status_code == 200
+    assert api.v1("GET", "download").status_code == 500
+    assert api.v1("GET", "download").status_code == 503
+    assert api.v1("GET", "download").json()["code"] == "0001"
+
+
+def test_code_0429_with_and_without_retry_after(api, memories_emulator):
+    memories_emulator.control.inject_fault("upload", "code_0429")
+    resp = api.upload_raw()
+    assert api.error(resp) == (200, "0429", "Request has exceeded the limit.")
+    assert "Retry-After" not in resp.headers
+    memories_emulator.control.configure(retry_after=0.4)
+    memories_emulator.control.inject_fault("upload", "code_0429")
+    assert api.upload_raw().headers["Retry-After"] == "0.4"
+    memories_emulator.control.inject_fault("upload", "code_0429", retry_after=2)
+    assert api.upload_raw().headers["Retry-After"] == "2"
+    assert memories_emulator.control.videos() == []  # a limited upload stores nothing
+
+
+def test_http_429(api, memories_emulator):
+    memories_emulator.control.configure(retry_after=1.5)
+    memories_emulator.control.inject_fault("list_videos", "http_429")
+    resp = api.v1("POST", "list_videos", json={})
+    assert api.error(resp) == (429, "0429", "Request has exceeded the limit.")
+    assert resp.headers["Retry-After"] == "1.5"
+
+
+def test_faults_come_before_auth(api, memories_emulator):
+    memories_emulator.control.inject_fault("list_videos", "http_500")
+    assert api.v1("POST", "list_videos", json={}, headers={"Authorization": "bad"}).status_code == 500
+
+
+def test_drop_before_response(api, memories_emulator):
+    memories_emulator.control.inject_fault("get_metadata", "drop_before_response")
+    with pytest.raises(requests.ConnectionError):
+        api.meta("VI000000000000000001")
+    assert api.meta("VI000000000000000001")["code"] == "0001"
+    first, _ = memories_emulator.control.request_log("get_metadata")
+    assert (first["http_status"], first["fault"]) == (None, "drop_before_response")
+
+
+def test_drop_before_response_on_upload_stores_nothing(api, memories_emulator):
+    memories_emulator.control.inject_fault("upload", "drop_before_response")
+    with pytest.raises(requests.ConnectionError):
+        api.upload_raw(data=b"x" * 3_000_000)
+    assert memories_emulator.control.videos() == []
+
+
+def test_accept_then_drop_stores_the_upload(api, memories_emulator):
+    memories_emulator.control.inject_fault("upload", "accept_then_drop")
+    with pytest.raises(requests.ConnectionError):
+        api.upload_raw(data=b"x" * 2_000_000)
+    (v,) = memories_emulator.control.videos()
+    assert v["size"] == 2_000_000
+
+
+def test_accept_then_drop_only_for_uploads(memories_emulator):
+    with pytest.raises(ValueError, match="upload"):
+        memories_emulator.control.inject_fault("list_videos", "accept_then_drop")
+
+
+def test_unknown_fault_names_are_refused(memories_emulator):
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        memories_emulator.control.inject_fault("upload", "explode")
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        memories_emulator.control.inject_fault("uploads", "http_500")
+
+
+@pytest.fixture
+def asset(memories_emulator):
+    data = bytes(range(256)) * 16_000  # ~4 MB
+    return data, memories_emulator.control.add_asset(data, "f.mp4", content_type="video/mp4")
+
+
+def _raw_get(api, url):
+    """Stream a response and report (Content-Length header, bytes received, error)."""
+    got = 0
+    with api.s.get(url, stream=True, timeout=10) as resp:
+        length = resp.headers.get("Content-Length")
+        try:
+            for chunk in resp.raw.stream(65536, decode_content=False):
+                got += len(chunk)
+        except Exception as exc:
+            return length, got, exc
+    return length, got, None
+
+
+def test_drop_mid_body_sends_part_then_closes(api, memories_emulator, asset):
+    data, a = asset
+    memories_emulator.control.inject_fault("v2_download", "drop_mid_body")
+    length, got, exc = _raw_get(api, f"{api.emu.v2_url}/{a['asset_id']}/download")
+    assert int(length) == len(data)
+    assert 0 < got < len(data)
+    assert exc is not None  # urllib3 notices the body ended short of Content-Length
+    # The next call is whole again.
+    assert api.v2("GET", f"{a['asset_id']}/download").content == data
+
+
+def test_drop_mid_body_on_a_json_endpoint(api, memories_emulator):
+    memories_emulator.control.inject_fault("list_unique_ids", "drop_mid_body")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        api.v1("GET", "list_unique_ids")
+
+
+def test_slow_body_stalls_mid_body(api, memories_emulator, asset):
+    data, a = asset
+    memories_emulator.control.inject_fault("download", "slow_body", delay=0.5)
+    url = f"{api.emu.v1_url}/download?bucket={a['bucket']}&blob={a['blob']}"
+    t0 = time.monotonic()
+    with api.s.get(url, stream=True, timeout=10) as resp:
+        first = next(resp.iter_content(65536))
+        t_first = time.monotonic() - t0
+        rest = b"".join(resp.iter_content(1 << 20))
+    assert first + rest == data
+    assert t_first < 0.4 and time.monotonic() - t0 >= 0.5
+    # A read timeout shorter than the stall fires on the client.
+    memories_emulator.control.inject_fault("download", "slow_body", delay=1.0)
+    # (requests raises ConnectionError for urllib3's ReadTimeoutError mid-body)
+    with (
+        pytest.raises(requests.exceptions.ConnectionError),
+        api.s.get(url, stream=True, timeout=(5, 0.3)) as r,
+    ):
+        b"".join(r.iter_content(1 << 20))
+
+
+def test_json_error_instead_of_the_file(api, memories_emulator, asset):
+    _, a = asset
+    memories_emulator.control.inject_fault("v2_download", "json_error", code="0001", msg="video not found")
+    resp = api.v2("GET", f"{a['asset_id']}/download")
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/json"
+    assert resp.json()["code"] == "0001" and resp.json()["msg"] == "video not found"
+    memories_emulator.control.inject_fault("download", "json_error")
+    resp = api.v1("GET", "download", params={"bucket": a["bucket"], "blob": a["blob"]})
+    assert api.error(resp) == (200, "0001", "Resource does not exist")
+    log = memories_emulator.control.request_log()
+    assert [(r["endpoint"], r["code"]) for r in log] == [("v2_download", "0001"), ("download", "0001")]
+
+
+def test_request_log_fields(api, memories_emulator):
+    before = time.time()
+    api.v1("GET", "list_unique_ids")
+    api.v1("GET", "download", params={"bucket": "b"})
+    memories_emulator.control.health()  # control calls are not logged
+    log = memories_emulator.control.request_log()
+    assert len(log) == 2
+    first = log[0]
+    assert {k: first[k] for k in ("endpoint", "method", "path", "http_status", "code")} == {
+        "endpoint": "list_unique_ids",
+        "method": "GET",
+        "path": "/serve/api/v1/list_unique_ids",
+        "http_status": 200,
+        "code": "0000",
+    }
+    assert before <= first["time"] <= time.time()
+    assert log[1]["path"] == "/serve/api/v1/download?bucket=b"
+    assert memories_emulator.control.request_log("download") == [log[1]]

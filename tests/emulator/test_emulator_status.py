@@ -1,0 +1,90 @@
+"""The status machine (UNPARSE -> PARSE / FAILED), fail_pattern, forced statuses and callbacks."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+
+def test_parse_delay_zero_reads_parse_right_after_upload(api):
+    d = api.upload()
+    assert d["videoStatus"] == "UNPARSE"
+    assert api.meta(d["videoNo"])["data"]["status"] == "PARSE"
+
+
+def test_parse_delay_moves_to_parse_and_fires_callback(api, memories_emulator, receiver):
+    memories_emulator.control.configure(parse_delay=0.3)
+    d = api.upload(callback=receiver.url)
+    assert api.meta(d["videoNo"])["data"]["status"] == "UNPARSE"
+    post = receiver.next()  # the timer fires the callback without anyone polling
+    assert post["json"] == {"videoNo": d["videoNo"], "status": "PARSE"}
+    assert post["content_type"].startswith("application/json")
+    assert api.meta(d["videoNo"])["data"]["status"] == "PARSE"
+    (record,) = memories_emulator.control.callbacks()
+    assert record["http_status"] == 200 and record["error"] is None
+
+
+def test_fail_pattern_gives_failed_with_cause(api, memories_emulator, receiver):
+    memories_emulator.control.configure(fail_pattern=r"corrupt")
+    bad = api.upload("corrupt-1.mp4", callback=receiver.url)
+    good = api.upload("fine.mp4")
+    assert receiver.next()["json"] == {"videoNo": bad["videoNo"], "status": "FAILED"}
+    m = api.meta(bad["videoNo"])["data"]
+    assert m["status"] == "FAILED" and "could not be parsed" in m["cause"]
+    assert api.meta(good["videoNo"])["data"]["status"] == "PARSE"
+
+
+def test_invalid_fail_pattern_is_refused(memories_emulator):
+    with pytest.raises(ValueError, match="HTTP 400"):
+        memories_emulator.control.configure(fail_pattern="(")
+
+
+def test_set_status_forces_and_holds(api, memories_emulator, receiver):
+    memories_emulator.control.configure(parse_delay=3600)
+    d = api.upload(callback=receiver.url)
+    no = d["videoNo"]
+    v = memories_emulator.control.set_status(no, "FAILED", "no audio track")
+    assert (v["status"], v["cause"]) == ("FAILED", "no audio track")
+    assert receiver.next()["json"] == {"videoNo": no, "status": "FAILED"}
+    m = api.meta(no)["data"]
+    assert (m["status"], m["cause"]) == ("FAILED", "no audio track")
+    memories_emulator.control.set_status(no, "UNPARSE")
+    assert receiver.next()["json"]["status"] == "UNPARSE"
+    assert api.meta(no)["data"]["status"] == "UNPARSE"
+    assert api.meta(no)["data"]["cause"] is None
+    memories_emulator.control.set_status(no, "PARSE")
+    assert receiver.next()["json"]["status"] == "PARSE"
+
+
+def test_forced_unparse_stays_unparse_even_with_zero_delay(api, memories_emulator):
+    d = api.upload()
+    memories_emulator.control.set_status(d["videoNo"], "UNPARSE")
+    assert api.meta(d["videoNo"])["data"]["status"] == "UNPARSE"
+
+
+def test_set_status_rejects_unknown_video_and_status(api, memories_emulator):
+    with pytest.raises(ValueError, match="404"):
+        memories_emulator.control.set_status("VI000000000000000001", "PARSE")
+    d = api.upload()
+    with pytest.raises(ValueError, match="400"):
+        memories_emulator.control.set_status(d["videoNo"], "DONE")
+
+
+def test_unchanged_status_fires_no_callback(api, memories_emulator, receiver):
+    memories_emulator.control.configure(parse_delay=3600)
+    d = api.upload(callback=receiver.url)
+    memories_emulator.control.set_status(d["videoNo"], "UNPARSE")
+    memories_emulator.control.set_status(d["videoNo"], "PARSE")
+    assert receiver.next()["json"]["status"] == "PARSE"
+    with pytest.raises(queue.Empty):
+        receiver.posts.get_nowait()
+
+
+def test_dead_callback_receiver_is_logged_not_fatal(api, memories_emulator, receiver):
+    receiver.status = 500
+    d = api.upload(callback=receiver.url)
+    assert receiver.next()["json"]["status"] == "PARSE"
+    unreachable = api.upload(callback="http://127.0.0.1:9/nothing-here")
+    assert api.meta(unreachable["videoNo"])["data"]["status"] == "PARSE"
+    assert api.meta(d["videoNo"])["data"]["status"] == "PARSE"

@@ -1,0 +1,203 @@
+"""get_metadata, list_videos (filters, paging, rules), list_unique_ids and delete_videos."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_get_metadata_snake_case_numbers(api):
+    d = api.upload("a.mp4", b"x" * 1234, unique_id="u", camera_model="Cam", tags=["k"])
+    body = api.meta(d["videoNo"], "u")
+    assert body["code"] == "0000"
+    m = body["data"]
+    assert m["video_no"] == d["videoNo"] and m["video_name"] == d["videoName"]
+    assert m["status"] == "PARSE"  # parse delay 0: PARSE on the first read
+    assert m["size"] == 1234 and isinstance(m["create_time"], int)
+    assert m["create_time"] == int(d["uploadTime"])
+    assert m["camera_model"] == "Cam" and m["tags"] == ["k", "api"] and m["cause"] is None
+    assert {"duration", "fps", "width", "height", "resolution_label", "bucket", "blob"} <= set(m)
+
+
+def test_get_metadata_is_scoped_by_unique_id(api):
+    d = api.upload(unique_id="u")
+    for unique_id in (None, "other"):
+        body = api.meta(d["videoNo"], unique_id)
+        assert (body["code"], body["msg"]) == ("0001", "video not found")
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({}, ["video_no", "required"]),
+        ({"video_no": "VI123"}, ["video_no", "18 digits"]),
+        ({"video_no": "VI000000000000000001", "unique_id": ""}, ["unique_id"]),
+    ],
+)
+def test_get_metadata_rules(api, params, words):
+    status, code, msg = api.error(api.v1("GET", "get_metadata", params=params))
+    assert (status, code) == (200, "0001")
+    assert all(w in msg for w in words), msg
+
+
+def test_capture_metadata_only_after_parse(api, memories_emulator):
+    memories_emulator.control.configure(parse_delay=3600)
+    d = api.upload(camera_model="Cam", latitude="1", longitude="2")
+    m = api.meta(d["videoNo"])["data"]
+    assert m["status"] == "UNPARSE" and m["camera_model"] is None and m["latitude"] is None
+    memories_emulator.control.set_status(d["videoNo"], "PARSE")
+    m = api.meta(d["videoNo"])["data"]
+    assert (m["status"], m["camera_model"], m["latitude"]) == ("PARSE", "Cam", 1.0)
+
+
+def _list(api, **body):
+    resp = api.v1("POST", "list_videos", json=body)
+    out = resp.json()
+    assert out["code"] == "0000", out
+    return out["data"]
+
+
+def test_list_paging_newest_first(api):
+    nos = [api.upload(f"v{i}.mp4", unique_id="p")["videoNo"] for i in range(5)]
+    page1 = _list(api, unique_id="p", page=1, size=2)
+    assert (page1["current_page"], page1["page_size"], page1["total_count"]) == (1, 2, 5)
+    seen = [v["video_no"] for p in (1, 2, 3) for v in _list(api, unique_id="p", page=p, size=2)["videos"]]
+    assert seen == list(reversed(nos))
+    assert _list(api, unique_id="p", page=4, size=2)["videos"] == []
+
+
+def test_list_defaults(api):
+    for i in range(21):
+        api.upload(f"v{i}.mp4")
+    data = _list(api)
+    assert (data["current_page"], data["page_size"], data["total_count"]) == (1, 20, 21)
+    assert len(data["videos"]) == 20
+    assert isinstance(data["videos"][0]["size"], int)
+
+
+def test_list_filters(api, memories_emulator):
+    a = api.upload(
+        "a.mp4",
+        camera_model="A",
+        tags=["x"],
+        datetime_taken="2024-01-01 00:00:00",
+        latitude="48.8566",
+        longitude="2.3522",
+    )
+    b = api.upload(
+        "b.mp4",
+        camera_model="B",
+        tags=["y"],
+        datetime_taken="2024-06-01 00:00:00",
+        latitude="51.5074",
+        longitude="-0.1278",
+    )
+    c = api.upload("c.mp4")
+    memories_emulator.control.set_status(c["videoNo"], "FAILED", "bad codec")
+
+    def nos(**f):
+        return {v["video_no"] for v in _list(api, **f)["videos"]}
+
+    assert nos(video_nos=[a["videoNo"], c["videoNo"]]) == {a["videoNo"], c["videoNo"]}
+    assert nos(video_no=b["videoNo"]) == {b["videoNo"]}
+    assert nos(video_name=a["videoName"]) == {a["videoNo"]}
+    assert nos(status="FAILED") == {c["videoNo"]}
+    assert nos(status="PARSE") == {a["videoNo"], b["videoNo"]}
+    assert nos(camera_model="B") == {b["videoNo"]}
+    assert nos(tag="x") == {a["videoNo"]}
+    assert nos(tag="api") == {a["videoNo"], b["videoNo"], c["videoNo"]}
+    assert nos(datetime_taken=1709251200000) == {b["videoNo"]}  # >= 2024-03-01
+    assert nos(latitude=48.86, longitude=2.35) == {a["videoNo"]}  # Paris, within ~20 km
+    assert nos(latitude=48.0, longitude=2.35) == set()  # ~95 km away
+    failed = _list(api, status="FAILED")["videos"][0]
+    assert failed["cause"] == "bad codec"
+
+
+def test_list_is_scoped_by_unique_id(api):
+    api.upload(unique_id="one")
+    assert _list(api)["total_count"] == 0
+    assert _list(api, unique_id="one")["total_count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"page": 0}, ["page", ">= 1"]),
+        ({"size": 0}, ["size", ">= 1"]),
+        ({"page": "1"}, ["page", "integer"]),
+        ({"size": True}, ["size", "integer"]),
+        ({"unique_id": ""}, ["unique_id"]),
+        ({"status": "DONE"}, ["status", "UNPARSE", "PARSE", "FAILED"]),
+        ({"video_nos": "VI1"}, ["video_nos", "list"]),
+        ({"video_nos": [1]}, ["video_nos"]),
+        ({"datetime_taken": "2024"}, ["datetime_taken", "integer"]),
+        ({"latitude": 1.0}, ["latitude and longitude", "both"]),
+        ({"latitude": "n", "longitude": 1}, ["latitude", "number"]),
+        ({"tag": 5}, ["tag", "string"]),
+        ([1, 2], ["JSON object"]),
+    ],
+)
+def test_list_rules(api, body, words):
+    status, code, msg = api.error(api.v1("POST", "list_videos", json=body))
+    assert (status, code) == (200, "0001")
+    assert all(w in msg for w in words), msg
+
+
+def test_list_rejects_malformed_json(api):
+    resp = api.v1("POST", "list_videos", data=b"{nope", headers={"Content-Type": "application/json"})
+    assert api.error(resp)[1:] == ("0001", "body: not valid JSON")
+
+
+def test_list_unique_ids(api):
+    assert api.v1("GET", "list_unique_ids").json()["data"] == {"unique_ids": []}
+    api.upload(unique_id="b")
+    api.upload(unique_id="a")
+    api.upload(unique_id="A")
+    body = api.v1("GET", "list_unique_ids").json()
+    assert body["code"] == "0000"
+    assert body["data"]["unique_ids"] == ["A", "a", "b"]  # case-sensitive
+
+
+def test_delete_videos(api, memories_emulator):
+    keep = api.upload(unique_id="d")["videoNo"]
+    gone = api.upload(unique_id="d")["videoNo"]
+    other_scope = api.upload(unique_id="e")["videoNo"]
+    path = next(v["path"] for v in memories_emulator.control.videos() if v["video_no"] == gone)
+    resp = api.v1(
+        "POST", "delete_videos", params={"unique_id": "d"}, json=[gone, other_scope, "VI000000000000000009"]
+    )
+    assert resp.json() == {"code": "0000", "msg": "success", "data": None, "success": True, "failed": False}
+    left = {v["video_no"] for v in memories_emulator.control.videos()}
+    assert left == {keep, other_scope}  # unknown ids and other scopes are ignored
+    assert api.meta(gone, "d")["code"] == "0001"
+    import os
+
+    assert not os.path.exists(path)
+    # Deleting again is idempotent (current docs).
+    again = api.v1("POST", "delete_videos", params={"unique_id": "d"}, json=[gone])
+    assert again.json()["code"] == "0000"
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "words"),
+    [
+        ({}, [f"VI{i:018d}" for i in range(101)], ["100", "101"]),
+        ({}, {"video_nos": []}, ["JSON array"]),
+        ({}, [1], ["JSON array"]),
+        ({"unique_id": ""}, [], ["unique_id"]),
+    ],
+)
+def test_delete_rules(api, params, body, words):
+    status, code, msg = api.error(api.v1("POST", "delete_videos", params=params, json=body))
+    assert (status, code) == (200, "0001")
+    assert all(w in msg for w in words), msg
+
+
+def test_delete_exactly_100_is_fine(api):
+    resp = api.v1("POST", "delete_videos", json=[f"VI{i:018d}" for i in range(100)])
+    assert resp.json()["code"] == "0000"
+
+
+def test_unknown_api_path_is_spring_style_404(api):
+    resp = api.v1("GET", "no_such_endpoint")
+    assert resp.status_code == 404
+    assert resp.json()["status"] == 404 and resp.json()["error"] == "Not Found"
