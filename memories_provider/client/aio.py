@@ -24,6 +24,7 @@ from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesDuplicateError,
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
@@ -472,7 +473,20 @@ class AsyncMemoriesClient:
     async def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
         for batch in protocol.delete_batches(video_nos):
-            await self._call(protocol.delete_videos_request(self.base_url, batch, unique_id))
+            spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
+            attempts = 0
+
+            async def attempt(spec: protocol.RequestSpec = spec) -> Any:
+                nonlocal attempts
+                attempts += 1
+                try:
+                    return await self._json_attempt(spec)
+                except MemoriesDuplicateError:
+                    if attempts > 1:  # see MemoriesClient.delete_videos
+                        return None
+                    raise
+
+            await self._run(spec, attempt)
 
     # ------------------------------------------------------------------ downloads
 

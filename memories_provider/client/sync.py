@@ -19,6 +19,7 @@ from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesDuplicateError,
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
@@ -529,7 +530,22 @@ class MemoriesClient:
         :param unique_id: their scope.
         """
         for batch in protocol.delete_batches(video_nos):
-            self._call(protocol.delete_videos_request(self.base_url, batch, unique_id))
+            spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
+            attempts = 0
+
+            def attempt(spec: protocol.RequestSpec = spec) -> Any:
+                nonlocal attempts
+                attempts += 1
+                try:
+                    return self._json_attempt(spec)
+                except MemoriesDuplicateError:
+                    # Older docs answer 0409 to a repeated delete: on a retry it means an earlier
+                    # attempt, whose answer was lost, already deleted them.
+                    if attempts > 1:
+                        return None
+                    raise
+
+            self._run(spec, attempt)
 
     # ------------------------------------------------------------------ downloads
 

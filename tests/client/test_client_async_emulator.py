@@ -151,3 +151,12 @@ async def test_read_timeout_on_a_json_call_is_retried(memories_emulator):
         with pytest.raises(MemoriesNotFoundError):
             await c.get_video("VI000000000000000009")
     assert memories_emulator.control.count("get_metadata") == 2
+
+
+async def test_delete_retry_answered_0409_counts_as_deleted(aclient, memories_emulator):
+    memories_emulator.control.inject_fault("delete_videos", "drop_before_response", count=1)
+    memories_emulator.control.inject_fault(
+        "delete_videos", "json_error", count=1, code="0409", msg="deleted twice"
+    )
+    await aclient.delete_videos(["VI000000000000000010"])
+    assert memories_emulator.control.count("delete_videos") == 2

@@ -431,3 +431,20 @@ def test_stalled_download_body_raises_incomplete(memories_emulator):
         for _ in resp.iter_chunks():
             pass
     assert "timed out" in str(info.value).lower() or "read" in str(info.value).lower()
+
+
+def test_delete_retry_answered_0409_counts_as_deleted(client, memories_emulator):
+    memories_emulator.control.inject_fault("delete_videos", "drop_before_response", count=1)
+    memories_emulator.control.inject_fault(
+        "delete_videos", "json_error", count=1, code="0409", msg="deleted twice"
+    )
+    client.delete_videos(["VI000000000000000010"])
+    assert memories_emulator.control.count("delete_videos") == 2
+
+
+def test_delete_first_answer_0409_is_raised(client, memories_emulator):
+    memories_emulator.control.inject_fault(
+        "delete_videos", "json_error", count=1, code="0409", msg="deleted twice"
+    )
+    with pytest.raises(MemoriesDuplicateError):
+        client.delete_videos(["VI000000000000000011"])
