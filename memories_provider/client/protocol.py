@@ -42,6 +42,18 @@ DELETE_VIDEOS = "delete_videos"
 DOWNLOAD = "download"
 V2_DOWNLOAD = "v2_download"
 
+#: Seconds between calls allowed by the documented per-account rate limits (current docs): the
+#: least a retry should wait after a ``0429`` that carries no ``Retry-After``.
+RATE_LIMIT_INTERVAL = {
+    UPLOAD: 60.0,
+    UPLOAD_URL: 60.0,
+    DOWNLOAD: 5.0,
+    V2_DOWNLOAD: 1.0,
+    LIST_VIDEOS: 0.2,
+    GET_METADATA: 0.2,
+    DELETE_VIDEOS: 0.2,
+}
+
 MAX_DELETE_BATCH = 100
 MAX_TAGS = 20
 MAX_CALLBACK_CHARS = 299

@@ -24,6 +24,7 @@ from memories_provider.client.errors import (
     MemoriesResponseError,
     MemoriesServerError,
 )
+from memories_provider.client.protocol import RATE_LIMIT_INTERVAL
 
 log = logging.getLogger("memories_provider.client")
 
@@ -38,6 +39,9 @@ class RetryPolicy:
     :param multiplier: growth factor of the delay per retry.
     :param jitter: spread delays randomly over [delay/2, delay] so clients sharing a key de-synchronise.
     :param max_retry_after: cap on a server-sent ``Retry-After`` (which otherwise wins over backoff).
+    :param documented_limits: after a rate-limit rejection without ``Retry-After``, wait at least
+        the interval the endpoint's documented limit allows (60 s for uploads, which are limited
+        to 1 per minute) — plain backoff would spend every retry inside the same window.
     """
 
     max_retries: int = 5
@@ -46,6 +50,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: bool = True
     max_retry_after: float = 600.0
+    documented_limits: bool = True
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -71,7 +76,8 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
         A ``Retry-After`` carried by ``error`` wins (capped by ``max_retry_after``); otherwise
-        ``initial_delay * multiplier ** (attempt - 1)`` capped by ``max_delay``, with jitter.
+        ``initial_delay * multiplier ** (attempt - 1)`` capped by ``max_delay``, with jitter, and for
+        a rate-limit error at least the endpoint's documented interval (see ``documented_limits``).
         """
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
@@ -79,6 +85,8 @@ class RetryPolicy:
         delay = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
         if self.jitter:
             delay = random.uniform(delay / 2, delay)
+        if self.documented_limits and isinstance(error, MemoriesRateLimitError):
+            delay = max(delay, RATE_LIMIT_INTERVAL.get(error.endpoint or "", 0.0))
         return float(delay)
 
     def _tenacity_kwargs(

@@ -9,7 +9,9 @@ import pytest
 from memories_provider.client import AsyncMemoriesClient, MemoriesClient, RetryPolicy
 
 #: Tiny delays so retry tests run fast but still go through the real retry loop.
-FAST_RETRY = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, jitter=False)
+FAST_RETRY = RetryPolicy(
+    max_retries=3, initial_delay=0.01, max_delay=0.05, jitter=False, documented_limits=False
+)
 
 
 @pytest.fixture

@@ -100,3 +100,12 @@ def test_retrying_stops_at_once_on_a_permanent_error():
     with pytest.raises(MemoriesAuthError):
         policy.retrying("list_videos", idempotent=True)(fail)
     assert len(calls) == 1
+
+
+def test_rate_limit_without_retry_after_waits_the_documented_interval():
+    policy = RetryPolicy(initial_delay=1.0, jitter=False)
+    assert policy.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="upload")) == 60.0
+    assert policy.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="list_videos")) == 1.0
+    assert policy.delay_for(1, MemoriesRateLimitError("x", endpoint="upload", retry_after=2.0)) == 2.0
+    fast = RetryPolicy(initial_delay=0.01, jitter=False, documented_limits=False)
+    assert fast.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="upload")) == 0.01
