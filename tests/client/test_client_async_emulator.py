@@ -133,8 +133,8 @@ async def test_upload_not_retried_on_5xx(aclient, memories_emulator, make_video)
 
 async def test_stalled_download_body_raises_incomplete(memories_emulator):
     asset = memories_emulator.control.add_asset(b"s" * 3_000_000, "s.mp4")
-    memories_emulator.control.inject_fault("v2_download", "slow_body", count=1, delay=2.0)
-    c = AsyncMemoriesClient(memories_emulator.api_key, v2_base_url=memories_emulator.v2_url, timeout=0.3)
+    memories_emulator.control.inject_fault("v2_download", "slow_body", count=1, delay=4.0)
+    c = AsyncMemoriesClient(memories_emulator.api_key, v2_base_url=memories_emulator.v2_url, timeout=1.0)
     async with c, c.download_asset(asset["asset_id"]) as resp:
         with pytest.raises(MemoriesIncompleteBodyError):
             async for _ in resp.iter_chunks():
@@ -142,10 +142,10 @@ async def test_stalled_download_body_raises_incomplete(memories_emulator):
 
 
 async def test_read_timeout_on_a_json_call_is_retried(memories_emulator):
-    memories_emulator.control.inject_fault("get_metadata", "slow_body", count=1, delay=2.0)
+    memories_emulator.control.inject_fault("get_metadata", "slow_body", count=1, delay=4.0)
     policy = RetryPolicy(max_retries=2, initial_delay=0, jitter=False)
     c = AsyncMemoriesClient(
-        memories_emulator.api_key, base_url=memories_emulator.v1_url, timeout=0.3, retry=policy
+        memories_emulator.api_key, base_url=memories_emulator.v1_url, timeout=1.0, retry=policy
     )
     async with c:
         with pytest.raises(MemoriesNotFoundError):

@@ -390,17 +390,17 @@ def test_v2_integer_code_for_unknown_asset(client):
 
 
 def test_real_rate_limit_waits_for_retry_after(client, memories_emulator):
-    memories_emulator.control.configure(rate_limits={"list_videos": (1, 0.4)})
+    memories_emulator.control.configure(rate_limits={"list_videos": (1, 0.8)})
     client.list_videos()
     client.list_videos()  # limited at first; the client waits as told and succeeds
     log = memories_emulator.control.request_log("list_videos")
     assert [entry["code"] for entry in log] == ["0000", "0429", "0000"]
-    assert log[2]["time"] - log[1]["time"] >= 0.2
+    assert log[2]["time"] - log[1]["time"] >= 0.4
 
 
 def test_indexing_cap_rejection_is_retried_for_uploads(client, memories_emulator, make_video):
     path, _ = make_video()
-    memories_emulator.control.configure(indexing_cap=1, parse_delay=0.4)
+    memories_emulator.control.configure(indexing_cap=1, parse_delay=0.8)
     client.upload_video(path)
     second = client.upload_video(path)  # rejected with 0429 until the first finishes indexing
     log = memories_emulator.control.request_log("upload")
@@ -414,10 +414,10 @@ def test_indexing_cap_rejection_is_retried_for_uploads(client, memories_emulator
 
 
 def test_read_timeout_on_a_json_call_is_retried(memories_emulator):
-    memories_emulator.control.inject_fault("list_videos", "slow_body", count=1, delay=2.0)
+    memories_emulator.control.inject_fault("list_videos", "slow_body", count=1, delay=4.0)
     policy = RetryPolicy(max_retries=2, initial_delay=0, jitter=False)
     with MemoriesClient(
-        memories_emulator.api_key, base_url=memories_emulator.v1_url, timeout=0.3, retry=policy
+        memories_emulator.api_key, base_url=memories_emulator.v1_url, timeout=1.0, retry=policy
     ) as c:
         assert c.list_videos().videos == []
     assert memories_emulator.control.count("list_videos") == 2
@@ -425,8 +425,8 @@ def test_read_timeout_on_a_json_call_is_retried(memories_emulator):
 
 def test_stalled_download_body_raises_incomplete(memories_emulator):
     asset = memories_emulator.control.add_asset(b"s" * 3_000_000, "s.mp4")
-    memories_emulator.control.inject_fault("v2_download", "slow_body", count=1, delay=2.0)
-    c = MemoriesClient(memories_emulator.api_key, v2_base_url=memories_emulator.v2_url, timeout=0.3)
+    memories_emulator.control.inject_fault("v2_download", "slow_body", count=1, delay=4.0)
+    c = MemoriesClient(memories_emulator.api_key, v2_base_url=memories_emulator.v2_url, timeout=1.0)
     with c, c.download_asset(asset["asset_id"]) as resp, pytest.raises(MemoriesIncompleteBodyError) as info:
         for _ in resp.iter_chunks():
             pass
