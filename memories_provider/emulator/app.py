@@ -63,6 +63,7 @@ CONTROL = "/_emulator"
 CHUNK = 1024 * 1024
 RATE_LIMIT_MSG = "Request has exceeded the limit."
 _MAX_FIELD_BYTES = 64 * 1024
+_MAX_LOG = 100_000
 
 
 @dataclass
@@ -106,6 +107,26 @@ def content_disposition(filename: str) -> str:
 def _retry_after_header(seconds: float) -> str:
     # Fractional seconds: the spec does not fix a format and tests use sub-second windows.
     return format(round(max(seconds, 0.001), 3), "g")
+
+
+#: Request headers that would make aiohttp's FileResponse answer 206/304/412 instead of the file.
+_CONDITIONAL_HEADERS = (
+    "Range",
+    "If-Range",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+)
+
+
+class _PlainFileResponse(web.FileResponse):
+    """``FileResponse`` (sendfile) without the validators and ``Accept-Ranges`` the service never sends."""
+
+    async def _write_headers(self) -> None:
+        for name in ("Accept-Ranges", "ETag", "Last-Modified"):
+            self._headers.pop(name, None)
+        await super()._write_headers()
 
 
 class _Sink:
@@ -251,6 +272,8 @@ class Emulator:
                 "code": None,
             }
             self.requests.append(entry)
+            if len(self.requests) > _MAX_LOG:  # a long-running demo server must not grow forever
+                del self.requests[: _MAX_LOG // 10]
             fault = self.faults.take(endpoint)
             if fault is not None:
                 entry["fault"] = fault.kind
@@ -258,6 +281,12 @@ class Emulator:
                 if fault is not None and fault.kind in EARLY_KINDS:
                     return await self._early_fault(request, fault, entry, version)
                 self._check_auth(request)
+                if self.config.account_disabled:
+                    raise ApiError("0403", "account disabled", v2_status=403)
+                if endpoint in self.config.permission_denied:
+                    raise ApiError(
+                        "9009", f"permission denied: this key may not call {endpoint}", v2_status=403
+                    )
                 wait = self.limiter.acquire(endpoint, self.config.rate_limits.get(endpoint))
                 if wait is not None:
                     raise ApiError(LIMITED, RATE_LIMIT_MSG, retry_after=wait)
@@ -360,10 +389,12 @@ class Emulator:
             "Content-Type": asset.content_type,
             "Content-Disposition": content_disposition(asset.filename),
         }
-        if kind in ("drop_mid_body", "slow_body") or self.config.chunked_downloads:
+        conditional = any(h in request.headers for h in _CONDITIONAL_HEADERS)
+        if kind in ("drop_mid_body", "slow_body") or self.config.chunked_downloads or conditional:
+            # By hand: the spec documents no Range or conditional requests, so always the whole file.
             return await self._stream(request, 200, headers, asset.path, None, fault)
         # sendfile: the kernel copies the file to the socket, no userspace buffers.
-        return web.FileResponse(asset.path, chunk_size=CHUNK, headers=headers)
+        return _PlainFileResponse(asset.path, chunk_size=CHUNK, headers=headers)
 
     async def _stream(
         self,
@@ -433,7 +464,7 @@ class Emulator:
         video.status = status
         video.cause = cause if status == FAILED else None
         timer = self._timers.pop(video.video_no, None)
-        if timer is not None and status != UNPARSE:
+        if timer is not None:
             timer.cancel()
         if changed and video.callback:
             self._fire_callback(video)
@@ -446,7 +477,9 @@ class Emulator:
 
         def settle() -> None:
             self._timers.pop(video.video_no, None)
-            if video.video_no in self.videos:
+            if video.video_no in self.videos and not math.isinf(video.ready_at):
+                # asyncio may run a timer a clock tick early: the timer, not the clock, decides.
+                video.ready_at = min(video.ready_at, time.monotonic())
                 self._refresh(video)
 
         self._timers[video.video_no] = loop.call_later(delay, settle)
@@ -860,8 +893,12 @@ class Emulator:
                 elif key == "fail_pattern" and value is not None:
                     re.compile(value)
                     self.config.fail_pattern = value
-                elif key == "api_keys":
-                    self.config.api_keys = list(value)
+                elif key in ("api_keys", "permission_denied"):
+                    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                        raise ValueError(f"{key} must be a list of strings")
+                    if key == "permission_denied" and (unknown := set(value) - set(ENDPOINTS)):
+                        raise ValueError(f"permission_denied: unknown endpoints {sorted(unknown)}")
+                    setattr(self.config, key, list(value))
                 elif key in self.config.__dataclass_fields__:
                     setattr(self.config, key, value)
                 else:

@@ -53,6 +53,8 @@ class EmulatorConfig:
     :param fail_pattern: regex searched in the original filename; matches end ``FAILED`` with a cause.
     :param retry_after: seconds sent as ``Retry-After`` with injected ``code_0429``/``http_429`` faults.
     :param max_upload_bytes: largest accepted upload.
+    :param account_disabled: answer every API call with ``0403`` (account disabled).
+    :param permission_denied: endpoint names answered with ``9009`` (permission denied).
     """
 
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
@@ -66,10 +68,17 @@ class EmulatorConfig:
     fail_pattern: str | None = None
     retry_after: float | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    account_disabled: bool = False
+    permission_denied: list[str] = field(default_factory=list)
 
     def copy(self) -> EmulatorConfig:
         """A deep-enough copy (lists and dicts are not shared)."""
-        return dataclasses.replace(self, api_keys=list(self.api_keys), rate_limits=dict(self.rate_limits))
+        return dataclasses.replace(
+            self,
+            api_keys=list(self.api_keys),
+            rate_limits=dict(self.rate_limits),
+            permission_denied=list(self.permission_denied),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe view (rate limit tuples become lists)."""

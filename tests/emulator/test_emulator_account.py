@@ -80,3 +80,21 @@ def test_indexing_cap(api, memories_emulator):
     memories_emulator.control.set_status(first, "PARSE")
     api.upload()  # a slot freed
     assert len(memories_emulator.control.videos()) == 3
+
+
+def test_account_disabled_is_0403(api, memories_emulator):
+    memories_emulator.control.configure(account_disabled=True)
+    assert api.error(api.v1("POST", "list_videos", json={})) == (200, "0403", "account disabled")
+    assert api.error(api.v2("GET", "re_1/download")) == (403, 403, "account disabled")
+    # A wrong key is still reported as a wrong key.
+    assert api.error(api.v1("GET", "list_unique_ids", headers={"Authorization": "x"}))[1] == "0401"
+
+
+def test_permission_denied_is_9009_per_endpoint(api, memories_emulator):
+    memories_emulator.control.configure(permission_denied=["upload_url"])
+    resp = api.v1("POST", "upload_url", data={"url": "http://127.0.0.1:9/a.mp4"})
+    status, code, msg = api.error(resp)
+    assert (status, code) == (200, "9009") and "permission denied" in msg and "upload_url" in msg
+    api.upload()  # other endpoints still work
+    with pytest.raises(ValueError, match="unknown endpoints"):
+        memories_emulator.control.configure(permission_denied=["nope"])

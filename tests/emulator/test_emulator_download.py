@@ -112,3 +112,18 @@ def test_download_costs_credits_per_gb(api, memories_emulator, video):
     assert (status, code) == (200, "0402")
     assert "Insufficient balance to download the resource" in msg
     assert api.error(api.v2("GET", f"{video['asset_id']}/download"))[:2] == (402, 402)
+
+
+def test_no_range_or_conditional_support(api, video):
+    """The spec documents no Range support: the whole file, 200, and no Accept-Ranges advertised."""
+    url = f"{video['asset_id']}/download"
+    plain = api.v2("GET", url)
+    assert "Accept-Ranges" not in plain.headers and "ETag" not in plain.headers
+    for headers in (
+        {"Range": "bytes=0-9"},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": "Sun, 01 Jan 2090 00:00:00 GMT"},
+    ):
+        resp = api.v2("GET", url, headers=headers)
+        assert resp.status_code == 200 and resp.content == video["data"], headers
+        assert resp.headers["Content-Length"] == str(len(video["data"]))
