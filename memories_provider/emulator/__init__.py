@@ -11,15 +11,33 @@ It is an independent reading of ``memories-api.md`` and deliberately does not im
 
 from __future__ import annotations
 
-from memories_provider.emulator.config import (
-    DEFAULT_API_KEY,
-    ENDPOINTS,
-    SPEC_RATE_LIMITS,
-    EmulatorConfig,
-)
-from memories_provider.emulator.control import EmulatorControl, EmulatorHandle
-from memories_provider.emulator.process import emulator_process
-from memories_provider.emulator.server import EmulatorThread, run_emulator
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memories_provider.emulator.config import (
+        DEFAULT_API_KEY,
+        ENDPOINTS,
+        SPEC_RATE_LIMITS,
+        EmulatorConfig,
+    )
+    from memories_provider.emulator.control import EmulatorControl, EmulatorHandle
+    from memories_provider.emulator.process import emulator_process
+    from memories_provider.emulator.server import EmulatorThread, run_emulator
+
+# Lazy exports: the pytest plugin lives in this package and must not pull in aiohttp/requests
+# for test runs that never start an emulator.
+_EXPORTS = {
+    "DEFAULT_API_KEY": "config",
+    "ENDPOINTS": "config",
+    "SPEC_RATE_LIMITS": "config",
+    "EmulatorConfig": "config",
+    "EmulatorControl": "control",
+    "EmulatorHandle": "control",
+    "emulator_process": "process",
+    "EmulatorThread": "server",
+    "run_emulator": "server",
+}
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -32,3 +50,10 @@ __all__ = [
     "emulator_process",
     "run_emulator",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -122,3 +122,9 @@ def test_connection_strings_parse_in_airflow(memories_emulator):
         "host": memories_emulator.url,
         "extra": {"v2_host": memories_emulator.url},
     }
+
+
+def test_conn_fixture_sets_the_airflow_connection(memories_emulator_conn):
+    import os
+
+    assert os.environ["AIRFLOW_CONN_MEMORIES_DEFAULT"] == memories_emulator_conn.conn_uri
