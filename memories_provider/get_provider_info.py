@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from memories_provider import __version__
+from memories_provider.hooks.connection import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 _INTEGRATION = "memories.ai"
 
@@ -43,6 +44,12 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": _INTEGRATION, "python-modules": ["memories_provider.triggers.video_status"]}
         ],
         "connection-types": [
-            {"hook-class-name": "memories_provider.hooks.memories.MemoriesHook", "connection-type": "memories"}
+            {
+                "hook-class-name": "memories_provider.hooks.memories.MemoriesHook",
+                "hook-name": "memories.ai",
+                "connection-type": "memories",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
         ],
     }

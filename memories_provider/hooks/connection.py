@@ -1,0 +1,198 @@
+"""The ``memories`` connection: its fields, its form, and how it becomes client settings.
+
+Parsing is kept apart from the hook so it can be checked without Airflow's metadata DB and
+so every error names the connection field a user has to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+DEFAULT_HOST = "https://api.memories.ai"
+DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
+V1_PATH = "/serve/api/v1"
+V2_PATH = "/serve/api/v2"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_UNIQUE_ID = "default"
+
+#: Extras a ``memories`` connection understands (anything else is ignored, with a warning).
+EXTRA_FIELDS = ("v2_host", "timeout", "max_retries", "unique_id", "blob_download_api")
+
+
+class MemoriesConnectionConfigError(ValueError):
+    """A ``memories`` connection is misconfigured; the message names the connection and the field."""
+
+
+@dataclass(frozen=True)
+class MemoriesConnectionConfig:
+    """Client settings read from a ``memories`` connection.
+
+    :param api_key: the API key (connection field *API key*, i.e. ``password``). Hidden from ``repr``.
+    :param base_url: v1 base URL including ``/serve/api/v1``.
+    :param v2_base_url: v2 base URL including ``/serve/api/v2``.
+    :param timeout: read timeout of each request, in seconds.
+    :param max_retries: retries after a failed attempt (see ``RetryPolicy``).
+    :param unique_id: default namespace (``unique_id``) for calls that do not name one.
+    :param blob_download_api: which endpoint ``bucket``+``blob`` downloads use, ``"v2"`` or ``"v1"``.
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_HOST + V1_PATH
+    v2_base_url: str = DEFAULT_V2_HOST + V2_PATH
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    unique_id: str = DEFAULT_UNIQUE_ID
+    blob_download_api: Literal["v1", "v2"] = "v2"
+
+    def __repr__(self) -> str:
+        return (
+            f"MemoriesConnectionConfig(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, "
+            f"timeout={self.timeout!r}, max_retries={self.max_retries!r}, unique_id={self.unique_id!r}, "
+            f"blob_download_api={self.blob_download_api!r}, api_key='***')"
+        )
+
+
+def _origin(value: str, *, conn_id: str, field_name: str) -> str:
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: field {field_name!r} must be an http(s) URL with a scheme, "
+            f"e.g. 'https://api.memories.ai', got {value!r}"
+        )
+    return value
+
+
+def _api_url(origin: str, path: str) -> str:
+    # A host may already carry the API path (e.g. copied from the docs); don't append it twice.
+    return origin if origin.endswith(path) else origin + path
+
+
+def _extra(extra: dict[str, Any], name: str) -> Any:
+    # Airflow 2 forms stored extras as ``extra__<conn_type>__<name>``; accept both spellings.
+    value = extra.get(name)
+    if value in (None, ""):
+        value = extra.get(f"extra__memories__{name}")
+    return None if value in (None, "") else value
+
+
+def config_from_connection(
+    *,
+    conn_id: str,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    extra: dict[str, Any],
+) -> MemoriesConnectionConfig:
+    """Validate a ``memories`` connection's fields and turn them into client settings.
+
+    :param conn_id: the connection id, quoted in errors.
+    :param password: the API key.
+    :param host: v1 origin with scheme (a path is allowed); empty means ``https://api.memories.ai``.
+    :param port: optional port added to ``host``.
+    :param extra: the connection's extras (``v2_host``, ``timeout``, ``max_retries``, ``unique_id``,
+        ``blob_download_api``).
+    :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
+    """
+    api_key = (password or "").strip()
+    if not api_key:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: the API key (field 'password') is missing or empty"
+        )
+
+    origin = _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host")
+    if port:
+        parts = urlsplit(origin)
+        if parts.port is None:
+            origin = parts._replace(netloc=f"{parts.netloc}:{int(port)}").geturl()
+
+    v2_host = _extra(extra, "v2_host")
+    if v2_host is None:
+        # The real service splits v1 and v2 across two hosts; anything else (a proxy, the
+        # emulator) serves both from the v1 host, so don't send v2 calls to the real service.
+        v2_origin = DEFAULT_V2_HOST if origin == DEFAULT_HOST else origin
+    else:
+        v2_origin = _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
+
+    timeout_raw = _extra(extra, "timeout")
+    try:
+        timeout = DEFAULT_TIMEOUT if timeout_raw is None else float(timeout_raw)
+    except (TypeError, ValueError):
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'timeout' must be a number of seconds, got {timeout_raw!r}"
+        ) from None
+    if not timeout > 0:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'timeout' must be > 0, got {timeout}"
+        )
+
+    retries_raw = _extra(extra, "max_retries")
+    try:
+        max_retries = DEFAULT_MAX_RETRIES if retries_raw is None else int(str(retries_raw))
+    except ValueError:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'max_retries' must be a whole number, got {retries_raw!r}"
+        ) from None
+    if max_retries < 0:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'max_retries' must be >= 0, got {max_retries}"
+        )
+
+    unique_id = str(_extra(extra, "unique_id") or DEFAULT_UNIQUE_ID)
+
+    api = str(_extra(extra, "blob_download_api") or "v2").lower()
+    if api not in ("v1", "v2"):
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
+        )
+
+    return MemoriesConnectionConfig(
+        api_key=api_key,
+        base_url=_api_url(origin, V1_PATH),
+        v2_base_url=_api_url(v2_origin, V2_PATH),
+        timeout=timeout,
+        max_retries=max_retries,
+        unique_id=unique_id,
+        blob_download_api="v1" if api == "v1" else "v2",
+    )
+
+
+#: Form metadata, shared by provider info (Airflow >= 3.2 reads it declaratively) and the hook's
+#: ``get_connection_form_widgets``/``get_ui_field_behaviour`` (what Airflow 2.11 calls).
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "v2_host": {
+        "label": "v2 host",
+        "description": "Origin of the v2 API (asset/blob downloads). Empty: https://mavi-backend.memories.ai "
+        "with the default host, else the host above.",
+        "schema": {"type": ["string", "null"], "format": "uri"},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Read timeout of each request.",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "exclusiveMinimum": 0},
+    },
+    "max_retries": {
+        "label": "Retry limit",
+        "description": "Retries of a failed call (connection errors, 5xx, rate limits) with backoff.",
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES, "minimum": 0},
+    },
+    "unique_id": {
+        "label": "Default unique_id",
+        "description": "Namespace used when a task does not pass unique_id.",
+        "schema": {"type": ["string", "null"], "default": DEFAULT_UNIQUE_ID},
+    },
+    "blob_download_api": {
+        "label": "Blob download API",
+        "description": "Endpoint for bucket+blob downloads: v2 (default) or v1.",
+        "schema": {"type": ["string", "null"], "default": "v2", "enum": ["v2", "v1"]},
+    },
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["login", "schema"],
+    "relabeling": {"password": "API key", "host": "Host (v1 API origin)"},
+    "placeholders": {"host": DEFAULT_HOST, "password": "sk-...", "port": "(optional)"},
+}

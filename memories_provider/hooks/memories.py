@@ -1,0 +1,278 @@
+"""MemoriesHook: the ``memories`` connection turned into memories.ai API clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    DownloadResponse,
+    MemoriesAuthError,
+    MemoriesClient,
+    MemoriesError,
+    RetryPolicy,
+    UploadResult,
+    Video,
+    VideoPage,
+)
+from memories_provider.hooks.connection import (
+    CONN_FIELDS,
+    UI_FIELD_BEHAVIOUR,
+    MemoriesConnectionConfig,
+    config_from_connection,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow.providers.common.compat.sdk import Connection
+
+
+class MemoriesHook(BaseHook):
+    """Talks to memories.ai through the ``memories`` connection.
+
+    The connection holds the API key in *API key* (``password``), the v1 origin in ``host``
+    (default ``https://api.memories.ai``) and the extras ``v2_host``, ``timeout``, ``max_retries``,
+    ``unique_id`` and ``blob_download_api``. The key is registered with Airflow's secret masker
+    as soon as it is read.
+
+    One pooled synchronous client is built per hook (``get_conn()``); async callers (triggers)
+    get a fresh :class:`AsyncMemoriesClient` from :meth:`get_async_client` and close it themselves.
+
+    :param memories_conn_id: id of the ``memories`` connection to use.
+    """
+
+    conn_name_attr = "memories_conn_id"
+    default_conn_name = "memories_default"
+    conn_type = "memories"
+    hook_name = "memories.ai"
+
+    def __init__(self, memories_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.memories_conn_id = memories_conn_id
+
+    def __repr__(self) -> str:
+        return f"MemoriesHook(memories_conn_id={self.memories_conn_id!r})"
+
+    # ------------------------------------------------------------------ connection form
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form (Airflow 2; Airflow 3 reads ``conn-fields``)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional, any_of
+
+        def label(name: str) -> Any:
+            return lazy_gettext(CONN_FIELDS[name]["label"])
+
+        def doc(name: str) -> str:
+            return str(CONN_FIELDS[name]["description"])
+
+        return {
+            "v2_host": StringField(label("v2_host"), widget=BS3TextFieldWidget(), description=doc("v2_host")),
+            "timeout": StringField(
+                label("timeout"), widget=BS3TextFieldWidget(), description=doc("timeout"), default="60"
+            ),
+            "max_retries": IntegerField(
+                label("max_retries"),
+                validators=[Optional(), NumberRange(min=0)],
+                widget=BS3TextFieldWidget(),
+                description=doc("max_retries"),
+                default=5,
+            ),
+            "unique_id": StringField(
+                label("unique_id"),
+                widget=BS3TextFieldWidget(),
+                description=doc("unique_id"),
+                default="default",
+            ),
+            "blob_download_api": StringField(
+                label("blob_download_api"),
+                validators=[Optional(), any_of(["v1", "v2"])],
+                widget=BS3TextFieldWidget(),
+                description=doc("blob_download_api"),
+                default="v2",
+            ),
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden and relabelled standard fields of the connection form (Airflow 2)."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    # ------------------------------------------------------------------ configuration
+
+    def _config_from(self, conn: Connection) -> MemoriesConnectionConfig:
+        if conn.password:
+            mask_secret(conn.password)
+        config = config_from_connection(
+            conn_id=self.memories_conn_id,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            extra=conn.extra_dejson,
+        )
+        mask_secret(config.api_key)
+        return config
+
+    @cached_property
+    def config(self) -> MemoriesConnectionConfig:
+        """Validated settings of the connection (looked up once per hook)."""
+        return self._config_from(self.get_connection(self.memories_conn_id))
+
+    async def aget_config(self) -> MemoriesConnectionConfig:
+        """Like :attr:`config`, without blocking the event loop (for triggers)."""
+        if "config" in self.__dict__:
+            return self.config
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        conn = await get_async_connection(self.memories_conn_id, hook=self)
+        config = self._config_from(conn)
+        self.__dict__["config"] = config
+        return config
+
+    @staticmethod
+    def retry_policy(config: MemoriesConnectionConfig) -> RetryPolicy:
+        """The retry policy the connection asks for (its ``max_retries``)."""
+        return RetryPolicy(max_retries=config.max_retries)
+
+    def _client_kwargs(self, config: MemoriesConnectionConfig) -> dict[str, Any]:
+        return {
+            "base_url": config.base_url,
+            "v2_base_url": config.v2_base_url,
+            "timeout": config.timeout,
+            "retry": self.retry_policy(config),
+        }
+
+    @cached_property
+    def client(self) -> MemoriesClient:
+        """The hook's pooled synchronous client (built on first use)."""
+        config = self.config
+        return MemoriesClient(config.api_key, **self._client_kwargs(config))
+
+    def get_conn(self) -> MemoriesClient:
+        """Return the hook's pooled synchronous :class:`MemoriesClient`."""
+        return self.client
+
+    async def get_async_client(self) -> AsyncMemoriesClient:
+        """A new :class:`AsyncMemoriesClient`; use it as ``async with await hook.get_async_client() as c``."""
+        config = await self.aget_config()
+        return AsyncMemoriesClient(config.api_key, **self._client_kwargs(config))
+
+    def close(self) -> None:
+        """Close the pooled session, if one was opened."""
+        client = self.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
+
+    def _scope(self, unique_id: str | None) -> str:
+        return unique_id if unique_id else self.config.unique_id
+
+    # ------------------------------------------------------------------ operations
+
+    def upload_video(
+        self,
+        file: str | os.PathLike[str] | BinaryIO,
+        *,
+        filename: str | None = None,
+        size: int | None = None,
+        content_type: str | None = None,
+        unique_id: str | None = None,
+        callback: str | None = None,
+        datetime_taken: str | datetime | None = None,
+        camera_model: str | None = None,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        tags: Sequence[str] | None = None,
+        retain_original_video: bool | None = None,
+        video_transcription_prompt: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> UploadResult:
+        """Upload a video, streamed (see :meth:`MemoriesClient.upload_video`); ``unique_id`` defaults
+        to the connection's."""
+        return self.client.upload_video(
+            file,
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            unique_id=self._scope(unique_id),
+            callback=callback,
+            datetime_taken=datetime_taken,
+            camera_model=camera_model,
+            latitude=latitude,
+            longitude=longitude,
+            tags=tags,
+            retain_original_video=retain_original_video,
+            video_transcription_prompt=video_transcription_prompt,
+            progress=progress,
+        )
+
+    def upload_video_from_url(
+        self, url: str, *, unique_id: str | None = None, **metadata: Any
+    ) -> UploadResult:
+        """Have the service fetch ``url`` itself (``upload_url``); metadata as for :meth:`upload_video`."""
+        return self.client.upload_video_from_url(url, unique_id=self._scope(unique_id), **metadata)
+
+    def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
+        """Metadata and status of one video."""
+        return self.client.get_video(video_no, unique_id=self._scope(unique_id))
+
+    def list_videos(self, *, unique_id: str | None = None, **filters: Any) -> VideoPage:
+        """One page of videos (filters as in :meth:`MemoriesClient.list_videos`)."""
+        return self.client.list_videos(unique_id=self._scope(unique_id), **filters)
+
+    def iter_videos(
+        self, *, unique_id: str | None = None, page_size: int = 100, **filters: Any
+    ) -> Iterator[Video]:
+        """Every video matching the filters, across pages."""
+        return self.client.iter_videos(page_size=page_size, unique_id=self._scope(unique_id), **filters)
+
+    def list_unique_ids(self) -> list[str]:
+        """All ``unique_id`` namespaces of the account."""
+        return self.client.list_unique_ids()
+
+    def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
+        """Delete videos (sent in chunks of at most 100 ids)."""
+        self.client.delete_videos(video_nos, unique_id=self._scope(unique_id))
+
+    def download_video(self, video_no: str, *, unique_id: str | None = None) -> DownloadResponse:
+        """Open a streamed download of a video by ``video_no``; use it as a context manager."""
+        return self.client.download_video(video_no, unique_id=self._scope(unique_id))
+
+    def download_blob(
+        self, bucket: str, blob: str, *, api: Literal["v1", "v2"] | None = None
+    ) -> DownloadResponse:
+        """Open a streamed download by ``bucket`` and ``blob`` (endpoint from ``blob_download_api``)."""
+        return self.client.download_blob(bucket, blob, api=api or self.config.blob_download_api)
+
+    def download_asset(self, asset_id: str) -> DownloadResponse:
+        """Open a streamed download of an asset by ``asset_id`` (v2)."""
+        return self.client.download_asset(asset_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated call (``list_unique_ids``) and say how it went."""
+        try:
+            config = self.config
+            client = MemoriesClient(
+                config.api_key, **{**self._client_kwargs(config), "retry": RetryPolicy(max_retries=0)}
+            )
+            with client:
+                ids = client.list_unique_ids()
+        except MemoriesAuthError as err:
+            reason = err.code or err.http_status
+            return False, f"Authentication failed: the API key was refused ({reason}: {err.message})"
+        except (MemoriesError, ValueError) as err:
+            return False, f"Connection test failed: {err}"
+        return True, f"Connected to {config.base_url}; the key sees {len(ids)} unique_id namespace(s)."

@@ -1,0 +1,125 @@
+"""Parsing of the ``memories`` connection: defaults, every field, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.providers.common.compat.sdk import Connection
+
+from memories_provider.hooks.connection import (
+    MemoriesConnectionConfigError,
+    config_from_connection,
+)
+from memories_provider.hooks.memories import MemoriesHook
+
+KEY = "sk-test-secret-key-123"
+
+
+def parse(**kw):
+    base = {"conn_id": "mem", "password": KEY, "host": None, "port": None, "extra": {}}
+    base.update(kw)
+    return config_from_connection(**base)
+
+
+def test_defaults_point_at_the_real_service():
+    c = parse()
+    assert c.base_url == "https://api.memories.ai/serve/api/v1"
+    assert c.v2_base_url == "https://mavi-backend.memories.ai/serve/api/v2"
+    assert (c.timeout, c.max_retries, c.unique_id, c.blob_download_api) == (60.0, 5, "default", "v2")
+
+
+def test_custom_host_serves_v2_too_unless_v2_host_given():
+    c = parse(host="http://127.0.0.1", port=8787)
+    assert c.base_url == "http://127.0.0.1:8787/serve/api/v1"
+    assert c.v2_base_url == "http://127.0.0.1:8787/serve/api/v2"
+    c = parse(host="https://proxy.example/memories/", extra={"v2_host": "https://v2.example"})
+    assert c.base_url == "https://proxy.example/memories/serve/api/v1"
+    assert c.v2_base_url == "https://v2.example/serve/api/v2"
+
+
+def test_host_that_already_has_the_api_path_is_not_doubled():
+    assert (
+        parse(host="https://api.memories.ai/serve/api/v1").base_url == "https://api.memories.ai/serve/api/v1"
+    )
+
+
+def test_extras_are_typed_and_legacy_prefixed_names_accepted():
+    c = parse(
+        extra={
+            "timeout": "12.5",
+            "extra__memories__max_retries": "2",
+            "unique_id": "team-a",
+            "blob_download_api": "V1",
+        }
+    )
+    assert (c.timeout, c.max_retries, c.unique_id, c.blob_download_api) == (12.5, 2, "team-a", "v1")
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"password": None}, "'password'"),
+        ({"password": "   "}, "'password'"),
+        ({"host": "api.memories.ai"}, "'host'"),
+        ({"host": "ftp://api.memories.ai"}, "'host'"),
+        ({"extra": {"v2_host": "mavi-backend.memories.ai"}}, "'v2_host'"),
+        ({"extra": {"timeout": "soon"}}, "'timeout'"),
+        ({"extra": {"timeout": 0}}, "'timeout'"),
+        ({"extra": {"max_retries": "2.5"}}, "'max_retries'"),
+        ({"extra": {"max_retries": -1}}, "'max_retries'"),
+        ({"extra": {"blob_download_api": "v3"}}, "'blob_download_api'"),
+    ],
+)
+def test_bad_fields_name_the_field_and_never_the_key(kw, field):
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(**kw)
+    assert field in str(info.value)
+    assert "'mem'" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_repr_hides_the_key():
+    c = parse()
+    assert KEY not in repr(c)
+    assert KEY not in str(c)
+    assert "***" in repr(c)
+
+
+def test_uri_and_json_forms_parse_the_same(monkeypatch):
+    uri = "memories://http://:sk-abc%2F1@127.0.0.1:8787?v2_host=http%3A%2F%2F127.0.0.1%3A8788&unique_id=u1"
+    js = json.dumps(
+        {
+            "conn_type": "memories",
+            "password": "sk-abc/1",
+            "host": "http://127.0.0.1",
+            "port": 8787,
+            "extra": {"v2_host": "http://127.0.0.1:8788", "unique_id": "u1"},
+        }
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_MEM_URI", uri)
+    monkeypatch.setenv("AIRFLOW_CONN_MEM_JSON", js)
+    a = MemoriesHook("mem_uri").config
+    b = MemoriesHook("mem_json").config
+    assert a.api_key == b.api_key == "sk-abc/1"
+    assert a.base_url == b.base_url == "http://127.0.0.1:8787/serve/api/v1"
+    assert a.v2_base_url == b.v2_base_url == "http://127.0.0.1:8788/serve/api/v2"
+    assert a.unique_id == b.unique_id == "u1"
+
+
+def test_connection_form_round_trips_through_a_uri():
+    extra = {"v2_host": "https://v2.example", "timeout": 30.0, "max_retries": 3, "unique_id": "x"}
+    conn = Connection(
+        conn_id="rt", conn_type="memories", host="https://api.example", password=KEY, extra=json.dumps(extra)
+    )
+    back = Connection(conn_id="rt", uri=conn.get_uri())
+    assert (back.conn_type, back.host, back.password) == ("memories", "https://api.example", KEY)
+    assert back.extra_dejson == extra
+    c = parse(password=back.password, host=back.host, port=back.port, extra=back.extra_dejson)
+    assert (c.base_url, c.v2_base_url, c.timeout, c.max_retries, c.unique_id) == (
+        "https://api.example/serve/api/v1",
+        "https://v2.example/serve/api/v2",
+        30.0,
+        3,
+        "x",
+    )

@@ -1,0 +1,131 @@
+"""MemoriesHook against the emulator over real sockets: every operation, masking, test_connection."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from airflow.providers.common.compat.sdk import redact
+
+from memories_provider.client import MemoriesAuthError, MemoriesNotFoundError, VideoStatus
+from memories_provider.hooks.memories import MemoriesHook
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
+
+
+@pytest.fixture
+def hook(memories_emulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", memories_emulator.conn_uri)
+    h = MemoriesHook()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def video_file(tmp_path):
+    p = tmp_path / "clip.mp4"
+    p.write_bytes(VIDEO)
+    return p
+
+
+def test_every_operation_round_trips(hook, memories_emulator, video_file):
+    up = hook.upload_video(str(video_file), tags=["t1"], unique_id="team")
+    assert up.video_no
+    assert hook.get_video(up.video_no, unique_id="team").status is VideoStatus.PARSE
+    page = hook.list_videos(unique_id="team", video_nos=[up.video_no])
+    assert [v.video_no for v in page.videos] == [up.video_no]
+    assert [v.video_no for v in hook.iter_videos(unique_id="team", tag="t1")] == [up.video_no]
+    assert "team" in hook.list_unique_ids()
+
+    with hook.download_video(up.video_no, unique_id="team") as resp:
+        assert b"".join(resp.iter_chunks()) == VIDEO
+        assert resp.filename == "clip.mp4"
+
+    stored = next(v for v in memories_emulator.control.videos() if v["video_no"] == up.video_no)
+    with hook.download_blob(stored["bucket"], stored["blob"]) as resp:
+        assert b"".join(resp.iter_chunks()) == VIDEO
+
+    asset = memories_emulator.control.add_asset(b"asset-bytes", "a.mp4", "video/mp4")
+    with hook.download_asset(asset["asset_id"]) as resp:
+        assert b"".join(resp.iter_chunks()) == b"asset-bytes"
+
+    hook.delete_videos([up.video_no], unique_id="team")
+    with pytest.raises(MemoriesNotFoundError):
+        hook.get_video(up.video_no, unique_id="team")
+
+
+def test_unique_id_defaults_to_the_connection(memories_emulator, monkeypatch, video_file):
+    conn = json.loads(memories_emulator.conn_json)
+    conn["extra"]["unique_id"] = "from-conn"
+    monkeypatch.setenv("AIRFLOW_CONN_SCOPED", json.dumps(conn))
+    hook = MemoriesHook("scoped")
+    up = hook.upload_video(str(video_file))
+    assert hook.get_video(up.video_no).video_no == up.video_no
+    assert [v.video_no for v in hook.iter_videos()] == [up.video_no]
+    assert hook.list_unique_ids() == ["from-conn"]
+
+
+def test_blob_download_api_extra_selects_v1(memories_emulator, monkeypatch, video_file):
+    conn = json.loads(memories_emulator.conn_json)
+    conn["extra"]["blob_download_api"] = "v1"
+    monkeypatch.setenv("AIRFLOW_CONN_V1BLOB", json.dumps(conn))
+    hook = MemoriesHook("v1blob")
+    up = hook.upload_video(str(video_file))
+    stored = next(v for v in memories_emulator.control.videos() if v["video_no"] == up.video_no)
+    with hook.download_blob(stored["bucket"], stored["blob"]) as resp:
+        assert b"".join(resp.iter_chunks()) == VIDEO
+    paths = [r["path"] for r in memories_emulator.control.request_log() if "bucket=" in r["path"]]
+    assert len(paths) == 1
+    assert "/serve/api/v1/" in paths[0]
+
+
+async def test_async_client_from_the_hook(hook, memories_emulator, video_file):
+    up = hook.upload_video(str(video_file))
+    fresh = MemoriesHook()  # a trigger's hook: the connection is looked up without blocking
+    async with await fresh.get_async_client() as client:
+        video = await client.get_video(up.video_no)
+        assert video.status is VideoStatus.PARSE
+        page = await client.list_videos(video_nos=[up.video_no])
+        assert [v.video_no for v in page.videos] == [up.video_no]
+
+
+def test_test_connection_reports_success_and_a_bad_key(hook, memories_emulator, monkeypatch):
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "Connected" in message
+
+    bad = json.loads(memories_emulator.conn_json)
+    bad["password"] = "sk-wrong-key-456"
+    monkeypatch.setenv("AIRFLOW_CONN_BAD", json.dumps(bad))
+    ok, message = MemoriesHook("bad").test_connection()
+    assert not ok
+    assert "Authentication failed" in message
+    assert "sk-wrong-key-456" not in message
+    # one cheap call each, never retried
+    assert memories_emulator.control.count("list_unique_ids") == 2
+
+
+def test_test_connection_names_a_broken_field(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN", json.dumps({"conn_type": "memories", "host": "no-scheme"}))
+    ok, message = MemoriesHook("broken").test_connection()
+    assert not ok
+    assert "'password'" in message
+
+
+def test_key_is_masked_and_never_in_logs_or_errors(memories_emulator, monkeypatch, caplog):
+    secret = "sk-very-secret-but-wrong-789"
+    bad = json.loads(memories_emulator.conn_json)
+    bad["password"] = secret
+    monkeypatch.setenv("AIRFLOW_CONN_LEAKY", json.dumps(bad))
+    caplog.set_level(logging.DEBUG)
+    hook = MemoriesHook("leaky")
+    with pytest.raises(MemoriesAuthError) as info:
+        hook.list_unique_ids()
+    assert redact(secret) != secret  # registered with Airflow's secret masker
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value)
+    assert secret not in repr(hook)
+    assert secret not in repr(hook.config)
+    assert secret not in repr(hook.get_conn())
+    assert secret not in caplog.text
