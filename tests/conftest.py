@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Storage services (moto S3, sshd, Azurite) shared by the storage and operator tests.
+pytest_plugins = ["services"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="memories-airflow-home-"))
 

@@ -24,7 +24,7 @@ import secrets
 import unicodedata
 from collections.abc import Iterator
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import smart_open
 
@@ -71,9 +71,9 @@ def local_path(uri: str) -> str | None:
     if scheme == "":
         return os.path.abspath(os.path.expanduser(uri))
     if scheme == "file":
-        # file:///abs/path and file://localhost/abs/path
+        # file:///abs/path and file://localhost/abs/path; percent-encoded as Path.as_uri() writes them
         parts = urlsplit(uri)
-        return os.path.abspath(parts.path)
+        return os.path.abspath(unquote(parts.path))
     return None
 
 
@@ -140,7 +140,9 @@ def _transport(uri: str, conn_id: str | None, transport_params: dict[str, Any] |
     # Imported here: local destinations need no credentials machinery at all.
     from memories_provider.storage.credentials import transport_params_for
 
-    return transport_params_for(uri, conn_id=conn_id, transport_params=transport_params)
+    return transport_params_for(
+        uri, conn_id=conn_id, transport_params=transport_params, conn_param="destination_conn_id"
+    )
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""Storage glue: smart-open sources and atomic destinations, credentials from Airflow connections."""

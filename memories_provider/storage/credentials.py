@@ -1,0 +1,246 @@
+"""smart-open ``transport_params`` from Airflow connections, and validation of users' own.
+
+smart-open logs and drops ``transport_params`` keys it does not know, so a typo would silently
+fall back to default credentials: every key is checked against the scheme's transport here.
+Storage providers (amazon, google, sftp) are imported only when a connection of theirs is used.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from urllib.parse import urlsplit
+
+#: transport_params each scheme's smart-open transport accepts (the keyword arguments of its ``open``).
+ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "s3": frozenset(
+        {
+            "version_id",
+            "buffer_size",
+            "min_part_size",
+            "multipart_upload",
+            "defer_seek",
+            "client",
+            "client_kwargs",
+            "writebuffer",
+            "range_chunk_size",
+        }
+    ),
+    "gs": frozenset({"min_part_size", "client", "get_blob_kwargs", "blob_properties", "blob_open_kwargs"}),
+    "azure": frozenset({"client", "blob_kwargs", "buffer_size", "min_part_size", "max_concurrency"}),
+    "sftp": frozenset(
+        {"host", "user", "password", "port", "connect_kwargs", "prefetch_kwargs", "buffer_size"}
+    ),
+    "http": frozenset(
+        {"kerberos", "user", "password", "cert", "headers", "timeout", "session", "buffer_size"}
+    ),
+    "file": frozenset(),
+}
+_FAMILY = {
+    "s3": "s3",
+    "s3a": "s3",
+    "s3n": "s3",
+    "s3u": "s3",
+    "gs": "gs",
+    "gcs": "gs",
+    "azure": "azure",
+    "sftp": "sftp",
+    "ssh": "sftp",
+    "scp": "sftp",
+    "http": "http",
+    "https": "http",
+    "file": "file",
+    "": "file",
+}
+#: Seconds an HTTP(S) read may stall: smart-open's HTTP transport has no timeout by default.
+HTTP_TIMEOUT = 60.0
+
+
+def scheme_family(uri: str) -> str:
+    """``s3``, ``gs``, ``azure``, ``sftp``, ``http`` or ``file`` for ``uri``.
+
+    :raises ValueError: for any other scheme.
+    """
+    head, sep, _ = uri.partition("://")
+    scheme = head.lower() if sep and "/" not in head else ""
+    try:
+        return _FAMILY[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unsupported URI scheme {scheme!r} in {uri!r}; use a local path, file://, s3://, gs://, "
+            "azure://, sftp:// or http(s)://"
+        ) from None
+
+
+def validate_transport_params(uri: str, transport_params: dict[str, Any] | None) -> dict[str, Any]:
+    """Check every key of ``transport_params`` is one the transport of ``uri`` understands.
+
+    :raises ValueError: naming ``transport_params`` and the unknown key.
+    """
+    if transport_params is None:
+        return {}
+    if not isinstance(transport_params, dict):
+        raise ValueError(f"`transport_params` must be a dict, got {type(transport_params).__name__}")
+    family = scheme_family(uri)
+    unknown = sorted(set(transport_params) - ALLOWED_KEYS[family])
+    if unknown:
+        allowed = ", ".join(sorted(ALLOWED_KEYS[family])) or "none"
+        raise ValueError(
+            f"`transport_params` key {unknown[0]!r} is not understood by smart-open for {family}:// URIs "
+            f"(allowed: {allowed})"
+        )
+    return dict(transport_params)
+
+
+def transport_params_for(
+    uri: str,
+    *,
+    conn_id: str | None,
+    transport_params: dict[str, Any] | None,
+    conn_param: str = "conn_id",
+) -> dict[str, Any]:
+    """smart-open ``transport_params`` to open ``uri``: credentials from ``conn_id``, then the user's.
+
+    The user's ``transport_params`` win over what the connection provides. Without a connection,
+    the library's default credential chain applies (e.g. boto3's environment/instance profile).
+
+    :param uri: the storage URI to open.
+    :param conn_id: Airflow connection holding credentials (aws, google_cloud_platform, wasb/azure,
+        ssh/sftp), or ``None``.
+    :param transport_params: extra smart-open parameters; validated per scheme.
+    :param conn_param: the operator parameter naming the connection, quoted in errors.
+    """
+    user = validate_transport_params(uri, transport_params)
+    family = scheme_family(uri)
+    params: dict[str, Any] = {}
+    if conn_id:
+        params = _from_connection(uri, family, conn_id, conn_param)
+    elif family == "azure" and "client" not in user:
+        params = _azure_default_client()
+    if family == "http":
+        params.setdefault("timeout", HTTP_TIMEOUT)
+    params.update(user)
+    return params
+
+
+def _from_connection(uri: str, family: str, conn_id: str, conn_param: str) -> dict[str, Any]:
+    if family == "s3":
+        return {"client": _s3_client(conn_id, conn_param)}
+    if family == "gs":
+        return {"client": _gcs_client(conn_id, conn_param)}
+    if family == "azure":
+        return {"client": _azure_client(conn_id)}
+    if family == "sftp":
+        return _sftp_params(uri, conn_id)
+    if family == "http":
+        from airflow.providers.common.compat.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+        return {"user": conn.login, "password": conn.password} if conn.login else {}
+    raise ValueError(f"`{conn_param}` is not used for local paths; remove it or use a remote URI")
+
+
+def _missing_provider(conn_param: str, conn_id: str, package: str) -> ValueError:
+    return ValueError(
+        f"`{conn_param}`={conn_id!r} needs the Airflow provider {package!r}: pip install {package}"
+    )
+
+
+def _s3_client(conn_id: str, conn_param: str) -> Any:
+    try:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    except ImportError:
+        raise _missing_provider(conn_param, conn_id, "apache-airflow-providers-amazon") from None
+    # One client for the whole transfer: smart-open would otherwise build its own per open().
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+def _gcs_client(conn_id: str, conn_param: str) -> Any:
+    try:
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+    except ImportError:
+        raise _missing_provider(conn_param, conn_id, "apache-airflow-providers-google") from None
+    return GCSHook(gcp_conn_id=conn_id).get_conn()
+
+
+def _azure_client(conn_id: str) -> Any:
+    """A BlobServiceClient from a ``wasb``/``azure`` connection, without requiring the Azure provider."""
+    from airflow.providers.common.compat.sdk import BaseHook
+    from azure.storage.blob import BlobServiceClient
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+
+    def pick(name: str) -> Any:
+        return extra.get(name) or extra.get(f"extra__wasb__{name}")
+
+    if conn_str := pick("connection_string"):
+        return BlobServiceClient.from_connection_string(conn_str)
+    if sas := pick("sas_token"):
+        url = sas if sas.startswith("http") else f"https://{conn.login}.blob.core.windows.net?{sas}"
+        return BlobServiceClient(account_url=url)
+    account_url = conn.host or f"https://{conn.login}.blob.core.windows.net"
+    if not account_url.startswith("http"):
+        account_url = f"https://{account_url}"
+    if conn.password:
+        return BlobServiceClient(
+            account_url=account_url,
+            credential={"account_name": conn.login or "", "account_key": conn.password},
+        )
+    from azure.identity import DefaultAzureCredential
+
+    return BlobServiceClient(account_url=account_url, credential=DefaultAzureCredential())
+
+
+def _azure_default_client() -> dict[str, Any]:
+    # smart-open's Azure transport has no default chain: it needs a client.
+    import os
+
+    if conn_str := os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+        from azure.storage.blob import BlobServiceClient
+
+        return {"client": BlobServiceClient.from_connection_string(conn_str)}
+    raise ValueError(
+        "azure:// URIs need credentials: pass a connection id (wasb/azure), "
+        "transport_params={'client': BlobServiceClient(...)}, or set AZURE_STORAGE_CONNECTION_STRING"
+    )
+
+
+def _sftp_params(uri: str, conn_id: str) -> dict[str, Any]:
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    parts = urlsplit(uri)
+    params: dict[str, Any] = {}
+    # What the URI spells out wins; the connection fills the gaps.
+    if not parts.username and conn.login:
+        params["user"] = conn.login
+    if not parts.port and conn.port:
+        params["port"] = int(conn.port)
+    if not parts.password and conn.password:
+        params["password"] = conn.password
+    connect: dict[str, Any] = {}
+    if key_file := extra.get("key_file"):
+        connect["key_filename"] = key_file
+    if private_key := extra.get("private_key"):
+        connect["pkey"] = _load_private_key(private_key, extra.get("private_key_passphrase"))
+    if connect:
+        connect["look_for_keys"] = False
+        connect["allow_agent"] = False
+    if timeout := extra.get("conn_timeout") or extra.get("timeout"):
+        connect["timeout"] = float(timeout)
+    if connect:
+        params["connect_kwargs"] = connect
+    return params
+
+
+def _load_private_key(pem: str, passphrase: str | None) -> Any:
+    import paramiko
+
+    for key_class in (paramiko.RSAKey, paramiko.Ed25519Key, paramiko.ECDSAKey):
+        try:
+            return key_class.from_private_key(io.StringIO(pem), password=passphrase)
+        except paramiko.SSHException:
+            continue
+    raise ValueError("the SSH connection's extra 'private_key' is not a readable RSA, Ed25519 or ECDSA key")

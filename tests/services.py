@@ -1,0 +1,277 @@
+"""Real storage services for the storage and operator tests: moto S3, a local sshd (SFTP) and Azurite.
+
+Each service is session-scoped, bound to 127.0.0.1 on a free port, and exposed through an
+Airflow connection set in the environment (``AIRFLOW_CONN_...``), exactly as users configure
+it. A missing service skips locally and fails under CI (``in_ci``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+AZURITE = REPO_ROOT / ".services" / "node_modules" / ".bin" / "azurite-blob"
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+# Same rule as the function-scoped ``in_ci`` fixture, readable from session-scoped fixtures.
+_IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _missing(reason: str) -> None:
+    if _IN_CI:
+        pytest.fail(f"{reason} (required in CI)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Block until something accepts on ``port`` (a readiness probe, not a timing guess)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------- memories emulator
+
+
+# ---------------------------------------------------------------------------- S3 (moto)
+
+
+@dataclass
+class MotoS3:
+    """A moto S3 endpoint and the Airflow ``aws`` connection pointing at it."""
+
+    endpoint_url: str
+    conn_id: str
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+
+@pytest.fixture(scope="session")
+def moto_s3_server() -> Iterator[MotoS3]:
+    """moto's ThreadedMotoServer on 127.0.0.1 and ``AIRFLOW_CONN_MOTO_S3`` for it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    os.environ["AIRFLOW_CONN_MOTO_S3"] = json.dumps(conn)
+    try:
+        yield MotoS3(endpoint_url=endpoint, conn_id="moto_s3")
+    finally:
+        os.environ.pop("AIRFLOW_CONN_MOTO_S3", None)
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3_server: MotoS3, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty bucket per test."""
+    name = "dl-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid() % 1000}"
+    name = "".join(c if c.isalnum() or c == "-" else "-" for c in name)[:60].strip("-")
+    client = moto_s3_server.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+        client.delete_object(Bucket=name, Key=obj["Key"])
+    for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    client.delete_bucket(Bucket=name)
+
+
+# ---------------------------------------------------------------------------- SFTP (sshd)
+
+
+@dataclass
+class Sshd:
+    """A local sshd (key auth) and the Airflow ``ssh`` connection pointing at it."""
+
+    port: int
+    user: str
+    key_file: str
+    conn_id: str
+    root: Path  # a folder on this machine, reachable over SFTP at the same absolute path
+
+    def uri(self, path: str) -> str:
+        return f"sftp://{self.user}@127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A throw-away sshd on 127.0.0.1 accepting one generated key for the current user."""
+    if not os.path.exists(SSHD) or not shutil.which("ssh-keygen"):
+        _missing("sshd/ssh-keygen not installed")
+    import getpass
+
+    base = tmp_path_factory.mktemp("sshd")
+    host_key = base / "host_ed25519"
+    user_key = base / "user_ed25519"
+    for key in (host_key, user_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    authorized = base / "authorized_keys"
+    authorized.write_text((base / "user_ed25519.pub").read_text())
+    authorized.chmod(0o600)
+    port = _free_port()
+    config = base / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {authorized}",
+                f"PidFile {base / 'sshd.pid'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "StrictModes no",
+                "UsePAM no",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
+    os.makedirs("/run/sshd", exist_ok=True)  # privilege-separation directory sshd insists on
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, proc)
+    except RuntimeError as err:
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        _stop(proc)
+        _missing(f"sshd did not start: {err}: {stderr[-500:]}")
+    user = getpass.getuser()
+    conn = {
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": port,
+        "login": user,
+        "extra": {"key_file": str(user_key), "no_host_key_check": True},
+    }
+    os.environ["AIRFLOW_CONN_SFTP_TEST"] = json.dumps(conn)
+    root = Path(tempfile.mkdtemp(prefix="sftp-root-"))
+    try:
+        yield Sshd(port=port, user=user, key_file=str(user_key), conn_id="sftp_test", root=root)
+    finally:
+        os.environ.pop("AIRFLOW_CONN_SFTP_TEST", None)
+        _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- Azure (Azurite)
+
+
+@dataclass
+class Azurite:
+    """A local Azurite blob endpoint and the Airflow ``wasb`` connection pointing at it."""
+
+    blob_endpoint: str
+    connection_string: str
+    conn_id: str
+
+    def service(self):  # type: ignore[no-untyped-def]
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """``azurite-blob`` from .services on a free port, in-memory, with ``AIRFLOW_CONN_AZURITE``."""
+    if not AZURITE.exists() or not shutil.which("node"):
+        _missing(f"{AZURITE} not installed (run .ci/install-services.sh)")
+    port = _free_port()
+    location = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(location),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_port(port, proc)
+    except RuntimeError as err:
+        _stop(proc)
+        _missing(f"azurite did not start: {err}")
+    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    conn_str = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={endpoint};"
+    )
+    conn = {"conn_type": "wasb", "extra": {"connection_string": conn_str}}
+    os.environ["AIRFLOW_CONN_AZURITE"] = json.dumps(conn)
+    try:
+        yield Azurite(blob_endpoint=endpoint, connection_string=conn_str, conn_id="azurite")
+    finally:
+        os.environ.pop("AIRFLOW_CONN_AZURITE", None)
+        _stop(proc)
+
+
+@pytest.fixture
+def azure_container(azurite: Azurite, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh container per test."""
+    name = "dl" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
+    service = azurite.service()
+    service.create_container(name)
+    yield name
+    service.delete_container(name)

@@ -1,0 +1,141 @@
+"""Upload sources: looked up without reading, opened as streams, credentials from connections."""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from memories_provider.storage.credentials import transport_params_for, validate_transport_params
+from memories_provider.storage.sources import open_source, stat_source
+
+DATA = b"\x00\x00\x00\x18ftypmp42" + b"v" * 5000
+
+
+@pytest.fixture
+def local_video(tmp_path):
+    path = tmp_path / "clip one.mp4"
+    path.write_bytes(DATA)
+    return path
+
+
+def test_local_path_and_file_uri(local_video):
+    for uri in (str(local_video), local_video.as_uri()):
+        info = stat_source(uri)
+        assert (info.name, info.size, info.content_type) == ("clip one.mp4", len(DATA), "video/mp4")
+        with open_source(uri) as fh:
+            assert fh.read() == DATA
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: "", "non-empty"),
+        (lambda d: str(d / "missing.mp4"), "does not exist"),
+        (lambda d: str(d), "folder"),
+        (lambda d: str(d / "empty.mp4"), "empty"),
+    ],
+)
+def test_bad_local_sources_name_the_parameter(tmp_path, make, message):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(ValueError, match=message) as info:
+        stat_source(make(tmp_path))
+    assert "`source`" in str(info.value)
+
+
+def test_compressed_looking_names_are_read_byte_for_byte(tmp_path):
+    path = tmp_path / "clip.mp4.gz"
+    path.write_bytes(DATA)  # not gzip data: smart-open would fail or decompress if compression were on
+    with open_source(path.as_uri()) as fh:
+        assert fh.read() == DATA
+
+
+def test_s3_source_through_an_aws_connection(moto_s3_server, s3_bucket):
+    moto_s3_server.client().put_object(Bucket=s3_bucket, Key="in/clip.mp4.gz", Body=DATA)
+    uri = f"s3://{s3_bucket}/in/clip.mp4.gz"
+    info = stat_source(uri, conn_id=moto_s3_server.conn_id)
+    assert (info.name, info.size) == ("clip.mp4.gz", len(DATA))
+    with open_source(uri, conn_id=moto_s3_server.conn_id) as fh:
+        assert fh.read() == DATA
+    with pytest.raises(ValueError, match="does not exist"):
+        stat_source(f"s3://{s3_bucket}/in/none.mp4", conn_id=moto_s3_server.conn_id)
+
+
+def test_sftp_source_through_an_ssh_connection(sshd):
+    path = sshd.root / "clip.mp4"
+    path.write_bytes(DATA)
+    uri = sshd.uri(str(path))
+    assert stat_source(uri, conn_id=sshd.conn_id).size == len(DATA)
+    with open_source(uri, conn_id=sshd.conn_id) as fh:
+        assert fh.read() == DATA
+    with pytest.raises(ValueError, match="does not exist"):
+        stat_source(sshd.uri(str(sshd.root / "none.mp4")), conn_id=sshd.conn_id)
+
+
+def test_azure_source_through_a_wasb_connection(azurite, azure_container):
+    from azure.storage.blob import BlobServiceClient
+
+    client = BlobServiceClient.from_connection_string(azurite.connection_string)
+    client.get_blob_client(azure_container, "clip.mp4").upload_blob(DATA)
+    uri = f"azure://{azure_container}/clip.mp4"
+    assert stat_source(uri, conn_id=azurite.conn_id).size == len(DATA)
+    with open_source(uri, conn_id=azurite.conn_id) as fh:
+        assert fh.read() == DATA
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(DATA)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_source_is_sized_with_head(http_folder):
+    assert stat_source(f"{http_folder}/clip.mp4").size == len(DATA)
+    with open_source(f"{http_folder}/clip.mp4") as fh:
+        assert fh.read() == DATA
+    with pytest.raises(ValueError, match="HTTP 404"):
+        stat_source(f"{http_folder}/none.mp4")
+
+
+def test_unknown_transport_params_are_refused_by_name():
+    with pytest.raises(ValueError, match="`transport_params` key 'min_part_sise'"):
+        validate_transport_params("s3://b/k.mp4", {"min_part_sise": 5})
+    with pytest.raises(ValueError, match="`transport_params` key 'client'"):
+        validate_transport_params("/tmp/x.mp4", {"client": object()})
+    assert validate_transport_params("s3://b/k.mp4", {"min_part_size": 5}) == {"min_part_size": 5}
+
+
+def test_unsupported_scheme_is_refused():
+    with pytest.raises(ValueError, match="unsupported URI scheme 'ftp'"):
+        stat_source("ftp://host/clip.mp4")
+
+
+def test_connection_of_an_uninstalled_provider_is_named(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_GCP", json.dumps({"conn_type": "google_cloud_platform"}))
+    try:
+        import airflow.providers.google  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="`source_conn_id`='gcp' needs the Airflow provider"):
+            transport_params_for(
+                "gs://b/k.mp4", conn_id="gcp", transport_params=None, conn_param="source_conn_id"
+            )
+    else:
+        pytest.skip("the google provider is installed here")
+
+
+def test_users_transport_params_win_over_the_connection(moto_s3_server):
+    sentinel = object()
+    params = transport_params_for(
+        "s3://b/k.mp4",
+        conn_id=moto_s3_server.conn_id,
+        transport_params={"client": sentinel, "min_part_size": 7},
+    )
+    assert params == {"client": sentinel, "min_part_size": 7}
