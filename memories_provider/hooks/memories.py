@@ -162,6 +162,14 @@ class MemoriesHook(BaseHook):
         config = self.config
         return MemoriesClient(config.api_key, **self._client_kwargs(config))
 
+    def new_client(self, *, retry: RetryPolicy | None = None) -> MemoriesClient:
+        """A new synchronous client (the caller closes it), optionally with its own retry policy."""
+        config = self.config
+        kwargs = self._client_kwargs(config)
+        if retry is not None:
+            kwargs["retry"] = retry
+        return MemoriesClient(config.api_key, **kwargs)
+
     def get_conn(self) -> MemoriesClient:
         """Return the hook's pooled synchronous :class:`MemoriesClient`."""
         return self.client

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
-from memories_provider.hooks.memories import MemoriesHook
 
-from memories_provider.client import (
-    MemoriesConnectionError,
-    RetryPolicy,
-)
+from memories_provider.client import MemoriesConnectionError, RetryPolicy
+from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators._progress import TransferProgress
 from memories_provider.storage.destinations import (
     atomic_writer,
     basename_of,
@@ -31,8 +29,6 @@ from memories_provider.storage.destinations import (
 if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
 
-#: Seconds between two progress log lines.
-PROGRESS_INTERVAL = 5.0
 _CHUNK_SIZE = 1024 * 1024
 
 
@@ -110,27 +106,6 @@ def name_from_response(resp: DownloadResponse, source: _Source) -> str:
     if ext and not fallback.lower().endswith(ext):
         fallback += ext
     return sanitize_filename(resp.filename, sanitize_filename(fallback, "download"))
-
-
-class _Progress:
-    """Logs bytes, percent and MB/s at most every PROGRESS_INTERVAL seconds."""
-
-    def __init__(self, log: Any, label: str, total: int | None) -> None:
-        self.log = log
-        self.label = label
-        self.total = total
-        self.start = time.monotonic()
-        self.last = self.start
-
-    def update(self, done: int, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < PROGRESS_INTERVAL:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-6) / 1e6
-        pct = f" ({100.0 * done / self.total:.1f}%)" if self.total else ""
-        total = f" of {self.total}" if self.total is not None else ""
-        self.log.info("%s: %d%s bytes%s, %.1f MB/s", self.label, done, total, pct, rate)
 
 
 class MemoriesDownloadOperator(BaseOperator):
@@ -223,7 +198,7 @@ class MemoriesDownloadOperator(BaseOperator):
         check_destination(destination)
         self._source = source
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
-        self._lineage_namespace = _namespace_of(hook)
+        self._lineage_namespace = namespace_of(hook)
         result = self._download(hook, source, destination)
         self._result = result
         self._annotate_outlets(context, result, source)
@@ -336,7 +311,7 @@ class MemoriesDownloadOperator(BaseOperator):
     ) -> dict[str, Any]:
         digest = hashlib.sha256() if self.checksum == "sha256" else None
         done = 0
-        progress = _Progress(self.log, f"{source.label} -> {uri}", expected)
+        progress = TransferProgress(self.log, f"{source.label} -> {uri}", expected)
         size = "unknown" if expected is None else expected
         self.log.info("Downloading %s to %s (%s bytes)", source.label, uri, size)
         writer = atomic_writer(uri, conn_id=self.destination_conn_id, transport_params=self.transport_params)
@@ -406,7 +381,7 @@ class MemoriesDownloadOperator(BaseOperator):
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-def _namespace_of(hook: MemoriesHook) -> str:
+def namespace_of(hook: MemoriesHook) -> str:
     """OpenLineage namespace for the service: ``memories://<host[:port]>``."""
     from urllib.parse import urlsplit
 

@@ -13,7 +13,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import smart_open
@@ -137,7 +137,7 @@ def open_source(
     *,
     conn_id: str | None = None,
     transport_params: dict[str, Any] | None = None,
-) -> Iterator[IO[bytes]]:
+) -> Iterator[BinaryIO]:
     """Open ``uri`` for streaming reads (binary, compression disabled); closed on exit.
 
     :param uri: the source.

@@ -336,25 +336,3 @@ def test_openlineage_input_and_output(emu: Any, upload: Any, tmp_path: Path) -> 
         (f"memories://{emu.url.split('://', 1)[1]}", f"video/default/{video_no}")
     ]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", str(tmp_path / "v.mp4"))]
-
-
-def test_progress_is_logged_at_most_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    from memories_provider.operators import download
-
-    clock = [100.0]
-    monkeypatch.setattr(download.time, "monotonic", lambda: clock[0])
-    lines: list[tuple[Any, ...]] = []
-
-    class Log:
-        def info(self, *args: Any) -> None:
-            lines.append(args)
-
-    progress = download._Progress(Log(), "video VI1", total=100 * 1024 * 1024)
-    for step in range(1, 21):  # 20 chunks, one every second
-        clock[0] += 1.0
-        progress.update(step * 5 * 1024 * 1024)
-    progress.update(100 * 1024 * 1024, final=True)
-    assert len(lines) == 5  # at 5, 10, 15, 20 s, plus the final line
-    assert lines[0][2] == 25 * 1024 * 1024
-    assert "%" in lines[0][0] and "MB/s" in lines[0][0]
-    assert lines[0][4] == " (25.0%)"

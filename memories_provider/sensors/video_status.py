@@ -1,0 +1,152 @@
+"""MemoriesVideoStatusSensor: wait until memories.ai has indexed videos (status ``PARSE``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from memories_provider.client import MemoriesError, Video
+from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.status import batches, evaluate, is_transient, normalize_video_nos
+from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+
+def check_videos(
+    hook: MemoriesHook, video_nos: Sequence[str], unique_id: str | None
+) -> list[dict[str, Any]] | None:
+    """One status round: ``list_videos(video_nos=...)`` in batches of 100.
+
+    Returns the videos' metadata when all are ``PARSE``, ``None`` while any is still ``UNPARSE``.
+
+    :raises AirflowFailException: when a video failed (with its ``cause``) or is unknown — a retry
+        would not change that.
+    """
+    found: dict[str, Video] = {}
+    for batch in batches(list(video_nos)):
+        page = hook.list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
+        found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
+    outcome = evaluate(list(video_nos), found)
+    if outcome.status == "failed":
+        raise AirflowFailException(outcome.message)
+    return outcome.videos if outcome.status == "success" else None
+
+
+def handle_status_event(event: dict[str, Any], *, soft_fail: bool = False) -> list[dict[str, Any]]:
+    """Turn a :class:`MemoriesVideoStatusTrigger` event into a result or the matching exception.
+
+    ``success`` → the videos' metadata; ``failed`` → :class:`AirflowFailException` (no retries);
+    ``timeout`` → :class:`AirflowSensorTimeout` (:class:`AirflowSkipException` with ``soft_fail``);
+    anything else → :class:`AirflowException`.
+    """
+    status = event.get("status")
+    message = str(event.get("message") or "")
+    if status == "success":
+        return list(event.get("videos") or [])
+    if status == "failed":
+        raise AirflowFailException(message)
+    if status == "timeout":
+        if soft_fail:
+            raise AirflowSkipException(f"{message} (soft_fail)")
+        raise AirflowSensorTimeout(message)
+    raise AirflowException(message or f"unexpected trigger event {event!r}")
+
+
+class MemoriesVideoStatusSensor(BaseSensorOperator):
+    """Wait until memories.ai has indexed one or more videos (status ``PARSE``).
+
+    Succeeds when every video is ``PARSE`` and returns their metadata (XCom ``return_value``, a
+    list of dicts). A ``FAILED``/``PARSE_ERROR``/``FAIL`` video, or an id the service does not know,
+    fails the task at once without retries, naming the video and the service's ``cause``. Transient
+    errors (5xx, timeouts, ``0429``) never fail the wait: it polls again until ``timeout``.
+
+    Modes: ``deferrable=True`` checks once on the worker, then waits in the triggerer (no worker
+    slot; all waiting videos of a connection share one poller, ~ceil(N/100) requests per
+    interval); ``mode="reschedule"`` frees the slot between checks; ``mode="poke"`` holds it.
+    A timeout ends as :class:`AirflowSensorTimeout` in every mode (skipped with ``soft_fail``).
+
+    :param video_no: one video id (templated); or use ``video_nos``.
+    :param video_nos: several video ids (templated; e.g. an upload's mapped XCom).
+    :param unique_id: namespace of the videos (templated); defaults to the connection's.
+    :param memories_conn_id: the memories.ai connection.
+    :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
+    :param poke_interval: seconds between checks (also the trigger's poll interval).
+    """
+
+    template_fields: Sequence[str] = ("video_no", "video_nos", "unique_id")
+    ui_color = "#e1f5fe"
+
+    def __init__(
+        self,
+        *,
+        video_no: str | None = None,
+        video_nos: list[str] | None = None,
+        unique_id: str | None = None,
+        memories_conn_id: str = MemoriesHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        if video_no in (None, "") and video_nos in (None, "", []):
+            raise ValueError("give exactly one of `video_no` or `video_nos`")
+        if video_no not in (None, "") and video_nos not in (None, "", []):
+            raise ValueError("give exactly one of `video_no` or `video_nos`")
+        self.video_no = video_no
+        self.video_nos = video_nos
+        self.unique_id = unique_id
+        self.memories_conn_id = memories_conn_id
+        self.deferrable = deferrable
+
+    @property
+    def _ids(self) -> list[str]:
+        return normalize_video_nos(self.video_no, self.video_nos)
+
+    def poke(self, context: Any) -> PokeReturnValue | bool:
+        """One status round; transient errors count as "not yet"."""
+        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        try:
+            videos = check_videos(hook, self._ids, self.unique_id)
+        except MemoriesError as err:
+            if not is_transient(err):
+                raise
+            self.log.warning("Status check failed (%s); trying again in %.0fs", err, self.poke_interval)
+            return False
+        if videos is None:
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=videos)
+
+    def execute(self, context: Any) -> Any:
+        """Poke/reschedule as usual, or check once and defer."""
+        if not self.deferrable:
+            return super().execute(context)
+        ids = self._ids
+        result = self.poke(context)
+        if isinstance(result, PokeReturnValue):
+            return result.xcom_value
+        self.defer(
+            trigger=MemoriesVideoStatusTrigger(
+                video_nos=ids,
+                memories_conn_id=self.memories_conn_id,
+                unique_id=self.unique_id,
+                poll_interval=self.poke_interval,
+                end_time=time.time() + self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """Resume from the trigger: the videos' metadata, or the matching failure."""
+        return handle_status_event(event, soft_fail=self.soft_fail)

@@ -1,0 +1,1 @@
+"""Triggers of the memories.ai provider."""

@@ -1,0 +1,220 @@
+"""One status-polling loop per triggerer for all the videos its triggers wait on.
+
+Every :class:`MemoriesVideoStatusTrigger` of the same connection and ``unique_id`` running in one
+event loop registers its videos with the same :class:`StatusPoller`. The poller checks all of
+them together with ``list_videos(video_nos=[...])``, at most 100 ids per request, so N waiting
+videos cost about ceil(N/100) requests per poll interval instead of N. Requests of one connection
+are spaced so the account stays under the documented 5 requests/second. Transient errors (5xx,
+timeouts, ``0429``) back off and poll again; they never end a wait. A trigger that is cancelled
+simply leaves; the loop ends (closing its HTTP session) when nobody is waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from memories_provider.client import AsyncMemoriesClient, MemoriesError, Video
+from memories_provider.status import batches, evaluate, is_transient
+
+log = logging.getLogger(__name__)
+
+#: Least seconds between two status requests of one connection: 4/s, under the documented 5/s.
+MIN_REQUEST_SPACING = 0.25
+#: Longest back-off after repeated transient errors, in seconds.
+MAX_BACKOFF = 300.0
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One trigger's wait."""
+
+    video_nos: list[str]
+    poll_interval: float
+    end_time: float | None
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(eq=False)
+class _Pacer:
+    """Spaces the requests of one connection across all its pollers in a loop."""
+
+    spacing: float = MIN_REQUEST_SPACING
+    next_slot: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def wait(self) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            if self.next_slot > now:
+                await asyncio.sleep(self.next_slot - now)
+            self.next_slot = max(now, self.next_slot) + self.spacing
+
+
+# Per running event loop: the pollers and the per-connection pacers. Weak keys: a closed loop
+# (tests, a restarted triggerer) takes its pollers with it.
+_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str | None], StatusPoller]] = (
+    weakref.WeakKeyDictionary()
+)
+_PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Pacer]] = weakref.WeakKeyDictionary()
+
+
+def get_poller(memories_conn_id: str, unique_id: str | None) -> StatusPoller:
+    """The running loop's poller for this connection and ``unique_id`` (created on first use)."""
+    loop = asyncio.get_running_loop()
+    pollers = _POLLERS.setdefault(loop, {})
+    key = (memories_conn_id, unique_id)
+    poller = pollers.get(key)
+    if poller is None:
+        pacer = _PACERS.setdefault(loop, {}).setdefault(memories_conn_id, _Pacer())
+        poller = pollers[key] = StatusPoller(memories_conn_id, unique_id, pacer)
+    return poller
+
+
+def active_pollers() -> list[StatusPoller]:
+    """The running loop's pollers (for tests and diagnostics)."""
+    return list(_POLLERS.get(asyncio.get_running_loop(), {}).values())
+
+
+class StatusPoller:
+    """Polls the statuses of every video its waiters wait on, in batches.
+
+    :param memories_conn_id: the memories.ai connection.
+    :param unique_id: the namespace of the videos (``None``: the connection's default).
+    :param pacer: request spacing shared by the pollers of the same connection.
+    """
+
+    def __init__(self, memories_conn_id: str, unique_id: str | None, pacer: _Pacer) -> None:
+        self.memories_conn_id = memories_conn_id
+        self.unique_id = unique_id
+        self.pacer = pacer
+        self.requests = 0
+        self._waiters: list[_Waiter] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StatusPoller(memories_conn_id={self.memories_conn_id!r}, unique_id={self.unique_id!r}, "
+            f"waiters={len(self._waiters)})"
+        )
+
+    async def wait(
+        self, video_nos: list[str], *, poll_interval: float, end_time: float | None
+    ) -> dict[str, Any]:
+        """Wait until ``video_nos`` are all ``PARSE``, one failed, or ``end_time`` passed.
+
+        Returns the trigger event payload ``{"status", "message", "videos"}``.
+        """
+        waiter = _Waiter(
+            video_nos=list(video_nos),
+            poll_interval=poll_interval,
+            end_time=end_time,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._waiters.append(waiter)
+        # A newcomer is checked at the loop's next tick, not at once: waking the loop per trigger
+        # would cost a request per trigger when thousands defer one after another. (Sensors and the
+        # upload operator check once on the worker before deferring, so nothing is lost.)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(
+                self._run(), name=f"memories-status-poller-{self.memories_conn_id}"
+            )
+        try:
+            return await waiter.future
+        finally:
+            # Normal end or cancellation (trigger cancelled, task reassigned): leave the loop.
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        from memories_provider.hooks.memories import MemoriesHook
+
+        try:
+            hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+            async with await hook.get_async_client() as client:
+                await self._loop(client)
+        except Exception as err:  # a broken connection config: every waiter must hear about it
+            log.exception("memories.ai status poller stopped")
+            self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
+        finally:
+            if any(not w.future.done() for w in self._waiters):
+                # Someone registered while the session was closing: serve them with a fresh loop.
+                self._task = asyncio.create_task(
+                    self._run(), name=f"memories-status-poller-{self.memories_conn_id}"
+                )
+            else:
+                pollers = _POLLERS.get(asyncio.get_running_loop(), {})
+                if pollers.get((self.memories_conn_id, self.unique_id)) is self:
+                    del pollers[(self.memories_conn_id, self.unique_id)]
+
+    async def _loop(self, client: AsyncMemoriesClient) -> None:
+        failures = 0
+        while True:
+            self._expire()
+            waiters = [w for w in self._waiters if not w.future.done()]
+            if not waiters:
+                return
+            try:
+                found = await self._fetch(client, waiters)
+            except MemoriesError as err:
+                if not is_transient(err):
+                    self._finish_all(
+                        {"status": "error", "message": f"status polling failed: {err}", "videos": []}
+                    )
+                    return
+                failures += 1
+                delay = min(MAX_BACKOFF, min(w.poll_interval for w in waiters) * 2 ** min(failures, 8))
+                log.warning("memories.ai status check failed (%s); polling again in %.1fs", err, delay)
+                await self._sleep(delay, waiters)
+                continue
+            failures = 0
+            for waiter in waiters:
+                outcome = evaluate(waiter.video_nos, found)
+                if outcome.status != "pending" and not waiter.future.done():
+                    waiter.future.set_result(
+                        {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}
+                    )
+            pending = [w for w in self._waiters if not w.future.done()]
+            if not pending:
+                return
+            await self._sleep(min(w.poll_interval for w in pending), pending)
+
+    async def _fetch(self, client: AsyncMemoriesClient, waiters: list[_Waiter]) -> dict[str, Video]:
+        ids = sorted({v for w in waiters for v in w.video_nos})
+        found: dict[str, Video] = {}
+        for batch in batches(ids):
+            await self.pacer.wait()
+            self.requests += 1
+            page = await client.list_videos(video_nos=batch, size=len(batch), unique_id=self.unique_id)
+            found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
+        return found
+
+    async def _sleep(self, seconds: float, waiters: list[_Waiter]) -> None:
+        """Sleep ``seconds``, or until the earliest deadline of ``waiters``."""
+        deadlines = [w.end_time for w in waiters if w.end_time is not None]
+        if deadlines:
+            seconds = max(0.0, min(seconds, min(deadlines) - time.time()))
+        await asyncio.sleep(seconds)
+
+    def _expire(self) -> None:
+        now = time.time()
+        for waiter in self._waiters:
+            if waiter.end_time is not None and now >= waiter.end_time and not waiter.future.done():
+                waiter.future.set_result(
+                    {
+                        "status": "timeout",
+                        "message": f"timed out waiting for {', '.join(waiter.video_nos)} to be parsed",
+                        "videos": [],
+                    }
+                )
+
+    def _finish_all(self, event: dict[str, Any]) -> None:
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_result(event)

@@ -1,0 +1,72 @@
+"""MemoriesVideoStatusTrigger: waits in the triggerer until videos are indexed (``PARSE``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from memories_provider.triggers._poller import get_poller
+
+
+class MemoriesVideoStatusTrigger(BaseTrigger):
+    """Fires once every video is ``PARSE``, one has failed, or ``end_time`` has passed.
+
+    All triggers of the same connection and ``unique_id`` in one triggerer share one polling
+    loop (see :mod:`memories_provider.triggers._poller`): N waiting videos cost about
+    ceil(N/100) ``list_videos`` requests per poll interval, paced under the documented 5/s.
+    Transient errors (5xx, timeouts, ``0429``) are retried with back-off and never end the wait.
+    The kwargs are plain JSON — the API key is looked up (asynchronously) from the connection.
+
+    The single event is ``{"status": "success" | "failed" | "timeout" | "error", "message": str,
+    "videos": [video metadata, ...]}``.
+
+    :param video_nos: ids of the videos to wait for.
+    :param memories_conn_id: the memories.ai connection.
+    :param unique_id: namespace of the videos; ``None`` uses the connection's default.
+    :param poll_interval: seconds between two status checks.
+    :param end_time: epoch seconds (UTC) after which the trigger fires ``timeout``; ``None``: never.
+    """
+
+    def __init__(
+        self,
+        video_nos: list[str],
+        memories_conn_id: str = "memories_default",
+        unique_id: str | None = None,
+        poll_interval: float = 30.0,
+        end_time: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not video_nos:
+            raise ValueError("`video_nos` must hold at least one video id")
+        self.video_nos = [str(v) for v in video_nos]
+        self.memories_conn_id = memories_conn_id
+        self.unique_id = unique_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = None if end_time is None else float(end_time)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and JSON kwargs (never the key)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "video_nos": list(self.video_nos),
+                "memories_conn_id": self.memories_conn_id,
+                "unique_id": self.unique_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Join the shared poller and yield its verdict for our videos as the one event."""
+        poller = get_poller(self.memories_conn_id, self.unique_id)
+        self.log.info(
+            "Waiting for %d video(s) to be parsed (%s; poll every %.0fs)",
+            len(self.video_nos),
+            ", ".join(self.video_nos[:5]) + (" ..." if len(self.video_nos) > 5 else ""),
+            self.poll_interval,
+        )
+        event = await poller.wait(self.video_nos, poll_interval=self.poll_interval, end_time=self.end_time)
+        yield TriggerEvent(event)
