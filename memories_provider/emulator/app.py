@@ -209,6 +209,7 @@ class Emulator:
         self.credits: float | None = config.credits
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_callback: dict[str, asyncio.Task[Any]] = {}
         self._http: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ application
@@ -493,12 +494,20 @@ class Emulator:
             "error": None,
         }
         self.callbacks.append(record)
-        task = asyncio.get_running_loop().create_task(self._post_callback(video.callback or "", record))
+        # Callbacks of one video go out in order: each waits for the previous one to finish.
+        previous = self._last_callback.get(video.video_no)
+        coro = self._post_callback(video.callback or "", record, previous)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._last_callback[video.video_no] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post_callback(self, url: str, record: dict[str, Any]) -> None:
+    async def _post_callback(
+        self, url: str, record: dict[str, Any], previous: asyncio.Task[Any] | None
+    ) -> None:
         assert self._http is not None
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
         try:
             async with self._http.post(
                 url, json=record["payload"], timeout=aiohttp.ClientTimeout(total=30)
@@ -583,6 +592,8 @@ class Emulator:
         )
         self.videos[video_no] = video
         self.unique_ids.add(video.unique_id)
+        if video.callback and self.config.callback_on_upload:
+            self._fire_callback(video)
         self._schedule(video)
         return video
 
@@ -863,6 +874,7 @@ class Emulator:
         self.unique_ids.clear()
         self.requests.clear()
         self.callbacks.clear()
+        self._last_callback.clear()
         self.faults.reset()
         self.limiter.reset()
         self.config = self.base_config.copy()

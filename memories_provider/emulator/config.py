@@ -53,6 +53,8 @@ class EmulatorConfig:
     :param fail_pattern: regex searched in the original filename; matches end ``FAILED`` with a cause.
     :param retry_after: seconds sent as ``Retry-After`` with injected ``code_0429``/``http_429`` faults.
     :param max_upload_bytes: largest accepted upload.
+    :param callback_on_upload: also POST the callback with ``UNPARSE`` right after an upload is accepted
+        (the docs say callbacks may come more than once; receivers must be idempotent).
     :param account_disabled: answer every API call with ``0403`` (account disabled).
     :param permission_denied: endpoint names answered with ``9009`` (permission denied).
     """
@@ -68,6 +70,7 @@ class EmulatorConfig:
     fail_pattern: str | None = None
     retry_after: float | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    callback_on_upload: bool = False
     account_disabled: bool = False
     permission_denied: list[str] = field(default_factory=list)
 

@@ -19,7 +19,11 @@ from urllib.parse import unquote, urlsplit
 import smart_open
 
 from memories_provider.storage import destinations
-from memories_provider.storage.credentials import scheme_family, transport_params_for
+from memories_provider.storage.credentials import (
+    scheme_family,
+    transport_params_for,
+    validate_transport_params,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def stat_source(
         raise ValueError(f"`source` {uri!r} names a folder, not a video file")
     size: int | None
     if family == "file":
+        validate_transport_params(uri, transport_params)
         path = _local_path(uri)
         if os.path.isdir(path):
             raise ValueError(f"`source` {uri!r} is a folder, not a video file")

@@ -11,13 +11,15 @@ import pytest
 GIB = 1024**3
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 from memories_provider.client import MemoriesClient, RetryPolicy
 
 path, url, key = sys.argv[1:4]
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so pytest's own peak would hide ours.
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 with MemoriesClient(key, base_url=url, retry=RetryPolicy(max_retries=0), timeout=600) as client:
     client.list_unique_ids()  # warm up: every import done, a pooled connection open

@@ -88,3 +88,10 @@ def test_dead_callback_receiver_is_logged_not_fatal(api, memories_emulator, rece
     unreachable = api.upload(callback="http://127.0.0.1:9/nothing-here")
     assert api.meta(unreachable["videoNo"])["data"]["status"] == "PARSE"
     assert api.meta(d["videoNo"])["data"]["status"] == "PARSE"
+
+
+def test_callback_on_upload_sends_unparse_first(api, memories_emulator, receiver):
+    memories_emulator.control.configure(callback_on_upload=True, parse_delay=0.05)
+    d = api.upload(callback=receiver.url)
+    assert receiver.next()["json"] == {"videoNo": d["videoNo"], "status": "UNPARSE"}
+    assert receiver.next()["json"] == {"videoNo": d["videoNo"], "status": "PARSE"}

@@ -20,11 +20,19 @@ S3_PART = 16 * MIB
 # growth measured is what streaming 1 GiB costs, not import or connection set-up.
 _SCRIPT = textwrap.dedent(
     """
-    import json, os, resource, sys
+    import json, os, sys
     import boto3, psutil, smart_open, smart_open.s3
     from memories_provider.operators.download import MemoriesDownloadOperator
 
     args = json.loads(sys.argv[1])
+
+    def vm_hwm():
+        # The peak RSS of this process image: unlike ru_maxrss, VmHWM is not inherited from the
+        # parent across fork+exec (pytest's own RSS would otherwise count as ours).
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
 
     def run(asset_id, destination):
         return MemoriesDownloadOperator(
@@ -35,7 +43,7 @@ _SCRIPT = textwrap.dedent(
     run(args["warm_asset"], args["warm_destination"])
     base = psutil.Process().memory_info().rss
     result = run(args["asset"], args["destination"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = vm_hwm()
     print(json.dumps({"base": base, "peak": peak, "result": result}))
     """
 )

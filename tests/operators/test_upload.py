@@ -1,0 +1,289 @@
+"""MemoriesUploadOperator against the emulator over real sockets: sources, validation, retries, deferral."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+
+from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError
+from memories_provider.operators.upload import MemoriesUploadOperator
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+
+
+class _TaskInstance:
+    """The slice of Airflow's runtime task instance the operator touches (for direct execute())."""
+
+    def __init__(self, try_number: int = 1) -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index = "dag", "upload", "run-1", -1
+        self.try_number = try_number
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def run(context: dict | None = None, **kwargs: Any) -> tuple[str, _TaskInstance]:
+    ti = _TaskInstance()
+    ctx = context or {"ti": ti}
+    return MemoriesUploadOperator(task_id="upload", **kwargs).execute(ctx), ctx["ti"]
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(VIDEO)
+    return path
+
+
+def stored(emu: Any) -> list[dict]:
+    return emu.control.videos()
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def test_local_path_upload_returns_video_no_and_pushes_result(emu: Any, video: Path) -> None:
+    video_no, ti = run(source=str(video), tags=["cam-1"], camera_model="GoPro", unique_id="team")
+    [v] = stored(emu)
+    assert v["video_no"] == video_no
+    assert v["size"] == len(VIDEO) and v["filename"] == "clip.mp4"
+    assert "cam-1" in v["tags"] and any(t.startswith("airflow-") for t in v["tags"])
+    result = ti.xcom["upload_result"]
+    assert result["video_no"] == video_no and result["reused"] is False and result["source"] == str(video)
+
+
+def test_file_uri_and_compressed_looking_name(emu: Any, tmp_path: Path) -> None:
+    path = tmp_path / "a b.MOV"
+    path.write_bytes(VIDEO)
+    video_no, _ = run(source=path.as_uri())
+    [v] = stored(emu)
+    assert (v["video_no"], v["size"], v["filename"]) == (video_no, len(VIDEO), "a b.MOV")
+
+
+def test_s3_source(emu: Any, moto_s3_server: Any, s3_bucket: str) -> None:
+    moto_s3_server.client().put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    run(source=f"s3://{s3_bucket}/in/clip.mp4", source_conn_id=moto_s3_server.conn_id)
+    [v] = stored(emu)
+    assert v["size"] == len(VIDEO)
+
+
+def test_sftp_source(emu: Any, sshd: Any) -> None:
+    path = sshd.root / "clip.mkv"
+    path.write_bytes(VIDEO)
+    run(source=sshd.uri(str(path)), source_conn_id=sshd.conn_id)
+    [v] = stored(emu)
+    assert (v["size"], v["filename"]) == (len(VIDEO), "clip.mkv")
+
+
+def test_azure_source(emu: Any, azurite: Any, azure_container: str) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        azure_container, "clip.avi"
+    ).upload_blob(VIDEO)
+    run(source=f"azure://{azure_container}/clip.avi", source_conn_id=azurite.conn_id)
+    [v] = stored(emu)
+    assert (v["size"], v["filename"]) == (len(VIDEO), "clip.avi")
+
+
+@pytest.fixture
+def http_base(video: Path):
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(video.parent))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_source_uses_upload_url(emu: Any, http_base: str) -> None:
+    run(source=f"{http_base}/clip.mp4")
+    assert emu.control.count("upload_url") == 1 and emu.control.count("upload") == 0
+    [v] = stored(emu)
+    assert v["size"] == len(VIDEO)
+
+
+def test_http_source_streamed_through_on_request(emu: Any, http_base: str) -> None:
+    run(source=f"{http_base}/clip.mp4", stream_http=True)
+    assert emu.control.count("upload") == 1 and emu.control.count("upload_url") == 0
+    assert stored(emu)[0]["size"] == len(VIDEO)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"source": "{tmp}/clip.txt"}, "`source`"),
+        ({"source": "{tmp}/missing.mp4"}, "`source`"),
+        ({"source": "{tmp}/empty.mp4"}, "`source`"),
+        ({"source": "{tmp}"}, "`source`"),
+        ({"tags": [f"t{i}" for i in range(20)]}, "`tags`"),
+        ({"tags": [""]}, "`tags`"),
+        ({"callback": "https://example.com/" + "x" * 300}, "`callback`"),
+        ({"callback": "not-a-url"}, "`callback`"),
+        ({"camera_model": "x" * 201}, "`camera_model`"),
+        ({"datetime_taken": "2024-05-01T13:45:00"}, "`datetime_taken`"),
+        ({"datetime_taken": 1714571100}, "`datetime_taken`"),
+        ({"latitude": 91.0, "longitude": 0.0}, "`latitude`"),
+        ({"latitude": 0.0, "longitude": -181.0}, "`longitude`"),
+        ({"latitude": "north", "longitude": 1.0}, "`latitude`"),
+        ({"latitude": 1.0}, "`latitude` and `longitude`"),
+        ({"unique_id": "  "}, "`unique_id`"),
+        ({"transport_params": {"client": object()}}, "`transport_params`"),
+    ],
+)
+def test_bad_input_is_refused_before_any_request(emu: Any, video: Path, kwargs: dict, param: str) -> None:
+    (video.parent / "empty.mp4").write_bytes(b"")
+    (video.parent / "clip.txt").write_bytes(VIDEO)
+    args = {"source": str(video), **kwargs}
+    args["source"] = args["source"].format(tmp=video.parent)
+    with pytest.raises(ValueError) as info:
+        run(**args)
+    assert param in str(info.value)
+    assert emu.control.request_log() == []
+
+
+def test_oversized_source_is_refused_from_its_size_alone(emu: Any, tmp_path: Path) -> None:
+    big = tmp_path / "big.mp4"
+    with open(big, "wb") as fh:
+        fh.truncate(3 * 1024**3 + 1)  # sparse: nothing is read to find this out
+    with pytest.raises(ValueError, match="at most 3221225472 bytes"):
+        run(source=str(big))
+    assert emu.control.request_log() == []
+
+
+def test_twenty_tags_allowed_without_idempotency_and_datetimes_formatted(emu: Any, video: Path) -> None:
+    run(
+        source=str(video),
+        tags=[f"t{i}" for i in range(20)],
+        idempotent=False,
+        datetime_taken=pendulum.datetime(2024, 5, 1, 13, 45, 0),
+        latitude=48.85,
+        longitude=2.35,
+    )
+    [v] = stored(emu)
+    assert len([t for t in v["tags"] if t.startswith("t")]) == 20
+    run(source=str(video), datetime_taken=datetime(2024, 5, 1, 13, 45), idempotent=False)
+    run(source=str(video), datetime_taken="2024-05-01 13:45:00", idempotent=False)
+    assert len(stored(emu)) == 3
+
+
+def test_empty_source_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="`source`"):
+        MemoriesUploadOperator(task_id="t", source="")
+
+
+# ---------------------------------------------------------------------------- retries & idempotency
+
+
+def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any, video: Path) -> None:
+    emu.control.inject_fault("upload", "accept_then_drop")
+    ti = _TaskInstance()
+    with pytest.raises(MemoriesConnectionError):
+        MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": ti})
+    assert len(stored(emu)) == 1  # the service kept (and billed) it
+    retry = _TaskInstance(try_number=2)
+    video_no = MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": retry})
+    assert [v["video_no"] for v in stored(emu)] == [video_no]
+    assert emu.control.count("upload") == 1
+    assert retry.xcom["upload_result"]["reused"] is True
+
+
+def test_other_runs_and_sources_are_not_mistaken_for_a_retry(emu: Any, video: Path, tmp_path: Path) -> None:
+    run(source=str(video))
+    other = _TaskInstance()
+    other.run_id = "run-2"
+    MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": other})
+    second = tmp_path / "second.mp4"
+    second.write_bytes(VIDEO)
+    run(source=str(second))
+    assert len(stored(emu)) == 3
+
+
+def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
+    class Store(dict):
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
+
+    store = Store()
+    first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert store == {"memories_video_no": first}
+    again, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert again == first
+    assert emu.control.count("list_videos") == 1  # only the first attempt looked the tag up
+    assert emu.control.count("upload") == 1
+
+
+def test_rate_limited_upload_backs_off_and_retries(emu: Any, video: Path) -> None:
+    emu.control.inject_fault("upload", "code_0429", count=2, retry_after=0.05)
+    video_no, _ = run(source=str(video))
+    assert [v["video_no"] for v in stored(emu)] == [video_no]
+    assert [r["code"] for r in emu.control.request_log("upload")] == ["0429", "0429", "0000"]
+
+
+def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Path) -> None:
+    from airflow.providers.common.compat.standard.triggers import TimeDeltaTrigger
+
+    emu.control.inject_fault("upload", "code_0429", count=1, retry_after=7)
+    op = MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True)
+    ti = _TaskInstance()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute({"ti": ti})
+    deferred = info.value
+    assert isinstance(deferred.trigger, TimeDeltaTrigger)
+    assert deferred.method_name == "execute_after_rate_limit"
+    assert emu.control.count("upload") == 1  # rejected once, no sleeping retry in the worker
+    video_no = getattr(op, deferred.method_name)({"ti": ti}, None, **deferred.kwargs)
+    assert [v["video_no"] for v in stored(emu)] == [video_no]
+
+
+def test_rate_limits_exhausted_fail_with_the_typed_error(emu: Any, video: Path, monkeypatch) -> None:
+    conn = json.loads(emu.conn_json)
+    conn["extra"]["max_retries"] = 1
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    emu.control.inject_fault("upload", "code_0429", count=5, retry_after=0.01)
+    with pytest.raises(MemoriesRateLimitError):
+        run(source=str(video))
+    assert stored(emu) == []
+
+
+# ---------------------------------------------------------------------------- waiting for PARSE
+
+
+def test_wait_for_parse_returns_when_parsed_and_fails_on_failed(emu: Any, video: Path) -> None:
+    video_no, _ = run(source=str(video), wait_for_parse=True, poll_interval=0.05)
+    assert stored(emu)[0]["status"] == "PARSE" and video_no
+    emu.control.configure(fail_pattern="broken")
+    broken = video.parent / "broken.mp4"
+    broken.write_bytes(VIDEO)
+    with pytest.raises(AirflowFailException, match="could not index"):
+        run(source=str(broken), wait_for_parse=True, poll_interval=0.05)
+
+
+def test_deferrable_wait_for_parse_defers_on_the_status_trigger(emu: Any, video: Path) -> None:
+    from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+    emu.control.configure(parse_delay=3600)
+    op = MemoriesUploadOperator(task_id="upload", source=str(video), wait_for_parse=True, deferrable=True)
+    with pytest.raises(TaskDeferred) as info:
+        op.execute({"ti": _TaskInstance()})
+    trigger = info.value.trigger
+    assert isinstance(trigger, MemoriesVideoStatusTrigger)
+    [v] = stored(emu)
+    assert trigger.video_nos == [v["video_no"]]
+    assert emu.conn_json.split('"password": ')[1].split('"')[1] not in json.dumps(trigger.serialize()[1])
+    event = {"status": "success", "message": "ok", "videos": [v]}
+    assert op.execute_complete({}, event, **info.value.kwargs) == v["video_no"]
