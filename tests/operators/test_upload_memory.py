@@ -74,7 +74,8 @@ def _measure(emu: Any, source: str, warm: str, conn_id: str | None) -> dict:
     sizes = {v["video_no"]: v["size"] for v in emu.control.videos()}
     assert sizes[out["video_no"]] == GIB
     growth = out["peak"] - out["base"]
-    print(f"\n{source}: base {out['base'] / MIB:.0f} MiB, peak before {out['peak_before'] / MIB:.0f}, growth {growth / MIB:.1f} MiB")
+    base, before = out["base"] / MIB, out["peak_before"] / MIB
+    print(f"\n{source}: base {base:.0f} MiB, peak before {before:.0f} MiB, growth {growth / MIB:.1f} MiB")
     return {**out, "growth": growth}
 
 
