@@ -1,0 +1,155 @@
+"""MemoriesVideoStatusSensor in real Airflow runs (``dag.test()``) against the emulator, in every mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+import requests
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+
+from memories_provider.sensors.video_status import MemoriesVideoStatusSensor, handle_status_event
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"s" * 2048
+
+
+@pytest.fixture
+def emu(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    conn = json.loads(memories_emulator.conn_json)
+    conn["extra"]["max_retries"] = 0
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    return memories_emulator
+
+
+def upload(emu: Any, name: str = "clip.mp4") -> str:
+    body = requests.post(
+        f"{emu.v1_url}/upload",
+        headers={"Authorization": emu.api_key},
+        files={"file": (name, VIDEO, "video/mp4")},
+        timeout=30,
+    ).json()
+    assert body["code"] == "0000", body
+    return str(body["data"]["videoNo"])
+
+
+def _dag(dag_id: str, **sensor_kwargs: Any):  # type: ignore[no-untyped-def]
+    from airflow import DAG
+
+    with DAG(dag_id, start_date=pendulum.datetime(2024, 1, 1), schedule=None, catchup=False) as dag:
+        MemoriesVideoStatusSensor(task_id="wait", **sensor_kwargs)
+    return dag
+
+
+def _ti(run: Any) -> Any:
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "wait"]
+    return ti
+
+
+MODES = [
+    pytest.param({"mode": "poke"}, id="poke"),
+    pytest.param({"mode": "reschedule"}, id="reschedule"),
+    pytest.param({"deferrable": True}, id="deferrable"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_success_after_waiting_returns_the_metadata(emu: Any, run_dag: Any, mode: dict) -> None:
+    emu.control.configure(parse_delay=1.0)
+    video_no = upload(emu)  # UNPARSE for a second: the sensor has to wait (or defer) first
+    run = run_dag(
+        _dag(f"wait_ok_{next(iter(mode))}", video_no=video_no, poke_interval=0.2, timeout=30, **mode)
+    )
+    assert run.state == "success"
+    [video] = _ti(run).xcom_pull(task_ids="wait")
+    assert (video["video_no"], video["status"]) == (video_no, "PARSE")
+    statuses = [r["http_status"] for r in emu.control.request_log("list_videos")]
+    assert len(statuses) >= 2  # a check that saw UNPARSE, then one that saw PARSE
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_timeout_fails_and_soft_fail_skips(emu: Any, run_dag: Any, mode: dict) -> None:
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")  # held there
+    name = next(iter(mode))
+    run = run_dag(_dag(f"wait_timeout_{name}", video_no=video_no, poke_interval=0.2, timeout=1, **mode))
+    assert run.state == "failed"
+    assert str(_ti(run).state) == "failed"
+    run = run_dag(
+        _dag(f"wait_soft_{name}", video_no=video_no, poke_interval=0.2, timeout=1, soft_fail=True, **mode)
+    )
+    assert str(_ti(run).state) == "skipped"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failed_video_fails_at_once_without_retries(emu: Any, run_dag: Any, mode: dict) -> None:
+    ok, bad = upload(emu), upload(emu)
+    emu.control.set_status(bad, "FAILED", cause="corrupt file")
+    name = next(iter(mode))
+    run = run_dag(
+        _dag(f"wait_failed_{name}", video_nos=[ok, bad], poke_interval=0.2, timeout=30, retries=3, **mode)
+    )
+    ti = _ti(run)
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 1  # AirflowFailException: no retry spent
+
+
+def test_transient_errors_are_survived_in_poke_mode(emu: Any, run_dag: Any) -> None:
+    video_no = upload(emu)
+    emu.control.inject_fault("list_videos", "http_503", count=2)
+    run = run_dag(_dag("wait_transient", video_no=video_no, poke_interval=0.1, timeout=30))
+    assert run.state == "success"
+    assert emu.control.count("list_videos") == 3
+
+
+def test_exactly_one_of_video_no_or_video_nos() -> None:
+    with pytest.raises(ValueError, match="exactly one of `video_no` or `video_nos`"):
+        MemoriesVideoStatusSensor(task_id="w")
+    with pytest.raises(ValueError, match="exactly one"):
+        MemoriesVideoStatusSensor(task_id="w", video_no="VI1", video_nos=["VI2"])
+
+
+def test_handle_status_event_maps_every_outcome() -> None:
+    assert handle_status_event({"status": "success", "videos": [{"video_no": "VI1"}]}) == [
+        {"video_no": "VI1"}
+    ]
+    with pytest.raises(AirflowFailException, match="bad"):
+        handle_status_event({"status": "failed", "message": "bad"})
+    with pytest.raises(AirflowSensorTimeout):
+        handle_status_event({"status": "timeout", "message": "late"})
+    with pytest.raises(AirflowSkipException):
+        handle_status_event({"status": "timeout", "message": "late"}, soft_fail=True)
+    with pytest.raises(Exception, match="boom"):
+        handle_status_event({"status": "error", "message": "boom"})
+
+
+def test_upload_wait_download_pipeline(emu: Any, run_dag: Any, tmp_path: Path) -> None:
+    from airflow import DAG
+
+    from memories_provider.operators.download import MemoriesDownloadOperator
+    from memories_provider.operators.upload import MemoriesUploadOperator
+
+    source = tmp_path / "in" / "clip.mp4"
+    source.parent.mkdir()
+    source.write_bytes(VIDEO)
+    emu.control.configure(parse_delay=1.0)
+    with DAG("upload_wait_download", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
+        up = MemoriesUploadOperator(task_id="upload", source=str(source))
+        wait = MemoriesVideoStatusSensor(
+            task_id="wait", video_no=up.output, deferrable=True, poke_interval=0.2
+        )
+        down = MemoriesDownloadOperator(
+            task_id="download", video_no=up.output, destination=str(tmp_path / "out") + "/"
+        )
+        up >> wait >> down
+    run = run_dag(dag)
+    assert run.state == "success"
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "download"]
+    result = ti.xcom_pull(task_ids="download")
+    assert Path(result["uri"]).read_bytes() == VIDEO
