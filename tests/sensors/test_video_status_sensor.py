@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +63,26 @@ MODES = [
 
 @pytest.mark.parametrize("mode", MODES)
 def test_success_after_waiting_returns_the_metadata(emu: Any, run_dag: Any, mode: dict) -> None:
-    emu.control.configure(parse_delay=1.0)
-    video_no = upload(emu)  # UNPARSE for a second: the sensor has to wait (or defer) first
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")  # held until the sensor has seen it unparsed
+    releaser = threading.Thread(target=_parse_after_first_check, args=(emu, video_no), daemon=True)
+    releaser.start()
     run = run_dag(
         _dag(f"wait_ok_{next(iter(mode))}", video_no=video_no, poke_interval=0.2, timeout=30, **mode)
     )
+    releaser.join(30)
     assert run.state == "success"
     [video] = _ti(run).xcom_pull(task_ids="wait")
     assert (video["video_no"], video["status"]) == (video_no, "PARSE")
-    statuses = [r["http_status"] for r in emu.control.request_log("list_videos")]
-    assert len(statuses) >= 2  # a check that saw UNPARSE, then one that saw PARSE
+    assert emu.control.count("list_videos") >= 2  # a check that saw UNPARSE, then one that saw PARSE
+
+
+def _parse_after_first_check(emu: Any, video_no: str) -> None:
+    """Mark the video parsed once the sensor's first status request has reached the emulator."""
+    deadline = time.monotonic() + 30
+    while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
+    emu.control.set_status(video_no, "PARSE")
 
 
 @pytest.mark.parametrize("mode", MODES)
