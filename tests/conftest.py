@@ -50,29 +50,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def _register_dag(dag) -> None:  # type: ignore[no-untyped-def]
-    """Airflow 3 ``dag.test()`` only runs DAGs it finds serialized in the DB; write this one there."""
-    try:
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-        from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    except ImportError:  # Airflow 2: dag.test() needs nothing more
-        return
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
-
-
 @pytest.fixture
 def run_dag(airflow_db):  # type: ignore[no-untyped-def]
     """``run_dag(dag, **kwargs)`` runs ``dag.test(**kwargs)`` on Airflow 2 and 3 and returns the DagRun."""
 
+    from memories_provider.testing import dag_test
+
     def _run(dag, **kwargs):  # type: ignore[no-untyped-def]
-        _register_dag(dag)
-        return dag.test(**kwargs)
+        return dag_test(dag, **kwargs)
 
     return _run
