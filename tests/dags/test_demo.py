@@ -1,0 +1,35 @@
+"""``make demo``'s program runs end to end, twice in a row, and leaves no emulator behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
+    (tmp_path / "dags").symlink_to(REPO / "dags")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "memories_provider.demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "matches the source" in proc.stdout
+        where = re.search(r"The downloaded file is at: (.+)", proc.stdout)
+        assert where is not None
+        downloaded = Path(where.group(1).strip())
+        assert downloaded.read_bytes() == (tmp_path / "demo-output" / "sample.mp4").read_bytes()
+        pid = int(re.search(r"\(pid (\d+)\)", proc.stdout).group(1))  # type: ignore[union-attr]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
