@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memories_provider.client import AsyncMemoriesClient, MemoriesError, Video
+from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.status import batches, evaluate, is_transient
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ class StatusPoller:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
-        from memories_provider.hooks.memories import MemoriesHook
-
         try:
             hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
             async with await hook.get_async_client() as client:

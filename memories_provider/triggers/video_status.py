@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-from memories_provider.triggers._poller import get_poller
 
 
 class MemoriesVideoStatusTrigger(BaseTrigger):
@@ -61,7 +61,10 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Join the shared poller and yield its verdict for our videos as the one event."""
-        poller = get_poller(self.memories_conn_id, self.unique_id)
+        # The triggerer imports this module inside its event loop: keep it light, and import the
+        # client stack (aiohttp, requests, the hook) in a thread so the loop is never blocked.
+        module = await asyncio.to_thread(importlib.import_module, "memories_provider.triggers._poller")
+        poller = module.get_poller(self.memories_conn_id, self.unique_id)
         self.log.info(
             "Waiting for %d video(s) to be parsed (%s; poll every %.0fs)",
             len(self.video_nos),

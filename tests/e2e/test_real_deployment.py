@@ -1,0 +1,199 @@
+"""End to end on a real Airflow 3 deployment: api-server, scheduler (LocalExecutor), dag-processor
+and a separate triggerer process, plus the emulator — the example DAGs triggered like a user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import airflow
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not airflow.__version__.startswith("3."), reason="the deployment test runs the Airflow 3 components"
+)
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+DEADLINE = 300.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(what: str, check: Callable[[], Any], procs: dict[str, subprocess.Popen], timeout: float) -> Any:
+    """Poll ``check()`` (DB or HTTP state) until it is truthy; fail fast if a component dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}")
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)  # polling external state, not a guessed duration
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[str, Any]]:
+    # Videos stay UNPARSE until the test releases them, once it has seen the sensors deferred.
+    emu = memories_emulator_process(rate_limits=True, parse_delay=3600.0)
+    # The spec's limits, scaled down (1 upload per second instead of per minute) so a handful of
+    # files finish quickly while the pool and the 0429 handling are still exercised.
+    emu.control.configure(rate_limits={"upload": (1, 1.0), "upload_url": (1, 1.0)})
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW_CONN_MEMORIES_DEFAULT": emu.conn_uri,
+            "MEMORIES_POLL_INTERVAL": "1",
+        }
+    )
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+    subprocess.run(
+        [AIRFLOW, "pools", "set", "memories_uploads", "1", "memories.ai uploads"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    procs: dict[str, subprocess.Popen] = {}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        for name, args in (
+            ("api-server", ["api-server", "--port", str(port), "--host", "127.0.0.1"]),
+            ("dag-processor", ["dag-processor"]),
+            ("scheduler", ["scheduler"]),
+            ("triggerer", ["triggerer"]),
+        ):
+            with open(logs / f"{name}.log", "wb") as out:
+                procs[name] = subprocess.Popen(
+                    [AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+        yield {"env": env, "home": home, "emu": emu, "procs": procs, "logs": logs, "port": port}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _query(home: Path, sql: str, *args: Any) -> list[tuple]:
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _trigger(env: dict[str, str], dag_id: str, conf: dict[str, Any]) -> None:
+    subprocess.run(
+        [AIRFLOW, "dags", "trigger", dag_id, "--conf", json.dumps(conf)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, Any], tmp_path: Path) -> None:
+    env, home, emu, procs = deployment["env"], deployment["home"], deployment["emu"], deployment["procs"]
+    single = tmp_path / "single" / "clip.mp4"
+    single.parent.mkdir()
+    single.write_bytes(os.urandom(300_000))
+    backfill_in, backfill_out, single_out = tmp_path / "in", tmp_path / "out", tmp_path / "single-out"
+    backfill_in.mkdir()
+    sources = {f"cam-{i}.mp4": os.urandom(100_000 + i) for i in range(4)}
+    for name, data in sources.items():
+        (backfill_in / name).write_bytes(data)
+
+    wanted = {"memories_video_pipeline", "memories_backfill"}
+    _wait_for(
+        "the dag processor to serialize the example DAGs",
+        lambda: wanted <= {r[0] for r in _query(home, "select dag_id from serialized_dag")},
+        procs,
+        DEADLINE,
+    )
+    _trigger(env, "memories_video_pipeline", {"source": str(single), "destination": f"{single_out}/"})
+    _trigger(
+        env,
+        "memories_backfill",
+        {"source_prefix": f"{backfill_in}/", "destination_prefix": f"{backfill_out}/"},
+    )
+
+    def deferred() -> set[str] | None:
+        rows = _query(
+            home, "select dag_id from task_instance where task_id = 'wait_for_parse' and state = 'deferred'"
+        )
+        return wanted if {r[0] for r in rows} == wanted else None
+
+    # Both sensors are waiting in the triggerer (state "deferred", no worker slot) ...
+    _wait_for("both sensors to defer", deferred, procs, DEADLINE)
+    assert len(emu.control.videos()) == 1 + len(sources)
+    # ... until memories.ai finishes indexing.
+    for video in emu.control.videos():
+        emu.control.set_status(video["video_no"], "PARSE")
+
+    def finished() -> list[tuple] | None:
+        runs = _query(home, "select dag_id, state from dag_run")
+        done = [r for r in runs if r[1] in ("success", "failed")]
+        return runs if len(done) == 2 else None
+
+    runs = _wait_for("both DAG runs to finish", finished, procs, DEADLINE)
+    states = _query(home, "select dag_id, task_id, map_index, state, try_number from task_instance")
+    assert sorted(runs) == [("memories_backfill", "success"), ("memories_video_pipeline", "success")], states
+
+    assert _sha(single_out / "clip.mp4") == _sha(single)
+    for name, data in sources.items():
+        assert _sha(backfill_out / name) == hashlib.sha256(data).hexdigest()
+
+    # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
+    names = [v["filename"] for v in emu.control.videos()]
+    assert sorted(names) == sorted(["clip.mp4", *sources])
+
+    # The waits ran in the triggerer process: each sensor has a trigger log written there.
+    for dag_id in wanted:
+        trigger_logs = list(
+            (home / "logs").glob(f"dag_id={dag_id}/**/task_id=wait_for_parse/*.trigger.*.log")
+        )
+        text = "".join(p.read_text(errors="replace") for p in trigger_logs)
+        assert "video(s) to be parsed" in text and "Trigger fired event" in text, (dag_id, trigger_logs)
