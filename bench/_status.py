@@ -1,0 +1,69 @@
+"""Status waits for N videos in one process: the shared poller vs one get_metadata poller per video.
+
+``python bench/_status.py '<json args>'`` prints JSON: requests made, ticks, CPU seconds.
+The videos are held ``UNPARSE`` by the parent, so every wait runs until its ``end_time``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+
+async def shared(video_nos: list[str], interval: float, duration: float) -> dict[str, Any]:
+    from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+    end = time.time() + duration
+    triggers = [MemoriesVideoStatusTrigger([v], poll_interval=interval, end_time=end) for v in video_nos]
+
+    async def one(trigger: MemoriesVideoStatusTrigger) -> str:
+        async for event in trigger.run():
+            return str(event.payload["status"])
+        return "none"
+
+    statuses = await asyncio.gather(*(one(t) for t in triggers))
+    return {"statuses": sorted(set(statuses))}
+
+
+async def per_video(
+    video_nos: list[str], interval: float, duration: float, args: dict[str, Any]
+) -> dict[str, Any]:
+    from memories_provider.client import AsyncMemoriesClient, MemoriesError, RetryPolicy
+
+    counts = {"requests": 0, "rejected": 0}
+    end = time.monotonic() + duration
+    async with AsyncMemoriesClient(
+        args["api_key"], base_url=args["v1_url"], v2_base_url=args["v2_url"], retry=RetryPolicy(max_retries=0)
+    ) as client:
+
+        async def poll(video_no: str) -> None:
+            while time.monotonic() < end:
+                counts["requests"] += 1
+                try:
+                    await client.get_video(video_no)
+                except MemoriesError:
+                    counts["rejected"] += 1
+                await asyncio.sleep(interval)
+
+        await asyncio.gather(*(poll(v) for v in video_nos))
+    return counts
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    video_nos, interval, duration = args["video_nos"], args["interval"], args["duration"]
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    if args["mode"] == "shared":
+        result = asyncio.run(shared(video_nos, interval, duration))
+    else:
+        result = asyncio.run(per_video(video_nos, interval, duration, args))
+    result.update({"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

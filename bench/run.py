@@ -1,0 +1,575 @@
+"""``make bench``: our transfers and status waits against plain tools, side by side, in one run.
+
+Every figure of ours is a ratio to a baseline measured in the same run, on the same emulator and
+the same files; each is the median of several runs. Writes ``bench/RESULTS.md`` and
+``bench/results.png``. ``--smoke`` runs tiny sizes only (used by the test suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+MIB = 1024**2
+GIB = 1024**3
+S3_PART = 16 * MIB
+SIZES = {"256 MiB": 256 * MIB, "1 GiB": GIB, "3 GiB": 3 * GIB}
+SMOKE_SIZES = {"1 MiB": MIB}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def make_file(path: Path, size: int) -> Path:
+    """A file of ``size`` real (non-sparse) bytes: a 1 MiB random block repeated."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    block = os.urandom(MIB)
+    with open(path, "wb") as fh:
+        for _ in range(size // MIB):
+            fh.write(block)
+        fh.write(block[: size % MIB])
+    return path
+
+
+def child(script: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / script), json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {args.get('kind', args.get('mode'))} failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's S3 in its own process (so it does not share a GIL with what is measured)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def median_of(runs: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    results = [measure() for _ in range(runs)]
+    return {
+        "seconds": statistics.median(r["seconds"] for r in results),
+        "peak": max(r.get("peak", 0) for r in results),
+        "rss_before": min(r.get("rss_before", 0) for r in results) if "rss_before" in results[0] else 0,
+    }
+
+
+# ------------------------------------------------------------------ the benchmarks
+
+
+class Bench:
+    def __init__(
+        self, out: Path, emu: Any, runs: int, sizes: dict[str, int], ns: list[int], smoke: bool
+    ) -> None:
+        self.out, self.emu, self.runs, self.sizes, self.ns, self.smoke = out, emu, runs, sizes, ns, smoke
+        self.rows: list[dict[str, Any]] = []
+        self.memory: list[dict[str, Any]] = []
+        self.env = dict(os.environ)
+        self.env["AIRFLOW_CONN_MEMORIES_DEFAULT"] = emu.conn_uri
+        self.env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+        self.auth = ["-H", f"Authorization: {emu.api_key}"]
+
+    def add(self, what: str, ours: float, baseline: float, goal: str, ok: bool, unit: str = "MB/s") -> None:
+        self.rows.append(
+            {"what": what, "ours": ours, "baseline": baseline, "unit": unit, "goal": goal, "ok": ok}
+        )
+        log(f"{what}: ours {ours:.1f} {unit}, baseline {baseline:.1f} {unit} -> {'ok' if ok else 'MISSED'}")
+
+    def runs_for(self, size: int) -> int:
+        return 1 if size >= 2 * GIB else self.runs
+
+    # -------------------------------------------------------------- physical limits
+
+    def disk_and_emulator(self, big: Path) -> None:
+        target = self.out / "dd.bin"
+        count = max(big.stat().st_size // MIB, 1)
+        seconds = timed(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={count}", "conv=fdatasync", "status=none"]
+        )
+        target.unlink()
+        self.disk_mbps = count * MIB / seconds / 1e6
+        asset = self.emu.control.add_asset(str(big), big.name, "video/mp4")
+        url = f"{self.emu.v2_url}/{asset['asset_id']}/download"
+        secs = statistics.median(
+            timed(["curl", "-sS", "-f", "-o", "/dev/null", *self.auth, url]) for _ in range(self.runs)
+        )
+        self.emulator_mbps = big.stat().st_size / secs / 1e6
+        log(
+            f"disk (dd fdatasync) {self.disk_mbps:.0f} MB/s; "
+            f"emulator serves {self.emulator_mbps:.0f} MB/s to curl"
+        )
+
+    # -------------------------------------------------------------- local files
+
+    def local(self, label: str, path: Path, warm: Path, warm_asset: str) -> None:
+        size = path.stat().st_size
+        runs = self.runs_for(size)
+        asset = self.emu.control.add_asset(str(path), path.name, "video/mp4")["asset_id"]
+        dest = self.out / "download.mp4"
+        url = f"{self.emu.v2_url}/{asset}/download"
+        curl_dl = statistics.median(
+            timed(["curl", "-sS", "-f", "-o", str(dest), *self.auth, url]) for _ in range(runs)
+        )
+        ours_dl = median_of(
+            runs,
+            lambda: child(
+                "_child.py",
+                {
+                    "kind": "ours_download",
+                    "warm": [warm_asset, str(self.out / "warm.mp4")],
+                    "target": [asset, str(dest)],
+                },
+                self.env,
+            ),
+        )
+        a, b = size / ours_dl["seconds"] / 1e6, size / curl_dl / 1e6
+        self.add(f"download to local file, {label}", a, b, "≥ 0.9x curl -o", a >= 0.9 * b)
+        self.memory.append({"what": "download", "label": label, "size": size, **ours_dl})
+
+        upload_url = f"{self.emu.v1_url}/upload"
+        curl_up = statistics.median(
+            timed(
+                [
+                    "curl",
+                    "-sS",
+                    "-f",
+                    "-o",
+                    "/dev/null",
+                    *self.auth,
+                    "-F",
+                    f"file=@{path};type=video/mp4",
+                    upload_url,
+                ]
+            )
+            for _ in range(runs)
+        )
+        ours_up = median_of(
+            runs,
+            lambda: child(
+                "_child.py", {"kind": "ours_upload", "warm": [str(warm)], "target": [str(path)]}, self.env
+            ),
+        )
+        a, b = size / ours_up["seconds"] / 1e6, size / curl_up / 1e6
+        self.add(f"upload from local file, {label}", a, b, "≥ 0.9x curl -F", a >= 0.9 * b)
+        self.memory.append({"what": "upload", "label": label, "size": size, **ours_up})
+        dest.unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- S3
+
+    def s3(self, label: str, path: Path, warm: Path, warm_asset: str) -> None:
+        size = path.stat().st_size
+        runs = self.runs_for(size)
+        with moto_server() as endpoint:
+            sys.path.insert(0, str(HERE))
+            from _child import s3_client
+
+            client = s3_client(endpoint)
+            bucket = "bench"
+            client.create_bucket(Bucket=bucket)
+            client.upload_file(str(path), bucket, "in/source.mp4")
+            client.upload_file(str(warm), bucket, "in/warm.mp4")
+            conn = {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+            }
+            env = {**self.env, "AIRFLOW_CONN_BENCH_S3": json.dumps(conn)}
+            asset = self.emu.control.add_asset(str(path), path.name, "video/mp4")["asset_id"]
+            common = {
+                "s3_endpoint": endpoint,
+                "bucket": bucket,
+                "api_key": self.emu.api_key,
+                "part_size": S3_PART,
+            }
+            url = f"{self.emu.v2_url}/{asset}/download"
+            warm_url = f"{self.emu.v2_url}/{warm_asset}/download"
+            base_dl = median_of(
+                runs,
+                lambda: child(
+                    "_child.py",
+                    {
+                        **common,
+                        "kind": "baseline_http_to_s3",
+                        "warm": [warm_url, "w"],
+                        "target": [url, "base.mp4"],
+                    },
+                    env,
+                ),
+            )
+            ours_dl = median_of(
+                runs,
+                lambda: child(
+                    "_child.py",
+                    {
+                        "kind": "ours_download",
+                        "conn_id": "bench_s3",
+                        "transport_params": {"min_part_size": S3_PART},
+                        "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
+                        "target": [asset, f"s3://{bucket}/out/ours.mp4"],
+                    },
+                    env,
+                ),
+            )
+            a, b = size / ours_dl["seconds"] / 1e6, size / base_dl["seconds"] / 1e6
+            growth = ours_dl["peak"] - ours_dl["rss_before"]
+            self.add(
+                f"download to S3 (moto), {label}",
+                a,
+                b,
+                "≥ 0.9x boto3 upload_fileobj(HTTP stream); RSS ≤ part + 50 MiB",
+                a >= 0.9 * b and growth <= S3_PART + 50 * MIB,
+            )
+            self.memory.append({"what": "download to S3", "label": label, "size": size, **ours_dl})
+
+            upload_url = f"{self.emu.v1_url}/upload"
+            tmp = str(self.out / "s3-temp.mp4")
+            base_up = median_of(
+                runs,
+                lambda: child(
+                    "_child.py",
+                    {
+                        **common,
+                        "kind": "baseline_s3_then_curl",
+                        "warm": ["in/warm.mp4", tmp, upload_url],
+                        "target": ["in/source.mp4", tmp, upload_url],
+                    },
+                    env,
+                ),
+            )
+            Path(tmp).unlink(missing_ok=True)
+            ours_up = median_of(
+                runs,
+                lambda: child(
+                    "_child.py",
+                    {
+                        "kind": "ours_upload",
+                        "conn_id": "bench_s3",
+                        "warm": [f"s3://{bucket}/in/warm.mp4"],
+                        "target": [f"s3://{bucket}/in/source.mp4"],
+                    },
+                    env,
+                ),
+            )
+            a, b = size / ours_up["seconds"] / 1e6, size / base_up["seconds"] / 1e6
+            self.add(
+                f"upload from S3 (moto), {label}", a, b, "faster than S3→temp file→curl; no temp file", a > b
+            )
+            self.memory.append({"what": "upload from S3", "label": label, "size": size, **ours_up})
+
+    # -------------------------------------------------------------- status waits
+
+    def status(self) -> None:
+        import requests
+
+        session = requests.Session()
+        interval = 0.3 if self.smoke else 2.0
+        duration = 3 * interval
+        self.status_rows: list[dict[str, Any]] = []
+        video_nos: list[str] = []
+        for n in self.ns:
+            self.emu.control.configure(rate_limits=False)
+            while len(video_nos) < n:
+                body = session.post(
+                    f"{self.emu.v1_url}/upload",
+                    headers={"Authorization": self.emu.api_key},
+                    files={"file": ("v.mp4", b"\x00\x00\x00\x18ftypmp42", "video/mp4")},
+                    timeout=30,
+                ).json()
+                video_nos.append(str(body["data"]["videoNo"]))
+                self.emu.control.set_status(video_nos[-1], "UNPARSE")  # held: every wait runs to its end
+            self.emu.control.configure(rate_limits=True)
+            ids = video_nos[:n]
+            args = {
+                "video_nos": ids,
+                "interval": interval,
+                "duration": duration,
+                "api_key": self.emu.api_key,
+                "v1_url": self.emu.v1_url,
+                "v2_url": self.emu.v2_url,
+            }
+            before = self._codes()
+            ours = child("_status.py", {**args, "mode": "shared"}, self.env)
+            ours_codes = self._codes(since=before)
+            before = self._codes()
+            child("_status.py", {**args, "mode": "per_video", "duration": interval * 1.5}, self.env)
+            base_codes = self._codes(since=before)
+            ticks = math.ceil(duration / interval)
+            base_ticks = 2
+            row = {
+                "n": n,
+                "ours_per_tick": ours_codes["total"] / ticks,
+                "ours_429": ours_codes["0429"],
+                "ours_cpu_per_tick": ours["cpu"] / ticks,
+                "base_per_tick": base_codes["total"] / base_ticks,
+                "base_429": base_codes["0429"],
+                "limit": math.ceil(n / 100),
+            }
+            self.status_rows.append(row)
+            log(
+                f"status waits N={n}: ours {row['ours_per_tick']:.1f} req/interval "
+                f"({row['ours_429']} x 0429), "
+                f"per-video {row['base_per_tick']:.0f} req/interval ({row['base_429']} x 0429)"
+            )
+
+    def _codes(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
+        log_ = [r for r in self.emu.control.request_log() if r["endpoint"] in ("list_videos", "get_metadata")]
+        start = since["n"] if since else 0
+        new = log_[start:]
+        return {"n": len(log_), "total": len(new), "0429": sum(1 for r in new if r.get("code") == "0429")}
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine() -> dict[str, str]:
+    import airflow
+
+    cpu = "?"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    load = os.getloadavg()
+    return {
+        "date (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "CPU": f"{cpu} x {os.cpu_count()}",
+        "RAM": mem,
+        "disk": shutil.disk_usage(HERE).total and f"{shutil.disk_usage(HERE).total / 1e9:.0f} GB volume",
+        "Python": platform.python_version(),
+        "Airflow": airflow.__version__,
+        "load average at start": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+    }
+
+
+def write_report(
+    bench: Bench, out_md: Path, chart: Path | None, info: dict[str, str], elapsed: float
+) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Produced by `make bench` (`bench/run.py`); every ratio compares ours with a",
+        "baseline measured in the same run, against the same emulator, on the same files. Medians of",
+        f"{bench.runs} runs (1 run for files ≥ 2 GiB). Total run time {elapsed / 60:.1f} min.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    lines += [
+        f"| disk write (dd, conv=fdatasync) | {bench.disk_mbps:.0f} MB/s |",
+        f"| emulator download to curl (/dev/null) | {bench.emulator_mbps:.0f} MB/s |",
+        "",
+        "## Throughput",
+        "",
+        "| what | ours | baseline | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in bench.rows:
+        ratio = r["ours"] / r["baseline"] if r["baseline"] else float("nan")
+        lines.append(
+            f"| {r['what']} | {r['ours']:.0f} {r['unit']} | {r['baseline']:.0f} {r['unit']} | {ratio:.2f}x "
+            f"| {r['goal']} | {'✅' if r['ok'] else '❌'} |"
+        )
+    lines += [
+        "",
+        "## Peak memory of the transferring process",
+        "",
+        "RSS just before the transfer, the process's peak (VmHWM), and the growth.",
+        "",
+        "| transfer | size | RSS before | peak | growth |",
+        "|---|---|---|---|---|",
+    ]
+    for m in bench.memory:
+        lines.append(
+            f"| {m['what']} | {m['label']} | {m['rss_before'] / MIB:.0f} MiB | {m['peak'] / MIB:.0f} MiB "
+            f"| {(m['peak'] - m['rss_before']) / MIB:.1f} MiB |"
+        )
+    flat = []
+    for what in ("download", "upload"):
+        rows = [m for m in bench.memory if m["what"] == what]
+        if len(rows) >= 2:
+            small, large = rows[0], rows[-1]
+            ok = large["peak"] - small["peak"] <= 16 * MIB and large["peak"] - large["rss_before"] <= 64 * MIB
+            flat.append(
+                f"- {what}: peak at {large['label']} is {(large['peak'] - small['peak']) / MIB:+.1f} MiB vs "
+                f"{small['label']} (goal ≤ 16 MiB) and "
+                f"{(large['peak'] - large['rss_before']) / MIB:.1f} MiB above "
+                f"the pre-transfer RSS (goal ≤ 64 MiB): {'flat ✅' if ok else 'not flat ❌'}"
+            )
+    lines += ["", *flat]
+    lines += [
+        "",
+        "## Status waits",
+        "",
+        "N videos held `UNPARSE`, emulator rate limits on (5 req/s for status calls). Ours: N",
+        "`MemoriesVideoStatusTrigger`s in one event loop (the shared poller). Baseline: one",
+        "`get_metadata` poller per video. Requests counted in the emulator's log.",
+        "",
+        "| N | ours req/interval | limit ⌈N/100⌉ | ours 0429 | ours CPU per tick "
+        "| per-video req/interval | per-video 0429 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in bench.status_rows:
+        lines.append(
+            f"| {s['n']} | {s['ours_per_tick']:.1f} | {s['limit']} | {s['ours_429']} "
+            f"| {s['ours_cpu_per_tick'] * 1000:.0f} ms "
+            f"| {s['base_per_tick']:.0f} | {s['base_429']} |"
+        )
+    if chart is not None:
+        lines += ["", f"![throughput and peak memory]({chart.name})"]
+    out_md.write_text("\n".join(lines) + "\n")
+
+
+def draw_chart(bench: Bench, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    local = [r for r in bench.rows if "local file" in r["what"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [r["what"].replace(" local file", "") for r in local]
+    x = range(len(local))
+    ax1.bar([i - 0.2 for i in x], [r["ours"] for r in local], width=0.4, label="ours")
+    ax1.bar([i + 0.2 for i in x], [r["baseline"] for r in local], width=0.4, label="curl")
+    ax1.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
+    ax1.set_ylabel("MB/s")
+    ax1.set_title("Throughput by file size")
+    ax1.legend()
+    for what in ("download", "upload"):
+        rows = [m for m in bench.memory if m["what"] == what]
+        ax2.plot(
+            [m["size"] / MIB for m in rows], [m["peak"] / MIB for m in rows], marker="o", label=f"{what} peak"
+        )
+        ax2.plot(
+            [m["size"] / MIB for m in rows],
+            [m["rss_before"] / MIB for m in rows],
+            ls="--",
+            label=f"{what} before",
+        )
+    ax2.set_xlabel("file size (MiB)")
+    ax2.set_ylabel("RSS (MiB)")
+    ax2.set_ylim(bottom=0)
+    ax2.set_title("Peak RSS of the transferring process")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: proves the scripts work")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES)
+    )
+    parser.add_argument("--status-n", default="1,100,1000,5000")
+    parser.add_argument("--out", type=Path, default=HERE / "out", help="scratch directory for the files")
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+
+    sizes = SMOKE_SIZES if args.smoke else {k: SIZES[k] for k in args.sizes.split(",")}
+    runs = 1 if args.smoke else args.runs
+    ns = [1, 10] if args.smoke else [int(n) for n in args.status_n.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    started = time.monotonic()
+
+    from memories_provider.emulator.process import emulator_process
+
+    with tempfile.TemporaryDirectory(dir=args.out) as emu_dir, emulator_process(data_dir=emu_dir) as emu:
+        bench = Bench(args.out, emu, runs, sizes, ns, args.smoke)
+        warm = args.out / "warm.mp4"
+        warm.write_bytes(b"\x00\x00\x00\x18ftypmp42warm-up")
+        warm_asset = emu.control.add_asset(str(warm), "warm.mp4", "video/mp4")["asset_id"]
+        files = {
+            label: make_file(args.out / f"file-{label.replace(' ', '')}.mp4", size)
+            for label, size in sizes.items()
+        }
+        bench.disk_and_emulator(
+            files[list(files)[-1]] if args.smoke else files.get("1 GiB", files[next(iter(files))])
+        )
+        for label, path in files.items():
+            log(f"local transfers, {label}")
+            bench.local(label, path, warm, warm_asset)
+        s3_label = list(files)[-1] if args.smoke else ("1 GiB" if "1 GiB" in files else next(iter(files)))
+        log(f"S3 transfers, {s3_label}")
+        bench.s3(s3_label, files[s3_label], warm, warm_asset)
+        bench.status()
+    chart = draw_chart(bench, args.results.with_name("results.png"))
+    write_report(bench, args.results, chart, info, time.monotonic() - started)
+    log(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
