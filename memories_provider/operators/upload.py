@@ -24,7 +24,7 @@ from memories_provider.operators._upload_args import (
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, stat_source
 
-#: Key of the ``video_no`` in the task state store (Airflow >= 3.3).
+#: Task state store key (Airflow >= 3.3) of ``{"video_no", "tag"}``: the video and the tag it was for.
 STATE_KEY = "memories_video_no"
 
 
@@ -238,7 +238,7 @@ class MemoriesUploadOperator(BaseOperator):
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries
             video_no = uploaded.video_no
-            self._remember(context, video_no)
+            self._remember(context, video_no, plan.tag)
             result = {**uploaded.to_dict(), "source": plan.source.uri, "reused": False}
             self.log.info("Uploaded %s as %s", plan.source.uri, video_no)
         context["ti"].xcom_push(key="upload_result", value=result)
@@ -257,6 +257,12 @@ class MemoriesUploadOperator(BaseOperator):
             except Exception as err:  # the store is an optimisation; the tag lookup still protects us
                 self.log.warning("Could not read the task state store (%s); using the tag lookup", err)
                 stored = None
+            # Kept after success too: a task cleared after its source was changed must not reuse
+            # the video of the old source, so the entry counts only for the same tag.
+            if not (isinstance(stored, dict) and stored.get("tag") == plan.tag):
+                stored = None
+            else:
+                stored = stored.get("video_no")
             if stored:
                 from memories_provider.client import MemoriesNotFoundError
 
@@ -318,12 +324,12 @@ class MemoriesUploadOperator(BaseOperator):
             kwargs={"rate_limited": rate_limited + 1},
         )
 
-    def _remember(self, context: Any, video_no: str) -> None:
+    def _remember(self, context: Any, video_no: str, tag: str | None) -> None:
         store = _state_store(context)
-        if store is None:
+        if store is None or tag is None:
             return
         try:
-            store.set(STATE_KEY, video_no)
+            store.set(STATE_KEY, {"video_no": video_no, "tag": tag})
         except Exception as err:  # never fail an accepted, billed upload over bookkeeping
             self.log.warning("Could not write %s to the task state store: %s", video_no, err)
 

@@ -220,11 +220,28 @@ def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
 
     store = Store()
     first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
-    assert store == {"memories_video_no": first}
+    [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
+    assert store == {"memories_video_no": {"video_no": first, "tag": tag}}
     again, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
     assert again == first
     assert emu.control.count("list_videos") == 1  # only the first attempt looked the tag up
     assert emu.control.count("upload") == 1
+
+
+def test_state_store_entry_of_another_source_is_not_reused(emu: Any, video: Path, tmp_path: Path) -> None:
+    # The store outlives success: a task cleared after its source was fixed must upload the new file.
+    class Store(dict):
+        def set(self, key: str, value: Any) -> None:
+            self[key] = value
+
+    store = Store()
+    first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    fixed = tmp_path / "fixed.mp4"
+    fixed.write_bytes(VIDEO + b"fixed")
+    second, ti = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(fixed))
+    assert second != first and ti.xcom["upload_result"]["reused"] is False
+    assert {v["video_no"]: v["size"] for v in stored(emu)} == {first: len(VIDEO), second: len(VIDEO) + 5}
+    assert store["memories_video_no"]["video_no"] == second
 
 
 def test_rate_limited_upload_backs_off_and_retries(emu: Any, video: Path) -> None:
@@ -287,3 +304,28 @@ def test_deferrable_wait_for_parse_defers_on_the_status_trigger(emu: Any, video:
     assert emu.conn_json.split('"password": ')[1].split('"')[1] not in json.dumps(trigger.serialize()[1])
     event = {"status": "success", "message": "ok", "videos": [v]}
     assert op.execute_complete({}, event, **info.value.kwargs) == v["video_no"]
+
+
+# ---------------------------------------------------------------------------- lineage
+
+
+def test_openlineage_names_the_source_and_the_video(emu: Any, moto_s3_server: Any, s3_bucket: str) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    moto_s3_server.client().put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    op = MemoriesUploadOperator(
+        task_id="upload", source=f"s3://{s3_bucket}/in/clip.mp4", source_conn_id=moto_s3_server.conn_id
+    )
+    ti = _TaskInstance()
+    video_no = op.execute({"ti": ti})
+
+    class LineageTI:
+        task_id = "upload"
+
+        def xcom_pull(self, task_ids: str, key: str) -> Any:
+            return video_no if key == "return_value" else None
+
+    lineage = op.get_openlineage_facets_on_complete(LineageTI())
+    [source] = lineage.inputs
+    assert (source.namespace, source.name) == (f"s3://{s3_bucket}", "in/clip.mp4")
+    [output] = lineage.outputs
+    assert output.name == f"video/default/{video_no}" and output.namespace.startswith("memories")
