@@ -181,6 +181,29 @@ class Bench:
         )
         a, b = size / ours_dl["seconds"] / 1e6, size / curl_dl / 1e6
         self.add(f"download to local file, {label}", a, b, "≥ 0.9x curl -o", a >= 0.9 * b)
+        # We fsync before the atomic rename (a crash must not leave an empty or partial file under
+        # the final name); curl -o does not. The like-for-like baseline flushes too.
+        curl_sync = statistics.median(
+            timed(
+                [
+                    "sh",
+                    "-c",
+                    'curl -sS -f -o "$1" -H "Authorization: $2" "$3" && sync -d "$1"',
+                    "sh",
+                    str(dest),
+                    self.emu.api_key,
+                    url,
+                ]
+            )
+            for _ in range(runs)
+        )
+        self.add(
+            f"download to local file, durable, {label}",
+            a,
+            size / curl_sync / 1e6,
+            "≥ 0.9x curl -o + fdatasync",
+            a >= 0.9 * size / curl_sync / 1e6,
+        )
         self.memory.append({"what": "download", "label": label, "size": size, **ours_dl})
 
         upload_url = f"{self.emu.v1_url}/upload"
@@ -494,7 +517,7 @@ def draw_chart(bench: Bench, path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    local = [r for r in bench.rows if "local file" in r["what"]]
+    local = [r for r in bench.rows if "local file" in r["what"] and "durable" not in r["what"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [r["what"].replace(" local file", "") for r in local]
     x = range(len(local))
