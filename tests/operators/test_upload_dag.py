@@ -48,3 +48,35 @@ def test_deferrable_rate_limit_wait_runs_through_the_trigger(emu: Any, video: Pa
     assert run.state == "success", _task_state(run)
     assert [r["code"] for r in emu.control.request_log("upload")] == ["0429", "0000"]
     assert len(emu.control.videos()) == 1
+
+
+def test_retry_after_the_upload_reuses_the_video_from_the_state_store(
+    emu: Any, video: Path, run_dag: Any
+) -> None:
+    # Attempt 1 uploads, then gives up waiting for PARSE; the retry must not upload again. On
+    # Airflow >= 3.3 it finds the video in the real task state store (one get_metadata, no tag
+    # lookup); on 2.11 through the idempotency tag.
+    from airflow import __version__
+
+    emu.control.configure(parse_delay=3600)
+
+    def parse_all(context: Any) -> None:  # runs between the attempts
+        for v in emu.control.videos():
+            emu.control.set_status(v["video_no"], "PARSE")
+
+    dag = _dag(
+        "memories_upload_state_store",
+        source=str(video),
+        wait_for_parse=True,
+        deferrable=False,
+        poll_interval=0.2,
+        timeout=1,
+        on_retry_callback=parse_all,
+    )
+    run = run_dag(dag)
+    assert run.state == "success", _task_state(run)
+    assert len(emu.control.videos()) == 1 and emu.control.count("upload") == 1
+    if tuple(int(p) for p in __version__.split(".")[:2]) >= (3, 3):
+        assert emu.control.count("get_metadata") == 1
+    else:
+        assert emu.control.count("get_metadata") == 0
