@@ -151,9 +151,40 @@ class Bench:
             timed(["curl", "-sS", "-f", "-o", "/dev/null", *self.auth, url]) for _ in range(self.runs)
         )
         self.emulator_mbps = big.stat().st_size / secs / 1e6
+        # The reference the emulator must match: python -m http.server serving the same file.
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(big.parent),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            plain = f"http://127.0.0.1:{port}/{big.name}"
+            deadline = time.monotonic() + 30
+            while subprocess.run(["curl", "-s", "-o", "/dev/null", "-I", plain]).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("http.server did not start")
+                time.sleep(0.2)
+            secs = statistics.median(
+                timed(["curl", "-sS", "-f", "-o", "/dev/null", plain]) for _ in range(self.runs)
+            )
+            self.http_server_mbps = big.stat().st_size / secs / 1e6
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
         log(
             f"disk (dd fdatasync) {self.disk_mbps:.0f} MB/s; "
-            f"emulator serves {self.emulator_mbps:.0f} MB/s to curl"
+            f"emulator serves {self.emulator_mbps:.0f} MB/s to curl, "
+            f"http.server {self.http_server_mbps:.0f} MB/s"
         )
 
     # -------------------------------------------------------------- local files
@@ -447,6 +478,8 @@ def write_report(
     lines += [
         f"| disk write (dd, conv=fdatasync) | {bench.disk_mbps:.0f} MB/s |",
         f"| emulator download to curl (/dev/null) | {bench.emulator_mbps:.0f} MB/s |",
+        f"| `python -m http.server`, same file, to curl | {bench.http_server_mbps:.0f} MB/s "
+        f"(emulator: {bench.emulator_mbps / bench.http_server_mbps:.2f}x) |",
         "",
         "## Throughput",
         "",
