@@ -136,8 +136,10 @@ class StatusPoller:
     async def _run(self) -> None:
         try:
             hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+            # unique_id=None means the connection's default scope (as on the worker), not the service's.
+            scope = self.unique_id or (await hook.aget_config()).unique_id
             async with await hook.get_async_client() as client:
-                await self._loop(client)
+                await self._loop(client, scope)
         except Exception as err:  # a broken connection config: every waiter must hear about it
             log.exception("memories.ai status poller stopped")
             self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
@@ -152,7 +154,7 @@ class StatusPoller:
                 if pollers.get((self.memories_conn_id, self.unique_id)) is self:
                     del pollers[(self.memories_conn_id, self.unique_id)]
 
-    async def _loop(self, client: AsyncMemoriesClient) -> None:
+    async def _loop(self, client: AsyncMemoriesClient, scope: str) -> None:
         failures = 0
         while True:
             self._expire()
@@ -160,7 +162,7 @@ class StatusPoller:
             if not waiters:
                 return
             try:
-                found = await self._fetch(client, waiters)
+                found = await self._fetch(client, waiters, scope)
             except MemoriesError as err:
                 if not is_transient(err):
                     self._finish_all(
@@ -184,13 +186,15 @@ class StatusPoller:
                 return
             await self._sleep(min(w.poll_interval for w in pending), pending)
 
-    async def _fetch(self, client: AsyncMemoriesClient, waiters: list[_Waiter]) -> dict[str, Video]:
+    async def _fetch(
+        self, client: AsyncMemoriesClient, waiters: list[_Waiter], scope: str
+    ) -> dict[str, Video]:
         ids = sorted({v for w in waiters for v in w.video_nos})
         found: dict[str, Video] = {}
         for batch in batches(ids):
             await self.pacer.wait()
             self.requests += 1
-            page = await client.list_videos(video_nos=batch, size=len(batch), unique_id=self.unique_id)
+            page = await client.list_videos(video_nos=batch, size=len(batch), unique_id=scope)
             found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
         return found
 

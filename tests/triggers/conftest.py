@@ -23,12 +23,12 @@ def new_video(emu) -> Callable[..., str]:
     """``new_video(hold=True)`` uploads a tiny video; ``hold`` keeps it UNPARSE until set otherwise."""
     session = requests.Session()
 
-    def _new(hold: bool = True, name: str = "clip.mp4") -> str:
+    def _new(hold: bool = True, name: str = "clip.mp4", unique_id: str = "default") -> str:
         resp = session.post(
             f"{emu.v1_url}/upload",
             headers={"Authorization": emu.api_key},
             files={"file": (name, b"\x00\x00\x00\x18ftypmp42" + b"x" * 64, "video/mp4")},
-            data={"unique_id": "default"},
+            data={"unique_id": unique_id},
             timeout=30,
         )
         body = resp.json()

@@ -159,3 +159,18 @@ async def test_500_triggers_share_one_poller_within_the_rate_limit(emu, new_vide
             per_interval.get(int((r["time"] - first) // interval), 0) + 1
         )
     assert max(per_interval.values()) <= 5 * 2  # at most one round (+ the next) within any interval
+
+
+async def test_unique_id_none_uses_the_connections_default_scope(emu, new_video, monkeypatch):
+    """Like the worker-side check, the trigger's ``unique_id=None`` means the connection's ``unique_id``."""
+    import json
+
+    video_no = new_video(hold=False, unique_id="scoped")
+    conn = json.loads(emu.conn_json)
+    conn["extra"]["unique_id"] = "scoped"
+    monkeypatch.setenv("AIRFLOW_CONN_SCOPED", json.dumps(conn))
+    event = await first_event(
+        MemoriesVideoStatusTrigger([video_no], memories_conn_id="scoped", poll_interval=0.05)
+    )
+    assert event["status"] == "success", event["message"]
+    assert [v["video_no"] for v in event["videos"]] == [video_no]
