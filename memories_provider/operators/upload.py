@@ -58,11 +58,16 @@ class MemoriesUploadOperator(BaseOperator):
     **Retries never create a second billed video.** Each upload carries a tag derived from the
     dag, task, run, map index and source (``airflow-<hash>``); before uploading, a retry looks it
     up with ``list_videos(tag=...)`` and reuses the video it finds. On Airflow >= 3.3 the
-    ``video_no`` is also kept in the task's state store as soon as the service returns it. What
-    remains: if the service accepted an upload but the video is not yet listed when the retry
-    looks (the service documents no consistency guarantee), or if two attempts of the same task
-    instance run at the same time, a duplicate is possible. A lookup that fails raises rather than
-    risk a blind upload. Clearing a task for a *new* run uploads again (different ``run_id``).
+    ``video_no`` (with its tag) is also kept in the task's state store as soon as the response
+    arrives, so a retry finds it with one ``get_metadata`` call; a crash between the service
+    accepting the upload and that write (a lost response, a killed worker) is covered by the tag
+    alone, and on Airflow 2.11 the tag is the only guard. What remains: a duplicate is possible
+    if the service accepted an upload but does not list it yet when the retry looks (the service
+    documents no consistency guarantee), if two attempts of the same task instance run at once
+    (e.g. a zombie worker still uploading while the retry starts), or with ``idempotent=False``.
+    A lookup that fails raises rather than risk a blind upload. A retry reuses the earlier video
+    whatever its status, ``FAILED`` included. Clearing a task for a *new* run uploads again
+    (different ``run_id``), and so does a changed ``source``.
 
     **Rate limits.** The service allows about one upload per minute per account. A rejected
     (``0429``) upload is retried with backoff honouring ``Retry-After``; with ``deferrable=True``

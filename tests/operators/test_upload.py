@@ -143,6 +143,10 @@ def test_http_source_streamed_through_on_request(emu: Any, http_base: str) -> No
         ({"latitude": 1.0}, "`latitude` and `longitude`"),
         ({"unique_id": "  "}, "`unique_id`"),
         ({"transport_params": {"client": object()}}, "`transport_params`"),
+        ({"tags": 5}, "`tags`"),
+        ({"retain_original_video": "yes"}, "`retain_original_video`"),
+        ({"video_transcription_prompt": 3}, "`video_transcription_prompt`"),
+        ({"source": "http://127.0.0.1:9/clip.mp4", "source_conn_id": "aws_default"}, "`source_conn_id`"),
     ],
 )
 def test_bad_input_is_refused_before_any_request(emu: Any, video: Path, kwargs: dict, param: str) -> None:
