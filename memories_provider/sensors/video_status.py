@@ -123,6 +123,8 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
                 raise
             self.log.warning("Status check failed (%s); trying again in %.0fs", err, self.poke_interval)
             return False
+        finally:
+            hook.close()  # a new hook per poke: do not leave one pooled session per poke behind
         if videos is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=videos)

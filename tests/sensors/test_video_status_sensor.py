@@ -165,3 +165,22 @@ def test_upload_wait_download_pipeline(emu: Any, run_dag: Any, tmp_path: Path) -
     [ti] = [t for t in run.get_task_instances() if t.task_id == "download"]
     result = ti.xcom_pull(task_ids="download")
     assert Path(result["uri"]).read_bytes() == VIDEO
+
+
+def test_check_videos_batches_by_100_and_names_unknown_ids(emu: Any) -> None:
+    from memories_provider.hooks.memories import MemoriesHook
+    from memories_provider.sensors.video_status import check_videos
+
+    real = upload(emu)
+    missing = [f"VI{900000000000000000 + i}" for i in range(149)]
+    hook = MemoriesHook()
+    try:
+        [video] = check_videos(hook, [real], None) or []
+        assert video["video_no"] == real and video["status"] == "PARSE"
+        with pytest.raises(AirflowFailException, match=missing[0]) as info:
+            check_videos(hook, [real, *missing], None)
+    finally:
+        hook.close()
+    assert "unknown video" in str(info.value) and real not in str(info.value)
+    # one single-id round, then 150 ids in ceil(150/100) = 2 requests
+    assert emu.control.count("list_videos") == 3
