@@ -333,3 +333,22 @@ def test_openlineage_names_the_source_and_the_video(emu: Any, moto_s3_server: An
     assert (source.namespace, source.name) == (f"s3://{s3_bucket}", "in/clip.mp4")
     [output] = lineage.outputs
     assert output.name == f"video/default/{video_no}" and output.namespace.startswith("memories")
+
+
+def test_upload_reports_progress_up_to_the_full_size(emu: Any, tmp_path: Path, monkeypatch) -> None:
+    from memories_provider.operators import upload
+
+    calls: list[tuple[int, bool]] = []
+
+    class Recording(upload.TransferProgress):
+        def update(self, done: int, *, final: bool = False) -> None:
+            calls.append((done, final))
+            super().update(done, final=final)
+
+    monkeypatch.setattr(upload, "TransferProgress", Recording)
+    path = tmp_path / "three-mib.mp4"
+    path.write_bytes(b"v" * (3 * 1024 * 1024 + 7))
+    run(source=str(path))
+    sent = [done for done, _ in calls]
+    assert sent == sorted(sent) and len(sent) >= 3  # streamed in blocks, reported as they go
+    assert calls[-1] == (3 * 1024 * 1024 + 7, True)

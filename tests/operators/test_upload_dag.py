@@ -80,3 +80,17 @@ def test_retry_after_the_upload_reuses_the_video_from_the_state_store(
         assert emu.control.count("get_metadata") == 1
     else:
         assert emu.control.count("get_metadata") == 0
+
+
+def test_deferrable_wait_for_parse_runs_through_the_status_trigger(
+    emu: Any, video: Path, run_dag: Any
+) -> None:
+    emu.control.configure(parse_delay=1)
+    dag = _dag(
+        "memories_upload_wait", source=str(video), wait_for_parse=True, deferrable=True, poll_interval=0.2
+    )
+    run = run_dag(dag)
+    assert run.state == "success", _task_state(run)
+    [v] = emu.control.videos()
+    assert v["status"] == "PARSE"
+    assert emu.control.count("list_videos") >= 3  # tag lookup, the worker's first check, the trigger
