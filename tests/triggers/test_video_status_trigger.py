@@ -122,14 +122,19 @@ async def test_cancelled_trigger_leaves_and_the_loop_stops(emu, new_video):
 
 def test_nothing_blocks_the_event_loop(emu, new_video, caplog):
     video_no = new_video(hold=False)
+    # The status response stalls for 1 s mid-body: a blocking (sync) call would hold the loop that
+    # long. The 0.5 s threshold leaves room for a busy CI machine descheduling the process.
+    emu.control.inject_fault("list_videos", "slow_body", delay=1.0)
     caplog.set_level(logging.WARNING, logger="asyncio")
 
     async def main() -> dict:
         loop = asyncio.get_running_loop()
-        loop.slow_callback_duration = 0.2
+        loop.slow_callback_duration = 0.5
         return await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.05))
 
+    start = time.monotonic()
     assert asyncio.run(main(), debug=True)["status"] == "success"
+    assert time.monotonic() - start >= 1.0  # the stalled response was really waited for
     slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
     assert slow == []
 
