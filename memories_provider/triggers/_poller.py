@@ -171,6 +171,8 @@ class StatusPoller:
                     return
                 failures += 1
                 delay = min(MAX_BACKOFF, min(w.poll_interval for w in waiters) * 2 ** min(failures, 8))
+                # The service said how long to stay away: never come back sooner.
+                delay = max(delay, getattr(err, "retry_after", None) or 0.0)
                 log.warning("memories.ai status check failed (%s); polling again in %.1fs", err, delay)
                 await self._sleep(delay, waiters)
                 continue

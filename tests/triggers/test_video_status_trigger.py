@@ -95,6 +95,16 @@ async def test_transient_errors_never_end_the_wait(emu, new_video, kind):
     assert len(codes) == 4  # three failures survived, then the answer
 
 
+async def test_back_off_honours_retry_after(emu, new_video):
+    video_no = new_video(hold=False)
+    emu.control.inject_fault("list_videos", "code_0429", retry_after=1.0)
+    event = await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.01))
+    assert event["status"] == "success"
+    limited, answered = emu.control.request_log("list_videos")
+    assert limited["code"] == "0429"
+    assert answered["time"] - limited["time"] >= 0.9  # not the 0.02 s back-off of the poll interval
+
+
 async def test_auth_error_ends_the_wait_with_error(emu, monkeypatch):
     import json
 
