@@ -26,8 +26,6 @@ from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-import smart_open
-
 #: Schemes whose smart-open writer aborts (commits nothing) when its ``with`` block raises.
 OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "s3n", "s3u", "gs", "gcs", "azure"})
 #: Schemes written through SFTP.
@@ -132,6 +130,14 @@ def basename_of(uri: str) -> str:
     return urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1] if "://" in uri else uri.rsplit("/", 1)[-1]
 
 
+def _smart_open_open(*args: Any, **kwargs: Any) -> Any:
+    # Imported on use: ``import smart_open`` loads every transport (boto3, paramiko, azure,
+    # google-cloud) and would make merely importing an operator cost seconds.
+    import smart_open
+
+    return smart_open.open(*args, **kwargs)
+
+
 def _temp_name(name: str) -> str:
     return f".{name}.{secrets.token_hex(6)}.part"
 
@@ -176,7 +182,7 @@ def atomic_writer(
         params = _transport(uri, conn_id, transport_params)
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
-        with smart_open.open(uri, "wb", compression="disable", transport_params=params) as fh:
+        with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
             yield fh
 
 
@@ -216,7 +222,7 @@ def _sftp_paths(uri: str) -> tuple[str, str, str]:
 @contextlib.contextmanager
 def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
     path, tmp_path, tmp_uri = _sftp_paths(uri)
-    fh: Any = smart_open.open(tmp_uri, "wb", compression="disable", transport_params=params)
+    fh: Any = _smart_open_open(tmp_uri, "wb", compression="disable", transport_params=params)
     # smart-open hands back paramiko's SFTPFile (possibly proxied); its ``sftp`` is the client.
     sftp = fh.sftp
     try:
@@ -265,7 +271,7 @@ def destination_exists(
 
 def _sftp_size(uri: str, params: dict[str, Any]) -> int | None:
     try:
-        fh: Any = smart_open.open(uri, "rb", compression="disable", transport_params=params)
+        fh: Any = _smart_open_open(uri, "rb", compression="disable", transport_params=params)
     except FileNotFoundError:
         return None
     except OSError as err:  # paramiko raises IOError(errno.ENOENT) for a missing path

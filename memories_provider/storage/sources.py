@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import smart_open
-
 from memories_provider.storage import destinations
 from memories_provider.storage.credentials import (
     scheme_family,
@@ -156,6 +154,8 @@ def open_source(
     params = transport_params_for(
         uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
     )
+    import smart_open  # on use: it loads every transport (boto3, paramiko, azure...)
+
     fh: Any = smart_open.open(uri, "rb", compression="disable", transport_params=params)
     with fh:
         yield fh

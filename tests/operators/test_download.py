@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,18 @@ def test_template_fields() -> None:
         "blob",
         "unique_id",
     }
+
+
+def test_importing_the_operator_loads_no_storage_sdk() -> None:
+    # A fresh interpreter: DAG files import the operator at parse time, which must stay cheap.
+    heavy = ("smart_open", "boto3", "botocore", "paramiko", "azure.storage.blob", "google.cloud.storage")
+    code = (
+        "import sys, json; import memories_provider.operators.download; "
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 # ---------------------------------------------------------------------------- each id kind
