@@ -13,7 +13,7 @@ def register_dag(dag: Any) -> None:
     try:
         from airflow.dag_processing.bundles.manager import DagBundlesManager
         from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-        from airflow.serialization.serialized_objects import LazyDeserializedDAG
+        from airflow.serialization.serialized_objects import LazyDeserializedDAG  # type: ignore[attr-defined]  # Airflow 3 only
     except ImportError:
         return
     from airflow.utils.session import create_session
