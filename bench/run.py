@@ -102,13 +102,35 @@ def moto_server() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def median_of(runs: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    results = [measure() for _ in range(runs)]
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median seconds of several runs; the worst peak and the lowest pre-transfer RSS."""
     return {
         "seconds": statistics.median(r["seconds"] for r in results),
         "peak": max(r.get("peak", 0) for r in results),
         "rss_before": min(r.get("rss_before", 0) for r in results) if "rss_before" in results[0] else 0,
     }
+
+
+def interleaved(
+    runs: int, measures: dict[str, Callable[[], dict[str, Any]]], settle: Callable[[], None]
+) -> dict[str, dict[str, Any]]:
+    """Run the contenders alternately, ``settle()`` before each run, and summarize each.
+
+    Alternating (and reversing the order every round) spreads bursts of load on a shared machine
+    over all contenders; settling (flushing dirty pages, removing the last output) keeps one run
+    from paying for the previous run's write-back.
+    """
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in measures}
+    for round_no in range(runs):
+        order = list(measures) if round_no % 2 == 0 else list(reversed(measures))
+        for name in order:
+            settle()
+            results[name].append(measures[name]())
+    return {name: summarize(found) for name, found in results.items()}
+
+
+def seconds_of(cmd: list[str]) -> Callable[[], dict[str, Any]]:
+    return lambda: {"seconds": timed(cmd)}
 
 
 # ------------------------------------------------------------------ the benchmarks
@@ -195,74 +217,56 @@ class Bench:
         asset = self.emu.control.add_asset(str(path), path.name, "video/mp4")["asset_id"]
         dest = self.out / "download.mp4"
         url = f"{self.emu.v2_url}/{asset}/download"
-        curl_dl = statistics.median(
-            timed(["curl", "-sS", "-f", "-o", str(dest), *self.auth, url]) for _ in range(runs)
-        )
-        ours_dl = median_of(
-            runs,
-            lambda: child(
-                "_child.py",
-                {
-                    "kind": "ours_download",
-                    "warm": [warm_asset, str(self.out / "warm.mp4")],
-                    "target": [asset, str(dest)],
-                },
-                self.env,
-            ),
-        )
-        a, b = size / ours_dl["seconds"] / 1e6, size / curl_dl / 1e6
-        self.add(f"download to local file, {label}", a, b, "≥ 0.9x curl -o", a >= 0.9 * b)
+
+        def settle() -> None:
+            dest.unlink(missing_ok=True)
+            os.sync()
+
         # We fsync before the atomic rename (a crash must not leave an empty or partial file under
-        # the final name); curl -o does not. The like-for-like baseline flushes too.
-        curl_sync = statistics.median(
-            timed(
-                [
-                    "sh",
-                    "-c",
-                    'curl -sS -f -o "$1" -H "Authorization: $2" "$3" && sync -d "$1"',
-                    "sh",
-                    str(dest),
-                    self.emu.api_key,
-                    url,
-                ]
-            )
-            for _ in range(runs)
+        # the final name); curl -o does not. The like-for-like "durable" baseline flushes too.
+        durable = 'curl -sS -f -o "$1" -H "Authorization: $2" "$3" && sync -d "$1"'
+        dl = interleaved(
+            runs,
+            {
+                "curl": seconds_of(["curl", "-sS", "-f", "-o", str(dest), *self.auth, url]),
+                "curl_sync": seconds_of(["sh", "-c", durable, "sh", str(dest), self.emu.api_key, url]),
+                "ours": lambda: child(
+                    "_child.py",
+                    {
+                        "kind": "ours_download",
+                        "warm": [warm_asset, str(self.out / "warm.mp4")],
+                        "target": [asset, str(dest)],
+                    },
+                    self.env,
+                ),
+            },
+            settle,
         )
+        a = size / dl["ours"]["seconds"] / 1e6
+        b = size / dl["curl"]["seconds"] / 1e6
+        self.add(f"download to local file, {label}", a, b, "≥ 0.9x curl -o", a >= 0.9 * b)
+        b = size / dl["curl_sync"]["seconds"] / 1e6
         self.add(
-            f"download to local file, durable, {label}",
-            a,
-            size / curl_sync / 1e6,
-            "≥ 0.9x curl -o + fdatasync",
-            a >= 0.9 * size / curl_sync / 1e6,
+            f"download to local file, durable, {label}", a, b, "≥ 0.9x curl -o + fdatasync", a >= 0.9 * b
         )
-        self.memory.append({"what": "download", "label": label, "size": size, **ours_dl})
+        self.memory.append({"what": "download", "label": label, "size": size, **dl["ours"]})
 
         upload_url = f"{self.emu.v1_url}/upload"
-        curl_up = statistics.median(
-            timed(
-                [
-                    "curl",
-                    "-sS",
-                    "-f",
-                    "-o",
-                    "/dev/null",
-                    *self.auth,
-                    "-F",
-                    f"file=@{path};type=video/mp4",
-                    upload_url,
-                ]
-            )
-            for _ in range(runs)
-        )
-        ours_up = median_of(
+        curl_up = ["curl", "-sS", "-f", "-o", "/dev/null", *self.auth, "-F", f"file=@{path};type=video/mp4"]
+        up = interleaved(
             runs,
-            lambda: child(
-                "_child.py", {"kind": "ours_upload", "warm": [str(warm)], "target": [str(path)]}, self.env
-            ),
+            {
+                "curl": seconds_of([*curl_up, upload_url]),
+                "ours": lambda: child(
+                    "_child.py", {"kind": "ours_upload", "warm": [str(warm)], "target": [str(path)]}, self.env
+                ),
+            },
+            settle,
         )
-        a, b = size / ours_up["seconds"] / 1e6, size / curl_up / 1e6
+        a = size / up["ours"]["seconds"] / 1e6
+        b = size / up["curl"]["seconds"] / 1e6
         self.add(f"upload from local file, {label}", a, b, "≥ 0.9x curl -F", a >= 0.9 * b)
-        self.memory.append({"what": "upload", "label": label, "size": size, **ours_up})
+        self.memory.append({"what": "upload", "label": label, "size": size, **up["ours"]})
         dest.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- S3
@@ -295,33 +299,34 @@ class Bench:
             }
             url = f"{self.emu.v2_url}/{asset}/download"
             warm_url = f"{self.emu.v2_url}/{warm_asset}/download"
-            base_dl = median_of(
+            dl = interleaved(
                 runs,
-                lambda: child(
-                    "_child.py",
-                    {
-                        **common,
-                        "kind": "baseline_http_to_s3",
-                        "warm": [warm_url, "w"],
-                        "target": [url, "base.mp4"],
-                    },
-                    env,
-                ),
+                {
+                    "base": lambda: child(
+                        "_child.py",
+                        {
+                            **common,
+                            "kind": "baseline_http_to_s3",
+                            "warm": [warm_url, "w"],
+                            "target": [url, "base.mp4"],
+                        },
+                        env,
+                    ),
+                    "ours": lambda: child(
+                        "_child.py",
+                        {
+                            "kind": "ours_download",
+                            "conn_id": "bench_s3",
+                            "transport_params": {"min_part_size": S3_PART},
+                            "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
+                            "target": [asset, f"s3://{bucket}/out/ours.mp4"],
+                        },
+                        env,
+                    ),
+                },
+                os.sync,
             )
-            ours_dl = median_of(
-                runs,
-                lambda: child(
-                    "_child.py",
-                    {
-                        "kind": "ours_download",
-                        "conn_id": "bench_s3",
-                        "transport_params": {"min_part_size": S3_PART},
-                        "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
-                        "target": [asset, f"s3://{bucket}/out/ours.mp4"],
-                    },
-                    env,
-                ),
-            )
+            base_dl, ours_dl = dl["base"], dl["ours"]
             a, b = size / ours_dl["seconds"] / 1e6, size / base_dl["seconds"] / 1e6
             growth = ours_dl["peak"] - ours_dl["rss_before"]
             self.add(
@@ -335,33 +340,34 @@ class Bench:
 
             upload_url = f"{self.emu.v1_url}/upload"
             tmp = str(self.out / "s3-temp.mp4")
-            base_up = median_of(
+            up = interleaved(
                 runs,
-                lambda: child(
-                    "_child.py",
-                    {
-                        **common,
-                        "kind": "baseline_s3_then_curl",
-                        "warm": ["in/warm.mp4", tmp, upload_url],
-                        "target": ["in/source.mp4", tmp, upload_url],
-                    },
-                    env,
-                ),
+                {
+                    "base": lambda: child(
+                        "_child.py",
+                        {
+                            **common,
+                            "kind": "baseline_s3_then_curl",
+                            "warm": ["in/warm.mp4", tmp, upload_url],
+                            "target": ["in/source.mp4", tmp, upload_url],
+                        },
+                        env,
+                    ),
+                    "ours": lambda: child(
+                        "_child.py",
+                        {
+                            "kind": "ours_upload",
+                            "conn_id": "bench_s3",
+                            "warm": [f"s3://{bucket}/in/warm.mp4"],
+                            "target": [f"s3://{bucket}/in/source.mp4"],
+                        },
+                        env,
+                    ),
+                },
+                os.sync,
             )
             Path(tmp).unlink(missing_ok=True)
-            ours_up = median_of(
-                runs,
-                lambda: child(
-                    "_child.py",
-                    {
-                        "kind": "ours_upload",
-                        "conn_id": "bench_s3",
-                        "warm": [f"s3://{bucket}/in/warm.mp4"],
-                        "target": [f"s3://{bucket}/in/source.mp4"],
-                    },
-                    env,
-                ),
-            )
+            base_up, ours_up = up["base"], up["ours"]
             a, b = size / ours_up["seconds"] / 1e6, size / base_up["seconds"] / 1e6
             self.add(
                 f"upload from S3 (moto), {label}", a, b, "faster than S3→temp file→curl; no temp file", a > b
@@ -597,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = 1 if args.smoke else args.runs
     ns = [1, 10] if args.smoke else [int(n) for n in args.status_n.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     info = machine()
     started = time.monotonic()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import time
@@ -14,6 +15,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from memories_provider.client import MemoriesConnectionError, RetryPolicy
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._progress import TransferProgress
+from memories_provider.storage.background_writer import BackgroundWriter
 from memories_provider.storage.destinations import (
     atomic_writer,
     basename_of,
@@ -315,12 +317,15 @@ class MemoriesDownloadOperator(BaseOperator):
         size = "unknown" if expected is None else expected
         self.log.info("Downloading %s to %s (%s bytes)", source.label, uri, size)
         writer = atomic_writer(uri, conn_id=self.destination_conn_id, transport_params=self.transport_params)
-        with writer as out:
+        with writer as out, contextlib.ExitStack() as stack:
+            # Writing and hashing each run in their own thread, overlapping with receiving.
+            consumers = [stack.enter_context(BackgroundWriter(out.write))]
+            if digest is not None:
+                consumers.append(stack.enter_context(BackgroundWriter(digest.update)))
             try:
                 for chunk in resp.iter_chunks(_CHUNK_SIZE):
-                    out.write(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
+                    for consumer in consumers:
+                        consumer.write(chunk)
                     done += len(chunk)
                     progress.update(done)
             except MemoriesConnectionError as err:

@@ -57,4 +57,3 @@ def upload_video(memories_emulator: Any) -> Callable[..., str]:
         return str(body["data"]["videoNo"])
 
     return _upload
-

@@ -1,0 +1,81 @@
+"""Consume chunks in a second thread, so receiving, hashing and writing overlap.
+
+A download spends its time in three places: receiving from the socket, hashing, and writing to
+the destination (the page cache, or a part upload to S3/GCS/Azure). Done one after the other
+in one thread, their times add up; with hashing and writing each in its own thread the
+transfer runs at the speed of the slowest of them. ``socket.recv``, ``hashlib`` on large
+buffers and file/socket writes all release the GIL, so the threads really run in parallel.
+
+Memory stays bounded: at most ``depth`` chunks wait in the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+
+class BackgroundWriter:
+    """Context manager that feeds chunks to ``consume`` in a dedicated thread.
+
+    ``consume`` is typically a file's ``write`` or a hash's ``update``; chunks must be immutable
+    (``bytes``), as several consumers may share them. ``write()`` hands a chunk over (blocking
+    while ``depth`` chunks are already waiting) and re-raises, in the caller's thread, any error
+    the background thread met. Leaving the ``with`` block waits until every chunk is consumed;
+    leaving it with an exception stops the background thread first, so ``consume`` is never
+    called after the block ends (the caller may then discard or abort what it writes to).
+
+    :param consume: called with each chunk, in order, in the background thread.
+    :param depth: how many chunks may wait (memory is ``depth`` x chunk size).
+    """
+
+    def __init__(self, consume: Callable[[bytes], object], depth: int = 4) -> None:
+        if depth < 1:
+            raise ValueError(f"`depth` must be at least 1, got {depth}")
+        self._consume = consume
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._cancelled = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="memories-writer", daemon=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        """Queue ``chunk`` for writing; raises the writing thread's error if it failed."""
+        self._raise_if_failed()
+        self._queue.put(chunk)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._cancelled.set()
+        # The writing thread always drains the queue (it discards after an error or a cancel),
+        # so this put cannot block forever.
+        self._queue.put(None)  # the end marker
+        self._thread.join()
+        if exc_type is None:
+            self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._cancelled.is_set():
+                continue
+            try:
+                self._consume(item)
+            except BaseException as err:  # handed to the caller's thread by write()/__exit__
+                self._error = err
