@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
 
 _CHUNK_SIZE = 1024 * 1024
+#: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
+#: blocks its write()): 16 MiB lets receiving go on during a whole part of up to 16 MiB.
+_WRITE_AHEAD_CHUNKS = 16
 
 
 class _BodyInterrupted(Exception):
@@ -319,7 +322,7 @@ class MemoriesDownloadOperator(BaseOperator):
         writer = atomic_writer(uri, conn_id=self.destination_conn_id, transport_params=self.transport_params)
         with writer as out, contextlib.ExitStack() as stack:
             # Writing and hashing each run in their own thread, overlapping with receiving.
-            consumers = [stack.enter_context(BackgroundWriter(out.write))]
+            consumers = [stack.enter_context(BackgroundWriter(out.write, depth=_WRITE_AHEAD_CHUNKS))]
             if digest is not None:
                 consumers.append(stack.enter_context(BackgroundWriter(digest.update)))
             try:
