@@ -155,6 +155,25 @@ class Bench:
         )
         log(f"{what}: ours {ours:.1f} {unit}, baseline {baseline:.1f} {unit} -> {'ok' if ok else 'MISSED'}")
 
+    def drop_uploads(self) -> None:
+        """Delete every uploaded video: the emulator keeps their bytes on disk, and five rounds of
+        3 GiB uploads by two contenders would otherwise fill it."""
+        import requests
+
+        by_namespace: dict[str, list[str]] = {}
+        for video in self.emu.control.videos():
+            by_namespace.setdefault(video["unique_id"], []).append(video["video_no"])
+        for unique_id, video_nos in by_namespace.items():
+            for start in range(0, len(video_nos), 100):
+                resp = requests.post(
+                    f"{self.emu.v1_url}/delete_videos",
+                    params={"unique_id": unique_id},
+                    json=video_nos[start : start + 100],
+                    headers={"Authorization": self.emu.api_key},
+                    timeout=60,
+                )
+                resp.raise_for_status()
+
     def runs_for(self, size: int) -> int:
         """Fewer rounds for the biggest transfers (and moto's slow S3), to stay within 20 minutes."""
         return min(self.runs, 3) if size >= 2 * GIB else self.runs
@@ -222,6 +241,7 @@ class Bench:
 
         def settle() -> None:
             dest.unlink(missing_ok=True)
+            self.drop_uploads()
             os.sync()
 
         # We fsync before the atomic rename (a crash must not leave an empty or partial file under
@@ -366,7 +386,7 @@ class Bench:
                         env,
                     ),
                 },
-                os.sync,
+                lambda: (self.drop_uploads(), os.sync()),
             )
             Path(tmp).unlink(missing_ok=True)
             base_up, ours_up = up["base"], up["ours"]
