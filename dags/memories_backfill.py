@@ -2,11 +2,17 @@
 
 One upload task per file (dynamic task mapping), all in the ``memories_uploads`` pool: the
 service accepts about one upload per minute per account, so a one-slot pool keeps a backfill of
-thousands of files from spending its retries on rate limits. Create the pool once:
-``airflow pools set memories_uploads 1 "memories.ai upload rate limit"``.
+thousands of files from spending its retries on rate limits. The uploads are deferrable (a
+rate-limited upload waits in the triggerer), so the pool must count deferred tasks, or a waiting
+upload would hand its slot to the next one. Create the pool once, before the first run:
+``airflow pools set memories_uploads 1 "memories.ai upload rate limit" --include-deferred``.
 
-Re-running is cheap: files already present at the destination are neither uploaded nor
-downloaded again, and a retried upload reuses the video of its earlier attempt.
+Each file keeps its path relative to the source prefix at the destination
+(``in/cam-1/a.mp4`` → ``out/cam-1/a.mp4``), whatever name the service gives the download, so
+re-running is cheap: files already present at the destination are neither uploaded nor
+downloaded again, and a retried upload reuses the video of its earlier attempt. To resume a run
+whose downloads failed, clear its failed tasks rather than triggering a new run (a new run
+uploads the files that are not at the destination yet again).
 """
 
 from __future__ import annotations
@@ -51,32 +57,50 @@ with DAG(
 ) as dag:
 
     @task
-    def list_new_videos(params: dict | None = None) -> list[str]:
-        """Videos under the source prefix that are not yet at the destination (by file name)."""
-        from memories_provider.storage.destinations import destination_exists, join_folder
+    def list_new_videos(params: dict | None = None) -> list[dict[str, str]]:
+        """Videos under the source prefix (recursively) not yet at the destination.
+
+        Returns ``{"source", "destination"}`` pairs: the destination is the source's path relative
+        to the prefix, under the destination prefix.
+        """
+        from memories_provider.storage.destinations import destination_exists
 
         assert params is not None
         prefix, destination = params["source_prefix"], params["destination_prefix"]
+        if not destination.endswith("/"):
+            raise ValueError("`destination_prefix` must end with '/'")
         if prefix.startswith("s3://"):
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
             bucket, _, key_prefix = prefix[len("s3://") :].partition("/")
             keys = S3Hook(aws_conn_id=AWS_CONN_ID).list_keys(bucket, prefix=key_prefix) or []
-            sources = [f"s3://{bucket}/{key}" for key in keys]
+            found = {f"s3://{bucket}/{key}": key[len(key_prefix) :].lstrip("/") for key in keys}
         else:
-            sources = [str(p) for p in sorted(Path(prefix).iterdir()) if p.is_file()]
-        videos = [s for s in sources if s.lower().endswith(VIDEO_SUFFIXES)]
+            root = Path(prefix)
+            found = {str(p): p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()}
+        pairs = [
+            {"source": source, "destination": destination + relative}
+            for source, relative in found.items()
+            if relative and relative.lower().endswith(VIDEO_SUFFIXES)
+        ]
+        return [pair for pair in pairs if destination_exists(pair["destination"]) is None]
+
+    @task
+    def download_targets(pairs: list[dict[str, str]], video_nos: list[str]) -> list[dict[str, str]]:
+        """Each uploaded video with the destination of its source (map indexes keep their order)."""
         return [
-            s for s in videos if destination_exists(join_folder(destination, s.rsplit("/", 1)[-1])) is None
+            {"video_no": video_no, "destination": pair["destination"]}
+            for pair, video_no in zip(pairs, video_nos, strict=True)
         ]
 
+    new_videos = list_new_videos()
     uploads = MemoriesUploadOperator.partial(
         task_id="upload",
         pool=POOL,
         deferrable=True,
         retries=3,
         source_conn_id=AWS_CONN_ID,  # ignored for local files
-    ).expand(source=list_new_videos())
+    ).expand(source=new_videos.map(lambda pair: pair["source"]))
 
     wait_for_parse = MemoriesVideoStatusSensor(
         task_id="wait_for_parse",
@@ -86,10 +110,8 @@ with DAG(
         timeout=6 * 60 * 60,
     )
 
-    downloads = MemoriesDownloadOperator.partial(
-        task_id="download",
-        destination="{{ params.destination_prefix }}",
-        retries=2,
-    ).expand(video_no=uploads.output)
+    downloads = MemoriesDownloadOperator.partial(task_id="download", retries=2).expand_kwargs(
+        download_targets(new_videos, uploads.output)
+    )
 
     wait_for_parse >> downloads

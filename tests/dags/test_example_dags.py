@@ -66,8 +66,9 @@ def test_backfill_uploads_each_file_once_and_skips_done_ones(
     emu: Any, dagbag: Any, run_dag: Any, tmp_path: Path
 ) -> None:
     src, dst = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
-    files = {f"v{i}.mp4": f"video {i}".encode() * 500 for i in range(3)}
+    (src / "cam-2").mkdir(parents=True)
+    # Two files with the same name in different folders keep their relative paths.
+    files = {**{f"v{i}.mp4": f"video {i}".encode() * 500 for i in range(2)}, "cam-2/v0.mp4": b"cam 2" * 500}
     for name, data in files.items():
         (src / name).write_bytes(data)
     (src / "notes.txt").write_text("not a video")

@@ -4,6 +4,7 @@ and a separate triggerer process, plus the emulator — the example DAGs trigger
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import airflow
+import psutil
 import pytest
 
 pytestmark = pytest.mark.skipif(
@@ -83,7 +85,7 @@ def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[
     )
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
     subprocess.run(
-        [AIRFLOW, "pools", "set", "memories_uploads", "1", "memories.ai uploads"],
+        [AIRFLOW, "pools", "set", "memories_uploads", "1", "memories.ai uploads", "--include-deferred"],
         env=env,
         check=True,
         capture_output=True,
@@ -105,15 +107,32 @@ def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[
                 )
         yield {"env": env, "home": home, "emu": emu, "procs": procs, "logs": logs, "port": port}
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
+        _stop_all(procs)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    """Stop every component and everything it started: Airflow 3 puts task runners and the
+    trigger runner in process groups of their own, so killing the components' groups is not enough."""
+    tree: list[psutil.Process] = []
+    for proc in procs.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(proc.pid)
+            tree += [parent, *parent.children(recursive=True)]
+    for proc in procs.values():
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for leftover in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for proc in procs.values():
+        proc.wait(timeout=10)
+    assert not alive, f"processes survived the teardown: {alive}"
 
 
 def _query(home: Path, sql: str, *args: Any) -> list[tuple]:
