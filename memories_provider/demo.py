@@ -83,11 +83,13 @@ def _load_dag(dags: Path, dag_id: str) -> Any:
 
 
 def _stop_on_signals() -> None:
-    # SIGTERM (e.g. from make or a CI timeout) unwinds like Ctrl-C, so the emulator is stopped.
+    # SIGTERM (make, a CI timeout) and SIGHUP (a closed terminal) unwind like Ctrl-C, so the
+    # emulator is stopped.
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def main() -> int:
