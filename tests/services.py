@@ -1,4 +1,4 @@
-"""Real storage services for the storage and operator tests: moto S3, a local sshd (SFTP) and Azurite.
+"""Real storage services for the storage and operator tests: moto S3, GCS, a local sshd (SFTP), Azurite.
 
 Each service is session-scoped, bound to 127.0.0.1 on a free port, and exposed through an
 Airflow connection set in the environment (``AIRFLOW_CONN_...``), exactly as users configure
@@ -7,6 +7,7 @@ it. A missing service skips locally and fails under CI (``in_ci``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -275,3 +276,59 @@ def azure_container(azurite: Azurite, request: pytest.FixtureRequest) -> Iterato
     service.create_container(name)
     yield name
     service.delete_container(name)
+
+
+# ---------------------------------------------------------------------------- GCS (gcp-storage-emulator)
+
+
+@dataclass
+class FakeGcs:
+    """An in-memory GCS emulator; google-cloud-storage finds it through ``STORAGE_EMULATOR_HOST``."""
+
+    endpoint: str
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
+        )
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[FakeGcs]:
+    """gcp-storage-emulator on 127.0.0.1, in memory. ``STORAGE_EMULATOR_HOST`` points the library's
+    default client (what a ``gs://`` URI uses without ``source_conn_id``) at it."""
+    try:
+        from gcp_storage_emulator.server import create_server
+    except ImportError:
+        _missing("gcp-storage-emulator not installed")
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    try:
+        yield FakeGcs(endpoint=endpoint)
+    finally:
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: FakeGcs, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh bucket per test."""
+    name = "t-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
+    bucket = gcs_server.client().create_bucket(name)
+    yield name
+    for blob in bucket.list_blobs():
+        blob.delete()
+    # The emulator keeps a cancelled resumable upload's session (it does not implement the cancel
+    # DELETE) and then refuses to delete the bucket; the server is in memory and per session anyway.
+    with contextlib.suppress(Exception):
+        bucket.delete()
