@@ -47,7 +47,7 @@ def test_providers_manager_knows_the_connection_type_and_form():
     assert "airflow-provider-memories" in pm.providers
     assert pm.hooks["memories"].hook_class_name == "memories_provider.hooks.memories.MemoriesHook"
     widgets = pm.connection_form_widgets
-    for name in ("v2_host", "timeout", "max_retries", "unique_id", "blob_download_api"):
+    for name in ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_id", "blob_download_api"):
         assert f"extra__memories__{name}" in widgets
     behaviour = pm.field_behaviours["memories"]
     assert {"login", "schema"} <= set(behaviour["hidden_fields"])
@@ -59,7 +59,14 @@ def test_airflow2_form_widgets_build():
     from memories_provider.hooks.memories import MemoriesHook
 
     widgets = MemoriesHook.get_connection_form_widgets()
-    assert set(widgets) == {"v2_host", "timeout", "max_retries", "unique_id", "blob_download_api"}
+    assert set(widgets) == {
+        "v2_host",
+        "timeout",
+        "upload_timeout",
+        "max_retries",
+        "unique_id",
+        "blob_download_api",
+    }
 
 
 def test_airflow_providers_list_shows_it():

@@ -28,13 +28,12 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
-    MemoriesResponseError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
-from memories_provider.client.sync import _content_length, _last_page, _redact, _unique_ids
+from memories_provider.client.sync import _content_length, _last_page, _redact
 
 log = logging.getLogger("memories_provider.client")
 
@@ -170,6 +169,8 @@ class AsyncMemoriesClient:
     :param retry: retry policy; default ``RetryPolicy()``.
     :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
     :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
+        request is sent; never shorter than ``timeout`` (see ``MemoriesClient``).
     """
 
     def __init__(
@@ -182,15 +183,14 @@ class AsyncMemoriesClient:
         retry: RetryPolicy | None = None,
         user_agent: str | None = None,
         connect_timeout: float | None = None,
+        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise ValueError("api_key must be a non-empty string")
-        if not timeout or float(timeout) <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
         self._api_key = api_key.strip()
         self.base_url = protocol.normalize_base_url(base_url, name="base_url")
         self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout = float(timeout)
+        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
         self.retry = retry if retry is not None else RetryPolicy()
         self.user_agent = user_agent or USER_AGENT
@@ -206,15 +206,17 @@ class AsyncMemoriesClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": self._api_key, "User-Agent": self.user_agent},
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
-                ),
+                timeout=self._timeouts(self.timeout),
                 read_bufsize=BLOCK_SIZE,
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
                 trust_env=False,
             )
         return self._session
+
+    def _timeouts(self, read_timeout: float) -> aiohttp.ClientTimeout:
+        # aiohttp starts sock_read only once the request body is written, like requests' read timeout.
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=read_timeout)
 
     async def __aenter__(self) -> AsyncMemoriesClient:
         self._get_session()
@@ -261,6 +263,7 @@ class AsyncMemoriesClient:
                 headers=headers,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
+                timeout=self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout),
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)
@@ -277,11 +280,17 @@ class AsyncMemoriesClient:
             response.close()
 
     async def _json_attempt(
-        self, spec: protocol.RequestSpec, body: MultipartBody | None = None, progress: Any = None
+        self,
+        spec: protocol.RequestSpec,
+        body: MultipartBody | None = None,
+        progress: Any = None,
+        read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = await self._send(spec, body=body, progress=progress)
         content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
-        return protocol.parse_envelope(response.status, response.headers, content, endpoint=spec.endpoint)
+        return protocol.read_response(
+            response.status, response.headers, content, endpoint=spec.endpoint, read=read
+        )
 
     async def _run(
         self,
@@ -295,20 +304,12 @@ class AsyncMemoriesClient:
         except MemoriesError as exc:
             raise _redact(exc, self._api_key) from exc.__cause__
 
-    async def _call(self, spec: protocol.RequestSpec) -> Any:
+    async def _call(self, spec: protocol.RequestSpec, read: Callable[[Any], Any] | None = None) -> Any:
         # tenacity awaits only coroutine *functions*: a lambda returning a coroutine would not be awaited.
         async def attempt() -> Any:
-            return await self._json_attempt(spec)
+            return await self._json_attempt(spec, read=read)
 
         return await self._run(spec, attempt)
-
-    @staticmethod
-    def _expect_dict(data: Any, endpoint: str) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise MemoriesResponseError(
-                f"expected an object in data, got {type(data).__name__}", endpoint=endpoint
-            )
-        return data
 
     # ------------------------------------------------------------------ uploads
 
@@ -364,10 +365,10 @@ class AsyncMemoriesClient:
                 if attempts:
                     await asyncio.get_running_loop().run_in_executor(None, body.rewind)
                 attempts += 1
-                return await self._json_attempt(spec, body, progress)
+                return await self._json_attempt(spec, body, progress, protocol.read_upload)
 
-            data = await self._run(spec, attempt, can_retry=lambda: body.rewindable)
-        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+            result: UploadResult = await self._run(spec, attempt, can_retry=lambda: body.rewindable)
+        return result
 
     async def upload_video_from_url(
         self,
@@ -397,18 +398,18 @@ class AsyncMemoriesClient:
             video_transcription_prompt=video_transcription_prompt,
         )
         spec = protocol.upload_url_request(self.base_url, fields)
-        data = await self._call(spec)
-        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+        result: UploadResult = await self._call(spec, protocol.read_upload)
+        return result
 
     # ------------------------------------------------------------------ queries
 
     async def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
         """Status and metadata of one video (``get_metadata``); see ``MemoriesClient.get_video``."""
         spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
-        data = await self._call(spec)
-        if data is None:
+        video: Video | None = await self._call(spec, protocol.read_video)
+        if video is None:
             raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
-        return Video.from_api(self._expect_dict(data, spec.endpoint))
+        return video
 
     async def list_videos(
         self,
@@ -442,15 +443,8 @@ class AsyncMemoriesClient:
             latitude=latitude,
             longitude=longitude,
         )
-        data = await self._call(spec)
-        if data is not None and not isinstance(data, dict):
-            raise MemoriesResponseError("list_videos data is not an object", endpoint=spec.endpoint)
-        try:
-            return VideoPage.from_api(data, page=page, size=size)
-        except ValueError as exc:
-            raise MemoriesResponseError(
-                f"unexpected list_videos data: {exc}", endpoint=spec.endpoint
-            ) from None
+        result: VideoPage = await self._call(spec, protocol.video_page_reader(page, size))
+        return result
 
     async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
         """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
@@ -468,7 +462,8 @@ class AsyncMemoriesClient:
     async def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
         spec = protocol.list_unique_ids_request(self.base_url)
-        return _unique_ids(await self._call(spec), spec.endpoint)
+        ids: list[str] = await self._call(spec, protocol.read_unique_ids)
+        return ids
 
     async def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""

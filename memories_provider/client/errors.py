@@ -100,7 +100,23 @@ class MemoriesDuplicateError(MemoriesError):
 
 
 class MemoriesServerError(MemoriesError):
-    """The server failed (HTTP 5xx). Retried for idempotent calls."""
+    """The server failed (HTTP 5xx). Retried for idempotent calls.
+
+    :param retry_after: seconds the server asked us to wait (``Retry-After``, e.g. on a 503), if
+        it said so; the retry waits that long instead of its own backoff.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint)
+        self.retry_after = retry_after
 
 
 class MemoriesResponseError(MemoriesServerError):

@@ -11,7 +11,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from memories_provider.client.errors import (
     MemoriesResponseError,
     MemoriesServerError,
 )
+from memories_provider.client.models import UploadResult, Video, VideoPage
 
 DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
 DEFAULT_V2_BASE_URL = "https://mavi-backend.memories.ai/serve/api/v2"
@@ -53,6 +54,10 @@ RATE_LIMIT_INTERVAL = {
     GET_METADATA: 0.2,
     DELETE_VIDEOS: 0.2,
 }
+
+#: Seconds to wait for the answer to an upload once it is sent (the service stores the video,
+#: or fetches the whole URL, first). A timed-out upload is never retried, so err on the long side.
+DEFAULT_UPLOAD_TIMEOUT = 600.0
 
 MAX_DELETE_BATCH = 100
 MAX_TAGS = 20
@@ -92,6 +97,9 @@ class RequestSpec:
     :param form: url-encoded form fields (repeated names allowed), if any.
     :param idempotent: whether repeating the request is harmless (decides retries).
     :param download: whether the response is a file (streamed, Content-Type checked).
+    :param slow_answer: whether the server may take long to answer once the body is sent (it
+        stores an upload, or fetches a whole URL, before replying): the client waits
+        ``upload_timeout`` instead of ``timeout`` for the response.
     """
 
     endpoint: str
@@ -101,6 +109,27 @@ class RequestSpec:
     form: Sequence[tuple[str, str]] | None = None
     idempotent: bool = True
     download: bool = False
+    slow_answer: bool = False
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def check_timeouts(timeout: float, upload_timeout: float) -> tuple[float, float]:
+    """``(timeout, upload_timeout)`` as floats; ``upload_timeout`` is raised to at least ``timeout``.
+
+    :raises ValueError: naming the parameter that is not a positive number of seconds.
+    """
+    checked = []
+    for name, value in (("timeout", timeout), ("upload_timeout", upload_timeout)):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}") from None
+        if not seconds > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        checked.append(seconds)
+    return checked[0], max(checked)
 
 
 # --------------------------------------------------------------------------- URLs
@@ -216,12 +245,14 @@ def video_content_type(filename: str) -> str:
 
 def upload_request(base_url: str) -> RequestSpec:
     """``POST {v1}/upload`` (the multipart body is built by the client)."""
-    return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False)
+    return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False, slow_answer=True)
 
 
 def upload_url_request(base_url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
     """``POST {v1}/upload_url`` with a url-encoded form."""
-    return RequestSpec(UPLOAD_URL, "POST", f"{base_url}/upload_url", form=list(fields), idempotent=False)
+    return RequestSpec(
+        UPLOAD_URL, "POST", f"{base_url}/upload_url", form=list(fields), idempotent=False, slow_answer=True
+    )
 
 
 def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
@@ -413,10 +444,9 @@ def error_for_code(
         if _NOT_FOUND_RE.search(message):
             return MemoriesNotFoundError(message, **kw)
         return MemoriesInvalidRequestError(message, **kw)
-    if code.isdigit() and len(code) == 3 and code.startswith("5"):
-        return MemoriesServerError(message, **kw)
-    if http_status is not None and http_status >= 500:
-        return MemoriesServerError(message, **kw)
+    server_failed = code.isdigit() and len(code) == 3 and code.startswith("5")
+    if server_failed or (http_status is not None and http_status >= 500):
+        return MemoriesServerError(message, retry_after=retry_after, **kw)
     return MemoriesResponseError(f"undocumented error code {code!r}: {message}", **kw)
 
 
@@ -434,22 +464,23 @@ def error_for_http(
         message = f"HTTP {status}: body {quote_body(body)}"
         documented = False
     kw: dict[str, Any] = {"http_status": status, "endpoint": endpoint}
+    retry_after = parse_retry_after(_header(headers, "Retry-After"))
     if status in (401, 403):
         return MemoriesAuthError(message, **kw)
     if status == 402:
         return MemoriesInsufficientCreditsError(message, **kw)
     if status == 429:
-        return MemoriesRateLimitError(
-            message, retry_after=parse_retry_after(_header(headers, "Retry-After")), **kw
-        )
+        return MemoriesRateLimitError(message, retry_after=retry_after, **kw)
     if status == 404:
         return MemoriesNotFoundError(message, **kw)
     if status == 400:
         return MemoriesInvalidRequestError(message, **kw)
     if status == 409:
         return MemoriesDuplicateError(message, **kw)
-    if status >= 500 and documented:
-        return MemoriesServerError(message, **kw)
+    if status >= 500:
+        # A 503 from a proxy or the service may say when to come back: the retry honours it.
+        error_class = MemoriesServerError if documented else MemoriesResponseError
+        return error_class(message, retry_after=retry_after, **kw)
     return MemoriesResponseError(message, **kw)
 
 
@@ -512,6 +543,81 @@ def looks_like_error_envelope(body: bytes) -> bool:
     """True when a JSON download body is an API envelope rather than a JSON file being downloaded."""
     payload = _load_json(body)
     return isinstance(payload, dict) and "code" in payload and ("msg" in payload or "data" in payload)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def read_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    endpoint: str | None,
+    read: Callable[[Any], Any] | None = None,
+) -> Any:
+    """:func:`parse_envelope`, then turn its ``data`` into a result with ``read`` (``read_upload``...).
+
+    A success envelope whose ``data`` lacks what ``read`` needs raises
+    :class:`MemoriesResponseError` quoting the status and the first bytes of the body, so every
+    error stays a :class:`MemoriesError` (never a bare ``ValueError``).
+    """
+    data = parse_envelope(status, headers, body, endpoint=endpoint)
+    if read is None:
+        return data
+    try:
+        return read(data)
+    except (TypeError, ValueError) as exc:
+        raise _undocumented_data(exc, status, body, endpoint) from None
+
+
+def _undocumented_data(
+    problem: Exception, status: int, body: bytes, endpoint: str | None
+) -> MemoriesResponseError:
+    message = f"undocumented {endpoint} data ({problem}): HTTP {status}, body {quote_body(body)}"
+    if endpoint in (UPLOAD, UPLOAD_URL):
+        # The envelope said success: retrying blindly could create (and bill) a second video.
+        message += (
+            "; the service may have accepted (and billed) the upload, so check list_videos"
+            " before uploading it again"
+        )
+    return MemoriesResponseError(message, http_status=status, endpoint=endpoint)
+
+
+def _object(data: Any) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data is {type(data).__name__}, not an object")
+    return data
+
+
+def read_upload(data: Any) -> UploadResult:
+    """The ``data`` of ``upload``/``upload_url`` as an :class:`UploadResult`."""
+    return UploadResult.from_api(_object(data))
+
+
+def read_video(data: Any) -> Video | None:
+    """The ``data`` of ``get_metadata`` as a :class:`Video`; None when it is null (no such video)."""
+    return None if data is None else Video.from_api(_object(data))
+
+
+def video_page_reader(page: int, size: int) -> Callable[[Any], VideoPage]:
+    """A reader of ``list_videos`` ``data``; ``page``/``size`` fill in fields the server leaves out."""
+
+    def read(data: Any) -> VideoPage:
+        return VideoPage.from_api(None if data is None else _object(data), page=page, size=size)
+
+    return read
+
+
+def read_unique_ids(data: Any) -> list[str]:
+    """The ``data`` of ``list_unique_ids`` (``{"unique_ids": [...]}`` or a bare list) as strings."""
+    if isinstance(data, Mapping):
+        data = data.get("unique_ids", data.get("uniqueIds"))
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TypeError(f"unique_ids is {type(data).__name__}, not a list")
+    return [str(item) for item in data if item is not None]
 
 
 # --------------------------------------------------------------------------- Content-Disposition

@@ -1,10 +1,11 @@
 """The one retry policy shared by the sync and async clients.
 
-Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429, honouring
-``Retry-After``). Never retried: auth, credits, validation, not-found, duplicates and
-undocumented non-5xx responses. A non-idempotent call (upload, upload_url) is retried only when
-the server certainly did not accept it: the connection was never made, or it said ``0429``/429.
-The loop itself is tenacity's; this module decides *whether* and *how long*.
+Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429), honouring a
+``Retry-After`` sent with a rate limit or a 5xx (a 503 during maintenance often carries one).
+Never retried: auth, credits, validation, not-found, duplicates and undocumented non-5xx responses.
+A non-idempotent call (upload, upload_url) is retried only when the server certainly did not
+accept it: the connection was never made, or it said ``0429``/429. The loop itself is
+tenacity's; this module decides *whether* and *how long*.
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ class RetryPolicy:
     def delay_for(self, attempt: int, error: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
-        A ``Retry-After`` carried by ``error`` wins (capped by ``max_retry_after``); otherwise
-        ``initial_delay * multiplier ** (attempt - 1)`` capped by ``max_delay``, with jitter, and for
-        a rate-limit error at least the endpoint's documented interval (see ``documented_limits``).
+        A ``Retry-After`` carried by ``error`` (a rate limit or a 5xx) wins, capped by
+        ``max_retry_after``; otherwise ``initial_delay * multiplier ** (attempt - 1)`` capped by
+        ``max_delay``, with jitter, and for a rate-limit error at least the endpoint's documented
+        interval (see ``documented_limits``).
         """
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = (
+            error.retry_after if isinstance(error, (MemoriesRateLimitError, MemoriesServerError)) else None
+        )
         if retry_after is not None:
             return float(min(max(retry_after, 0.0), self.max_retry_after))
         delay = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))

@@ -23,7 +23,6 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
-    MemoriesResponseError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
@@ -209,6 +208,10 @@ class MemoriesClient:
     :param retry: retry policy; default ``RetryPolicy()``.
     :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
     :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
+        request is sent (the service stores the video, or fetches the URL, before answering);
+        never shorter than ``timeout``. An upload that times out is not retried, since the
+        service may have accepted it: a generous value avoids a second, billed, upload.
     """
 
     def __init__(
@@ -221,15 +224,14 @@ class MemoriesClient:
         retry: RetryPolicy | None = None,
         user_agent: str | None = None,
         connect_timeout: float | None = None,
+        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise ValueError("api_key must be a non-empty string")
-        if not timeout or float(timeout) <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
         self._api_key = api_key.strip()
         self.base_url = protocol.normalize_base_url(base_url, name="base_url")
         self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout = float(timeout)
+        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
         self.retry = retry if retry is not None else RetryPolicy()
         self.user_agent = user_agent or USER_AGENT
@@ -277,7 +279,7 @@ class MemoriesClient:
                 json=spec.json_body,
                 data=data,
                 headers=headers,
-                timeout=(self.connect_timeout, self.timeout),
+                timeout=(self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout),
                 stream=True,
             )
         except _TRANSPORT_ERRORS as exc:
@@ -294,14 +296,18 @@ class MemoriesClient:
         finally:
             response.close()
 
-    def _json_attempt(self, spec: protocol.RequestSpec, body: MultipartBody | None = None) -> Any:
+    def _json_attempt(
+        self,
+        spec: protocol.RequestSpec,
+        body: MultipartBody | None = None,
+        read: Callable[[Any], Any] | None = None,
+    ) -> Any:
         response = self._send(spec, body=body)
         content = self._read(response, spec, protocol.MAX_JSON_BYTES)
-        data = protocol.parse_envelope(
-            response.status_code, response.headers, content, endpoint=spec.endpoint
-        )
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, response.status_code)
-        return data
+        return protocol.read_response(
+            response.status_code, response.headers, content, endpoint=spec.endpoint, read=read
+        )
 
     def _run(
         self,
@@ -315,16 +321,8 @@ class MemoriesClient:
         except MemoriesError as exc:
             raise _redact(exc, self._api_key) from exc.__cause__
 
-    def _call(self, spec: protocol.RequestSpec) -> Any:
-        return self._run(spec, lambda: self._json_attempt(spec))
-
-    @staticmethod
-    def _expect_dict(data: Any, endpoint: str) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise MemoriesResponseError(
-                f"expected an object in data, got {type(data).__name__}", endpoint=endpoint
-            )
-        return data
+    def _call(self, spec: protocol.RequestSpec, read: Callable[[Any], Any] | None = None) -> Any:
+        return self._run(spec, lambda: self._json_attempt(spec, read=read))
 
     # ------------------------------------------------------------------ uploads
 
@@ -396,10 +394,10 @@ class MemoriesClient:
                 if attempts:
                     body.rewind()
                 attempts += 1
-                return self._json_attempt(spec, body)
+                return self._json_attempt(spec, body, protocol.read_upload)
 
-            data = self._run(spec, attempt, can_retry=lambda: body.rewindable)
-        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+            result: UploadResult = self._run(spec, attempt, can_retry=lambda: body.rewindable)
+        return result
 
     def upload_video_from_url(
         self,
@@ -432,8 +430,8 @@ class MemoriesClient:
             video_transcription_prompt=video_transcription_prompt,
         )
         spec = protocol.upload_url_request(self.base_url, fields)
-        data = self._call(spec)
-        return UploadResult.from_api(self._expect_dict(data, spec.endpoint))
+        result: UploadResult = self._call(spec, protocol.read_upload)
+        return result
 
     # ------------------------------------------------------------------ queries
 
@@ -445,10 +443,10 @@ class MemoriesClient:
         :raises MemoriesNotFoundError: when the video does not exist.
         """
         spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
-        data = self._call(spec)
-        if data is None:
+        video: Video | None = self._call(spec, protocol.read_video)
+        if video is None:
             raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
-        return Video.from_api(self._expect_dict(data, spec.endpoint))
+        return video
 
     def list_videos(
         self,
@@ -496,15 +494,8 @@ class MemoriesClient:
             latitude=latitude,
             longitude=longitude,
         )
-        data = self._call(spec)
-        if data is not None and not isinstance(data, dict):
-            raise MemoriesResponseError("list_videos data is not an object", endpoint=spec.endpoint)
-        try:
-            return VideoPage.from_api(data, page=page, size=size)
-        except ValueError as exc:
-            raise MemoriesResponseError(
-                f"unexpected list_videos data: {exc}", endpoint=spec.endpoint
-            ) from None
+        result: VideoPage = self._call(spec, protocol.video_page_reader(page, size))
+        return result
 
     def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
         """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
@@ -521,7 +512,8 @@ class MemoriesClient:
     def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
         spec = protocol.list_unique_ids_request(self.base_url)
-        return _unique_ids(self._call(spec), spec.endpoint)
+        ids: list[str] = self._call(spec, protocol.read_unique_ids)
+        return ids
 
     def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos, 100 ids per request. Unknown ids are not an error (per the current docs).
@@ -608,13 +600,3 @@ def _last_page(result: VideoPage, seen: int, page_size: int) -> bool:
     if result.total_count is not None:
         return seen >= result.total_count
     return len(result.videos) < (result.page_size or page_size)
-
-
-def _unique_ids(data: Any, endpoint: str) -> list[str]:
-    if isinstance(data, dict):
-        data = data.get("unique_ids", data.get("uniqueIds"))
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise MemoriesResponseError("list_unique_ids data is not a list", endpoint=endpoint)
-    return [str(item) for item in data if item is not None]

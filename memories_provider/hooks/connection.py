@@ -15,11 +15,14 @@ DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
 V1_PATH = "/serve/api/v1"
 V2_PATH = "/serve/api/v2"
 DEFAULT_TIMEOUT = 60.0
+#: The service stores an upload (or fetches the URL) before answering; a timed-out upload is
+#: not retried, and an Airflow task retry could then create a second billed video.
+DEFAULT_UPLOAD_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_UNIQUE_ID = "default"
 
 #: Extras a ``memories`` connection understands (anything else is ignored, with a warning).
-EXTRA_FIELDS = ("v2_host", "timeout", "max_retries", "unique_id", "blob_download_api")
+EXTRA_FIELDS = ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_id", "blob_download_api")
 
 
 class MemoriesConnectionConfigError(ValueError):
@@ -34,6 +37,8 @@ class MemoriesConnectionConfig:
     :param base_url: v1 base URL including ``/serve/api/v1``.
     :param v2_base_url: v2 base URL including ``/serve/api/v2``.
     :param timeout: read timeout of each request, in seconds.
+    :param upload_timeout: seconds to wait for the answer to an upload (``upload``/``upload_url``)
+        once it is sent; the client never waits less than ``timeout``.
     :param max_retries: retries after a failed attempt (see ``RetryPolicy``).
     :param unique_id: default namespace (``unique_id``) for calls that do not name one.
     :param blob_download_api: which endpoint ``bucket``+``blob`` downloads use, ``"v2"`` or ``"v1"``.
@@ -43,6 +48,7 @@ class MemoriesConnectionConfig:
     base_url: str = DEFAULT_HOST + V1_PATH
     v2_base_url: str = DEFAULT_V2_HOST + V2_PATH
     timeout: float = DEFAULT_TIMEOUT
+    upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     unique_id: str = DEFAULT_UNIQUE_ID
     blob_download_api: Literal["v1", "v2"] = "v2"
@@ -50,7 +56,8 @@ class MemoriesConnectionConfig:
     def __repr__(self) -> str:
         return (
             f"MemoriesConnectionConfig(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, "
-            f"timeout={self.timeout!r}, max_retries={self.max_retries!r}, unique_id={self.unique_id!r}, "
+            f"timeout={self.timeout!r}, upload_timeout={self.upload_timeout!r}, "
+            f"max_retries={self.max_retries!r}, unique_id={self.unique_id!r}, "
             f"blob_download_api={self.blob_download_api!r}, api_key='***')"
         )
 
@@ -79,6 +86,21 @@ def _extra(extra: dict[str, Any], name: str) -> Any:
     return None if value in (None, "") else value
 
 
+def _seconds(extra: dict[str, Any], name: str, default: float, *, conn_id: str) -> float:
+    raw = _extra(extra, name)
+    try:
+        seconds = default if raw is None else float(raw)
+    except (TypeError, ValueError):
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra {name!r} must be a number of seconds, got {raw!r}"
+        ) from None
+    if not seconds > 0:
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: extra {name!r} must be > 0, got {seconds}"
+        )
+    return seconds
+
+
 def config_from_connection(
     *,
     conn_id: str,
@@ -93,8 +115,8 @@ def config_from_connection(
     :param password: the API key.
     :param host: v1 origin with scheme (a path is allowed); empty means ``https://api.memories.ai``.
     :param port: optional port added to ``host``.
-    :param extra: the connection's extras (``v2_host``, ``timeout``, ``max_retries``, ``unique_id``,
-        ``blob_download_api``).
+    :param extra: the connection's extras (``v2_host``, ``timeout``, ``upload_timeout``,
+        ``max_retries``, ``unique_id``, ``blob_download_api``).
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
     """
     api_key = (password or "").strip()
@@ -117,17 +139,8 @@ def config_from_connection(
     else:
         v2_origin = _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
 
-    timeout_raw = _extra(extra, "timeout")
-    try:
-        timeout = DEFAULT_TIMEOUT if timeout_raw is None else float(timeout_raw)
-    except (TypeError, ValueError):
-        raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'timeout' must be a number of seconds, got {timeout_raw!r}"
-        ) from None
-    if not timeout > 0:
-        raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'timeout' must be > 0, got {timeout}"
-        )
+    timeout = _seconds(extra, "timeout", DEFAULT_TIMEOUT, conn_id=conn_id)
+    upload_timeout = _seconds(extra, "upload_timeout", DEFAULT_UPLOAD_TIMEOUT, conn_id=conn_id)
 
     retries_raw = _extra(extra, "max_retries")
     try:
@@ -154,6 +167,7 @@ def config_from_connection(
         base_url=_api_url(origin, V1_PATH),
         v2_base_url=_api_url(v2_origin, V2_PATH),
         timeout=timeout,
+        upload_timeout=upload_timeout,
         max_retries=max_retries,
         unique_id=unique_id,
         blob_download_api="v1" if api == "v1" else "v2",
@@ -173,6 +187,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "Timeout (seconds)",
         "description": "Read timeout of each request.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "exclusiveMinimum": 0},
+    },
+    "upload_timeout": {
+        "label": "Upload timeout (seconds)",
+        "description": "How long to wait for the answer to an upload once it is sent (the service "
+        "stores the video, or fetches the URL, first). Never shorter than the timeout.",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_UPLOAD_TIMEOUT, "exclusiveMinimum": 0},
     },
     "max_retries": {
         "label": "Retry limit",

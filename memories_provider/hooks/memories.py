@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -38,8 +39,9 @@ class MemoriesHook(BaseHook):
     """Talks to memories.ai through the ``memories`` connection.
 
     The connection holds the API key in *API key* (``password``), the v1 origin in ``host``
-    (default ``https://api.memories.ai``) and the extras ``v2_host``, ``timeout``, ``max_retries``,
-    ``unique_id`` and ``blob_download_api``. The key is registered with Airflow's secret masker
+    (default ``https://api.memories.ai``) and the extras ``v2_host``, ``timeout``, ``upload_timeout``
+    (how long an upload's answer may take, default 600 s), ``max_retries``, ``unique_id`` and
+    ``blob_download_api``. The key is registered with Airflow's secret masker
     as soon as it is read.
 
     One pooled synchronous client is built per hook (``get_conn()``); async callers (triggers)
@@ -81,6 +83,12 @@ class MemoriesHook(BaseHook):
             "timeout": StringField(
                 label("timeout"), widget=BS3TextFieldWidget(), description=doc("timeout"), default="60"
             ),
+            "upload_timeout": StringField(
+                label("upload_timeout"),
+                widget=BS3TextFieldWidget(),
+                description=doc("upload_timeout"),
+                default="600",
+            ),
             "max_retries": IntegerField(
                 label("max_retries"),
                 validators=[Optional(), NumberRange(min=0)],
@@ -114,32 +122,32 @@ class MemoriesHook(BaseHook):
 
     # ------------------------------------------------------------------ configuration
 
-    def _config_from(self, conn: Connection) -> MemoriesConnectionConfig:
-        if conn.password:
-            mask_secret(conn.password)
-        config = config_from_connection(
-            conn_id=self.memories_conn_id,
-            password=conn.password,
-            host=conn.host,
-            port=conn.port,
-            extra=conn.extra_dejson,
+    def _config_from(self, conn: Connection, extra: dict[str, Any]) -> MemoriesConnectionConfig:
+        return config_from_connection(
+            conn_id=self.memories_conn_id, password=conn.password, host=conn.host, port=conn.port, extra=extra
         )
-        mask_secret(config.api_key)
-        return config
 
     @cached_property
     def config(self) -> MemoriesConnectionConfig:
         """Validated settings of the connection (looked up once per hook)."""
-        return self._config_from(self.get_connection(self.memories_conn_id))
+        conn = self.get_connection(self.memories_conn_id)
+        if conn.password:  # masked before validation, so no error path can show it
+            mask_secret(conn.password)
+        config = self._config_from(conn, conn.extra_dejson)
+        mask_secret(config.api_key)
+        return config
 
     async def aget_config(self) -> MemoriesConnectionConfig:
         """Like :attr:`config`, without blocking the event loop (for triggers)."""
         if "config" in self.__dict__:
             return self.config
-        from airflow.providers.common.compat.connection import get_async_connection
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
         conn = await get_async_connection(self.memories_conn_id, hook=self)
-        config = self._config_from(conn)
+        if conn.password:
+            await _amask_secret(conn.password)
+        config = self._config_from(conn, await get_async_extra_dejson(conn))
+        await _amask_secret(config.api_key)
         self.__dict__["config"] = config
         return config
 
@@ -153,6 +161,7 @@ class MemoriesHook(BaseHook):
             "base_url": config.base_url,
             "v2_base_url": config.v2_base_url,
             "timeout": config.timeout,
+            "upload_timeout": config.upload_timeout,
             "retry": self.retry_policy(config),
         }
 
@@ -284,3 +293,15 @@ class MemoriesHook(BaseHook):
         except (MemoriesError, ValueError) as err:
             return False, f"Connection test failed: {err}"
         return True, f"Connected to {config.base_url}; the key sees {len(ids)} unique_id namespace(s)."
+
+
+async def _amask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's secret masker from the event loop without blocking it."""
+    try:
+        from airflow.sdk.log import amask_secret  # Airflow >= 3.3.2
+    except ImportError:
+        # Older Airflow 3 sends the secret to the supervisor synchronously (unsafe on the loop), so
+        # run it in a worker thread as common-compat does for extra_dejson; on 2.11 it is local only.
+        await asyncio.to_thread(mask_secret, secret)
+        return
+    await amask_secret(secret)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from memories_provider.client import (
+    AsyncMemoriesClient,
     MemoriesAuthError,
+    MemoriesClient,
     MemoriesDuplicateError,
     MemoriesError,
     MemoriesInsufficientCreditsError,
@@ -276,3 +278,44 @@ def test_json_error_envelope_detection_for_downloads():
     assert not protocol.looks_like_error_envelope(b"\x00\x01binary")
     assert protocol.is_json_content_type("application/json;charset=UTF-8")
     assert not protocol.is_json_content_type("video/mp4")
+
+
+@pytest.mark.parametrize(
+    ("body", "exc_type"),
+    [
+        (b"<html>maintenance</html>", MemoriesResponseError),
+        (json.dumps({"status": 503, "error": "Service Unavailable"}).encode(), MemoriesServerError),
+        (envelope(503, "busy"), MemoriesServerError),
+    ],
+)
+def test_503_carries_retry_after(body, exc_type):
+    with pytest.raises(exc_type) as info:
+        protocol.parse_envelope(503, {"retry-after": "7"}, body, endpoint="list_videos")
+    assert info.value.retry_after == 7.0
+
+
+def test_malformed_success_data_quotes_status_and_body():
+    body = envelope("0000", "success", {"videoName": "n"})
+    with pytest.raises(MemoriesResponseError) as info:
+        protocol.read_response(200, JSON, body, endpoint="upload", read=protocol.read_upload)
+    assert info.value.http_status == 200
+    assert "HTTP 200" in info.value.message and '"videoName": "n"' in info.value.message
+    assert "may have accepted (and billed)" in info.value.message
+    # a null get_metadata data means "no such video", not a malformed answer
+    assert protocol.read_response(200, JSON, envelope("0000"), endpoint="x", read=protocol.read_video) is None
+
+
+@pytest.mark.parametrize("client_class", [MemoriesClient, AsyncMemoriesClient])
+def test_upload_timeout_defaults_to_600s_and_never_undercuts_timeout(client_class):
+    assert (client_class("k").timeout, client_class("k").upload_timeout) == (60.0, 600.0)
+    assert client_class("k", timeout=900).upload_timeout == 900.0
+    assert client_class("k", timeout=5, upload_timeout=30).upload_timeout == 30.0
+    for name, kwargs in [("upload_timeout", {"upload_timeout": 0}), ("timeout", {"timeout": "soon"})]:
+        with pytest.raises(ValueError, match=f"^{name} must be a positive number"):
+            client_class("k", **kwargs)
+
+
+def test_only_uploads_wait_for_a_slow_answer():
+    assert protocol.upload_request("https://h").slow_answer
+    assert protocol.upload_url_request("https://h", [("url", "u")]).slow_answer
+    assert not protocol.list_unique_ids_request("https://h").slow_answer

@@ -69,6 +69,13 @@ def test_retry_after_wins_over_backoff_and_is_capped():
     assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=None)) <= 0.01
 
 
+def test_retry_after_of_a_5xx_wins_over_backoff():
+    policy = RetryPolicy(initial_delay=0.01, jitter=False, max_retry_after=30.0)
+    assert policy.delay_for(1, MemoriesServerError("x", http_status=503, retry_after=7.0)) == 7.0
+    assert policy.delay_for(1, MemoriesResponseError("x", http_status=503, retry_after=120.0)) == 30.0
+    assert policy.delay_for(1, MemoriesServerError("x", http_status=503)) == 0.01
+
+
 def test_invalid_policy_values():
     with pytest.raises(ValueError):
         RetryPolicy(max_retries=-1)

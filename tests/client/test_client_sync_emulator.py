@@ -171,6 +171,24 @@ def test_wrong_key_is_auth_error_without_retry(memories_emulator):
     assert memories_emulator.control.count("list_videos") == 1
 
 
+@pytest.mark.parametrize(("key", "account_disabled", "status"), [("sk-wrong", False, 401), (None, True, 403)])
+def test_v2_http_401_and_403_are_auth_errors(memories_emulator, key, account_disabled, status):
+    # The v2 host answers a bad key with HTTP 401 and a disabled account with HTTP 403.
+    memories_emulator.control.configure(account_disabled=account_disabled)
+    asset = memories_emulator.control.add_asset(b"a", "a.mp4", "video/mp4")
+    with (
+        MemoriesClient(
+            key or memories_emulator.api_key,
+            v2_base_url=memories_emulator.v2_url,
+            retry=RetryPolicy(initial_delay=0),
+        ) as c,
+        pytest.raises(MemoriesAuthError) as info,
+    ):
+        c.download_asset(asset["asset_id"])
+    assert info.value.http_status == status
+    assert memories_emulator.control.count("v2_download") == 1  # never retried
+
+
 def test_unknown_video_is_not_found(client):
     with pytest.raises(MemoriesNotFoundError) as info:
         client.get_video("VI000000000000000001")

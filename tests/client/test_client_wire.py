@@ -5,8 +5,10 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import logging
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,9 +16,12 @@ import pytest
 from memories_provider import __version__
 from memories_provider.client import (
     AsyncMemoriesClient,
+    MemoriesAuthError,
     MemoriesClient,
+    MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesResponseError,
+    MemoriesTimeoutError,
     RetryPolicy,
     VideoStatus,
 )
@@ -29,7 +34,7 @@ class Scripted:
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
-        self.responses: list[tuple[int, dict[str, str], bytes]] = []
+        self.responses: list[tuple[int, dict[str, str], bytes, float]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,7 +49,14 @@ class Scripted:
                 outer.requests.append(
                     {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
                 )
-                status, headers, payload = outer.responses.pop(0)
+                status, headers, payload, delay = outer.responses.pop(0)
+                time.sleep(delay)  # a slow server: it thinks before answering
+                try:
+                    self._respond(status, headers, payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up waiting (timeout tests)
+
+            def _respond(self, status, headers, payload):
                 self.send_response(status)
                 declared = headers.pop("X-Declared-Length", None)
                 for k, v in headers.items():
@@ -64,11 +76,13 @@ class Scripted:
         self.v1 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v1"
         self.v2 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v2"
 
-    def reply(self, payload, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def reply(
+        self, payload, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0
+    ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         hdrs = {"Content-Type": "application/json"} if not isinstance(payload, bytes) else {}
         hdrs.update(headers or {})
-        self.responses.append((status, hdrs, body))
+        self.responses.append((status, hdrs, body, delay))
 
     def close(self) -> None:
         self.server.shutdown()
@@ -222,3 +236,161 @@ async def test_async_upload_has_exact_length_and_form_for_url(wire, tmp_path):
     assert int(upload["headers"]["Content-Length"]) == len(upload["body"]) > 3_000_000
     assert by_url["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
     assert by_url["body"] == b"url=https%3A%2F%2Fexample.com%2Fv.mp4&tags=t1&tags=t2"
+
+
+# ---------------------------------------------------------------------------- malformed success data
+
+RETRYING = RetryPolicy(max_retries=2, initial_delay=0, jitter=False)
+
+#: A "0000" envelope whose data lacks what the call needs, per call.
+MALFORMED = [
+    ("upload_video", {"videoName": "n", "videoStatus": "UNPARSE"}),
+    ("upload_video_from_url", {"videoName": "n"}),
+    ("get_video", {"name": "clip.mp4"}),
+    ("get_video", ["VI1"]),
+    ("list_videos", {"videos": [{"status": "PARSE"}]}),
+    ("list_videos", "page one"),
+    ("list_unique_ids", {"unique_ids": "default"}),
+]
+
+
+def _sync_call(client, name, video):
+    if name == "upload_video":
+        return client.upload_video(video)
+    if name == "upload_video_from_url":
+        return client.upload_video_from_url("https://example.com/v.mp4")
+    if name == "get_video":
+        return client.get_video("VI1")
+    if name == "list_videos":
+        return client.list_videos()
+    return client.list_unique_ids()
+
+
+async def _async_call(client, name, video):
+    if name == "upload_video":
+        return await client.upload_video(video)
+    if name == "upload_video_from_url":
+        return await client.upload_video_from_url("https://example.com/v.mp4")
+    if name == "get_video":
+        return await client.get_video("VI1")
+    if name == "list_videos":
+        return await client.list_videos()
+    return await client.list_unique_ids()
+
+
+def _check_undocumented_data(error, name, wire):
+    assert isinstance(error, MemoriesResponseError)
+    assert error.http_status == 200
+    text = str(error)
+    assert "HTTP 200" in text and '"code": "0000"' in text  # the status and the body's first bytes
+    billed = "may have accepted (and billed) the upload" in text
+    assert billed is name.startswith("upload")
+    assert len(wire.requests) == 1  # a success envelope is never retried, least of all an upload
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"v" * 1000)
+    return path
+
+
+@pytest.mark.parametrize(("name", "data"), MALFORMED)
+def test_sync_malformed_success_data_is_a_response_error(wire, video, name, data):
+    wire.reply(ok(data))
+    with MemoriesClient("k", base_url=wire.v1, retry=RETRYING) as c, pytest.raises(MemoriesError) as info:
+        _sync_call(c, name, video)
+    _check_undocumented_data(info.value, name, wire)
+
+
+@pytest.mark.parametrize(("name", "data"), MALFORMED)
+async def test_async_malformed_success_data_is_a_response_error(wire, video, name, data):
+    wire.reply(ok(data))
+    async with AsyncMemoriesClient("k", base_url=wire.v1, retry=RETRYING) as c:
+        with pytest.raises(MemoriesError) as info:
+            await _async_call(c, name, video)
+    _check_undocumented_data(info.value, name, wire)
+
+
+# ---------------------------------------------------------------------------- Retry-After on 5xx
+
+RETRY_AFTER_503 = [
+    pytest.param(b"<html>down for maintenance</html>", {"Content-Type": "text/html"}, id="html"),
+    pytest.param(
+        json.dumps({"timestamp": 1, "path": "/x", "status": 503, "error": "Service Unavailable"}).encode(),
+        {"Content-Type": "application/json"},
+        id="spring-json",
+    ),
+]
+#: Its own delay (0.01 s) differs from the server's Retry-After (0.2 s) the log must show.
+SHORT_BACKOFF = RetryPolicy(max_retries=1, initial_delay=0.01, jitter=False, documented_limits=False)
+
+
+@pytest.mark.parametrize(("body", "headers"), RETRY_AFTER_503)
+def test_sync_503_retry_after_sets_the_retry_delay(wire, caplog, body, headers):
+    wire.reply(body, status=503, headers={**headers, "Retry-After": "0.2"})
+    wire.reply(ok({"unique_ids": ["a"]}))
+    caplog.set_level(logging.WARNING, logger="memories_provider.client")
+    with MemoriesClient("k", base_url=wire.v1, retry=SHORT_BACKOFF) as c:
+        assert c.list_unique_ids() == ["a"]
+    assert len(wire.requests) == 2
+    assert "retrying in 0.20s" in caplog.text
+
+
+@pytest.mark.parametrize(("body", "headers"), RETRY_AFTER_503)
+async def test_async_503_retry_after_sets_the_retry_delay(wire, caplog, body, headers):
+    wire.reply(body, status=503, headers={**headers, "Retry-After": "0.2"})
+    wire.reply(ok({"unique_ids": ["a"]}))
+    caplog.set_level(logging.WARNING, logger="memories_provider.client")
+    async with AsyncMemoriesClient("k", base_url=wire.v1, retry=SHORT_BACKOFF) as c:
+        assert await c.list_unique_ids() == ["a"]
+    assert len(wire.requests) == 2
+    assert "retrying in 0.20s" in caplog.text
+
+
+# ---------------------------------------------------------------------------- upload timeout
+
+ACCEPTED = ok({"videoNo": "VI1", "videoName": "n", "videoStatus": "UNPARSE"})
+
+
+def test_sync_uploads_wait_upload_timeout_other_calls_timeout(wire, video):
+    # The server answers after 1 s: longer than timeout (0.3 s), shorter than upload_timeout (5 s).
+    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI1"})):
+        wire.reply(answer, delay=1.0)
+    with MemoriesClient("k", base_url=wire.v1, timeout=0.3, upload_timeout=5, retry=NO_RETRY) as c:
+        assert c.upload_video(video).video_no == "VI1"
+        assert c.upload_video_from_url("https://example.com/v.mp4").video_no == "VI1"
+        with pytest.raises(MemoriesTimeoutError):
+            c.get_video("VI1")
+
+
+async def test_async_uploads_wait_upload_timeout_other_calls_timeout(wire, video):
+    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI1"})):
+        wire.reply(answer, delay=1.0)
+    async with AsyncMemoriesClient("k", base_url=wire.v1, timeout=0.3, upload_timeout=5, retry=NO_RETRY) as c:
+        assert (await c.upload_video(video)).video_no == "VI1"
+        assert (await c.upload_video_from_url("https://example.com/v.mp4")).video_no == "VI1"
+        with pytest.raises(MemoriesTimeoutError):
+            await c.get_video("VI1")
+
+
+# ---------------------------------------------------------------------------- HTTP 401/403
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_sync_http_401_and_403_are_auth_errors(wire, status):
+    wire.reply(b"Unauthorized", status=status, headers={"Content-Type": "text/plain"})
+    with MemoriesClient("k", base_url=wire.v1, retry=RETRYING) as c, pytest.raises(MemoriesAuthError) as info:
+        c.list_videos()
+    assert info.value.http_status == status
+    assert len(wire.requests) == 1  # never retried
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_async_http_401_and_403_are_auth_errors(wire, status):
+    wire.reply(b"Forbidden", status=status, headers={"Content-Type": "text/plain"})
+    async with AsyncMemoriesClient("k", base_url=wire.v1, retry=RETRYING) as c:
+        with pytest.raises(MemoriesAuthError) as info:
+            await c.list_videos()
+    assert info.value.http_status == status
+    assert len(wire.requests) == 1

@@ -27,6 +27,7 @@ def test_defaults_point_at_the_real_service():
     assert c.base_url == "https://api.memories.ai/serve/api/v1"
     assert c.v2_base_url == "https://mavi-backend.memories.ai/serve/api/v2"
     assert (c.timeout, c.max_retries, c.unique_id, c.blob_download_api) == (60.0, 5, "default", "v2")
+    assert c.upload_timeout == 600.0
 
 
 def test_custom_host_serves_v2_too_unless_v2_host_given():
@@ -48,12 +49,15 @@ def test_extras_are_typed_and_legacy_prefixed_names_accepted():
     c = parse(
         extra={
             "timeout": "12.5",
+            "upload_timeout": "900",
             "extra__memories__max_retries": "2",
             "unique_id": "team-a",
             "blob_download_api": "V1",
         }
     )
     assert (c.timeout, c.max_retries, c.unique_id, c.blob_download_api) == (12.5, 2, "team-a", "v1")
+    assert c.upload_timeout == 900.0
+    assert parse(extra={"extra__memories__upload_timeout": 30}).upload_timeout == 30.0
 
 
 @pytest.mark.parametrize(
@@ -66,6 +70,8 @@ def test_extras_are_typed_and_legacy_prefixed_names_accepted():
         ({"extra": {"v2_host": "mavi-backend.memories.ai"}}, "'v2_host'"),
         ({"extra": {"timeout": "soon"}}, "'timeout'"),
         ({"extra": {"timeout": 0}}, "'timeout'"),
+        ({"extra": {"upload_timeout": "ten minutes"}}, "'upload_timeout'"),
+        ({"extra": {"upload_timeout": -5}}, "'upload_timeout'"),
         ({"extra": {"max_retries": "2.5"}}, "'max_retries'"),
         ({"extra": {"max_retries": -1}}, "'max_retries'"),
         ({"extra": {"blob_download_api": "v3"}}, "'blob_download_api'"),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
-from airflow.providers.common.compat.sdk import redact
+from airflow.providers.common.compat.sdk import Connection, redact
 
 from memories_provider.client import MemoriesAuthError, MemoriesNotFoundError, VideoStatus
+from memories_provider.hooks import memories as hook_module
 from memories_provider.hooks.memories import MemoriesHook
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
@@ -88,6 +90,51 @@ async def test_async_client_from_the_hook(hook, memories_emulator, video_file):
         assert video.status is VideoStatus.PARSE
         page = await client.list_videos(video_nos=[up.video_no])
         assert [v.video_no for v in page.videos] == [up.video_no]
+
+
+async def test_async_config_reads_the_extras_and_masks_the_key(memories_emulator, monkeypatch):
+    secret = "sk-async-path-secret-314"
+    conn = json.loads(memories_emulator.conn_json)
+    conn["password"] = secret
+    conn["extra"].update({"upload_timeout": 1200, "timeout": 30, "unique_id": "trig"})
+    monkeypatch.setenv("AIRFLOW_CONN_ASYNC_CFG", json.dumps(conn))
+    hook = MemoriesHook("async_cfg")
+    config = await hook.aget_config()
+    assert (config.api_key, config.timeout, config.upload_timeout, config.unique_id) == (
+        secret,
+        30.0,
+        1200.0,
+        "trig",
+    )
+    assert redact(secret) != secret  # registered with Airflow's secret masker on the async path
+    async with await hook.get_async_client() as client:
+        assert (client.timeout, client.upload_timeout) == (30.0, 1200.0)
+    with hook.new_client() as sync_client:
+        assert sync_client.upload_timeout == 1200.0
+
+
+async def test_async_config_never_masks_synchronously_on_the_event_loop(memories_emulator, monkeypatch):
+    # Sync extra_dejson/mask_secret message the supervisor on Airflow 3 and deadlock on the loop.
+    loop_thread = threading.get_ident()
+    blocking_calls: list[str] = []
+    real_extra, real_mask = Connection.extra_dejson, hook_module.mask_secret
+
+    def extra_dejson(self):
+        if threading.get_ident() == loop_thread:
+            blocking_calls.append("extra_dejson")
+        return real_extra.fget(self)
+
+    def mask_secret(secret, name=None):
+        if threading.get_ident() == loop_thread:
+            blocking_calls.append("mask_secret")
+        real_mask(secret, name)
+
+    monkeypatch.setattr(Connection, "extra_dejson", property(extra_dejson))
+    monkeypatch.setattr(hook_module, "mask_secret", mask_secret)
+    monkeypatch.setenv("AIRFLOW_CONN_ASYNC_ONLY", memories_emulator.conn_json)
+    config = await MemoriesHook("async_only").aget_config()
+    assert config.base_url == memories_emulator.v1_url
+    assert blocking_calls == []
 
 
 def test_test_connection_reports_success_and_a_bad_key(hook, memories_emulator, monkeypatch):
