@@ -24,12 +24,14 @@ from memories_provider.storage.destinations import (
     destination_exists,
     is_folder,
     join_folder,
+    resolve_transport,
     sanitize_filename,
     scheme_of,
 )
 
 if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
+    from memories_provider.storage.destinations import ResolvedTransport
 
 _CHUNK_SIZE = 1024 * 1024
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
@@ -119,7 +121,16 @@ class MemoriesDownloadOperator(BaseOperator):
     The body flows from the socket to the destination in chunks (memory does not grow with
     file size); a reader of the destination sees nothing (or the previous object) or the
     whole new object. A connection dropped mid-body restarts the download from the start
-    (the API has no Range support) within the connection's retry policy.
+    (the API has no Range support) within the connection's retry policy. Downloads are billed:
+    the destination's settings (``transport_params``, ``destination_conn_id``'s credentials) are
+    checked before any request is sent.
+
+    A worker killed outright (SIGKILL, out of memory) cannot clean up: a local or SFTP temporary
+    file ``.<name>.<random>.part`` is removed by the next download to the same target (locally
+    once no live writer holds its lock and it was idle 2 minutes; over SFTP, which has no locks,
+    once idle an hour). On S3 the killed writer's
+    multipart upload stays incomplete, invisible but billed for its parts: give the bucket a
+    lifecycle rule ``AbortIncompleteMultipartUpload`` (e.g. after 1 day).
 
     :param destination: where to write (templated): a local path, ``file://``, ``s3://``, ``gs://``,
         ``azure://`` or ``sftp://`` URI. A value ending in ``/`` is a folder: the file name comes from
@@ -187,6 +198,7 @@ class MemoriesDownloadOperator(BaseOperator):
         self._result: dict[str, Any] | None = None
         self._source: _Source | None = None
         self._lineage_namespace: str | None = None
+        self._lineage_unique_id: str | None = None
 
     # ------------------------------------------------------------------ execute
 
@@ -201,17 +213,25 @@ class MemoriesDownloadOperator(BaseOperator):
         )
         destination = str(self.destination)
         check_destination(destination)
+        # Once, before any (billed) request; reused by the existence checks and the writer.
+        transport = resolve_transport(
+            destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
+        )
         self._source = source
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         self._lineage_namespace = namespace_of(hook)
-        result = self._download(hook, source, destination)
+        # The scope the request uses, named as the upload operator names its output.
+        self._lineage_unique_id = source.unique_id or hook.config.unique_id
+        result = self._download(hook, source, destination, transport)
         self._result = result
         self._annotate_outlets(context, result, source)
         return result
 
-    def _download(self, hook: MemoriesHook, source: _Source, destination: str) -> dict[str, Any]:
+    def _download(
+        self, hook: MemoriesHook, source: _Source, destination: str, transport: ResolvedTransport
+    ) -> dict[str, Any]:
         if not self.overwrite and not is_folder(destination):
-            skipped = self._skip_by_metadata(hook, source, destination)
+            skipped = self._skip_by_metadata(hook, source, destination, transport)
             if skipped is not None:
                 return skipped
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
@@ -219,7 +239,7 @@ class MemoriesDownloadOperator(BaseOperator):
         attempt = 0
         while True:
             try:
-                return self._attempt(hook, source, destination)
+                return self._attempt(hook, source, destination, transport)
             except _BodyInterrupted as interrupted:
                 if attempt >= policy.max_retries:
                     raise interrupted.error from None
@@ -235,22 +255,19 @@ class MemoriesDownloadOperator(BaseOperator):
                 )
                 time.sleep(delay)
 
-    def _skip_by_metadata(self, hook: MemoriesHook, source: _Source, uri: str) -> dict[str, Any] | None:
+    def _skip_by_metadata(
+        self, hook: MemoriesHook, source: _Source, uri: str, transport: ResolvedTransport
+    ) -> dict[str, Any] | None:
         """For a video, compare with get_metadata's size: no download request at all."""
         if source.kind != "video":
             return None
-        existing = self._existing_size(uri)
+        existing = destination_exists(uri, transport=transport)
         if existing is None:
             return None
         video = hook.get_video(str(source.video_no), unique_id=source.unique_id)
         if video.size is None:
             return None  # cannot tell: let the download's Content-Length decide
         return self._skip_or_fail(source, uri, existing, int(video.size), "get_metadata")
-
-    def _existing_size(self, uri: str) -> int | None:
-        return destination_exists(
-            uri, conn_id=self.destination_conn_id, transport_params=self.transport_params
-        )
 
     def _skip_or_fail(
         self,
@@ -296,30 +313,37 @@ class MemoriesDownloadOperator(BaseOperator):
             return hook.download_asset(str(source.asset_id))
         return hook.download_blob(str(source.bucket), str(source.blob))
 
-    def _attempt(self, hook: MemoriesHook, source: _Source, destination: str) -> dict[str, Any]:
+    def _attempt(
+        self, hook: MemoriesHook, source: _Source, destination: str, transport: ResolvedTransport
+    ) -> dict[str, Any]:
         with self._open(hook, source) as resp:
             # The folder name is known only now, from the headers, before any body byte is read.
             filename = name_from_response(resp, source) if is_folder(destination) else None
             uri = join_folder(destination, filename) if filename else destination
             expected = resp.content_length
             if not self.overwrite:
-                existing = self._existing_size(uri)
+                existing = destination_exists(uri, transport=transport)
                 if existing is not None:
                     # Closing the response here reads no body: only the headers were transferred.
                     return self._skip_or_fail(
                         source, uri, existing, expected, "Content-Length", resp.content_type
                     )
-            return self._stream(resp, source, uri, expected)
+            return self._stream(resp, source, uri, expected, transport)
 
     def _stream(
-        self, resp: DownloadResponse, source: _Source, uri: str, expected: int | None
+        self,
+        resp: DownloadResponse,
+        source: _Source,
+        uri: str,
+        expected: int | None,
+        transport: ResolvedTransport,
     ) -> dict[str, Any]:
         digest = hashlib.sha256() if self.checksum == "sha256" else None
         done = 0
         progress = TransferProgress(self.log, f"{source.label} -> {uri}", expected)
         size = "unknown" if expected is None else expected
         self.log.info("Downloading %s to %s (%s bytes)", source.label, uri, size)
-        writer = atomic_writer(uri, conn_id=self.destination_conn_id, transport_params=self.transport_params)
+        writer = atomic_writer(uri, transport=transport)
         with writer as out, contextlib.ExitStack() as stack:
             # Writing and hashing each run in their own thread, overlapping with receiving.
             consumers = [stack.enter_context(BackgroundWriter(out.write, depth=_WRITE_AHEAD_CHUNKS))]
@@ -376,7 +400,7 @@ class MemoriesDownloadOperator(BaseOperator):
         inputs = []
         if source is not None:
             name = {
-                "video": f"video/{source.unique_id or 'default'}/{source.video_no}",
+                "video": f"video/{self._lineage_unique_id}/{source.video_no}",
                 "asset": f"asset/{source.asset_id}",
                 "blob": f"blob/{source.bucket}/{source.blob}",
             }[source.kind]

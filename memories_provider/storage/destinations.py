@@ -13,16 +13,32 @@ new object, never a partial one:
   Memory is about one part (``min_part_size`` in ``transport_params``; smart-open's default
   is 50 MiB for S3).
 
+A process killed outright (SIGKILL, the OOM killer) runs no cleanup, so each writer first
+removes the temporary files an earlier, dead writer left for the same target: locally those
+whose ``flock`` it can take (a live writer holds one on its own until the rename) and that were
+idle for :data:`LOCAL_TEMP_GRACE` seconds; over SFTP (no locks) those idle for
+:data:`UNLOCKED_TEMP_GRACE` seconds. An S3 multipart upload of a killed writer stays incomplete
+(and billed) until a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` removes it.
+
 Compression is always disabled: a key ending in ``.gz`` is written byte for byte.
+
+Resolve a destination's transport parameters (credentials included) once with
+:func:`resolve_transport`, before any paid request, and hand the result to
+:func:`destination_exists` and :func:`atomic_writer`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import re
 import secrets
+import stat
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
@@ -34,6 +50,14 @@ SFTP_SCHEMES = frozenset({"sftp", "ssh", "scp"})
 SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES | SFTP_SCHEMES | {"", "file"}
 
 _MAX_NAME_BYTES = 200  # leaves room for our ".<name>.<random>.part" temp names under the usual 255
+_TEMP_TOKEN_BYTES = 6
+#: Seconds a local temp file whose lock is free must have been idle before it counts as abandoned:
+#: covers a writer between creating its file and locking it, and filesystems (some NFS mounts)
+#: whose locks are not seen from other hosts, where a live writer still writes at least this often.
+LOCAL_TEMP_GRACE = 120.0
+#: Idle seconds before a temp file counts as abandoned where no lock can tell (SFTP, local
+#: filesystems without ``flock``): far longer than a live writer's longest pause.
+UNLOCKED_TEMP_GRACE = 3600.0
 # Characters that would change the meaning of a URI (query, fragment) or of a path.
 _URI_UNSAFE = str.maketrans({c: "_" for c in '?#%:*"<>|'})
 
@@ -139,16 +163,78 @@ def _smart_open_open(*args: Any, **kwargs: Any) -> Any:
 
 
 def _temp_name(name: str) -> str:
-    return f".{name}.{secrets.token_hex(6)}.part"
+    return f".{name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.part"
 
 
-def _transport(uri: str, conn_id: str | None, transport_params: dict[str, Any] | None) -> dict[str, Any]:
-    # Imported here: local destinations need no credentials machinery at all.
+def _temp_name_pattern(name: str) -> re.Pattern[str]:
+    """Exactly the names :func:`_temp_name` gives for ``name``, nothing else."""
+    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.part")
+
+
+@dataclass(frozen=True)
+class ResolvedTransport:
+    """smart-open ``transport_params`` for one destination, credentials included and validated.
+
+    Built by :func:`resolve_transport`; valid for the destination URI it was resolved for and any
+    file inside it when that URI is a folder (same scheme, host and credentials).
+    """
+
+    params: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold passwords and clients
+
+
+def resolve_transport(
+    uri: str,
+    *,
+    conn_id: str | None = None,
+    transport_params: dict[str, Any] | None = None,
+    conn_param: str = "destination_conn_id",
+) -> ResolvedTransport:
+    """Validate ``transport_params`` and fetch ``conn_id``'s credentials for ``uri``; no data is sent.
+
+    :param uri: the destination (a file or a folder URI).
+    :param conn_id: Airflow connection with credentials for the destination (aws, google_cloud_platform,
+        wasb, ssh/sftp); ``None`` uses the environment's defaults; ignored for local paths.
+    :param transport_params: extra smart-open transport parameters (validated per scheme), e.g.
+        ``{"min_part_size": 16 * 1024**2}`` for S3; none are accepted for local paths.
+    :param conn_param: the operator parameter naming the connection, quoted in errors.
+    :raises ValueError: naming ``transport_params`` or ``conn_param`` and what is wrong with it.
+    """
     from memories_provider.storage.credentials import transport_params_for
 
-    return transport_params_for(
-        uri, conn_id=conn_id, transport_params=transport_params, conn_param="destination_conn_id"
+    check_destination(uri)
+    if local_path(uri) is not None:
+        # Ignored, as for upload sources: a DAG whose destination param may be local or remote
+        # passes one connection for both.
+        conn_id = None
+    elif conn_id:
+        _require_connection(conn_id, conn_param)
+    return ResolvedTransport(
+        transport_params_for(uri, conn_id=conn_id, transport_params=transport_params, conn_param=conn_param)
     )
+
+
+def _require_connection(conn_id: str, conn_param: str) -> None:
+    # Some hooks (S3Hook) fall back to the default credentials for an unknown connection: writing
+    # with credentials nobody chose is worse than failing.
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ValueError(f"`{conn_param}`={conn_id!r} is not a defined Airflow connection") from None
+
+
+def _resolved(
+    uri: str,
+    conn_id: str | None,
+    transport_params: dict[str, Any] | None,
+    transport: ResolvedTransport | None,
+) -> ResolvedTransport:
+    if transport is None:
+        return resolve_transport(uri, conn_id=conn_id, transport_params=transport_params)
+    if conn_id or transport_params:
+        raise TypeError("pass either `transport` or `conn_id`/`transport_params`, not both")
+    return transport
 
 
 @contextlib.contextmanager
@@ -157,18 +243,20 @@ def atomic_writer(
     *,
     conn_id: str | None = None,
     transport_params: dict[str, Any] | None = None,
+    transport: ResolvedTransport | None = None,
 ) -> Iterator[IO[bytes]]:
     """Open ``uri`` for writing so that the object appears only if the block succeeds.
 
     :param uri: destination file URI (not a folder).
-    :param conn_id: Airflow connection with credentials for the destination (aws, google_cloud_platform,
-        wasb, ssh/sftp); ``None`` uses the environment's defaults.
-    :param transport_params: extra smart-open transport parameters (validated per scheme), e.g.
-        ``{"min_part_size": 16 * 1024**2}`` for S3.
+    :param conn_id: as for :func:`resolve_transport`.
+    :param transport_params: as for :func:`resolve_transport`.
+    :param transport: what :func:`resolve_transport` returned for ``uri`` (or its folder), instead
+        of ``conn_id`` and ``transport_params``.
     """
     check_destination(uri)
     if is_folder(uri):
         raise ValueError(f"atomic_writer needs a file URI, got the folder {uri!r}")
+    params = _resolved(uri, conn_id, transport_params, transport).params
     scheme = scheme_of(uri)
     if scheme in ("", "file"):
         path = local_path(uri)
@@ -176,10 +264,9 @@ def atomic_writer(
         with _local_atomic(path) as fh:
             yield fh
     elif scheme in SFTP_SCHEMES:
-        with _sftp_atomic(uri, _transport(uri, conn_id, transport_params)) as fh:
+        with _sftp_atomic(uri, params) as fh:
             yield fh
     else:
-        params = _transport(uri, conn_id, transport_params)
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
         with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
@@ -190,19 +277,58 @@ def atomic_writer(
 def _local_atomic(path: str) -> Iterator[IO[bytes]]:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, _temp_name(os.path.basename(path)))
+    name = os.path.basename(path)
+    tmp_name = _temp_name(name)
+    tmp = os.path.join(directory, tmp_name)
     # O_EXCL: never follow or clobber something that happens to sit at the temp name.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        # Held until the file is renamed or removed (closing releases it): a temp file whose lock
+        # can be taken belongs to no live writer.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _remove_abandoned_local(directory, name, own=tmp_name, now=os.fstat(fh.fileno()).st_mtime)
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        fh.close()
+
+
+def _remove_abandoned_local(directory: str, name: str, *, own: str, now: float) -> None:
+    """Remove temp files of ``name`` that writers killed before their cleanup left behind.
+
+    ``now`` is the filesystem's clock (our own new file's mtime). Best effort: never fails a write.
+    """
+    pattern = _temp_name_pattern(name)
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name != own and pattern.fullmatch(entry.name):
+                with contextlib.suppress(OSError):  # gone meanwhile, or not ours to open
+                    _remove_if_abandoned(entry.path, now)
+
+
+def _remove_if_abandoned(path: str, now: float) -> None:
+    # O_NOFOLLOW: a symlink at a temp name is not something we wrote.
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        idle = now - info.st_mtime
+        if not stat.S_ISREG(info.st_mode) or idle < LOCAL_TEMP_GRACE:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN) or idle < UNLOCKED_TEMP_GRACE:
+                return  # a live writer holds it, or no locks here and not idle long enough
+        os.unlink(path)  # still holding its lock: no writer can be using it
+    finally:
+        os.close(fd)
 
 
 def _sftp_paths(uri: str) -> tuple[str, str, str]:
@@ -226,6 +352,7 @@ def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
     # smart-open hands back paramiko's SFTPFile (possibly proxied); its ``sftp`` is the client.
     sftp = fh.sftp
     try:
+        _remove_abandoned_sftp(sftp, path, tmp_path)
         try:
             yield fh
         finally:
@@ -246,20 +373,46 @@ def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
             sftp.close()
 
 
+def _remove_abandoned_sftp(sftp: Any, path: str, tmp_path: str) -> None:
+    """Remove temp files of ``path`` idle for :data:`UNLOCKED_TEMP_GRACE` (SFTP has no locks).
+
+    Ages are measured on the server's clock (our own new temp file's mtime): no clock skew.
+    Best effort: never fails a write.
+    """
+    directory, _, name = path.rpartition("/")
+    own = tmp_path.rpartition("/")[2]
+    pattern = _temp_name_pattern(name)
+    with contextlib.suppress(OSError):
+        now = sftp.stat(tmp_path).st_mtime
+        for entry in sftp.listdir_attr(directory or "."):
+            if (
+                entry.filename != own
+                and pattern.fullmatch(entry.filename)
+                and stat.S_ISREG(entry.st_mode or 0)
+                and now - (entry.st_mtime or now) >= UNLOCKED_TEMP_GRACE
+            ):
+                with contextlib.suppress(OSError):
+                    sftp.remove(f"{directory}/{entry.filename}")
+
+
 def destination_exists(
     uri: str,
     *,
     conn_id: str | None = None,
     transport_params: dict[str, Any] | None = None,
+    transport: ResolvedTransport | None = None,
 ) -> int | None:
-    """The size in bytes of the object at ``uri``, or ``None`` when there is none (no data is read)."""
+    """The size in bytes of the object at ``uri``, or ``None`` when there is none (no data is read).
+
+    ``conn_id``, ``transport_params`` and ``transport`` as for :func:`atomic_writer`.
+    """
     check_destination(uri)
+    params = _resolved(uri, conn_id, transport_params, transport).params
     scheme = scheme_of(uri)
     if scheme in ("", "file"):
         path = local_path(uri)
         assert path is not None
         return os.path.getsize(path) if os.path.isfile(path) else None
-    params = _transport(uri, conn_id, transport_params)
     if scheme in SFTP_SCHEMES:
         return _sftp_size(uri, params)
     if scheme.startswith("s3"):

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from memories_provider.client import (
     MemoriesError,
@@ -19,6 +26,7 @@ from memories_provider.client import (
     MemoriesInvalidRequestError,
 )
 from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.storage.destinations import ResolvedTransport, atomic_writer
 
 VIDEO = os.urandom(3 * 1024 * 1024 + 17)  # > 1 chunk, odd size
 
@@ -37,6 +45,11 @@ def run(**kwargs: Any) -> dict[str, Any]:
 
 def files_in(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def under(folder: Path, where: str) -> str:
+    """``folder / where`` as a destination, keeping a trailing ``/`` (a folder destination)."""
+    return str(folder / where) + ("/" if where.endswith("/") else "")
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -64,6 +77,74 @@ def test_rendered_empty_ids_fail_before_any_request(emu: Any, tmp_path: Path) ->
     with pytest.raises(ValueError, match="exactly one"):
         op.execute(context={})
     assert emu.control.request_log() == []
+
+
+@pytest.fixture
+def source_of(emu: Any, upload: Any) -> Any:
+    """``source_of(kind) -> operator id kwargs`` of an existing video / asset / blob (downloadable)."""
+
+    def _ids(kind: str) -> dict[str, str]:
+        if kind == "video_no":
+            return {"video_no": upload()}
+        asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+        if kind == "asset_id":
+            return {"asset_id": asset["asset_id"]}
+        return {"bucket": asset["bucket"], "blob": asset["blob"]}
+
+    return _ids
+
+
+# (destination under tmp_path or a URI, operator kwargs, the error it must raise)
+BAD_DESTINATION_SETTINGS = {
+    "local-bad-key": ("v.mp4", {"transport_params": {"bogus": 1}}, r"`transport_params` key 'bogus'"),
+    "local-folder-bad-key": ("in/", {"transport_params": {"bogus": 1}}, r"`transport_params` key 'bogus'"),
+    "s3-bad-key": ("s3://b/v.mp4", {"transport_params": {"bogus": 1}}, r"`transport_params` key 'bogus'"),
+    "s3-unknown-conn": (
+        "s3://b/in/",
+        {"destination_conn_id": "no_such_conn"},
+        r"`destination_conn_id`='no_such_conn' is not a defined Airflow connection",
+    ),
+    "sftp-unknown-conn": (
+        "sftp://127.0.0.1/v.mp4",
+        {"destination_conn_id": "no_such_conn"},
+        r"`destination_conn_id`='no_such_conn' is not a defined Airflow connection",
+    ),
+    "azure-no-credentials": ("azure://c/v.mp4", {}, r"azure:// URIs need credentials"),
+}
+
+
+@pytest.mark.parametrize("kind", ["video_no", "asset_id", "bucket+blob"])
+@pytest.mark.parametrize("case", sorted(BAD_DESTINATION_SETTINGS))
+def test_bad_destination_settings_fail_before_any_request(
+    emu: Any, source_of: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, case: str
+) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    where, settings, error = BAD_DESTINATION_SETTINGS[case]
+    destination = where if "://" in where else under(tmp_path, where)
+    ids = source_of(kind)
+    if "video_no" in ids and "://" not in where and not where.endswith("/"):
+        (tmp_path / where).write_bytes(b"x")  # an existing file: the size check would call get_metadata
+    before = emu.control.request_log()
+    with pytest.raises(ValueError, match=error):
+        run(destination=destination, **ids, **settings)
+    assert emu.control.request_log() == before  # no download, no get_metadata: nothing billed
+
+
+def test_missing_storage_provider_fails_before_any_request(
+    emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        import airflow.providers.google  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the Google provider is installed here")
+    monkeypatch.setenv("AIRFLOW_CONN_GCP_X", json.dumps({"conn_type": "google_cloud_platform"}))
+    video_no = upload()
+    before = emu.control.request_log()
+    with pytest.raises(ValueError, match=r"`destination_conn_id`='gcp_x' needs .*providers-google"):
+        run(video_no=video_no, destination="gs://b/v.mp4", destination_conn_id="gcp_x")
+    assert emu.control.request_log() == before
 
 
 def test_bad_checksum_and_destination_are_rejected(tmp_path: Path) -> None:
@@ -114,6 +195,13 @@ def test_video_no_to_local_file(emu: Any, upload: Any, tmp_path: Path) -> None:
     }
     assert result["content_type"].startswith("video/")
     assert files_in(tmp_path / "out") == ["v.mp4"]  # no temp file left
+
+
+def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tmp_path: Path) -> None:
+    # One DAG param may name a local or a remote destination; the connection serves the remote ones.
+    target = tmp_path / "v.mp4"
+    run(video_no=upload(), destination=str(target), destination_conn_id="aws_not_defined_here")
+    assert target.read_bytes() == VIDEO
 
 
 def test_asset_id_to_folder_uses_content_disposition(emu: Any, tmp_path: Path) -> None:
@@ -253,9 +341,75 @@ def test_chunked_body_without_content_length(emu: Any, tmp_path: Path) -> None:
     assert result["sha256"] == hashlib.sha256(VIDEO).hexdigest()
 
 
+class _LyingServer:
+    """A memories.ai stand-in on 127.0.0.1 that announces ``announced`` bytes, sends ``body`` and
+    closes the connection, whatever the request."""
+
+    def __init__(self, announced: int, body: bytes) -> None:
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                server.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Disposition", 'attachment; filename="s.mp4"')
+                self.send_header("Content-Length", str(announced))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _LyingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def short_body_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LyingServer]:
+    """``memories_default`` pointed at a server announcing 1 MiB + 5 bytes but sending 1 MiB (no retries)."""
+    with _LyingServer(announced=1024 * 1024 + 5, body=VIDEO[: 1024 * 1024]) as server:
+        conn = {"conn_type": "memories", "password": "test-key", "host": server.url}
+        conn["extra"] = {"v2_host": server.url, "max_retries": 0}  # type: ignore[assignment]
+        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+        yield server
+
+
+@pytest.mark.parametrize(
+    "ids", [{"video_no": "VI1"}, {"asset_id": "re_1"}, {"bucket": "b", "blob": "v.mp4"}], ids=str
+)
+@pytest.mark.parametrize("where", ["out/s.mp4", "out/"])
+def test_body_shorter_than_content_length_fails_and_leaves_nothing(
+    short_body_server: _LyingServer, tmp_path: Path, ids: dict[str, str], where: str
+) -> None:
+    with pytest.raises(MemoriesIncompleteBodyError):
+        run(destination=under(tmp_path, where), **ids)
+    assert short_body_server.requests == 1
+    assert files_in(tmp_path) in ([], ["out"])  # no file, no temp file
+
+
 class _ShortResponse:
-    """A response whose body is shorter than its Content-Length (defence in depth: the client
-    normally raises MemoriesIncompleteBodyError itself)."""
+    """A response whose body is shorter than its Content-Length: the client raises on a real socket
+    (above), so only a fake reaches the operator's own check (defence in depth)."""
 
     content_type = "video/mp4"
     content_length = 10
@@ -266,20 +420,63 @@ class _ShortResponse:
         yield b"12345"
 
 
-def test_content_length_mismatch_fails_and_leaves_nothing(tmp_path: Path) -> None:
+def test_operator_checks_content_length_itself(tmp_path: Path) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
 
     from memories_provider.operators.download import select_source
 
     op = MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "s.mp4"), asset_id="re_1")
     source = select_source(video_no=None, asset_id="re_1", bucket=None, blob=None)
+    uri, local = str(tmp_path / "s.mp4"), ResolvedTransport()
     with pytest.raises(AirflowException, match="received 5 bytes but Content-Length was 10"):
-        op._stream(_ShortResponse(), source, str(tmp_path / "s.mp4"), 10)  # type: ignore[arg-type]
+        op._stream(_ShortResponse(), source, uri, 10, local)  # type: ignore[arg-type]
     assert files_in(tmp_path) == []
     # verify_size=False accepts it (the caller knows better).
     op.verify_size = False
-    result = op._stream(_ShortResponse(), source, str(tmp_path / "s.mp4"), 10)  # type: ignore[arg-type]
+    result = op._stream(_ShortResponse(), source, uri, 10, local)  # type: ignore[arg-type]
     assert result["bytes"] == 5
+
+
+# ---------------------------------------------------------------------------- hard kills
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from memories_provider.storage.destinations import atomic_writer
+writer = atomic_writer(sys.argv[1])  # kept referenced: collecting it would run the cleanup
+out = writer.__enter__()
+out.write(b"partial")
+out.flush()
+os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer: no cleanup runs
+"""
+
+
+def _temps_of(folder: Path, name: str) -> set[str]:
+    return {p.name for p in folder.glob(f".{name}.*.part")}
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_download_removes_a_killed_writers_temp_file_but_not_a_live_ones(emu: Any, tmp_path: Path) -> None:
+    target = tmp_path / "a.mp4"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    (killed,) = _temps_of(tmp_path, "a.mp4")
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    with pytest.raises(RuntimeError, match="live writer discards"), atomic_writer(str(target)) as live:
+        live.write(b"still writing")
+        (live_temp,) = _temps_of(tmp_path, "a.mp4") - {killed}
+        for name in (killed, live_temp):  # both idle for long: only the lock tells them apart
+            _age(tmp_path / name, 3 * 3600)
+        result = run(asset_id=asset["asset_id"], destination=str(target))
+        assert target.read_bytes() == VIDEO
+        assert result["bytes"] == len(VIDEO)
+        assert _temps_of(tmp_path, "a.mp4") == {live_temp}
+        raise RuntimeError("live writer discards")
+    assert files_in(tmp_path) == ["a.mp4"]
 
 
 # ---------------------------------------------------------------------------- idempotence
@@ -350,3 +547,34 @@ def test_openlineage_input_and_output(emu: Any, upload: Any, tmp_path: Path) -> 
         (f"memories://{emu.url.split('://', 1)[1]}", f"video/default/{video_no}")
     ]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", str(tmp_path / "v.mp4"))]
+
+
+def test_openlineage_names_the_video_in_the_connections_scope_as_the_upload_operator_does(
+    memories_emulator: Any, set_memories_conn: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    from memories_provider.operators.upload import MemoriesUploadOperator
+
+    set_memories_conn(unique_id="team-a", max_retries=1)
+    resp = requests.post(
+        f"{memories_emulator.v1_url}/upload",
+        headers={"Authorization": memories_emulator.api_key},
+        files={"file": ("clip.mp4", VIDEO, "video/mp4")},
+        data={"unique_id": "team-a"},
+        timeout=60,
+    )
+    video_no = resp.json()["data"]["videoNo"]
+    download = MemoriesDownloadOperator(task_id="t", video_no=video_no, destination=str(tmp_path / "v.mp4"))
+    download.execute(context={})
+    (downloaded,) = download.get_openlineage_facets_on_complete(None).inputs
+    assert downloaded.name == f"video/team-a/{video_no}"
+
+    class _UploadTaskInstance:  # what the upload operator's lineage reads: its XCom return value
+        task_id = "up"
+
+        def xcom_pull(self, task_ids: str, key: str) -> str:
+            return str(video_no)
+
+    upload = MemoriesUploadOperator(task_id="up", source=str(tmp_path / "v.mp4"))
+    (uploaded,) = upload.get_openlineage_facets_on_complete(_UploadTaskInstance()).outputs
+    assert (downloaded.namespace, downloaded.name) == (uploaded.namespace, uploaded.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from memories_provider.client import MemoriesIncompleteBodyError
 from memories_provider.operators.download import MemoriesDownloadOperator
-from memories_provider.storage.destinations import atomic_writer, destination_exists
+from memories_provider.storage.destinations import UNLOCKED_TEMP_GRACE, atomic_writer, destination_exists
 
 BIG = os.urandom(12 * 1024 * 1024 + 5)  # > two 5 MiB parts: a failure happens after parts were sent
 PART = {"min_part_size": 5 * 1024 * 1024}
@@ -55,6 +56,27 @@ def test_s3_folder_and_skip_if_exists(emu: Any, moto_s3_server: Any, s3_bucket: 
     assert destination_exists(result["uri"], conn_id=moto_s3_server.conn_id) == len(VIDEO)
     again = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
     assert again["skipped"] is True
+
+
+def test_s3_credentials_are_resolved_once_per_task(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    clients: list[Any] = []
+    real_get_conn = S3Hook.get_conn
+
+    def counting_get_conn(self: Any) -> Any:
+        clients.append(real_get_conn(self))
+        return clients[-1]
+
+    monkeypatch.setattr(S3Hook, "get_conn", counting_get_conn)
+    asset = emu.control.add_asset(VIDEO, "once.mp4", "video/mp4")
+    folder = f"s3://{s3_bucket}/once/"
+    # Into a folder: an existence check once the name is known, then the writer; one client for both.
+    result = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
+    assert result["skipped"] is False
+    assert len(clients) == 1
 
 
 def _no_trace_in_s3(client: Any, bucket: str) -> None:
@@ -141,6 +163,28 @@ def test_sftp_drop_mid_body_leaves_nothing(emu: Any, sshd: Any) -> None:
             destination_conn_id=sshd.conn_id,
         )
     assert files_in(folder) == []
+
+
+def _aged(path: Path, seconds: float) -> None:
+    path.write_bytes(b"left over")
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_sftp_writer_removes_temp_files_idle_for_long(emu: Any, sshd: Any) -> None:
+    asset = emu.control.add_asset(VIDEO, "s.mp4", "video/mp4")
+    folder = sshd.root / "stale"
+    folder.mkdir()
+    _aged(folder / ".s.mp4.0123456789ab.part", 2 * UNLOCKED_TEMP_GRACE)  # a killed writer's
+    _aged(folder / ".s.mp4.fedcba987654.part", UNLOCKED_TEMP_GRACE / 2)  # maybe a live (paused) writer's
+    _aged(folder / ".t.mp4.0123456789ab.part", 2 * UNLOCKED_TEMP_GRACE)  # another target's
+    run(
+        asset_id=asset["asset_id"],
+        destination=sshd.uri(str(folder / "s.mp4")),
+        destination_conn_id=sshd.conn_id,
+    )
+    assert (folder / "s.mp4").read_bytes() == VIDEO
+    assert files_in(folder) == [".s.mp4.fedcba987654.part", ".t.mp4.0123456789ab.part", "s.mp4"]
 
 
 def test_sftp_overwrite_replaces(emu: Any, sshd: Any) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from memories_provider.storage.destinations import (
+    LOCAL_TEMP_GRACE,
+    UNLOCKED_TEMP_GRACE,
     atomic_writer,
     basename_of,
     canonical_uri,
@@ -16,6 +19,7 @@ from memories_provider.storage.destinations import (
     is_folder,
     join_folder,
     local_path,
+    resolve_transport,
     sanitize_filename,
     scheme_of,
 )
@@ -164,3 +168,66 @@ def test_sftp_temp_name_sits_beside_the_target() -> None:
     assert path == "/data/in/v.mp4"
     assert tmp_path.startswith("/data/in/.v.mp4.") and tmp_path.endswith(".part")
     assert tmp_uri == "sftp://me@127.0.0.1:2222" + tmp_path
+
+
+# ---------------------------------------------------------------------------- leftovers of killed writers
+
+
+def _aged(path: Path, seconds: float, data: bytes = b"left over") -> Path:
+    path.write_bytes(data)
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+    return path
+
+
+def test_local_writer_removes_only_abandoned_temp_files_of_its_target(tmp_path: Path) -> None:
+    old = 3 * UNLOCKED_TEMP_GRACE
+    abandoned = _aged(tmp_path / ".v.mp4.0123456789ab.part", old)
+    kept = [
+        _aged(tmp_path / ".w.mp4.0123456789ab.part", old),  # another target's
+        _aged(tmp_path / ".v.mp4.0123456789ab.part.keep", old),  # not exactly our pattern
+        _aged(tmp_path / ".v.mp4.0123456789AB.part", old),
+        _aged(tmp_path / "v.mp4.0123456789ab.part", old),
+        _aged(tmp_path / ".v.mp4.0123456789ab.part.0123456789ab.part", old),
+        _aged(tmp_path / ".v.mp4.fedcba987654.part", LOCAL_TEMP_GRACE / 4),  # a writer about to lock it
+    ]
+    outside = _aged(tmp_path / "elsewhere", old)
+    link = tmp_path / ".v.mp4.aaaaaaaaaaaa.part"
+    link.symlink_to(outside)
+    kept.append(link)
+    with atomic_writer(str(tmp_path / "v.mp4")) as out:
+        assert not abandoned.exists()  # removed before any byte is written
+        out.write(b"new")
+    assert (tmp_path / "v.mp4").read_bytes() == b"new"
+    assert all(os.path.lexists(p) for p in kept)
+    assert outside.read_bytes() == b"left over"
+
+
+def test_local_writer_keeps_a_locked_temp_file_however_old(tmp_path: Path) -> None:
+    target = tmp_path / "v.mp4"
+    with atomic_writer(str(target)) as live:  # a concurrent writer, idle for hours but alive
+        live.write(b"live")
+        (live_temp,) = tmp_path.glob(".v.mp4.*.part")
+        _aged(live_temp, 3 * UNLOCKED_TEMP_GRACE, b"live")
+        with atomic_writer(str(target)) as other:
+            other.write(b"other")
+        assert live_temp.read_bytes() == b"live"
+        live.write(b" and done")
+    assert target.read_bytes() == b"live and done"
+    assert _leftovers(tmp_path) == ["v.mp4"]
+
+
+def test_resolve_transport_validates_once_and_writers_reuse_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"`transport_params` key 'bogus'"):
+        resolve_transport(str(tmp_path) + "/", transport_params={"bogus": 1})
+    # A connection means nothing for a local path: ignored (not even looked up), as for sources.
+    assert resolve_transport(str(tmp_path / "v.mp4"), conn_id="no_such_conn").params == {}
+    with pytest.raises(ValueError, match=r"`destination_conn_id`='nope' is not a defined Airflow connection"):
+        resolve_transport("sftp://127.0.0.1/v.mp4", conn_id="nope")
+    transport = resolve_transport(str(tmp_path) + "/")
+    target = tmp_path / "v.mp4"
+    with atomic_writer(str(target), transport=transport) as out:
+        out.write(b"abc")
+    assert destination_exists(str(target), transport=transport) == 3
+    with pytest.raises(TypeError, match="either"):
+        destination_exists(str(target), transport=transport, conn_id="x")
