@@ -43,6 +43,11 @@ def check_videos(
     return outcome.videos if outcome.status == "success" else None
 
 
+def deferral_margin(poll_interval: float) -> float:
+    """Seconds the deferral timeout outlasts the trigger's ``end_time``: ``max(60, 2 poll intervals)``."""
+    return max(60.0, 2 * poll_interval)
+
+
 def handle_status_event(event: dict[str, Any], *, soft_fail: bool = False) -> list[dict[str, Any]]:
     """Turn a :class:`MemoriesVideoStatusTrigger` event into a result or the matching exception.
 
@@ -146,7 +151,10 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
                 end_time=time.time() + self.timeout,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout). Airflow's
+            # deferral timeout is only a backstop: if it won the race it would fail the task with a
+            # TaskDeferralError (Airflow 2), which spends retries instead of ending as a sensor timeout.
+            timeout=timedelta(seconds=self.timeout + deferral_margin(self.poke_interval)),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:

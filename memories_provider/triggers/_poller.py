@@ -5,13 +5,20 @@ event loop registers its videos with the same :class:`StatusPoller`. The poller 
 them together with ``list_videos(video_nos=[...])``, at most 100 ids per request, so N waiting
 videos cost about ceil(N/100) requests per poll interval instead of N. Requests of one connection
 are spaced so the account stays under the documented 5 requests/second. Transient errors (5xx,
-timeouts, ``0429``) back off and poll again; they never end a wait. A trigger that is cancelled
-simply leaves; the loop ends (closing its HTTP session) when nobody is waiting.
+timeouts, ``0429``) back off and poll again; they never end a wait. Each wait fires its own
+``timeout`` at its ``end_time`` even while a round is in flight, so a deferral's own timeout never
+has to. A trigger that is cancelled simply leaves; when the last one leaves, the loop wakes, ends
+and closes its HTTP session.
+
+The poller's task runs in an empty :mod:`contextvars` context: it serves every trigger, so it must
+not inherit the log context (task instance, trigger id) of the trigger that happened to start it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 import weakref
@@ -38,6 +45,7 @@ class _Waiter:
     poll_interval: float
     end_time: float | None
     future: asyncio.Future[dict[str, Any]]
+    deadline: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -96,6 +104,8 @@ class StatusPoller:
         self.requests = 0
         self._waiters: list[_Waiter] = []
         self._task: asyncio.Task[None] | None = None
+        # Set when the last waiter leaves, so a sleeping loop ends now rather than after its sleep.
+        self._wake = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -110,26 +120,42 @@ class StatusPoller:
 
         Returns the trigger event payload ``{"status", "message", "videos"}``.
         """
+        loop = asyncio.get_running_loop()
         waiter = _Waiter(
             video_nos=list(video_nos),
             poll_interval=poll_interval,
             end_time=end_time,
-            future=asyncio.get_running_loop().create_future(),
+            future=loop.create_future(),
         )
+        if end_time is not None:
+            # A timer, not a check between rounds: a stalled request must not outlast the deadline.
+            waiter.deadline = loop.call_later(max(0.0, end_time - time.time()), _time_out, waiter)
         self._waiters.append(waiter)
         # A newcomer is checked at the loop's next tick, not at once: waking the loop per trigger
         # would cost a request per trigger when thousands defer one after another. (Sensors and the
         # upload operator check once on the worker before deferring, so nothing is lost.)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(
-                self._run(), name=f"memories-status-poller-{self.memories_conn_id}"
-            )
+            self._start()
         try:
             return await waiter.future
         finally:
-            # Normal end or cancellation (trigger cancelled, task reassigned): leave the loop.
+            # Normal end, timeout or cancellation (trigger cancelled, task reassigned): leave the loop.
+            if waiter.deadline is not None:
+                waiter.deadline.cancel()
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+            if not self._live():
+                self._wake.set()
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # An empty context: the task would otherwise copy the starting trigger's (its log binding).
+        self._task = contextvars.Context().run(
+            loop.create_task, self._run(), name=f"memories-status-poller-{self.memories_conn_id}"
+        )
+
+    def _live(self) -> list[_Waiter]:
+        return [w for w in self._waiters if not w.future.done()]
 
     # ------------------------------------------------------------------ the loop
 
@@ -144,11 +170,9 @@ class StatusPoller:
             log.exception("memories.ai status poller stopped")
             self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
         finally:
-            if any(not w.future.done() for w in self._waiters):
+            if self._live():
                 # Someone registered while the session was closing: serve them with a fresh loop.
-                self._task = asyncio.create_task(
-                    self._run(), name=f"memories-status-poller-{self.memories_conn_id}"
-                )
+                self._start()
             else:
                 pollers = _POLLERS.get(asyncio.get_running_loop(), {})
                 if pollers.get((self.memories_conn_id, self.unique_id)) is self:
@@ -157,8 +181,7 @@ class StatusPoller:
     async def _loop(self, client: AsyncMemoriesClient, scope: str) -> None:
         failures = 0
         while True:
-            self._expire()
-            waiters = [w for w in self._waiters if not w.future.done()]
+            waiters = self._live()
             if not waiters:
                 return
             try:
@@ -174,7 +197,7 @@ class StatusPoller:
                 # The service said how long to stay away: never come back sooner.
                 delay = max(delay, getattr(err, "retry_after", None) or 0.0)
                 log.warning("memories.ai status check failed (%s); polling again in %.1fs", err, delay)
-                await self._sleep(delay, waiters)
+                await self._sleep(delay)
                 continue
             failures = 0
             for waiter in waiters:
@@ -183,10 +206,10 @@ class StatusPoller:
                     waiter.future.set_result(
                         {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}
                     )
-            pending = [w for w in self._waiters if not w.future.done()]
+            pending = self._live()
             if not pending:
                 return
-            await self._sleep(min(w.poll_interval for w in pending), pending)
+            await self._sleep(min(w.poll_interval for w in pending))
 
     async def _fetch(
         self, client: AsyncMemoriesClient, waiters: list[_Waiter], scope: str
@@ -195,31 +218,33 @@ class StatusPoller:
         found: dict[str, Video] = {}
         for batch in batches(ids):
             await self.pacer.wait()
+            if all(w.future.done() for w in waiters):
+                break  # every wait ended during the round (deadline, cancellation): stop asking
             self.requests += 1
             page = await client.list_videos(video_nos=batch, size=len(batch), unique_id=scope)
             found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
         return found
 
-    async def _sleep(self, seconds: float, waiters: list[_Waiter]) -> None:
-        """Sleep ``seconds``, or until the earliest deadline of ``waiters``."""
-        deadlines = [w.end_time for w in waiters if w.end_time is not None]
-        if deadlines:
-            seconds = max(0.0, min(seconds, min(deadlines) - time.time()))
-        await asyncio.sleep(seconds)
-
-    def _expire(self) -> None:
-        now = time.time()
-        for waiter in self._waiters:
-            if waiter.end_time is not None and now >= waiter.end_time and not waiter.future.done():
-                waiter.future.set_result(
-                    {
-                        "status": "timeout",
-                        "message": f"timed out waiting for {', '.join(waiter.video_nos)} to be parsed",
-                        "videos": [],
-                    }
-                )
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until the last waiter leaves."""
+        if not self._live():
+            return
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     def _finish_all(self, event: dict[str, Any]) -> None:
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.set_result(event)
+
+
+def _time_out(waiter: _Waiter) -> None:
+    if not waiter.future.done():
+        waiter.future.set_result(
+            {
+                "status": "timeout",
+                "message": f"timed out waiting for {', '.join(waiter.video_nos)} to be parsed",
+                "videos": [],
+            }
+        )

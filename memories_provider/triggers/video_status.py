@@ -19,6 +19,15 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
     Transient errors (5xx, timeouts, ``0429``) are retried with back-off and never end the wait.
     The kwargs are plain JSON — the API key is looked up (asynchronously) from the connection.
 
+    Unlike the usual one-session-per-``run()`` trigger, the HTTP session belongs to the shared
+    poller: it opens it when its first trigger joins and closes it as soon as its last trigger
+    leaves (fires, times out or is cancelled) — at once from its sleep, or when a request in
+    flight returns. A trigger holds no state of its own beyond its place
+    in the poller, which ``run()`` gives up on its way out (also when cancelled), so there is no
+    ``cleanup()``. The ``timeout`` event fires at ``end_time`` even while a status request is in
+    flight, ahead of the deferral's own timeout. The poller logs to the triggerer's log, not to
+    any one task's: it serves every trigger.
+
     The single event is ``{"status": "success" | "failed" | "timeout" | "error", "message": str,
     "videos": [video metadata, ...]}``.
 
@@ -66,7 +75,7 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
         module = await asyncio.to_thread(importlib.import_module, "memories_provider.triggers._poller")
         poller = module.get_poller(self.memories_conn_id, self.unique_id)
         self.log.info(
-            "Waiting for %d video(s) to be parsed (%s; poll every %.0fs)",
+            "Waiting for %d video(s) to be parsed (%s; poll every %gs)",
             len(self.video_nos),
             ", ".join(self.video_nos[:5]) + (" ..." if len(self.video_nos) > 5 else ""),
             self.poll_interval,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +86,48 @@ def _parse_after_first_check(emu: Any, video_no: str) -> None:
     emu.control.set_status(video_no, "PARSE")
 
 
+#: Exception type names seen by ``on_failure_callback`` (dag.test runs tasks in this process).
+FAILURES: list[str] = []
+
+
+def _record_failure(context: Any) -> None:
+    FAILURES.append(type(context["exception"]).__name__)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_timeout_fails_and_soft_fail_skips(emu: Any, run_dag: Any, mode: dict) -> None:
+    """A timeout ends as AirflowSensorTimeout in every mode: failed without spending retries."""
     video_no = upload(emu)
     emu.control.set_status(video_no, "UNPARSE")  # held there
     name = next(iter(mode))
-    run = run_dag(_dag(f"wait_timeout_{name}", video_no=video_no, poke_interval=0.2, timeout=1, **mode))
-    assert run.state == "failed"
-    assert str(_ti(run).state) == "failed"
-    run = run_dag(
-        _dag(f"wait_soft_{name}", video_no=video_no, poke_interval=0.2, timeout=1, soft_fail=True, **mode)
-    )
+    FAILURES.clear()
+    retries = {"retries": 2, "retry_delay": timedelta(0)}  # a retry would run at once, and show
+    common = {"video_no": video_no, "poke_interval": 0.2, "timeout": 1, **retries, **mode}
+    run = run_dag(_dag(f"wait_timeout_{name}", on_failure_callback=_record_failure, **common))
+    ti = _ti(run)
+    assert (run.state, str(ti.state)) == ("failed", "failed")
+    assert FAILURES == ["AirflowSensorTimeout"]  # not a TaskDeferralError from the deferral timeout
+    assert ti.try_number == 1  # AirflowSensorTimeout: no retry spent
+    run = run_dag(_dag(f"wait_soft_{name}", soft_fail=True, **common))
     assert str(_ti(run).state) == "skipped"
+
+
+def test_deferral_timeout_is_only_a_backstop_behind_the_triggers_deadline(emu: Any) -> None:
+    """The trigger's own timeout event must win the race with Airflow's deferral timeout."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    sensor = MemoriesVideoStatusSensor(
+        task_id="wait", video_no=video_no, deferrable=True, poke_interval=45, timeout=600
+    )
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({})
+    trigger = info.value.trigger
+    assert before + 600 <= trigger.end_time <= time.time() + 600
+    assert info.value.timeout.total_seconds() == 600 + 90  # margin: max(60 s, 2 poll intervals)
+    assert emu.control.count("list_videos") == 1  # the first check ran on the worker
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,12 +143,29 @@ def test_failed_video_fails_at_once_without_retries(emu: Any, run_dag: Any, mode
     assert ti.try_number == 1  # AirflowFailException: no retry spent
 
 
-def test_transient_errors_are_survived_in_poke_mode(emu: Any, run_dag: Any) -> None:
+TRANSIENT = [
+    pytest.param("http_503", {"count": 2}, id="503"),
+    # The response stalls past the connection's 0.5 s read timeout, twice.
+    pytest.param("slow_body", {"count": 2, "delay": 3.0}, id="read-timeout"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("fault", "params"), TRANSIENT)
+def test_transient_errors_are_survived(
+    emu: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch, mode: dict, fault: str, params: dict
+) -> None:
+    """Deferrable: the first failure hits the check on the worker, the second the trigger."""
+    conn = json.loads(emu.conn_json)
+    conn["extra"].update(max_retries=0, timeout=0.5)
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
     video_no = upload(emu)
-    emu.control.inject_fault("list_videos", "http_503", count=2)
-    run = run_dag(_dag("wait_transient", video_no=video_no, poke_interval=0.1, timeout=30))
+    emu.control.inject_fault("list_videos", fault, **params)
+    name = f"wait_transient_{next(iter(mode))}_{fault}"
+    run = run_dag(_dag(name, video_no=video_no, poke_interval=0.1, timeout=30, retries=0, **mode))
     assert run.state == "success"
-    assert emu.control.count("list_videos") == 3
+    first, second, answered = emu.control.request_log("list_videos")
+    assert (first.get("fault"), second.get("fault"), answered.get("fault")) == (fault, fault, None)
 
 
 def test_exactly_one_of_video_no_or_video_nos() -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -80,7 +86,8 @@ async def test_unknown_video_fails_clearly(emu):
 async def test_timeout_at_end_time(emu, new_video):
     video_no = new_video(hold=True)
     start = time.time()
-    event = await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=30, end_time=start + 0.3))
+    trigger = MemoriesVideoStatusTrigger([video_no], poll_interval=30, end_time=start + 0.3)
+    event = await asyncio.wait_for(first_event(trigger), 10)
     assert event["status"] == "timeout"
     assert time.time() - start < 5  # the deadline cuts the 30 s sleep short
 
@@ -105,6 +112,28 @@ async def test_back_off_honours_retry_after(emu, new_video):
     assert answered["time"] - limited["time"] >= 0.9  # not the 0.02 s back-off of the poll interval
 
 
+LOG_TRIGGER_ID: contextvars.ContextVar[int] = contextvars.ContextVar("trigger_id")
+
+
+async def test_poller_logs_are_not_attributed_to_the_trigger_that_started_it(emu, new_video, caplog):
+    """Like Airflow 2's TriggerMetadataFilter, tag records from a context var at emit time."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.trigger_id = LOG_TRIGGER_ID.get(None)
+        return True
+
+    caplog.handler.addFilter(tag)
+    video_no = new_video(hold=False)
+    emu.control.inject_fault("list_videos", "http_503")  # the poller logs a warning about it
+    LOG_TRIGGER_ID.set(1)  # the first trigger's task context, which its poller must not inherit
+    logging.getLogger("trigger").warning("logged in the trigger's context")
+    event = await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.01))
+    assert event["status"] == "success"
+    [trigger_log] = [r for r in caplog.records if r.name == "trigger"]
+    [poller_log] = [r for r in caplog.records if r.name == _poller.log.name]
+    assert (trigger_log.trigger_id, poller_log.trigger_id) == (1, None)
+
+
 async def test_auth_error_ends_the_wait_with_error(emu, monkeypatch):
     import json
 
@@ -118,62 +147,169 @@ async def test_auth_error_ends_the_wait_with_error(emu, monkeypatch):
     assert "sk-wrong" not in event["message"]
 
 
-async def test_cancelled_trigger_leaves_and_the_loop_stops(emu, new_video):
-    video_no = new_video(hold=True)
-    task = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.05)))
-    await wait_until(lambda: emu.control.count("list_videos") >= 1)
+async def test_cancelled_trigger_wakes_the_sleeping_loop_which_stops(emu, new_video):
+    done, held = new_video(hold=False), new_video(hold=True)
+    quick = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([done], poll_interval=30)))
+    waiting = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([held], poll_interval=30)))
+    # The poller resolves ``quick`` and goes straight to its 30 s sleep: it is asleep from here on.
+    assert (await asyncio.wait_for(quick, 10))["status"] == "success"
     [poller] = _poller.active_pollers()
-    task.cancel()
+    waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.wait_for(poller._task, 5)  # the loop notices nobody waits and ends
+        await waiting
+    # The last waiter left: the loop wakes, closes its session and ends, well before the 30 s sleep.
+    await asyncio.wait_for(poller._task, 5)
     assert _poller.active_pollers() == []
+    assert emu.control.count("list_videos") == 1
 
 
-def test_nothing_blocks_the_event_loop(emu, new_video, caplog):
-    video_no = new_video(hold=False)
-    # The status response stalls for 1 s mid-body: a blocking (sync) call would hold the loop that
-    # long. The 0.5 s threshold leaves room for a busy CI machine descheduling the process.
-    emu.control.inject_fault("list_videos", "slow_body", delay=1.0)
-    caplog.set_level(logging.WARNING, logger="asyncio")
-
-    async def main() -> dict:
-        loop = asyncio.get_running_loop()
-        loop.slow_callback_duration = 0.5
-        return await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.05))
-
+async def test_deadline_fires_during_a_stalled_round_and_skips_its_other_batches(emu, new_video):
+    ids = [new_video(hold=True) for _ in range(101)]  # two batches: 100 + 1
+    emu.control.inject_fault("list_videos", "slow_body", delay=2.0)  # the round's first request stalls
     start = time.monotonic()
-    assert asyncio.run(main(), debug=True)["status"] == "success"
-    assert time.monotonic() - start >= 1.0  # the stalled response was really waited for
-    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
-    assert slow == []
+    trigger = MemoriesVideoStatusTrigger(ids, poll_interval=0.05, end_time=time.time() + 0.5)
+    event = await asyncio.wait_for(first_event(trigger), 10)
+    assert event["status"] == "timeout"
+    assert time.monotonic() - start < 1.5  # at end_time, not when the stalled response ends (2 s)
+    [poller] = _poller.active_pollers()
+    await asyncio.wait_for(poller._task, 10)
+    [stalled] = emu.control.request_log("list_videos")  # nobody waits any more: batch 2 not asked
+    assert stalled["fault"] == "slow_body"
+
+
+async def test_read_timeout_is_transient_and_the_wait_succeeds(emu, new_video, monkeypatch):
+    video_no = new_video(hold=False)
+    conn = json.loads(emu.conn_json)
+    conn["extra"].update(max_retries=0, timeout=0.5)
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    emu.control.inject_fault("list_videos", "slow_body", delay=3.0)  # stalls past the 0.5 s read timeout
+    start = time.monotonic()
+    event = await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.05))
+    assert event["status"] == "success", event["message"]
+    assert time.monotonic() - start < 2.5  # gave up on the stalled response instead of waiting 3 s
+    timed_out, answered = emu.control.request_log("list_videos")
+    assert timed_out["fault"] == "slow_body" and "fault" not in answered
+
+
+# Run in a fresh interpreter so that run() itself must import the client stack (aiohttp, the hook) off
+# the loop. Any synchronous connection lookup sleeps 0.5 s and the status response stalls 1 s: either
+# on the loop shows up as an asyncio debug "Executing <...> took X seconds" warning.
+NON_BLOCKING_SCRIPT = """
+import asyncio, json, logging, sys, time
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+video_no, threshold = sys.argv[1], float(sys.argv[2])
+sync_get_connection = BaseHook.get_connection.__func__
+
+
+def slow_get_connection(cls, *args, **kwargs):
+    time.sleep(0.5)  # harmless in a thread; a slow callback on the loop
+    return sync_get_connection(cls, *args, **kwargs)
+
+
+BaseHook.get_connection = classmethod(slow_get_connection)
+slow = []
+
+
+class Collect(logging.Handler):
+    def emit(self, record):
+        if "took" in record.getMessage():
+            slow.append(record.getMessage())
+
+
+logging.getLogger("asyncio").addHandler(Collect(logging.WARNING))
+preloaded = [m for m in ("aiohttp", "memories_provider.triggers._poller") if m in sys.modules]
+
+
+async def main():
+    asyncio.get_running_loop().slow_callback_duration = threshold
+    async for event in MemoriesVideoStatusTrigger([video_no], poll_interval=0.05).run():
+        return event.payload
+
+
+start = time.monotonic()
+event = asyncio.run(main())
+print(json.dumps({"event": event, "elapsed": time.monotonic() - start, "slow": slow, "preloaded": preloaded}))
+"""
+
+
+def test_nothing_blocks_the_event_loop(emu, new_video):
+    video_no = new_video(hold=False)
+    emu.control.inject_fault("list_videos", "slow_body", delay=1.0)
+    proc = subprocess.run(
+        [sys.executable, "-c", NON_BLOCKING_SCRIPT, video_no, "0.1"],
+        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["preloaded"] == []  # run() imported the client stack itself
+    assert result["event"]["status"] == "success"
+    assert result["elapsed"] >= 1.0  # the stalled response was really waited for
+    assert result["slow"] == []
+
+
+def _max_within(times: list[float], width: float) -> int:
+    """The most requests in any window ``[t, t + width)``."""
+    return max(sum(1 for u in times if t <= u < t + width) for t in times)
+
+
+def _rounds(times: list[float], min_gap: float) -> list[int]:
+    """Requests per polling round: rounds are separated by a sleep of at least ``min_gap``."""
+    sizes = [1]
+    for before, after in itertools.pairwise(times):
+        if after - before >= min_gap:
+            sizes.append(1)
+        else:
+            sizes[-1] += 1
+    return sizes
 
 
 async def test_500_triggers_share_one_poller_within_the_rate_limit(emu, new_video):
-    ids = [new_video(hold=True) for _ in range(500)]
+    emu.control.configure(parse_delay=3600)  # every upload stays UNPARSE until released
+    ids = [new_video(hold=False) for _ in range(500)]
     emu.control.configure(rate_limits=True)
-    interval = 1.0
-    triggers = [MemoriesVideoStatusTrigger([v], poll_interval=interval) for v in ids]
+    interval = 0.5
     start = time.monotonic()
-    waiting = asyncio.gather(*(first_event(t) for t in triggers))
-    await wait_until(lambda: emu.control.count("list_videos") >= 5)  # the first round covered everyone
-    for video_no in ids:
-        emu.control.set_status(video_no, "PARSE")
+    waiting = asyncio.gather(
+        *(first_event(MemoriesVideoStatusTrigger([v], poll_interval=interval)) for v in ids)
+    )
+    await wait_until(lambda: emu.control.count("list_videos") >= 10)  # two rounds over everyone
+    await asyncio.to_thread(lambda: [emu.control.set_status(v, "PARSE") for v in ids])
     events = await asyncio.wait_for(waiting, 60)
     elapsed = time.monotonic() - start
     assert {e["status"] for e in events} == {"success"}
     log = emu.control.request_log("list_videos")
-    assert all(r["code"] in (None, "0000") and r["http_status"] == 200 for r in log)  # no 0429
-    rounds = math.ceil(elapsed / interval) + 1
-    assert len(log) <= math.ceil(500 / 100) * rounds
-    # requests of one round arrive together: bucket them by poll interval
-    first = log[0]["time"]
-    per_interval: dict[int, int] = {}
-    for r in log:
-        per_interval[int((r["time"] - first) // interval)] = (
-            per_interval.get(int((r["time"] - first) // interval), 0) + 1
-        )
-    assert max(per_interval.values()) <= 5 * 2  # at most one round (+ the next) within any interval
+    assert all(r["code"] == "0000" and r["http_status"] == 200 for r in log)  # no 0429
+    times = [r["time"] for r in log]
+    # ceil(500/100) = 5 requests per round, and a round only after a full poll interval of sleep
+    # (a loop that never sleeps has no such gap and shows up as one endless round).
+    assert max(_rounds(times, 0.9 * interval)) <= math.ceil(500 / 100)
+    assert len(log) <= math.ceil(500 / 100) * (math.floor(elapsed / interval) + 1)
+
+
+async def test_pacer_keeps_large_rounds_under_5_requests_per_second(emu, new_video):
+    emu.control.configure(parse_delay=3600)
+    ids = [new_video(hold=False) for _ in range(1200)]  # 12 requests per round
+    emu.control.configure(rate_limits=True)
+    groups = [ids[i : i + 10] for i in range(0, len(ids), 10)]
+    waiting = asyncio.gather(
+        *(first_event(MemoriesVideoStatusTrigger(g, poll_interval=0.05)) for g in groups)
+    )
+    await wait_until(lambda: emu.control.count("list_videos") >= 15, timeout=60)  # into round two
+    [poller] = _poller.active_pollers()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.wait_for(poller._task, 10)
+    log = emu.control.request_log("list_videos")
+    assert all(r["code"] == "0000" and r["http_status"] == 200 for r in log)  # no 0429
+    assert _max_within([r["time"] for r in log], 1.0) <= 5
 
 
 async def test_unique_id_none_uses_the_connections_default_scope(emu, new_video, monkeypatch):
