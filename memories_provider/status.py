@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memories_provider.client import (
     MemoriesConnectionError,
+    MemoriesError,
     MemoriesRateLimitError,
     MemoriesServerError,
     Video,
+    VideoPage,
     VideoStatus,
 )
 
@@ -22,14 +24,17 @@ BATCH_SIZE = 100
 class WaitOutcome:
     """The state of a wait over several videos.
 
-    :param status: ``"success"`` (all ``PARSE``), ``"failed"`` (one failed or is unknown) or ``"pending"``.
+    :param status: ``"success"`` (all ``PARSE``), ``"failed"`` (one failed, or is unknown unless
+        ``missing_is_pending``) or ``"pending"``.
     :param message: a sentence for the task log, naming the failed video and its ``cause``.
     :param videos: the known videos' metadata, in the order they were asked for.
+    :param unlisted: ids ``list_videos`` did not return, when that counts as pending (``missing_is_pending``).
     """
 
     status: Literal["success", "failed", "pending"]
     message: str
     videos: list[dict[str, Any]] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
 
 
 def batches(video_nos: Sequence[str], size: int = BATCH_SIZE) -> Iterable[list[str]]:
@@ -38,27 +43,61 @@ def batches(video_nos: Sequence[str], size: int = BATCH_SIZE) -> Iterable[list[s
         yield list(video_nos[start : start + size])
 
 
-def evaluate(video_nos: Sequence[str], found: Mapping[str, Video]) -> WaitOutcome:
-    """Decide a wait from the videos ``list_videos`` returned for ``video_nos``."""
+def evaluate(
+    video_nos: Sequence[str], found: Mapping[str, Video], *, missing_is_pending: bool = False
+) -> WaitOutcome:
+    """Decide a wait from the videos ``list_videos`` returned for ``video_nos``.
+
+    :param missing_is_pending: a video not listed is "not listed yet" (pending), not unknown
+        (failed) — for videos just uploaded, which the service may list only a little later.
+    """
     videos = [found[v].to_dict() for v in video_nos if v in found]
     missing = [v for v in video_nos if v not in found]
-    if missing:
+    if missing and not missing_is_pending:
         return WaitOutcome(
             "failed",
             f"unknown video(s) {', '.join(missing)}: not found in this unique_id",
             videos,
         )
-    failed = [found[v] for v in video_nos if found[v].status.is_failure]
+    failed = [found[v] for v in video_nos if v in found and found[v].status.is_failure]
     if failed:
         details = "; ".join(
             f"{v.video_no} is {v.raw.get('status') or v.status.value}: {v.cause or 'no cause given'}"
             for v in failed
         )
         return WaitOutcome("failed", f"memories.ai could not index {details}", videos)
+    if missing:
+        return WaitOutcome("pending", f"not listed yet: {', '.join(missing)}", videos, missing)
     pending = [v for v in video_nos if found[v].status is not VideoStatus.PARSE]
     if pending:
         return WaitOutcome("pending", f"{len(pending)} of {len(video_nos)} video(s) not parsed yet", videos)
     return WaitOutcome("success", f"all {len(video_nos)} video(s) are PARSE", videos)
+
+
+def check_round(
+    list_videos: Callable[..., VideoPage],
+    video_nos: Sequence[str],
+    unique_id: str | None,
+    *,
+    missing_is_pending: bool = False,
+) -> WaitOutcome:
+    """One status round, as a sensor poke: ``list_videos(video_nos=...)`` in batches, then :func:`evaluate`.
+
+    A transient error (:func:`is_transient`) is "not yet" — ``pending``, with the error as message —
+    so a wait polls again instead of failing; any other error is raised.
+
+    :param list_videos: e.g. ``MemoriesHook.list_videos``.
+    """
+    found: dict[str, Video] = {}
+    try:
+        for batch in batches(list(video_nos)):
+            page = list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
+            found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
+    except MemoriesError as err:
+        if not is_transient(err):
+            raise
+        return WaitOutcome("pending", f"status check failed ({err}); polling again")
+    return evaluate(list(video_nos), found, missing_is_pending=missing_is_pending)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -93,6 +132,7 @@ __all__ = [
     "BATCH_SIZE",
     "WaitOutcome",
     "batches",
+    "check_round",
     "evaluate",
     "is_transient",
     "normalize_video_nos",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
 from memories_provider.client import MemoriesRateLimitError, RetryPolicy, UploadResult, Video
 from memories_provider.hooks.memories import MemoriesHook
@@ -21,8 +21,9 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     upload_metadata,
 )
+from memories_provider.status import check_round
 from memories_provider.storage.credentials import scheme_family
-from memories_provider.storage.sources import SourceInfo, open_source, stat_source
+from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
 
 #: Task state store key (Airflow >= 3.3) of ``{"video_no", "tag"}``: the video and the tag it was for.
 STATE_KEY = "memories_video_no"
@@ -57,17 +58,20 @@ class MemoriesUploadOperator(BaseOperator):
 
     **Retries never create a second billed video.** Each upload carries a tag derived from the
     dag, task, run, map index and source (``airflow-<hash>``); before uploading, a retry looks it
-    up with ``list_videos(tag=...)`` and reuses the video it finds. On Airflow >= 3.3 the
-    ``video_no`` (with its tag) is also kept in the task's state store as soon as the response
-    arrives, so a retry finds it with one ``get_metadata`` call; a crash between the service
-    accepting the upload and that write (a lost response, a killed worker) is covered by the tag
-    alone, and on Airflow 2.11 the tag is the only guard. What remains: a duplicate is possible
-    if the service accepted an upload but does not list it yet when the retry looks (the service
-    documents no consistency guarantee), if two attempts of the same task instance run at once
-    (e.g. a zombie worker still uploading while the retry starts), or with ``idempotent=False``.
-    A lookup that fails raises rather than risk a blind upload. A retry reuses the earlier video
-    whatever its status, ``FAILED`` included. Clearing a task for a *new* run uploads again
-    (different ``run_id``), and so does a changed ``source``.
+    up with ``list_videos(tag=...)`` and reuses a video whose tags hold it (confirmed with
+    ``get_metadata`` when the listing omits tags; never on doubt). On Airflow >= 3.3 the
+    ``video_no`` (with its tag) is also kept in the task's state store as soon as the answer
+    arrives, so a retry finds it with one ``get_metadata`` call; on Airflow 2.11 the tag is the
+    only guard. What remains: a duplicate's window opens as soon as an attempt starts sending the
+    upload request — from then on the service may accept it even if its answer never arrives (a
+    client timeout, a dropped connection, a worker killed mid-request) — and closes once that
+    answer is in the task state store (Airflow >= 3.3) or the service lists the video under its
+    tag (it documents no listing consistency guarantee). A retry that looks inside that window
+    uploads a second, billed copy. Duplicates are also possible if two attempts of the same task
+    instance run at once (e.g. a zombie worker still uploading while the retry starts), or with
+    ``idempotent=False``. A lookup that fails raises rather than risk a blind upload. A retry
+    reuses the earlier video whatever its status, ``FAILED`` included. Clearing a task for a *new*
+    run uploads again (different ``run_id``), and so does a changed ``source``.
 
     **Rate limits.** The service allows about one upload per minute per account. A rejected
     (``0429``) upload is retried with backoff honouring ``Retry-After``; with ``deferrable=True``
@@ -93,14 +97,19 @@ class MemoriesUploadOperator(BaseOperator):
     :param stream_http: for an ``http(s)://`` source, stream it through this worker instead of
         letting the service fetch the URL itself (``upload_url``, the default).
     :param idempotent: tag the upload and look the tag up before uploading (see above).
-    :param wait_for_parse: after the upload, wait until the video is ``PARSE`` (fails on ``FAILED``).
+    :param wait_for_parse: after the upload, wait until the video is ``PARSE``, polling as the status
+        sensor does: transient errors (5xx, ``0429``, connection) and a video not listed yet only
+        mean "not yet" until ``timeout``; ``FAILED`` fails at once, with the service's cause.
     :param deferrable: wait for rate limits and for parsing in the triggerer, not in a worker slot;
         defaults to ``[operators] default_deferrable``.
     :param poll_interval: seconds between status checks while waiting for parsing.
     :param timeout: seconds to wait for parsing before failing.
 
-    Returns (XCom ``return_value``) the ``video_no``; the whole upload result goes to XCom key
-    ``upload_result`` (``{"video_no", "video_name", "status", "upload_time", "source", "reused"}``).
+    Returns (XCom ``return_value``) the ``video_no``; the upload result goes to XCom key
+    ``upload_result``, of the same shape whether uploaded or reused: ``{"video_no", "video_name",
+    "status", "upload_time", "source", "reused"}`` — ``status`` as last seen (the upload's answer or
+    the lookup), ``upload_time`` in epoch ms, ``source`` with any ``user:password@`` and query string
+    (presigned tokens) masked.
     """
 
     template_fields: Sequence[str] = (
@@ -190,14 +199,15 @@ class MemoriesUploadOperator(BaseOperator):
             )
         info = stat_source(source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params)
         check_video_name(info.name)
-        check_size(info.size, source_uri)
+        shown = redact_uri(source_uri)
+        check_size(info.size, shown)
         if info.size is None and not via_url:
-            raise ValueError(f"`source` {source_uri!r}: the server gives no Content-Length to stream it with")
+            raise ValueError(f"`source` {shown!r}: the server gives no Content-Length to stream it with")
         if via_url and info.size is not None and info.size > URL_UPLOAD_SOFT_LIMIT:
             self.log.warning(
                 "%s has %d bytes; one edition of the docs caps URL uploads at 1 GB without special "
                 "permission — use stream_http=True if the service refuses it",
-                source_uri,
+                shown,
                 info.size,
             )
         tag = None
@@ -228,31 +238,37 @@ class MemoriesUploadOperator(BaseOperator):
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         unique_id = plan.metadata["unique_id"]
         previous = self._previous_video(context, hook, plan)
+        shown = redact_uri(plan.source.uri)
         if previous is not None:
             self.log.info(
                 "Reusing %s uploaded by an earlier attempt of this task instance (nothing uploaded, "
                 "no credit spent)",
                 previous.video_no,
             )
-            result = {**previous.to_dict(), "source": plan.source.uri, "reused": True}
-            video_no = previous.video_no
+            uploaded = UploadResult(
+                video_no=previous.video_no,
+                video_name=previous.video_name,
+                status=previous.status,
+                upload_time=previous.create_time,
+            )
         else:
             try:
                 uploaded = self._upload(hook, plan)
             except MemoriesRateLimitError as err:
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries
-            video_no = uploaded.video_no
-            self._remember(context, video_no, plan.tag)
-            result = {**uploaded.to_dict(), "source": plan.source.uri, "reused": False}
-            self.log.info("Uploaded %s as %s", plan.source.uri, video_no)
+            self.log.info("Uploaded %s as %s", shown, uploaded.video_no)
+        video_no = uploaded.video_no
+        self._remember(context, video_no, plan.tag)
+        result = {**uploaded.to_dict(), "source": shown, "reused": previous is not None}
         context["ti"].xcom_push(key="upload_result", value=result)
         if self.wait_for_parse:
             self._wait_for_parse(hook, video_no, unique_id)
         return video_no
 
     def _previous_video(self, context: Any, hook: MemoriesHook, plan: _Plan) -> Video | None:
-        if not self.idempotent:
+        tag = plan.tag
+        if tag is None:  # idempotent=False
             return None
         unique_id = plan.metadata["unique_id"]
         store = _state_store(context)
@@ -264,7 +280,7 @@ class MemoriesUploadOperator(BaseOperator):
                 stored = None
             # Kept after success too: a task cleared after its source was changed must not reuse
             # the video of the old source, so the entry counts only for the same tag.
-            if not (isinstance(stored, dict) and stored.get("tag") == plan.tag):
+            if not (isinstance(stored, dict) and stored.get("tag") == tag):
                 stored = None
             else:
                 stored = stored.get("video_no")
@@ -275,10 +291,11 @@ class MemoriesUploadOperator(BaseOperator):
                     return hook.get_video(str(stored), unique_id=unique_id)
                 except MemoriesNotFoundError:
                     self.log.warning("%s from the task state store no longer exists; uploading again", stored)
-        for video in hook.iter_videos(unique_id=unique_id, tag=plan.tag):
-            if plan.tag in video.tags or not video.tags:
-                return video
-        return None
+
+        def confirm(video_no: str) -> Video:
+            return hook.get_video(video_no, unique_id=unique_id)
+
+        return tagged_video(hook.iter_videos(unique_id=unique_id, tag=tag), tag, confirm, self.log)
 
     def _upload(self, hook: MemoriesHook, plan: _Plan) -> UploadResult:
         config = hook.config
@@ -287,12 +304,13 @@ class MemoriesUploadOperator(BaseOperator):
             policy = _DeferRateLimits(max_retries=config.max_retries)
         with hook.new_client(retry=policy) as client:
             metadata = {**plan.metadata, "unique_id": plan.metadata["unique_id"] or config.unique_id}
+            shown = redact_uri(plan.source.uri)
             if plan.via_url:
-                self.log.info("Asking memories.ai to fetch %s (upload_url)", plan.source.uri)
+                self.log.info("Asking memories.ai to fetch %s (upload_url)", shown)
                 return client.upload_video_from_url(plan.source.uri, **metadata)
             size = plan.source.size
-            progress = TransferProgress(self.log, f"upload {plan.source.uri}", size)
-            self.log.info("Uploading %s (%s bytes)", plan.source.uri, size)
+            progress = TransferProgress(self.log, f"upload {shown}", size)
+            self.log.info("Uploading %s (%s bytes)", shown, size)
             with open_source(
                 plan.source.uri, conn_id=self.source_conn_id, transport_params=self.transport_params
             ) as fh:
@@ -341,31 +359,42 @@ class MemoriesUploadOperator(BaseOperator):
     # ------------------------------------------------------------------ waiting for PARSE
 
     def _wait_for_parse(self, hook: MemoriesHook, video_no: str, unique_id: str | None) -> None:
-        from memories_provider.sensors.video_status import check_videos
-
-        if check_videos(hook, [video_no], unique_id) is not None:
-            return
-        if self.deferrable:
-            from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
-
-            self.defer(
-                trigger=MemoriesVideoStatusTrigger(
-                    video_nos=[video_no],
-                    memories_conn_id=self.memories_conn_id,
-                    unique_id=unique_id,
-                    poll_interval=self.poll_interval,
-                    end_time=time.time() + self.timeout,
-                ),
-                method_name="execute_complete",
-                kwargs={"video_no": video_no},
-                timeout=timedelta(seconds=self.timeout),
-            )
         deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            time.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
-            if check_videos(hook, [video_no], unique_id) is not None:
+        while True:
+            # Polled as the status sensor pokes: transient errors are "not yet"; so is our own
+            # video not being listed yet (the service documents no listing consistency).
+            outcome = check_round(hook.list_videos, [video_no], unique_id, missing_is_pending=True)
+            if outcome.status == "failed":
+                raise AirflowFailException(outcome.message)
+            if outcome.status == "success":
                 return
-        raise AirflowException(f"{video_no} was not parsed within {self.timeout:.0f}s")
+            remaining = deadline - time.monotonic()
+            if self.deferrable and not outcome.unlisted and remaining > 0:
+                self._defer_for_parse(video_no, unique_id, remaining)  # the trigger fails unlisted ids
+            if remaining <= 0:
+                raise AirflowException(
+                    f"{video_no} was not parsed within {self.timeout:.0f}s (last check: {outcome.message})"
+                )
+            self.log.info("%s: %s; checking again in %.0fs", video_no, outcome.message, self.poll_interval)
+            time.sleep(min(self.poll_interval, remaining))
+
+    def _defer_for_parse(self, video_no: str, unique_id: str | None, remaining: float) -> None:
+        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+        self.defer(
+            trigger=MemoriesVideoStatusTrigger(
+                video_nos=[video_no],
+                memories_conn_id=self.memories_conn_id,
+                unique_id=unique_id,
+                poll_interval=self.poll_interval,
+                end_time=time.time() + remaining,
+            ),
+            method_name="execute_complete",
+            kwargs={"video_no": video_no},
+            # The trigger's own timeout event comes first; Airflow's is only a backstop (as in the sensor).
+            timeout=timedelta(seconds=remaining + deferral_margin(self.poll_interval)),
+        )
 
     def execute_complete(self, context: Any, event: dict[str, Any], video_no: str = "") -> str:
         """Resume after the deferred wait for ``PARSE``; fails on ``FAILED`` or timeout."""
@@ -385,8 +414,8 @@ class MemoriesUploadOperator(BaseOperator):
 
         source = str(self.source)
         if scheme_family(source) == "http":
-            parts = urlsplit(source)
-            namespace, name = f"{parts.scheme}://{parts.netloc}", parts.path
+            parts = urlsplit(source)  # credentials and presigned tokens stay out of lineage
+            namespace, name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", parts.path
         else:
             namespace, name = lineage_dataset(source)
         inputs = [Dataset(namespace=namespace, name=name)]
@@ -397,6 +426,45 @@ class MemoriesUploadOperator(BaseOperator):
             scope = self.unique_id or hook.config.unique_id
             outputs.append(Dataset(namespace=namespace_of(hook), name=f"video/{scope}/{video_no}"))
         return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+#: Most listed videos without tags confirmed one by one: a service honouring the ``tag`` filter
+#: lists one or two; more means the filter was ignored, and probing the whole scope would be costly.
+MAX_TAG_CONFIRMATIONS = 5
+
+
+def tagged_video(
+    candidates: Iterable[Video], tag: str, confirm: Callable[[str], Video], log: Any
+) -> Video | None:
+    """The first of ``candidates`` (a ``list_videos(tag=...)`` listing) that really carries ``tag``.
+
+    The filter is not trusted: a listed video counts only if its tags hold ``tag``; one listed
+    without tags is confirmed with ``confirm`` (``get_metadata``). On any doubt — tags still
+    unknown, the video gone, too many to confirm — it is not reused.
+    """
+    from memories_provider.client import MemoriesNotFoundError
+
+    confirmed = 0
+    for video in candidates:
+        if tag in video.tags:
+            return video
+        if video.tags:
+            continue  # tagged, but not ours: the service ignored the filter
+        if confirmed >= MAX_TAG_CONFIRMATIONS:
+            log.warning("list_videos returns untagged videos for tag %s; not confirming more of them", tag)
+            return None
+        confirmed += 1
+        try:
+            full = confirm(video.video_no)
+        except MemoriesNotFoundError:
+            continue
+        if tag in full.tags:
+            return full
+        if not full.tags:
+            log.warning(
+                "%s is listed for tag %s but its tags are unknown; not reusing it", video.video_no, tag
+            )
+    return None
 
 
 def _state_store(context: Any) -> Any:

@@ -8,6 +8,7 @@ Storage providers (amazon, google, sftp) are imported only when a connection of 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -164,7 +165,12 @@ def _gcs_client(conn_id: str, conn_param: str) -> Any:
 
 
 def _azure_client(conn_id: str) -> Any:
-    """A BlobServiceClient from a ``wasb``/``azure`` connection, without requiring the Azure provider."""
+    """A BlobServiceClient from a ``wasb``/``azure`` connection, without requiring the Azure provider.
+
+    Follows WasbHook's conventions, in its order: extra ``connection_string``; extra ``tenant_id``
+    (a service principal: login = client id, password = client secret); extra ``sas_token``;
+    password = account key (login = account name); else ``DefaultAzureCredential``.
+    """
     from airflow.providers.common.compat.sdk import BaseHook
     from azure.storage.blob import BlobServiceClient
 
@@ -176,6 +182,11 @@ def _azure_client(conn_id: str) -> Any:
 
     if conn_str := pick("connection_string"):
         return BlobServiceClient.from_connection_string(conn_str)
+    if tenant_id := pick("tenant_id"):
+        return BlobServiceClient(
+            account_url=_service_principal_account_url(conn, pick, conn_id),
+            credential=_client_secret_credential(conn, tenant_id, pick("client_secret_auth_config"), conn_id),
+        )
     if sas := pick("sas_token"):
         url = sas if sas.startswith("http") else f"https://{conn.login}.blob.core.windows.net?{sas}"
         return BlobServiceClient(account_url=url)
@@ -190,6 +201,44 @@ def _azure_client(conn_id: str) -> Any:
     from azure.identity import DefaultAzureCredential
 
     return BlobServiceClient(account_url=account_url, credential=DefaultAzureCredential())
+
+
+def _service_principal_account_url(conn: Any, pick: Callable[[str], Any], conn_id: str) -> str:
+    # The login is the client id here, so the account must come from host or the extras.
+    account = conn.host or pick("account_url") or pick("account_name")
+    if not account:
+        raise ValueError(
+            f"wasb connection {conn_id!r} has extra 'tenant_id' (service principal, login = client id): "
+            "give the storage account in its host or in extra 'account_url' or 'account_name'"
+        )
+    account = str(account).rstrip("/")
+    if account.startswith(("http://", "https://")):
+        return account
+    if "." in account:  # a DNS name without the scheme
+        return f"https://{account}"
+    return f"https://{account}.blob.core.windows.net"
+
+
+def _client_secret_credential(conn: Any, tenant_id: str, options: Any, conn_id: str) -> Any:
+    if not conn.login or not conn.password:
+        raise ValueError(
+            f"wasb connection {conn_id!r} has extra 'tenant_id' (service principal): its login must be "
+            "the client (application) id and its password the client secret"
+        )
+    try:
+        from azure.identity import ClientSecretCredential
+    except ImportError:
+        raise ValueError(
+            f"wasb connection {conn_id!r} uses a service principal (extra 'tenant_id'), which needs "
+            "azure-identity: pip install azure-identity"
+        ) from None
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(
+            f"wasb connection {conn_id!r}: extra 'client_secret_auth_config' must be a JSON object"
+        )
+    return ClientSecretCredential(
+        tenant_id=tenant_id, client_id=conn.login, client_secret=conn.password, **(options or {})
+    )
 
 
 def _azure_default_client() -> dict[str, Any]:

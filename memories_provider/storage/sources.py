@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memories_provider.storage import destinations
 from memories_provider.storage.credentials import (
@@ -67,6 +67,9 @@ def stat_source(
 ) -> SourceInfo:
     """Look ``uri`` up without reading it: ``stat``, S3 ``HeadObject``, blob properties, HTTP ``HEAD``.
 
+    An HTTP server that refuses ``HEAD`` (403/405, as presigned GET URLs do) or gives no length
+    is asked for ``Range: bytes=0-0`` instead, and the size read from ``Content-Range``.
+
     :param uri: the source.
     :param conn_id: Airflow connection with the storage credentials (``source_conn_id``).
     :param transport_params: extra smart-open parameters (validated per scheme).
@@ -76,8 +79,9 @@ def stat_source(
         raise ValueError("`source` must be a non-empty path or URI")
     family = scheme_family(uri)
     name = source_name(uri)
+    shown = redact_uri(uri)
     if not name:
-        raise ValueError(f"`source` {uri!r} names a folder, not a video file")
+        raise ValueError(f"`source` {shown!r} names a folder, not a video file")
     size: int | None
     if family == "file":
         validate_transport_params(uri, transport_params)
@@ -96,9 +100,9 @@ def stat_source(
         )
         size = _remote_size(uri, family, params)
         if size is None and family != "http":
-            raise ValueError(f"`source` {uri!r} does not exist")
+            raise ValueError(f"`source` {shown!r} does not exist")
     if size == 0:
-        raise ValueError(f"`source` {uri!r} is empty (0 bytes)")
+        raise ValueError(f"`source` {shown!r} is empty (0 bytes)")
     return SourceInfo(uri=uri, name=name, size=size, content_type=guess_content_type(name))
 
 
@@ -118,20 +122,55 @@ def _remote_size(uri: str, family: str, params: dict[str, Any]) -> int | None:
 def _http_size(uri: str, params: dict[str, Any]) -> int | None:
     import requests
 
-    auth = (params["user"], params.get("password") or "") if params.get("user") else None
-    response = requests.head(
-        uri,
-        allow_redirects=True,
-        timeout=params.get("timeout"),
-        headers=params.get("headers"),
-        auth=auth,
-    )
+    shown = redact_uri(uri)
+    request: dict[str, Any] = {
+        "allow_redirects": True,
+        "timeout": params.get("timeout"),
+        "auth": (params["user"], params.get("password") or "") if params.get("user") else None,
+    }
+    response = requests.head(uri, headers=params.get("headers"), **request)
     if response.status_code == 404:
-        raise ValueError(f"`source` {uri!r} does not exist (HTTP 404)")
-    if response.status_code >= 400:
-        raise ValueError(f"`source` {uri!r} cannot be read: HEAD answered HTTP {response.status_code}")
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None
+        raise ValueError(f"`source` {shown!r} does not exist (HTTP 404)")
+    length = _digits(response.headers.get("Content-Length"))
+    if response.status_code < 400 and length is not None:
+        return length
+    if response.status_code >= 400 and response.status_code not in (403, 405):
+        raise ValueError(f"`source` {shown!r} cannot be read: HEAD answered HTTP {response.status_code}")
+    # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
+    # (405) or omit its length: ask for the first byte and read the total from Content-Range.
+    headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
+    with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
+        if ranged.status_code == 404:
+            raise ValueError(f"`source` {shown!r} does not exist (HTTP 404)")
+        if ranged.status_code >= 400:
+            raise ValueError(
+                f"`source` {shown!r} cannot be read: HEAD answered HTTP {response.status_code} and "
+                f"a ranged GET HTTP {ranged.status_code}"
+            )
+        if ranged.status_code == 206:
+            return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
+        return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+
+
+def _digits(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` fit for logs, XCom and lineage: userinfo and query string (presigned tokens) masked.
+
+    Local paths and ``file://`` URIs are returned as given (a ``?`` there is part of the name).
+    """
+    scheme, sep, _ = uri.partition("://")
+    if not sep or "/" in scheme or scheme.lower() == "file":
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 @contextlib.contextmanager

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import threading
 from datetime import datetime
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
-from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError
-from memories_provider.operators.upload import MemoriesUploadOperator
+from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError, Video
+from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators.upload import MAX_TAG_CONFIRMATIONS, MemoriesUploadOperator, tagged_video
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 
@@ -49,6 +52,17 @@ def stored(emu: Any) -> list[dict]:
     return emu.control.videos()
 
 
+class Store(dict):
+    """A task state store (Airflow >= 3.3) in memory."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+#: The keys of XCom ``upload_result``, whether the video was uploaded or reused.
+RESULT_KEYS = {"video_no", "video_name", "status", "upload_time", "source", "reused"}
+
+
 # ---------------------------------------------------------------------------- sources
 
 
@@ -60,6 +74,7 @@ def test_local_path_upload_returns_video_no_and_pushes_result(emu: Any, video: P
     assert "cam-1" in v["tags"] and any(t.startswith("airflow-") for t in v["tags"])
     result = ti.xcom["upload_result"]
     assert result["video_no"] == video_no and result["reused"] is False and result["source"] == str(video)
+    assert set(result) == RESULT_KEYS and result["upload_time"] == v["create_time"]
 
 
 def test_file_uri_and_compressed_looking_name(emu: Any, tmp_path: Path) -> None:
@@ -118,6 +133,66 @@ def test_http_source_streamed_through_on_request(emu: Any, http_base: str) -> No
     run(source=f"{http_base}/clip.mp4", stream_http=True)
     assert emu.control.count("upload") == 1 and emu.control.count("upload_url") == 0
     assert stored(emu)[0]["size"] == len(VIDEO)
+
+
+class _PresignedHandler(BaseHTTPRequestHandler):
+    """Serves VIDEO like a presigned S3/GCS GET URL: HEAD is refused (403), a Range GET answered."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.send_response(403)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        ranged = self.headers.get("Range") == "bytes=0-0"
+        body = VIDEO[:1] if ranged else VIDEO
+        self.send_response(206 if ranged else 200)
+        if ranged:
+            self.send_header("Content-Range", f"bytes 0-0/{len(VIDEO)}")
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def presigned_base():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PresignedHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("stream_http", [False, True])
+def test_presigned_http_source_is_uploaded_with_its_secrets_kept_out_of_xcom_logs_and_lineage(
+    emu: Any, presigned_base: str, stream_http: bool, capsys: pytest.CaptureFixture, caplog: Any
+) -> None:
+    source = f"http://user:pa55word@{presigned_base}/in/clip.mp4?X-Amz-Signature=t0ken"
+    op = MemoriesUploadOperator(task_id="upload", source=source, stream_http=stream_http)
+    ti = _TaskInstance()
+    video_no = op.execute({"ti": ti})
+    [v] = stored(emu)
+    assert v["size"] == len(VIDEO)
+    if not stream_http:
+        assert v["source_url"] == source  # the service itself needs the token
+    assert ti.xcom["upload_result"]["source"] == f"http://***@{presigned_base}/in/clip.mp4?***"
+    captured = capsys.readouterr()
+    logs = captured.out + captured.err + caplog.text
+    assert video_no in logs and "pa55word" not in logs and "t0ken" not in logs
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        return
+
+    class LineageTI:
+        task_id = "upload"
+
+        def xcom_pull(self, task_ids: str, key: str) -> Any:
+            return video_no
+
+    [dataset] = op.get_openlineage_facets_on_complete(LineageTI()).inputs
+    assert (dataset.namespace, dataset.name) == (f"http://{presigned_base}", "/in/clip.mp4")
 
 
 # ---------------------------------------------------------------------------- validation
@@ -196,14 +271,69 @@ def test_empty_source_fails_at_construction() -> None:
 def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any, video: Path) -> None:
     emu.control.inject_fault("upload", "accept_then_drop")
     ti = _TaskInstance()
+    store = Store()
     with pytest.raises(MemoriesConnectionError):
-        MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": ti})
-    assert len(stored(emu)) == 1  # the service kept (and billed) it
+        MemoriesUploadOperator(task_id="upload", source=str(video)).execute(
+            {"ti": ti, "task_state_store": store}
+        )
+    [v] = stored(emu)  # the service kept (and billed) it
+    assert store == {}  # no answer, nothing to remember: only the tag can find it
     retry = _TaskInstance(try_number=2)
-    video_no = MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": retry})
+    video_no = MemoriesUploadOperator(task_id="upload", source=str(video)).execute(
+        {"ti": retry, "task_state_store": store}
+    )
     assert [v["video_no"] for v in stored(emu)] == [video_no]
     assert emu.control.count("upload") == 1
-    assert retry.xcom["upload_result"]["reused"] is True
+    # The same shape as a fresh upload's result, and remembered for the next retry.
+    assert retry.xcom["upload_result"] == {
+        "video_no": video_no,
+        "video_name": v["video_name"],
+        "status": v["status"],
+        "upload_time": v["create_time"],
+        "source": str(video),
+        "reused": True,
+    }
+    [tag] = [t for t in v["tags"] if t.startswith("airflow-")]
+    assert store == {"memories_video_no": {"video_no": video_no, "tag": tag}}
+
+
+def test_tag_lookup_reuses_only_a_video_that_carries_the_tag(
+    emu: Any, upload_video: Any, video: Path
+) -> None:
+    # A service that ignored the `tag` filter and omitted `tags` must not make a first attempt
+    # "reuse" an unrelated video: listed videos are checked, and untagged ones confirmed.
+    ours, _ = run(source=str(video))
+    [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
+    other = upload_video(VIDEO, "other.mp4")
+    hook = MemoriesHook()
+    log = logging.getLogger("test")
+
+    def listed(video_no: str, **fields: Any) -> Video:  # a list_videos item, as the service may send it
+        return Video.from_api({"video_no": video_no, "status": "UNPARSE", **fields})
+
+    def confirm(video_no: str) -> Video:
+        return hook.get_video(video_no)
+
+    assert tagged_video([listed(other)], tag, confirm, log) is None
+    assert tagged_video([listed(other), listed(ours)], tag, confirm, log).video_no == ours
+    assert emu.control.count("get_metadata") == 3
+    assert tagged_video([listed(other, tags=["api"])], tag, confirm, log) is None  # tagged: no need to ask
+    assert tagged_video([listed(ours, tags=[tag, "api"])], tag, confirm, log).video_no == ours
+    assert emu.control.count("get_metadata") == 3
+    assert tagged_video([listed("VI" + "4" * 18)], tag, confirm, log) is None  # gone since it was listed
+
+
+def test_tag_lookup_never_reuses_on_doubt(caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[str] = []
+
+    def tagless_metadata(video_no: str) -> Video:
+        asked.append(video_no)
+        return Video.from_api({"video_no": video_no})
+
+    many = [Video.from_api({"video_no": f"VI{i}"}) for i in range(MAX_TAG_CONFIRMATIONS + 3)]
+    assert tagged_video(many, "airflow-x", tagless_metadata, logging.getLogger("test")) is None
+    assert asked == [v.video_no for v in many[:MAX_TAG_CONFIRMATIONS]]
+    assert "tags are unknown; not reusing" in caplog.text
 
 
 def test_other_runs_and_sources_are_not_mistaken_for_a_retry(emu: Any, video: Path, tmp_path: Path) -> None:
@@ -218,10 +348,6 @@ def test_other_runs_and_sources_are_not_mistaken_for_a_retry(emu: Any, video: Pa
 
 
 def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
-    class Store(dict):
-        def set(self, key: str, value: Any) -> None:
-            self[key] = value
-
     store = Store()
     first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
     [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
@@ -234,10 +360,6 @@ def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
 
 def test_state_store_entry_of_another_source_is_not_reused(emu: Any, video: Path, tmp_path: Path) -> None:
     # The store outlives success: a task cleared after its source was fixed must upload the new file.
-    class Store(dict):
-        def set(self, key: str, value: Any) -> None:
-            self[key] = value
-
     store = Store()
     first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
     fixed = tmp_path / "fixed.mp4"
@@ -290,8 +412,35 @@ def test_wait_for_parse_returns_when_parsed_and_fails_on_failed(emu: Any, video:
     emu.control.configure(fail_pattern="broken")
     broken = video.parent / "broken.mp4"
     broken.write_bytes(VIDEO)
-    with pytest.raises(AirflowFailException, match="could not index"):
-        run(source=str(broken), wait_for_parse=True, poll_interval=0.05)
+    before = emu.control.count("list_videos")
+    with pytest.raises(AirflowFailException, match=r"could not index VI\d+ is FAILED: .*fail_pattern"):
+        run(source=str(broken), wait_for_parse=True, poll_interval=0.05, timeout=600, idempotent=False)
+    assert emu.control.count("list_videos") == before + 1  # at once: no polling on until the timeout
+
+
+def test_wait_for_parse_polls_through_a_transient_error(
+    emu: Any, set_memories_conn: Any, video: Path
+) -> None:
+    set_memories_conn(max_retries=0)  # the client gives up at once: the wait itself must carry on
+    emu.control.configure(parse_delay=0.2)
+    emu.control.inject_fault("list_videos", "http_503")
+    video_no, _ = run(source=str(video), wait_for_parse=True, poll_interval=0.05, idempotent=False)
+    assert stored(emu)[0]["status"] == "PARSE" and video_no
+    statuses = [r["http_status"] for r in emu.control.request_log("list_videos")]
+    assert statuses[0] == 503 and len(statuses) >= 2
+
+
+def test_a_video_not_listed_yet_is_waited_for_until_the_timeout(emu: Any) -> None:
+    # Just after our upload the service may not list the video yet: "not yet", not "unknown".
+    hook = MemoriesHook()
+    for deferrable in (False, True):  # deferring would hand it to the trigger, which fails unknown ids
+        op = MemoriesUploadOperator(
+            task_id="upload", source="x.mp4", poll_interval=0.05, timeout=0.3, deferrable=deferrable
+        )
+        with pytest.raises(AirflowException, match=r"not parsed within.*not listed yet: VI4+") as info:
+            op._wait_for_parse(hook, "VI" + "4" * 18, None)
+        assert not isinstance(info.value, AirflowFailException)
+    assert emu.control.count("list_videos") >= 4
 
 
 def test_deferrable_wait_for_parse_defers_on_the_status_trigger(emu: Any, video: Path) -> None:

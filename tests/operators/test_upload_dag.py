@@ -94,3 +94,27 @@ def test_deferrable_wait_for_parse_runs_through_the_status_trigger(
     [v] = emu.control.videos()
     assert v["status"] == "PARSE"
     assert emu.control.count("list_videos") >= 3  # tag lookup, the worker's first check, the trigger
+
+
+def test_wait_for_parse_survives_a_transient_status_error(
+    emu: Any, set_memories_conn: Any, video: Path, run_dag: Any
+) -> None:
+    # The client gives up on the 503 at once (max_retries=0); the wait polls again, as the sensor
+    # does, instead of failing the attempt (which a retry would then hide).
+    set_memories_conn(max_retries=0)
+    emu.control.configure(parse_delay=0.5)
+    emu.control.inject_fault("list_videos", "http_503")
+    dag = _dag(
+        "memories_upload_wait_transient",
+        source=str(video),
+        idempotent=False,  # the wait's first status check is then the first list_videos call
+        wait_for_parse=True,
+        deferrable=False,
+        poll_interval=0.1,
+    )
+    run = run_dag(dag)
+    assert run.state == "success", _task_state(run)
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "upload"]
+    assert ti.try_number == 1
+    assert emu.control.request_log("list_videos")[0]["http_status"] == 503
+    assert emu.control.videos()[0]["status"] == "PARSE" and emu.control.count("upload") == 1

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import threading
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.sources import open_source, stat_source
+from memories_provider.storage.sources import open_source, redact_uri, stat_source
 
 DATA = b"\x00\x00\x00\x18ftypmp42" + b"v" * 5000
 
@@ -103,6 +103,105 @@ def test_http_source_is_sized_with_head(http_folder):
         assert fh.read() == DATA
     with pytest.raises(ValueError, match="HTTP 404"):
         stat_source(f"{http_folder}/none.mp4")
+
+
+class PresignedHandler(BaseHTTPRequestHandler):
+    """Serves DATA for GET like a presigned S3/GCS URL: HEAD is answered ``head_status``."""
+
+    head_status = 403
+    get_status: int | None = None  # answer every GET with this status instead
+    honour_range = True
+    seen: list[tuple[str, str | None]]  # (method, Range header) of each request
+
+    def log_message(self, *args):  # keep the test output quiet
+        pass
+
+    def do_HEAD(self):
+        self.seen.append(("HEAD", self.headers.get("Range")))
+        self.send_response(self.head_status)
+        if self.head_status == 200:  # a server that gives no length
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def do_GET(self):
+        self.seen.append(("GET", self.headers.get("Range")))
+        if self.get_status is not None:
+            self.send_response(self.get_status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.headers.get("Range") == "bytes=0-0" and self.honour_range:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-0/{len(DATA)}")
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(DATA[:1])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(DATA)))
+        self.end_headers()
+        self.wfile.write(DATA)
+
+
+@pytest.fixture
+def presigned():
+    """``serve(**handler_attributes) -> (base_url, seen)``: a server on 127.0.0.1 that refuses HEAD."""
+    servers = []
+
+    def serve(**attributes):
+        seen: list[tuple[str, str | None]] = []
+        handler = type("Handler", (PresignedHandler,), {**attributes, "seen": seen})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}", seen
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("head_status", [403, 405, 200])
+def test_http_source_refusing_head_is_sized_with_a_one_byte_get(presigned, head_status):
+    base, seen = presigned(head_status=head_status)
+    uri = f"{base}/clip.mp4?X-Amz-Signature=s3cr3t"
+    assert stat_source(uri).size == len(DATA)
+    assert seen == [("HEAD", None), ("GET", "bytes=0-0")]
+    with open_source(uri) as fh:
+        assert fh.read() == DATA
+
+
+def test_http_source_ignoring_range_is_sized_from_its_content_length(presigned):
+    base, seen = presigned(honour_range=False)
+    assert stat_source(f"{base}/clip.mp4").size == len(DATA)
+    assert seen == [("HEAD", None), ("GET", "bytes=0-0")]
+
+
+@pytest.mark.parametrize(
+    ("get_status", "message"), [(403, "HEAD answered HTTP 403 and a ranged GET HTTP 403"), (404, "HTTP 404")]
+)
+def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned, get_status, message):
+    base, _ = presigned(get_status=get_status)
+    with pytest.raises(ValueError, match=message) as info:
+        stat_source(f"{base}/clip.mp4?X-Amz-Signature=s3cr3t")
+    assert "`source`" in str(info.value) and "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://u:p4ss@host:8443/v/clip.mp4?X-Amz-Signature=tok#f", "https://***@host:8443/v/clip.mp4?***"),
+        ("https://host/clip.mp4?sig=tok", "https://host/clip.mp4?***"),
+        ("https://host/clip.mp4", "https://host/clip.mp4"),
+        ("sftp://me:pw@host/in/clip.mp4", "sftp://***@host/in/clip.mp4"),
+        ("s3://bucket/in/clip.mp4", "s3://bucket/in/clip.mp4"),
+        ("/data/what?.mp4", "/data/what?.mp4"),
+        ("file:///data/what?.mp4", "file:///data/what?.mp4"),
+    ],
+)
+def test_redact_uri_masks_credentials_and_tokens(uri, shown):
+    assert redact_uri(uri) == shown
 
 
 def test_unknown_transport_params_are_refused_by_name():
