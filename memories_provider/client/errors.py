@@ -15,6 +15,8 @@ class MemoriesError(Exception):
     :param code: business code from the response envelope, if any (``"0001"``, ``"0429"``, ``"400"``).
     :param http_status: HTTP status of the response, if a response was received.
     :param endpoint: logical endpoint name (``"upload"``, ``"list_videos"``, ``"download"`` ...).
+    :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said so; the
+        retry policy honours it for rate limits and server errors.
     """
 
     def __init__(
@@ -24,12 +26,14 @@ class MemoriesError(Exception):
         code: str | None = None,
         http_status: int | None = None,
         endpoint: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.http_status = http_status
         self.endpoint = endpoint
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         details = []
@@ -69,22 +73,8 @@ class MemoriesInsufficientCreditsError(MemoriesError):
 
 
 class MemoriesRateLimitError(MemoriesError):
-    """The request was rejected by a rate limit (``0429`` or HTTP 429). Retried with backoff.
-
-    :param retry_after: seconds the server asked us to wait (``Retry-After``), if it said so.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        http_status: int | None = None,
-        endpoint: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint)
-        self.retry_after = retry_after
+    """The request was rejected by a rate limit (``0429`` or HTTP 429). Retried with backoff,
+    waiting at least ``retry_after`` when the server sent ``Retry-After``."""
 
 
 class MemoriesInvalidRequestError(MemoriesError):
@@ -100,23 +90,8 @@ class MemoriesDuplicateError(MemoriesError):
 
 
 class MemoriesServerError(MemoriesError):
-    """The server failed (HTTP 5xx). Retried for idempotent calls.
-
-    :param retry_after: seconds the server asked us to wait (``Retry-After``, e.g. on a 503), if
-        it said so; the retry waits that long instead of its own backoff.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        http_status: int | None = None,
-        endpoint: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint)
-        self.retry_after = retry_after
+    """The server failed (HTTP 5xx). Retried for idempotent calls; a ``Retry-After`` (e.g. on a 503)
+    replaces the policy's own backoff."""
 
 
 class MemoriesResponseError(MemoriesServerError):
