@@ -74,6 +74,17 @@ def evaluate(
     return WaitOutcome("success", f"all {len(video_nos)} video(s) are PARSE", videos)
 
 
+def list_found(
+    list_videos: Callable[..., VideoPage], video_nos: Sequence[str], unique_id: str | None
+) -> dict[str, Video]:
+    """The listed videos among ``video_nos``, by id: ``list_videos(video_nos=...)`` in batches of 100."""
+    found: dict[str, Video] = {}
+    for batch in batches(list(video_nos)):
+        page = list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
+        found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
+    return found
+
+
 def check_round(
     list_videos: Callable[..., VideoPage],
     video_nos: Sequence[str],
@@ -88,11 +99,8 @@ def check_round(
 
     :param list_videos: e.g. ``MemoriesHook.list_videos``.
     """
-    found: dict[str, Video] = {}
     try:
-        for batch in batches(list(video_nos)):
-            page = list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
-            found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
+        found = list_found(list_videos, video_nos, unique_id)
     except MemoriesError as err:
         if not is_transient(err):
             raise
@@ -135,5 +143,6 @@ __all__ = [
     "check_round",
     "evaluate",
     "is_transient",
+    "list_found",
     "normalize_video_nos",
 ]

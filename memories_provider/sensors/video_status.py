@@ -17,9 +17,9 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from memories_provider.client import MemoriesError, Video
+from memories_provider.client import MemoriesError
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.status import batches, evaluate, is_transient, normalize_video_nos
+from memories_provider.status import evaluate, is_transient, list_found, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
 
@@ -33,11 +33,7 @@ def check_videos(
     :raises AirflowFailException: when a video failed (with its ``cause``) or is unknown — a retry
         would not change that.
     """
-    found: dict[str, Video] = {}
-    for batch in batches(list(video_nos)):
-        page = hook.list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
-        found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
-    outcome = evaluate(list(video_nos), found)
+    outcome = evaluate(list(video_nos), list_found(hook.list_videos, video_nos, unique_id))
     if outcome.status == "failed":
         raise AirflowFailException(outcome.message)
     return outcome.videos if outcome.status == "success" else None

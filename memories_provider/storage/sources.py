@@ -162,8 +162,7 @@ def redact_uri(uri: str) -> str:
 
     Local paths and ``file://`` URIs are returned as given (a ``?`` there is part of the name).
     """
-    scheme, sep, _ = uri.partition("://")
-    if not sep or "/" in scheme or scheme.lower() == "file":
+    if destinations.scheme_of(uri) in ("", "file"):
         return uri
     parts = urlsplit(uri)
     netloc = parts.netloc
