@@ -21,6 +21,7 @@ from memories_provider.client.errors import (
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage, VideoStatus
+from memories_provider.client.redaction import Redactor
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.client.sync import DownloadResponse, MemoriesClient
 
@@ -41,6 +42,7 @@ __all__ = [
     "MemoriesResponseError",
     "MemoriesServerError",
     "MemoriesTimeoutError",
+    "Redactor",
     "RetryPolicy",
     "UploadResult",
     "Video",

@@ -25,24 +25,24 @@ from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
-    MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
+from memories_provider.client.redaction import NO_SECRETS, Redactor
 from memories_provider.client.retry import RetryPolicy
-from memories_provider.client.sync import _content_length, _last_page, _redact
+from memories_provider.client.sync import _content_length, _last_page
 
 log = logging.getLogger("memories_provider.client")
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-def _transport_error(exc: BaseException, endpoint: str) -> MemoriesConnectionError:
-    """Map an aiohttp/asyncio transport exception to the client's hierarchy."""
-    text = str(exc) or type(exc).__name__
+def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
+    """Map an aiohttp/asyncio transport exception to the client's hierarchy (its text redacted)."""
+    text = redactor.redact(str(exc) or type(exc).__name__)
     connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
     if connect_timeout is not None and isinstance(exc, connect_timeout):
         return MemoriesTimeoutError(f"timed out connecting: {text}", endpoint=endpoint, request_sent=False)
@@ -84,13 +84,18 @@ class AsyncDownloadResponse:
     :param opener: coroutine function performing the request (with retries) and returning the
         response plus any body prefix already read.
     :param endpoint: logical endpoint name, for errors.
+    :param redactor: the client's redaction of error texts.
     """
 
     def __init__(
-        self, opener: Callable[[], Awaitable[tuple[aiohttp.ClientResponse, bytes]]], endpoint: str
+        self,
+        opener: Callable[[], Awaitable[tuple[aiohttp.ClientResponse, bytes]]],
+        endpoint: str,
+        redactor: Redactor = NO_SECRETS,
     ) -> None:
         self._opener = opener
         self.endpoint = endpoint
+        self._redactor = redactor
         self._response: aiohttp.ClientResponse | None = None
         self._prefix = b""
         self.status_code: int | None = None
@@ -138,7 +143,7 @@ class AsyncDownloadResponse:
         except _TRANSPORT_ERRORS as exc:
             raise MemoriesIncompleteBodyError(
                 f"download broke off after {received} of {self.content_length or 'unknown'} bytes: "
-                f"{str(exc) or type(exc).__name__}",
+                f"{self._redactor.redact(str(exc) or type(exc).__name__)}",
                 endpoint=self.endpoint,
                 http_status=self.status_code,
             ) from exc
@@ -185,9 +190,9 @@ class AsyncMemoriesClient:
         connect_timeout: float | None = None,
         upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ValueError("api_key must be a non-empty string")
-        self._api_key = api_key.strip()
+        self._api_key = protocol.check_api_key(api_key)
+        # Every error built from a response or a transport failure goes through it, at creation.
+        self._redactor = Redactor([self._api_key])
         self.base_url = protocol.normalize_base_url(base_url, name="base_url")
         self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
         self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
@@ -269,13 +274,13 @@ class AsyncMemoriesClient:
             source_error = find_source_error(exc)
             if source_error is not None:
                 raise source_error from None
-            raise _transport_error(exc, spec.endpoint) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
             return await _read_limited(response, limit)
         except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, spec.endpoint) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
         finally:
             response.close()
 
@@ -289,7 +294,12 @@ class AsyncMemoriesClient:
         response = await self._send(spec, body=body, progress=progress)
         content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
         return protocol.read_response(
-            response.status, response.headers, content, endpoint=spec.endpoint, read=read
+            response.status,
+            response.headers,
+            content,
+            endpoint=spec.endpoint,
+            read=read,
+            redactor=self._redactor,
         )
 
     async def _run(
@@ -298,11 +308,9 @@ class AsyncMemoriesClient:
         attempt: Callable[[], Awaitable[Any]],
         can_retry: Callable[[], bool] | None = None,
     ) -> Any:
+        # Errors are redacted where they are built, so the retry warnings are clean too.
         retrying = self.retry.async_retrying(spec.endpoint, idempotent=spec.idempotent, can_retry=can_retry)
-        try:
-            return await retrying(attempt)
-        except MemoriesError as exc:
-            raise _redact(exc, self._api_key) from exc.__cause__
+        return await retrying(attempt)
 
     async def _call(self, spec: protocol.RequestSpec, read: Callable[[Any], Any] | None = None) -> Any:
         # tenacity awaits only coroutine *functions*: a lambda returning a coroutine would not be awaited.
@@ -491,7 +499,11 @@ class AsyncMemoriesClient:
             if not 200 <= response.status < 300:
                 content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
                 raise protocol.download_error(
-                    response.status, response.headers, content, endpoint=spec.endpoint
+                    response.status,
+                    response.headers,
+                    content,
+                    endpoint=spec.endpoint,
+                    redactor=self._redactor,
                 )
             prefix = b""
             if protocol.is_json_content_type(response.headers.get("Content-Type")):
@@ -499,11 +511,15 @@ class AsyncMemoriesClient:
                     prefix = await _read_limited(response, protocol.MAX_ERROR_BYTES)
                 except _TRANSPORT_ERRORS as exc:
                     response.close()
-                    raise _transport_error(exc, spec.endpoint) from exc
+                    raise _transport_error(exc, spec.endpoint, self._redactor) from exc
                 if protocol.looks_like_error_envelope(prefix):
                     response.close()
                     raise protocol.download_error(
-                        response.status, response.headers, prefix, endpoint=spec.endpoint
+                        response.status,
+                        response.headers,
+                        prefix,
+                        endpoint=spec.endpoint,
+                        redactor=self._redactor,
                     )
             return response, prefix
 
@@ -511,7 +527,7 @@ class AsyncMemoriesClient:
             result: tuple[aiohttp.ClientResponse, bytes] = await self._run(spec, attempt)
             return result
 
-        return AsyncDownloadResponse(opener, spec.endpoint)
+        return AsyncDownloadResponse(opener, spec.endpoint, self._redactor)
 
     def download_video(self, video_no: str, *, unique_id: str | None = None) -> AsyncDownloadResponse:
         """Download a video by id (A); ``async with client.download_video(no) as resp: ...``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from memories_provider.client.errors import (
     MemoriesServerError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.redaction import NO_SECRETS, Redactor
 
 DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
 DEFAULT_V2_BASE_URL = "https://mavi-backend.memories.ai/serve/api/v2"
@@ -63,8 +65,10 @@ MAX_DELETE_BATCH = 100
 MAX_TAGS = 20
 MAX_CALLBACK_CHARS = 299
 MAX_CAMERA_MODEL_CHARS = 200
-#: How much of an unexpected body an error message quotes.
+#: How much of an unexpected body an error message quotes (redacted first, then cut).
 ERROR_BODY_QUOTE = 200
+#: How much of a server-written message (an envelope's ``msg``, a Spring ``error``) an error quotes.
+ERROR_MESSAGE_QUOTE = 500
 #: Upper bound read from a JSON response or an error body (protects memory on a misrouted host).
 MAX_JSON_BYTES = 32 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
@@ -115,6 +119,34 @@ class RequestSpec:
 # --------------------------------------------------------------------------- settings
 
 
+def api_key_problem(api_key: Any) -> str | None:
+    """What is wrong with an API key, in words that never quote it; ``None`` when it can be sent.
+
+    The key travels raw in the ``Authorization`` header: surrounding whitespace is stripped by the
+    callers, but a space, a line break, a control or a non-ASCII character inside it (a copy-paste
+    accident) would make the HTTP library fail with an error quoting the whole key.
+    """
+    if not isinstance(api_key, str) or not api_key.strip():
+        return "is missing or empty"
+    if any(not ("!" <= ch <= "~") for ch in api_key.strip()):
+        return (
+            "contains a space, a line break, a control character or a non-ASCII character "
+            "(only printable ASCII can be sent in the Authorization header; check for a copy-paste accident)"
+        )
+    return None
+
+
+def check_api_key(api_key: Any) -> str:
+    """``api_key`` without surrounding whitespace.
+
+    :raises ValueError: naming ``api_key`` and what is wrong with it, never its value.
+    """
+    problem = api_key_problem(api_key)
+    if problem is not None:
+        raise ValueError(f"api_key {problem}")
+    return str(api_key).strip()
+
+
 def check_timeouts(timeout: float, upload_timeout: float) -> tuple[float, float]:
     """``(timeout, upload_timeout)`` as floats; ``upload_timeout`` is raised to at least ``timeout``.
 
@@ -126,7 +158,7 @@ def check_timeouts(timeout: float, upload_timeout: float) -> tuple[float, float]
             seconds = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}") from None
-        if not seconds > 0:
+        if not (seconds > 0 and math.isfinite(seconds)):
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         checked.append(seconds)
     return checked[0], max(checked)
@@ -403,11 +435,14 @@ def normalize_code(code: Any) -> str | None:
     return str(code).strip() or None
 
 
-def quote_body(body: bytes) -> str:
-    """The first bytes of an unexpected body, printable, for error messages."""
-    snippet = body[:ERROR_BODY_QUOTE].decode("utf-8", errors="replace")
-    suffix = "..." if len(body) > ERROR_BODY_QUOTE else ""
-    return repr(snippet + suffix)
+def quote_body(body: bytes, redactor: Redactor = NO_SECRETS) -> str:
+    """The start of an unexpected body, redacted, then cut to ``ERROR_BODY_QUOTE`` characters, quoted."""
+    return redactor.quoted(body, ERROR_BODY_QUOTE)
+
+
+def server_text(value: Any, redactor: Redactor = NO_SECRETS) -> str:
+    """A text the server wrote (``msg``, a Spring ``error``), redacted, then cut, for an error message."""
+    return redactor.excerpt(str(value), ERROR_MESSAGE_QUOTE)
 
 
 def _load_json(body: bytes) -> Any:
@@ -428,7 +463,10 @@ def error_for_code(
     endpoint: str | None,
     retry_after: float | None = None,
 ) -> MemoriesError:
-    """The exception for a non-success business code (v1 ``"0xxx"`` or v2 integer codes)."""
+    """The exception for a non-success business code (v1 ``"0xxx"`` or v2 integer codes).
+
+    ``message`` must already be fit to show (see :func:`server_text`).
+    """
     kw: dict[str, Any] = {"code": code, "http_status": http_status, "endpoint": endpoint}
     if code in _AUTH_CODES:
         return MemoriesAuthError(message, **kw)
@@ -447,21 +485,30 @@ def error_for_code(
     server_failed = code.isdigit() and len(code) == 3 and code.startswith("5")
     if server_failed or (http_status is not None and http_status >= 500):
         return MemoriesServerError(message, retry_after=retry_after, **kw)
-    return MemoriesResponseError(f"undocumented error code {code!r}: {message}", **kw)
+    return MemoriesResponseError(f"undocumented error code {server_text(code)!r}: {message}", **kw)
 
 
 def error_for_http(
-    status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    endpoint: str | None,
+    redactor: Redactor = NO_SECRETS,
 ) -> MemoriesError:
-    """The exception for an HTTP error status whose body is not a business envelope."""
+    """The exception for an HTTP error status whose body is not a business envelope.
+
+    Whatever of the body the message quotes is redacted with ``redactor`` before it is cut.
+    """
     payload = _load_json(body)
     if isinstance(payload, dict) and ("error" in payload or "message" in payload):
         # Spring-style {timestamp, path, status, error[, message]}.
-        parts = [str(payload.get(k)) for k in ("error", "message", "path") if payload.get(k)]
+        fields = ("error", "message", "path")
+        parts = [server_text(payload.get(k), redactor) for k in fields if payload.get(k)]
         message = f"HTTP {status}: " + " - ".join(parts)
         documented = True
     else:
-        message = f"HTTP {status}: body {quote_body(body)}"
+        message = f"HTTP {status}: body {quote_body(body, redactor)}"
         documented = False
     kw: dict[str, Any] = {"http_status": status, "endpoint": endpoint}
     retry_after = parse_retry_after(_header(headers, "Retry-After"))
@@ -484,17 +531,25 @@ def error_for_http(
     return MemoriesResponseError(message, **kw)
 
 
-def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None) -> Any:
+def parse_envelope(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    endpoint: str | None,
+    redactor: Redactor = NO_SECRETS,
+) -> Any:
     """Return the ``data`` of a successful envelope, or raise the typed error.
 
     Accepts v1 (``"0000"`` string codes, with or without ``success``/``failed``) and v2 (integer
     codes equal to the HTTP status). Anything undocumented raises :class:`MemoriesResponseError`
-    quoting the status and the first bytes of the body.
+    quoting the status and the first characters of the body. Every text an error takes from the
+    response is redacted with ``redactor`` (the client's secrets), then cut.
     """
     payload = _load_json(body)
     if isinstance(payload, dict) and "code" in payload:
         code = normalize_code(payload.get("code"))
-        message = str(payload.get("msg") or payload.get("message") or "").strip()
+        message = server_text(payload.get("msg") or payload.get("message") or "", redactor).strip()
         explicit_failure = payload.get("success") is False or payload.get("failed") is True
         if code in _SUCCESS_CODES and not explicit_failure and 200 <= status < 300:
             return payload.get("data")
@@ -510,10 +565,10 @@ def parse_envelope(status: int, headers: Mapping[str, str], body: bytes, *, endp
                 )
             )
     if status >= 400 or status < 200:
-        return _raise(error_for_http(status, headers, body, endpoint=endpoint))
+        return _raise(error_for_http(status, headers, body, endpoint=endpoint, redactor=redactor))
     return _raise(
         MemoriesResponseError(
-            f"undocumented response: HTTP {status}, body {quote_body(body)}",
+            f"undocumented response: HTTP {status}, body {quote_body(body, redactor)}",
             http_status=status,
             endpoint=endpoint,
         )
@@ -525,15 +580,20 @@ def _raise(error: MemoriesError) -> Any:
 
 
 def download_error(
-    status: int, headers: Mapping[str, str], body: bytes, *, endpoint: str | None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    endpoint: str | None,
+    redactor: Redactor = NO_SECRETS,
 ) -> MemoriesError:
     """The exception for a download response that is not a file (JSON envelope or HTTP error)."""
     try:
-        parse_envelope(status, headers, body, endpoint=endpoint)
+        parse_envelope(status, headers, body, endpoint=endpoint, redactor=redactor)
     except MemoriesError as exc:
         return exc
     return MemoriesResponseError(
-        f"expected a file but got a success envelope: HTTP {status}, body {quote_body(body)}",
+        f"expected a file but got a success envelope: HTTP {status}, body {quote_body(body, redactor)}",
         http_status=status,
         endpoint=endpoint,
     )
@@ -555,6 +615,7 @@ def read_response(
     *,
     endpoint: str | None,
     read: Callable[[Any], Any] | None = None,
+    redactor: Redactor = NO_SECRETS,
 ) -> Any:
     """:func:`parse_envelope`, then turn its ``data`` into a result with ``read`` (``read_upload``...).
 
@@ -562,19 +623,23 @@ def read_response(
     :class:`MemoriesResponseError` quoting the status and the first bytes of the body, so every
     error stays a :class:`MemoriesError` (never a bare ``ValueError``).
     """
-    data = parse_envelope(status, headers, body, endpoint=endpoint)
+    data = parse_envelope(status, headers, body, endpoint=endpoint, redactor=redactor)
     if read is None:
         return data
     try:
         return read(data)
     except (TypeError, ValueError) as exc:
-        raise _undocumented_data(exc, status, body, endpoint) from None
+        raise _undocumented_data(exc, status, body, endpoint, redactor) from None
 
 
 def _undocumented_data(
-    problem: Exception, status: int, body: bytes, endpoint: str | None
+    problem: Exception, status: int, body: bytes, endpoint: str | None, redactor: Redactor
 ) -> MemoriesResponseError:
-    message = f"undocumented {endpoint} data ({problem}): HTTP {status}, body {quote_body(body)}"
+    # The reader's complaint may quote a value of the data: it is server text like the body.
+    message = (
+        f"undocumented {endpoint} data ({server_text(problem, redactor)}): HTTP {status}, "
+        f"body {quote_body(body, redactor)}"
+    )
     if endpoint in (UPLOAD, UPLOAD_URL):
         # The envelope said success: retrying blindly could create (and bill) a second video.
         message += (

@@ -20,13 +20,13 @@ from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
-    MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
+from memories_provider.client.redaction import NO_SECRETS, Redactor
 from memories_provider.client.retry import RetryPolicy
 
 log = logging.getLogger("memories_provider.client")
@@ -56,14 +56,6 @@ class _KeyAuth(requests.auth.AuthBase):
         return "_KeyAuth(***)"
 
 
-def _redact(error: MemoriesError, secret: str) -> MemoriesError:
-    """Remove the key from an error's text, should a server ever echo it back."""
-    if secret and secret in error.message:
-        error.message = error.message.replace(secret, "***")
-        error.args = (error.message,)
-    return error
-
-
 def _never_connected(exc: BaseException) -> bool:
     """True when the request certainly never reached the server (refused, DNS, connect timeout, TLS)."""
     seen: set[int] = set()
@@ -87,14 +79,15 @@ def _never_connected(exc: BaseException) -> bool:
     return False
 
 
-def _transport_error(exc: Exception, endpoint: str) -> MemoriesConnectionError:
-    """Map a requests/urllib3 transport exception to the client's hierarchy."""
+def _transport_error(exc: Exception, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
+    """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted)."""
+    text = redactor.redact(str(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return MemoriesTimeoutError(f"timed out connecting: {exc}", endpoint=endpoint, request_sent=False)
+        return MemoriesTimeoutError(f"timed out connecting: {text}", endpoint=endpoint, request_sent=False)
     if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
-        return MemoriesTimeoutError(f"timed out waiting for the response: {exc}", endpoint=endpoint)
+        return MemoriesTimeoutError(f"timed out waiting for the response: {text}", endpoint=endpoint)
     sent = not _never_connected(exc)
-    return MemoriesConnectionError(f"connection failed: {exc}", endpoint=endpoint, request_sent=sent)
+    return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint, request_sent=sent)
 
 
 _TRANSPORT_ERRORS = (
@@ -125,12 +118,20 @@ class DownloadResponse:
     :param response: the streamed ``requests`` response (status 2xx, not an error envelope).
     :param endpoint: logical endpoint name, for errors.
     :param prefix: bytes already read from the body while checking for a JSON error envelope.
+    :param redactor: the client's redaction of error texts.
     """
 
-    def __init__(self, response: requests.Response, endpoint: str, prefix: bytes = b"") -> None:
+    def __init__(
+        self,
+        response: requests.Response,
+        endpoint: str,
+        prefix: bytes = b"",
+        redactor: Redactor = NO_SECRETS,
+    ) -> None:
         self._response = response
         self.endpoint = endpoint
         self._prefix = prefix
+        self._redactor = redactor
         self.status_code: int = response.status_code
         self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
         self.content_type: str | None = self.headers.get("Content-Type")
@@ -156,7 +157,8 @@ class DownloadResponse:
                 yield chunk
         except _TRANSPORT_ERRORS as exc:
             raise MemoriesIncompleteBodyError(
-                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: {exc}",
+                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: "
+                f"{self._redactor.redact(str(exc))}",
                 endpoint=self.endpoint,
                 http_status=self.status_code,
             ) from exc
@@ -226,9 +228,9 @@ class MemoriesClient:
         connect_timeout: float | None = None,
         upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
     ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ValueError("api_key must be a non-empty string")
-        self._api_key = api_key.strip()
+        self._api_key = protocol.check_api_key(api_key)
+        # Every error built from a response or a transport failure goes through it, at creation.
+        self._redactor = Redactor([self._api_key])
         self.base_url = protocol.normalize_base_url(base_url, name="base_url")
         self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
         self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
@@ -286,13 +288,13 @@ class MemoriesClient:
             source_error = find_source_error(exc)
             if source_error is not None:
                 raise source_error from None
-            raise _transport_error(exc, spec.endpoint) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
             return _read_limited(response, limit)
         except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, spec.endpoint) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
         finally:
             response.close()
 
@@ -306,7 +308,12 @@ class MemoriesClient:
         content = self._read(response, spec, protocol.MAX_JSON_BYTES)
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, response.status_code)
         return protocol.read_response(
-            response.status_code, response.headers, content, endpoint=spec.endpoint, read=read
+            response.status_code,
+            response.headers,
+            content,
+            endpoint=spec.endpoint,
+            read=read,
+            redactor=self._redactor,
         )
 
     def _run(
@@ -315,11 +322,8 @@ class MemoriesClient:
         attempt: Callable[[], Any],
         can_retry: Callable[[], bool] | None = None,
     ) -> Any:
-        retrying = self.retry.retrying(spec.endpoint, idempotent=spec.idempotent, can_retry=can_retry)
-        try:
-            return retrying(attempt)
-        except MemoriesError as exc:
-            raise _redact(exc, self._api_key) from exc.__cause__
+        # Errors are redacted where they are built, so the retry warnings are clean too.
+        return self.retry.retrying(spec.endpoint, idempotent=spec.idempotent, can_retry=can_retry)(attempt)
 
     def _call(self, spec: protocol.RequestSpec, read: Callable[[Any], Any] | None = None) -> Any:
         return self._run(spec, lambda: self._json_attempt(spec, read=read))
@@ -547,7 +551,11 @@ class MemoriesClient:
             if not 200 <= response.status_code < 300:
                 content = self._read(response, spec, protocol.MAX_ERROR_BYTES)
                 raise protocol.download_error(
-                    response.status_code, response.headers, content, endpoint=spec.endpoint
+                    response.status_code,
+                    response.headers,
+                    content,
+                    endpoint=spec.endpoint,
+                    redactor=self._redactor,
                 )
             prefix = b""
             if protocol.is_json_content_type(response.headers.get("Content-Type")):
@@ -555,13 +563,17 @@ class MemoriesClient:
                     prefix = response.raw.read(protocol.MAX_ERROR_BYTES, decode_content=True)
                 except _TRANSPORT_ERRORS as exc:
                     response.close()
-                    raise _transport_error(exc, spec.endpoint) from exc
+                    raise _transport_error(exc, spec.endpoint, self._redactor) from exc
                 if protocol.looks_like_error_envelope(prefix):
                     response.close()
                     raise protocol.download_error(
-                        response.status_code, response.headers, prefix, endpoint=spec.endpoint
+                        response.status_code,
+                        response.headers,
+                        prefix,
+                        endpoint=spec.endpoint,
+                        redactor=self._redactor,
                     )
-            return DownloadResponse(response, spec.endpoint, prefix)
+            return DownloadResponse(response, spec.endpoint, prefix, self._redactor)
 
         result: DownloadResponse = self._run(spec, attempt)
         return result

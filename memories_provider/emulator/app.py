@@ -109,6 +109,27 @@ def _retry_after_header(seconds: float) -> str:
     return format(round(max(seconds, 0.001), 3), "g")
 
 
+def request_echo(request: web.Request, *, offset: int = 0, auth_at: int | None = None) -> str:
+    """The request as a careless server dumps it into an error: request line (full URL), headers.
+
+    :param offset: characters of the body in front of the echo.
+    :param auth_at: put the ``Authorization`` line first and pad the echo so that the header's
+        value starts at this character of the body (or as soon after it as the request line allows):
+        tests place the key across a client's cut.
+    """
+    line = f"{request.method} {request.url} HTTP/{request.version.major}.{request.version.minor}"
+    headers = list(request.headers.items())
+    if auth_at is not None:
+        headers.sort(key=lambda item: item[0].lower() != "authorization")
+    text = "\n".join([line, *(f"{name}: {value}" for name, value in headers)])
+    if auth_at is not None:
+        found = text.lower().find("\nauthorization: ")
+        if found >= 0:
+            start = offset + found + len("\nauthorization: ")
+            text = "." * max(0, int(auth_at) - start) + text
+    return text
+
+
 #: Request headers that would make aiohttp's FileResponse answer 206/304/412 instead of the file.
 _CONDITIONAL_HEADERS = (
     "Range",
@@ -294,7 +315,7 @@ class Emulator:
                 reply = await handler(request, entry)
             except ApiError as exc:
                 await request.release()  # drain an unread upload so the client sees the answer
-                reply = self._error_reply(exc, version)
+                reply = self._error_reply(exc, version, request)
             if fault is not None and fault.kind == "accept_then_drop":
                 return self._drop(request, entry)
             if fault is not None and fault.kind == "json_error":
@@ -315,15 +336,26 @@ class Emulator:
             raise ApiError(AUTH, "API key missing: send it in the Authorization header")
         raise ApiError(AUTH, "API key invalid")
 
-    def _error_reply(self, exc: ApiError, version: str) -> JsonReply:
+    def _error_reply(self, exc: ApiError, version: str, request: web.Request) -> JsonReply:
         headers = {}
         if exc.retry_after is not None:
             headers["Retry-After"] = _retry_after_header(exc.retry_after)
+        status = exc.v2_status if version == "v2" else exc.http_status
+        msg = exc.msg
+        if exc.code in (AUTH, LIMITED) or status in (401, 500):
+            msg = self._echoed(msg, request)
         if version == "v2":
-            payload = {"code": exc.v2_status, "msg": exc.msg, "data": None, "success": False, "failed": True}
+            payload = {"code": exc.v2_status, "msg": msg, "data": None, "success": False, "failed": True}
             return JsonReply(payload, exc.v2_status, headers)
-        payload = {"code": exc.code, "msg": exc.msg, "data": None, "success": False, "failed": True}
+        payload = {"code": exc.code, "msg": msg, "data": None, "success": False, "failed": True}
         return JsonReply(payload, exc.http_status, headers)
+
+    def _echoed(self, msg: str, request: web.Request, auth_at: int | None = None) -> str:
+        """``msg``, followed by the request's echo when ``echo_requests`` is on."""
+        if not self.config.echo_requests:
+            return msg
+        prefix = f"{msg}; request was: "
+        return prefix + request_echo(request, offset=len(prefix), auth_at=auth_at)
 
     async def _early_fault(
         self, request: web.Request, fault: Fault, entry: dict[str, Any], version: str
@@ -334,6 +366,14 @@ class Emulator:
             return self._drop(request, entry)
         retry_after = fault.params.get("retry_after", self.config.retry_after)
         headers = {"Retry-After": _retry_after_header(retry_after)} if retry_after is not None else {}
+        auth_at = fault.params.get("auth_at")
+        if kind == "http_500" and self.config.echo_requests:
+            # A debugging page rather than Spring's JSON: the client can only quote the body.
+            entry["http_status"] = 500
+            head = "500 Internal Server Error\n"
+            return web.Response(
+                status=500, text=head + request_echo(request, offset=len(head), auth_at=auth_at)
+            )
         if kind == "http_500":
             payload = {
                 "timestamp": now_ms(),
@@ -350,15 +390,19 @@ class Emulator:
                 text="<html><body>503 Service Temporarily Unavailable</body></html>",
                 content_type="text/html",
             )
+        elif kind == "http_401":
+            code: Any = AUTH if version == "v1" else 401
+            msg = self._echoed("API key invalid", request, auth_at)
+            reply = JsonReply({"code": code, "msg": msg, "data": None, "success": False, "failed": True}, 401)
         elif kind == "code_0429":
+            msg = self._echoed(RATE_LIMIT_MSG, request, auth_at)
             reply = JsonReply(
-                {"code": LIMITED, "msg": RATE_LIMIT_MSG, "data": None, "success": False, "failed": True},
-                200,
-                headers,
+                {"code": LIMITED, "msg": msg, "data": None, "success": False, "failed": True}, 200, headers
             )
         else:  # http_429
-            code: Any = LIMITED if version == "v1" else 429
-            payload = {"code": code, "msg": RATE_LIMIT_MSG, "data": None, "success": False, "failed": True}
+            code = LIMITED if version == "v1" else 429
+            msg = self._echoed(RATE_LIMIT_MSG, request, auth_at)
+            payload = {"code": code, "msg": msg, "data": None, "success": False, "failed": True}
             reply = JsonReply(payload, 429, headers)
         return await self._render(request, reply, None, entry)
 
@@ -923,7 +967,13 @@ class Emulator:
         """``POST /_emulator/faults`` with ``{"endpoint", "kind", "count", "params"}``."""
         body = await request.json()
         try:
-            self.faults.add(body["endpoint"], body["kind"], int(body.get("count", 1)), body.get("params"))
+            self.faults.add(
+                body["endpoint"],
+                body["kind"],
+                int(body.get("count", 1)),
+                body.get("params"),
+                every=int(body.get("every", 1)),
+            )
         except (KeyError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.faults.pending())

@@ -57,6 +57,11 @@ class EmulatorConfig:
         (the docs say callbacks may come more than once; receivers must be idempotent).
     :param account_disabled: answer every API call with ``0403`` (account disabled).
     :param permission_denied: endpoint names answered with ``9009`` (permission denied).
+    :param echo_requests: answers with HTTP 500 or 401, or with the codes ``0401``/``0429``, echo
+        the request (method, full URL and every header, ``Authorization`` included) in their
+        body, as a debugging proxy or a careless server would: a test of what clients do with
+        secrets they did not expect to read back. A 500 then has a ``text/plain`` body (the
+        echo), the others carry it at the end of the envelope's ``msg``.
     """
 
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
@@ -73,6 +78,7 @@ class EmulatorConfig:
     callback_on_upload: bool = False
     account_disabled: bool = False
     permission_denied: list[str] = field(default_factory=list)
+    echo_requests: bool = False
 
     def copy(self) -> EmulatorConfig:
         """A deep-enough copy (lists and dicts are not shared)."""

@@ -55,6 +55,7 @@ class EmulatorControl:
         fail_pattern: str | None = _UNSET,
         retry_after: float | None = _UNSET,
         max_upload_bytes: int | None = _UNSET,
+        echo_requests: bool = _UNSET,
         **other: Any,
     ) -> dict[str, Any]:
         """Change settings; only the arguments passed are changed (``None`` clears cap/credits/pattern).
@@ -68,6 +69,8 @@ class EmulatorControl:
         :param fail_pattern: regex on the original filename; matches end ``FAILED`` with a cause.
         :param retry_after: seconds sent in ``Retry-After`` with injected 0429/429 faults.
         :param max_upload_bytes: upload size cap.
+        :param echo_requests: error answers with HTTP 500/401 or code ``0401``/``0429`` echo the
+            request, ``Authorization`` header included (see :class:`EmulatorConfig`).
         :param other: further :class:`EmulatorConfig` fields (``upload_cost``, ``download_cost_per_gb``,
             ``api_keys``).
         """
@@ -80,6 +83,7 @@ class EmulatorControl:
             "fail_pattern": fail_pattern,
             "retry_after": retry_after,
             "max_upload_bytes": max_upload_bytes,
+            "echo_requests": echo_requests,
             **other,
         }
         body = {k: v for k, v in given.items() if v is not _UNSET}
@@ -93,11 +97,19 @@ class EmulatorControl:
         """The current configuration plus ``balance`` (remaining credits)."""
         return dict(self._call("GET", "/config"))
 
-    def inject_fault(self, endpoint: str, kind: str, *, count: int = 1, **params: Any) -> None:
-        """Make the next ``count`` calls of ``endpoint`` fail with ``kind`` (see the README for kinds)."""
-        self._call(
-            "POST", "/faults", json={"endpoint": endpoint, "kind": kind, "count": count, "params": params}
-        )
+    def inject_fault(
+        self, endpoint: str, kind: str, *, count: int = 1, every: int = 1, **params: Any
+    ) -> None:
+        """Make ``count`` calls of ``endpoint`` fail with ``kind`` (see the README for kinds).
+
+        :param every: hit one call in ``every`` (the ``every``-th, then the ``2 * every``-th ...) and
+            let the calls between through; 1 (default) hits the next ``count`` calls.
+        :param params: per kind: ``retry_after`` (``code_0429``, ``http_429``),
+            ``auth_at`` (with ``echo_requests``: the character of the body where the echoed key
+            starts), ``delay`` (``slow_body``), ``code``/``msg`` (``json_error``).
+        """
+        body = {"endpoint": endpoint, "kind": kind, "count": count, "every": every, "params": params}
+        self._call("POST", "/faults", json=body)
 
     def pending_faults(self) -> dict[str, list[dict[str, Any]]]:
         """Faults not consumed yet, per endpoint."""

@@ -1,4 +1,8 @@
-"""Injected faults: per endpoint, a queue of ``(kind, remaining count, params)`` consumed one per call."""
+"""Injected faults: per endpoint, a queue of ``(kind, remaining count, params)`` consumed one per call.
+
+A fault may target only some calls: with ``every=n`` it hits one call in ``n`` (the n-th, 2n-th ...)
+and lets the others through, until it has hit ``count`` calls.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from memories_provider.emulator.config import ENDPOINTS
 
 #: Faults that replace the whole response before auth and validation run.
-EARLY_KINDS = frozenset({"http_500", "http_503", "code_0429", "http_429", "drop_before_response"})
+EARLY_KINDS = frozenset({"http_500", "http_503", "http_401", "code_0429", "http_429", "drop_before_response"})
 #: Faults applied to the response the request would otherwise have got.
 LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then_drop"})
 KINDS = EARLY_KINDS | LATE_KINDS
@@ -17,11 +21,13 @@ KINDS = EARLY_KINDS | LATE_KINDS
 
 @dataclass
 class Fault:
-    """One injected fault; ``count`` calls left."""
+    """One injected fault; ``count`` calls left to hit, one call in ``every`` hit."""
 
     kind: str
     count: int
     params: dict[str, Any] = field(default_factory=dict)
+    every: int = 1
+    passed: int = 0  # calls let through since the last hit
 
 
 class FaultBook:
@@ -34,8 +40,18 @@ class FaultBook:
         """Drop every pending fault."""
         self._queues.clear()
 
-    def add(self, endpoint: str, kind: str, count: int = 1, params: dict[str, Any] | None = None) -> None:
-        """Queue ``kind`` for the next ``count`` calls of ``endpoint`` (after faults already queued)."""
+    def add(
+        self,
+        endpoint: str,
+        kind: str,
+        count: int = 1,
+        params: dict[str, Any] | None = None,
+        every: int = 1,
+    ) -> None:
+        """Queue ``kind`` for ``count`` calls of ``endpoint`` (after faults already queued).
+
+        :param every: hit one call in ``every`` (the last of each ``every`` calls), let the others through.
+        """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
         if kind not in KINDS:
@@ -44,7 +60,9 @@ class FaultBook:
             raise ValueError("accept_then_drop applies to upload and upload_url only")
         if count < 1:
             raise ValueError("count must be >= 1")
-        self._queues[endpoint].append(Fault(kind, count, dict(params or {})))
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self._queues[endpoint].append(Fault(kind, count, dict(params or {}), every=every))
 
     def take(self, endpoint: str) -> Fault | None:
         """Consume one call's worth of the first pending fault of ``endpoint``."""
@@ -52,6 +70,10 @@ class FaultBook:
         if not queue:
             return None
         fault = queue[0]
+        if fault.passed + 1 < fault.every:
+            fault.passed += 1
+            return None
+        fault.passed = 0
         fault.count -= 1
         if fault.count <= 0:
             queue.popleft()
@@ -60,7 +82,7 @@ class FaultBook:
     def pending(self) -> dict[str, list[dict[str, Any]]]:
         """JSON view of what is still queued."""
         return {
-            ep: [{"kind": f.kind, "count": f.count, "params": f.params} for f in q]
+            ep: [{"kind": f.kind, "count": f.count, "params": f.params, "every": f.every} for f in q]
             for ep, q in self._queues.items()
             if q
         }

@@ -6,9 +6,13 @@ so every error names the connection field a user has to fix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from memories_provider.client.protocol import api_key_problem
+from memories_provider.client.redaction import NO_SECRETS
 
 DEFAULT_HOST = "https://api.memories.ai"
 DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
@@ -26,7 +30,11 @@ EXTRA_FIELDS = ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_i
 
 
 class MemoriesConnectionConfigError(ValueError):
-    """A ``memories`` connection is misconfigured; the message names the connection and the field."""
+    """A ``memories`` connection is misconfigured; the message names the connection and the field.
+
+    It never quotes the API key, nor the value of a field validated for the key's sake (a key
+    pasted into the wrong field must not be shown either).
+    """
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,13 @@ def _origin(value: str, *, conn_id: str, field_name: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise MemoriesConnectionConfigError(
             f"Connection {conn_id!r}: field {field_name!r} must be an http(s) URL with a scheme, "
-            f"e.g. 'https://api.memories.ai', got {value!r}"
+            f"e.g. 'https://api.memories.ai', got {NO_SECRETS.redact(value)!r}"
+        )
+    if "@" in parts.netloc:
+        # The API authenticates by the key alone; user-info would only travel into logs and lineage.
+        raise MemoriesConnectionConfigError(
+            f"Connection {conn_id!r}: field {field_name!r} must not contain 'user:password@' "
+            "(put the API key in the password field)"
         )
     return value
 
@@ -88,16 +102,16 @@ def _extra(extra: dict[str, Any], name: str) -> Any:
 
 def _seconds(extra: dict[str, Any], name: str, default: float, *, conn_id: str) -> float:
     raw = _extra(extra, name)
+    problem = f"Connection {conn_id!r}: extra {name!r} must be a finite number of seconds > 0"
+    if isinstance(raw, bool):
+        raise MemoriesConnectionConfigError(problem)
     try:
         seconds = default if raw is None else float(raw)
-    except (TypeError, ValueError):
-        raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra {name!r} must be a number of seconds, got {raw!r}"
-        ) from None
-    if not seconds > 0:
-        raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra {name!r} must be > 0, got {seconds}"
-        )
+    except (TypeError, ValueError, OverflowError):
+        raise MemoriesConnectionConfigError(problem) from None
+    # "inf" and "nan" parse as floats; an infinite timeout ends in urllib3's OverflowError.
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise MemoriesConnectionConfigError(problem)
     return seconds
 
 
@@ -119,11 +133,12 @@ def config_from_connection(
         ``max_retries``, ``unique_id``, ``blob_download_api``).
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
     """
-    api_key = (password or "").strip()
-    if not api_key:
+    problem = api_key_problem(password or "")
+    if problem is not None:
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: the API key (field 'password') is missing or empty"
+            f"Connection {conn_id!r}: the API key (field 'password') {problem}"
         )
+    api_key = str(password).strip()
 
     origin = _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host")
     if port:

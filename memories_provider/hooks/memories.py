@@ -16,7 +16,7 @@ from memories_provider.client import (
     DownloadResponse,
     MemoriesAuthError,
     MemoriesClient,
-    MemoriesError,
+    Redactor,
     RetryPolicy,
     UploadResult,
     Video,
@@ -279,8 +279,14 @@ class MemoriesHook(BaseHook):
         return self.client.download_asset(asset_id)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated call (``list_unique_ids``) and say how it went."""
+        """Make one cheap authenticated call (``list_unique_ids``) and say how it went.
+
+        Never raises: any failure (a misconfigured connection included) is ``(False, message)``,
+        and the message never holds the key, not even a piece of it.
+        """
+        password: str | None = None
         try:
+            password = self.get_connection(self.memories_conn_id).password
             config = self.config
             client = MemoriesClient(
                 config.api_key, **{**self._client_kwargs(config), "retry": RetryPolicy(max_retries=0)}
@@ -289,9 +295,10 @@ class MemoriesHook(BaseHook):
                 ids = client.list_unique_ids()
         except MemoriesAuthError as err:
             reason = err.code or err.http_status
-            return False, f"Authentication failed: the API key was refused ({reason}: {err.message})"
-        except (MemoriesError, ValueError) as err:
-            return False, f"Connection test failed: {err}"
+            message = f"Authentication failed: the API key was refused ({reason}: {err.message})"
+            return False, Redactor([password]).redact(message)
+        except Exception as err:  # shown in the UI: say why, whatever it is
+            return False, Redactor([password]).redact(f"Connection test failed: {err}")
         return True, f"Connected to {config.base_url}; the key sees {len(ids)} unique_id namespace(s)."
 
 

@@ -28,6 +28,7 @@ from memories_provider.storage.destinations import (
     sanitize_filename,
     scheme_of,
 )
+from memories_provider.storage.uris import redact_uri
 
 if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
@@ -151,7 +152,8 @@ class MemoriesDownloadOperator(BaseOperator):
     :param verify_size: fail (leaving nothing behind) when the bytes written differ from ``Content-Length``.
     :param checksum: ``"sha256"`` (computed while streaming) or ``None``.
 
-    Returns (XCom) ``{"uri", "bytes", "sha256", "content_type", "filename", "skipped"}``. When the task
+    Returns (XCom) ``{"uri", "bytes", "sha256", "content_type", "filename", "skipped"}`` (``uri`` with its
+    user-info and query string masked, like every URI the operator shows). When the task
     declares an outlet asset/dataset whose URI is the destination, its event carries
     ``{"bytes", "sha256", "content_type", "source"}`` as extra.
     """
@@ -225,7 +227,8 @@ class MemoriesDownloadOperator(BaseOperator):
         result = self._download(hook, source, destination, transport)
         self._result = result
         self._annotate_outlets(context, result, source)
-        return result
+        # XCom is stored in the metadata DB and shown in the UI: no credentials in the URI.
+        return {**result, "uri": redact_uri(result["uri"])}
 
     def _download(
         self, hook: MemoriesHook, source: _Source, destination: str, transport: ResolvedTransport
@@ -280,20 +283,20 @@ class MemoriesDownloadOperator(BaseOperator):
     ) -> dict[str, Any]:
         if expected is not None and expected != existing:
             raise AirflowFailException(
-                f"{uri} already exists with {existing} bytes but {source.label} has {expected} bytes "
-                f"(per {how}); set overwrite=True to replace it"
+                f"{redact_uri(uri)} already exists with {existing} bytes but {source.label} has "
+                f"{expected} bytes (per {how}); set overwrite=True to replace it"
             )
         if expected is None:
             self.log.warning(
                 "%s already exists (%d bytes) and the expected size is unknown; keeping it (overwrite=False)",
-                uri,
+                redact_uri(uri),
                 existing,
             )
         else:
             self.log.info(
                 "Skipping %s: %s already exists with the expected %d bytes (per %s); nothing downloaded",
                 source.label,
-                uri,
+                redact_uri(uri),
                 existing,
                 how,
             )
@@ -340,9 +343,10 @@ class MemoriesDownloadOperator(BaseOperator):
     ) -> dict[str, Any]:
         digest = hashlib.sha256() if self.checksum == "sha256" else None
         done = 0
-        progress = TransferProgress(self.log, f"{source.label} -> {uri}", expected)
+        shown = redact_uri(uri)
+        progress = TransferProgress(self.log, f"{source.label} -> {shown}", expected)
         size = "unknown" if expected is None else expected
-        self.log.info("Downloading %s to %s (%s bytes)", source.label, uri, size)
+        self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
         writer = atomic_writer(uri, transport=transport)
         with writer as out, contextlib.ExitStack() as stack:
             # Writing and hashing each run in their own thread, overlapping with receiving.
@@ -361,7 +365,7 @@ class MemoriesDownloadOperator(BaseOperator):
             if self.verify_size and expected is not None and done != expected:
                 raise AirflowException(
                     f"{source.label}: received {done} bytes but Content-Length was {expected}; "
-                    f"nothing was written to {uri}"
+                    f"nothing was written to {shown}"
                 )
         progress.update(done, final=True)
         return {

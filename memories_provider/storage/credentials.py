@@ -8,9 +8,12 @@ Storage providers (amazon, google, sftp) are imported only when a connection of 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from memories_provider.storage.uris import redact_uri
 
 #: transport_params each scheme's smart-open transport accepts (the keyword arguments of its ``open``).
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -53,6 +56,8 @@ _FAMILY = {
     "file": "file",
     "": "file",
 }
+# Query parameters holding credentials: X-Amz-Signature/-Credential/-Security-Token, X-Goog-*, sig...
+_CREDENTIAL_NAME = re.compile(r"(?i)sig|token|key|secret|credential|password|auth")
 #: Seconds an HTTP(S) read may stall: smart-open's HTTP transport has no timeout by default.
 HTTP_TIMEOUT = 60.0
 
@@ -68,8 +73,8 @@ def scheme_family(uri: str) -> str:
         return _FAMILY[scheme]
     except KeyError:
         raise ValueError(
-            f"unsupported URI scheme {scheme!r} in {uri!r}; use a local path, file://, s3://, gs://, "
-            "azure://, sftp:// or http(s)://"
+            f"unsupported URI scheme {scheme!r} in {redact_uri(uri)!r}; use a local path, file://, "
+            "s3://, gs://, azure://, sftp:// or http(s)://"
         ) from None
 
 
@@ -121,7 +126,35 @@ def transport_params_for(
     if family == "http":
         params.setdefault("timeout", HTTP_TIMEOUT)
     params.update(user)
+    if family != "file":
+        mask_credentials(uri, params)
     return params
+
+
+def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
+    """Register the secrets of a storage URI with Airflow's secret masker, before anything is opened.
+
+    The URI's password (``sftp://user:pw@host``), its query string, the query values named like
+    credentials (presigned signatures and tokens, SAS ``sig``) and a ``password`` in ``params``:
+    whatever a storage library then logs or puts in an exception (smart-open logs its arguments
+    at DEBUG) is masked in task logs. Airflow registers connection passwords itself when it reads
+    them. What the provider shows itself goes through
+    :func:`~memories_provider.storage.uris.redact_uri`.
+    """
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:  # not a URI we can split: nothing to find in it
+        return
+    secrets = [password, unquote(password or ""), parts.query]
+    # Single values only where the name says credential: masking "video" everywhere would hurt.
+    secrets += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_NAME.search(name)]
+    if params:
+        secrets.append(params.get("password"))
+    for secret in dict.fromkeys(s for s in secrets if isinstance(s, str) and s):
+        mask_secret(secret)
 
 
 def _from_connection(uri: str, family: str, conn_id: str, conn_param: str) -> dict[str, Any]:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from memories_provider.storage.uris import redact_uri, scheme_of
+
 #: Schemes whose smart-open writer aborts (commits nothing) when its ``with`` block raises.
 OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "s3n", "s3u", "gs", "gcs", "azure"})
 #: Schemes written through SFTP.
@@ -60,14 +62,6 @@ LOCAL_TEMP_GRACE = 120.0
 UNLOCKED_TEMP_GRACE = 3600.0
 # Characters that would change the meaning of a URI (query, fragment) or of a path.
 _URI_UNSAFE = str.maketrans({c: "_" for c in '?#%:*"<>|'})
-
-
-def scheme_of(uri: str) -> str:
-    """The lower-cased URI scheme, ``""`` for a plain local path."""
-    head, sep, _ = uri.partition("://")
-    if not sep or "/" in head:
-        return ""
-    return head.lower()
 
 
 def check_destination(uri: str) -> None:
@@ -140,7 +134,7 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
 def join_folder(folder_uri: str, name: str) -> str:
     """``folder_uri`` (ending in ``/``) plus a sanitised single-component ``name``."""
     if not is_folder(folder_uri):
-        raise ValueError(f"not a folder destination (must end with '/'): {folder_uri!r}")
+        raise ValueError(f"not a folder destination (must end with '/'): {redact_uri(folder_uri)!r}")
     if "/" in name or "\\" in name or name in {"", ".", ".."}:
         raise ValueError(f"unsafe file name {name!r}")
     return folder_uri + name
@@ -255,7 +249,7 @@ def atomic_writer(
     """
     check_destination(uri)
     if is_folder(uri):
-        raise ValueError(f"atomic_writer needs a file URI, got the folder {uri!r}")
+        raise ValueError(f"atomic_writer needs a file URI, got the folder {redact_uri(uri)!r}")
     params = _resolved(uri, conn_id, transport_params, transport).params
     scheme = scheme_of(uri)
     if scheme in ("", "file"):

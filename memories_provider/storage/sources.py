@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from memories_provider.storage import destinations
 from memories_provider.storage.credentials import (
@@ -22,6 +22,9 @@ from memories_provider.storage.credentials import (
     transport_params_for,
     validate_transport_params,
 )
+from memories_provider.storage.uris import redact_uri
+
+__all__ = ["SourceInfo", "guess_content_type", "open_source", "redact_uri", "source_name", "stat_source"]
 
 
 @dataclass(frozen=True)
@@ -155,21 +158,6 @@ def _http_size(uri: str, params: dict[str, Any]) -> int | None:
 def _digits(value: str | None) -> int | None:
     value = (value or "").strip()
     return int(value) if value.isdigit() else None
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` fit for logs, XCom and lineage: userinfo and query string (presigned tokens) masked.
-
-    Local paths and ``file://`` URIs are returned as given (a ``?`` there is part of the name).
-    """
-    if destinations.scheme_of(uri) in ("", "file"):
-        return uri
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 @contextlib.contextmanager

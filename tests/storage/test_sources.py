@@ -194,7 +194,11 @@ def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned,
         ("https://u:p4ss@host:8443/v/clip.mp4?X-Amz-Signature=tok#f", "https://***@host:8443/v/clip.mp4?***"),
         ("https://host/clip.mp4?sig=tok", "https://host/clip.mp4?***"),
         ("https://host/clip.mp4", "https://host/clip.mp4"),
-        ("sftp://me:pw@host/in/clip.mp4", "sftp://***@host/in/clip.mp4"),
+        ("sftp://me:pw@host/in/clip.mp4", "sftp://me:***@host/in/clip.mp4"),
+        ("sftp://me@host/in/clip.mp4", "sftp://me@host/in/clip.mp4"),  # a login name, no secret
+        ("sftp://me:p@ss:w@host:22/o/", "sftp://me:***@host:22/o/"),  # '@' inside the password
+        ("https://ghp_T0KEN@host/clip.mp4", "https://***@host/clip.mp4"),  # a token as user name
+        ("azure://c/b.mp4?sv=1&sig=tok", "azure://c/b.mp4?***"),
         ("s3://bucket/in/clip.mp4", "s3://bucket/in/clip.mp4"),
         ("/data/what?.mp4", "/data/what?.mp4"),
         ("file:///data/what?.mp4", "file:///data/what?.mp4"),

@@ -1,0 +1,168 @@
+"""The one rule for every text built from a request or a response: redact every secret, then cut.
+
+A server may echo the request in an error body (the ``Authorization`` header included), a library
+may quote a URL with its ``user:password@``. Whatever text we turn into an error message, a log
+line or a trigger event goes through a :class:`Redactor` that knows the secrets in play:
+
+1. every secret is removed, in each form it can be echoed in (as sent, URL-encoded, JSON- or
+   Python-escaped, HTML-escaped, inside base64) — and so is every run of
+   :data:`MIN_FRAGMENT` or more characters of one (a server that truncated its own echo);
+2. credentials in URLs (``scheme://user:password@``) are removed whatever they are;
+3. only then is the text cut, and a cut never ends in the first :data:`MIN_EDGE` or more
+   characters of a secret (``...Authorization: sk-SE`` would survive every masker, which look
+   for whole secrets).
+
+Airflow's secret masker still runs over task logs on a worker; this rule does not depend on it,
+because the same client runs in the triggerer, in ``dag.test()``, in scripts and in users' code.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+#: What a redacted secret (or URL credential) is replaced with.
+MASK = "***"
+#: Any run of this many characters of a secret is redacted wherever it appears.
+MIN_FRAGMENT = 8
+#: A cut text never ends in this many (or more) leading characters of a secret.
+MIN_EDGE = 4
+
+# ``scheme://user:password@`` (or just ``user@``) in free text: the user-info is dropped.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]*@")
+
+
+def _base64_cores(secret: bytes) -> set[str]:
+    """The characters of ``base64(prefix + secret + suffix)`` that depend on ``secret`` alone.
+
+    A secret inside a base64 text (``Basic`` auth, an encoded header dump) starts at one of three
+    byte offsets modulo 3; for each, the 4-character groups made only of secret bytes are fixed.
+    """
+    cores = set()
+    for shift in range(3):
+        total = shift + len(secret)
+        encoded = base64.b64encode(b"\0" * shift + secret).decode("ascii")
+        core = encoded[4 if shift else 0 : (total // 3) * 4]
+        if len(core) >= MIN_FRAGMENT:  # shorter cores would match ordinary words
+            cores.add(core)
+            cores.add(core.replace("+", "-").replace("/", "_"))  # URL-safe alphabet
+    return cores
+
+
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` as sent and in every encoding a server or a library may echo it in."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe="/"),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        html.escape(secret),
+    }
+    forms |= _base64_cores(secret.encode("utf-8"))
+    return {form for form in forms if len(form) >= MIN_EDGE or form == secret}
+
+
+class Redactor:
+    """Removes known secrets (and URL credentials) from text, and cuts text safely.
+
+    :param secrets: the secrets in play (the API key, storage passwords); empty and ``None``
+        entries are ignored. Never shown by ``repr``.
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets = tuple(dict.fromkeys(s for s in secrets if s))
+        forms: set[str] = set()
+        for secret in self._secrets:
+            forms |= secret_forms(secret)
+        # Longest first, so a form containing a shorter one is replaced whole.
+        self._forms = sorted((f for f in forms if f), key=len, reverse=True)
+        self._short = [f for f in self._forms if len(f) < MIN_FRAGMENT]
+        self._grams = {
+            form[i : i + MIN_FRAGMENT]
+            for form in self._forms
+            if len(form) >= MIN_FRAGMENT
+            for i in range(len(form) - MIN_FRAGMENT + 1)
+        }
+        self._longest = max((len(f) for f in self._forms), default=0)
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secret(s))"
+
+    def with_secrets(self, *secrets: str | None) -> Redactor:
+        """A redactor for these secrets as well as this one's."""
+        return Redactor((*self._secrets, *secrets))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret (whole, encoded, or any run of 8+ characters of one) and
+        every ``user:password@`` of a URL replaced by ``***``."""
+        text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
+        if not self._forms:
+            return text
+        text = self._redact_fragments(text)
+        for form in self._short:
+            text = text.replace(form, MASK)
+        return text
+
+    def _redact_fragments(self, text: str) -> str:
+        if not self._grams or len(text) < MIN_FRAGMENT:
+            return text
+        pieces: list[str] = []
+        start = i = 0
+        end = len(text) - MIN_FRAGMENT
+        while i <= end:
+            if text[i : i + MIN_FRAGMENT] not in self._grams:
+                i += 1
+                continue
+            stop = i + MIN_FRAGMENT
+            while stop - MIN_FRAGMENT + 1 <= end and text[stop - MIN_FRAGMENT + 1 : stop + 1] in self._grams:
+                stop += 1
+            pieces += [text[start:i], MASK]
+            start = i = stop
+        pieces.append(text[start:])
+        return "".join(pieces)
+
+    def excerpt(self, text: str | bytes, limit: int) -> str:
+        """At most ``limit`` characters of ``text`` (plus ``...`` when cut), redacted *before* the cut.
+
+        Bytes are decoded as UTF-8 (undecodable bytes replaced); only the first ``limit``
+        characters and enough beyond them to recognise a secret crossing the cut are looked at, so
+        a huge body costs no more than a short one. The result never ends in the first
+        :data:`MIN_EDGE` or more characters of a secret.
+        """
+        window = limit + self._longest + MIN_FRAGMENT
+        if isinstance(text, bytes):
+            cut_bytes = len(text) > 4 * window
+            text = text[: 4 * window].decode("utf-8", errors="replace")
+        else:
+            cut_bytes = False
+        cut = cut_bytes or len(text) > window
+        shown = self.redact(text[:window])
+        if len(shown) > limit:
+            shown, cut = shown[:limit], True
+        shown = self._drop_partial_tail(shown)
+        return shown + "..." if cut else shown
+
+    def _drop_partial_tail(self, text: str) -> str:
+        """``text`` without a trailing beginning (``MIN_EDGE`` or more characters) of a secret."""
+        for size in range(min(len(text), self._longest - 1), MIN_EDGE - 1, -1):
+            tail = text[-size:]
+            if any(form.startswith(tail) for form in self._forms):
+                return text[:-size] + MASK
+        return text
+
+    def quoted(self, text: str | bytes, limit: int) -> str:
+        """:meth:`excerpt` as a quoted, printable literal (``repr``), for error messages."""
+        return self.redact(repr(self.excerpt(text, limit)))
+
+
+#: Redacts URL credentials only: for text where no other secret is known.
+NO_SECRETS = Redactor()
+
+__all__ = ["MASK", "MIN_EDGE", "MIN_FRAGMENT", "NO_SECRETS", "Redactor", "secret_forms"]
