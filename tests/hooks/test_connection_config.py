@@ -129,3 +129,55 @@ def test_connection_form_round_trips_through_a_uri():
         3,
         "x",
     )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-SECRET\nABC123",  # a copy-paste accident: the third case
+        "sk-SECRET\r\nABC123",
+        "sk-SECRET ABC123",
+        "sk-SECRET\tABC123",
+        "sk-SECRET\x00ABC123",
+        "sk-SECRET\x7fABC123",
+        "sk-SECRET\u00a0ABC123",  # a no-break space from a web page
+        "sk-SECRET\u200bABC123",  # a zero-width space
+        "sk-SÉCRET-ABC123",  # not ASCII: cannot travel in a header
+    ],
+)
+def test_a_key_with_whitespace_or_control_characters_is_refused_without_quoting_it(key):
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(password=key)
+    message = str(info.value)
+    assert "'mem'" in message and "'password'" in message and "line break" in message
+    for piece in ("SECRET", "ABC123", repr(key)[1:-1]):
+        assert piece not in message
+
+
+def test_surrounding_whitespace_of_the_key_is_still_forgiven():
+    assert parse(password=f"  {KEY}\n").api_key == KEY
+
+
+@pytest.mark.parametrize("name", ["timeout", "upload_timeout"])
+@pytest.mark.parametrize(
+    "value", ["inf", "-inf", "nan", "NaN", "1e999", float("inf"), float("nan"), 0, -1, True]
+)
+def test_timeouts_must_be_finite_and_positive_and_are_not_quoted(name, value):
+    # The fifth case: "inf" used to end in a raw OverflowError from urllib3.
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(extra={name: value})
+    message = str(info.value)
+    assert "'mem'" in message and f"'{name}'" in message and "finite number of seconds > 0" in message
+    assert "got" not in message and (not isinstance(value, str) or value not in message)
+
+
+@pytest.mark.parametrize("field", ["host", "v2_host"])
+def test_hosts_with_credentials_are_refused_without_showing_them(field):
+    url = "https://alice:HUNTER2pw@proxy.example"
+    kw = {"host": url} if field == "host" else {"extra": {"v2_host": url}}
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(**kw)
+    assert f"'{field}'" in str(info.value) and "HUNTER2pw" not in str(info.value)
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(host="ftp://alice:HUNTER2pw@proxy.example")  # the wrong-scheme error shows it masked
+    assert "HUNTER2pw" not in str(info.value) and "ftp://***@proxy.example" in str(info.value)

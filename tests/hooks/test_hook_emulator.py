@@ -176,3 +176,41 @@ def test_key_is_masked_and_never_in_logs_or_errors(memories_emulator, monkeypatc
     assert secret not in repr(hook.config)
     assert secret not in repr(hook.get_conn())
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("password", "sk-SECRET\nABC123", "'password'"),  # used to be "Invalid header value b'sk-...'"
+        ("timeout", "inf", "'timeout'"),  # used to be a raw OverflowError from urllib3
+        ("upload_timeout", "nan", "'upload_timeout'"),
+    ],
+)
+def test_test_connection_refuses_a_broken_key_or_timeout_cleanly(
+    memories_emulator, monkeypatch, field, value, named
+):
+    conn = json.loads(memories_emulator.conn_json)
+    if field == "password":
+        conn["password"] = value
+    else:
+        conn["extra"][field] = value
+    monkeypatch.setenv("AIRFLOW_CONN_CARELESS", json.dumps(conn))
+    ok, message = MemoriesHook("careless").test_connection()
+    assert not ok
+    assert "'careless'" in message and named in message
+    assert "SECRET" not in message and "ABC123" not in message and "got" not in message
+    assert memories_emulator.control.count("list_unique_ids") == 0  # refused before any request
+
+
+def test_test_connection_never_raises_and_never_quotes_the_key(memories_emulator, monkeypatch):
+    ok, message = MemoriesHook("no_such_connection").test_connection()
+    assert not ok and "no_such_connection" in message
+    # A server that echoes the request: the refusal quotes it, key and all; the message must not.
+    key = "sk-echoed-key-9Kd7Wq2Z"
+    memories_emulator.control.configure(echo_requests=True)
+    conn = json.loads(memories_emulator.conn_json)
+    conn["password"] = key
+    monkeypatch.setenv("AIRFLOW_CONN_ECHOED", json.dumps(conn))
+    ok, message = MemoriesHook("echoed").test_connection()
+    assert not ok and "Authentication failed" in message and "Authorization: ***" in message
+    assert not any(key[i : i + 8] in message for i in range(len(key) - 7))

@@ -1,0 +1,157 @@
+"""No piece of the API key in anything the clients produce, against the emulator echoing requests.
+
+The emulator's ``echo_requests`` mode makes 500, 401/0401 and 0429 answers quote the request,
+``Authorization`` header included, as a debugging proxy or a careless server would. Over real
+sockets, for both clients: the raised error (message, ``str``, ``repr``, ``args``) and every log
+line (the retry warnings included) hold neither the key nor any 8 characters of it, nor its first
+4+ characters at a cut.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+from leaks import error_leaks, leaks
+
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesAuthError,
+    MemoriesClient,
+    MemoriesError,
+    MemoriesRateLimitError,
+    MemoriesServerError,
+    RetryPolicy,
+)
+from memories_provider.client.protocol import ERROR_BODY_QUOTE
+
+CANARY = "sk-canary-7Qx9Zr4Lm2Vb"
+NO_RETRY = RetryPolicy(max_retries=0)
+FAST = RetryPolicy(max_retries=4, initial_delay=0.01, max_delay=0.02, jitter=False, documented_limits=False)
+
+
+@pytest.fixture
+def emu(memories_emulator):
+    memories_emulator.control.configure(api_keys=[CANARY], echo_requests=True)
+    return memories_emulator
+
+
+def sync_client(emu, retry=NO_RETRY, key=CANARY) -> MemoriesClient:
+    return MemoriesClient(key, base_url=emu.v1_url, v2_base_url=emu.v2_url, timeout=10, retry=retry)
+
+
+def async_client(emu, retry=NO_RETRY, key=CANARY) -> AsyncMemoriesClient:
+    return AsyncMemoriesClient(key, base_url=emu.v1_url, v2_base_url=emu.v2_url, timeout=10, retry=retry)
+
+
+def test_the_emulator_really_puts_the_key_across_the_cut(emu):
+    # What the clients are up against: the raw body holds the key from character 190 on.
+    emu.control.inject_fault("list_videos", "http_500", auth_at=190)
+    resp = requests.post(f"{emu.v1_url}/list_videos", json={}, headers={"Authorization": CANARY}, timeout=10)
+    assert resp.status_code == 500 and resp.text.index(CANARY) == 190
+    assert resp.text[:ERROR_BODY_QUOTE].endswith("sk-canary-")  # a cut before redaction leaks this
+
+
+def test_a_500_echoing_the_key_at_any_offset_around_the_cut_leaks_nothing(emu):
+    # The issue's first case, for every position of the key relative to the 200-character cut.
+    with sync_client(emu) as client:
+        for auth_at in range(ERROR_BODY_QUOTE - len(CANARY) - 2, ERROR_BODY_QUOTE + 2):
+            emu.control.inject_fault("list_videos", "http_500", auth_at=auth_at)
+            with pytest.raises(MemoriesServerError) as info:
+                client.list_videos()
+            assert "HTTP 500" in str(info.value)
+            assert error_leaks(info.value, CANARY) == [], (auth_at, info.value.message)
+    assert emu.control.count("list_videos") == len(CANARY) + 4
+
+
+async def test_the_async_client_leaks_nothing_either(emu):
+    async with async_client(emu) as client:
+        for auth_at in (ERROR_BODY_QUOTE - 12, ERROR_BODY_QUOTE - 4, ERROR_BODY_QUOTE):
+            emu.control.inject_fault("get_metadata", "http_500", auth_at=auth_at)
+            with pytest.raises(MemoriesServerError) as info:
+                await client.get_video("VI000000000000000001")
+            assert error_leaks(info.value, CANARY) == [], (auth_at, info.value.message)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_retry_warnings_never_quote_the_key(emu, caplog, kind):
+    # The issue's second case: the warning logged before each retry quotes the error.
+    for fault, params in (
+        ("http_500", {"auth_at": 191}),
+        ("code_0429", {"retry_after": 0.01}),
+        ("http_429", {"retry_after": 0.01, "auth_at": 496}),
+        ("http_500", {}),
+    ):
+        emu.control.inject_fault("list_videos", fault, **params)
+    caplog.set_level(logging.DEBUG)
+    if kind == "sync":
+        with sync_client(emu, FAST) as client:
+            page = client.list_videos()
+    else:
+        async with async_client(emu, FAST) as aclient:
+            page = await aclient.list_videos()
+    assert page.videos == []
+    warnings = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(warnings) == 4
+    assert any("Authorization: ***" in r.getMessage() for r in warnings)  # the echo was there
+    assert leaks(caplog.text, CANARY) == []
+    assert all(leaks(r.getMessage(), CANARY) == [] for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_401_0401_and_0429_echoes_are_redacted(emu, kind):
+    async def call(client, method, *args):
+        result = getattr(client, method)(*args)
+        return await result if kind == "async" else result
+
+    make = sync_client if kind == "sync" else async_client
+    seen: list[MemoriesError] = []
+    for key in (CANARY, "sk-wrong-canary-3Rt8Yp"):  # a refused key is echoed back as well (0401)
+        client = make(emu, key=key)
+        try:
+            if key == CANARY:
+                emu.control.inject_fault("list_unique_ids", "http_401", auth_at=40)
+            with pytest.raises(MemoriesAuthError) as info:
+                await call(client, "list_unique_ids")
+            seen.append(info.value)
+            emu.control.inject_fault("list_videos", "code_0429", retry_after=0.01)
+            with pytest.raises((MemoriesRateLimitError, MemoriesAuthError)) as info:
+                await call(client, "list_videos")
+            seen.append(info.value)
+            assert all(error_leaks(err, key) == [] for err in seen), [err.message for err in seen]
+        finally:
+            if kind == "async":
+                await client.close()
+            else:
+                client.close()
+    assert all("request was:" in err.message for err in seen)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_download_errors_are_redacted(emu, kind):
+    asset = emu.control.add_asset(b"bytes", "a.mp4", "video/mp4")
+    emu.control.inject_fault("v2_download", "http_401", auth_at=60)
+    emu.control.inject_fault("v2_download", "http_500", auth_at=ERROR_BODY_QUOTE - 7)
+    errors = []
+    for _ in range(2):
+        if kind == "sync":
+            with sync_client(emu) as client, pytest.raises(MemoriesError) as info:
+                client.download_asset(asset["asset_id"])
+        else:
+            async with async_client(emu) as aclient:
+                with pytest.raises(MemoriesError) as info:
+                    async with aclient.download_asset(asset["asset_id"]):
+                        pass
+        errors.append(info.value)
+    assert [type(e) for e in errors] == [MemoriesAuthError, type(errors[1])]
+    assert isinstance(errors[1], MemoriesServerError)
+    assert all(error_leaks(err, CANARY) == [] for err in errors), [e.message for e in errors]
+
+
+def test_echo_mode_off_echoes_nothing(memories_emulator):
+    memories_emulator.control.inject_fault("list_videos", "http_500")
+    resp = requests.post(
+        f"{memories_emulator.v1_url}/list_videos", json={}, headers={"Authorization": "x"}, timeout=10
+    )
+    assert resp.json()["error"] == "Internal Server Error"  # Spring-style, as without echo mode
