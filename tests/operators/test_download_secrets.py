@@ -1,0 +1,105 @@
+"""Storage credentials in a destination URI never show: logs, XCom, errors (the issue's fourth case).
+
+Downloads go to the local sshd over SFTP with ``sftp://<user>:<password>@...`` (the key file
+authenticates; the password is the canary). Airflow's secret masker is kept out of the way (the
+URI's secrets are registered with it, see ``mask_credentials``, but this text must be clean by
+itself), so what is checked is the provider's own redaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import redact
+
+from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.operators.upload import MemoriesUploadOperator
+from memories_provider.storage import credentials
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
+
+
+@pytest.fixture
+def password() -> str:
+    return f"HUNTER2pw-{secrets.token_hex(6)}"  # fresh: the masker's registrations outlive a test
+
+
+@pytest.fixture
+def no_masker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(credentials, "mask_credentials", lambda uri, params=None: None)
+
+
+def sftp_run(sshd: Any, destination: str, **kwargs: Any) -> dict[str, Any]:
+    keys = {"connect_kwargs": {"key_filename": sshd.key_file, "look_for_keys": False, "allow_agent": False}}
+    op = MemoriesDownloadOperator(
+        task_id="download", destination=destination, transport_params=keys, **kwargs
+    )
+    return op.execute(context={})
+
+
+def test_a_password_in_an_sftp_destination_is_in_no_log_and_no_xcom(
+    emu: Any, sshd: Any, password: str, no_masker: None, caplog: Any, capsys: Any
+) -> None:
+    # INFO, as on a worker: smart-open logs its arguments (URI included) at DEBUG, which only
+    # Airflow's masker (fed by mask_credentials, tested below) can clean.
+    caplog.set_level(logging.INFO)
+    asset = emu.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    base = f"sftp://{sshd.user}:{password}@127.0.0.1:{sshd.port}"
+    folder = sshd.root / "secret-out"
+    folder.mkdir()
+    result = sftp_run(sshd, f"{base}{folder}/", asset_id=asset["asset_id"])
+    assert (folder / "clip.mp4").read_bytes() == VIDEO
+    assert result["uri"] == f"sftp://{sshd.user}:***@127.0.0.1:{sshd.port}{folder}/clip.mp4"
+
+    # The same file again: the skip is logged with the URI too.
+    again = sftp_run(sshd, f"{base}{folder}/clip.mp4", asset_id=asset["asset_id"])
+    assert again["skipped"] is True and password not in str(again)
+
+    logs = caplog.text + "".join(capsys.readouterr())
+    assert "Downloading asset" in logs and f"{sshd.user}:***@127.0.0.1" in logs
+    assert password not in logs
+
+
+def test_a_size_conflict_error_does_not_quote_the_password(
+    emu: Any, sshd: Any, password: str, no_masker: None
+) -> None:
+    asset = emu.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    target = sshd.root / "conflict.mp4"
+    target.write_bytes(b"not the same size")
+    with pytest.raises(Exception, match="already exists") as info:
+        sftp_run(
+            sshd, f"sftp://{sshd.user}:{password}@127.0.0.1:{sshd.port}{target}", asset_id=asset["asset_id"]
+        )
+    assert password not in str(info.value)
+
+
+def test_the_password_is_registered_with_airflows_masker_before_anything_is_opened(
+    emu: Any, sshd: Any, password: str
+) -> None:
+    # For what libraries log on their own (smart-open logs its arguments at DEBUG).
+    asset = emu.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    sftp_run(
+        sshd,
+        f"sftp://{sshd.user}:{password}@127.0.0.1:{sshd.port}{sshd.root}/m.mp4",
+        asset_id=asset["asset_id"],
+    )
+    assert redact(password) != password
+    token = f"tok-{secrets.token_hex(8)}"
+    credentials.mask_credentials(f"https://host/x.mp4?X-Amz-Signature={token}&format=video")
+    assert redact(f"sig {token}") == "sig ***"
+    assert redact("format video") == "format video"  # only values named like credentials
+
+
+@pytest.mark.parametrize("operator", ["upload", "download"])
+def test_an_unsupported_scheme_error_does_not_quote_the_password(operator: str, password: str) -> None:
+    uri = f"ftp://alice:{password}@files.example/x.mp4"
+    if operator == "upload":
+        op: Any = MemoriesUploadOperator(task_id="up", source=uri)
+    else:
+        op = MemoriesDownloadOperator(task_id="down", destination=uri, video_no="VI000000000000000001")
+    with pytest.raises(ValueError, match="scheme 'ftp'") as info:
+        op.execute(context={"ti": None})
+    assert password not in str(info.value)
