@@ -1,5 +1,10 @@
 """End to end on a real Airflow 3 deployment: api-server, scheduler (LocalExecutor), dag-processor
 and a separate triggerer process, plus the emulator — the example DAGs triggered like a user would.
+
+It is also the canary run for secrets: the API key and an SFTP password are canaries, the
+emulator echoes the request (``Authorization`` included) in its 500, 401 and 0429 answers, which
+faults inject on some calls, and afterwards no file under ``AIRFLOW_HOME`` or of the components,
+and no table of the metadata DB, may hold the key, any 8 characters of it, or the password.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import airflow
 import psutil
 import pytest
+from leaks import pieces
 
 pytestmark = pytest.mark.skipif(
     not airflow.__version__.startswith("3."), reason="the deployment test runs the Airflow 3 components"
@@ -30,6 +38,9 @@ pytestmark = pytest.mark.skipif(
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DEADLINE = 300.0
+#: Random per run, with characters URL-encoding changes ("/", "+", "="): found only if leaked.
+CANARY_KEY = f"sk-canary-{secrets.token_hex(10)}/{secrets.token_hex(4)}+="
+CANARY_SFTP_PASSWORD = f"SftpCanary{secrets.token_hex(8)}"
 
 
 def _free_port() -> int:
@@ -53,20 +64,38 @@ def _wait_for(what: str, check: Callable[[], Any], procs: dict[str, subprocess.P
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[str, Any]]:
+def deployment(tmp_path: Path, memories_emulator_process: Any, sshd: Any) -> Iterator[dict[str, Any]]:
     # Videos stay UNPARSE until the test releases them, once it has seen the sensors deferred.
-    emu = memories_emulator_process(rate_limits=True, parse_delay=3600.0)
+    # The emulator accepts only the canary key and echoes requests in its error answers.
+    emu = memories_emulator_process(
+        rate_limits=True, parse_delay=3600.0, extra_args=["--api-key", CANARY_KEY, "--echo-requests"]
+    )
+    emu.api_key = CANARY_KEY
     # The spec's limits, scaled down (1 upload per second instead of per minute) so a handful of
     # files finish quickly while the pool and the 0429 handling are still exercised.
     emu.control.configure(rate_limits={"upload": (1, 1.0), "upload_url": (1, 1.0)})
     home = tmp_path / "airflow-home"
     home.mkdir()
+    # The example DAGs and the canary DAG (linked: the examples find the project through __file__).
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    canary_dag = Path(__file__).parent / "dags" / "memories_canary_sftp.py"
+    for dag_file in [*(REPO / "dags").glob("*.py"), canary_dag]:
+        (dags / dag_file.name).symlink_to(dag_file)
+    sftp_conn = {
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "login": sshd.user,
+        "password": CANARY_SFTP_PASSWORD,  # the key file authenticates (sshd takes no passwords)
+        "extra": {"key_file": sshd.key_file, "no_host_key_check": True},
+    }
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
@@ -80,6 +109,8 @@ def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_MEMORIES_DEFAULT": emu.conn_uri,
+            "AIRFLOW_CONN_CANARY_SFTP": json.dumps(sftp_conn),
+            "CANARY_SFTP_KEY_FILE": sshd.key_file,
             "MEMORIES_POLL_INTERVAL": "1",
         }
     )
@@ -105,7 +136,7 @@ def deployment(tmp_path: Path, memories_emulator_process: Any) -> Iterator[dict[
                 procs[name] = subprocess.Popen(
                     [AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
-        yield {"env": env, "home": home, "emu": emu, "procs": procs, "logs": logs, "port": port}
+        yield {"env": env, "home": home, "emu": emu, "procs": procs, "logs": logs, "port": port, "sshd": sshd}
     finally:
         _stop_all(procs)
 
@@ -154,8 +185,21 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _inject_echoed_faults(emu: Any) -> None:
+    """500, 401 and 0429 answers on some calls, the echoed key placed across the clients' cut."""
+    control = emu.control
+    control.inject_fault("upload", "code_0429", count=2, every=2, retry_after=0.2, auth_at=495)
+    control.inject_fault("list_videos", "http_500", count=3, every=2, auth_at=190)
+    control.inject_fault("download", "http_500", count=2, every=2, auth_at=195)
+    control.inject_fault("download", "code_0429", retry_after=0.2, auth_at=497)
+    # The canary DAG's asset downloads: one refused outright (its task is retried), one 500.
+    control.inject_fault("v2_download", "http_401", auth_at=188)
+    control.inject_fault("v2_download", "http_500", auth_at=199)
+
+
 def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, Any], tmp_path: Path) -> None:
     env, home, emu, procs = deployment["env"], deployment["home"], deployment["emu"], deployment["procs"]
+    sshd = deployment["sshd"]
     single = tmp_path / "single" / "clip.mp4"
     single.parent.mkdir()
     single.write_bytes(os.urandom(300_000))
@@ -164,19 +208,28 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     sources = {f"cam-{i}.mp4": os.urandom(100_000 + i) for i in range(4)}
     for name, data in sources.items():
         (backfill_in / name).write_bytes(data)
+    canary_asset = emu.control.add_asset(os.urandom(200_000), "canary.mp4", "video/mp4")
+    canary_folder = sshd.root / "canary"
+    for sub in ("conn", "uri"):
+        (canary_folder / sub).mkdir(parents=True)
 
     wanted = {"memories_video_pipeline", "memories_backfill"}
+    every_dag = {*wanted, "memories_canary_sftp"}
     _wait_for(
         "the dag processor to serialize the example DAGs",
-        lambda: wanted <= {r[0] for r in _query(home, "select dag_id from serialized_dag")},
+        lambda: every_dag <= {r[0] for r in _query(home, "select dag_id from serialized_dag")},
         procs,
         DEADLINE,
     )
+    _inject_echoed_faults(emu)
     _trigger(env, "memories_video_pipeline", {"source": str(single), "destination": f"{single_out}/"})
     _trigger(
         env,
         "memories_backfill",
         {"source_prefix": f"{backfill_in}/", "destination_prefix": f"{backfill_out}/"},
+    )
+    _trigger(
+        env, "memories_canary_sftp", {"asset_id": canary_asset["asset_id"], "folder": f"{canary_folder}/"}
     )
 
     def deferred() -> set[str] | None:
@@ -195,15 +248,21 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     def finished() -> list[tuple] | None:
         runs = _query(home, "select dag_id, state from dag_run")
         done = [r for r in runs if r[1] in ("success", "failed")]
-        return runs if len(done) == 2 else None
+        return runs if len(done) == 3 else None
 
-    runs = _wait_for("both DAG runs to finish", finished, procs, DEADLINE)
+    runs = _wait_for("the three DAG runs to finish", finished, procs, DEADLINE)
     states = _query(home, "select dag_id, task_id, map_index, state, try_number from task_instance")
-    assert sorted(runs) == [("memories_backfill", "success"), ("memories_video_pipeline", "success")], states
+    assert sorted(runs) == [
+        ("memories_backfill", "success"),
+        ("memories_canary_sftp", "success"),
+        ("memories_video_pipeline", "success"),
+    ], states
 
     assert _sha(single_out / "clip.mp4") == _sha(single)
     for name, data in sources.items():
         assert _sha(backfill_out / name) == hashlib.sha256(data).hexdigest()
+    for sub in ("conn", "uri"):
+        assert _sha(canary_folder / sub / "canary.mp4") == canary_asset["sha256"]
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]
@@ -216,3 +275,56 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
         )
         text = "".join(p.read_text(errors="replace") for p in trigger_logs)
         assert "video(s) to be parsed" in text and "Trigger fired event" in text, (dag_id, trigger_logs)
+
+    _assert_the_canaries_never_left_the_processes(deployment, states)
+
+
+def _assert_the_canaries_never_left_the_processes(deployment: dict[str, Any], states: list[tuple]) -> None:
+    home, emu, logs = deployment["home"], deployment["emu"], deployment["logs"]
+    # Every injected fault was served, echoing the key: the run met what it was meant to meet.
+    assert emu.control.pending_faults() == {}
+    served = [r.get("fault") for r in emu.control.request_log()]
+    assert {"http_500", "http_401", "code_0429"} <= set(served)
+    # One canary task was refused (401) on its first try and succeeded on its second.
+    canary_tries = sorted(tries for dag, _, _, _, tries in states if dag == "memories_canary_sftp")
+    assert canary_tries == [1, 2], states
+
+    # The providers' own text shows where the secrets were, masked (not merely absent).
+    text = "\n".join(p.read_text(errors="replace") for p in _files(home, logs) if p.suffix == ".log")
+    assert "Authorization: ***" in text
+    xcoms = " ".join(str(r) for r in _query(home, "select value from xcom where task_id = 'to_sftp_uri'"))
+    assert f"sftp://{deployment['sshd'].user}:***@127.0.0.1" in xcoms
+
+    needles = {piece for secret in (CANARY_KEY, CANARY_SFTP_PASSWORD) for piece in pieces(secret)}
+    needles |= {quote(CANARY_KEY, safe=""), quote(CANARY_SFTP_PASSWORD, safe="")}
+    hits = [
+        f"{path}: {needle!r}" for path in _files(home, logs) for needle in _found(path.read_bytes(), needles)
+    ]
+    for table, column, value in _every_cell(home):
+        hits += [f"table {table}.{column}: {needle!r}" for needle in _found(value, needles)]
+    assert hits == []
+
+
+def _files(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def _found(data: bytes, needles: set[str]) -> list[str]:
+    return sorted(n for n in needles if n.encode() in data)
+
+
+def _every_cell(home: Path) -> Iterator[tuple[str, str, bytes]]:
+    """Every value of every table of the metadata DB, as bytes (zlib-compressed ones inflated)."""
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            cursor = db.execute(f'select * from "{table}"')
+            columns = [d[0] for d in cursor.description]
+            for row in cursor:
+                for column, value in zip(columns, row, strict=True):
+                    if value is None:
+                        continue
+                    data = value if isinstance(value, bytes) else str(value).encode()
+                    with contextlib.suppress(zlib.error):
+                        data += zlib.decompress(data)
+                    yield table, column, data
