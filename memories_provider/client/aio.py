@@ -108,8 +108,7 @@ class AsyncDownloadResponse:
         self._response, self._prefix = await self._opener()
         self.status_code = self._response.status
         self.headers = CIMultiDict(self._response.headers)
-        self.content_type = self.headers.get("Content-Type")
-        self.filename = protocol.parse_content_disposition(self.headers.get("Content-Disposition"))
+        self.content_type, self.filename = protocol.file_labels(self.headers, self._redactor)
         self.content_length = _content_length(self.headers)
         return self
 

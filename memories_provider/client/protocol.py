@@ -599,6 +599,20 @@ def download_error(
     )
 
 
+def file_labels(headers: Mapping[str, str], redactor: Redactor = NO_SECRETS) -> tuple[str | None, str | None]:
+    """``(content_type, filename)`` of a file response, fit for logs, XCom and file names.
+
+    Both come from the server (the file name from ``Content-Disposition``, not sanitised): like
+    any text taken from a response they are redacted.
+    """
+    content_type = _header(headers, "Content-Type")
+    filename = parse_content_disposition(_header(headers, "Content-Disposition"))
+    return (
+        None if content_type is None else redactor.redact(content_type),
+        None if filename is None else redactor.redact(filename),
+    )
+
+
 def looks_like_error_envelope(body: bytes) -> bool:
     """True when a JSON download body is an API envelope rather than a JSON file being downloaded."""
     payload = _load_json(body)

@@ -134,10 +134,7 @@ class DownloadResponse:
         self._redactor = redactor
         self.status_code: int = response.status_code
         self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
-        self.content_type: str | None = self.headers.get("Content-Type")
-        self.filename: str | None = protocol.parse_content_disposition(
-            self.headers.get("Content-Disposition")
-        )
+        self.content_type, self.filename = protocol.file_labels(self.headers, redactor)
         self.content_length: int | None = _content_length(self.headers)
 
     def iter_chunks(self, chunk_size: int = BLOCK_SIZE) -> Iterator[bytes]:

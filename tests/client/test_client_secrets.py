@@ -155,3 +155,13 @@ def test_echo_mode_off_echoes_nothing(memories_emulator):
         f"{memories_emulator.v1_url}/list_videos", json={}, headers={"Authorization": "x"}, timeout=10
     )
     assert resp.json()["error"] == "Internal Server Error"  # Spring-style, as without echo mode
+
+
+async def test_a_file_name_or_type_echoing_the_key_is_redacted(emu):
+    # Both end up in logs, XCom and the destination's name: texts from a response like any other.
+    asset = emu.control.add_asset(b"bytes", f"clip-{CANARY}.mp4", f"video/mp4; note={CANARY}")
+    with sync_client(emu) as client, client.download_asset(asset["asset_id"]) as resp:
+        assert resp.filename == "clip-***.mp4" and resp.content_type == "video/mp4; note=***"
+        assert b"".join(resp.iter_chunks()) == b"bytes"
+    async with async_client(emu) as aclient, aclient.download_asset(asset["asset_id"]) as aresp:
+        assert (aresp.filename, aresp.content_type) == ("clip-***.mp4", "video/mp4; note=***")
