@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from memories_provider.client.redaction import MIN_EDGE, MIN_FRAGMENT
+from memories_provider.redaction import MIN_EDGE, MIN_FRAGMENT
 
 
 def pieces(secret: str, size: int = MIN_FRAGMENT) -> list[str]:

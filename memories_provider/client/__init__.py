@@ -21,9 +21,9 @@ from memories_provider.client.errors import (
     MemoriesTimeoutError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage, VideoStatus
-from memories_provider.client.redaction import Redactor
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.client.sync import DownloadResponse, MemoriesClient
+from memories_provider.redaction import Redactor
 
 __all__ = [
     "AsyncDownloadResponse",

@@ -3,7 +3,7 @@
 Every error carries the business ``code`` (``"0402"``, or the v2 integer code as a string),
 the server ``message``, the ``http_status`` and the logical ``endpoint`` name. None of them
 ever contains the API key, whole or in part: the clients build every message from a response or
-a transport failure through their :class:`~memories_provider.client.redaction.Redactor`
+a transport failure through their :class:`~memories_provider.redaction.Redactor`
 (redact, then cut), so the retry warnings that log an error are as clean as the error raised.
 """
 

@@ -30,7 +30,7 @@ from memories_provider.client.errors import (
     MemoriesServerError,
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
-from memories_provider.client.redaction import NO_SECRETS, Redactor
+from memories_provider.redaction import NO_SECRETS, Redactor
 
 DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
 DEFAULT_V2_BASE_URL = "https://mavi-backend.memories.ai/serve/api/v2"

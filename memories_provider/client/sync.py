@@ -26,8 +26,8 @@ from memories_provider.client.errors import (
 )
 from memories_provider.client.models import UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
-from memories_provider.client.redaction import NO_SECRETS, Redactor
 from memories_provider.client.retry import RetryPolicy
+from memories_provider.redaction import NO_SECRETS, Redactor
 
 log = logging.getLogger("memories_provider.client")
 

@@ -1,7 +1,8 @@
 """The ``memories`` connection: its fields, its form, and how it becomes client settings.
 
 Parsing is kept apart from the hook so it can be checked without Airflow's metadata DB and
-so every error names the connection field a user has to fix.
+so every error names the connection field a user has to fix. Airflow imports this module while
+discovering providers (``get_provider_info``): it must stay free of the client stack.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from memories_provider.client.protocol import api_key_problem
-from memories_provider.client.redaction import NO_SECRETS
+from memories_provider.redaction import NO_SECRETS
 
 DEFAULT_HOST = "https://api.memories.ai"
 DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
@@ -133,6 +133,10 @@ def config_from_connection(
         ``max_retries``, ``unique_id``, ``blob_download_api``).
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
     """
+    # Imported here: get_provider_info imports this module during provider discovery, and the
+    # client package brings aiohttp and requests with it.
+    from memories_provider.client.protocol import api_key_problem
+
     problem = api_key_problem(password or "")
     if problem is not None:
         raise MemoriesConnectionConfigError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from memories_provider.client.redaction import MASK
+from memories_provider.redaction import MASK
 
 #: Schemes whose user-info starts with a login name (SSH): the name is kept, the password masked.
 LOGIN_SCHEMES = frozenset({"sftp", "ssh", "scp"})

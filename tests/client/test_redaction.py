@@ -11,7 +11,7 @@ import pytest
 from leaks import leaks
 
 from memories_provider.client import protocol
-from memories_provider.client.redaction import MIN_EDGE, NO_SECRETS, Redactor
+from memories_provider.redaction import MIN_EDGE, NO_SECRETS, Redactor
 
 KEY = "sk-SECRET-ABC123"
 

@@ -8,6 +8,7 @@ itself), so what is checked is the provider's own redaction.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import secrets
 from typing import Any
@@ -32,12 +33,15 @@ def no_masker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(credentials, "mask_credentials", lambda uri, params=None: None)
 
 
-def sftp_run(sshd: Any, destination: str, **kwargs: Any) -> dict[str, Any]:
-    keys = {"connect_kwargs": {"key_filename": sshd.key_file, "look_for_keys": False, "allow_agent": False}}
-    op = MemoriesDownloadOperator(
-        task_id="download", destination=destination, transport_params=keys, **kwargs
+def sftp_operator(sshd: Any, destination: str, **kwargs: Any) -> MemoriesDownloadOperator:
+    keys = {"key_filename": sshd.key_file, "look_for_keys": False, "allow_agent": False}
+    return MemoriesDownloadOperator(
+        task_id="download", destination=destination, transport_params={"connect_kwargs": keys}, **kwargs
     )
-    return op.execute(context={})
+
+
+def sftp_run(sshd: Any, destination: str, **kwargs: Any) -> dict[str, Any]:
+    return sftp_operator(sshd, destination, **kwargs).execute(context={})
 
 
 def test_a_password_in_an_sftp_destination_is_in_no_log_and_no_xcom(
@@ -50,9 +54,13 @@ def test_a_password_in_an_sftp_destination_is_in_no_log_and_no_xcom(
     base = f"sftp://{sshd.user}:{password}@127.0.0.1:{sshd.port}"
     folder = sshd.root / "secret-out"
     folder.mkdir()
-    result = sftp_run(sshd, f"{base}{folder}/", asset_id=asset["asset_id"])
+    op = sftp_operator(sshd, f"{base}{folder}/", asset_id=asset["asset_id"])
+    result = op.execute(context={})
     assert (folder / "clip.mp4").read_bytes() == VIDEO
     assert result["uri"] == f"sftp://{sshd.user}:***@127.0.0.1:{sshd.port}{folder}/clip.mp4"
+    if importlib.util.find_spec("airflow.providers.openlineage") is not None:
+        [output] = op.get_openlineage_facets_on_complete(None).outputs
+        assert (output.namespace, output.name) == (f"sftp://127.0.0.1:{sshd.port}", f"{folder}/clip.mp4")
 
     # The same file again: the skip is logged with the URI too.
     again = sftp_run(sshd, f"{base}{folder}/clip.mp4", asset_id=asset["asset_id"])

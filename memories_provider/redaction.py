@@ -14,6 +14,9 @@ line or a trigger event goes through a :class:`Redactor` that knows the secrets 
 
 Airflow's secret masker still runs over task logs on a worker; this rule does not depend on it,
 because the same client runs in the triggerer, in ``dag.test()``, in scripts and in users' code.
+
+A leaf module (standard library only): the client, the hooks' connection parsing (imported during
+provider discovery) and the storage glue all use it.
 """
 
 from __future__ import annotations
