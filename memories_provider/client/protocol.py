@@ -462,10 +462,12 @@ def error_for_code(
     http_status: int | None,
     endpoint: str | None,
     retry_after: float | None = None,
+    redactor: Redactor = NO_SECRETS,
 ) -> MemoriesError:
     """The exception for a non-success business code (v1 ``"0xxx"`` or v2 integer codes).
 
-    ``message`` must already be fit to show (see :func:`server_text`).
+    ``message`` must already be fit to show (see :func:`server_text`); an undocumented ``code``
+    is quoted through ``redactor``.
     """
     kw: dict[str, Any] = {"code": code, "http_status": http_status, "endpoint": endpoint}
     if code in _AUTH_CODES:
@@ -485,7 +487,7 @@ def error_for_code(
     server_failed = code.isdigit() and len(code) == 3 and code.startswith("5")
     if server_failed or (http_status is not None and http_status >= 500):
         return MemoriesServerError(message, retry_after=retry_after, **kw)
-    return MemoriesResponseError(f"undocumented error code {server_text(code)!r}: {message}", **kw)
+    return MemoriesResponseError(f"undocumented error code {server_text(code, redactor)!r}: {message}", **kw)
 
 
 def error_for_http(
@@ -562,6 +564,7 @@ def parse_envelope(
                     http_status=status,
                     endpoint=endpoint,
                     retry_after=retry_after,
+                    redactor=redactor,
                 )
             )
     if status >= 400 or status < 200:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from memories_provider.storage.uris import redact_uri
+from memories_provider.storage.uris import LOGIN_SCHEMES, redact_uri
 
 #: transport_params each scheme's smart-open transport accepts (the keyword arguments of its ``open``).
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -134,7 +134,8 @@ def transport_params_for(
 def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
     """Register the secrets of a storage URI with Airflow's secret masker, before anything is opened.
 
-    The URI's password (``sftp://user:pw@host``), its query string, the query values named like
+    The URI's password (``sftp://user:pw@host``), a lone user name outside SSH URIs
+    (``https://<token>@host``), its query string, the query values named like
     credentials (presigned signatures and tokens, SAS ``sig``) and a ``password`` in ``params``:
     whatever a storage library then logs or puts in an exception (smart-open logs its arguments
     at DEBUG) is masked in task logs. Airflow registers connection passwords itself when it reads
@@ -149,6 +150,8 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
     except ValueError:  # not a URI we can split: nothing to find in it
         return
     secrets = [password, unquote(password or ""), parts.query]
+    if parts.username and password is None and parts.scheme.lower() not in LOGIN_SCHEMES:
+        secrets.append(parts.username)  # https://<token>@host: a lone user-info is often a token
     # Single values only where the name says credential: masking "video" everywhere would hurt.
     secrets += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_NAME.search(name)]
     if params:

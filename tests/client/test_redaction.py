@@ -151,3 +151,10 @@ def test_errors_from_envelopes_and_spring_bodies_are_redacted_then_cut():
     with pytest.raises(protocol.MemoriesResponseError) as info:
         protocol.read_response(200, {}, bad, endpoint="upload", read=protocol.read_upload, redactor=redactor)
     assert leaks(str(info.value), KEY) == []
+
+
+def test_an_undocumented_code_echoing_the_key_is_redacted():
+    body = json.dumps({"code": f"E-{KEY}", "msg": "odd", "data": None}).encode()
+    with pytest.raises(protocol.MemoriesResponseError) as info:
+        protocol.parse_envelope(200, {}, body, endpoint="list_videos", redactor=Redactor([KEY]))
+    assert "undocumented error code 'E-***'" in str(info.value) and leaks(str(info.value), KEY) == []
