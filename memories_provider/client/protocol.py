@@ -469,7 +469,9 @@ def error_for_code(
     ``message`` must already be fit to show (see :func:`server_text`); an undocumented ``code``
     is quoted through ``redactor``.
     """
-    kw: dict[str, Any] = {"code": code, "http_status": http_status, "endpoint": endpoint}
+    # The code is server text as well: shown by the error's str() and repr().
+    shown = server_text(code, redactor)
+    kw: dict[str, Any] = {"code": shown, "http_status": http_status, "endpoint": endpoint}
     if code in _AUTH_CODES:
         return MemoriesAuthError(message, **kw)
     if code in _CREDIT_CODES or _CREDITS_RE.search(message):
@@ -487,7 +489,7 @@ def error_for_code(
     server_failed = code.isdigit() and len(code) == 3 and code.startswith("5")
     if server_failed or (http_status is not None and http_status >= 500):
         return MemoriesServerError(message, retry_after=retry_after, **kw)
-    return MemoriesResponseError(f"undocumented error code {server_text(code, redactor)!r}: {message}", **kw)
+    return MemoriesResponseError(f"undocumented error code {shown!r}: {message}", **kw)
 
 
 def error_for_http(
