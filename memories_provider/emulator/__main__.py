@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--credits", type=float, help="account balance in USD (default unlimited)")
     p.add_argument("--fail-pattern", help="regex on filenames that should end FAILED")
     p.add_argument("--chunked-downloads", action="store_true", help="downloads without Content-Length")
+    p.add_argument(
+        "--metadata-before-parse",
+        action="store_true",
+        help="old, lenient reading: metadata filters match and tags show before PARSE (the service: after)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         credits=args.credits,
         fail_pattern=args.fail_pattern,
         chunked_downloads=args.chunked_downloads,
+        metadata_before_parse=args.metadata_before_parse,
     )
     temp = args.data_dir is None
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="memories-emulator-"))

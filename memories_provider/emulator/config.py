@@ -57,6 +57,11 @@ class EmulatorConfig:
         (the docs say callbacks may come more than once; receivers must be idempotent).
     :param account_disabled: answer every API call with ``0403`` (account disabled).
     :param permission_denied: endpoint names answered with ``9009`` (permission denied).
+    :param metadata_before_parse: the emulator's old, lenient reading: ``list_videos``' metadata
+        filters (``tag``, ``camera_model``, ``datetime_taken``, ``latitude``/``longitude``) also match
+        videos that are not ``PARSE`` yet, and ``tags`` are shown from the upload on. The service
+        does neither (spec section 2, List videos): off by default; only for tests written against
+        the old emulator.
     """
 
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
@@ -73,6 +78,7 @@ class EmulatorConfig:
     callback_on_upload: bool = False
     account_disabled: bool = False
     permission_denied: list[str] = field(default_factory=list)
+    metadata_before_parse: bool = False
 
     def copy(self) -> EmulatorConfig:
         """A deep-enough copy (lists and dicts are not shared)."""
