@@ -328,8 +328,17 @@ class Emulator:
     async def _early_fault(
         self, request: web.Request, fault: Fault, entry: dict[str, Any], version: str
     ) -> web.StreamResponse:
-        await request.release()  # the request is read whole first, as a real server would
         kind = fault.kind
+        if kind == "drop_mid_request":
+            # Read a little, then close with the rest unread: the kernel resets the connection and
+            # the client fails while still sending its body.
+            want = int(fault.params.get("after_bytes", 64 * 1024))
+            got = 0
+            while got < want and (chunk := await request.content.read(min(CHUNK, want - got))):
+                got += len(chunk)
+            entry["body_bytes_read"] = got
+            return self._drop(request, entry)
+        await request.release()  # the request is read whole first, as a real server would
         if kind == "drop_before_response":
             return self._drop(request, entry)
         retry_after = fault.params.get("retry_after", self.config.retry_after)
