@@ -38,12 +38,17 @@ class AttemptRecord:
     :param size: bytes of the source sent (``None`` when unknown, e.g. a URL without a size).
     :param started_ms: this worker's clock (epoch ms) just before the upload was sent.
     :param video_no: the service's answer; ``None`` while none has arrived.
+    :param looking_try: the try that began looking for this unanswered upload, and
+    :param looking_since: when (epoch seconds): a deferred wait resumed in the same try keeps its
+        deadline even where the deferral's kwargs are not handed back (``dag.test()``).
     """
 
     tag: str
     size: int | None = None
     started_ms: int | None = None
     video_no: str | None = None
+    looking_try: int | None = None
+    looking_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (the stored form)."""
@@ -59,12 +64,17 @@ class AttemptRecord:
             value = data.get(key)
             return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+        since = data.get("looking_since")
         video_no = data.get("video_no")
         return cls(
             tag=data["tag"],
             size=number("size"),
             started_ms=number("started_ms"),
             video_no=str(video_no) if video_no else None,
+            looking_try=number("looking_try"),
+            looking_since=float(since)
+            if isinstance(since, (int, float)) and not isinstance(since, bool)
+            else None,
         )
 
 

@@ -310,7 +310,7 @@ class MemoriesUploadOperator(BaseOperator):
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         unique_id = plan.metadata["unique_id"]
         book = record_book(context, plan.tag) if plan.tag is not None else None
-        previous = self._previous_video(hook, plan, book, looking_since)
+        previous = self._previous_video(context, hook, plan, book, looking_since)
         shown = redact_uri(plan.source.uri)
         if previous is not None:
             self.log.info(
@@ -344,7 +344,12 @@ class MemoriesUploadOperator(BaseOperator):
     # ------------------------------------------------------------------ earlier attempts
 
     def _previous_video(
-        self, hook: MemoriesHook, plan: _Plan, book: RecordBook | None, looking_since: float | None
+        self,
+        context: Any,
+        hook: MemoriesHook,
+        plan: _Plan,
+        book: RecordBook | None,
+        looking_since: float | None,
     ) -> Video | None:
         """The video an earlier attempt of this task instance uploaded, or ``None`` to upload.
 
@@ -369,7 +374,8 @@ class MemoriesUploadOperator(BaseOperator):
                 )
                 return None
         if record is not None:
-            return self._find_unanswered(hook, plan, record, looking_since)
+            since = self._looking_since(context, book, record, looking_since)
+            return self._find_unanswered(hook, plan, record, since)
 
         # No earlier send recorded: the tag finds a parsed video, e.g. after a clear of a task that
         # succeeded once its record was gone (Airflow < 3.3, or ``clear_on_success``).
@@ -378,27 +384,46 @@ class MemoriesUploadOperator(BaseOperator):
 
         return tagged_video(hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log)
 
+    def _looking_since(
+        self, context: Any, book: RecordBook, record: AttemptRecord, resumed_since: float | None
+    ) -> float:
+        """When this try began looking for ``record``'s upload: its timeout runs from then.
+
+        Handed back by the deferral's kwargs, or else read from the record (``dag.test()`` drops
+        the kwargs of a deferral whose trigger fired); a new try starts afresh.
+        """
+        if resumed_since is not None:
+            return resumed_since
+        try_number = getattr(context["ti"], "try_number", None)
+        if try_number is not None and record.looking_try == try_number and record.looking_since is not None:
+            return record.looking_since
+        since = time.time()
+        self.log.warning(
+            "An earlier attempt sent %s (%s bytes) at %s and got no answer; memories.ai may have "
+            "accepted (and billed) it. Looking for it before uploading anything.",
+            redact_uri(str(self.source)),
+            record.size,
+            when(record.started_ms),
+        )
+        if try_number is not None:
+            try:
+                book.save(replace(record, looking_try=try_number, looking_since=since))
+            except Exception as err:  # only a resumed deferral needs it, and its kwargs carry it too
+                self.log.warning("Could not record when this try began looking: %s", err)
+        return since
+
     def _find_unanswered(
-        self, hook: MemoriesHook, plan: _Plan, record: AttemptRecord, looking_since: float | None
+        self, hook: MemoriesHook, plan: _Plan, record: AttemptRecord, since: float
     ) -> Video | None:
         """Decide whether ``record``'s upload was accepted: its video, or ``None`` (nothing arrived).
 
         Rounds of listing the scope, each followed by a wait (deferred when ``deferrable``), until
-        one decides; bounded by ``timeout`` from the first round of this task's retry.
+        one decides; bounded by ``timeout`` from ``since``, when this try began looking.
         """
         unique_id = plan.metadata["unique_id"]
-        since = looking_since if looking_since is not None else time.time()
         deadline = since + self.timeout
         grace = min(self.lost_answer_grace, self.timeout)
         shown = redact_uri(plan.source.uri)
-        if looking_since is None:
-            self.log.warning(
-                "An earlier attempt sent %s (%s bytes) at %s and got no answer; memories.ai may have "
-                "accepted (and billed) it. Looking for it before uploading anything.",
-                shown,
-                record.size,
-                when(record.started_ms),
-            )
 
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)

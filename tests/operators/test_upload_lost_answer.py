@@ -10,14 +10,12 @@ in-memory task state store; ``test_upload_dag.py`` runs the same stories through
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 from test_upload import VIDEO, Store, _TaskInstance
 
@@ -33,6 +31,7 @@ from memories_provider.operators.upload import MemoriesUploadOperator
 
 #: A different file of the same size as VIDEO: what another task might upload as "clip.mp4" too.
 OTHER = bytes(reversed(VIDEO))
+assert len(OTHER) == len(VIDEO) and OTHER != VIDEO
 QUICK = {"poll_interval": 0.05, "lost_answer_grace": 0.2}
 
 
@@ -64,44 +63,6 @@ def lost_first_attempt(emu: Any, store: Store, source: Path, fault: str = "accep
     assert info.value.request_sent
     record = store["memories_video_no"]
     assert "video_no" not in record and record["size"] == len(VIDEO)  # sent, no answer
-
-
-def other_task_uploads(emu: Any) -> str:
-    """Another task puts a different file of the same size and name into the same scope."""
-    resp = requests.post(
-        f"{emu.v1_url}/upload",
-        headers={"Authorization": emu.api_key},
-        files={"file": ("clip.mp4", OTHER, "video/mp4")},
-        data={"unique_id": "default", "tags": "someone-else"},
-        timeout=60,
-    )
-    return str(resp.json()["data"]["videoNo"])
-
-
-@pytest.fixture
-def after_first_look(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], list[int]]:
-    """``after_first_look(action)``: run ``action`` right after the retry's first full listing.
-
-    The listing (``iter_videos`` without a tag filter) is real; the action runs once its last
-    page has been read, so that round saw the scope as it was before. Returns a one-item list
-    counting the retry's full listings.
-    """
-    real = MemoriesHook.iter_videos
-
-    def install(action: Callable[[], None]) -> list[int]:
-        looks = [0]
-
-        def iter_videos(self: MemoriesHook, **kwargs: Any) -> Any:
-            yield from real(self, **kwargs)
-            if "tag" not in kwargs:
-                looks[0] += 1
-                if looks[0] == 1:
-                    action()
-
-        monkeypatch.setattr(MemoriesHook, "iter_videos", iter_videos)
-        return looks
-
-    return install
 
 
 def tag_of(video: dict) -> str:
@@ -182,12 +143,12 @@ def test_the_deadline_survives_deferral(held: Any, video: Path) -> None:
 
 
 def test_another_tasks_same_size_same_name_video_is_never_taken_for_ours(
-    held: Any, video: Path, after_first_look: Any
+    held: Any, video: Path, upload_video: Any, after_first_look: Any
 ) -> None:
     store = Store()
     lost_first_attempt(held, store, video)
     [earlier] = held.control.videos()
-    theirs = other_task_uploads(held)  # between the attempts, UNPARSE too
+    theirs = upload_video(OTHER, "clip.mp4")  # another task, between the attempts; UNPARSE too
 
     def both_parse() -> None:
         held.control.set_status(theirs, "PARSE")
@@ -201,13 +162,13 @@ def test_another_tasks_same_size_same_name_video_is_never_taken_for_ours(
 
 
 def test_our_upload_lost_before_it_arrived_is_sent_again_even_beside_a_look_alike(
-    held: Any, video: Path, after_first_look: Any
+    held: Any, video: Path, upload_video: Any, after_first_look: Any
 ) -> None:
     store = Store()
     # The body went out whole, the service dropped it without storing: nothing was billed.
     lost_first_attempt(held, store, video, fault="drop_before_response")
     assert held.control.videos() == []
-    theirs = other_task_uploads(held)
+    theirs = upload_video(OTHER, "clip.mp4")
     after_first_look(lambda: held.control.set_status(theirs, "PARSE"))
     video_no, ti = attempt(store, 2, source=str(video))
     assert video_no != theirs and ti.xcom["upload_result"]["reused"] is False
@@ -217,11 +178,13 @@ def test_our_upload_lost_before_it_arrived_is_sent_again_even_beside_a_look_alik
     assert tag_of(videos[video_no]) == store["memories_video_no"]["tag"]
 
 
-def test_look_alikes_unparse_for_the_whole_retry_are_all_named(held: Any, video: Path) -> None:
+def test_look_alikes_unparse_for_the_whole_retry_are_all_named(
+    held: Any, video: Path, upload_video: Any
+) -> None:
     store = Store()
     lost_first_attempt(held, store, video)
     [earlier] = held.control.videos()
-    theirs = other_task_uploads(held)
+    theirs = upload_video(OTHER, "clip.mp4")
     with pytest.raises(AirflowFailException) as info:
         attempt(store, 2, source=str(video), timeout=0.3)
     assert earlier["video_no"] in str(info.value) and theirs in str(info.value)
@@ -365,12 +328,32 @@ def test_nothing_is_uploaded_when_the_record_cannot_be_read(emu: Any, video: Pat
     assert emu.control.request_log() == []
 
 
-def test_outside_a_task_run_an_idempotent_upload_refuses_to_send(emu: Any, video: Path) -> None:
-    # No task state store and no Airflow task to hold a Variable: nowhere to record the send.
+def test_without_a_task_state_store_the_record_is_an_airflow_variable(
+    emu: Any, video: Path, airflow_db: Any
+) -> None:
+    # Outside a task run on Airflow 3 there is no task state store and no Task SDK to hold a
+    # Variable: nowhere to record the send, so nothing is sent. Airflow 2 writes the Variable to
+    # the metastore directly: the upload goes through, and the Variable is gone once it succeeded.
+    from airflow import __version__
+
     op = MemoriesUploadOperator(task_id="upload", source=str(video))
-    with pytest.raises(AirflowException, match="not sending"):
+    if not __version__.startswith("2."):
+        with pytest.raises(AirflowException, match="not sending"):
+            op.execute({"ti": _TaskInstance()})
+        assert emu.control.count("upload") == 0
+        return
+    from airflow.models.variable import Variable
+
+    from memories_provider.operators._attempt_record import VARIABLE_PREFIX
+
+    emu.control.inject_fault("upload", "accept_then_drop")
+    with pytest.raises(MemoriesConnectionError):
         op.execute({"ti": _TaskInstance()})
-    assert emu.control.count("upload") == 0
+    [v] = emu.control.videos()
+    key = VARIABLE_PREFIX + tag_of(v)
+    assert Variable.get(key, None) is not None  # the unanswered send, for the retry
+    assert op.execute({"ti": _TaskInstance(try_number=2)}) == v["video_no"]  # PARSE: its tag shows
+    assert Variable.get(key, None) is None
 
 
 def test_an_answer_that_cannot_be_recorded_does_not_fail_the_billed_upload(
