@@ -99,7 +99,8 @@ def describe(videos: Iterable[Video]) -> str:
     for video in videos:
         status = video.raw.get("status") or video.status.value
         detail = f"{status}: {video.cause}" if video.status.is_failure and video.cause else status
-        parts.append(f"{video.video_no} ({detail}, {video.size} bytes, created {when(video.create_time)})")
+        size = "size unknown" if video.size is None else f"{video.size} bytes"
+        parts.append(f"{video.video_no} ({detail}, {size}, created {when(video.create_time)})")
     return "; ".join(parts)
 
 

@@ -74,6 +74,10 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
     return body_cut  # the source failed mid-read, the task was killed ...: the body tells
 
 
+def _bytes(size: int | None) -> str:
+    return "size unknown" if size is None else f"{size} bytes"
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A validated upload: what to send and how to recognise it on a retry."""
@@ -399,10 +403,10 @@ class MemoriesUploadOperator(BaseOperator):
             return record.looking_since
         since = time.time()
         self.log.warning(
-            "An earlier attempt sent %s (%s bytes) at %s and got no answer; memories.ai may have "
+            "An earlier attempt sent %s (%s) at %s and got no answer; memories.ai may have "
             "accepted (and billed) it. Looking for it before uploading anything.",
             redact_uri(str(self.source)),
-            record.size,
+            _bytes(record.size),
             when(record.started_ms),
         )
         if try_number is not None:
@@ -497,7 +501,7 @@ class MemoriesUploadOperator(BaseOperator):
             )
             again = ""
         return (
-            f"An earlier attempt of this task sent {shown} ({record.size} bytes) at "
+            f"An earlier attempt of this task sent {shown} ({_bytes(record.size)}) at "
             f"{when(record.started_ms)} and got no answer, so memories.ai may have accepted and billed "
             f"it. These videos could be that upload, but {why}, and only tags say whose a video is: "
             f"{describe(videos)}. Nothing was uploaded: a second upload may cost a second credit, and "
