@@ -215,8 +215,9 @@ def test_another_tasks_look_alike_between_the_attempts_is_not_reused(
     assert emu.control.count("upload") == 2  # attempt 1 and the other task; no duplicate
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
 def test_an_upload_that_never_arrived_is_sent_again_beside_a_look_alike(
-    emu: Any, video: Path, run_dag: Any, after_first_look: Any, upload_video: Any
+    emu: Any, video: Path, run_dag: Any, after_first_look: Any, upload_video: Any, deferrable: bool
 ) -> None:
     emu.control.configure(parse_delay=3600)
     emu.control.inject_fault("upload", "drop_before_response")  # body read whole, nothing stored
@@ -225,7 +226,7 @@ def test_an_upload_that_never_arrived_is_sent_again_beside_a_look_alike(
     dag = _lost_answer_dag(
         "memories_lost_never_arrived",
         video,
-        deferrable=False,
+        deferrable=deferrable,
         on_retry_callback=lambda context: theirs.append(upload_video(OTHER, "clip.mp4")),
     )
     run = run_dag(dag)

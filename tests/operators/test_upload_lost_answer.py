@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from test_upload import VIDEO, Store, _TaskInstance
 
 from memories_provider.client import (
+    MemoriesAuthError,
     MemoriesConnectionError,
     MemoriesInsufficientCreditsError,
     Video,
@@ -189,6 +190,64 @@ def test_look_alikes_unparse_for_the_whole_retry_are_all_named(
         attempt(store, 2, source=str(video), timeout=0.3)
     assert earlier["video_no"] in str(info.value) and theirs in str(info.value)
     assert held.control.count("upload") == 2
+
+
+def test_two_tasks_losing_answers_for_the_same_file_each_find_their_own(
+    held: Any, video: Path, after_first_look: Any
+) -> None:
+    # Two task instances (two runs) upload the very same bytes and both lose the answer: each
+    # is the other's look-alike until PARSE shows the tags.
+    stores = {"run-1": Store(), "run-2": Store()}
+    for run_id, store in stores.items():
+        held.control.inject_fault("upload", "accept_then_drop")
+        ti = _TaskInstance()
+        ti.run_id = run_id
+        with pytest.raises(MemoriesConnectionError):
+            MemoriesUploadOperator(task_id="upload", source=str(video), **QUICK).execute(
+                {"ti": ti, "task_state_store": store}
+            )
+    by_tag = {tag_of(v): v["video_no"] for v in held.control.videos()}
+    assert len(by_tag) == 2
+
+    def all_parse() -> None:
+        for v in held.control.videos():
+            held.control.set_status(v["video_no"], "PARSE")
+
+    after_first_look(all_parse)
+    for run_id, store in stores.items():
+        ti = _TaskInstance(try_number=2)
+        ti.run_id = run_id
+        got = MemoriesUploadOperator(task_id="upload", source=str(video), **QUICK).execute(
+            {"ti": ti, "task_state_store": store}
+        )
+        assert got == by_tag[store["memories_video_no"]["tag"]]
+    assert held.control.count("upload") == 2
+
+
+def test_a_storm_of_0429_while_looking_is_waited_out(
+    held: Any, video: Path, set_memories_conn: Any, after_first_look: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    set_memories_conn(max_retries=0)  # the client gives up at once: the look itself must carry on
+    held.control.inject_fault("list_videos", "code_0429", count=3, retry_after=0.01)
+    after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
+    video_no, _ = attempt(store, 2, source=str(video))
+    assert video_no == earlier["video_no"] and held.control.count("upload") == 1
+    codes = [r["code"] for r in held.control.request_log("list_videos")]
+    assert codes[1:4] == ["0429"] * 3  # after attempt 1's tag lookup
+
+
+def test_a_refused_key_while_looking_fails_without_uploading(
+    held: Any, video: Path, set_memories_conn: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    held.control.configure(api_keys=["sk-mavi-another-key"])
+    with pytest.raises(MemoriesAuthError):
+        attempt(store, 2, source=str(video))
+    assert held.control.count("upload") == 1 and "video_no" not in store["memories_video_no"]
 
 
 # ---------------------------------------------------------------------------- the earlier video FAILED
