@@ -410,14 +410,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def is_json_content_type(content_type: str | None) -> bool:
-    """True for ``application/json`` and ``+json`` types (how download errors are recognised)."""
-    if not content_type:
-        return False
-    mime = content_type.split(";", 1)[0].strip().lower()
-    return mime == "application/json" or mime.endswith("+json") or mime == "text/json"
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/invalid."""
     if value is None:
