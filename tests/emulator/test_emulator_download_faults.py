@@ -116,5 +116,5 @@ def test_download_body_faults_only_on_downloads(memories_emulator: Any) -> None:
 
 def test_cut_of_a_failed_request_sends_its_error(memories_emulator: Any) -> None:
     memories_emulator.control.inject_fault("v2_download", "cut_unframed")
-    status, headers, body = _raw_download(memories_emulator, "/serve/api/v2/re_404/download")
+    status, _, body = _raw_download(memories_emulator, "/serve/api/v2/re_404/download")
     assert status.startswith("HTTP/1.1 400") and json.loads(body)["msg"] == "Asset not found"
