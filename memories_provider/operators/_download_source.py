@@ -91,6 +91,11 @@ def _given(value: Any) -> bool:
     return value is not None and value != ""
 
 
+def _unrendered(value: Any) -> bool:
+    """A value known only at run time: an XComArg, or a string with a Jinja template."""
+    return not isinstance(value, str) or "{{" in value or "{%" in value
+
+
 def select_source(
     *,
     video_no: Any,
@@ -98,9 +103,20 @@ def select_source(
     bucket: Any,
     blob: Any,
     unique_id: Any = None,
+    rendered: bool = True,
 ) -> DownloadSource:
     """Validate that exactly one of video_no / asset_id / bucket+blob is given, each a safe path
-    segment (blob: segments), before any request."""
+    segment (blob: segments), before any request.
+
+    :param rendered: False at DAG parse time: values still to be rendered (templates, XComArgs)
+        are checked only for presence; execute() checks them again once rendered.
+    """
+
+    def check(name: str, value: Any) -> Any:
+        if not rendered and _unrendered(value):
+            return value
+        return check_blob(value) if name == "blob" else check_id(name, value)
+
     kinds = [name for name, ok in (("video_no", _given(video_no)), ("asset_id", _given(asset_id))) if ok]
     if _given(bucket) or _given(blob):
         if not (_given(bucket) and _given(blob)):
@@ -110,10 +126,10 @@ def select_source(
         got = ", ".join(kinds) if kinds else "none"
         raise ValueError(f"give exactly one of `video_no`, `asset_id` or `bucket`+`blob` (got: {got})")
     if kinds[0] == "video_no":
-        return DownloadSource("video", video_no=check_id("video_no", video_no), unique_id=unique_id or None)
+        return DownloadSource("video", video_no=check("video_no", video_no), unique_id=unique_id or None)
     if kinds[0] == "asset_id":
-        return DownloadSource("asset", asset_id=check_id("asset_id", asset_id))
-    return DownloadSource("blob", bucket=check_id("bucket", bucket), blob=check_blob(blob))
+        return DownloadSource("asset", asset_id=check("asset_id", asset_id))
+    return DownloadSource("blob", bucket=check("bucket", bucket), blob=check("blob", blob))
 
 
 @dataclass(frozen=True)

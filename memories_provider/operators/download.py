@@ -143,7 +143,7 @@ class MemoriesDownloadOperator(BaseOperator):
             raise ValueError(f"`checksum` must be 'sha256' or None, got {checksum!r}")
         # Fail at DAG parse time for the static mistakes; rendered values are checked again in
         # execute() (a template such as "{{ ... }}" is itself a valid id until rendered).
-        select_source(video_no=video_no, asset_id=asset_id, bucket=bucket, blob=blob)
+        select_source(video_no=video_no, asset_id=asset_id, bucket=bucket, blob=blob, rendered=False)
         if not destination:
             raise ValueError("`destination` must be a non-empty path or URI")
         self.destination = destination
