@@ -182,6 +182,48 @@ def test_unsafe_ids_fail_before_any_request(
     assert emu.control.request_log() == []
 
 
+@pytest.fixture(params=["s3", "gs"])
+def remote_folder(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], Any]:
+    """(folder URI, operator kwargs, ``read(uri) -> bytes``) in moto S3 or the GCS emulator."""
+    if request.param == "s3":
+        moto = request.getfixturevalue("moto_s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        client = moto.client()
+
+        def read_s3(uri: str) -> bytes:
+            return client.get_object(Bucket=bucket, Key=uri.split(f"{bucket}/", 1)[1])["Body"].read()
+
+        return f"s3://{bucket}/out/", {"destination_conn_id": moto.conn_id}, read_s3
+    gcs = request.getfixturevalue("gcs_server")
+    bucket_name = request.getfixturevalue("gcs_bucket")
+    gcs_bucket = gcs.client().bucket(bucket_name)
+
+    def read_gs(uri: str) -> bytes:
+        return gcs_bucket.blob(uri.split(f"{bucket_name}/", 1)[1]).download_as_bytes()
+
+    return f"gs://{bucket_name}/out/", {}, read_gs
+
+
+def test_remote_folder_keeps_sources_apart_and_skips_by_record(
+    emu: Any, upload_video: Any, remote_folder: tuple[str, dict[str, Any], Any]
+) -> None:
+    folder, settings, read = remote_folder
+    datas = [os.urandom(SIZE) for _ in range(4)]
+    video_nos = [upload_video(data, "clip.mp4") for data in datas]  # one name, one size, four videos
+    results = [run(video_no=v, destination=folder, **settings) for v in video_nos]
+    assert len({r["uri"] for r in results}) == 4
+    for data, result in zip(datas, results, strict=True):
+        assert read(result["uri"]) == data and result["sha256"] == sha(data)
+    again = [run(video_no=v, destination=folder, **settings) for v in video_nos]
+    assert [r["skipped"] for r in again] == [True] * 4
+    assert [r["uri"] for r in again] == [r["uri"] for r in results]
+    assert emu.control.count("download") == 4
+    # A file whose record names another video is never taken for this one.
+    with pytest.raises(AirflowFailException, match=f"holds video {video_nos[0]}, not video {video_nos[1]}"):
+        run(video_no=video_nos[1], destination=results[0]["uri"], **settings)
+    assert emu.control.count("download") == 4
+
+
 # ---------------------------------------------------------------------------- 50 videos, one mapped task
 
 
