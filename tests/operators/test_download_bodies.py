@@ -156,3 +156,22 @@ def test_an_earlier_file_survives_a_bad_body(emu: Any, upload_video: Any, tmp_pa
         run(video_no=video_no, destination=str(target), overwrite=True)
     assert target.read_bytes() == b"previous"
     assert everything_in(tmp_path) == ["v.mp4"]
+
+
+def test_a_drop_right_after_the_headers_is_retried_not_taken_for_an_empty_body(
+    memories_emulator: Any, set_memories_conn: Any, tmp_path: Path
+) -> None:
+    set_memories_conn(max_retries=1)
+    asset = memories_emulator.control.add_asset(b"x", "a.mp4", "video/mp4")
+    memories_emulator.control.inject_fault("v2_download", "drop_mid_body")  # Content-Length 1, 0 sent
+    result = run(asset_id=asset["asset_id"], destination=str(tmp_path / "a.mp4"))
+    assert (tmp_path / "a.mp4").read_bytes() == b"x" and result["bytes"] == 1
+    assert memories_emulator.control.count("v2_download") == 2
+
+
+def test_an_unframed_empty_body_is_an_error(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    video_no = upload_video(VIDEO, "clip.mp4")
+    emu.control.inject_fault("download", "cut_unframed", after=0)
+    with pytest.raises(MemoriesResponseError, match="body is empty"):
+        run(video_no=video_no, destination=str(tmp_path / "v.mp4"))
+    assert everything_in(tmp_path) == []
