@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -282,12 +284,12 @@ def test_fifty_videos_ten_sharing_a_name_mapped_into_one_folder_twice(
 
 class ScriptedService:
     """A memories.ai stand-in on 127.0.0.1: ``get_metadata`` and ``POST download`` for the videos in
-    :attr:`videos` (``{"data", "create_time", "blob"}``); a video in :attr:`gates` sends half its body,
-    sets the gate's first event and waits for its second before sending the rest."""
+    :attr:`videos` (``{"data", "create_time", "blob"}``); for a video in :attr:`halfway`, half its
+    body is sent, then the callback runs (in the server's thread), then the rest is sent."""
 
     def __init__(self) -> None:
         self.videos: dict[str, dict[str, Any]] = {}
-        self.gates: dict[str, tuple[threading.Event, threading.Event]] = {}
+        self.halfway: dict[str, Any] = {}
         self.downloads: list[str] = []
         service = self
 
@@ -328,15 +330,13 @@ class ScriptedService:
                 self.send_header("Content-Disposition", 'attachment; filename="clip.mp4"')
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                gate = service.gates.get(video_no)
-                if gate is None:
+                callback = service.halfway.pop(video_no, None)
+                if callback is None:
                     self.wfile.write(data)
                     return
-                half_sent, release = gate
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
-                half_sent.set()
-                release.wait(60)
+                callback()
                 self.wfile.write(data[len(data) // 2 :])
 
             def log_message(self, *args: Any) -> None:
@@ -354,8 +354,6 @@ class ScriptedService:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _, release in self.gates.values():
-            release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -400,34 +398,44 @@ def test_the_documented_limit_same_facts_other_bytes_is_skipped(
     assert scripted.downloads == ["VI1", "VI1"]
 
 
-def _in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    outcome: dict[str, Any] = {}
+_OTHER_WORKER = """
+import json, sys
+from memories_provider.operators.download import MemoriesDownloadOperator
+try:
+    result = MemoriesDownloadOperator(task_id="other", **json.loads(sys.argv[1])).execute(context={})
+except Exception as err:
+    result = {"error": f"{type(err).__name__}: {err}"}
+print(json.dumps(result))
+"""
 
-    def target() -> None:
-        try:
-            outcome["result"] = run(**kwargs)
-        except BaseException as err:  # handed to the test thread
-            outcome["error"] = err
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
+def _other_worker(outcome: dict[str, Any], **kwargs: Any) -> Any:
+    """A callback running a download in another process (another worker) to completion."""
+
+    def run_it() -> None:
+        proc = subprocess.run(
+            [sys.executable, "-c", _OTHER_WORKER, json.dumps(kwargs)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outcome.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    return run_it
 
 
 def test_two_videos_racing_for_one_file_name(scripted: ScriptedService, tmp_path: Path) -> None:
     first, second = os.urandom(SIZE), os.urandom(SIZE)
     scripted.add("VI1", first)
     scripted.add("VI2", second)
-    half_sent, release = threading.Event(), threading.Event()
-    scripted.gates["VI1"] = (half_sent, release)
     target = tmp_path / "v.mp4"
-    thread, outcome = _in_thread(video_no="VI1", destination=str(target))
-    assert half_sent.wait(60)  # VI1 checked the name (free) and is half-way through its body
-    run(video_no="VI2", destination=str(target))  # VI2 takes the name meanwhile
-    release.set()
-    thread.join(60)
-    assert isinstance(outcome.get("error"), AirflowFailException), outcome
-    assert "holds video VI2" in str(outcome["error"])
+    other: dict[str, Any] = {}
+    # VI1 finds the name free, and while half its body is out another worker writes VI2 there.
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=str(target))
+    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
+        run(video_no="VI1", destination=str(target))
+    assert other["skipped"] is False and other["sha256"] == sha(second)
     assert target.read_bytes() == second  # not clobbered
     assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == [".v.mp4.memories.json"]
 
@@ -435,16 +443,12 @@ def test_two_videos_racing_for_one_file_name(scripted: ScriptedService, tmp_path
 def test_two_downloads_of_one_video_racing_both_succeed(scripted: ScriptedService, tmp_path: Path) -> None:
     data = os.urandom(SIZE)
     scripted.add("VI1", data)
-    half_sent, release = threading.Event(), threading.Event()
-    scripted.gates["VI1"] = (half_sent, release)
     target = tmp_path / "v.mp4"
-    thread, outcome = _in_thread(video_no="VI1", destination=str(target))
-    assert half_sent.wait(60)
-    del scripted.gates["VI1"]
-    other = run(video_no="VI1", destination=str(target))
-    release.set()
-    thread.join(60)
-    assert "error" not in outcome, outcome
-    assert outcome["result"]["sha256"] == other["sha256"] == sha(data)
+    other: dict[str, Any] = {}
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI1", destination=str(target))
+    result = run(video_no="VI1", destination=str(target))
+    assert "error" not in other, other
+    assert result["sha256"] == other["sha256"] == sha(data)
     assert target.read_bytes() == data
     assert visible(tmp_path) == ["v.mp4"]
+    assert scripted.downloads == ["VI1", "VI1"]
