@@ -134,7 +134,7 @@ def wrong_key_conn(sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_sftp_credentials_refused(emu: Any, ids: dict[str, str], sshd: Any, wrong_key_conn: str) -> None:
-    destination = f"sftp://127.0.0.1{sshd.root}/v.mp4"
+    destination = f"sftp://127.0.0.1{sshd.root}/refused.mp4"
     fails_before_any_request(
         emu,
         r"cannot be written over SFTP.*Authentication",
@@ -142,7 +142,7 @@ def test_sftp_credentials_refused(emu: Any, ids: dict[str, str], sshd: Any, wron
         destination_conn_id=wrong_key_conn,
         **ids,
     )
-    assert not (sshd.root / "v.mp4").exists()
+    assert not (sshd.root / "refused.mp4").exists()
 
 
 def test_sftp_folder_missing(emu: Any, ids: dict[str, str], sshd: Any) -> None:
