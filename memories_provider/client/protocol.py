@@ -628,6 +628,7 @@ class BodySniffer:
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
+        self._judged_json = True  # nothing new that could complete a JSON document yet
         self.complete = False  # the whole body has been read
 
     @property
@@ -644,6 +645,9 @@ class BodySniffer:
             return
         self._chunks.append(chunk)
         self._size += len(chunk)
+        # A JSON object can only be complete once a "}" arrived: parse again only then (a server
+        # dripping a byte at a time must not cost a parse per byte).
+        self._judged_json = b"}" not in chunk
 
     @property
     def needs_more(self) -> bool:
@@ -654,17 +658,34 @@ class BodySniffer:
         if not head or (self._size < len(_BOM) and _BOM.startswith(self.prefix)):
             return True  # only blanks (or part of a BOM) so far
         if head[:1] == b"{":
+            if self._judged_json:
+                return True
+            self._judged_json = True
             return _load_json(self.prefix) is _NOT_JSON  # an envelope is judged whole
         if head[:1] == b"<":
             return len(head) < SNIFF_BYTES
         return False
 
-    def error(self, status: int, headers: Mapping[str, str], *, endpoint: str | None) -> MemoriesError | None:
-        """The error the body is, or None when it may be the file (call once ``needs_more`` is False)."""
+    def error(
+        self, status: int, headers: Mapping[str, str], *, endpoint: str | None, secret: str | None = None
+    ) -> MemoriesError | None:
+        """The error the body is, or None when it may be the file (call once ``needs_more`` is False).
+
+        :param secret: the API key: a body that contains it is a server echoing the request, never
+            the file (and is neither written nor quoted).
+        """
         body = self.prefix
-        if self.complete and not body:
+        if self.complete and not _significant(body):
             return MemoriesResponseError(
-                f"expected the file but the body is empty (HTTP {status}); nothing was written",
+                f"expected the file but the body is empty or blank (HTTP {status}, {len(body)} bytes); "
+                "nothing was written",
+                http_status=status,
+                endpoint=endpoint,
+            )
+        if secret and secret.encode() in body:
+            return MemoriesResponseError(
+                f"expected the file but the server echoed the request, API key included (HTTP {status}); "
+                "check the connection's hosts. Nothing was written",
                 http_status=status,
                 endpoint=endpoint,
             )

@@ -595,7 +595,9 @@ class MemoriesClient:
             except _TRANSPORT_ERRORS as exc:
                 response.close()
                 raise _transport_error(exc, spec.endpoint) from exc
-            error = sniffer.error(response.status_code, response.headers, endpoint=spec.endpoint)
+            error = sniffer.error(
+                response.status_code, response.headers, endpoint=spec.endpoint, secret=self._api_key
+            )
             if error is not None:
                 response.close()
                 raise error

@@ -273,4 +273,31 @@ def test_server_errors_are_still_retried(client: Any, memories_emulator: Any, as
         assert b"".join(resp.iter_chunks()) == MP4
     assert memories_emulator.control.count("v2_download") == 2
     assert issubclass(MemoriesResponseError, MemoriesServerError)
-    assert MemoriesInvalidRequestError  # imported for the typed errors above
+
+
+def test_a_blank_body_is_empty() -> None:
+    found, _, _ = judge(b" \r\n\t ", "video/mp4")
+    assert isinstance(found, MemoriesResponseError) and "empty or blank" in str(found)
+
+
+def test_a_server_echoing_the_request_is_never_the_file() -> None:
+    echoed = b"POST /serve/api/v1/download HTTP/1.1\r\nAuthorization: sk-mavi-secret-key\r\n\r\n"
+    sniffer = protocol.BodySniffer()
+    sniffer.feed(echoed)
+    error = sniffer.error(
+        200, {"Content-Type": "text/plain"}, endpoint="download", secret="sk-mavi-secret-key"
+    )
+    assert isinstance(error, MemoriesResponseError) and "echoed the request" in str(error)
+    assert "sk-mavi" not in str(error)
+    assert sniffer.error(200, {}, endpoint="download", secret="another-key") is None
+
+
+def test_a_dripping_json_looking_body_is_parsed_only_when_it_may_be_complete(monkeypatch: Any) -> None:
+    parses = []
+    real = protocol._load_json
+    monkeypatch.setattr(protocol, "_load_json", lambda body: parses.append(len(body)) or real(body))
+    body = envelope(code="0001", msg="x" * 5000)
+    found, _, fed = judge(body, piece=1)
+    assert isinstance(found, MemoriesInvalidRequestError) and found.code == "0001"
+    assert fed == len(body)
+    assert len(parses) < 10  # not one parse per byte
