@@ -279,8 +279,9 @@ class DestinationTaken(Exception):
     """A file appeared at the destination while it was being written, and ``replace=False``.
 
     Raised by :func:`atomic_writer` when committing; nothing was overwritten and the temporary
-    data is gone. (Local and SFTP destinations only: object stores offer no cheap no-clobber commit
-    through smart-open, so there the last writer wins.)
+    data (or the S3 multipart upload) is gone. Local, SFTP and S3 (``If-None-Match: *``)
+    destinations: GCS and Azure writes through smart-open have no conditional commit, there the
+    last writer wins.
     """
 
     def __init__(self, uri: str) -> None:
@@ -316,8 +317,8 @@ def atomic_writer(
         take it as user metadata when the upload starts; local and SFTP destinations write its
         sidecar after the rename, so the caller may complete it (``size``, ``sha256``) inside the
         block. None: no record (and any earlier sidecar of the name is removed).
-    :param replace: False: never overwrite an existing local or SFTP file, raise
-        :class:`DestinationTaken` instead (the check and the rename are one atomic step).
+    :param replace: False: never overwrite an existing local, SFTP or S3 file, raise
+        :class:`DestinationTaken` instead (the check and the commit are one atomic step).
     """
     check_destination(uri)
     if is_folder(uri):
@@ -335,10 +336,79 @@ def atomic_writer(
     else:
         if provenance is not None:
             params = _with_metadata(scheme, params, provenance.to_metadata())
+        if not replace and scheme.startswith("s3"):
+            with _s3_no_clobber(uri, params) as fh:
+                yield fh
+            return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
         with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
             yield fh
+
+
+class _NoClobberS3:
+    """A boto3 S3 client whose completions never overwrite a key (``If-None-Match: *``).
+
+    A store that does not implement conditional writes (some S3-compatible ones answer
+    ``NotImplemented``) gets the plain completion instead, with a warning: the last writer wins there.
+    """
+
+    _UNSUPPORTED = frozenset({"NotImplemented", "501"})
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _conditional(self, call: str, kwargs: dict[str, Any]) -> Any:
+        from botocore.exceptions import ClientError
+
+        method = getattr(self._client, call)
+        try:
+            return method(IfNoneMatch="*", **kwargs)
+        except ClientError as err:
+            if str(err.response.get("Error", {}).get("Code", "")) not in self._UNSUPPORTED:
+                raise
+        log.warning("this S3 store does not support conditional writes: %s is completed without one", call)
+        return method(**kwargs)
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        return self._conditional("complete_multipart_upload", kwargs)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        return self._conditional("put_object", kwargs)
+
+
+@contextlib.contextmanager
+def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """An S3 writer whose commit fails with DestinationTaken if the key exists meanwhile."""
+    from botocore.exceptions import ClientError
+
+    client = params.get("client")
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    fh: Any = _smart_open_open(
+        uri, "wb", compression="disable", transport_params={**params, "client": _NoClobberS3(client)}
+    )
+    try:
+        yield fh
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fh.terminate()  # abort the multipart upload: no object, no parts left billed
+        raise
+    try:
+        fh.close()
+    except BaseException as err:
+        # A failed completion leaves the upload open: abort it, whatever the reason.
+        with contextlib.suppress(Exception):
+            fh.terminate()
+        code = str(err.response.get("Error", {}).get("Code", "")) if isinstance(err, ClientError) else ""
+        if code in ("PreconditionFailed", "412"):
+            raise DestinationTaken(uri) from None
+        raise
 
 
 def _with_metadata(scheme: str, params: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:

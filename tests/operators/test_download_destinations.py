@@ -142,6 +142,53 @@ def test_s3_atomic_writer_aborts_multipart_upload(moto_s3_server: Any, s3_bucket
     assert destination_exists(uri, conn_id=moto_s3_server.conn_id) is None
 
 
+def test_s3_writer_never_clobbers_when_asked_not_to(moto_s3_server: Any, s3_bucket: str) -> None:
+    from memories_provider.storage.destinations import DestinationTaken
+
+    uri = f"s3://{s3_bucket}/taken.bin"
+    client = moto_s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="taken.bin", Body=b"first")
+    with (
+        pytest.raises(DestinationTaken),
+        atomic_writer(uri, conn_id=moto_s3_server.conn_id, transport_params=PART, replace=False) as out,
+    ):
+        out.write(BIG)  # parts uploaded; the completion is refused
+    assert client.get_object(Bucket=s3_bucket, Key="taken.bin")["Body"].read() == b"first"
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    with atomic_writer(f"s3://{s3_bucket}/free.bin", conn_id=moto_s3_server.conn_id, replace=False) as out:
+        out.write(b"new")
+    assert client.get_object(Bucket=s3_bucket, Key="free.bin")["Body"].read() == b"new"
+
+
+def test_s3_store_without_conditional_writes_still_gets_the_object(
+    moto_s3_server: Any, s3_bucket: str
+) -> None:
+    """Some S3-compatible stores answer NotImplemented to If-None-Match: the plain completion follows.
+    (moto implements it, so such a store is played by a botocore hook: it cannot be run here.)"""
+    from types import SimpleNamespace
+
+    client = moto_s3_server.client()
+    refused: list[str] = []
+
+    def no_conditionals(params: dict, **_: Any) -> Any:
+        if "If-None-Match" in params["headers"]:
+            refused.append("complete")
+            error = {
+                "Error": {"Code": "NotImplemented", "Message": "no"},
+                "ResponseMetadata": {"HTTPStatusCode": 501},
+            }
+            return SimpleNamespace(status_code=501, headers={}), error
+        return None
+
+    client.meta.events.register("before-call.s3.CompleteMultipartUpload", no_conditionals)
+    uri = f"s3://{s3_bucket}/plain.bin"
+    with atomic_writer(uri, transport_params={"client": client}, replace=False) as out:
+        out.write(b"data")
+    assert refused == ["complete"]
+    assert client.get_object(Bucket=s3_bucket, Key="plain.bin")["Body"].read() == b"data"
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
 # ---------------------------------------------------------------------------- SFTP
 
 

@@ -452,3 +452,21 @@ def test_two_downloads_of_one_video_racing_both_succeed(scripted: ScriptedServic
     assert target.read_bytes() == data
     assert visible(tmp_path) == ["v.mp4"]
     assert scripted.downloads == ["VI1", "VI1"]
+
+
+def test_two_videos_racing_for_one_s3_key(
+    scripted: ScriptedService, moto_s3_server: Any, s3_bucket: str
+) -> None:
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI1", first)
+    scripted.add("VI2", second)
+    uri = f"s3://{s3_bucket}/v.mp4"
+    settings = {"destination_conn_id": moto_s3_server.conn_id}
+    other: dict[str, Any] = {}
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=uri, **settings)
+    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
+        run(video_no="VI1", destination=uri, **settings)
+    assert other["sha256"] == sha(second)
+    client = moto_s3_server.client()
+    assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == second
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
