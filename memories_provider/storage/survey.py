@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import stat as stat_module
@@ -39,9 +40,13 @@ from memories_provider.storage.destinations import (
 )
 from memories_provider.storage.provenance import MAX_SIDECAR_BYTES, Existing, Provenance, sidecar_name
 
+log = logging.getLogger(__name__)
+
 #: At most this many files sharing a prefix are inspected (one request each on S3).
 MAX_CANDIDATES = 100
 _PROBE = ".memories-probe"
+#: Azure answers to a credential that may write but not read (a write-only SAS): not a failure.
+_AZURE_WRITE_ONLY = frozenset({"AuthorizationPermissionMismatch", "AuthorizationFailure"})
 _HASH_CHUNK = 1024 * 1024
 
 
@@ -243,7 +248,6 @@ def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Exi
     create_kwargs = (params.get("client_kwargs") or {}).get("S3.Client.create_multipart_upload") or {}
     try:
         upload = client.create_multipart_upload(Bucket=bucket, Key=probe_key, **create_kwargs)
-        client.abort_multipart_upload(Bucket=bucket, Key=probe_key, UploadId=upload["UploadId"])
     except ClientError as err:
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchBucket", "404"):
@@ -251,6 +255,12 @@ def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Exi
         raise _cannot(uri, f"cannot be written to the bucket {bucket!r}: {code or err}") from None
     except BotoCoreError as err:
         raise _cannot(uri, f"cannot be written: S3 cannot be reached ({_reason(err)})") from None
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=probe_key, UploadId=upload["UploadId"])
+    except (ClientError, BotoCoreError) as err:
+        # Writable all the same; an empty upload left open holds no parts (a lifecycle rule
+        # AbortIncompleteMultipartUpload removes it, and the aborts of failed downloads need this right too).
+        log.warning("could not abort the probe upload of %s: %s", _shown(uri), err)
     if not is_folder(uri):
         found = _s3_existing(client, uri, bucket, key)
         return [found] if found is not None else []
@@ -331,7 +341,12 @@ def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[
     except ResourceNotFoundError:
         raise _cannot(uri, f"cannot be written: the container {name!r} does not exist") from None
     except AzureError as err:
-        raise _cannot(uri, f"cannot be written to the container {name!r}: {_reason(err)}") from None
+        if getattr(err, "error_code", None) not in _AZURE_WRITE_ONLY:
+            raise _cannot(uri, f"cannot be written to the container {name!r}: {_reason(err)}") from None
+        # Authenticated, but allowed to write only (e.g. a SAS without read): the write will tell.
+        log.warning(
+            "cannot read the properties of the container of %s (%s); writing anyway", _shown(uri), err
+        )
     if not is_folder(uri):
         try:
             props = container.get_blob_client(key).get_blob_properties()

@@ -214,3 +214,34 @@ def test_s3_probe_leaves_no_upload_behind(
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert keys == [result["uri"].split(f"{s3_bucket}/", 1)[1]]
+
+
+def test_azure_write_only_sas_is_not_refused(
+    emu: Any, azurite: Any, azure_container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SAS that may write but not read the container: the check cannot read its properties, and
+    must not take that for "cannot be written"."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from tests.services import AZURITE_ACCOUNT, AZURITE_KEY
+
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT,
+        azure_container,
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(write=True, create=True),
+        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+    )
+    conn = {"conn_type": "wasb", "extra": {"sas_token": f"{azurite.blob_endpoint}?{sas}"}}
+    monkeypatch.setenv("AIRFLOW_CONN_AZURE_WRITE_ONLY", json.dumps(conn))
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    result = run(
+        asset_id=asset["asset_id"],
+        destination=f"azure://{azure_container}/in/",
+        destination_conn_id="azure_write_only",
+        overwrite=True,  # nothing to look up: the write itself is the test
+    )
+    key = result["uri"].split(f"{azure_container}/", 1)[1]
+    assert azurite.service().get_blob_client(azure_container, key).download_blob().readall() == VIDEO
