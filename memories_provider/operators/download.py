@@ -182,7 +182,7 @@ class MemoriesDownloadOperator(BaseOperator):
         )
         # The destination is proven writable here, before anything is asked of the service.
         prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
-        found = survey(destination, transport=transport, prefix=prefix)
+        found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
         self._source = source
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         self._lineage_namespace = namespace_of(hook)

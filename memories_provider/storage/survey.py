@@ -50,26 +50,31 @@ _AZURE_WRITE_ONLY = frozenset({"AuthorizationPermissionMismatch", "Authorization
 _HASH_CHUNK = 1024 * 1024
 
 
-def survey(uri: str, *, transport: ResolvedTransport, prefix: str | None = None) -> list[Existing]:
+def survey(
+    uri: str, *, transport: ResolvedTransport, prefix: str | None = None, inspect: bool = True
+) -> list[Existing]:
     """Check that ``uri`` can be written, then list what is already there.
 
     :param uri: a file or a folder (ending in ``/``) destination.
     :param transport: what :func:`~.destinations.resolve_transport` returned for it.
     :param prefix: for a folder, the start of the names to return (none without one).
+    :param inspect: False: only check that it can be written (nothing is returned).
     :raises ValueError: naming ``destination`` and why it cannot be written.
     """
     check_destination(uri)
     scheme = scheme_of(uri)
     params = transport.params
+    if not inspect:
+        prefix = None
     if scheme in ("", "file"):
-        return _local_survey(uri, prefix)
+        return _local_survey(uri, prefix, inspect)
     if scheme in SFTP_SCHEMES:
-        return _sftp_survey(uri, params, prefix)
+        return _sftp_survey(uri, params, prefix, inspect)
     if scheme.startswith("s3"):
-        return _s3_survey(uri, params, prefix)
+        return _s3_survey(uri, params, prefix, inspect)
     if scheme in ("gs", "gcs"):
-        return _gcs_survey(uri, params, prefix)
-    return _azure_survey(uri, params, prefix)
+        return _gcs_survey(uri, params, prefix, inspect)
+    return _azure_survey(uri, params, prefix, inspect)
 
 
 def sha256_of(uri: str, *, transport: ResolvedTransport) -> str:
@@ -106,7 +111,7 @@ def _wanted(name: str, prefix: str | None) -> bool:
 # ---------------------------------------------------------------------------- local
 
 
-def _local_survey(uri: str, prefix: str | None) -> list[Existing]:
+def _local_survey(uri: str, prefix: str | None, inspect: bool) -> list[Existing]:
     path = local_path(uri)
     assert path is not None
     if is_folder(uri):
@@ -131,6 +136,8 @@ def _local_survey(uri: str, prefix: str | None) -> list[Existing]:
         raise _cannot(
             uri, f"cannot be written: no file can be created in {directory!r} ({_reason(err)})"
         ) from None
+    if not inspect:
+        return []
     if not is_folder(uri):
         found = _local_existing(uri)
         return [found] if found is not None else []
@@ -171,7 +178,7 @@ def _existing(
 # ---------------------------------------------------------------------------- SFTP
 
 
-def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Existing]:
+def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from smart_open import ssh
 
     parts = urlsplit(uri)
@@ -189,12 +196,16 @@ def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[E
         fh.close()
         with contextlib.suppress(OSError):
             sftp.remove(probe)
+        if not inspect and is_folder(uri):
+            return []
         if not is_folder(uri):
             with contextlib.suppress(OSError):
                 if stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
                     raise _cannot(
                         uri, "is an existing folder: end it with '/' to download into it, or name a file"
                     )
+            if not inspect:
+                return []
             found = _sftp_existing(sftp, uri, path)
             return [found] if found is not None else []
         if prefix is None:
@@ -232,7 +243,7 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
 # ---------------------------------------------------------------------------- S3
 
 
-def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Existing]:
+def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from botocore.exceptions import BotoCoreError, ClientError
     from smart_open import s3
 
@@ -261,6 +272,8 @@ def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Exi
         # Writable all the same; an empty upload left open holds no parts (a lifecycle rule
         # AbortIncompleteMultipartUpload removes it, and the aborts of failed downloads need this right too).
         log.warning("could not abort the probe upload of %s: %s", _shown(uri), err)
+    if not inspect:
+        return []
     if not is_folder(uri):
         found = _s3_existing(client, uri, bucket, key)
         return [found] if found is not None else []
@@ -290,7 +303,7 @@ def _s3_existing(client: Any, uri: str, bucket: str, key: str) -> Existing | Non
 # ---------------------------------------------------------------------------- GCS
 
 
-def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Existing]:
+def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from google.api_core.exceptions import GoogleAPIError, NotFound
     from smart_open import gcs
 
@@ -310,6 +323,8 @@ def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Ex
         raise _cannot(uri, f"cannot be written to the bucket {name!r}: {_reason(err)}") from None
     if "storage.objects.create" not in (granted or []):
         raise _cannot(uri, f"cannot be written: no permission to create objects in the bucket {name!r}")
+    if not inspect:
+        return []
     if not is_folder(uri):
         blob = bucket.get_blob(key)
         return [] if blob is None else [_gcs_existing(uri, blob)]
@@ -326,7 +341,7 @@ def _gcs_existing(uri: str, blob: Any) -> Existing:
 # ---------------------------------------------------------------------------- Azure
 
 
-def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[Existing]:
+def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
     from smart_open import azure
 
@@ -347,6 +362,8 @@ def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None) -> list[
         log.warning(
             "cannot read the properties of the container of %s (%s); writing anyway", _shown(uri), err
         )
+    if not inspect:
+        return []
     if not is_folder(uri):
         try:
             props = container.get_blob_client(key).get_blob_properties()
