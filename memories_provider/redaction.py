@@ -113,6 +113,20 @@ class Redactor:
             text = text.replace(form, MASK)
         return text
 
+    def reveals(self, text: str | bytes) -> bool:
+        """Whether ``text`` holds a known secret: whole, in an echoed form, or a run of
+        :data:`MIN_FRAGMENT` or more of its characters (URL credentials alone do not count).
+
+        Bytes are decoded as UTF-8 (undecodable bytes replaced), as :meth:`excerpt` does.
+        """
+        if not self._forms:
+            return False
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if any(form in text for form in self._short):
+            return True
+        return self._redact_fragments(text) != text
+
     def _redact_fragments(self, text: str) -> str:
         if not self._grams or len(text) < MIN_FRAGMENT:
             return text
