@@ -263,8 +263,8 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     assert _sha(single_out / f"{single_video}.clip.mp4") == _sha(single)
     for name, data in sources.items():
         assert _sha(backfill_out / name) == hashlib.sha256(data).hexdigest()
-    for sub in ("conn", "uri"):
-        assert _sha(canary_folder / sub / "canary.mp4") == canary_asset["sha256"]
+    for sub in ("conn", "uri"):  # folders too: <asset_id>.canary.mp4
+        assert _sha(canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4") == canary_asset["sha256"]
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]
