@@ -135,6 +135,8 @@ def test_the_echo_check_is_the_redactors_own_reading() -> None:
     assert not REDACTOR.reveals(CANARY[:7]) and not REDACTOR.reveals(VIDEO)
     assert not REDACTOR.reveals("https://user:pw@host/x")  # URL credentials are not our key
     assert not Redactor().reveals(_echo(10))
+    # A (strange) 3-character key would be found in any video by chance: only its longer forms count.
+    assert not Redactor(["abc"]).reveals(b"\x00\x01abc\x02") and Redactor(["abc"]).redact("xabcx") == "x***x"
 
 
 # --------------------------------------------------------------------------- over real sockets
