@@ -98,27 +98,36 @@ def shown_status(video: Video) -> str:
 MAX_NAMED = 100
 
 
+#: What :func:`timeout_message` says of a video that was asked about but not listed.
+NOT_LISTED = "not listed"
+
+
 def timeout_message(
-    video_nos: Sequence[str], last_seen: Mapping[str, str], waited: float | None = None
+    video_nos: Sequence[str],
+    last_seen: Mapping[str, str],
+    waited: float | None = None,
+    last_error: str | None = None,
 ) -> str:
     """Why a wait timed out: each video not yet ``PARSE``, grouped by the status last seen.
 
     E.g. ``timed out after 60s with 2 of 3 video(s) not parsed: UNPARSE: VI1; PROCESSING: VI2``.
 
-    :param last_seen: id -> status as last listed (see :func:`shown_status`); ids never listed are
-        named as such.
+    :param last_seen: id -> status as last listed (see :func:`shown_status`), or :data:`NOT_LISTED`;
+        ids never answered for are said to have no status seen.
     :param waited: seconds the wait lasted (its ``timeout``), if known.
+    :param last_error: why the last status check failed, if it did.
     """
     waiting = [v for v in video_nos if last_seen.get(v) != VideoStatus.PARSE.value]
     groups: dict[str, list[str]] = {}
     for video_no in waiting[:MAX_NAMED]:
-        groups.setdefault(last_seen.get(video_no, "not listed yet"), []).append(video_no)
+        groups.setdefault(last_seen.get(video_no, "no status seen"), []).append(video_no)
     parts = [f"{status}: {', '.join(ids)}" for status, ids in groups.items()]
     if len(waiting) > MAX_NAMED:
         parts.append(f"and {len(waiting) - MAX_NAMED} more")
     after = "" if waited is None else f" after {waited:g}s"
     counts = f"{len(waiting)} of {len(video_nos)} video(s) not parsed"
-    return f"timed out{after} with {counts}: " + "; ".join(parts)
+    failed = "" if last_error is None else f" (the last status check failed: {last_error})"
+    return f"timed out{after} with {counts}: " + "; ".join(parts) + failed
 
 
 class StatusRound:
@@ -245,8 +254,10 @@ class StatusCheck:
         self.video_nos = list(video_nos)
         self.unique_id = unique_id
         self.missing_is_pending = missing_is_pending
-        #: id -> the status last listed (see :func:`shown_status`).
+        #: id -> the status last listed (see :func:`shown_status`), or :data:`NOT_LISTED`.
         self.last_seen: dict[str, str] = {}
+        #: Why the last call's round was interrupted, if it was.
+        self.last_error: str | None = None
         self._round: StatusRound | None = None
 
     def __call__(self, list_videos: Callable[..., VideoPage], *, seconds: float | None = None) -> WaitOutcome:
@@ -277,7 +288,9 @@ class StatusCheck:
                 raise
             error = err
         finally:
+            self.last_seen.update((v, NOT_LISTED) for v in round_.asked.difference(round_.found))
             self.last_seen.update((v, shown_status(video)) for v, video in round_.found.items())
+        self.last_error = None if error is None else str(error)
         if error is None:
             self._round = None
             return evaluate(
@@ -295,7 +308,7 @@ class StatusCheck:
 
     def timeout_message(self, waited: float) -> str:
         """See :func:`timeout_message`."""
-        return timeout_message(self.video_nos, self.last_seen, waited)
+        return timeout_message(self.video_nos, self.last_seen, waited, self.last_error)
 
 
 def check_round(
@@ -339,6 +352,7 @@ def normalize_video_nos(video_no: Any, video_nos: Any) -> list[str]:
 
 __all__ = [
     "BATCH_SIZE",
+    "NOT_LISTED",
     "StatusCheck",
     "StatusRound",
     "WaitOutcome",

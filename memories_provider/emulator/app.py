@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
-from memories_provider.emulator.faults import EARLY_KINDS, Fault, FaultBook
+from memories_provider.emulator.faults import EARLY_KINDS, NO_FAULT, Fault, FaultBook
 from memories_provider.emulator.ratelimit import SlidingWindowLimiter
 from memories_provider.emulator.state import (
     BUCKET,
@@ -276,6 +276,8 @@ class Emulator:
             if len(self.requests) > _MAX_LOG:  # a long-running demo server must not grow forever
                 del self.requests[: _MAX_LOG // 10]
             fault = self.faults.take(endpoint)
+            if fault is not None and fault.kind == NO_FAULT:
+                fault = None  # a call let through, so that the next fault hits a later one
             if fault is not None:
                 entry["fault"] = fault.kind
             try:

@@ -12,7 +12,9 @@ from memories_provider.emulator.config import ENDPOINTS
 EARLY_KINDS = frozenset({"http_500", "http_503", "code_0429", "http_429", "drop_before_response"})
 #: Faults applied to the response the request would otherwise have got.
 LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then_drop"})
-KINDS = EARLY_KINDS | LATE_KINDS
+#: ``none`` answers normally: queued first, it aims the next fault at a later call.
+NO_FAULT = "none"
+KINDS = EARLY_KINDS | LATE_KINDS | {NO_FAULT}
 
 
 @dataclass

@@ -38,7 +38,14 @@ from typing import Any
 from memories_provider.client import AsyncMemoriesClient, MemoriesError, MemoriesRateLimitError, VideoPage
 from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.status import StatusRound, evaluate, is_transient, shown_status, timeout_message
+from memories_provider.status import (
+    NOT_LISTED,
+    StatusRound,
+    evaluate,
+    is_transient,
+    shown_status,
+    timeout_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +161,8 @@ class StatusPoller:
         self.requests = 0
         #: id -> the status last listed, for timeout messages (pruned to waited-for ids every round).
         self.last_seen: dict[str, str] = {}
+        #: Why the last request failed, while no request has succeeded since.
+        self.last_error: str | None = None
         self._waiters: list[_Waiter] = []
         self._by_id: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -279,6 +288,7 @@ class StatusPoller:
             try:
                 page = await self._list(client, batch, scope)
             except MemoriesError as err:
+                self.last_error = str(err)
                 if round_.refused(batch, err):
                     self.pacer.on_answer()
                     self._settle(batch, round_)
@@ -307,7 +317,9 @@ class StatusPoller:
                 await self._sleep(delay)
                 continue
             failures = 0
+            self.last_error = None
             self.pacer.on_answer()
+            self.last_seen.update((v, NOT_LISTED) for v in batch)
             for video in round_.answered(batch, page):
                 self.last_seen[video.video_no] = shown_status(video)
             self._settle(batch, round_)
@@ -348,7 +360,7 @@ class StatusPoller:
             waiter.future.set_result(
                 {
                     "status": "timeout",
-                    "message": timeout_message(waiter.video_nos, self.last_seen),
+                    "message": timeout_message(waiter.video_nos, self.last_seen, last_error=self.last_error),
                     "videos": [],
                 }
             )
