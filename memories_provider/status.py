@@ -215,7 +215,7 @@ class StatusRound:
         return True
 
     def _pop(self, batch: list[str]) -> None:
-        if not self._todo or self._todo[0] is not batch:
+        if not self._todo or self._todo[0] != batch:
             raise ValueError("report the batch that next_batch() returned, in order")
         self._todo.popleft()
 

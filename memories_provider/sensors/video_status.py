@@ -114,12 +114,14 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
     def _ids(self) -> list[str]:
         return normalize_video_nos(self.video_no, self.video_nos)
 
-    def _check(self) -> StatusCheck:
+    def _check(self, context: Any) -> StatusCheck:
         # Kept across the pokes of one process (poke mode): a round paused by a transient error is
         # resumed and the last statuses seen are remembered for the timeout message.
         check = self.__dict__.get("_status_check")
         if check is None:
             check = self.__dict__["_status_check"] = StatusCheck(self._ids, self.unique_id)
+            if self.reschedule:
+                _restore_last_seen(check, context, self.log)
         return check
 
     def _time_left(self, context: Any) -> float:
@@ -144,7 +146,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         poke sends nothing and raises :class:`AirflowSensorTimeout` naming each video not yet
         ``PARSE`` with the status last seen.
         """
-        check = self._check()
+        check = self._check(context)
         left = self._time_left(context)
         if left <= 0:
             raise self._timed_out(check)
@@ -153,6 +155,8 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
             outcome = check(hook.list_videos, seconds=left)
         finally:
             hook.close()  # a new hook per poke: do not leave one pooled session per poke behind
+        if self.reschedule:
+            _save_last_seen(check, context, self.log)
         if outcome.status == "failed":
             raise AirflowFailException(outcome.message)
         if outcome.status == "success":
@@ -191,6 +195,43 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Resume from the trigger: the videos' metadata, or the matching failure."""
         return handle_status_event(event, soft_fail=self.soft_fail)
+
+
+#: Task state store key (Airflow >= 3.3) of a rescheduled sensor's last statuses seen: each poke
+#: runs in a new process, and the one that finds the deadline passed reports them.
+STATE_KEY = "memories_last_seen"
+#: Most ids whose statuses are kept there (beyond that the timeout message does without).
+MAX_STORED = 1000
+
+
+def _state_store(context: Any) -> Any:
+    """The task state store (Airflow >= 3.3), else ``None``."""
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
+
+
+def _save_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+    store = _state_store(context)
+    if store is None or len(check.last_seen) > MAX_STORED:
+        return
+    try:
+        store.set(STATE_KEY, {"last_seen": check.last_seen, "last_error": check.last_error})
+    except Exception as err:  # bookkeeping for a message: never fail the wait over it
+        log.warning("Could not keep the last statuses in the task state store: %s", err)
+
+
+def _restore_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+    store = _state_store(context)
+    if store is None or not context.get("task_reschedule_count"):
+        return  # the first poke of a try: what an earlier try saw is not this wait's
+    try:
+        saved = store.get(STATE_KEY)
+    except Exception as err:
+        log.warning("Could not read the last statuses from the task state store: %s", err)
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("last_seen"), dict):
+        check.last_seen.update({str(k): str(v) for k, v in saved["last_seen"].items()})
+        check.last_error = saved.get("last_error")
 
 
 def _first_reschedule_date(context: Any, retries: int | None) -> float | None:
