@@ -81,19 +81,30 @@ def test_timeout_message_names_at_most_100_videos():
     assert "VI99" in message and "VI100" not in message and "and 150 more" in message
 
 
-async def test_the_pacer_halves_on_0429_and_grows_back_additively():
+async def test_the_pacer_slow_starts_then_cuts_on_0429_and_grows_back_additively():
     pacer = _poller._Pacer()
     top = 1 / _poller.MIN_REQUEST_SPACING
-    assert pacer.rate == top
-    pause = pacer.on_rate_limit(retry_after=0.3)
-    assert pacer.rate == top * _poller.RATE_DECREASE and pause == pytest.approx(max(0.3, 1 / pacer.rate))
-    pacer.on_rate_limit(retry_after=0.3)  # a second 0429 inside the pause: from before the cut
-    assert pacer.rate == top * _poller.RATE_DECREASE
-    rate = pacer.rate
-    for _ in range(int(rate)):  # one second's worth of answered requests at this rate
+    assert (pacer.rate, pacer.slow_start) == (_poller.START_RATE, True)
+    for _ in range(4):  # slow start: a fixed step per answer (growing by a share a second)
         pacer.on_answer()
-    assert pacer.rate == pytest.approx(rate + _poller.RATE_INCREASE, rel=0.05)
-    for _ in range(10_000):
+    assert pacer.rate == pytest.approx(_poller.START_RATE + 4 * _poller.SLOW_START_STEP)
+    before = pacer.rate
+    pause = pacer.on_rate_limit(retry_after=0.3)  # the first 0429 ends slow start
+    assert pacer.rate == pytest.approx(before * _poller.SLOW_START_EXIT) and not pacer.slow_start
+    assert pause == pytest.approx(max(0.3, 1 / pacer.rate))
+    pacer.on_rate_limit(retry_after=0.3)  # a second 0429 inside the pause: from before the cut
+    assert pacer.rate == pytest.approx(before * _poller.SLOW_START_EXIT)
+    pacer.cut_until = 0.0  # (as if the pause were over)
+    rate = pacer.rate
+    pacer.on_rate_limit(retry_after=None)
+    assert pacer.rate == pytest.approx(rate * _poller.RATE_DECREASE)
+    low = pacer.rate
+    pacer.on_answer()
+    grown_low = pacer.rate - low
+    pacer.rate = 2 * low
+    pacer.on_answer()
+    assert grown_low > 2 * (pacer.rate - 2 * low)  # smaller shares grow back faster
+    for _ in range(100_000):
         pacer.on_answer()
     assert pacer.rate == top  # never above the documented limit's margin
     loop = asyncio.get_running_loop()

@@ -54,10 +54,21 @@ log = logging.getLogger(__name__)
 MIN_REQUEST_SPACING = 0.25
 #: Least status requests per second the pacer slows down to.
 MIN_RATE = 0.2
-#: Requests per second the pacer adds back per second of successful requests (additive increase).
-RATE_INCREASE = 0.03
-#: Factor the pacer's rate is multiplied by on a ``0429`` (multiplicative decrease).
-RATE_DECREASE = 0.5
+#: Status requests per second a pacer starts at.
+START_RATE = 1.0
+#: Until its first ``0429`` a pacer adds this to its rate per answered request (slow start: it
+#: grows by 15 % a second), so a lone poller soon runs at full speed and pollers starting
+#: together reach their shares at the same pace.
+SLOW_START_STEP = 0.15
+#: Factor the rate is multiplied by on the first ``0429``, which ends slow start and its overshoot.
+SLOW_START_EXIT = 0.5
+#: After slow start, each answered request adds RATE_INCREASE x ACCOUNT_LIMIT / rate requests per
+#: second per second of requests: pacers with small shares of the account grow back fastest.
+RATE_INCREASE = 0.005
+#: The account's documented status limit (requests per second), shared by everyone using it.
+ACCOUNT_LIMIT = 5.0
+#: Factor the rate is multiplied by on a later ``0429`` (multiplicative decrease).
+RATE_DECREASE = 0.7
 #: Longest back-off after repeated transient errors other than rate limits, in seconds.
 MAX_BACKOFF = 300.0
 
@@ -78,14 +89,17 @@ class _Pacer:
     """Paces the status requests of one connection in one event loop by the service's answers (AIMD).
 
     Triggerers, workers and users' scripts share an account's limit and cannot see each other;
-    the service's answers are their one common signal. A ``0429`` multiplies the rate by
-    :data:`RATE_DECREASE` and holds every request back for the ``Retry-After`` (at least one new
-    spacing); each answered request adds :data:`RATE_INCREASE` requests/second per second of
-    requests, up to ``1 / MIN_REQUEST_SPACING``. K pacers sharing a limit thus settle just under
-    it: the one that meets a ``0429`` gives up part of its share and the others grow into it.
+    the service's answers are their one common signal. A pacer starts at :data:`START_RATE` and
+    grows by 15 % a second until its first ``0429`` (slow start), which halves it. From then on
+    each ``0429`` multiplies the rate by :data:`RATE_DECREASE`, and answered requests add it back
+    slowly, the faster the smaller the rate (see :data:`RATE_INCREASE`), up to
+    ``1 / MIN_REQUEST_SPACING``. Every ``0429`` also holds the pacer's requests back for its
+    ``Retry-After`` (at least one new spacing). K pacers sharing a limit thus settle under it: the
+    one that meets a ``0429`` gives up part of its share and the others grow into it.
     """
 
-    rate: float = 1 / MIN_REQUEST_SPACING
+    rate: float = START_RATE
+    slow_start: bool = True
     next_slot: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Until then a further 0429 is from requests sent before the last cut: do not cut again.
@@ -107,13 +121,19 @@ class _Pacer:
     def on_answer(self) -> None:
         """A request was answered (not rate-limited): speed up a little."""
         self.answered += 1
-        self.rate = min(1 / MIN_REQUEST_SPACING, self.rate + RATE_INCREASE / self.rate)
+        # rate answers a second, each adding RATE_INCREASE x ACCOUNT_LIMIT / rate**2: the pacers
+        # with the smaller shares grow back faster, so K of them even out.
+        step = SLOW_START_STEP if self.slow_start else RATE_INCREASE * ACCOUNT_LIMIT / self.rate**2
+        self.rate = min(1 / MIN_REQUEST_SPACING, self.rate + step)
 
     def on_rate_limit(self, retry_after: float | None) -> float:
         """A request drew ``0429``: slow down and pause; returns the pause in seconds."""
         self.rate_limited += 1
         now = time.monotonic()
-        if now >= self.cut_until:
+        if self.slow_start:
+            self.slow_start = False
+            self.rate = max(MIN_RATE, self.rate * SLOW_START_EXIT)
+        elif now >= self.cut_until:
             self.rate = max(MIN_RATE, self.rate * RATE_DECREASE)
         pause = max(retry_after or 0.0, 1 / self.rate)
         self.cut_until = max(self.cut_until, now + pause)
