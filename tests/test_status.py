@@ -43,6 +43,21 @@ def test_a_refused_batch_is_split_down_to_the_bad_id():
     assert evaluate(["VI001"], round_.found, rejected=round_.rejected).status == "pending"
 
 
+def test_two_bad_ids_in_one_batch_are_both_isolated_and_the_rest_answered():
+    ids = [f"VI{i:03d}" for i in range(100)]
+    bad = {"VI017", "VI088"}
+    round_ = StatusRound(ids)
+    requests = 0
+    while (batch := round_.next_batch()) is not None:
+        requests += 1
+        if bad & set(batch):
+            assert round_.refused(batch, MemoriesInvalidRequestError("bad id", code="0001"))
+        else:
+            round_.answered(batch, page(*(video(v) for v in batch)))
+    assert set(round_.rejected) == bad and set(round_.found) == set(ids) - bad
+    assert requests <= 1 + 2 * 2 * 7  # about 2 x log2(100) more per bad id
+
+
 def test_a_transient_error_keeps_the_batch_first_in_line_and_what_was_learnt():
     round_ = StatusRound([f"VI{i}" for i in range(250)], size=100)
     first = round_.next_batch()
