@@ -57,14 +57,14 @@ MIN_RATE = 0.2
 #: Status requests per second a pacer starts at.
 START_RATE = 1.0
 #: Until its first ``0429`` a pacer adds this to its rate per answered request (slow start: it
-#: grows by 15 % a second), so a lone poller soon runs at full speed and pollers starting
+#: grows by 10 % a second), so a lone poller soon runs at full speed and pollers starting
 #: together reach their shares at the same pace.
-SLOW_START_STEP = 0.15
+SLOW_START_STEP = 0.1
 #: Factor the rate is multiplied by on the first ``0429``, which ends slow start and its overshoot.
 SLOW_START_EXIT = 0.5
 #: After slow start, each answered request adds RATE_INCREASE x ACCOUNT_LIMIT / rate requests per
 #: second per second of requests: pacers with small shares of the account grow back fastest.
-RATE_INCREASE = 0.005
+RATE_INCREASE = 0.003
 #: The account's documented status limit (requests per second), shared by everyone using it.
 ACCOUNT_LIMIT = 5.0
 #: Factor the rate is multiplied by on a later ``0429`` (multiplicative decrease).
@@ -90,7 +90,7 @@ class _Pacer:
 
     Triggerers, workers and users' scripts share an account's limit and cannot see each other;
     the service's answers are their one common signal. A pacer starts at :data:`START_RATE` and
-    grows by 15 % a second until its first ``0429`` (slow start), which halves it. From then on
+    grows by 10 % a second until its first ``0429`` (slow start), which halves it. From then on
     each ``0429`` multiplies the rate by :data:`RATE_DECREASE`, and answered requests add it back
     slowly, the faster the smaller the rate (see :data:`RATE_INCREASE`), up to
     ``1 / MIN_REQUEST_SPACING``. Every ``0429`` also holds the pacer's requests back for its

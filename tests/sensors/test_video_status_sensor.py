@@ -154,7 +154,7 @@ def test_the_timeout_holds_under_a_0429_storm_with_retry_after(
     ti = _ti(run)
     assert (run.state, FAILURES, ti.try_number) == ("failed", ["AirflowSensorTimeout"], 1)  # no retry spent
     assert f"no status seen: {video_no}" in MESSAGES[0]
-    if name != "reschedule" or AIRFLOW_VERSION >= (3, 3):  # rescheduled pokes keep it in the state store
+    if mode.get("mode") != "reschedule" or AIRFLOW_VERSION >= (3, 3):  # kept in the task state store
         assert "the last status check failed: Request has exceeded the limit" in MESSAGES[0]
     times = [r["time"] for r in emu.control.request_log("list_videos")]
     # The deadline math: a retry would sleep 4 s, past the 3 s timeout, so none is made; each poke
