@@ -22,6 +22,7 @@ from yarl import URL
 from memories_provider.client import protocol
 from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
+from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
@@ -222,7 +223,9 @@ class AsyncMemoriesClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": self._api_key, "User-Agent": self.user_agent},
-                timeout=self._timeouts(self.timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
+                ),
                 read_bufsize=BLOCK_SIZE,
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
@@ -230,9 +233,11 @@ class AsyncMemoriesClient:
             )
         return self._session
 
-    def _timeouts(self, read_timeout: float) -> aiohttp.ClientTimeout:
+    def _timeouts(self, read_timeout: float, endpoint: str = "") -> aiohttp.ClientTimeout:
         # aiohttp starts sock_read only once the request body is written, like requests' read timeout.
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=read_timeout)
+        connect, read = request_timeouts(self.connect_timeout, read_timeout, endpoint)
+        # Under a caller's deadline the whole exchange, body included, ends by it.
+        return aiohttp.ClientTimeout(total=time_left(), sock_connect=connect, sock_read=read)
 
     async def __aenter__(self) -> AsyncMemoriesClient:
         self._get_session()
@@ -268,6 +273,7 @@ class AsyncMemoriesClient:
         else:
             headers["Accept"] = "application/json"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        timeouts = self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
         try:
@@ -279,7 +285,7 @@ class AsyncMemoriesClient:
                 headers=headers,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
-                timeout=self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout),
+                timeout=timeouts,
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)

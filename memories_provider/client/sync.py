@@ -17,6 +17,7 @@ from requests.structures import CaseInsensitiveDict
 from memories_provider.client import protocol
 from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
+from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
@@ -99,11 +100,18 @@ _TRANSPORT_ERRORS = (
 )
 
 
-def _read_limited(response: requests.Response, limit: int) -> bytes:
-    """Read at most ``limit`` bytes of a body (the rest is dropped with the connection)."""
+def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -> bytes:
+    """Read at most ``limit`` bytes of a body (the rest is dropped with the connection).
+
+    Stops at the caller's deadline: requests' read timeout bounds each socket read, not a body
+    that trickles in.
+    """
     parts: list[bytes] = []
     total = 0
     for chunk in response.iter_content(64 * 1024):
+        left = time_left()
+        if left is not None and left <= 0:
+            raise expired_error(endpoint)
         parts.append(chunk)
         total += len(chunk)
         if total >= limit:
@@ -307,6 +315,9 @@ class MemoriesClient:
             headers["Accept-Encoding"] = "identity"
             headers["Accept"] = "*/*"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        timeouts = request_timeouts(
+            self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint
+        )
         try:
             return self._session.request(
                 spec.method,
@@ -314,7 +325,7 @@ class MemoriesClient:
                 json=spec.json_body,
                 data=data,
                 headers=headers,
-                timeout=(self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout),
+                timeout=timeouts,
                 stream=True,
             )
         except _TRANSPORT_ERRORS as exc:
@@ -325,7 +336,7 @@ class MemoriesClient:
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
-            return _read_limited(response, limit)
+            return _read_limited(response, limit, spec.endpoint)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, spec.endpoint, self._redactor) from exc
         finally:

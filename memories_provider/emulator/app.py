@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
-from memories_provider.emulator.faults import DOWNLOAD_BODY_KINDS, EARLY_KINDS, Fault, FaultBook
+from memories_provider.emulator.faults import DOWNLOAD_BODY_KINDS, EARLY_KINDS, NO_FAULT, Fault, FaultBook
 from memories_provider.emulator.ratelimit import SlidingWindowLimiter
 from memories_provider.emulator.state import (
     BUCKET,
@@ -279,6 +279,7 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/faults", self.c_faults)
         app.router.add_get(f"{CONTROL}/videos", self.c_videos)
         app.router.add_post(f"{CONTROL}/videos/{{video_no}}/status", self.c_set_status)
+        app.router.add_post(f"{CONTROL}/statuses", self.c_set_statuses)
         app.router.add_post(f"{CONTROL}/assets", self.c_add_asset)
         app.router.add_get(f"{CONTROL}/requests", self.c_requests)
         app.router.add_get(f"{CONTROL}/callbacks", self.c_callbacks)
@@ -316,6 +317,8 @@ class Emulator:
             if len(self.requests) > _MAX_LOG:  # a long-running demo server must not grow forever
                 del self.requests[: _MAX_LOG // 10]
             fault = self.faults.take(endpoint)
+            if fault is not None and fault.kind == NO_FAULT:
+                fault = None  # a call let through, so that the next fault hits a later one
             if fault is not None:
                 entry["fault"] = fault.kind
             try:
@@ -1097,6 +1100,23 @@ class Emulator:
         cause = body.get("cause") or ("forced by the emulator control API" if status == FAILED else None)
         self._set_status(video, status, cause)
         return web.json_response(video.control_dict())
+
+    async def c_set_statuses(self, request: web.Request) -> web.Response:
+        """``POST /_emulator/statuses`` with ``{"video_nos": [...], "status", "cause"}``: all at once."""
+        body = await request.json()
+        status, nos = body.get("status"), body.get("video_nos")
+        if status not in STATUSES or not isinstance(nos, list):
+            return web.json_response({"error": f"need video_nos and a status of {STATUSES}"}, status=400)
+        missing = [n for n in nos if n not in self.videos]
+        if missing:
+            return web.json_response({"error": f"videos not found: {missing[:10]}"}, status=404)
+        for video_no in nos:  # one handler run: no request sees some changed and others not
+            video = self.videos[video_no]
+            if status == UNPARSE:
+                video.ready_at = math.inf
+            cause = body.get("cause") or ("forced by the emulator control API" if status == FAILED else None)
+            self._set_status(video, status, cause)
+        return web.json_response({"changed": len(nos)})
 
     async def c_add_asset(self, request: web.Request) -> web.Response:
         """``POST /_emulator/assets?filename=&content_type=``: the raw body becomes a v2 asset."""

@@ -27,7 +27,9 @@ LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then
 #: ``json_error`` (above) also takes ``content_type`` ("" sends none) and ``msg_key`` ("message").
 DOWNLOAD_BODY_KINDS = frozenset({"html_page", "empty_body", "cut_unframed"})
 DOWNLOAD_ENDPOINTS = frozenset({"download", "v2_download"})
-KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS
+#: ``none`` answers normally: queued first, it aims the next fault at a later call.
+NO_FAULT = "none"
+KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS | {NO_FAULT}
 
 
 @dataclass
