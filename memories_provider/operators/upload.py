@@ -32,7 +32,7 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     upload_metadata,
 )
-from memories_provider.status import StatusCheck, check_round, is_transient
+from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
 
