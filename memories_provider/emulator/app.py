@@ -898,6 +898,8 @@ class Emulator:
         service documents. ``metadata_before_parse`` restores the old, lenient matching.
         """
         flt = list_filters(await self._json_body(request, {}), STATUSES)
+        if flt["video_nos"] is not None:
+            entry["video_nos"] = list(flt["video_nos"])  # lets tests see which ids each call asked for
         matches = []
         wanted_nos = set(flt["video_nos"]) if flt["video_nos"] is not None else None
         for video in reversed(list(self.videos.values())):

@@ -147,7 +147,8 @@ class EmulatorControl:
         return f"{self.url}/_emulator/public/{quote(asset_id)}"
 
     def request_log(self, endpoint: str | None = None) -> list[dict[str, Any]]:
-        """API calls received (control calls excluded): endpoint, method, path, time, http_status, code."""
+        """API calls received (control calls excluded): endpoint, method, path, time, http_status, code;
+        for ``list_videos`` with a ``video_nos`` filter, the ids asked for (``video_nos``)."""
         params = {"endpoint": endpoint} if endpoint else None
         return list(self._call("GET", "/requests", params=params))
 

@@ -106,8 +106,12 @@ async def test_a_round_resumes_at_the_batch_that_failed(emu, new_video, fault):
     events = await asyncio.wait_for(asyncio.gather(*waits), 60)
     assert {e["status"] for e in events} == {"success"}
     log = emu.control.request_log("list_videos")
-    # Batches 1, 2, 3 (failed), 3 again, 4, 5: a restart would have asked batches 1 and 2 again.
-    assert [r.get("fault") for r in log] == [None, None, fault, None, None, None]
+    assert [r.get("fault") for r in log].count(fault) == 1
+    # Each id answered exactly once: a round restarted after the failed batch, or one that dropped
+    # what the batches before it learnt, would ask some ids again. (Counted per id rather than per
+    # call: under load the 500 waits may join over more than one round.)
+    asked = [v for r in log if r.get("fault") is None for v in r["video_nos"]]
+    assert sorted(asked) == sorted(ids)
 
 
 async def test_a_round_whose_third_of_five_batches_keeps_failing_delivers_the_first_two(emu, new_video):
