@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 
 class VideoStatus(str, Enum):
@@ -308,4 +308,130 @@ class VideoPage:
         }
 
 
-__all__ = ["UploadResult", "Video", "VideoPage", "VideoStatus"]
+#: What an index output describes: ``visual`` (scene captions) or ``audio`` (speech transcription).
+TranscriptKind = Literal["visual", "audio"]
+TRANSCRIPT_KINDS: tuple[TranscriptKind, ...] = ("visual", "audio")
+
+
+def _clean_text(value: Any) -> str:
+    """A segment's text as sent (no stripping); ``None`` is empty, lone surrogates become U+FFFD.
+
+    JSON may carry ``"\\ud800"`` alone: Python keeps it, but no UTF-8 file (JSON Lines, Parquet)
+    can hold it, and a row writer would fail half-way through an export.
+    """
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of an index output: what was seen (visual) or said (audio) between two times.
+
+    :param index: the segment's number as the service gives it (its position when absent).
+    :param text: the caption or the transcribed speech, exactly as sent.
+    :param start_s: start in seconds from the video's start (``None`` when absent or not a number).
+    :param end_s: end in seconds (``None`` when absent or not a number).
+    """
+
+    index: int
+    text: str
+    start_s: float | None
+    end_s: float | None
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any], position: int) -> Segment:
+        """Parse one ``transcriptions`` item; numbers may be JSON numbers or strings of numbers."""
+        index = _int(_pick(item, "index"))
+        return cls(
+            index=position if index is None else index,
+            text=_clean_text(_pick(item, "content", "text")),
+            start_s=_number(_pick(item, "start_time")),
+            end_s=_number(_pick(item, "end_time")),
+        )
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """An index output of one video: visual captions or the audio transcription, segment by segment.
+
+    ``data: null`` and an empty (or absent) ``transcriptions`` both read as no segments: the service
+    answers so for a video without an audio track, and for one that is not parsed yet (check
+    ``PARSE`` first: the two cannot be told apart from this answer).
+
+    :param video_no: the video's id.
+    :param kind: ``"visual"`` or ``"audio"``.
+    :param segments: the segments in the order sent.
+    :param create_time: when the output was made, epoch milliseconds, if sent.
+    :param video_bucket: the video's storage bucket, if sent (for the bucket+blob download).
+    :param video_blob: the video's blob path, if sent.
+    """
+
+    video_no: str
+    kind: TranscriptKind
+    segments: tuple[Segment, ...] = ()
+    create_time: int | None = None
+    video_bucket: str | None = None
+    video_blob: str | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None, *, video_no: str, kind: TranscriptKind) -> Transcript:
+        """Parse ``data`` of ``get_video_caption``/``get_audio_transcription`` (``None`` allowed).
+
+        :raises ValueError: when ``data`` names another video (an answer is never taken for the
+            wrong video) or ``transcriptions`` is not a list of objects.
+        """
+        if data is None:
+            return cls(video_no=video_no, kind=kind)
+        answered = _text(_pick(data, "video_no"))
+        if answered is not None and answered != video_no:
+            raise ValueError(f"the answer is for video {answered!r}, not {video_no!r}")
+        items = _pick(data, "transcriptions")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise ValueError(f"transcriptions is {type(items).__name__}, not a list")
+        segments = []
+        for position, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise ValueError(f"transcriptions[{position}] is {type(item).__name__}, not an object")
+            segments.append(Segment.from_api(item, position))
+        return cls(
+            video_no=video_no,
+            kind=kind,
+            segments=tuple(segments),
+            create_time=_int(_pick(data, "create_time")),
+            video_bucket=_text(_pick(data, "video_bucket")),
+            video_blob=_text(_pick(data, "video_blob")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return {
+            "video_no": self.video_no,
+            "kind": self.kind,
+            "segments": [
+                {"index": s.index, "text": s.text, "start_s": s.start_s, "end_s": s.end_s}
+                for s in self.segments
+            ],
+            "create_time": self.create_time,
+            "video_bucket": self.video_bucket,
+            "video_blob": self.video_blob,
+        }
+
+
+__all__ = [
+    "TRANSCRIPT_KINDS",
+    "Segment",
+    "Transcript",
+    "TranscriptKind",
+    "UploadResult",
+    "Video",
+    "VideoPage",
+    "VideoStatus",
+]

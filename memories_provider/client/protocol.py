@@ -30,7 +30,14 @@ from memories_provider.client.errors import (
     MemoriesResponseError,
     MemoriesServerError,
 )
-from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.models import (
+    TRANSCRIPT_KINDS,
+    Transcript,
+    TranscriptKind,
+    UploadResult,
+    Video,
+    VideoPage,
+)
 from memories_provider.redaction import NO_SECRETS, Redactor
 
 DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
@@ -45,6 +52,10 @@ LIST_UNIQUE_IDS = "list_unique_ids"
 DELETE_VIDEOS = "delete_videos"
 DOWNLOAD = "download"
 V2_DOWNLOAD = "v2_download"
+GET_VIDEO_CAPTION = "get_video_caption"
+GET_AUDIO_TRANSCRIPTION = "get_audio_transcription"
+#: The older edition's visual captions: ``GET /serve/api/video/get_video_transcription`` (no unique_id).
+GET_VIDEO_TRANSCRIPTION = "get_video_transcription"
 
 #: Seconds between calls allowed by the documented per-account rate limits (current docs): the
 #: least a retry should wait after a ``0429`` that carries no ``Retry-After``.
@@ -56,6 +67,9 @@ RATE_LIMIT_INTERVAL = {
     LIST_VIDEOS: 0.2,
     GET_METADATA: 0.2,
     DELETE_VIDEOS: 0.2,
+    GET_VIDEO_CAPTION: 0.2,
+    GET_AUDIO_TRANSCRIPTION: 0.2,
+    GET_VIDEO_TRANSCRIPTION: 0.2,
 }
 
 #: Seconds to wait for the answer to an upload once it is sent (the service stores the video,
@@ -427,6 +441,86 @@ def download_asset_request(v2_base_url: str, asset_id: str) -> RequestSpec:
     return RequestSpec(
         V2_DOWNLOAD, "GET", f"{v2_base_url}/{quote(asset_id, safe='')}/download", download=True
     )
+
+
+def check_kind(kind: Any, name: str = "kind") -> TranscriptKind:
+    """``kind`` as ``"visual"`` or ``"audio"``.
+
+    :raises ValueError: naming ``name`` for anything else.
+    """
+    if kind not in TRANSCRIPT_KINDS:
+        raise ValueError(f"`{name}` must be 'visual' or 'audio', got {kind!r}")
+    return kind  # type: ignore[no-any-return]
+
+
+def transcript_request(
+    base_url: str, kind: TranscriptKind, video_no: str, unique_id: str | None
+) -> RequestSpec:
+    """``GET {v1}/get_video_caption`` (visual) or ``GET {v1}/get_audio_transcription`` (audio)."""
+    check_kind(kind)
+    check_id("video_no", video_no)
+    endpoint = GET_VIDEO_CAPTION if kind == "visual" else GET_AUDIO_TRANSCRIPTION
+    query = _query([("video_no", video_no), ("unique_id", unique_id)])
+    return RequestSpec(endpoint, "GET", f"{base_url}/{endpoint}?{query}")
+
+
+def older_caption_request(base_url: str, video_no: str) -> RequestSpec | None:
+    """The older edition's ``GET /serve/api/video/get_video_transcription?video_no=`` (visual only).
+
+    Its path sits beside the v1 base (``.../serve/api/v1`` → ``.../serve/api/video/...``); ``None``
+    when ``base_url`` does not end in ``/v1`` (no older path can be derived from it).
+    """
+    check_id("video_no", video_no)
+    root, sep, last = base_url.rstrip("/").rpartition("/")
+    if not sep or last != "v1":
+        return None
+    query = _query([("video_no", video_no)])
+    return RequestSpec(GET_VIDEO_TRANSCRIPTION, "GET", f"{root}/video/{GET_VIDEO_TRANSCRIPTION}?{query}")
+
+
+def is_missing_route(error: BaseException) -> bool:
+    """Whether ``error`` says the server has no such path (HTTP 404 without a business code).
+
+    A business "not found" (``0001 video not found``, HTTP 200) is about the video, not the route.
+    """
+    return isinstance(error, MemoriesNotFoundError) and error.http_status == 404 and error.code is None
+
+
+class TranscriptRoutes:
+    """Which path serves the index outputs: the current ones, falling back to the older edition's.
+
+    The client is tolerant: when a deployment answers the current ``get_video_caption`` with an
+    HTTP 404 (no such route — an older edition), visual captions are asked of the older
+    ``/serve/api/video/get_video_transcription`` instead, and from then on only there (one
+    404 per client, not per video). The older path takes no ``unique_id``: the video is named by
+    its ``video_no`` alone, and the answer must name that video. There is no older audio path: an
+    audio request that meets a 404 fails.
+
+    Pure bookkeeping shared by both clients: they send :meth:`specs` in turn and report a failure
+    with :meth:`fall_back`.
+
+    :param base_url: the v1 base URL.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        #: Set once the current caption route answered 404: the older path is used directly.
+        self.older_edition = False
+
+    def specs(self, kind: TranscriptKind, video_no: str, unique_id: str | None) -> list[RequestSpec]:
+        """The requests to try, in order (the older path only for visual captions)."""
+        current = transcript_request(self.base_url, kind, video_no, unique_id)
+        older = older_caption_request(self.base_url, video_no) if kind == "visual" else None
+        if older is None:
+            return [current]
+        return [older] if self.older_edition else [current, older]
+
+    def fall_back(self, spec: RequestSpec, error: BaseException) -> bool:
+        """Whether to try the next spec after ``error`` on ``spec`` (remembering the older edition)."""
+        if spec.endpoint == GET_VIDEO_CAPTION and is_missing_route(error):
+            self.older_edition = True
+            return True
+        return False
 
 
 # --------------------------------------------------------------------------- responses
@@ -937,6 +1031,15 @@ def video_page_reader(page: int, size: int) -> Callable[[Any], VideoPage]:
 
     def read(data: Any) -> VideoPage:
         return VideoPage.from_api(None if data is None else _object(data), page=page, size=size)
+
+    return read
+
+
+def transcript_reader(kind: TranscriptKind, video_no: str) -> Callable[[Any], Transcript]:
+    """A reader of ``get_video_caption``/``get_audio_transcription`` ``data`` (``null`` allowed)."""
+
+    def read(data: Any) -> Transcript:
+        return Transcript.from_api(None if data is None else _object(data), video_no=video_no, kind=kind)
 
     return read
 
