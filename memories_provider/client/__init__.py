@@ -20,7 +20,15 @@ from memories_provider.client.errors import (
     MemoriesServerError,
     MemoriesTimeoutError,
 )
-from memories_provider.client.models import UploadResult, Video, VideoPage, VideoStatus
+from memories_provider.client.models import (
+    Segment,
+    Transcript,
+    TranscriptKind,
+    UploadResult,
+    Video,
+    VideoPage,
+    VideoStatus,
+)
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.client.sync import DownloadResponse, MemoriesClient
 from memories_provider.redaction import Redactor
@@ -44,6 +52,9 @@ __all__ = [
     "MemoriesTimeoutError",
     "Redactor",
     "RetryPolicy",
+    "Segment",
+    "Transcript",
+    "TranscriptKind",
     "UploadResult",
     "Video",
     "VideoPage",

@@ -29,7 +29,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
-from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.client.sync import _content_length, _last_page
@@ -212,6 +212,7 @@ class AsyncMemoriesClient:
         self.retry = retry if retry is not None else RetryPolicy()
         self.user_agent = user_agent or USER_AGENT
         self._session: aiohttp.ClientSession | None = None
+        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -507,6 +508,31 @@ class AsyncMemoriesClient:
                     raise
 
             await self._run(spec, attempt)
+
+    # ------------------------------------------------------------------ index outputs
+
+    async def get_transcript(
+        self, video_no: str, kind: TranscriptKind, *, unique_id: str | None = None
+    ) -> Transcript:
+        """One index output of a video; see ``MemoriesClient.get_transcript``."""
+        routes = self._transcript_routes
+        specs = routes.specs(kind, video_no, unique_id)
+        for spec in specs:
+            try:
+                result: Transcript = await self._call(spec, protocol.transcript_reader(kind, video_no))
+                return result
+            except MemoriesNotFoundError as err:
+                if spec is specs[-1] or not routes.fall_back(spec, err):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """Visual captions (scene descriptions) of a video; see :meth:`get_transcript`."""
+        return await self.get_transcript(video_no, "visual", unique_id=unique_id)
+
+    async def get_audio_transcription(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """The audio transcription (speech to text) of a video; see :meth:`get_transcript`."""
+        return await self.get_transcript(video_no, "audio", unique_id=unique_id)
 
     # ------------------------------------------------------------------ downloads
 

@@ -24,7 +24,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
-from memories_provider.client.models import UploadResult, Video, VideoPage
+from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.redaction import NO_SECRETS, Redactor
@@ -284,6 +284,7 @@ class MemoriesClient:
         self._session.mount("http://", adapter)
         self._session.auth = _KeyAuth(self._api_key)
         self._session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
+        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -586,6 +587,41 @@ class MemoriesClient:
                     raise
 
             self._run(spec, attempt)
+
+    # ------------------------------------------------------------------ index outputs
+
+    def get_transcript(
+        self, video_no: str, kind: TranscriptKind, *, unique_id: str | None = None
+    ) -> Transcript:
+        """One index output of a video: ``"visual"`` captions or the ``"audio"`` transcription.
+
+        No segments (``data: null`` or an empty list) when the video has no audio track or is not
+        ``PARSE`` yet: check its status first, the answer cannot tell the two apart. A deployment
+        of the older edition (HTTP 404 on ``get_video_caption``) is asked its
+        ``/serve/api/video/get_video_transcription`` for captions instead.
+
+        :param video_no: the video's id.
+        :param kind: ``"visual"`` or ``"audio"``.
+        :param unique_id: its scope.
+        """
+        routes = self._transcript_routes
+        specs = routes.specs(kind, video_no, unique_id)
+        for spec in specs:
+            try:
+                result: Transcript = self._call(spec, protocol.transcript_reader(kind, video_no))
+                return result
+            except MemoriesNotFoundError as err:
+                if spec is specs[-1] or not routes.fall_back(spec, err):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """Visual captions (scene descriptions) of a video; see :meth:`get_transcript`."""
+        return self.get_transcript(video_no, "visual", unique_id=unique_id)
+
+    def get_audio_transcription(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """The audio transcription (speech to text) of a video; see :meth:`get_transcript`."""
+        return self.get_transcript(video_no, "audio", unique_id=unique_id)
 
     # ------------------------------------------------------------------ downloads
 

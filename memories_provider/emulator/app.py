@@ -26,6 +26,7 @@ from aiohttp import web
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
 from memories_provider.emulator.faults import DOWNLOAD_BODY_KINDS, EARLY_KINDS, NO_FAULT, Fault, FaultBook
+from memories_provider.emulator.index_outputs import AUDIO, KINDS, VISUAL, index_data
 from memories_provider.emulator.ratelimit import SlidingWindowLimiter
 from memories_provider.emulator.state import (
     BUCKET,
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 V1 = "/serve/api/v1"
 V2 = "/serve/api/v2"
+#: The older edition's path prefix of the visual index output (spec section 2, Index outputs).
+OLDER_VIDEO = "/serve/api/video"
 CONTROL = "/_emulator"
 #: Read/write size for streamed bodies: big reads keep per-chunk overhead negligible at GB sizes.
 CHUNK = 1024 * 1024
@@ -268,9 +271,21 @@ class Emulator:
             ("GET", f"{V1}/download", "download", "v1", self.download_by_blob),
             ("GET", f"{V2}/download", "v2_download", "v2", self.download_by_blob),
             ("GET", f"{V2}/{{asset_id}}/download", "v2_download", "v2", self.download_asset),
+            (
+                "GET",
+                f"{V1}/get_audio_transcription",
+                "get_audio_transcription",
+                "v1",
+                self.audio_transcription,
+            ),
         ]
         for method, path, endpoint, version, handler in api:
             app.router.add_route(method, path, self._wrap(endpoint, version, handler))
+        # One edition of the visual output at a time: the other path is unknown (HTTP 404).
+        caption = self._wrap("get_video_caption", "v1", self.video_caption)
+        older = self._wrap("get_video_transcription", "v1", self.older_video_transcription)
+        app.router.add_get(f"{V1}/get_video_caption", self._edition("current", caption))
+        app.router.add_get(f"{OLDER_VIDEO}/get_video_transcription", self._edition("older", older))
         app.router.add_route("*", "/serve/api/{tail:.*}", self._not_found)
         app.router.add_post(f"{CONTROL}/reset", self.c_reset)
         app.router.add_get(f"{CONTROL}/config", self.c_config)
@@ -280,6 +295,7 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/videos", self.c_videos)
         app.router.add_post(f"{CONTROL}/videos/{{video_no}}/status", self.c_set_status)
         app.router.add_post(f"{CONTROL}/statuses", self.c_set_statuses)
+        app.router.add_post(f"{CONTROL}/videos/{{video_no}}/index_outputs", self.c_set_index_outputs)
         app.router.add_post(f"{CONTROL}/assets", self.c_add_asset)
         app.router.add_get(f"{CONTROL}/requests", self.c_requests)
         app.router.add_get(f"{CONTROL}/callbacks", self.c_callbacks)
@@ -572,6 +588,16 @@ class Emulator:
                 fh.close()
         await resp.write_eof()
         return resp
+
+    def _edition(
+        self, edition: str, route: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def gated(request: web.Request) -> web.StreamResponse:
+            if self.config.index_edition != edition:
+                return await self._not_found(request)
+            return await route(request)
+
+        return gated
 
     async def _not_found(self, request: web.Request) -> web.Response:
         payload = {"timestamp": now_ms(), "path": request.path, "status": 404, "error": "Not Found"}
@@ -1005,6 +1031,40 @@ class Emulator:
             raise bad("Asset not found")
         return self._download(asset)
 
+    # ------------------------------------------------------------------ index outputs
+
+    def _index_reply(self, video: Video, kind: str) -> JsonReply:
+        pattern = self.config.no_audio_pattern
+        data = index_data(
+            video,
+            kind,
+            count=int(self.config.index_segments),
+            seconds=float(self.config.segment_seconds),
+            has_audio=not (pattern and re.search(pattern, video.asset.filename)),
+        )
+        return ok(data)
+
+    def _index_video(self, request: web.Request) -> Video:
+        video_no = check_video_no(request.query.get("video_no"))
+        return self._find_video(video_no, unique_id_value(request.query.get("unique_id")))
+
+    async def video_caption(self, request: web.Request, entry: dict[str, Any]) -> Reply:
+        """``GET {v1}/get_video_caption?video_no=&unique_id=``: what is seen, segment by segment."""
+        return self._index_reply(self._index_video(request), VISUAL)
+
+    async def audio_transcription(self, request: web.Request, entry: dict[str, Any]) -> Reply:
+        """``GET {v1}/get_audio_transcription?video_no=&unique_id=``: what is said (null: no audio)."""
+        return self._index_reply(self._index_video(request), AUDIO)
+
+    async def older_video_transcription(self, request: web.Request, entry: dict[str, Any]) -> Reply:
+        """``GET /serve/api/video/get_video_transcription?video_no=`` (older edition; no unique_id)."""
+        video_no = check_video_no(request.query.get("video_no"))
+        video = self.videos.get(video_no)
+        if video is None:
+            raise bad("video not found")
+        self._refresh(video)
+        return self._index_reply(video, VISUAL)
+
     # ------------------------------------------------------------------ control routes
 
     def reset(self) -> None:
@@ -1046,9 +1106,13 @@ class Emulator:
                 elif key == "credits":
                     self.config.credits = None if value is None else float(value)
                     self.credits = self.config.credits
-                elif key == "fail_pattern" and value is not None:
+                elif key in ("fail_pattern", "no_audio_pattern") and value is not None:
                     re.compile(value)
-                    self.config.fail_pattern = value
+                    setattr(self.config, key, value)
+                elif key == "index_edition" and value not in ("current", "older"):
+                    raise ValueError("index_edition must be 'current' or 'older'")
+                elif key == "index_segments" and (not isinstance(value, int) or value < 0):
+                    raise ValueError("index_segments must be an integer >= 0")
                 elif key in ("api_keys", "permission_denied"):
                     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                         raise ValueError(f"{key} must be a list of strings")
@@ -1102,6 +1166,21 @@ class Emulator:
         cause = body.get("cause") or ("forced by the emulator control API" if status == FAILED else None)
         self._set_status(video, status, cause)
         return web.json_response(video.control_dict())
+
+    async def c_set_index_outputs(self, request: web.Request) -> web.Response:
+        """``POST /_emulator/videos/{video_no}/index_outputs`` with ``{"visual": [...], "audio": null}``:
+        the ``transcriptions`` served for that kind (verbatim), or ``null`` for ``data: null``."""
+        video = self.videos.get(request.match_info["video_no"])
+        if video is None:
+            return web.json_response({"error": "video not found"}, status=404)
+        body = await request.json()
+        if not isinstance(body, dict) or set(body) - set(KINDS):
+            return web.json_response({"error": f"body: an object with keys among {KINDS}"}, status=400)
+        for kind, items in body.items():
+            if items is not None and not isinstance(items, list):
+                return web.json_response({"error": f"{kind}: a list or null"}, status=400)
+            video.index_outputs[kind] = items
+        return web.json_response({"video_no": video.video_no, "index_outputs": video.index_outputs})
 
     async def c_set_statuses(self, request: web.Request) -> web.Response:
         """``POST /_emulator/statuses`` with ``{"video_nos": [...], "status", "cause"}``: all at once."""

@@ -19,6 +19,9 @@ ENDPOINTS = (
     "delete_videos",
     "download",
     "v2_download",
+    "get_video_caption",
+    "get_audio_transcription",
+    "get_video_transcription",
 )
 
 #: Spec section 3, "current docs" column: ``endpoint -> (requests, window seconds)``.
@@ -32,6 +35,10 @@ SPEC_RATE_LIMITS: dict[str, tuple[int, float]] = {
     "delete_videos": (5, 1.0),
     "download": (12, 60.0),
     "v2_download": (1, 1.0),
+    # Index outputs: "the standard ones of the v1 API (treat like list: 5/s)".
+    "get_video_caption": (5, 1.0),
+    "get_audio_transcription": (5, 1.0),
+    "get_video_transcription": (5, 1.0),
 }
 
 #: 3 GB upload cap (the spec's "max 3 GB", read as GiB).
@@ -67,6 +74,13 @@ class EmulatorConfig:
         videos that are not ``PARSE`` yet, and ``tags`` are shown from the upload on. The service
         does neither (spec section 2, List videos): off by default; only for tests written against
         the old emulator.
+    :param index_segments: segments in each index output (captions, transcription) of a parsed video.
+    :param segment_seconds: length of each of those segments.
+    :param no_audio_pattern: regex searched in the original filename; matching videos have no audio
+        track (``get_audio_transcription`` answers ``data: null``).
+    :param index_edition: ``"current"`` serves ``{v1}/get_video_caption``; ``"older"`` serves the
+        older edition's ``/serve/api/video/get_video_transcription?video_no=`` instead (the current
+        caption path then answers HTTP 404). ``get_audio_transcription`` is served in both.
     """
 
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
@@ -85,6 +99,10 @@ class EmulatorConfig:
     permission_denied: list[str] = field(default_factory=list)
     echo_requests: bool = False
     metadata_before_parse: bool = False
+    index_segments: int = 3
+    segment_seconds: float = 7.0
+    no_audio_pattern: str | None = None
+    index_edition: str = "current"
 
     def copy(self) -> EmulatorConfig:
         """A deep-enough copy (lists and dicts are not shared)."""

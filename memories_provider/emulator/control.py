@@ -126,6 +126,12 @@ class EmulatorControl:
         body = {"video_nos": list(video_nos), "status": status, "cause": cause}
         return int(self._call("POST", "/statuses", json=body)["changed"])
 
+    def set_index_outputs(self, video_no: str, **outputs: list[Any] | None) -> dict[str, Any]:
+        """Set what a video's index outputs answer: ``visual=[...]``/``audio=[...]`` are served
+        verbatim as ``transcriptions`` (items ``{"index", "content", "startTime", "endTime"}``),
+        ``audio=None`` answers ``data: null``. Kinds not given keep the deterministic defaults."""
+        return dict(self._call("POST", f"/videos/{quote(video_no)}/index_outputs", json=outputs))
+
     def videos(self) -> list[dict[str, Any]]:
         """Every stored video (filename, size, sha256, tags, asset_id, bucket, blob, status, ...)."""
         return list(self._call("GET", "/videos"))

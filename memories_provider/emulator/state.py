@@ -66,6 +66,9 @@ class Video:
     retain_original_video: bool = True
     video_transcription_prompt: str | None = None
     source_url: str | None = None
+    #: Index outputs set through the control API (``"visual"``/``"audio"`` -> transcriptions served
+    #: verbatim, or ``None`` for ``data: null``); a kind not set gets the deterministic defaults.
+    index_outputs: dict[str, list[Any] | None] = field(default_factory=dict)
 
     def api_dict(self, *, tags_before_parse: bool = False) -> dict[str, Any]:
         """The snake_case object of get_metadata / list_videos.

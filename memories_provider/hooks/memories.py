@@ -18,6 +18,8 @@ from memories_provider.client import (
     MemoriesClient,
     Redactor,
     RetryPolicy,
+    Transcript,
+    TranscriptKind,
     UploadResult,
     Video,
     VideoPage,
@@ -269,6 +271,36 @@ class MemoriesHook(BaseHook):
     def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos (sent in chunks of at most 100 ids)."""
         self.client.delete_videos(video_nos, unique_id=self._scope(unique_id))
+
+    def get_transcript(
+        self, video_no: str, kind: TranscriptKind, *, unique_id: str | None = None
+    ) -> Transcript:
+        """One index output of a ``PARSE`` video: ``"visual"`` captions or the ``"audio"`` transcription."""
+        return self.client.get_transcript(video_no, kind, unique_id=self._scope(unique_id))
+
+    def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """Visual captions (scene descriptions), segment by segment (none before ``PARSE``)."""
+        return self.get_transcript(video_no, "visual", unique_id=unique_id)
+
+    def get_audio_transcription(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """The audio transcription, segment by segment (none without an audio track or before ``PARSE``)."""
+        return self.get_transcript(video_no, "audio", unique_id=unique_id)
+
+    async def aget_transcript(
+        self, video_no: str, kind: TranscriptKind, *, unique_id: str | None = None
+    ) -> Transcript:
+        """Async :meth:`get_transcript` (a client of its own, closed on return; for triggers)."""
+        scope = unique_id or (await self.aget_config()).unique_id
+        async with await self.get_async_client() as client:
+            return await client.get_transcript(video_no, kind, unique_id=scope)
+
+    async def aget_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """Async :meth:`get_video_caption`."""
+        return await self.aget_transcript(video_no, "visual", unique_id=unique_id)
+
+    async def aget_audio_transcription(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
+        """Async :meth:`get_audio_transcription`."""
+        return await self.aget_transcript(video_no, "audio", unique_id=unique_id)
 
     def download_video(self, video_no: str, *, unique_id: str | None = None) -> DownloadResponse:
         """Open a streamed download of a video by ``video_no``; use it as a context manager."""

@@ -1,0 +1,118 @@
+"""Index outputs through the sync and async clients, against the emulator over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from memories_provider.client import (
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    MemoriesResponseError,
+    Segment,
+    Transcript,
+)
+from memories_provider.client.models import Transcript as TranscriptModel
+
+
+def _video(client, make_video, name="clip.mp4", unique_id=None) -> str:
+    path, _ = make_video(name, size=1000)
+    return client.upload_video(path, unique_id=unique_id).video_no
+
+
+def test_sync_both_kinds_exact_segments(client, memories_emulator, make_video):
+    video_no = _video(client, make_video, "walk.mp4", "s1")
+    caption = client.get_video_caption(video_no, unique_id="s1")
+    assert isinstance(caption, Transcript)
+    assert caption.kind == "visual" and caption.video_no == video_no
+    assert caption.segments == (
+        Segment(0, "Scene 0 of walk.mp4", 0.0, 7.0),
+        Segment(1, "Scene 1 of walk.mp4", 7.0, 14.0),
+        Segment(2, "Scene 2 of walk.mp4", 14.0, 21.0),
+    )
+    stored = memories_emulator.control.videos()[0]
+    assert caption.create_time == stored["create_time"]
+    assert caption.video_blob == stored["blob"]
+    audio = client.get_audio_transcription(video_no, unique_id="s1")
+    assert [s.text for s in audio.segments] == [f"Words {i} spoken in walk.mp4" for i in range(3)]
+
+
+async def test_async_both_kinds_and_no_audio(aclient, client, memories_emulator, make_video):
+    memories_emulator.control.configure(no_audio_pattern="mute")
+    video_no = _video(client, make_video, "mute.mp4")
+    caption = await aclient.get_video_caption(video_no)
+    assert len(caption.segments) == 3
+    audio = await aclient.get_audio_transcription(video_no)
+    assert audio == TranscriptModel(video_no=video_no, kind="audio")
+
+
+def test_not_parsed_gives_no_segments_and_unknown_video_raises(client, memories_emulator, make_video):
+    video_no = _video(client, make_video)
+    memories_emulator.control.set_status(video_no, "UNPARSE")
+    assert client.get_video_caption(video_no).segments == ()
+    with pytest.raises(MemoriesNotFoundError):
+        client.get_video_caption("VI000000000000000001")
+
+
+def test_bad_input_is_refused_before_any_request(client, memories_emulator):
+    for bad in ("", "../x", "a/b", "VI1\n"):
+        with pytest.raises(ValueError, match="video_no"):
+            client.get_video_caption(bad)
+    with pytest.raises(ValueError, match="kind"):
+        client.get_transcript("VI000000000000000001", "subtitles")  # type: ignore[arg-type]
+    assert memories_emulator.control.request_log() == []
+
+
+def test_tolerant_numbers_and_hostile_text(client, memories_emulator, make_video):
+    video_no = _video(client, make_video)
+    huge = "x" * 3_000_000
+    items = [
+        {"index": "3", "content": "line\nbreak\x00nul\u2028sep", "startTime": 1.5, "endTime": "2.25"},
+        {"content": huge, "startTime": "abc", "endTime": None},
+        {"index": 9, "content": None, "startTime": "NaN", "endTime": "1e400"},
+        {"index": 10, "content": "\ud800lone", "start_time": "4", "end_time": 5},
+    ]
+    memories_emulator.control.set_index_outputs(video_no, visual=items)
+    segments = client.get_video_caption(video_no).segments
+    assert segments[0] == Segment(3, "line\nbreak\x00nul\u2028sep", 1.5, 2.25)
+    assert segments[1] == Segment(1, huge, None, None)
+    assert segments[2] == Segment(9, "", None, None)
+    assert segments[3] == Segment(10, "\ufffdlone", 4.0, 5.0)
+
+
+def test_an_item_that_is_not_an_object_is_refused(client, memories_emulator, make_video):
+    video_no = _video(client, make_video)
+    memories_emulator.control.set_index_outputs(video_no, visual=["not an object"])
+    with pytest.raises(MemoriesResponseError, match="not an object"):
+        client.get_video_caption(video_no)
+
+
+def test_older_edition_fallback_is_remembered(client, memories_emulator, make_video):
+    video_no = _video(client, make_video, "old.mp4")
+    memories_emulator.control.configure(index_edition="older")
+    assert client.get_video_caption(video_no).segments[0].text == "Scene 0 of old.mp4"
+    assert client.get_video_caption(video_no).segments[2].end_s == 21.0
+    # One 404 on the current path, then the older path only.
+    assert memories_emulator.control.count("get_video_transcription") == 2
+    assert len(client.get_audio_transcription(video_no).segments) == 3
+
+
+async def test_async_older_edition(aclient, client, memories_emulator, make_video):
+    video_no = _video(client, make_video, "old.mp4")
+    memories_emulator.control.configure(index_edition="older")
+    assert (await aclient.get_video_caption(video_no)).segments[1].text == "Scene 1 of old.mp4"
+
+
+def test_0429_is_retried(client, memories_emulator, make_video):
+    video_no = _video(client, make_video)
+    memories_emulator.control.inject_fault("get_audio_transcription", "code_0429", count=2, retry_after=0.01)
+    assert len(client.get_audio_transcription(video_no).segments) == 3
+    assert memories_emulator.control.count("get_audio_transcription") == 3
+    memories_emulator.control.inject_fault("get_video_caption", "code_0429", count=10, retry_after=0.01)
+    with pytest.raises(MemoriesRateLimitError):
+        client.get_video_caption(video_no)
+
+
+def test_dropped_connection_mid_body_is_retried(client, memories_emulator, make_video):
+    video_no = _video(client, make_video)
+    memories_emulator.control.inject_fault("get_video_caption", "drop_mid_body")
+    assert len(client.get_video_caption(video_no).segments) == 3
