@@ -1,0 +1,200 @@
+"""Rows of an export of index outputs, and the two file formats they are written in.
+
+One row per segment: :data:`COLUMNS`. Writers take rows one video at a time and hand bytes to a
+binary file as they go (JSON Lines: one line per row; Parquet: one row group per
+:data:`PARQUET_ROW_GROUP_ROWS` rows), so memory does not grow with the number of videos.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Literal
+
+from memories_provider.client import Transcript, Video
+
+ExportFormat = Literal["jsonl", "parquet"]
+FORMATS: tuple[ExportFormat, ...] = ("jsonl", "parquet")
+
+#: Columns of every row, in order. ``start_s``/``end_s`` are seconds from the video's start;
+#: ``video_create_time`` is epoch milliseconds.
+COLUMNS = (
+    "video_no",
+    "unique_id",
+    "kind",
+    "index",
+    "start_s",
+    "end_s",
+    "text",
+    "video_name",
+    "video_duration_s",
+    "video_create_time",
+)
+#: Rows buffered per Parquet row group (memory is about this many rows) ...
+PARQUET_ROW_GROUP_ROWS = 10_000
+#: ... or this many bytes of text, whichever comes first (segments may be long).
+PARQUET_ROW_GROUP_BYTES = 32 * 1024 * 1024
+# Line breaks other than "\n" that json.dumps(ensure_ascii=False) leaves raw: tools that split
+# on them (Python's str.splitlines, some editors) would see one row as two.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def format_for(destination: str, file_format: str | None) -> ExportFormat:
+    """``file_format``, or ``parquet`` when the destination ends in ``.parquet``, else ``jsonl``.
+
+    :raises ValueError: naming ``file_format`` when it is neither.
+    """
+    if file_format is None:
+        return "parquet" if destination.lower().split("?", 1)[0].endswith(".parquet") else "jsonl"
+    if file_format not in FORMATS:
+        raise ValueError(f"`file_format` must be 'jsonl' or 'parquet', got {file_format!r}")
+    return file_format  # type: ignore[return-value]
+
+
+def require_pyarrow() -> None:
+    """:raises ValueError: when Parquet is asked for but ``pyarrow`` is not installed."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "`file_format`='parquet' needs pyarrow: pip install 'airflow-provider-memories[parquet]'"
+        ) from None
+
+
+def rows_of(video: Video, unique_id: str, transcripts: Iterable[Transcript]) -> Iterator[dict[str, Any]]:
+    """The rows of one video's index outputs, kind by kind, in the order the service sent them."""
+    for transcript in transcripts:
+        for segment in transcript.segments:
+            yield {
+                "video_no": video.video_no,
+                "unique_id": unique_id,
+                "kind": transcript.kind,
+                "index": segment.index,
+                "start_s": segment.start_s,
+                "end_s": segment.end_s,
+                "text": segment.text,
+                "video_name": video.video_name,
+                "video_duration_s": video.duration,
+                "video_create_time": video.create_time,
+            }
+
+
+class CountingFile:
+    """A binary file wrapper counting the bytes written (what pyarrow needs of a sink, too)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.bytes = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._fh.write(data)
+        size = memoryview(data).nbytes
+        self.bytes += size
+        return size
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        pass  # the atomic writer flushes (and syncs) when it commits
+
+    def close(self) -> None:
+        # The atomic writer owns the real file: closing it here would commit it early.
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+
+class RowWriter:
+    """Writes rows to a :class:`CountingFile`; :meth:`close` completes the file (Parquet footer)."""
+
+    def __init__(self, out: CountingFile) -> None:
+        self.out = out
+        self.rows = 0
+
+    def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Complete the file; a writer that raised before must not be closed (nothing is committed)."""
+
+
+class JsonLinesWriter(RowWriter):
+    """One JSON object per line (UTF-8, ``\\n``-terminated); any text stays on its own line."""
+
+    def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        lines = []
+        for row in rows:
+            text = json.dumps(row, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
+            # Lone surrogates (server metadata) cannot be UTF-8: replaced rather than failing the export.
+            lines.append(text.encode("utf-8", "replace") + b"\n")
+            self.rows += 1
+        if lines:
+            self.out.write(b"".join(lines))
+
+
+class ParquetWriter(RowWriter):
+    """Parquet with a fixed schema, one row group per :data:`PARQUET_ROW_GROUP_ROWS` rows."""
+
+    def __init__(self, out: CountingFile, row_group_rows: int = PARQUET_ROW_GROUP_ROWS) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        super().__init__(out)
+        self._pa = pa
+        self.schema = pa.schema(
+            [
+                ("video_no", pa.string()),
+                ("unique_id", pa.string()),
+                ("kind", pa.string()),
+                ("index", pa.int64()),
+                ("start_s", pa.float64()),
+                ("end_s", pa.float64()),
+                ("text", pa.large_string()),
+                ("video_name", pa.string()),
+                ("video_duration_s", pa.float64()),
+                ("video_create_time", pa.int64()),
+            ]
+        )
+        self._sink = pa.PythonFile(out, mode="w")
+        self._writer = pq.ParquetWriter(self._sink, self.schema)
+        self._buffer: list[dict[str, Any]] = []
+        self._buffered_bytes = 0
+        self._row_group_rows = row_group_rows
+
+    def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self._buffer.append({k: _utf8(v) if isinstance(v, str) else v for k, v in row.items()})
+            self.rows += 1
+            self._buffered_bytes += len(row["text"])
+            if len(self._buffer) >= self._row_group_rows or self._buffered_bytes >= PARQUET_ROW_GROUP_BYTES:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write_table(self._pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._buffer = []
+            self._buffered_bytes = 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+def _utf8(text: str) -> str:
+    """``text`` with lone surrogates (server metadata) replaced: Parquet strings must be UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def row_writer(file_format: ExportFormat, out: CountingFile) -> RowWriter:
+    """The writer of ``file_format`` on ``out``."""
+    return ParquetWriter(out) if file_format == "parquet" else JsonLinesWriter(out)

@@ -1,0 +1,378 @@
+"""Export what memories.ai learnt about videos (captions, audio transcription) as rows in any storage."""
+
+from __future__ import annotations
+
+import ast
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+
+from memories_provider.client import MemoriesError, MemoriesNotFoundError, Transcript, Video, VideoStatus
+from memories_provider.client.deadline import within
+from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
+from memories_provider.client.protocol import check_id
+from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators._export_rows import (
+    COLUMNS,
+    CountingFile,
+    format_for,
+    require_pyarrow,
+    row_writer,
+    rows_of,
+)
+from memories_provider.operators.download import lineage_dataset, namespace_of
+from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
+from memories_provider.storage.destinations import (
+    DestinationTaken,
+    atomic_writer,
+    canonical_uri,
+    check_destination,
+    is_folder,
+    resolve_transport,
+)
+from memories_provider.storage.survey import survey
+from memories_provider.storage.uris import redact_uri
+
+__all__ = ["COLUMNS", "MemoriesExportOperator"]
+
+NOT_PARSED_POLICIES = ("fail", "wait", "skip")
+#: Videos named one by one in OpenLineage inputs; more are named by their scope only.
+_LINEAGE_MAX_VIDEOS = 100
+_LOG_EVERY = 100
+
+
+def _kinds(kinds: Any) -> tuple[TranscriptKind, ...]:
+    """``kinds`` as a tuple of ``"visual"``/``"audio"`` (``"both"`` and a single string allowed)."""
+    if kinds == "both":
+        kinds = TRANSCRIPT_KINDS
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    try:
+        chosen = tuple(dict.fromkeys(kinds))
+    except TypeError:
+        chosen = ()
+    if not chosen or any(kind not in TRANSCRIPT_KINDS for kind in chosen):
+        raise ValueError(f"`kinds` must be 'visual', 'audio', 'both' or a list of them, got {kinds!r}")
+    return chosen
+
+
+class MemoriesExportOperator(BaseOperator):
+    """Write the index outputs of memories.ai videos to a file in any storage, one row per segment.
+
+    For each video, the segments of the chosen ``kinds`` — ``visual`` (scene captions,
+    ``get_video_caption``) and ``audio`` (speech to text, ``get_audio_transcription``) — become rows
+    with the columns ``video_no, unique_id, kind, index, start_s, end_s, text, video_name,
+    video_duration_s, video_create_time`` (seconds; epoch milliseconds), written as JSON Lines
+    (default) or Parquet (``pip install 'airflow-provider-memories[parquet]'``).
+
+    The export is atomic: rows are streamed to a temporary object (local/SFTP: a hidden ``.part``
+    file renamed at the end; S3/GCS/Azure: an upload committed only on success), so a reader of
+    the destination sees the previous object or the whole new one, never a part; a failed or
+    killed export leaves nothing at the final name. Rows go out video by video as their outputs
+    arrive: memory does not grow with the number of videos (Parquet holds one row group).
+
+    Before any request to the service, the arguments and the destination are checked (the
+    destination is proven writable, see :func:`~memories_provider.storage.survey.survey`); then
+    the statuses of the named videos are checked together (``list_videos``, 100 ids a request).
+    Only ``PARSE`` videos have outputs: ``not_parsed`` decides what happens to the others. A video
+    without an audio track has no audio rows; that is not an error. Rate limits (``0429``),
+    5xx answers and dropped connections are retried per request by the connection's retry policy;
+    if they persist the task fails with nothing written, and its retry exports again from the start
+    (no duplicate rows).
+
+    :param destination: the file to write (templated): a local path, ``file://``, ``s3://``,
+        ``gs://``, ``azure://`` or ``sftp://`` URI; not a folder.
+    :param video_no: one video to export (templated).
+    :param video_nos: several videos (templated; e.g. an upload's XCom).
+    :param all_parsed: instead of ids, every ``PARSE`` video of ``unique_id`` (listed page by page).
+    :param unique_id: the videos' scope (templated); defaults to the connection's ``unique_id``.
+    :param kinds: ``"visual"``, ``"audio"``, ``"both"`` (default) or a list of them.
+    :param file_format: ``"jsonl"`` or ``"parquet"``; default: ``parquet`` when the destination
+        ends in ``.parquet``, else ``jsonl``.
+    :param not_parsed: for named videos that are not ``PARSE``: ``"fail"`` (default: the task fails
+        before any output is fetched, naming them and their status), ``"wait"`` (poll their status
+        every ``poll_interval`` seconds until all are ``PARSE``, up to ``wait_timeout``; a
+        ``FAILED`` or unknown video fails the task) or ``"skip"`` (export the others; the skipped
+        ids, and those of videos deleted during the export, are in the result's ``skipped``).
+    :param wait_timeout: seconds ``not_parsed="wait"`` waits at most.
+    :param poll_interval: seconds between status checks while waiting.
+    :param overwrite: ``True`` (default): replace what is at the destination, atomically.
+        ``False``: fail, before any request, if something is there (and at the commit if
+        something appeared meanwhile: local, SFTP and S3).
+    :param memories_conn_id: the memories.ai connection.
+    :param destination_conn_id: Airflow connection with credentials for the destination.
+    :param transport_params: extra smart-open transport parameters, validated per scheme.
+
+    Returns (XCom) ``{"uri", "rows", "videos", "bytes", "format", "kinds", "skipped"}`` (``uri``
+    with user-info and query masked). When the task declares an outlet asset/dataset whose URI is
+    the destination, its event carries ``{"rows", "videos", "bytes", "format"}`` as extra.
+    """
+
+    template_fields: Sequence[str] = ("destination", "video_no", "video_nos", "unique_id")
+    ui_color = "#d7f0dc"
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        video_no: str | None = None,
+        video_nos: list[str] | None = None,
+        all_parsed: bool = False,
+        unique_id: str | None = None,
+        kinds: str | Sequence[str] = "both",
+        file_format: str | None = None,
+        not_parsed: str = "fail",
+        wait_timeout: float = 3600.0,
+        poll_interval: float = 30.0,
+        overwrite: bool = True,
+        memories_conn_id: str = MemoriesHook.default_conn_name,
+        destination_conn_id: str | None = None,
+        transport_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not destination or not str(destination).strip():
+            raise ValueError("`destination` must be a non-empty path or URI")
+        named = video_no not in (None, "") or video_nos not in (None, "", [], ())
+        if named == bool(all_parsed):
+            raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
+        if video_no not in (None, "") and video_nos not in (None, "", [], ()):
+            raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
+        self.kinds = _kinds(kinds)
+        if file_format is not None:
+            format_for(str(destination), file_format)
+        if not_parsed not in NOT_PARSED_POLICIES:
+            raise ValueError(f"`not_parsed` must be 'fail', 'wait' or 'skip', got {not_parsed!r}")
+        for name, value in (("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"`{name}` must be a positive number of seconds, got {value!r}")
+        self.destination = destination
+        self.video_no = video_no
+        self.video_nos = video_nos
+        self.all_parsed = bool(all_parsed)
+        self.unique_id = unique_id
+        self.file_format = file_format
+        self.not_parsed = not_parsed
+        self.wait_timeout = float(wait_timeout)
+        self.poll_interval = float(poll_interval)
+        self.overwrite = overwrite
+        self.memories_conn_id = memories_conn_id
+        self.destination_conn_id = destination_conn_id
+        self.transport_params = transport_params
+        self._result: dict[str, Any] | None = None
+        self._exported: list[str] = []
+        self._scope: str | None = None
+        self._namespace: str | None = None
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Check everything that can fail without the service, then stream the rows and commit."""
+        ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
+        destination = str(self.destination)
+        check_destination(destination)
+        if is_folder(destination):
+            raise ValueError(f"`destination` must name a file, not the folder {redact_uri(destination)!r}")
+        file_format = format_for(destination, self.file_format)
+        if file_format == "parquet":
+            require_pyarrow()
+        transport = resolve_transport(
+            destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
+        )
+        found = survey(destination, transport=transport, inspect=not self.overwrite)
+        shown = redact_uri(destination)
+        if found:
+            raise AirflowFailException(
+                f"{shown} already exists and overwrite=False; nothing was exported: delete it, choose "
+                "another destination, or set overwrite=True to replace it"
+            )
+        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        try:
+            self._namespace = namespace_of(hook)
+            scope = self._scope = self.unique_id or hook.config.unique_id
+            skipped: list[str] = []
+            videos = self._listed(hook, scope) if ids is None else self._checked(hook, ids, scope, skipped)
+            self.log.info("Exporting %s outputs to %s (%s)", "+".join(self.kinds), shown, file_format)
+            try:
+                with atomic_writer(destination, transport=transport, replace=self.overwrite) as fh:
+                    out = CountingFile(fh)
+                    writer = row_writer(file_format, out)
+                    for video in videos:
+                        transcripts = self._outputs(hook, video, scope, skipped, shown)
+                        if transcripts is None:
+                            continue
+                        writer.write_rows(rows_of(video, scope, transcripts))
+                        self._exported.append(video.video_no)
+                        if len(self._exported) % _LOG_EVERY == 0:
+                            self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
+                    writer.close()
+            except DestinationTaken:
+                raise AirflowFailException(
+                    f"{shown} was created by another writer during the export (overwrite=False); it was "
+                    "left as it is and nothing was written"
+                ) from None
+        finally:
+            hook.close()
+        result = {
+            "uri": destination,
+            "rows": writer.rows,
+            "videos": len(self._exported),
+            "bytes": out.bytes,
+            "format": file_format,
+            "kinds": list(self.kinds),
+            "skipped": skipped,
+        }
+        self.log.info(
+            "Exported %d rows of %d videos (%d bytes) to %s%s",
+            result["rows"],
+            result["videos"],
+            result["bytes"],
+            shown,
+            f"; skipped {len(skipped)}: {', '.join(skipped[:10])}" if skipped else "",
+        )
+        self._result = result
+        self._annotate_outlets(context, result)
+        return {**result, "uri": shown}
+
+    def _ids(self) -> list[str]:
+        video_nos: Any = self.video_nos
+        if isinstance(video_nos, str) and video_nos.strip().startswith("["):
+            # A template rendered as text ("['VI1', 'VI2']"), without render_template_as_native_obj.
+            try:
+                video_nos = ast.literal_eval(video_nos.strip())
+            except (ValueError, SyntaxError):
+                raise ValueError(f"`video_nos` must be a list of video ids, got {video_nos!r}") from None
+        try:
+            return normalize_video_nos(self.video_no, video_nos)
+        except ValueError as err:
+            raise ValueError(f"{err} (or all_parsed=True)") from None
+
+    # ------------------------------------------------------------------ which videos
+
+    def _listed(self, hook: MemoriesHook, scope: str) -> Iterator[Video]:
+        """Every ``PARSE`` video of the scope, page by page (each once, should pages shift meanwhile)."""
+        seen: set[str] = set()
+        for video in hook.iter_videos(unique_id=scope, status=VideoStatus.PARSE.value, page_size=100):
+            if video.status is VideoStatus.PARSE and video.video_no not in seen:
+                seen.add(video.video_no)
+                yield video
+
+    def _checked(self, hook: MemoriesHook, ids: list[str], scope: str, skipped: list[str]) -> list[Video]:
+        """The named videos, in order, once their statuses allow the export (see ``not_parsed``)."""
+        deadline = time.monotonic() + self.wait_timeout
+        ready: dict[str, Video] = {}
+        waiting = list(ids)
+        while True:
+            found, rejected = self._statuses(hook, waiting, scope, deadline)
+            problems: dict[str, str] = {}
+            pending: list[str] = []
+            for video_no in waiting:
+                video = found.get(video_no)
+                if video is not None and video.status is VideoStatus.PARSE:
+                    ready[video_no] = video
+                elif video is None:
+                    problems[video_no] = f"unknown ({rejected.get(video_no, 'not listed in ' + repr(scope))})"
+                elif video.status is VideoStatus.FAILED:
+                    problems[video_no] = shown_status(video)
+                elif self.not_parsed == "skip":
+                    problems[video_no] = f"not parsed yet ({shown_status(video)})"
+                else:
+                    pending.append(video_no)
+            if problems and self.not_parsed != "skip":
+                raise AirflowFailException(
+                    f"cannot export videos that are not PARSE: {_listing(problems)}; nothing was exported"
+                )
+            if pending and self.not_parsed == "fail":
+                raise AirflowFailException(
+                    f"cannot export {len(pending)} video(s) that are not PARSE yet "
+                    f"({', '.join(pending[:10])}); nothing was exported. Set not_parsed='wait' to wait "
+                    "for them or 'skip' to leave them out"
+                )
+            if problems:
+                self.log.warning("Leaving out %d video(s): %s", len(problems), _listing(problems))
+                skipped.extend(problems)
+            if not pending:
+                return [ready[v] for v in ids if v in ready]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AirflowException(
+                    f"timed out after {self.wait_timeout:g}s waiting for {len(pending)} video(s) to be "
+                    f"PARSE ({', '.join(pending[:10])}); nothing was exported"
+                )
+            self.log.info("%d video(s) not PARSE yet; next check in %gs", len(pending), self.poll_interval)
+            time.sleep(min(self.poll_interval, remaining))
+            waiting = pending
+
+    def _statuses(
+        self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float
+    ) -> tuple[dict[str, Video], dict[str, str]]:
+        """One status round (``list_videos``, 100 ids a request): (listed videos, refused ids)."""
+        round_ = StatusRound(video_nos)
+        while True:
+            try:
+                with within(deadline - time.monotonic() if self.not_parsed == "wait" else None):
+                    run_round(hook.list_videos, round_, scope)
+                return round_.found, round_.rejected
+            except MemoriesError as err:
+                # Waiting, a transient error is one more reason to poll again; otherwise the
+                # client's retries are spent and the task's own retry takes over.
+                if self.not_parsed != "wait" or not is_transient(err) or time.monotonic() >= deadline:
+                    raise
+                self.log.info("status check failed (%s); checking again in %gs", err, self.poll_interval)
+                time.sleep(max(0.0, min(self.poll_interval, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _outputs(
+        self, hook: MemoriesHook, video: Video, scope: str, skipped: list[str], shown: str
+    ) -> list[Transcript] | None:
+        """Every chosen output of one video (all fetched before any row is written: a video
+        deleted half-way leaves no rows), or ``None`` when it is skipped."""
+        try:
+            return [hook.get_transcript(video.video_no, kind, unique_id=scope) for kind in self.kinds]
+        except MemoriesNotFoundError as err:
+            if self.not_parsed == "skip":
+                self.log.warning("Leaving out %s: it is gone (%s)", video.video_no, err)
+                skipped.append(video.video_no)
+                return None
+            raise AirflowFailException(
+                f"{video.video_no} could not be found during the export (deleted meanwhile?): {err}; "
+                f"nothing was written to {shown}"
+            ) from err
+
+    # ------------------------------------------------------------------ events & lineage
+
+    def _annotate_outlets(self, context: Any, result: dict[str, Any]) -> None:
+        """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
+        targets = {result["uri"], canonical_uri(result["uri"])}
+        events = context.get("outlet_events") if hasattr(context, "get") else None
+        if events is None:
+            return
+        for outlet in getattr(self, "outlets", None) or []:
+            if getattr(outlet, "uri", None) in targets:
+                events[outlet].extra = {k: result[k] for k in ("rows", "videos", "bytes", "format")}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the exported videos (or their scope) as inputs, the file as output."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+        from openlineage.client.event_v2 import Dataset
+
+        namespace = self._namespace or "memories"
+        if len(self._exported) <= _LINEAGE_MAX_VIDEOS:
+            names = [f"video/{self._scope}/{v}" for v in self._exported]
+        else:
+            names = [f"scope/{self._scope}"]
+        inputs = [Dataset(namespace=namespace, name=name) for name in names]
+        outputs = []
+        if self._result:
+            out_namespace, out_name = lineage_dataset(self._result["uri"])
+            outputs.append(Dataset(namespace=out_namespace, name=out_name))
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def _listing(problems: dict[str, str], limit: int = 10) -> str:
+    shown = "; ".join(f"{video_no}: {why}" for video_no, why in list(problems.items())[:limit])
+    more = len(problems) - limit
+    return shown + (f"; and {more} more" if more > 0 else "")

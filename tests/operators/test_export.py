@@ -1,0 +1,439 @@
+"""MemoriesExportOperator against the emulator (real sockets): exact rows, storage, failures, attacks."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from memories_provider.client import MemoriesRateLimitError, MemoriesServerError
+from memories_provider.operators.export import COLUMNS, MemoriesExportOperator
+
+NAMES = ("alpha.mp4", "beta.mp4", "gamma.mp4")
+
+
+def run(**kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("task_id", "export")
+    return MemoriesExportOperator(**kwargs).execute(context={})
+
+
+@pytest.fixture
+def three(emu: Any, upload_video: Any) -> list[str]:
+    """Three parsed videos; ``gamma`` has no audio track."""
+    emu.control.configure(no_audio_pattern="^gamma")
+    return [upload_video(b"\x00" * (1000 + i), name) for i, name in enumerate(NAMES)]
+
+
+def expected_rows(emu: Any, video_nos: list[str], kinds: tuple[str, ...] = ("visual", "audio")) -> list[dict]:
+    stored = {v["video_no"]: v for v in emu.control.videos()}
+    rows = []
+    for video_no in video_nos:
+        video = stored[video_no]
+        for kind in kinds:
+            if kind == "audio" and video["filename"].startswith("gamma"):
+                continue
+            for i in range(3):
+                text = (
+                    f"Scene {i} of {video['filename']}"
+                    if kind == "visual"
+                    else (f"Words {i} spoken in {video['filename']}")
+                )
+                rows.append(
+                    {
+                        "video_no": video_no,
+                        "unique_id": "default",
+                        "kind": kind,
+                        "index": i,
+                        "start_s": 7.0 * i,
+                        "end_s": 7.0 * (i + 1),
+                        "text": text,
+                        "video_name": video["video_name"],
+                        "video_duration_s": None,
+                        "video_create_time": video["create_time"],
+                    }
+                )
+    return rows
+
+
+def read_jsonl(data: bytes) -> list[dict]:
+    lines = data.split(b"\n")
+    assert lines[-1] == b""  # every row ends with a newline, the last one too
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ---------------------------------------------------------------------------- exact rows
+
+
+def test_exact_rows_of_three_videos_to_a_local_file(emu: Any, three: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "out" / "index.jsonl"
+    result = run(video_nos=three, destination=str(target))
+    data = target.read_bytes()
+    rows = read_jsonl(data)
+    assert rows == expected_rows(emu, three)
+    assert list(rows[0]) == list(COLUMNS)
+    assert result == {
+        "uri": str(target),
+        "rows": 15,
+        "videos": 3,
+        "bytes": len(data),
+        "format": "jsonl",
+        "kinds": ["visual", "audio"],
+        "skipped": [],
+    }
+    assert files_in(target.parent) == ["index.jsonl"]  # no temporary file left behind
+    # One status request for the three, then one request per video and kind.
+    assert emu.control.count("list_videos") == 1
+    assert emu.control.count("get_video_caption") == 3
+    assert emu.control.count("get_audio_transcription") == 3
+
+
+def test_one_kind_and_one_video(emu: Any, three: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "audio.jsonl"
+    result = run(video_no=three[2], kinds="audio", destination=str(target))
+    assert target.read_bytes() == b""  # no audio track: zero rows, not an error
+    assert (result["rows"], result["videos"], result["bytes"]) == (0, 1, 0)
+    assert emu.control.count("get_video_caption") == 0
+
+
+def test_parquet(emu: Any, three: list[str], tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    target = tmp_path / "index.parquet"
+    result = run(video_nos=three, destination=str(target))
+    assert result["format"] == "parquet"
+    table = pq.read_table(target)
+    assert table.column_names == list(COLUMNS)
+    assert table.to_pylist() == expected_rows(emu, three)
+    assert result["bytes"] == target.stat().st_size
+
+
+def test_s3(emu: Any, three: list[str], moto_s3_server: Any, s3_bucket: str) -> None:
+    uri = f"s3://{s3_bucket}/exports/index.jsonl.gz"  # .gz: written as is, never compressed
+    result = run(video_nos=three, destination=uri, destination_conn_id=moto_s3_server.conn_id)
+    body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="exports/index.jsonl.gz")["Body"].read()
+    assert read_jsonl(body) == expected_rows(emu, three)
+    assert (result["uri"], result["bytes"]) == (uri, len(body))
+
+
+def test_gcs(emu: Any, three: list[str], gcs_server: Any, gcs_bucket: str) -> None:
+    result = run(video_nos=three, destination=f"gs://{gcs_bucket}/index.jsonl")
+    body = gcs_server.client().bucket(gcs_bucket).get_blob("index.jsonl").download_as_bytes()
+    assert read_jsonl(body) == expected_rows(emu, three)
+    assert result["rows"] == 15
+
+
+def test_all_parsed_videos_of_the_scope(
+    emu: Any, three: list[str], upload_video: Any, tmp_path: Path
+) -> None:
+    pending = upload_video(b"\x01" * 10, "pending.mp4")
+    emu.control.set_status(pending, "UNPARSE")
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, kinds=["visual"], destination=str(target))
+    rows = read_jsonl(target.read_bytes())
+    assert {r["video_no"] for r in rows} == set(three)
+    assert sorted(rows, key=lambda r: (r["video_no"], r["index"])) == sorted(
+        expected_rows(emu, three, ("visual",)), key=lambda r: (r["video_no"], r["index"])
+    )
+    assert result["videos"] == 3
+
+
+# ---------------------------------------------------------------------------- not parsed
+
+
+def test_not_parsed_fails_before_any_output_is_fetched(emu: Any, three: list[str], tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    emu.control.set_status(three[1], "UNPARSE")
+    emu.control.set_status(three[2], "FAILED", cause="bad codec")
+    with pytest.raises(AirflowFailException, match=r"not PARSE.*FAILED"):
+        run(video_nos=three, destination=str(tmp_path / "x.jsonl"))
+    assert emu.control.count("get_video_caption") == 0
+    assert files_in(tmp_path) == []
+    emu.control.set_status(three[2], "PARSE")
+    with pytest.raises(AirflowFailException, match=rf"not PARSE yet \({three[1]}\).*not_parsed='wait'"):
+        run(video_nos=three, destination=str(tmp_path / "x.jsonl"))
+    with pytest.raises(AirflowFailException, match="unknown"):
+        run(video_nos=[three[0], "VI000000000000000001"], destination=str(tmp_path / "x.jsonl"))
+    assert files_in(tmp_path) == []
+
+
+def test_not_parsed_skip(emu: Any, three: list[str], tmp_path: Path) -> None:
+    emu.control.set_status(three[1], "UNPARSE")
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=[*three, "VI000000000000000001"], not_parsed="skip", destination=str(target))
+    assert result["skipped"] == [three[1], "VI000000000000000001"]
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
+
+
+def test_not_parsed_wait_reuses_the_status_check(
+    emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import memories_provider.operators.export as export
+
+    emu.control.set_status(three[1], "UNPARSE")
+    waits: list[float] = []
+
+    class Clock:
+        """The operator's time: a pause parses the video (no real sleeping)."""
+
+        monotonic = staticmethod(export.time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            emu.control.set_status(three[1], "PARSE")
+
+    monkeypatch.setattr(export, "time", Clock)
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=three, not_parsed="wait", poll_interval=5, destination=str(target))
+    assert waits == [5]
+    assert result["rows"] == 15
+    # The second check asks only for the video still waiting.
+    assert [e.get("video_nos") for e in emu.control.request_log("list_videos")] == [three, [three[1]]]
+
+
+# ---------------------------------------------------------------------------- failures mid-export
+
+
+def test_0429_storm_completes_without_duplicate_rows(emu: Any, three: list[str], tmp_path: Path) -> None:
+    emu.control.inject_fault("get_audio_transcription", "code_0429", count=3, retry_after=0.01)
+    emu.control.inject_fault("list_videos", "http_429", count=2, retry_after=0.01)
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=three, destination=str(target))
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+    assert result["rows"] == 15
+    assert emu.control.count("get_audio_transcription") == 6
+
+
+def test_dropped_connections_are_retried(emu: Any, three: list[str], tmp_path: Path) -> None:
+    emu.control.inject_fault("get_video_caption", "drop_mid_body", count=2)
+    emu.control.inject_fault("get_audio_transcription", "drop_before_response")
+    target = tmp_path / "x.jsonl"
+    run(video_nos=three, destination=str(target))
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+
+
+def test_persistent_failure_mid_export_leaves_nothing_locally(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "x.jsonl"
+    target.write_text("previous export\n")
+    emu.control.inject_fault("get_video_caption", "none", count=2)  # the first two videos go through
+    emu.control.inject_fault("get_video_caption", "http_500", count=10)
+    with pytest.raises(MemoriesServerError):
+        run(video_nos=three, destination=str(target))
+    assert target.read_text() == "previous export\n"  # the old object, untouched
+    assert files_in(tmp_path) == ["x.jsonl"]
+
+
+def test_persistent_0429_mid_export_leaves_nothing_in_s3(
+    emu: Any, three: list[str], moto_s3_server: Any, s3_bucket: str
+) -> None:
+    emu.control.inject_fault("get_audio_transcription", "none", count=1)
+    emu.control.inject_fault("get_audio_transcription", "code_0429", count=10, retry_after=0.01)
+    with pytest.raises(MemoriesRateLimitError):
+        run(
+            video_nos=three,
+            destination=f"s3://{s3_bucket}/x.jsonl",
+            destination_conn_id=moto_s3_server.conn_id,
+        )
+    client = moto_s3_server.client()
+    assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def _delete_before_fetching(emu: Any, victim: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delete ``victim`` (through the API) right before its outputs are asked for."""
+    from memories_provider.hooks.memories import MemoriesHook
+
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == victim and kind == "audio":  # half-way through the video: visual already fetched
+            requests.post(
+                f"{emu.v1_url}/delete_videos",
+                headers={"Authorization": emu.api_key},
+                json=[victim],
+                timeout=10,
+            ).raise_for_status()
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+
+
+def test_video_deleted_mid_export_fails_and_writes_nothing(
+    emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    _delete_before_fetching(emu, three[1], monkeypatch)
+    with pytest.raises(AirflowFailException, match=rf"{three[1]} could not be found.*nothing was written"):
+        run(video_nos=three, destination=str(tmp_path / "x.jsonl"))
+    assert files_in(tmp_path) == []
+
+
+def test_video_deleted_mid_export_is_skipped_whole_when_asked(
+    emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _delete_before_fetching(emu, three[1], monkeypatch)
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=three, not_parsed="skip", destination=str(target))
+    assert result["skipped"] == [three[1]]
+    # Its visual rows were fetched but never written: no half video in the file.
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
+
+
+# ---------------------------------------------------------------------------- hostile content
+
+
+def test_hostile_text_stays_one_row_per_line(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    video_no = upload_video(b"\x00" * 10, 'evil\n"name.mp4')
+    huge = "y" * (3 * 1024 * 1024)
+    texts = [
+        "a\nb\r\nc",
+        "nul\x00byte",
+        "sep\u2028par\u2029nel\x85",
+        '{"forged": "row"}\n{"x":1}',
+        huge,
+        "\ud800",
+    ]
+    items = [
+        {"index": i, "content": t, "startTime": str(i), "endTime": str(i + 1)} for i, t in enumerate(texts)
+    ]
+    emu.control.set_index_outputs(video_no, visual=items, audio=[])
+    target = tmp_path / "x.jsonl"
+    result = run(video_no=video_no, destination=str(target))
+    data = target.read_bytes()
+    assert data.count(b"\n") == len(texts) == result["rows"]
+    assert len(data.decode("utf-8").splitlines()) == len(texts)  # also by Python's wider idea of a line
+    rows = read_jsonl(data)
+    assert [r["text"] for r in rows] == [*texts[:-1], "\ufffd"]
+
+
+def test_hostile_text_in_parquet(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    video_no = upload_video(b"\x00" * 10)
+    texts = ["a\nb", "nul\x00byte", "\ud800x"]
+    items = [{"index": i, "content": t, "startTime": i, "endTime": "1.5"} for i, t in enumerate(texts)]
+    emu.control.set_index_outputs(video_no, visual=items)
+    target = tmp_path / "x.parquet"
+    run(video_no=video_no, kinds="visual", destination=str(target))
+    assert pq.read_table(target).column("text").to_pylist() == ["a\nb", "nul\x00byte", "\ufffdx"]
+
+
+# ---------------------------------------------------------------------------- bad input, secrets
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one"),
+        ({"video_no": "VI1", "all_parsed": True}, "exactly one"),
+        ({"video_no": "VI1", "video_nos": ["VI2"]}, "exactly one"),
+        ({"video_no": "VI1", "kinds": "subtitles"}, "kinds"),
+        ({"video_no": "VI1", "kinds": []}, "kinds"),
+        ({"video_no": "VI1", "file_format": "csv"}, "file_format"),
+        ({"video_no": "VI1", "not_parsed": "ignore"}, "not_parsed"),
+        ({"video_no": "VI1", "poll_interval": 0}, "poll_interval"),
+        ({"video_no": "VI1", "destination": ""}, "destination"),
+    ],
+)
+def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
+    kwargs.setdefault("destination", str(tmp_path / "x.jsonl"))
+    with pytest.raises(ValueError, match=message):
+        MemoriesExportOperator(task_id="t", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"video_no": "../VI1"}, "video_no"),
+        ({"video_nos": ["VI1", "a/b"]}, "video_no"),
+        ({"video_no": "VI1", "destination": "{dir}/folder/"}, "not the folder"),
+        ({"video_no": "VI1", "destination": "ftp://host/x.jsonl"}, "scheme"),
+        ({"video_no": "VI1", "transport_params": {"min_part_size": 1}}, "transport_params"),
+        ({"video_no": "VI1", "destination": "{dir}/exists.jsonl", "overwrite": False}, "already exists"),
+        ({"video_no": "VI1", "destination": "{dir}/afile/x.jsonl"}, "destination"),
+    ],
+)
+def test_bad_input_fails_before_any_request(
+    emu: Any, kwargs: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    (tmp_path / "exists.jsonl").write_text("x")
+    (tmp_path / "afile").write_text("x")
+    kwargs["destination"] = kwargs.get("destination", "{dir}/x.jsonl").format(dir=tmp_path)
+    with pytest.raises((ValueError, AirflowFailException), match=message):
+        run(**kwargs)
+    assert emu.control.request_log() == []
+
+
+def test_the_key_never_shows_even_when_the_server_echoes_it(
+    emu: Any, three: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.control.configure(echo_requests=True)
+    emu.control.inject_fault("get_video_caption", "code_0429", count=10, retry_after=0.01)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(MemoriesRateLimitError) as info:
+        run(video_nos=three, destination=str(tmp_path / "x.jsonl"))
+    assert "request was" in str(info.value)  # the echo arrived ...
+    assert emu.api_key not in str(info.value)  # ... redacted
+    assert emu.api_key not in repr(info.value)
+    assert emu.api_key not in caplog.text
+    assert files_in(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- Airflow
+
+
+def test_dag_test_templated_mapped_export_with_asset_event(
+    emu: Any, three: list[str], run_dag: Any, tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import DAG, Asset, task
+    from test_download_dag import _asset_events, _register_datasets_on_airflow2
+
+    uri = f"file://{tmp_path}/all.jsonl"
+    dag_id = f"export_dag_{os.getpid()}_{three[0][-6:]}"
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+
+        @task
+        def pick() -> list[str]:
+            return three
+
+        ids = pick()
+        each = MemoriesExportOperator.partial(
+            task_id="each", destination=str(tmp_path) + "/each/{{ ti.map_index }}.jsonl"
+        ).expand(video_no=ids)
+        together = MemoriesExportOperator(
+            task_id="together",
+            video_nos="{{ ti.xcom_pull(task_ids='pick') }}",
+            destination=str(tmp_path) + "/all.jsonl",
+            outlets=[Asset(uri)],
+        )
+        ids >> together
+
+    assert each is not None
+    _register_datasets_on_airflow2(dag)
+    dagrun = run_dag(dag)
+    assert str(dagrun.state).endswith("success"), dagrun.state
+    assert read_jsonl((tmp_path / "all.jsonl").read_bytes()) == expected_rows(emu, three)
+    for i, video_no in enumerate(three):
+        assert read_jsonl((tmp_path / "each" / f"{i}.jsonl").read_bytes()) == expected_rows(emu, [video_no])
+    events = _asset_events(uri)
+    assert len(events) == 1
+    assert events[0] == {
+        "rows": 15,
+        "videos": 3,
+        "bytes": (tmp_path / "all.jsonl").stat().st_size,
+        "format": "jsonl",
+    }
