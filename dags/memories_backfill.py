@@ -1,4 +1,5 @@
-"""Backfill: upload every video under a prefix, wait for all of them, download them elsewhere.
+"""Backfill: upload every video under a prefix, wait for all of them, download them elsewhere, and
+export the captions and transcripts of every parsed video of the scope into one file per run.
 
 One upload task per file (dynamic task mapping), all in the ``memories_uploads`` pool: the
 service accepts about one upload per minute per account, so a one-slot pool keeps a backfill of
@@ -24,6 +25,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.operators.export import MemoriesExportOperator
 from memories_provider.operators.upload import MemoriesUploadOperator
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor
 
@@ -52,6 +54,11 @@ with DAG(
             str(PROJECT / "demo-output" / "backfill-out") + "/",
             type="string",
             description="folder URI ending in /",
+        ),
+        "export_prefix": Param(
+            str(PROJECT / "demo-output" / "backfill-index") + "/",
+            type="string",
+            description="folder URI ending in /: one <run>.jsonl of all parsed videos per run",
         ),
     },
 ) as dag:
@@ -114,4 +121,14 @@ with DAG(
         download_targets(new_videos, uploads.output)
     )
 
-    wait_for_parse >> downloads
+    # Every PARSE video of the connection's scope (not only this run's), one dataset per run.
+    # none_failed: a run with nothing new to upload (mapped tasks skipped) still exports.
+    export = MemoriesExportOperator(
+        task_id="export",
+        all_parsed=True,
+        destination="{{ params.export_prefix }}{{ run_id | replace(':', '-') | replace('+', '-') }}.jsonl",
+        trigger_rule="none_failed",
+        retries=2,
+    )
+
+    wait_for_parse >> downloads >> export

@@ -1,4 +1,4 @@
-"""Upload one video to memories.ai, wait until it is indexed, download it back.
+"""Upload one video to memories.ai, wait until it is indexed, download it back, export what was learnt.
 
 Trigger it with a config to choose the files, e.g.
 ``airflow dags trigger memories_video_pipeline -c '{"source": "s3://bucket/in/clip.mp4",
@@ -18,6 +18,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import DAG, Param
 
 from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.operators.export import MemoriesExportOperator
 from memories_provider.operators.upload import MemoriesUploadOperator
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor
 
@@ -42,6 +43,11 @@ with DAG(
             type="string",
             description="file or folder (ending in /) to download to",
         ),
+        "export_folder": Param(
+            str(PROJECT / "demo-output" / "exports") + "/",
+            type="string",
+            description="folder (ending in /) for <video_no>.jsonl: the video's captions and transcript",
+        ),
     },
 ) as dag:
     # The upload is validated before a credit is spent and never repeated by a retry.
@@ -64,4 +70,11 @@ with DAG(
         retries=2,
     )
 
-    upload >> wait_for_parse >> download
+    # One JSON Lines row per caption/transcript segment; atomic like the download.
+    export = MemoriesExportOperator(
+        task_id="export",
+        video_no=upload.output,
+        destination="{{ params.export_folder }}{{ ti.xcom_pull(task_ids='upload') }}.jsonl",
+        retries=2,
+    )
+    upload >> wait_for_parse >> download >> export

@@ -18,7 +18,10 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-memories",
         "name": "memories.ai",
-        "description": "Upload, index, wait for and download videos with the memories.ai API.",
+        "description": (
+            "Upload, index, wait for and download videos, and export their captions and transcripts,"
+            " with the memories.ai API."
+        ),
         "versions": [__version__],
         "integrations": [
             {
@@ -33,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "memories_provider.operators.upload",
                     "memories_provider.operators.download",
+                    "memories_provider.operators.export",
                 ],
             }
         ],

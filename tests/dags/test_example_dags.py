@@ -56,9 +56,15 @@ def test_video_pipeline_round_trips_a_file(emu: Any, dagbag: Any, run_dag: Any, 
     out = tmp_path / "out"
     run = run_dag(
         dagbag.get_dag("memories_video_pipeline"),
-        run_conf={"source": str(source), "destination": f"{out}/"},
+        run_conf={"source": str(source), "destination": f"{out}/", "export_folder": f"{tmp_path}/idx/"},
     )
     assert run.state == "success"
+    (exported,) = (tmp_path / "idx").iterdir()
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [(r["kind"], r["index"], r["text"]) for r in rows] == [
+        *(("visual", i, f"Scene {i} of clip.mp4") for i in range(3)),
+        *(("audio", i, f"Words {i} spoken in clip.mp4") for i in range(3)),
+    ]
     # Into a folder, the file is named after its video: <video_no>.<original name>.
     (downloaded,) = (p for p in out.iterdir() if not p.name.startswith("."))
     assert downloaded.name.startswith("VI") and downloaded.name.endswith(".clip.mp4")
@@ -75,13 +81,18 @@ def test_backfill_uploads_each_file_once_and_skips_done_ones(
     for name, data in files.items():
         (src / name).write_bytes(data)
     (src / "notes.txt").write_text("not a video")
-    conf = {"source_prefix": f"{src}/", "destination_prefix": f"{dst}/"}
+    idx = tmp_path / "idx"
+    conf = {"source_prefix": f"{src}/", "destination_prefix": f"{dst}/", "export_prefix": f"{idx}/"}
     assert run_dag(dagbag.get_dag("memories_backfill"), run_conf=conf).state == "success"
     for name, data in files.items():
         assert hashlib.sha256((dst / name).read_bytes()).digest() == hashlib.sha256(data).digest()
     assert emu.control.count("upload") == 3
+    (exported,) = idx.iterdir()
+    rows = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len({r["video_no"] for r in rows}) == 3 and len(rows) == 3 * 6
 
     (src / "v3.mp4").write_bytes(b"new one" * 100)
     assert run_dag(dagbag.get_dag("memories_backfill"), run_conf=conf).state == "success"
     assert emu.control.count("upload") == 4  # only the new file
     assert (dst / "v3.mp4").read_bytes() == b"new one" * 100
+    assert len(list(idx.iterdir())) == 2  # one dataset per run, the second with all four videos
