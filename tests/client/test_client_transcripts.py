@@ -116,3 +116,17 @@ def test_dropped_connection_mid_body_is_retried(client, memories_emulator, make_
     video_no = _video(client, make_video)
     memories_emulator.control.inject_fault("get_video_caption", "drop_mid_body")
     assert len(client.get_video_caption(video_no).segments) == 3
+
+
+def test_an_answer_naming_another_video_is_refused() -> None:
+    from memories_provider.client import protocol
+
+    body = b'{"code": "0000", "msg": "ok", "data": {"videoNo": "VI2", "transcriptions": []}}'
+    with pytest.raises(MemoriesResponseError, match="not 'VI1'"):
+        protocol.read_response(
+            200, {}, body, endpoint="get_video_caption", read=protocol.transcript_reader("visual", "VI1")
+        )
+    same = b'{"code": "0000", "data": {"videoNo": "VI1", "transcriptions": null, "createTime": "17"}}'
+    reader = protocol.transcript_reader("audio", "VI1")
+    read = protocol.read_response(200, {}, same, endpoint="x", read=reader)
+    assert (read.segments, read.create_time) == ((), 17)
