@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from memories_provider.client import MemoriesConnectionError, RetryPolicy
+from memories_provider.client import MemoriesConnectionError
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._download_source import (
     DownloadSource,
@@ -131,7 +132,7 @@ class MemoriesDownloadOperator(BaseOperator):
         bucket: str | None = None,
         blob: str | None = None,
         unique_id: str | None = None,
-        memories_conn_id: str = "memories_default",
+        memories_conn_id: str = DEFAULT_CONN_ID,
         destination_conn_id: str | None = None,
         transport_params: dict[str, Any] | None = None,
         overwrite: bool = False,
@@ -297,7 +298,7 @@ class MemoriesDownloadOperator(BaseOperator):
         stale: set[str],
     ) -> dict[str, Any]:
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
-        policy = getattr(hook.get_conn(), "retry", None) or RetryPolicy(max_retries=hook.config.max_retries)
+        policy = hook.get_conn().retry
         attempt = 0
         while True:
             try:

@@ -21,6 +21,7 @@ from memories_provider.client import (
     UploadResult,
     Video,
 )
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
 from memories_provider.operators._lost_upload import Verdict, describe, judge, when
@@ -187,7 +188,7 @@ class MemoriesUploadOperator(BaseOperator):
         self,
         *,
         source: str,
-        memories_conn_id: str = MemoriesHook.default_conn_name,
+        memories_conn_id: str = DEFAULT_CONN_ID,
         unique_id: str | None = None,
         callback: str | None = None,
         datetime_taken: Any = None,
@@ -237,7 +238,6 @@ class MemoriesUploadOperator(BaseOperator):
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
         self.lost_answer_grace = float(lost_answer_grace)
-        self._plan_cache: _Plan | None = None
 
     # ------------------------------------------------------------------ validation
 

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
@@ -94,7 +95,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         video_no: str | None = None,
         video_nos: list[str] | None = None,
         unique_id: str | None = None,
-        memories_conn_id: str = MemoriesHook.default_conn_name,
+        memories_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 30.0,
         **kwargs: Any,
