@@ -33,7 +33,6 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 from memories_provider.client import AsyncMemoriesClient, MemoriesError, MemoriesRateLimitError, VideoPage
 from memories_provider.client.deadline import within
@@ -46,6 +45,7 @@ from memories_provider.status import (
     shown_status,
     timeout_message,
 )
+from memories_provider.types import VideoStatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class _Waiter:
     video_nos: list[str]
     poll_interval: float
     end_time: float | None
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[VideoStatusEvent]
     deadline: asyncio.TimerHandle | None = None
 
 
@@ -197,7 +197,7 @@ class StatusPoller:
 
     async def wait(
         self, video_nos: list[str], *, poll_interval: float, end_time: float | None
-    ) -> dict[str, Any]:
+    ) -> VideoStatusEvent:
         """Wait until ``video_nos`` are all ``PARSE``, one failed, or ``end_time`` passed.
 
         Returns the trigger event payload ``{"status", "message", "videos"}``.
@@ -370,7 +370,7 @@ class StatusPoller:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _finish_all(self, event: dict[str, Any]) -> None:
+    def _finish_all(self, event: VideoStatusEvent) -> None:
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.set_result(event)
