@@ -34,7 +34,13 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
-from memories_provider.client import AsyncMemoriesClient, MemoriesError, MemoriesRateLimitError, VideoPage
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesError,
+    MemoriesRateLimitError,
+    RetryPolicy,
+    VideoPage,
+)
 from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.status import (
@@ -330,7 +336,8 @@ class StatusPoller:
                     continue  # the same batch, once the pacer allows
                 failures += 1
                 interval = min((w.poll_interval for w in self._live()), default=1.0)
-                delay = min(MAX_BACKOFF, interval * 2 ** min(failures, 8))
+                policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
+                delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
                 # The service said how long to stay away: never come back sooner.
                 delay = max(delay, err.retry_after or 0.0)
                 log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
