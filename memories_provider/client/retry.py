@@ -1,4 +1,4 @@
-"""The one retry policy shared by the sync and async clients.
+"""The retry policy shared by the sync and async clients, and the one back-off formula.
 
 Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429), honouring a
 ``Retry-After`` sent with a rate limit or a 5xx (a 503 during maintenance often carries one).
@@ -8,6 +8,23 @@ accept it: the connection was never made, or it said ``0429``/429. The loop itse
 tenacity's; this module decides *whether* and *how long*. Under a caller's deadline
 (:func:`memories_provider.client.deadline.within`) the loop also stops, re-raising the last error,
 when its next sleep would end after the deadline: no retry is made that could not finish in time.
+
+Every other place that waits, and why it is not this loop (each takes its delays from
+:meth:`RetryPolicy.delay_for` or :meth:`RetryPolicy.backoff`, except where it says otherwise):
+
+- ``MemoriesUploadOperator._defer_for_rate_limit``: with ``deferrable=True`` a rate-limited upload
+  waits deferred (a ``TimeDeltaTrigger``) instead of sleeping in a worker slot for a minute.
+- ``MemoriesDownloadOperator._download``: a body cut mid-stream is restarted from the first byte;
+  the client cannot retry it, as bytes have already reached the caller.
+- ``triggers._poller.StatusPoller``: rate limits are paced by ``_Pacer`` (AIMD on the service's
+  ``0429`` and ``Retry-After``, shared by every poller of a connection); other transient errors
+  back off by :meth:`RetryPolicy.backoff` of the poll interval and resume the round; rounds start
+  a poll interval apart.
+- Polling for ``PARSE`` (``MemoriesVideoStatusSensor.poke``, ``MemoriesUploadOperator._wait_for_parse``)
+  and the upload's look for an unanswered earlier attempt (``_find_unanswered``, which also gives a
+  late listing its grace): ``poll_interval`` between checks (:class:`memories_provider.status.StatusCheck`),
+  slept or deferred; transient errors are "not yet". No back-off: the service's answer, not an
+  error, is awaited.
 """
 
 from __future__ import annotations
@@ -92,11 +109,17 @@ class RetryPolicy:
         )
         if retry_after is not None:
             return float(min(max(retry_after, 0.0), self.max_retry_after))
+        delay = self.backoff(attempt)
+        if self.documented_limits and isinstance(error, MemoriesRateLimitError):
+            delay = max(delay, RATE_LIMIT_INTERVAL.get(error.endpoint or "", 0.0))
+        return float(delay)
+
+    def backoff(self, attempt: int) -> float:
+        """The policy's own delay after failed attempt number ``attempt`` (1-based), whatever the error:
+        ``initial_delay * multiplier ** (attempt - 1)`` capped by ``max_delay``, with jitter."""
         delay = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
         if self.jitter:
             delay = random.uniform(delay / 2, delay)
-        if self.documented_limits and isinstance(error, MemoriesRateLimitError):
-            delay = max(delay, RATE_LIMIT_INTERVAL.get(error.endpoint or "", 0.0))
         return float(delay)
 
     def _tenacity_kwargs(

@@ -24,9 +24,8 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_UPLOAD_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_UNIQUE_ID = "default"
-
-#: Extras a ``memories`` connection understands (anything else is ignored, with a warning).
-EXTRA_FIELDS = ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_id", "blob_download_api")
+#: The connection id the hook, operators, sensor and trigger use unless told otherwise.
+DEFAULT_CONN_ID = "memories_default"
 
 
 class MemoriesConnectionConfigError(ValueError):

@@ -26,6 +26,7 @@ from memories_provider.client import (
 )
 from memories_provider.hooks.connection import (
     CONN_FIELDS,
+    DEFAULT_CONN_ID,
     UI_FIELD_BEHAVIOUR,
     MemoriesConnectionConfig,
     config_from_connection,
@@ -53,7 +54,7 @@ class MemoriesHook(BaseHook):
     """
 
     conn_name_attr = "memories_conn_id"
-    default_conn_name = "memories_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "memories"
     hook_name = "memories.ai"
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 #: Task state store key (Airflow >= 3.3). Its name predates the send record; kept so that retries
 #: in flight across an upgrade still find the ``{"video_no", "tag"}`` an older version wrote.
@@ -150,7 +153,7 @@ class VariableBook:
         self.clear()
 
 
-def record_book(context: Any, tag: str) -> RecordBook:
+def record_book(context: Context, tag: str) -> RecordBook:
     """Where this task instance keeps the record of its upload carrying ``tag``."""
     getter = getattr(context, "get", None)
     store = getter("task_state_store") if getter is not None else None

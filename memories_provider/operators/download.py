@@ -12,11 +12,13 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from memories_provider.client import MemoriesConnectionError, RetryPolicy
+from memories_provider.client import MemoriesConnectionError
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._download_source import (
     DownloadSource,
@@ -42,8 +44,11 @@ from memories_provider.storage.destinations import (
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import sha256_of, survey
 from memories_provider.storage.uris import redact_uri
+from memories_provider.types import DownloadResult
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
     from memories_provider.client import DownloadResponse
     from memories_provider.storage.destinations import ResolvedTransport
 
@@ -131,7 +136,7 @@ class MemoriesDownloadOperator(BaseOperator):
         bucket: str | None = None,
         blob: str | None = None,
         unique_id: str | None = None,
-        memories_conn_id: str = "memories_default",
+        memories_conn_id: str = DEFAULT_CONN_ID,
         destination_conn_id: str | None = None,
         transport_params: dict[str, Any] | None = None,
         overwrite: bool = False,
@@ -159,14 +164,19 @@ class MemoriesDownloadOperator(BaseOperator):
         self.overwrite = overwrite
         self.verify_size = verify_size
         self.checksum = checksum
-        self._result: dict[str, Any] | None = None
+        self._result: DownloadResult | None = None
         self._source: DownloadSource | None = None
         self._lineage_namespace: str | None = None
         self._lineage_unique_id: str | None = None
 
     # ------------------------------------------------------------------ execute
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> MemoriesHook:
+        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
+        return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    def execute(self, context: Context) -> DownloadResult:
         """Check the destination, download (or skip), then attach the result to outlet events."""
         source = select_source(
             video_no=self.video_no,
@@ -185,7 +195,7 @@ class MemoriesDownloadOperator(BaseOperator):
         prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
         found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
         self._source = source
-        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        hook = self.hook
         self._lineage_namespace = namespace_of(hook)
         # The scope the request uses, named as the upload operator names its output.
         self._lineage_unique_id = source.unique_id or hook.config.unique_id
@@ -215,7 +225,7 @@ class MemoriesDownloadOperator(BaseOperator):
         found: list[Existing],
         transport: ResolvedTransport,
         stale: set[str],
-    ) -> dict[str, Any] | None:
+    ) -> DownloadResult | None:
         """The skip result when a file there is proven to hold ``source`` as the service has it now.
 
         Files holding an earlier state of the same source go into ``stale`` (replaced by the
@@ -295,9 +305,9 @@ class MemoriesDownloadOperator(BaseOperator):
         destination: str,
         transport: ResolvedTransport,
         stale: set[str],
-    ) -> dict[str, Any]:
+    ) -> DownloadResult:
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
-        policy = getattr(hook.get_conn(), "retry", None) or RetryPolicy(max_retries=hook.config.max_retries)
+        policy = hook.get_conn().retry
         attempt = 0
         while True:
             try:
@@ -332,7 +342,7 @@ class MemoriesDownloadOperator(BaseOperator):
         destination: str,
         transport: ResolvedTransport,
         stale: set[str],
-    ) -> dict[str, Any]:
+    ) -> DownloadResult:
         with self._open(hook, source) as resp:
             # A folder's file name is known only now, from the headers, before any body byte is written.
             uri = (
@@ -350,7 +360,7 @@ class MemoriesDownloadOperator(BaseOperator):
         uri: str,
         transport: ResolvedTransport,
         replace: bool = True,
-    ) -> dict[str, Any]:
+    ) -> DownloadResult:
         known = facts.size if self.verify_size else None
         expected = resp.content_length if resp.content_length is not None else known
         digest = hashlib.sha256() if self.checksum == "sha256" else None
@@ -403,7 +413,7 @@ class MemoriesDownloadOperator(BaseOperator):
 
     def _after_race(
         self, source: DownloadSource, uri: str, transport: ResolvedTransport, ours: Provenance
-    ) -> dict[str, Any]:
+    ) -> DownloadResult:
         """Another writer took ``uri`` while this one downloaded (``replace=False``): fine only if
         what it wrote is these very bytes; else fail, naming what is there."""
         there = next(iter(survey(uri, transport=transport)), None)
@@ -433,7 +443,7 @@ class MemoriesDownloadOperator(BaseOperator):
 
     # ------------------------------------------------------------------ events & lineage
 
-    def _annotate_outlets(self, context: Any, result: dict[str, Any], source: DownloadSource) -> None:
+    def _annotate_outlets(self, context: Context, result: DownloadResult, source: DownloadSource) -> None:
         """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
         targets = {result["uri"], canonical_uri(result["uri"])}
         events = context.get("outlet_events") if hasattr(context, "get") else None

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
@@ -21,6 +22,7 @@ from memories_provider.client import (
     UploadResult,
     Video,
 )
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
 from memories_provider.operators._lost_upload import Verdict, describe, judge, when
@@ -35,6 +37,10 @@ from memories_provider.operators._upload_args import (
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
+from memories_provider.types import VideoStatusEvent
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["STATE_KEY", "MemoriesUploadOperator", "tagged_video"]
 
@@ -187,7 +193,7 @@ class MemoriesUploadOperator(BaseOperator):
         self,
         *,
         source: str,
-        memories_conn_id: str = MemoriesHook.default_conn_name,
+        memories_conn_id: str = DEFAULT_CONN_ID,
         unique_id: str | None = None,
         callback: str | None = None,
         datetime_taken: Any = None,
@@ -237,11 +243,10 @@ class MemoriesUploadOperator(BaseOperator):
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
         self.lost_answer_grace = float(lost_answer_grace)
-        self._plan_cache: _Plan | None = None
 
     # ------------------------------------------------------------------ validation
 
-    def _tag(self, context: Any) -> str | None:
+    def _tag(self, context: Context) -> str | None:
         """This task instance's idempotency tag for the (rendered) source; ``None`` if not idempotent."""
         if not self.idempotent:
             return None
@@ -254,7 +259,7 @@ class MemoriesUploadOperator(BaseOperator):
             source=str(self.source).strip(),
         )
 
-    def _plan(self, context: Any) -> _Plan:
+    def _plan(self, context: Context) -> _Plan:
         source_uri = str(self.source).strip()
         metadata = upload_metadata(
             unique_id=self.unique_id,
@@ -294,24 +299,31 @@ class MemoriesUploadOperator(BaseOperator):
 
     # ------------------------------------------------------------------ execute
 
-    def execute(self, context: Any) -> str:
+    @cached_property
+    def hook(self) -> MemoriesHook:
+        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
+        return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    def execute(self, context: Context) -> str:
         """Validate, reuse a previous attempt's video or upload, then optionally wait for parsing."""
         return self._upload_or_reuse(context, rate_limited=0)
 
-    def execute_after_rate_limit(self, context: Any, event: Any = None, rate_limited: int = 0) -> str:
+    def execute_after_rate_limit(self, context: Context, event: Any = None, rate_limited: int = 0) -> str:
         """Resume after a deferred wait for the upload rate limit."""
         return self._upload_or_reuse(context, rate_limited=rate_limited)
 
-    def execute_after_candidates(self, context: Any, event: Any = None, since: float = 0.0) -> str:
+    def execute_after_candidates(self, context: Context, event: Any = None, since: float = 0.0) -> str:
         """Resume looking for an earlier attempt's unanswered upload after a deferred wait.
 
         Whatever the trigger's event says, the next round lists the scope again and decides.
         """
         return self._upload_or_reuse(context, rate_limited=0, looking_since=since or None)
 
-    def _upload_or_reuse(self, context: Any, *, rate_limited: int, looking_since: float | None = None) -> str:
+    def _upload_or_reuse(
+        self, context: Context, *, rate_limited: int, looking_since: float | None = None
+    ) -> str:
         plan = self._plan(context)
-        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        hook = self.hook
         unique_id = plan.metadata["unique_id"]
         book = record_book(context, plan.tag) if plan.tag is not None else None
         previous = self._previous_video(context, hook, plan, book, looking_since)
@@ -349,7 +361,7 @@ class MemoriesUploadOperator(BaseOperator):
 
     def _previous_video(
         self,
-        context: Any,
+        context: Context,
         hook: MemoriesHook,
         plan: _Plan,
         book: RecordBook | None,
@@ -389,7 +401,7 @@ class MemoriesUploadOperator(BaseOperator):
         return tagged_video(hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log)
 
     def _looking_since(
-        self, context: Any, book: RecordBook, record: AttemptRecord, resumed_since: float | None
+        self, context: Context, book: RecordBook, record: AttemptRecord, resumed_since: float | None
     ) -> float:
         """When this try began looking for ``record``'s upload: its timeout runs from then.
 
@@ -683,7 +695,7 @@ class MemoriesUploadOperator(BaseOperator):
             timeout=timedelta(seconds=remaining + deferral_margin(self.poll_interval)),
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any], video_no: str = "") -> str:
+    def execute_complete(self, context: Context, event: VideoStatusEvent, video_no: str = "") -> str:
         """Resume after the deferred wait for ``PARSE``; fails on ``FAILED`` or timeout."""
         from memories_provider.sensors.video_status import handle_status_event
 
@@ -711,7 +723,7 @@ class MemoriesUploadOperator(BaseOperator):
         outputs = []
         video_no = task_instance.xcom_pull(task_ids=task_instance.task_id, key="return_value")
         if video_no:
-            hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+            hook = self.hook
             scope = self.unique_id or hook.config.unique_id
             outputs.append(Dataset(namespace=namespace_of(hook), name=f"video/{scope}/{video_no}"))
         return OperatorLineage(inputs=inputs, outputs=outputs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -17,9 +18,14 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+from memories_provider.types import VideoStatusEvent
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 
 def check_videos(
@@ -44,7 +50,7 @@ def deferral_margin(poll_interval: float) -> float:
     return max(60.0, 2 * poll_interval)
 
 
-def handle_status_event(event: dict[str, Any], *, soft_fail: bool = False) -> list[dict[str, Any]]:
+def handle_status_event(event: VideoStatusEvent, *, soft_fail: bool = False) -> list[dict[str, Any]]:
     """Turn a :class:`MemoriesVideoStatusTrigger` event into a result or the matching exception.
 
     ``success`` → the videos' metadata; ``failed`` → :class:`AirflowFailException` (no retries);
@@ -94,7 +100,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         video_no: str | None = None,
         video_nos: list[str] | None = None,
         unique_id: str | None = None,
-        memories_conn_id: str = MemoriesHook.default_conn_name,
+        memories_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 30.0,
         **kwargs: Any,
@@ -114,7 +120,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
     def _ids(self) -> list[str]:
         return normalize_video_nos(self.video_no, self.video_nos)
 
-    def _check(self, context: Any) -> StatusCheck:
+    def _check(self, context: Context) -> StatusCheck:
         # Kept across the pokes of one process (poke mode): a round paused by a transient error is
         # resumed and the last statuses seen are remembered for the timeout message.
         check = self.__dict__.get("_status_check")
@@ -124,7 +130,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
                 _restore_last_seen(check, context, self.log)
         return check
 
-    def _time_left(self, context: Any) -> float:
+    def _time_left(self, context: Context) -> float:
         """Seconds until this sensor's timeout, counted from its first poke in every mode."""
         if self.reschedule:
             first = _first_reschedule_date(context, self.retries)
@@ -139,7 +145,12 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
             return AirflowSkipException(f"{message} (soft_fail)")
         return AirflowSensorTimeout(message)
 
-    def poke(self, context: Any) -> PokeReturnValue | bool:
+    @cached_property
+    def hook(self) -> MemoriesHook:
+        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
+        return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
         """One status round, ending by the sensor's timeout; transient errors count as "not yet".
 
         Client retries and ``Retry-After`` sleeps stop at the deadline; once it has passed, the
@@ -150,11 +161,10 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         left = self._time_left(context)
         if left <= 0:
             raise self._timed_out(check)
-        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         try:
-            outcome = check(hook.list_videos, seconds=left)
+            outcome = check(self.hook.list_videos, seconds=left)
         finally:
-            hook.close()  # a new hook per poke: do not leave one pooled session per poke behind
+            self.hook.close()  # no pooled session kept open between pokes (a poke may be minutes apart)
         if self.reschedule:
             _save_last_seen(check, context, self.log)
         if outcome.status == "failed":
@@ -166,7 +176,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         self.log.info("%s; checking again in %gs", outcome.message, self.poke_interval)
         return False
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         """Poke/reschedule as usual, or check once and defer — within the same ``timeout``."""
         self.__dict__["_started"] = time.time()
         if not self.deferrable:
@@ -192,7 +202,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
             timeout=timedelta(seconds=max(0.0, end_time - time.time()) + deferral_margin(self.poke_interval)),
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def execute_complete(self, context: Context, event: VideoStatusEvent) -> list[dict[str, Any]]:
         """Resume from the trigger: the videos' metadata, or the matching failure."""
         return handle_status_event(event, soft_fail=self.soft_fail)
 
@@ -204,13 +214,13 @@ STATE_KEY = "memories_last_seen"
 MAX_STORED = 1000
 
 
-def _state_store(context: Any) -> Any:
+def _state_store(context: Context) -> Any:
     """The task state store (Airflow >= 3.3), else ``None``."""
     getter = getattr(context, "get", None)
     return getter("task_state_store") if getter is not None else None
 
 
-def _save_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+def _save_last_seen(check: StatusCheck, context: Context, log: Any) -> None:
     store = _state_store(context)
     if store is None or len(check.last_seen) > MAX_STORED:
         return
@@ -220,7 +230,7 @@ def _save_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
         log.warning("Could not keep the last statuses in the task state store: %s", err)
 
 
-def _restore_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+def _restore_last_seen(check: StatusCheck, context: Context, log: Any) -> None:
     store = _state_store(context)
     if store is None or not context.get("task_reschedule_count"):
         return  # the first poke of a try: what an earlier try saw is not this wait's
@@ -234,7 +244,7 @@ def _restore_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
         check.last_error = saved.get("last_error")
 
 
-def _first_reschedule_date(context: Any, retries: int | None) -> float | None:
+def _first_reschedule_date(context: Context, retries: int | None) -> float | None:
     """Epoch seconds of a rescheduled sensor's first poke (the start of its timeout), if rescheduled."""
     ti = context["ti"]
     getter = getattr(ti, "get_first_reschedule_date", None)

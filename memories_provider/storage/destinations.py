@@ -110,11 +110,11 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
 
     Directories, ``..``, absolute paths, drive letters, control characters and leading dots
     are removed; characters that would change a URI's meaning are replaced; an empty result
-    falls back to ``fallback`` (itself sanitised, and ``"download"`` as last resort). The
+    falls back to ``fallback`` (itself sanitised), and ``"download"`` as last resort. The
     result is a single path component, so the caller can never be made to write outside
     the folder.
     """
-    for candidate in (name, fallback, "download"):
+    for candidate in (name, fallback):
         if not candidate:
             continue
         # Both separators, whatever the OS: keep only the last component.
@@ -136,7 +136,7 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
             stem_part = (stem if keep else base).encode("utf-8")[:budget].decode("utf-8", "ignore")
             base = f"{stem_part}.{keep}" if keep else stem_part
         return base
-    return "download"  # unreachable: "download" always survives
+    return "download"
 
 
 _WINDOWS_RESERVED = frozenset(

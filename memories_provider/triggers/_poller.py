@@ -33,9 +33,14 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
-from memories_provider.client import AsyncMemoriesClient, MemoriesError, MemoriesRateLimitError, VideoPage
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesError,
+    MemoriesRateLimitError,
+    RetryPolicy,
+    VideoPage,
+)
 from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.status import (
@@ -46,6 +51,7 @@ from memories_provider.status import (
     shown_status,
     timeout_message,
 )
+from memories_provider.types import VideoStatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +86,7 @@ class _Waiter:
     video_nos: list[str]
     poll_interval: float
     end_time: float | None
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[VideoStatusEvent]
     deadline: asyncio.TimerHandle | None = None
 
 
@@ -197,7 +203,7 @@ class StatusPoller:
 
     async def wait(
         self, video_nos: list[str], *, poll_interval: float, end_time: float | None
-    ) -> dict[str, Any]:
+    ) -> VideoStatusEvent:
         """Wait until ``video_nos`` are all ``PARSE``, one failed, or ``end_time`` passed.
 
         Returns the trigger event payload ``{"status", "message", "videos"}``.
@@ -330,7 +336,8 @@ class StatusPoller:
                     continue  # the same batch, once the pacer allows
                 failures += 1
                 interval = min((w.poll_interval for w in self._live()), default=1.0)
-                delay = min(MAX_BACKOFF, interval * 2 ** min(failures, 8))
+                policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
+                delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
                 # The service said how long to stay away: never come back sooner.
                 delay = max(delay, err.retry_after or 0.0)
                 log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
@@ -370,7 +377,7 @@ class StatusPoller:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    def _finish_all(self, event: dict[str, Any]) -> None:
+    def _finish_all(self, event: VideoStatusEvent) -> None:
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.set_result(event)

@@ -9,6 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
+
 
 class MemoriesVideoStatusTrigger(BaseTrigger):
     """Fires once every video is ``PARSE``, one has failed, or ``end_time`` has passed.
@@ -41,7 +43,7 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
     def __init__(
         self,
         video_nos: list[str],
-        memories_conn_id: str = "memories_default",
+        memories_conn_id: str = DEFAULT_CONN_ID,
         unique_id: str | None = None,
         poll_interval: float = 30.0,
         end_time: float | None = None,

@@ -116,3 +116,20 @@ def test_rate_limit_without_retry_after_waits_the_documented_interval():
     assert policy.delay_for(1, MemoriesRateLimitError("x", endpoint="upload", retry_after=2.0)) == 2.0
     fast = RetryPolicy(initial_delay=0.01, jitter=False, documented_limits=False)
     assert fast.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="upload")) == 0.01
+
+
+def test_backoff_is_the_formula_without_retry_after():
+    policy = RetryPolicy(initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=False)
+    assert [policy.backoff(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    rate_limited = MemoriesRateLimitError("x", retry_after=30.0, endpoint="list_videos")
+    assert policy.delay_for(2, rate_limited) == 30.0  # Retry-After wins in delay_for ...
+    assert policy.backoff(2) == 2.0  # ... never in backoff (the poller takes the larger of the two)
+    jittered = RetryPolicy(initial_delay=4.0, jitter=True)
+    assert all(2.0 <= jittered.backoff(1) <= 4.0 for _ in range(50))
+
+
+def test_the_pollers_backoff_is_interval_times_two_to_the_failures():
+    interval = 0.5
+    for failures in range(1, 12):
+        policy = RetryPolicy(initial_delay=2 * interval, max_delay=300.0, jitter=False)
+        assert policy.backoff(min(failures, 8)) == min(300.0, interval * 2 ** min(failures, 8))

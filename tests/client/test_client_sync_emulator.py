@@ -287,14 +287,18 @@ def test_drop_before_response_is_retried_for_reads(client, memories_emulator):
     assert memories_emulator.control.count("get_metadata") == 2
 
 
-def test_retry_after_is_honoured(client, memories_emulator):
+def test_retry_after_is_honoured(client, memories_emulator, caplog):
     memories_emulator.control.configure(retry_after=0.4)
     memories_emulator.control.inject_fault("list_videos", "code_0429", count=1)
-    client.list_videos()
+    with caplog.at_level(logging.WARNING, logger="memories_provider.client"):
+        client.list_videos()
     log = memories_emulator.control.request_log("list_videos")
     assert len(log) == 2
-    # The policy's own delay is 0.01 s; only the server's Retry-After explains a gap this long.
-    assert log[1]["time"] - log[0]["time"] >= 0.35
+    # The policy's own delay is at most 0.05 s: the wait chosen is the server's Retry-After ...
+    [announced] = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert announced.endswith("retrying in 0.40s")
+    # ... and it was kept (a lower bound: load only widens the gap between the two arrivals).
+    assert log[1]["time"] - log[0]["time"] >= 0.4
 
 
 def test_rate_limit_gives_up_with_retry_after_attribute(memories_emulator):
@@ -412,8 +416,9 @@ def test_real_rate_limit_waits_for_retry_after(client, memories_emulator):
     client.list_videos()
     client.list_videos()  # limited at first; the client waits as told and succeeds
     log = memories_emulator.control.request_log("list_videos")
+    # One 0429 and no more: the policy's own delays (0.01-0.05 s) would have met the closed window
+    # again; only waiting the Retry-After (what is left of the 0.8 s window) gets straight through.
     assert [entry["code"] for entry in log] == ["0000", "0429", "0000"]
-    assert log[2]["time"] - log[1]["time"] >= 0.4
 
 
 def test_indexing_cap_rejection_is_retried_for_uploads(client, memories_emulator, make_video):

@@ -7,6 +7,8 @@ import time
 import pytest
 import requests
 
+from memories_provider.emulator.app import CHUNK
+
 
 def test_http_500_is_spring_style_and_consumed_per_call(api, memories_emulator):
     memories_emulator.control.inject_fault("list_videos", "http_500", count=2)
@@ -172,23 +174,24 @@ def test_drop_mid_body_on_a_json_endpoint(api, memories_emulator):
 
 def test_slow_body_stalls_mid_body(api, memories_emulator, asset):
     data, a = asset
-    memories_emulator.control.inject_fault("download", "slow_body", delay=0.5)
     url = f"{api.emu.v1_url}/download?bucket={a['bucket']}&blob={a['blob']}"
+    half = min(len(data) // 2, CHUNK)  # what the emulator sends before it stalls
+    # The stall comes after the first half: that half arrives (however slowly), then nothing more for
+    # a read timeout far shorter than the 10 s stall. A stall anywhere else would let the rest through.
+    memories_emulator.control.inject_fault("download", "slow_body", delay=10.0)
+    with api.s.get(url, stream=True, timeout=(10, 60)) as resp:
+        assert resp.raw.read(half) == data[:half]
+        resp.raw.connection.sock.settimeout(0.5)
+        # (requests raises ConnectionError for urllib3's ReadTimeoutError mid-body)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            b"".join(resp.iter_content(1 << 20))
+    # After the stall the rest comes, whole; nothing of it before the delay (a bound load only widens).
+    memories_emulator.control.inject_fault("download", "slow_body", delay=0.5)
     t0 = time.monotonic()
     with api.s.get(url, stream=True, timeout=10) as resp:
-        first = next(resp.iter_content(65536))
-        t_first = time.monotonic() - t0
-        rest = b"".join(resp.iter_content(1 << 20))
-    assert first + rest == data
-    assert t_first < 0.4 and time.monotonic() - t0 >= 0.5
-    # A read timeout shorter than the stall fires on the client.
-    memories_emulator.control.inject_fault("download", "slow_body", delay=1.0)
-    # (requests raises ConnectionError for urllib3's ReadTimeoutError mid-body)
-    with (
-        pytest.raises(requests.exceptions.ConnectionError),
-        api.s.get(url, stream=True, timeout=(5, 0.3)) as r,
-    ):
-        b"".join(r.iter_content(1 << 20))
+        body = b"".join(resp.iter_content(1 << 20))
+    assert body == data
+    assert time.monotonic() - t0 >= 0.5
 
 
 def test_json_error_instead_of_the_file(api, memories_emulator, asset):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import queue
+import logging
+import time
 
 import pytest
 
@@ -87,15 +88,38 @@ def test_unchanged_status_fires_no_callback(api, memories_emulator, receiver):
     memories_emulator.control.set_status(d["videoNo"], "UNPARSE")
     memories_emulator.control.set_status(d["videoNo"], "PARSE")
     assert receiver.next()["json"]["status"] == "PARSE"
-    with pytest.raises(queue.Empty):
-        receiver.posts.get_nowait()
+    # The emulator records a callback when it decides to send it, inside set_status: by now its log
+    # holds every callback these two changes will ever fire, however late a POST would arrive.
+    fired = [record["payload"] for record in memories_emulator.control.callbacks()]
+    assert fired == [{"videoNo": d["videoNo"], "status": "PARSE"}]
 
 
-def test_dead_callback_receiver_is_logged_not_fatal(api, memories_emulator, receiver):
+def settled_callbacks(emu, count: int, timeout: float = 30.0) -> list[dict]:
+    """The emulator's callback log once ``count`` callbacks have an outcome (an HTTP status or an error)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = emu.control.callbacks()
+        done = [r for r in records if r["http_status"] is not None or r["error"] is not None]
+        if len(done) >= count:
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"callbacks not settled in time: {records}")
+        time.sleep(0.02)
+
+
+def test_dead_callback_receiver_is_logged_not_fatal(api, memories_emulator, receiver, caplog):
     receiver.status = 500
     d = api.upload(callback=receiver.url)
     assert receiver.next()["json"]["status"] == "PARSE"
-    unreachable = api.upload(callback="http://127.0.0.1:9/nothing-here")
+    unreachable_url = "http://127.0.0.1:9/nothing-here"
+    with caplog.at_level(logging.WARNING, logger="memories_provider.emulator"):
+        unreachable = api.upload(callback=unreachable_url)
+        answered, refused = settled_callbacks(memories_emulator, 2)
+        assert (answered["http_status"], answered["error"]) == (500, None)  # recorded, not fatal
+        assert refused["url"] == unreachable_url and refused["http_status"] is None
+        assert "Connect" in refused["error"]  # the connection error is recorded ...
+        logged = [r.getMessage() for r in caplog.records if "callback to" in r.getMessage()]
+        assert logged == [f"callback to {unreachable_url} failed: {refused['error']}"]  # ... and logged
     assert api.meta(unreachable["videoNo"])["data"]["status"] == "PARSE"
     assert api.meta(d["videoNo"])["data"]["status"] == "PARSE"
 

@@ -1,0 +1,46 @@
+"""The shapes that cross Airflow's boundaries: XCom results and trigger event payloads.
+
+Plain ``TypedDict``s (standard library only), so the trigger module stays light: what is
+stored in XCom or sent through the triggerer is JSON, and these name its keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+__all__ = ["DownloadResult", "VideoStatusEvent", "WaitStatus"]
+
+#: How a wait for ``PARSE`` ended: ``error`` only when polling itself could not go on.
+WaitStatus = Literal["success", "failed", "timeout", "error"]
+
+
+class VideoStatusEvent(TypedDict):
+    """The payload of :class:`~memories_provider.triggers.video_status.MemoriesVideoStatusTrigger`'s event.
+
+    :param status: ``success`` (all ``PARSE``), ``failed``, ``timeout`` or ``error``.
+    :param message: a sentence for the task log (the failed video and its cause, or who still waits).
+    :param videos: on ``success``, the videos' metadata in the order they were asked for.
+    """
+
+    status: WaitStatus
+    message: str
+    videos: list[dict[str, Any]]
+
+
+class DownloadResult(TypedDict):
+    """The XCom ``return_value`` of :class:`~memories_provider.operators.download.MemoriesDownloadOperator`.
+
+    :param uri: where the file is (credentials redacted in XCom).
+    :param bytes: its size.
+    :param sha256: its SHA-256 (hex), or ``None`` with ``checksum=None`` or when not known.
+    :param content_type: the ``Content-Type`` memories.ai sent, ``None`` when nothing was downloaded.
+    :param filename: the last component of ``uri``.
+    :param skipped: ``True`` when the destination already held these bytes and nothing was downloaded.
+    """
+
+    uri: str
+    bytes: int
+    sha256: str | None
+    content_type: str | None
+    filename: str
+    skipped: bool
