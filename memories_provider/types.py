@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-__all__ = ["DownloadResult", "VideoStatusEvent", "WaitStatus"]
+__all__ = ["DownloadResult", "ExportResult", "VideoStatusEvent", "WaitStatus"]
 
 #: How a wait for ``PARSE`` ended: ``error`` only when polling itself could not go on.
 WaitStatus = Literal["success", "failed", "timeout", "error"]
@@ -44,3 +44,24 @@ class DownloadResult(TypedDict):
     content_type: str | None
     filename: str
     skipped: bool
+
+
+class ExportResult(TypedDict):
+    """The XCom ``return_value`` of :class:`~memories_provider.operators.export.MemoriesExportOperator`.
+
+    :param uri: the file written (credentials redacted in XCom).
+    :param rows: rows written (one per segment).
+    :param videos: videos whose outputs were written.
+    :param bytes: size of the file.
+    :param format: ``jsonl`` or ``parquet``.
+    :param kinds: the outputs exported (``visual``, ``audio``).
+    :param skipped: videos left out (``not_parsed="skip"``, or gone during the export).
+    """
+
+    uri: str
+    rows: int
+    videos: int
+    bytes: int
+    format: str
+    kinds: list[str]
+    skipped: list[str]

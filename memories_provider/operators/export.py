@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
@@ -34,6 +35,10 @@ from memories_provider.storage.destinations import (
 )
 from memories_provider.storage.survey import survey
 from memories_provider.storage.uris import redact_uri
+from memories_provider.types import ExportResult
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["COLUMNS", "MemoriesExportOperator"]
 
@@ -161,14 +166,19 @@ class MemoriesExportOperator(BaseOperator):
         self.memories_conn_id = memories_conn_id
         self.destination_conn_id = destination_conn_id
         self.transport_params = transport_params
-        self._result: dict[str, Any] | None = None
+        self._result: ExportResult | None = None
         self._exported: list[str] = []
         self._scope: str | None = None
         self._namespace: str | None = None
 
     # ------------------------------------------------------------------ execute
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> MemoriesHook:
+        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
+        return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
         ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
         destination = str(self.destination)
@@ -188,7 +198,7 @@ class MemoriesExportOperator(BaseOperator):
                 f"{shown} already exists and overwrite=False; nothing was exported: delete it, choose "
                 "another destination, or set overwrite=True to replace it"
             )
-        hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        hook = self.hook
         try:
             self._namespace = namespace_of(hook)
             scope = self._scope = self.unique_id or hook.config.unique_id
@@ -215,7 +225,7 @@ class MemoriesExportOperator(BaseOperator):
                 ) from None
         finally:
             hook.close()
-        result = {
+        result: ExportResult = {
             "uri": destination,
             "rows": writer.rows,
             "videos": len(self._exported),
@@ -344,7 +354,7 @@ class MemoriesExportOperator(BaseOperator):
 
     # ------------------------------------------------------------------ events & lineage
 
-    def _annotate_outlets(self, context: Any, result: dict[str, Any]) -> None:
+    def _annotate_outlets(self, context: Context, result: ExportResult) -> None:
         """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
         targets = {result["uri"], canonical_uri(result["uri"])}
         events = context.get("outlet_events") if hasattr(context, "get") else None
