@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import ssl
@@ -37,8 +38,6 @@ from memories_provider.hooks.connection import (
     MemoriesConnectionConfigError,
     config_from_connection,
     connection_label,
-    foreign_extras,
-    parse_extra,
 )
 
 if TYPE_CHECKING:
@@ -84,8 +83,8 @@ class MemoriesHook(BaseHook):
         """
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import FloatField, IntegerField, StringField
-        from wtforms.validators import AnyOf, Length, NumberRange, Optional, Regexp
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import AnyOf, Length, NumberRange, Optional, Regexp, ValidationError
 
         def text(name: str, *validators: Any, field: Any = StringField) -> Any:
             schema = CONN_FIELDS[name]["schema"]
@@ -97,7 +96,14 @@ class MemoriesHook(BaseHook):
                 default=schema.get("default"),
             )
 
-        seconds = NumberRange(min=MIN_FORM_TIMEOUT, message=f"at least {MIN_FORM_TIMEOUT} second")
+        def seconds(form: Any, field: Any) -> None:  # Airflow 2 forms take no FloatField
+            try:
+                value = float(field.data)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not (math.isfinite(value) and value >= MIN_FORM_TIMEOUT):
+                raise ValidationError(f"a number of seconds, at least {MIN_FORM_TIMEOUT}")
+
         return {
             "v2_host": text(
                 "v2_host",
@@ -106,8 +112,8 @@ class MemoriesHook(BaseHook):
                     message=f"an http(s) URL, e.g. {DEFAULT_V2_HOST}",
                 ),
             ),
-            "timeout": text("timeout", seconds, field=FloatField),
-            "upload_timeout": text("upload_timeout", seconds, field=FloatField),
+            "timeout": text("timeout", seconds),
+            "upload_timeout": text("upload_timeout", seconds),
             "max_retries": text("max_retries", NumberRange(min=0, max=MAX_FORM_RETRIES), field=IntegerField),
             "unique_id": text("unique_id", Length(min=1)),
             "blob_download_api": text("blob_download_api", AnyOf(["v1", "v2"])),
@@ -135,10 +141,7 @@ class MemoriesHook(BaseHook):
         conn = self.get_connection(self.memories_conn_id)
         if conn.password:  # masked before validation, so no error path can show it
             mask_secret(conn.password)
-        extra = parse_extra(conn.extra, conn_id=self.memories_conn_id)
-        if foreign := foreign_extras(extra):
-            mask_secret(foreign)  # by name, as Airflow's extra_dejson would have
-        config = self._config_from(conn, extra)
+        config = self._config_from(conn, conn.extra_dejson)
         mask_secret(config.api_key)
         return config
 
@@ -146,15 +149,12 @@ class MemoriesHook(BaseHook):
         """Like :attr:`config`, without blocking the event loop (for triggers)."""
         if "config" in self.__dict__:
             return self.config
-        from airflow.providers.common.compat.connection import get_async_connection
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
         conn = await get_async_connection(self.memories_conn_id, hook=self)
         if conn.password:
             await _amask_secret(conn.password)
-        extra = parse_extra(conn.extra, conn_id=self.memories_conn_id)
-        if foreign := foreign_extras(extra):
-            await _amask_secret(foreign)
-        config = self._config_from(conn, extra)
+        config = self._config_from(conn, await get_async_extra_dejson(conn))
         await _amask_secret(config.api_key)
         self.__dict__["config"] = config
         return config
@@ -364,7 +364,7 @@ def transport_cause(error: BaseException) -> str:
     return "connection failed"
 
 
-async def _amask_secret(secret: Any) -> None:
+async def _amask_secret(secret: str) -> None:
     """Register ``secret`` with Airflow's secret masker from the event loop without blocking it."""
     try:
         from airflow.sdk.log import amask_secret  # Airflow >= 3.3.2

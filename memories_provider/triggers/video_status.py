@@ -108,4 +108,4 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
             self.poll_interval,
         )
         event = await poller.wait(self.video_nos, poll_interval=self.poll_interval, end_time=self.end_time)
-        yield VideoStatusEvent(event)
+        yield VideoStatusEvent(payload=event)
