@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, AirflowFailException, Param, task
 
 from memories_provider.operators.download import MemoriesDownloadOperator
 from memories_provider.operators.export import MemoriesExportOperator
@@ -36,6 +36,24 @@ POLL_INTERVAL = float(os.environ.get("MEMORIES_POLL_INTERVAL", "30"))
 # Airflow connection for an s3:// source prefix; None uses boto3's default credential chain.
 AWS_CONN_ID = os.environ.get("MEMORIES_BACKFILL_AWS_CONN_ID") or None
 
+DOC_MD = """
+### Backfill: upload every video under a prefix, wait for all, download them elsewhere
+
+**Before the first run** create the upload pool (the service takes about one upload a minute):
+`airflow pools set memories_uploads 1 "memories.ai upload rate limit" --include-deferred`
+
+**Trigger with**
+
+* `source_prefix`: a local folder or an `s3://bucket/prefix/` holding `.mp4`, `.mov`, `.mkv`
+  or `.avi` files (searched recursively).
+* `destination_prefix`: a folder URI ending in `/` (local, `s3://`, `gs://`, `azure://`, `sftp://`).
+
+**Produces** one mapped `upload` per video not yet at the destination (XCom: its `video_no`),
+one `wait_for_parse` for all of them, and one mapped `download` per video, written to
+`destination_prefix` + its path relative to `source_prefix`. Re-running skips what is there.
+A missing `source_prefix` or a `destination_prefix` without `/` fails `list_new_videos` at once.
+"""
+
 with DAG(
     dag_id="memories_backfill",
     description="Upload every video under a prefix to memories.ai and download them to another prefix",
@@ -44,6 +62,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["memories.ai", "example"],
+    doc_md=DOC_MD,
     params={
         "source_prefix": Param(
             str(PROJECT / "demo-output" / "backfill-in") + "/",
@@ -74,8 +93,9 @@ with DAG(
 
         assert params is not None
         prefix, destination = params["source_prefix"], params["destination_prefix"]
+        # Input no retry can fix: fail at once, naming the param.
         if not destination.endswith("/"):
-            raise ValueError("`destination_prefix` must end with '/'")
+            raise AirflowFailException(f"`destination_prefix` must end with '/', got {destination!r}")
         if prefix.startswith("s3://"):
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -84,6 +104,8 @@ with DAG(
             found = {f"s3://{bucket}/{key}": key[len(key_prefix) :].lstrip("/") for key in keys}
         else:
             root = Path(prefix)
+            if not root.is_dir():
+                raise AirflowFailException(f"`source_prefix` {prefix!r} is not an existing folder")
             found = {str(p): p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()}
         pairs = [
             {"source": source, "destination": destination + relative}

@@ -8,6 +8,8 @@ discovering providers (``get_provider_info``): it must stay free of the client s
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -26,6 +28,29 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_UNIQUE_ID = "default"
 #: The connection id the hook, operators, sensor and trigger use unless told otherwise.
 DEFAULT_CONN_ID = "memories_default"
+
+
+#: Airflow's Test button (the 3.x API server, the 2.x REST API) tests a copy of the form under a
+#: random 8-character id that it exports as ``AIRFLOW_CONN_<ID>`` for the duration of the test.
+_TEST_COPY_ID = re.compile(r"[A-Za-z0-9]{8}")
+
+
+def is_test_copy(conn_id: str) -> bool:
+    """Whether ``conn_id`` is the temporary id Airflow's Test button gave the connection.
+
+    Its ids mix upper and lower case (``PeBmcEub``); ids people choose are lower case.
+    """
+    return (
+        bool(_TEST_COPY_ID.fullmatch(conn_id))
+        and conn_id != conn_id.lower()
+        and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+    )
+
+
+def connection_label(conn_id: str) -> str:
+    """``Connection 'id'``, or ``This connection`` under the Test button's temporary id, which
+    would mean nothing to the user (so is an 8-character mixed-case id defined in the environment)."""
+    return "This connection" if is_test_copy(conn_id) else f"Connection {conn_id!r}"
 
 
 class MemoriesConnectionConfigError(ValueError):
@@ -74,13 +99,13 @@ def _origin(value: str, *, conn_id: str, field_name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: field {field_name!r} must be an http(s) URL with a scheme, "
+            f"{connection_label(conn_id)}: field {field_name!r} must be an http(s) URL with a scheme, "
             f"e.g. 'https://api.memories.ai', got {NO_SECRETS.redact(value)!r}"
         )
     if "@" in parts.netloc:
         # The API authenticates by the key alone; user-info would only travel into logs and lineage.
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: field {field_name!r} must not contain 'user:password@' "
+            f"{connection_label(conn_id)}: field {field_name!r} must not contain 'user:password@' "
             "(put the API key in the password field)"
         )
     return value
@@ -101,7 +126,7 @@ def _extra(extra: dict[str, Any], name: str) -> Any:
 
 def _seconds(extra: dict[str, Any], name: str, default: float, *, conn_id: str) -> float:
     raw = _extra(extra, name)
-    problem = f"Connection {conn_id!r}: extra {name!r} must be a finite number of seconds > 0"
+    problem = f"{connection_label(conn_id)}: extra {name!r} must be a finite number of seconds > 0"
     if isinstance(raw, bool):
         raise MemoriesConnectionConfigError(problem)
     try:
@@ -139,7 +164,7 @@ def config_from_connection(
     problem = api_key_problem(password or "")
     if problem is not None:
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: the API key (field 'password') {problem}"
+            f"{connection_label(conn_id)}: the API key (field 'password') {problem}"
         )
     api_key = str(password).strip()
 
@@ -165,11 +190,11 @@ def config_from_connection(
         max_retries = DEFAULT_MAX_RETRIES if retries_raw is None else int(str(retries_raw))
     except ValueError:
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'max_retries' must be a whole number, got {retries_raw!r}"
+            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, got {retries_raw!r}"
         ) from None
     if max_retries < 0:
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'max_retries' must be >= 0, got {max_retries}"
+            f"{connection_label(conn_id)}: extra 'max_retries' must be >= 0, got {max_retries}"
         )
 
     unique_id = str(_extra(extra, "unique_id") or DEFAULT_UNIQUE_ID)
@@ -177,7 +202,7 @@ def config_from_connection(
     api = str(_extra(extra, "blob_download_api") or "v2").lower()
     if api not in ("v1", "v2"):
         raise MemoriesConnectionConfigError(
-            f"Connection {conn_id!r}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
+            f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
         )
 
     return MemoriesConnectionConfig(
@@ -192,45 +217,86 @@ def config_from_connection(
     )
 
 
+#: The form refuses a timeout under a second (the client accepts any > 0, e.g. from an env var).
+MIN_FORM_TIMEOUT = 1
+#: Most retries the form accepts: with backoff, more would outlast any sensible task.
+MAX_FORM_RETRIES = 20
+
 #: Form metadata, shared by provider info (Airflow >= 3.2 reads it declaratively) and the hook's
-#: ``get_connection_form_widgets``/``get_ui_field_behaviour`` (what Airflow 2.11 calls).
+#: ``get_connection_form_widgets``/``get_ui_field_behaviour`` (what Airflow 2.11 calls). Airflow
+#: 3.3's form honours ``minimum``/``maximum`` (number inputs), ``enum`` (a select),
+#: ``minLength``/``maxLength`` and ``examples`` (suggestions) — not ``pattern`` or ``format``.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "v2_host": {
         "label": "v2 host",
-        "description": "Origin of the v2 API (asset/blob downloads). Empty: https://mavi-backend.memories.ai "
-        "with the default host, else the host above.",
-        "schema": {"type": ["string", "null"], "format": "uri"},
+        "description": "Origin of the v2 API (asset/blob downloads), an http(s) URL such as "
+        f"{DEFAULT_V2_HOST}. Empty: that one with the default host, else the host above.",
+        "schema": {
+            "type": ["string", "null"],
+            "format": "uri",
+            "pattern": "^https?://[^/@\\s]+",
+            "minLength": len("http://x"),
+            "examples": [DEFAULT_V2_HOST],
+        },
     },
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": "Read timeout of each request.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "exclusiveMinimum": 0},
+        "description": f"Read timeout of each request, at least {MIN_FORM_TIMEOUT} s "
+        f"(default {DEFAULT_TIMEOUT:g}).",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "minimum": MIN_FORM_TIMEOUT},
     },
     "upload_timeout": {
         "label": "Upload timeout (seconds)",
         "description": "How long to wait for the answer to an upload once it is sent (the service "
-        "stores the video, or fetches the URL, first). Never shorter than the timeout.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_UPLOAD_TIMEOUT, "exclusiveMinimum": 0},
+        f"stores the video, or fetches the URL, first). Never shorter than the timeout "
+        f"(default {DEFAULT_UPLOAD_TIMEOUT:g}).",
+        "schema": {
+            "type": ["number", "null"],
+            "default": DEFAULT_UPLOAD_TIMEOUT,
+            "minimum": MIN_FORM_TIMEOUT,
+        },
     },
     "max_retries": {
         "label": "Retry limit",
-        "description": "Retries of a failed call (connection errors, 5xx, rate limits) with backoff.",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES, "minimum": 0},
+        "description": "Retries of a failed call (connection errors, 5xx, rate limits) with backoff: "
+        f"a whole number from 0 to {MAX_FORM_RETRIES} (default {DEFAULT_MAX_RETRIES}).",
+        "schema": {
+            "type": ["integer", "null"],
+            "default": DEFAULT_MAX_RETRIES,
+            "minimum": 0,
+            "maximum": MAX_FORM_RETRIES,
+            "multipleOf": 1,
+        },
     },
     "unique_id": {
         "label": "Default unique_id",
         "description": "Namespace used when a task does not pass unique_id.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_UNIQUE_ID},
+        "schema": {"type": ["string", "null"], "default": DEFAULT_UNIQUE_ID, "minLength": 1},
     },
     "blob_download_api": {
         "label": "Blob download API",
-        "description": "Endpoint for bucket+blob downloads: v2 (default) or v1.",
-        "schema": {"type": ["string", "null"], "default": "v2", "enum": ["v2", "v1"]},
+        "description": "Endpoint for bucket+blob downloads: v2 (when empty) or v1.",
+        # No default: the form would save "v2", and Airflow 3 registers every string extra with
+        # the secret masker, which warns "too short (<5 chars)" at the top of every task log.
+        "schema": {"type": ["string", "null"], "enum": [None, "v2", "v1"]},
     },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["login", "schema"],
     "relabeling": {"password": "API key", "host": "Host (v1 API origin)"},
-    "placeholders": {"host": DEFAULT_HOST, "password": "sk-...", "port": "(optional)"},
+    # Airflow 3.3 shows placeholders of the standard fields only; 2.11 of the extras too.
+    "placeholders": {
+        "host": DEFAULT_HOST,
+        "password": "sk-...",
+        "port": "(optional: in the host URL, or empty)",
+        "extra": '{"v2_host": "...", "timeout": 60} (or use the fields below)',
+        "description": "e.g. memories.ai production account",
+        "v2_host": DEFAULT_V2_HOST,
+        "timeout": f"{DEFAULT_TIMEOUT:g}",
+        "upload_timeout": f"{DEFAULT_UPLOAD_TIMEOUT:g}",
+        "max_retries": str(DEFAULT_MAX_RETRIES),
+        "unique_id": DEFAULT_UNIQUE_ID,
+        "blob_download_api": "v2 or v1",
+    },
 }

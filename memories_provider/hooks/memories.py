@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import socket
+import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
@@ -16,6 +20,8 @@ from memories_provider.client import (
     DownloadResponse,
     MemoriesAuthError,
     MemoriesClient,
+    MemoriesConnectionError,
+    MemoriesError,
     Redactor,
     RetryPolicy,
     Transcript,
@@ -27,9 +33,14 @@ from memories_provider.client import (
 from memories_provider.hooks.connection import (
     CONN_FIELDS,
     DEFAULT_CONN_ID,
+    DEFAULT_V2_HOST,
+    MAX_FORM_RETRIES,
+    MIN_FORM_TIMEOUT,
     UI_FIELD_BEHAVIOUR,
     MemoriesConnectionConfig,
+    MemoriesConnectionConfigError,
     config_from_connection,
+    connection_label,
 )
 
 if TYPE_CHECKING:
@@ -69,49 +80,46 @@ class MemoriesHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form (Airflow 2; Airflow 3 reads ``conn-fields``)."""
+        """Extra fields of the connection form (Airflow 2; Airflow 3 reads ``conn-fields``).
+
+        Their validators refuse what can never work (the same rules as ``conn-fields``).
+        """
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional, any_of
+        from wtforms.validators import AnyOf, Length, NumberRange, Optional, Regexp, ValidationError
 
-        def label(name: str) -> Any:
-            return lazy_gettext(CONN_FIELDS[name]["label"])
+        def text(name: str, *validators: Any, field: Any = StringField) -> Any:
+            schema = CONN_FIELDS[name]["schema"]
+            return field(
+                lazy_gettext(CONN_FIELDS[name]["label"]),
+                validators=[Optional(), *validators],
+                widget=BS3TextFieldWidget(),
+                description=str(CONN_FIELDS[name]["description"]),
+                default=schema.get("default"),
+            )
 
-        def doc(name: str) -> str:
-            return str(CONN_FIELDS[name]["description"])
+        def seconds(form: Any, field: Any) -> None:  # Airflow 2 forms take no FloatField
+            try:
+                value = float(field.data)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not (math.isfinite(value) and value >= MIN_FORM_TIMEOUT):
+                raise ValidationError(f"a number of seconds, at least {MIN_FORM_TIMEOUT}")
 
         return {
-            "v2_host": StringField(label("v2_host"), widget=BS3TextFieldWidget(), description=doc("v2_host")),
-            "timeout": StringField(
-                label("timeout"), widget=BS3TextFieldWidget(), description=doc("timeout"), default="60"
+            "v2_host": text(
+                "v2_host",
+                Regexp(
+                    CONN_FIELDS["v2_host"]["schema"]["pattern"],
+                    message=f"an http(s) URL, e.g. {DEFAULT_V2_HOST}",
+                ),
             ),
-            "upload_timeout": StringField(
-                label("upload_timeout"),
-                widget=BS3TextFieldWidget(),
-                description=doc("upload_timeout"),
-                default="600",
-            ),
-            "max_retries": IntegerField(
-                label("max_retries"),
-                validators=[Optional(), NumberRange(min=0)],
-                widget=BS3TextFieldWidget(),
-                description=doc("max_retries"),
-                default=5,
-            ),
-            "unique_id": StringField(
-                label("unique_id"),
-                widget=BS3TextFieldWidget(),
-                description=doc("unique_id"),
-                default="default",
-            ),
-            "blob_download_api": StringField(
-                label("blob_download_api"),
-                validators=[Optional(), any_of(["v1", "v2"])],
-                widget=BS3TextFieldWidget(),
-                description=doc("blob_download_api"),
-                default="v2",
-            ),
+            "timeout": text("timeout", seconds),
+            "upload_timeout": text("upload_timeout", seconds),
+            "max_retries": text("max_retries", NumberRange(min=0, max=MAX_FORM_RETRIES), field=IntegerField),
+            "unique_id": text("unique_id", Length(min=1)),
+            "blob_download_api": text("blob_download_api", AnyOf(["v1", "v2"])),
         }
 
     @classmethod
@@ -321,24 +329,72 @@ class MemoriesHook(BaseHook):
         """Make one cheap authenticated call (``list_unique_ids``) and say how it went.
 
         Never raises: any failure (a misconfigured connection included) is ``(False, message)``,
-        and the message never holds the key, not even a piece of it.
+        one short sentence naming the connection (or "this connection" for the Test button's
+        unsaved copy) and the cause; the message never holds the key, not even a piece of it.
         """
+        label = connection_label(self.memories_conn_id)
         password: str | None = None
+        origin = "the service"
         try:
             password = self.get_connection(self.memories_conn_id).password
             config = self.config
+            origin = _origin_of(config.base_url)
             client = MemoriesClient(
                 config.api_key, **{**self._client_kwargs(config), "retry": RetryPolicy(max_retries=0)}
             )
             with client:
                 ids = client.list_unique_ids()
+        except MemoriesConnectionConfigError as err:
+            message = str(err)
         except MemoriesAuthError as err:
             reason = err.code or err.http_status
-            message = f"Authentication failed: the API key was refused ({reason}: {err.message})"
-            return False, Redactor([password]).redact(message)
+            message = f"Authentication failed: {origin} refused the API key ({reason}: {err.message})"
+        except MemoriesConnectionError as err:
+            message = f"{label}: cannot reach {origin} ({transport_cause(err)})"
+        except MemoriesError as err:
+            message = f"{label}: {origin} answered with an error: {err}"
         except Exception as err:  # shown in the UI: say why, whatever it is
-            return False, Redactor([password]).redact(f"Connection test failed: {err}")
-        return True, f"Connected to {config.base_url}; the key sees {len(ids)} unique_id namespace(s)."
+            message = f"{label}: test failed: {err}"
+        else:
+            return True, f"Connected to {config.base_url}; the key sees {len(ids)} unique_id namespace(s)."
+        return False, Redactor([password]).redact(message)
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def transport_cause(error: BaseException) -> str:
+    """A transport failure in a few words: ``connection refused``, ``host name not found``,
+    ``timed out``, ``TLS handshake failed``, ``connection reset`` (else ``connection failed``).
+
+    Looks through the chain of causes (requests wraps urllib3, which wraps the socket's error).
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [error]
+    found: list[BaseException] = []
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        found.append(item)
+        stack.extend([getattr(item, "reason", None), item.__cause__, item.__context__, *item.args])
+    names = {cls.__name__ for item in found for cls in type(item).__mro__}
+    if any(isinstance(item, ConnectionRefusedError) for item in found):
+        return "connection refused"
+    if "NameResolutionError" in names or any(isinstance(item, socket.gaierror) for item in found):
+        return "host name not found"
+    if any(isinstance(item, ssl.SSLError) for item in found) or "SSLError" in names:
+        return "TLS handshake failed"
+    if any(isinstance(item, TimeoutError) for item in found) or any("Timeout" in name for name in names):
+        return "timed out"
+    if any(isinstance(item, ConnectionResetError) for item in found):
+        return "connection reset"
+    if "RemoteDisconnected" in names:
+        return "closed without an answer"
+    return "connection failed"
 
 
 async def _amask_secret(secret: str) -> None:

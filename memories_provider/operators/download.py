@@ -29,6 +29,7 @@ from memories_provider.operators._download_source import (
     select_source,
 )
 from memories_provider.operators._progress import TransferProgress
+from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.storage.background_writer import BackgroundWriter
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -178,27 +179,28 @@ class MemoriesDownloadOperator(BaseOperator):
 
     def execute(self, context: Context) -> DownloadResult:
         """Check the destination, download (or skip), then attach the result to outlet events."""
-        source = select_source(
-            video_no=self.video_no,
-            asset_id=self.asset_id,
-            bucket=self.bucket,
-            blob=self.blob,
-            unique_id=self.unique_id,
-        )
-        destination = str(self.destination)
-        check_destination(destination)
-        # Once, before any (billed) request; reused by the checks and the writer.
-        transport = resolve_transport(
-            destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
-        )
-        # The destination is proven writable here, before anything is asked of the service.
-        prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
-        found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
-        self._source = source
-        hook = self.hook
-        self._lineage_namespace = namespace_of(hook)
-        # The scope the request uses, named as the upload operator names its output.
-        self._lineage_unique_id = source.unique_id or hook.config.unique_id
+        with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
+            source = select_source(
+                video_no=self.video_no,
+                asset_id=self.asset_id,
+                bucket=self.bucket,
+                blob=self.blob,
+                unique_id=self.unique_id,
+            )
+            destination = str(self.destination)
+            check_destination(destination)
+            # Once, before any (billed) request; reused by the checks and the writer.
+            transport = resolve_transport(
+                destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
+            )
+            # The destination is proven writable here, before anything is asked of the service.
+            prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
+            found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
+            self._source = source
+            hook = self.hook
+            self._lineage_namespace = namespace_of(hook)
+            # The scope the request uses, named as the upload operator names its output.
+            self._lineage_unique_id = source.unique_id or hook.config.unique_id
         facts = self._facts(hook, source)
         stale: set[str] = set()
         result = None if self.overwrite else self._skip_or_fail(source, facts, found, transport, stale)

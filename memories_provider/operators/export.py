@@ -24,6 +24,7 @@ from memories_provider.operators._export_rows import (
     rows_of,
 )
 from memories_provider.operators.download import lineage_dataset, namespace_of
+from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -180,18 +181,21 @@ class MemoriesExportOperator(BaseOperator):
 
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
-        ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
-        destination = str(self.destination)
-        check_destination(destination)
-        if is_folder(destination):
-            raise ValueError(f"`destination` must name a file, not the folder {redact_uri(destination)!r}")
-        file_format = format_for(destination, self.file_format)
-        if file_format == "parquet":
-            require_pyarrow()
-        transport = resolve_transport(
-            destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
-        )
-        found = survey(destination, transport=transport, inspect=not self.overwrite)
+        with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
+            ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
+            destination = str(self.destination)
+            check_destination(destination)
+            if is_folder(destination):
+                raise ValueError(
+                    f"`destination` must name a file, not the folder {redact_uri(destination)!r}"
+                )
+            file_format = format_for(destination, self.file_format)
+            if file_format == "parquet":
+                require_pyarrow()
+            transport = resolve_transport(
+                destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
+            )
+            found = survey(destination, transport=transport, inspect=not self.overwrite)
         shown = redact_uri(destination)
         if found:
             raise AirflowFailException(
@@ -199,6 +203,8 @@ class MemoriesExportOperator(BaseOperator):
                 "another destination, or set overwrite=True to replace it"
             )
         hook = self.hook
+        with bad_input_fails_at_once():
+            hook.config  # noqa: B018 (validated here, before anything is sent)
         try:
             self._namespace = namespace_of(hook)
             scope = self._scope = self.unique_id or hook.config.unique_id

@@ -34,6 +34,7 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     upload_metadata,
 )
+from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
@@ -322,8 +323,10 @@ class MemoriesUploadOperator(BaseOperator):
     def _upload_or_reuse(
         self, context: Context, *, rate_limited: int, looking_since: float | None = None
     ) -> str:
-        plan = self._plan(context)
-        hook = self.hook
+        with bad_input_fails_at_once():  # no retry fixes bad arguments or a misconfigured connection
+            plan = self._plan(context)
+            hook = self.hook
+            hook.config  # noqa: B018 (validated here, before anything is sent)
         unique_id = plan.metadata["unique_id"]
         book = record_book(context, plan.tag) if plan.tag is not None else None
         previous = self._previous_video(context, hook, plan, book, looking_since)

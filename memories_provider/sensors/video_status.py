@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
 
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 from memories_provider.types import VideoStatusEvent
@@ -157,7 +158,10 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         poke sends nothing and raises :class:`AirflowSensorTimeout` naming each video not yet
         ``PARSE`` with the status last seen.
         """
-        check = self._check(context)
+        with bad_input_fails_at_once():  # bad ids or a misconfigured connection: no retry helps
+            check = self._check(context)
+            hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
+            hook.config  # noqa: B018 (validated before the first request)
         left = self._time_left(context)
         if left <= 0:
             raise self._timed_out(check)
@@ -181,7 +185,8 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         self.__dict__["_started"] = time.time()
         if not self.deferrable:
             return super().execute(context)
-        ids = self._ids
+        with bad_input_fails_at_once():
+            ids = self._ids
         # The trigger's deadline is the one the worker-side check started with, not a fresh window.
         end_time = self.__dict__["_started"] + self.timeout
         result = self.poke(context)

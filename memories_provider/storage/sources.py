@@ -22,6 +22,7 @@ from memories_provider.storage.credentials import (
     transport_params_for,
     validate_transport_params,
 )
+from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.uris import redact_uri
 
 __all__ = ["SourceInfo", "guess_content_type", "open_source", "redact_uri", "source_name", "stat_source"]
@@ -138,7 +139,8 @@ def _http_size(uri: str, params: dict[str, Any]) -> int | None:
     if response.status_code < 400 and length is not None:
         return length
     if response.status_code >= 400 and response.status_code not in (403, 405):
-        raise ValueError(f"`source` {shown!r} cannot be read: HEAD answered HTTP {response.status_code}")
+        error = StoreUnavailableError if _server_trouble(response.status_code) else ValueError
+        raise error(f"`source` {shown!r} cannot be read: HEAD answered HTTP {response.status_code}")
     # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
     # (405) or omit its length: ask for the first byte and read the total from Content-Range.
     headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
@@ -146,13 +148,19 @@ def _http_size(uri: str, params: dict[str, Any]) -> int | None:
         if ranged.status_code == 404:
             raise ValueError(f"`source` {shown!r} does not exist (HTTP 404)")
         if ranged.status_code >= 400:
-            raise ValueError(
+            error = StoreUnavailableError if _server_trouble(ranged.status_code) else ValueError
+            raise error(
                 f"`source` {shown!r} cannot be read: HEAD answered HTTP {response.status_code} and "
                 f"a ranged GET HTTP {ranged.status_code}"
             )
         if ranged.status_code == 206:
             return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
         return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+
+
+def _server_trouble(status: int) -> bool:
+    # 429 and 5xx may pass: a retry of the task may find the source readable.
+    return status == 429 or status >= 500
 
 
 def _digits(value: str | None) -> int | None:

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import secrets
+import socket
 import stat as stat_module
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -38,6 +39,7 @@ from memories_provider.storage.destinations import (
     local_path,
     scheme_of,
 )
+from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.provenance import MAX_SIDECAR_BYTES, Existing, Provenance, sidecar_name
 from memories_provider.storage.uris import redact_uri
 
@@ -96,14 +98,58 @@ def sha256_of(uri: str, *, transport: ResolvedTransport) -> str:
     return digest.hexdigest()
 
 
-def _cannot(uri: str, what: str) -> ValueError:
+def _cannot(uri: str, what: str, *, cause: BaseException | None = None) -> ValueError:
     # ``what`` may quote a storage library's error: redacted like any text we show (issue 14).
     try:
         password = urlsplit(uri).password
     except ValueError:
         password = None
     redactor = Redactor([password, unquote(password)] if password else [])
-    return ValueError(f"`destination` {redact_uri(uri)!r} {redactor.redact(what)}")
+    error = StoreUnavailableError if cause is not None and _may_pass(cause) else ValueError
+    return error(f"`destination` {redact_uri(uri)!r} {redactor.redact(what)}")
+
+
+#: S3 error codes of a store that is busy or failing, not of a request that is wrong.
+_S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+#: Transport errors of the storage libraries (matched by name: none of them is a required import).
+_TRANSPORT_ERRORS = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ServiceRequestError",
+        "ServiceResponseError",
+        "NoValidConnectionsError",
+    }
+)
+
+
+def _may_pass(err: BaseException) -> bool:
+    """Whether a store's error may go away by itself (network, throttling, 5xx): a retry may succeed.
+
+    Refusals (no such bucket, access denied, bad credentials) are not: they need the user.
+    """
+    seen: set[int] = set()
+    item: BaseException | None = err
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        response = getattr(item, "response", None)
+        status = getattr(item, "status_code", None) or getattr(item, "code", None)
+        if isinstance(response, dict):  # botocore's ClientError
+            if str(response.get("Error", {}).get("Code", "")) in _S3_TRANSIENT_CODES:
+                return True
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and not isinstance(status, bool) and (status == 429 or status >= 500):
+            return True
+        if isinstance(item, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(item).__mro__):
+            return True
+        item = item.__cause__ or item.__context__
+    return False
 
 
 def _reason(err: BaseException) -> str:
@@ -197,7 +243,8 @@ def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: 
     try:
         fh: Any = _smart_open_open(f"{base_uri}{probe}", "wb", compression="disable", transport_params=params)
     except Exception as err:  # connect, authenticate, open: paramiko's and socket errors alike
-        raise _cannot(uri, f"cannot be written over SFTP in {directory!r}: {_reason(err)}") from None
+        what = f"cannot be written over SFTP in {directory!r}: {_reason(err)}"
+        raise _cannot(uri, what, cause=err) from None
     sftp = fh.sftp
     try:
         fh.close()
@@ -270,9 +317,9 @@ def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bo
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchBucket", "404"):
             raise _cannot(uri, f"cannot be written: the bucket {bucket!r} does not exist") from None
-        raise _cannot(uri, f"cannot be written to the bucket {bucket!r}: {code or err}") from None
+        raise _cannot(uri, f"cannot be written to the bucket {bucket!r}: {code or err}", cause=err) from None
     except BotoCoreError as err:
-        raise _cannot(uri, f"cannot be written: S3 cannot be reached ({_reason(err)})") from None
+        raise _cannot(uri, f"cannot be written: S3 cannot be reached ({_reason(err)})", cause=err) from None
     try:
         client.abort_multipart_upload(Bucket=bucket, Key=probe_key, UploadId=upload["UploadId"])
     except (ClientError, BotoCoreError) as err:
@@ -327,7 +374,7 @@ def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: b
     except NotFound:
         raise _cannot(uri, f"cannot be written: the bucket {name!r} does not exist") from None
     except (GoogleAPIError, OSError) as err:
-        raise _cannot(uri, f"cannot be written to the bucket {name!r}: {_reason(err)}") from None
+        raise _cannot(uri, f"cannot be written to the bucket {name!r}: {_reason(err)}", cause=err) from None
     if "storage.objects.create" not in (granted or []):
         raise _cannot(uri, f"cannot be written: no permission to create objects in the bucket {name!r}")
     if not inspect:
@@ -364,7 +411,9 @@ def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect:
         raise _cannot(uri, f"cannot be written: the container {name!r} does not exist") from None
     except AzureError as err:
         if getattr(err, "error_code", None) not in _AZURE_WRITE_ONLY:
-            raise _cannot(uri, f"cannot be written to the container {name!r}: {_reason(err)}") from None
+            raise _cannot(
+                uri, f"cannot be written to the container {name!r}: {_reason(err)}", cause=err
+            ) from None
         # Authenticated, but allowed to write only (e.g. a SAS without read): the write will tell.
         log.warning(
             "cannot read the properties of the container of %s (%s); writing anyway", redact_uri(uri), err

@@ -11,6 +11,33 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 
+#: Most video ids a fired event's log line names.
+_IDS_SHOWN = 5
+
+
+def short_ids(video_nos: list[str]) -> str:
+    """``VI1, VI2, ... (+N more)``: at most :data:`_IDS_SHOWN` ids, for one log line."""
+    shown = ", ".join(video_nos[:_IDS_SHOWN])
+    more = len(video_nos) - _IDS_SHOWN
+    return f"{shown}, ... (+{more} more)" if more > 0 else shown
+
+
+class VideoStatusTriggerEvent(TriggerEvent):
+    """The trigger's event, told in one short line.
+
+    The triggerer logs every event it fires with its ``repr``: for this one the payload holds
+    every video's whole metadata, a line of kilobytes. Its status and ids say what happened;
+    the payload itself is unchanged.
+    """
+
+    def __repr__(self) -> str:
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        ids = [str(video.get("video_no")) for video in payload.get("videos") or [] if isinstance(video, dict)]
+        return f"VideoStatusEvent<status={payload.get('status')!s}, videos=[{short_ids(ids)}]>"
+
+    def __str__(self) -> str:
+        return repr(self)
+
 
 class MemoriesVideoStatusTrigger(BaseTrigger):
     """Fires once every video is ``PARSE``, one has failed, or ``end_time`` has passed.
@@ -79,8 +106,8 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
         self.log.info(
             "Waiting for %d video(s) to be parsed (%s; poll every %gs)",
             len(self.video_nos),
-            ", ".join(self.video_nos[:5]) + (" ..." if len(self.video_nos) > 5 else ""),
+            short_ids(self.video_nos),
             self.poll_interval,
         )
         event = await poller.wait(self.video_nos, poll_interval=self.poll_interval, end_time=self.end_time)
-        yield TriggerEvent(event)
+        yield VideoStatusTriggerEvent(payload=event)
