@@ -7,6 +7,12 @@ Three ways to run it:
 * the ``memories_emulator`` pytest fixture (session server, reset before each test).
 
 It is an independent reading of ``memories-api.md`` and deliberately does not import the client.
+Where the service makes a client's life harder, it does too: for instance ``list_videos``'
+metadata filters (``tag``, ``camera_model``, ``datetime_taken``, ``latitude``/``longitude``) match
+only ``PARSE`` videos, and tags and capture metadata are absent from list rows and ``get_metadata``
+until ``PARSE`` (never shown for a ``FAILED`` video) — so a video still ``UNPARSE`` cannot be found
+by its tags. ``metadata_before_parse=True`` (``configure()`` or ``--metadata-before-parse``)
+restores the old, lenient emulator for tests that relied on it.
 """
 
 from __future__ import annotations

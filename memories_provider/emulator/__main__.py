@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="500/401/0401/0429 answers echo the request, Authorization header included (a leak test)",
     )
+    p.add_argument(
+        "--metadata-before-parse",
+        action="store_true",
+        help="old, lenient reading: metadata filters match and tags show before PARSE (the service: after)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -55,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         fail_pattern=args.fail_pattern,
         chunked_downloads=args.chunked_downloads,
         echo_requests=args.echo_requests,
+        metadata_before_parse=args.metadata_before_parse,
     )
     temp = args.data_dir is None
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="memories-emulator-"))

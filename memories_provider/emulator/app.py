@@ -371,8 +371,17 @@ class Emulator:
     async def _early_fault(
         self, request: web.Request, fault: Fault, entry: dict[str, Any], version: str
     ) -> web.StreamResponse:
-        await request.release()  # the request is read whole first, as a real server would
         kind = fault.kind
+        if kind == "drop_mid_request":
+            # Read a little, then close with the rest unread: the kernel resets the connection and
+            # the client fails while still sending its body.
+            want = int(fault.params.get("after_bytes", 64 * 1024))
+            got = 0
+            while got < want and (chunk := await request.content.read(min(CHUNK, want - got))):
+                got += len(chunk)
+            entry["body_bytes_read"] = got
+            return self._drop(request, entry)
+        await request.release()  # the request is read whole first, as a real server would
         if kind == "drop_before_response":
             return self._drop(request, entry)
         retry_after = fault.params.get("retry_after", self.config.retry_after)
@@ -814,7 +823,8 @@ class Emulator:
         """``GET /get_metadata?video_no=&unique_id=``."""
         video_no = check_video_no(request.query.get("video_no"))
         unique_id = unique_id_value(request.query.get("unique_id"))
-        return ok(self._find_video(video_no, unique_id).api_dict())
+        video = self._find_video(video_no, unique_id)
+        return ok(video.api_dict(tags_before_parse=self.config.metadata_before_parse))
 
     async def _json_body(self, request: web.Request, default: Any) -> Any:
         raw = await request.read()
@@ -826,7 +836,13 @@ class Emulator:
             raise bad("body: not valid JSON") from None
 
     async def list_videos(self, request: web.Request, entry: dict[str, Any]) -> Reply:
-        """``POST /list_videos``: filters and 1-based paging, newest first."""
+        """``POST /list_videos``: filters and 1-based paging, newest first.
+
+        The basic filters (``video_name``, ``video_no``, ``video_nos``, ``status``) match from the
+        upload on; the metadata filters (``tag``, ``camera_model``, ``datetime_taken``,
+        ``latitude``/``longitude``) match only ``PARSE`` videos, whose metadata row exists — as the
+        service documents. ``metadata_before_parse`` restores the old, lenient matching.
+        """
         flt = list_filters(await self._json_body(request, {}), STATUSES)
         matches = []
         wanted_nos = set(flt["video_nos"]) if flt["video_nos"] is not None else None
@@ -836,7 +852,7 @@ class Emulator:
                 continue
             if wanted_nos is not None and video.video_no not in wanted_nos:
                 continue
-            if not self._matches(video, flt):
+            if not self._matches(video, flt, lenient=self.config.metadata_before_parse):
                 continue
             matches.append(video)
         page, size = flt["page"], flt["size"]
@@ -846,16 +862,23 @@ class Emulator:
                 "current_page": page,
                 "page_size": size,
                 "total_count": len(matches),
-                "videos": [v.api_dict() for v in chunk],
+                "videos": [v.api_dict(tags_before_parse=self.config.metadata_before_parse) for v in chunk],
             }
         )
 
     @staticmethod
-    def _matches(video: Video, flt: dict[str, Any]) -> bool:
+    def _matches(video: Video, flt: dict[str, Any], *, lenient: bool = False) -> bool:
         checks = [
             flt["video_name"] is None or video.video_name == flt["video_name"],
             flt["video_no"] is None or video.video_no == flt["video_no"],
             flt["status"] is None or video.status == flt["status"],
+        ]
+        metadata_filtered = any(
+            flt[name] is not None for name in ("camera_model", "tag", "datetime_taken", "latitude")
+        )
+        if metadata_filtered and video.status != PARSE and not lenient:
+            return False  # no metadata row before PARSE: a metadata filter cannot match it
+        checks += [
             flt["camera_model"] is None or video.camera_model == flt["camera_model"],
             flt["tag"] is None or flt["tag"] in video.tags,
             flt["datetime_taken"] is None

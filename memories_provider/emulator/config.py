@@ -62,6 +62,11 @@ class EmulatorConfig:
         body, as a debugging proxy or a careless server would: a test of what clients do with
         secrets they did not expect to read back. A 500 then has a ``text/plain`` body (the
         echo), the others carry it at the end of the envelope's ``msg``.
+    :param metadata_before_parse: the emulator's old, lenient reading: ``list_videos``' metadata
+        filters (``tag``, ``camera_model``, ``datetime_taken``, ``latitude``/``longitude``) also match
+        videos that are not ``PARSE`` yet, and ``tags`` are shown from the upload on. The service
+        does neither (spec section 2, List videos): off by default; only for tests written against
+        the old emulator.
     """
 
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
@@ -79,6 +84,7 @@ class EmulatorConfig:
     account_disabled: bool = False
     permission_denied: list[str] = field(default_factory=list)
     echo_requests: bool = False
+    metadata_before_parse: bool = False
 
     def copy(self) -> EmulatorConfig:
         """A deep-enough copy (lists and dicts are not shared)."""

@@ -67,8 +67,14 @@ class Video:
     video_transcription_prompt: str | None = None
     source_url: str | None = None
 
-    def api_dict(self) -> dict[str, Any]:
-        """The snake_case object of get_metadata / list_videos (capture metadata only after PARSE)."""
+    def api_dict(self, *, tags_before_parse: bool = False) -> dict[str, Any]:
+        """The snake_case object of get_metadata / list_videos.
+
+        Tags and capture metadata appear only once the video is ``PARSE`` (never for a ``FAILED``
+        one): before, the service has no metadata row for it. The basic fields (``video_no``,
+        ``video_name``, ``size``, ``status``, ``create_time``) are there from the upload on.
+        ``tags_before_parse`` restores the old emulator's early tags (``metadata_before_parse``).
+        """
         parsed = self.status == PARSE
         return {
             "video_no": self.video_no,
@@ -85,14 +91,14 @@ class Video:
             "camera_model": self.camera_model if parsed else None,
             "latitude": self.latitude if parsed else None,
             "longitude": self.longitude if parsed else None,
-            "tags": list(self.tags),
+            "tags": list(self.tags) if parsed or tags_before_parse else None,
             "bucket": self.asset.bucket,
             "blob": self.asset.blob,
             "cause": self.cause,
         }
 
     def control_dict(self) -> dict[str, Any]:
-        """Everything a test may want to check (control ``videos()``)."""
+        """Everything a test may want to check (control ``videos()``), tags and capture metadata included."""
         data = self.api_dict()
         data.update(
             {
@@ -103,6 +109,7 @@ class Video:
                 "asset_id": self.asset.asset_id,
                 "callback": self.callback,
                 "camera_model": self.camera_model,
+                "tags": list(self.tags),
                 "datetime_taken": self.datetime_taken,
                 "latitude": self.latitude,
                 "longitude": self.longitude,

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
-from memories_provider.client import MemoriesRateLimitError, RetryPolicy, UploadResult, Video
+from memories_provider.client import (
+    MemoriesConnectionError,
+    MemoriesError,
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    MemoriesServerError,
+    RetryPolicy,
+    UploadResult,
+    Video,
+)
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
+from memories_provider.operators._lost_upload import Verdict, describe, judge, when
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.operators._upload_args import (
     URL_UPLOAD_SOFT_LIMIT,
@@ -21,12 +32,11 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     upload_metadata,
 )
-from memories_provider.status import check_round
+from memories_provider.status import check_round, is_transient
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
 
-#: Task state store key (Airflow >= 3.3) of ``{"video_no", "tag"}``: the video and the tag it was for.
-STATE_KEY = "memories_video_no"
+__all__ = ["STATE_KEY", "MemoriesUploadOperator", "tagged_video"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,35 @@ class _DeferRateLimits(RetryPolicy):
         if isinstance(error, MemoriesRateLimitError):
             return False
         return super().should_retry(error, idempotent=idempotent)
+
+
+@dataclass
+class _BodyProgress:
+    """How many bytes of the source the client has handed to the HTTP library (last attempt)."""
+
+    file_bytes: int = 0
+
+
+def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
+    """Whether an upload that raised ``error`` certainly was not accepted (so cannot have been billed).
+
+    True when the multipart body stopped before the last byte of the file (the service cannot
+    accept a body cut short), when the connection was never made, or when the service itself
+    answered with a refusal (``0429``, ``0402``, ``0001`` ...). A 5xx may come from a gateway that
+    passed the body on, and a dropped or timed-out answer says nothing: those stay unknown.
+    """
+    body_cut = not plan.via_url and plan.source.size is not None and file_bytes < plan.source.size
+    if isinstance(error, MemoriesConnectionError):
+        return not error.request_sent or body_cut
+    if isinstance(error, MemoriesServerError):
+        return body_cut
+    if isinstance(error, MemoriesError):
+        return True
+    return body_cut  # the source failed mid-read, the task was killed ...: the body tells
+
+
+def _bytes(size: int | None) -> str:
+    return "size unknown" if size is None else f"{size} bytes"
 
 
 @dataclass(frozen=True)
@@ -56,22 +95,38 @@ class MemoriesUploadOperator(BaseOperator):
     file is streamed from its storage into the multipart body in 1 MiB blocks, never held whole
     in memory nor copied to a temporary file.
 
-    **Retries never create a second billed video.** Each upload carries a tag derived from the
-    dag, task, run, map index and source (``airflow-<hash>``); before uploading, a retry looks it
-    up with ``list_videos(tag=...)`` and reuses a video whose tags hold it (confirmed with
-    ``get_metadata`` when the listing omits tags; never on doubt). On Airflow >= 3.3 the
-    ``video_no`` (with its tag) is also kept in the task's state store as soon as the answer
-    arrives, so a retry finds it with one ``get_metadata`` call; on Airflow 2.11 the tag is the
-    only guard. What remains: a duplicate's window opens as soon as an attempt starts sending the
-    upload request — from then on the service may accept it even if its answer never arrives (a
-    client timeout, a dropped connection, a worker killed mid-request) — and closes once that
-    answer is in the task state store (Airflow >= 3.3) or the service lists the video under its
-    tag (it documents no listing consistency guarantee). A retry that looks inside that window
-    uploads a second, billed copy. Duplicates are also possible if two attempts of the same task
-    instance run at once (e.g. a zombie worker still uploading while the retry starts), or with
-    ``idempotent=False``. A lookup that fails raises rather than risk a blind upload. A retry
-    reuses the earlier video whatever its status, ``FAILED`` included. Clearing a task for a *new*
-    run uploads again (different ``run_id``), and so does a changed ``source``.
+    **A lost answer is never paid for twice.** The service bills every accepted upload and has no
+    idempotency key, and it shows a video's tags only once the video is ``PARSE`` (minutes after
+    the upload; never when it ``FAILED``), so a retry cannot find a just-accepted upload by its
+    tag. Instead each attempt *records* what it is about to send — its idempotency tag
+    (``airflow-<hash>`` of dag, task, run, map index and source, also sent as a tag), the size and
+    the time it started — before sending, and the ``video_no`` as soon as the answer arrives. The
+    record lives in the task state store on Airflow >= 3.3 and in an Airflow Variable
+    ``memories_upload_attempt__<tag>`` before (deleted when the task succeeds). A later attempt of
+    the same task instance then:
+
+    * finds an answered record: reuses that video (one ``get_metadata``);
+    * finds an unanswered one (the earlier attempt's body went out, the answer never came): lists
+      the scope and takes as candidates the videos of the same size created after that attempt
+      started (less 5 minutes for the service's clock). A candidate whose tags hold ours is reused;
+      one whose tags are someone else's is ignored; one still ``UNPARSE`` cannot be told apart
+      yet, so the attempt waits — deferred, on the status trigger, when ``deferrable`` — until it
+      is parsed, for at most ``timeout`` seconds. A candidate whose tags can never be read (it
+      ``FAILED``) fails the task (``AirflowFailException``) naming it: whether to spend a second
+      credit is the user's decision. When no candidate is listed ``lost_answer_grace`` seconds
+      after the attempt began looking, nothing arrived and it uploads;
+    * finds no record: looks the tag up (``list_videos(tag=...)``, which finds parsed videos,
+      e.g. after a clear of a task that succeeded) and uploads if nothing carries it.
+
+    An attempt that knows its upload never reached the service — the body stopped before its last
+    byte (a body cut short cannot be accepted), the connection was never made, or the service
+    answered with a refusal such as ``0429`` or ``0402`` — forgets its record, so the retry
+    uploads at once. If the record cannot be written, nothing is sent; if it cannot be read,
+    nothing is uploaded (the attempt fails and a retry tries again). Not covered: two attempts of
+    one task instance running at once (a zombie worker still uploading), ``idempotent=False``, a
+    video the service accepted but does not list by ``lost_answer_grace`` seconds after the retry
+    began looking, and (before Airflow 3.3) someone deleting the Variable. Clearing a task for a
+    *new* run uploads again (different ``run_id``), and so does a changed ``source``.
 
     **Rate limits.** The service allows about one upload per minute per account. A rejected
     (``0429``) upload is retried with backoff honouring ``Retry-After``; with ``deferrable=True``
@@ -96,14 +151,19 @@ class MemoriesUploadOperator(BaseOperator):
     :param transport_params: extra smart-open transport parameters, validated per scheme.
     :param stream_http: for an ``http(s)://`` source, stream it through this worker instead of
         letting the service fetch the URL itself (``upload_url``, the default).
-    :param idempotent: tag the upload and look the tag up before uploading (see above).
+    :param idempotent: record each upload and check for an earlier attempt's before uploading
+        (see above); ``False`` uploads on every attempt and frees the 20th tag.
     :param wait_for_parse: after the upload, wait until the video is ``PARSE``, polling as the status
         sensor does: transient errors (5xx, ``0429``, connection) and a video not listed yet only
         mean "not yet" until ``timeout``; ``FAILED`` fails at once, with the service's cause.
-    :param deferrable: wait for rate limits and for parsing in the triggerer, not in a worker slot;
-        defaults to ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status checks while waiting for parsing.
-    :param timeout: seconds to wait for parsing before failing.
+    :param deferrable: wait for rate limits, for parsing and for an earlier attempt's candidate
+        videos in the triggerer, not in a worker slot; defaults to ``[operators] default_deferrable``.
+    :param poll_interval: seconds between status checks while waiting for parsing or for candidates.
+    :param timeout: seconds to wait for parsing before failing; also the longest a retry waits for
+        an earlier attempt's candidate videos to be parsed before failing undecided.
+    :param lost_answer_grace: seconds a retry keeps looking for an earlier attempt's unanswered
+        upload in the listing before it concludes nothing arrived and uploads (capped by
+        ``timeout``). The retry itself starts ``retry_delay`` after the attempt failed.
 
     Returns (XCom ``return_value``) the ``video_no``; the upload result goes to XCom key
     ``upload_result``, of the same shape whether uploaded or reused: ``{"video_no", "video_name",
@@ -145,6 +205,7 @@ class MemoriesUploadOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         timeout: float = 2 * 60 * 60,
+        lost_answer_grace: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,6 +215,8 @@ class MemoriesUploadOperator(BaseOperator):
             raise ValueError(f"`poll_interval` must be > 0 seconds, got {poll_interval!r}")
         if timeout <= 0:
             raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
+        if isinstance(lost_answer_grace, bool) or not lost_answer_grace >= 0:
+            raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")
         self.source = source
         self.memories_conn_id = memories_conn_id
         self.unique_id = unique_id
@@ -173,9 +236,23 @@ class MemoriesUploadOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
+        self.lost_answer_grace = float(lost_answer_grace)
         self._plan_cache: _Plan | None = None
 
     # ------------------------------------------------------------------ validation
+
+    def _tag(self, context: Any) -> str | None:
+        """This task instance's idempotency tag for the (rendered) source; ``None`` if not idempotent."""
+        if not self.idempotent:
+            return None
+        ti = context["ti"]
+        return idempotency_tag(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=getattr(ti, "map_index", -1),
+            source=str(self.source).strip(),
+        )
 
     def _plan(self, context: Any) -> _Plan:
         source_uri = str(self.source).strip()
@@ -210,16 +287,8 @@ class MemoriesUploadOperator(BaseOperator):
                 shown,
                 info.size,
             )
-        tag = None
-        if self.idempotent:
-            ti = context["ti"]
-            tag = idempotency_tag(
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                map_index=getattr(ti, "map_index", -1),
-                source=source_uri,
-            )
+        tag = self._tag(context)
+        if tag is not None:
             metadata["tags"] = [*metadata["tags"], tag]
         return _Plan(source=info, via_url=via_url, metadata=metadata, tag=tag)
 
@@ -233,11 +302,19 @@ class MemoriesUploadOperator(BaseOperator):
         """Resume after a deferred wait for the upload rate limit."""
         return self._upload_or_reuse(context, rate_limited=rate_limited)
 
-    def _upload_or_reuse(self, context: Any, *, rate_limited: int) -> str:
+    def execute_after_candidates(self, context: Any, event: Any = None, since: float = 0.0) -> str:
+        """Resume looking for an earlier attempt's unanswered upload after a deferred wait.
+
+        Whatever the trigger's event says, the next round lists the scope again and decides.
+        """
+        return self._upload_or_reuse(context, rate_limited=0, looking_since=since or None)
+
+    def _upload_or_reuse(self, context: Any, *, rate_limited: int, looking_since: float | None = None) -> str:
         plan = self._plan(context)
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         unique_id = plan.metadata["unique_id"]
-        previous = self._previous_video(context, hook, plan)
+        book = record_book(context, plan.tag) if plan.tag is not None else None
+        previous = self._previous_video(context, hook, plan, book, looking_since)
         shown = redact_uri(plan.source.uri)
         if previous is not None:
             self.log.info(
@@ -251,53 +328,264 @@ class MemoriesUploadOperator(BaseOperator):
                 status=previous.status,
                 upload_time=previous.create_time,
             )
+            if book is not None and plan.tag is not None:
+                self._note(book, AttemptRecord(tag=plan.tag, size=previous.size, video_no=previous.video_no))
         else:
             try:
-                uploaded = self._upload(hook, plan)
+                uploaded = self._send(hook, plan, book)
             except MemoriesRateLimitError as err:
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries
             self.log.info("Uploaded %s as %s", shown, uploaded.video_no)
         video_no = uploaded.video_no
-        self._remember(context, video_no, plan.tag)
         result = {**uploaded.to_dict(), "source": shown, "reused": previous is not None}
         context["ti"].xcom_push(key="upload_result", value=result)
         if self.wait_for_parse:
             self._wait_for_parse(hook, video_no, unique_id)
+        self._finish(book)
         return video_no
 
-    def _previous_video(self, context: Any, hook: MemoriesHook, plan: _Plan) -> Video | None:
-        tag = plan.tag
-        if tag is None:  # idempotent=False
+    # ------------------------------------------------------------------ earlier attempts
+
+    def _previous_video(
+        self,
+        context: Any,
+        hook: MemoriesHook,
+        plan: _Plan,
+        book: RecordBook | None,
+        looking_since: float | None,
+    ) -> Video | None:
+        """The video an earlier attempt of this task instance uploaded, or ``None`` to upload.
+
+        May defer (waiting for candidates) or fail (undecided): never returns ``None`` on doubt.
+        """
+        if book is None or plan.tag is None:  # idempotent=False
             return None
         unique_id = plan.metadata["unique_id"]
-        store = _state_store(context)
-        if store is not None:
+        try:
+            record = book.load()
+        except Exception as err:
+            raise AirflowException(
+                f"Could not read what earlier attempts of this task recorded ({err}); not uploading "
+                "blind, since one of them may already have been billed"
+            ) from err
+        if record is not None and record.video_no:
             try:
-                stored = store.get(STATE_KEY)
-            except Exception as err:  # the store is an optimisation; the tag lookup still protects us
-                self.log.warning("Could not read the task state store (%s); using the tag lookup", err)
-                stored = None
-            # Kept after success too: a task cleared after its source was changed must not reuse
-            # the video of the old source, so the entry counts only for the same tag.
-            if not (isinstance(stored, dict) and stored.get("tag") == tag):
-                stored = None
-            else:
-                stored = stored.get("video_no")
-            if stored:
-                from memories_provider.client import MemoriesNotFoundError
+                return hook.get_video(record.video_no, unique_id=unique_id)
+            except MemoriesNotFoundError:
+                self.log.warning(
+                    "%s, recorded by an earlier attempt, no longer exists; uploading again", record.video_no
+                )
+                return None
+        if record is not None:
+            since = self._looking_since(context, book, record, looking_since)
+            return self._find_unanswered(hook, plan, record, since)
 
-                try:
-                    return hook.get_video(str(stored), unique_id=unique_id)
-                except MemoriesNotFoundError:
-                    self.log.warning("%s from the task state store no longer exists; uploading again", stored)
+        # No earlier send recorded: the tag finds a parsed video, e.g. after a clear of a task that
+        # succeeded once its record was gone (Airflow < 3.3, or ``clear_on_success``).
+        def confirm(video_no: str) -> Video:
+            return hook.get_video(video_no, unique_id=unique_id)
+
+        return tagged_video(hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log)
+
+    def _looking_since(
+        self, context: Any, book: RecordBook, record: AttemptRecord, resumed_since: float | None
+    ) -> float:
+        """When this try began looking for ``record``'s upload: its timeout runs from then.
+
+        Handed back by the deferral's kwargs, or else read from the record (``dag.test()`` drops
+        the kwargs of a deferral whose trigger fired); a new try starts afresh.
+        """
+        if resumed_since is not None:
+            return resumed_since
+        try_number = getattr(context["ti"], "try_number", None)
+        if try_number is not None and record.looking_try == try_number and record.looking_since is not None:
+            return record.looking_since
+        since = time.time()
+        self.log.warning(
+            "An earlier attempt sent %s (%s) at %s and got no answer; memories.ai may have "
+            "accepted (and billed) it. Looking for it before uploading anything.",
+            redact_uri(str(self.source)),
+            _bytes(record.size),
+            when(record.started_ms),
+        )
+        if try_number is not None:
+            try:
+                book.save(replace(record, looking_try=try_number, looking_since=since))
+            except Exception as err:  # only a resumed deferral needs it, and its kwargs carry it too
+                self.log.warning("Could not record when this try began looking: %s", err)
+        return since
+
+    def _find_unanswered(
+        self, hook: MemoriesHook, plan: _Plan, record: AttemptRecord, since: float
+    ) -> Video | None:
+        """Decide whether ``record``'s upload was accepted: its video, or ``None`` (nothing arrived).
+
+        Rounds of listing the scope, each followed by a wait (deferred when ``deferrable``), until
+        one decides; bounded by ``timeout`` from ``since``, when this try began looking.
+        """
+        unique_id = plan.metadata["unique_id"]
+        deadline = since + self.timeout
+        grace = min(self.lost_answer_grace, self.timeout)
+        shown = redact_uri(plan.source.uri)
 
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)
 
-        return tagged_video(hook.iter_videos(unique_id=unique_id, tag=tag), tag, confirm, self.log)
+        while True:
+            verdict: Verdict | None
+            try:
+                verdict = judge(hook.iter_videos(unique_id=unique_id), record, confirm)
+            except MemoriesError as err:
+                if not is_transient(err):
+                    raise
+                self.log.warning("Listing %s failed (%s); looking again", unique_id or "the scope", err)
+                verdict = None
+            now = time.time()
+            if verdict is not None:
+                if verdict.ours is not None:
+                    self.log.info(
+                        "%s carries this task's tag: it is the earlier attempt's upload",
+                        verdict.ours.video_no,
+                    )
+                    return verdict.ours
+                if verdict.foreign:
+                    self.log.info(
+                        "Not ours (their tags say so): %s", ", ".join(v.video_no for v in verdict.foreign)
+                    )
+                if verdict.undecidable and not verdict.pending:
+                    raise AirflowFailException(
+                        self._undecided(shown, record, verdict.undecidable, timed_out=False)
+                    )
+                if verdict.nothing and now - since >= grace:
+                    self.log.info(
+                        "No video listed %.0fs after this attempt began looking could be the earlier "
+                        "upload: it did not arrive. Uploading.",
+                        now - since,
+                    )
+                    return None
+            if now >= deadline:
+                waiting = verdict.pending + verdict.undecidable if verdict is not None else []
+                if waiting:
+                    raise AirflowFailException(self._undecided(shown, record, waiting, timed_out=True))
+                raise AirflowException(
+                    f"Could not list {unique_id or 'the scope'} within {self.timeout:.0f}s to tell whether "
+                    "an earlier attempt's upload arrived; nothing was uploaded"
+                )
+            if verdict is not None and verdict.pending:
+                ids = [v.video_no for v in verdict.pending]
+                self.log.info(
+                    "Waiting for %s to be parsed: until then their tags, which say whose they are, "
+                    "cannot be read",
+                    ", ".join(ids),
+                )
+                if self.deferrable:
+                    self._defer_for_candidates(ids, unique_id, since, deadline)
+                pause = min(self.poll_interval, deadline - now)
+            elif verdict is not None:  # nothing yet: give a late listing its grace
+                pause = min(since + grace - now, deadline - now)
+                self.log.info("No candidate listed yet; looking again in %.0fs", pause)
+            else:
+                pause = min(self.poll_interval, deadline - now)
+            if self.deferrable:
+                self._defer_a_while(pause, since)
+            time.sleep(max(pause, 0.0))
 
-    def _upload(self, hook: MemoriesHook, plan: _Plan) -> UploadResult:
+    def _undecided(self, shown: str, record: AttemptRecord, videos: list[Video], *, timed_out: bool) -> str:
+        if timed_out:
+            why = f"were still not parsed after {self.timeout:.0f}s, so their tags could not be read yet"
+            again = "Clear this task once they are PARSE to decide again (or raise `timeout`). "
+        else:
+            why = (
+                "their tags cannot be read (memories.ai shows tags only for PARSE videos, never FAILED ones)"
+            )
+            again = ""
+        return (
+            f"An earlier attempt of this task sent {shown} ({_bytes(record.size)}) at "
+            f"{when(record.started_ms)} and got no answer, so memories.ai may have accepted and billed "
+            f"it. These videos could be that upload, but {why}, and only tags say whose a video is: "
+            f"{describe(videos)}. Nothing was uploaded: a second upload may cost a second credit, and "
+            f"that is your decision. {again}To upload again, delete the one(s) that are this task's "
+            "(MemoriesHook().delete_videos([...], unique_id=...)) and clear this task; to upload "
+            "regardless, run it with idempotent=False."
+        )
+
+    def _defer_for_candidates(
+        self, video_nos: list[str], unique_id: str | None, since: float, deadline: float
+    ) -> None:
+        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+        remaining = max(deadline - time.time(), 0.0)
+        self.defer(
+            trigger=MemoriesVideoStatusTrigger(
+                video_nos=video_nos,
+                memories_conn_id=self.memories_conn_id,
+                unique_id=unique_id,
+                poll_interval=self.poll_interval,
+                end_time=deadline,
+            ),
+            method_name="execute_after_candidates",
+            kwargs={"since": since},
+            timeout=timedelta(seconds=remaining + deferral_margin(self.poll_interval)),
+        )
+
+    def _defer_a_while(self, seconds: float, since: float) -> None:
+        from airflow.providers.common.compat.standard.triggers import TimeDeltaTrigger
+
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=max(seconds, 0.0))),
+            method_name="execute_after_candidates",
+            kwargs={"since": since},
+        )
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, hook: MemoriesHook, plan: _Plan, book: RecordBook | None) -> UploadResult:
+        """Record the send, upload, record the answer; forget the record if it surely did not arrive."""
+        record = None
+        if book is not None and plan.tag is not None:
+            record = AttemptRecord(tag=plan.tag, size=plan.source.size, started_ms=int(time.time() * 1000))
+            try:
+                book.save(record)
+            except Exception as err:
+                raise AirflowException(
+                    f"Could not record the upload before sending it ({err}); not sending, since a retry "
+                    "could not tell whether it was billed"
+                ) from err
+        sent = _BodyProgress()
+        try:
+            uploaded = self._upload(hook, plan, sent)
+        except BaseException as err:
+            if book is not None and _never_accepted(err, plan, sent.file_bytes):
+                try:
+                    book.clear()
+                except Exception as clear_err:  # the retry will then look, find nothing and upload
+                    self.log.warning("Could not clear the upload record: %s", clear_err)
+            raise
+        if book is not None and record is not None:
+            self._note(book, replace(record, video_no=uploaded.video_no))
+        return uploaded
+
+    def _note(self, book: RecordBook, record: AttemptRecord) -> None:
+        try:
+            book.save(record)
+        except Exception as err:  # never fail an accepted, billed upload over bookkeeping
+            self.log.warning(
+                "Could not record %s as this task's video (%s); a retry will find it by listing",
+                record.video_no,
+                err,
+            )
+
+    def _finish(self, book: RecordBook | None) -> None:
+        if book is None:
+            return
+        try:
+            book.done()
+        except Exception as err:
+            self.log.warning("Could not drop the upload record: %s", err)
+
+    def _upload(self, hook: MemoriesHook, plan: _Plan, sent: _BodyProgress) -> UploadResult:
         config = hook.config
         policy: RetryPolicy = RetryPolicy(max_retries=config.max_retries)
         if self.deferrable:
@@ -310,6 +598,11 @@ class MemoriesUploadOperator(BaseOperator):
                 return client.upload_video_from_url(plan.source.uri, **metadata)
             size = plan.source.size
             progress = TransferProgress(self.log, f"upload {shown}", size)
+
+            def on_progress(done: int) -> None:
+                sent.file_bytes = done
+                progress.update(done)
+
             self.log.info("Uploading %s (%s bytes)", shown, size)
             with open_source(
                 plan.source.uri, conn_id=self.source_conn_id, transport_params=self.transport_params
@@ -319,7 +612,7 @@ class MemoriesUploadOperator(BaseOperator):
                     filename=plan.source.name,
                     size=size,
                     content_type=check_video_name(plan.source.name),
-                    progress=progress.update,
+                    progress=on_progress,
                     **metadata,
                 )
             progress.update(size or 0, final=True)
@@ -346,15 +639,6 @@ class MemoriesUploadOperator(BaseOperator):
             method_name="execute_after_rate_limit",
             kwargs={"rate_limited": rate_limited + 1},
         )
-
-    def _remember(self, context: Any, video_no: str, tag: str | None) -> None:
-        store = _state_store(context)
-        if store is None or tag is None:
-            return
-        try:
-            store.set(STATE_KEY, {"video_no": video_no, "tag": tag})
-        except Exception as err:  # never fail an accepted, billed upload over bookkeeping
-            self.log.warning("Could not write %s to the task state store: %s", video_no, err)
 
     # ------------------------------------------------------------------ waiting for PARSE
 
@@ -401,6 +685,8 @@ class MemoriesUploadOperator(BaseOperator):
         from memories_provider.sensors.video_status import handle_status_event
 
         handle_status_event(event)
+        tag = self._tag(context)
+        self._finish(record_book(context, tag) if tag is not None else None)
         return video_no
 
     # ------------------------------------------------------------------ lineage
@@ -465,9 +751,3 @@ def tagged_video(
                 "%s is listed for tag %s but its tags are unknown; not reusing it", video.video_no, tag
             )
     return None
-
-
-def _state_store(context: Any) -> Any:
-    """The task state store (Airflow >= 3.3), else ``None``."""
-    getter = getattr(context, "get", None)
-    return getter("task_state_store") if getter is not None else None

@@ -82,6 +82,29 @@ def test_drop_before_response_on_upload_stores_nothing(api, memories_emulator):
     assert memories_emulator.control.videos() == []
 
 
+def test_drop_mid_request_cuts_the_upload_body_and_stores_nothing(api, memories_emulator):
+    memories_emulator.control.inject_fault("upload", "drop_mid_request", after_bytes=4096)
+    sent = 0
+    total = 32 * 1024 * 1024
+
+    def body():  # counts what the client managed to hand to its socket
+        nonlocal sent
+        head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+        yield head + b"Content-Type: video/mp4\r\n\r\n"
+        for _ in range(total // (1024 * 1024)):
+            yield b"x" * (1024 * 1024)
+            sent += 1024 * 1024
+        yield b"\r\n--b--\r\n"
+
+    with pytest.raises(requests.ConnectionError):
+        api.v1("POST", "upload", data=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert sent < total  # the body never finished going out
+    assert memories_emulator.control.videos() == []
+    [entry] = memories_emulator.control.request_log("upload")
+    assert (entry["fault"], entry["http_status"]) == ("drop_mid_request", None)
+    assert entry["body_bytes_read"] == 4096
+
+
 def test_accept_then_drop_stores_the_upload(api, memories_emulator):
     memories_emulator.control.inject_fault("upload", "accept_then_drop")
     with pytest.raises(requests.ConnectionError):

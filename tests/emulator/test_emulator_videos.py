@@ -49,6 +49,65 @@ def test_capture_metadata_only_after_parse(api, memories_emulator):
     assert (m["status"], m["camera_model"], m["latitude"]) == ("PARSE", "Cam", 1.0)
 
 
+def test_tags_only_after_parse_and_never_for_failed(api, memories_emulator):
+    memories_emulator.control.configure(parse_delay=3600)
+    d = api.upload("a.mp4", b"x" * 77, tags=["mine"], camera_model="Cam")
+    m = api.meta(d["videoNo"])["data"]
+    assert m["status"] == "UNPARSE" and m["tags"] is None
+    # The basic fields are there from the upload on: that is all a retry can go by.
+    assert (m["video_no"], m["video_name"], m["size"], m["create_time"]) == (
+        d["videoNo"],
+        d["videoName"],
+        77,
+        int(d["uploadTime"]),
+    )
+    [row] = _list(api)["videos"]
+    assert row["tags"] is None and row["size"] == 77 and row["status"] == "UNPARSE"
+    memories_emulator.control.set_status(d["videoNo"], "FAILED", "bad codec")
+    assert api.meta(d["videoNo"])["data"]["tags"] is None
+    assert _list(api)["videos"][0]["tags"] is None
+    assert memories_emulator.control.videos()[0]["tags"] == ["mine", "api"]  # the control API sees all
+    memories_emulator.control.set_status(d["videoNo"], "PARSE")
+    assert api.meta(d["videoNo"])["data"]["tags"] == ["mine", "api"]
+    assert _list(api)["videos"][0]["tags"] == ["mine", "api"]
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        {"tag": "mine"},
+        {"tag": "api"},
+        {"camera_model": "Cam"},
+        {"datetime_taken": 0},
+        {"latitude": 1.0, "longitude": 2.0},
+    ],
+)
+def test_metadata_filters_match_only_parsed_videos(api, memories_emulator, flt):
+    memories_emulator.control.configure(parse_delay=3600)
+    d = api.upload(
+        tags=["mine"], camera_model="Cam", datetime_taken="2024-01-01 00:00:00", latitude="1", longitude="2"
+    )
+    for status in ("UNPARSE", "FAILED"):
+        memories_emulator.control.set_status(d["videoNo"], status)
+        assert _list(api, **flt)["total_count"] == 0, status
+    # The basic filters match whatever the status.
+    assert _list(api, video_name=d["videoName"])["total_count"] == 1
+    assert _list(api, status="FAILED")["total_count"] == 1
+    memories_emulator.control.set_status(d["videoNo"], "PARSE")
+    assert [v["video_no"] for v in _list(api, **flt)["videos"]] == [d["videoNo"]]
+
+
+def test_metadata_before_parse_restores_the_lenient_reading(api, memories_emulator):
+    memories_emulator.control.configure(parse_delay=3600, metadata_before_parse=True)
+    d = api.upload(tags=["mine"], camera_model="Cam")
+    assert [v["video_no"] for v in _list(api, tag="mine")["videos"]] == [d["videoNo"]]
+    assert _list(api, camera_model="Cam")["total_count"] == 1
+    assert api.meta(d["videoNo"])["data"]["tags"] == ["mine", "api"]
+    assert api.meta(d["videoNo"])["data"]["camera_model"] is None  # capture metadata: still after PARSE
+    memories_emulator.control.reset()  # back to the documented reading
+    assert memories_emulator.control.config()["metadata_before_parse"] is False
+
+
 def _list(api, **body):
     resp = api.v1("POST", "list_videos", json=body)
     out = resp.json()
@@ -104,7 +163,7 @@ def test_list_filters(api, memories_emulator):
     assert nos(status="PARSE") == {a["videoNo"], b["videoNo"]}
     assert nos(camera_model="B") == {b["videoNo"]}
     assert nos(tag="x") == {a["videoNo"]}
-    assert nos(tag="api") == {a["videoNo"], b["videoNo"], c["videoNo"]}
+    assert nos(tag="api") == {a["videoNo"], b["videoNo"]}  # not the FAILED one: no metadata row
     assert nos(datetime_taken=1709251200000) == {b["videoNo"]}  # >= 2024-03-01
     assert nos(latitude=48.86, longitude=2.35) == {a["videoNo"]}  # Paris, within ~20 km
     assert nos(latitude=48.0, longitude=2.35) == set()  # ~95 km away

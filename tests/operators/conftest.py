@@ -57,3 +57,32 @@ def upload_video(memories_emulator: Any) -> Callable[..., str]:
         return str(body["data"]["videoNo"])
 
     return _upload
+
+
+@pytest.fixture
+def after_first_look(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], list[int]]:
+    """``after_first_look(action)``: run ``action`` right after a retry's first look at the scope.
+
+    The look — a full listing, ``MemoriesHook.iter_videos`` without a tag filter — is real; the
+    action runs once its last page has been read, so that round saw the scope as it was before.
+    Returns a one-item list counting such listings. Works in ``dag.test()``, which runs tasks in
+    this process.
+    """
+    from memories_provider.hooks.memories import MemoriesHook
+
+    real = MemoriesHook.iter_videos
+
+    def install(action: Callable[[], None]) -> list[int]:
+        looks = [0]
+
+        def iter_videos(self: MemoriesHook, **kwargs: Any) -> Any:
+            yield from real(self, **kwargs)
+            if "tag" not in kwargs:
+                looks[0] += 1
+                if looks[0] == 1:
+                    action()
+
+        monkeypatch.setattr(MemoriesHook, "iter_videos", iter_videos)
+        return looks
+
+    return install

@@ -37,7 +37,7 @@ class _TaskInstance:
 
 def run(context: dict | None = None, **kwargs: Any) -> tuple[str, _TaskInstance]:
     ti = _TaskInstance()
-    ctx = context or {"ti": ti}
+    ctx = context or {"ti": ti, "task_state_store": Store()}
     return MemoriesUploadOperator(task_id="upload", **kwargs).execute(ctx), ctx["ti"]
 
 
@@ -57,6 +57,9 @@ class Store(dict):
 
     def set(self, key: str, value: Any) -> None:
         self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
 
 
 #: The keys of XCom ``upload_result``, whether the video was uploaded or reused.
@@ -173,7 +176,7 @@ def test_presigned_http_source_is_uploaded_with_its_secrets_kept_out_of_xcom_log
     source = f"http://user:pa55word@{presigned_base}/in/clip.mp4?X-Amz-Signature=t0ken"
     op = MemoriesUploadOperator(task_id="upload", source=source, stream_http=stream_http)
     ti = _TaskInstance()
-    video_no = op.execute({"ti": ti})
+    video_no = op.execute({"ti": ti, "task_state_store": Store()})
     [v] = stored(emu)
     assert v["size"] == len(VIDEO)
     if not stream_http:
@@ -269,6 +272,8 @@ def test_empty_source_fails_at_construction() -> None:
 
 
 def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any, video: Path) -> None:
+    # Parse delay 0: the earlier video is PARSE when the retry lists it, so its tags are shown.
+    # (While it is UNPARSE, see test_upload_lost_answer.py.)
     emu.control.inject_fault("upload", "accept_then_drop")
     ti = _TaskInstance()
     store = Store()
@@ -277,7 +282,11 @@ def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any
             {"ti": ti, "task_state_store": store}
         )
     [v] = stored(emu)  # the service kept (and billed) it
-    assert store == {}  # no answer, nothing to remember: only the tag can find it
+    [tag] = [t for t in v["tags"] if t.startswith("airflow-")]
+    # Recorded before sending, with no answer: the retry knows what to look for, and from when.
+    record = store["memories_video_no"]
+    assert set(record) == {"tag", "size", "started_ms"} and record["tag"] == tag
+    assert record["size"] == len(VIDEO) and record["started_ms"] <= v["create_time"]
     retry = _TaskInstance(try_number=2)
     video_no = MemoriesUploadOperator(task_id="upload", source=str(video)).execute(
         {"ti": retry, "task_state_store": store}
@@ -293,8 +302,7 @@ def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any
         "source": str(video),
         "reused": True,
     }
-    [tag] = [t for t in v["tags"] if t.startswith("airflow-")]
-    assert store == {"memories_video_no": {"video_no": video_no, "tag": tag}}
+    assert store["memories_video_no"] == {"tag": tag, "size": len(VIDEO), "video_no": video_no}
 
 
 def test_tag_lookup_reuses_only_a_video_that_carries_the_tag(
@@ -340,7 +348,9 @@ def test_other_runs_and_sources_are_not_mistaken_for_a_retry(emu: Any, video: Pa
     run(source=str(video))
     other = _TaskInstance()
     other.run_id = "run-2"
-    MemoriesUploadOperator(task_id="upload", source=str(video)).execute({"ti": other})
+    MemoriesUploadOperator(task_id="upload", source=str(video)).execute(
+        {"ti": other, "task_state_store": Store()}
+    )
     second = tmp_path / "second.mp4"
     second.write_bytes(VIDEO)
     run(source=str(second))
@@ -351,10 +361,22 @@ def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
     store = Store()
     first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
     [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
-    assert store == {"memories_video_no": {"video_no": first, "tag": tag}}
+    assert store["memories_video_no"]["video_no"] == first and store["memories_video_no"]["tag"] == tag
     again, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
     assert again == first
     assert emu.control.count("list_videos") == 1  # only the first attempt looked the tag up
+    assert emu.control.count("upload") == 1
+
+
+def test_a_record_from_an_older_version_is_still_honoured(emu: Any, upload_video: Any, video: Path) -> None:
+    # Before the send record, the store held only {"video_no", "tag"} of an answered upload.
+    from memories_provider.operators._upload_args import idempotency_tag
+
+    earlier = upload_video(VIDEO)
+    tag = idempotency_tag(dag_id="dag", task_id="upload", run_id="run-1", map_index=-1, source=str(video))
+    store = Store(memories_video_no={"video_no": earlier, "tag": tag})
+    again, ti = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert again == earlier and ti.xcom["upload_result"]["reused"] is True
     assert emu.control.count("upload") == 1
 
 
@@ -382,15 +404,17 @@ def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Pa
 
     emu.control.inject_fault("upload", "code_0429", count=1, retry_after=7)
     op = MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True)
-    ti = _TaskInstance()
+    context = {"ti": _TaskInstance(), "task_state_store": Store()}
     with pytest.raises(TaskDeferred) as info:
-        op.execute({"ti": ti})
+        op.execute(context)
     deferred = info.value
     assert isinstance(deferred.trigger, TimeDeltaTrigger)
     assert deferred.method_name == "execute_after_rate_limit"
     assert emu.control.count("upload") == 1  # rejected once, no sleeping retry in the worker
-    video_no = getattr(op, deferred.method_name)({"ti": ti}, None, **deferred.kwargs)
+    assert context["task_state_store"] == {}  # refused, so certainly not billed: nothing to look for
+    video_no = getattr(op, deferred.method_name)(context, None, **deferred.kwargs)
     assert [v["video_no"] for v in stored(emu)] == [video_no]
+    assert emu.control.count("list_videos") == 2  # a tag lookup each time, no candidate search
 
 
 def test_rate_limits_exhausted_fail_with_the_typed_error(emu: Any, video: Path, monkeypatch) -> None:
@@ -448,15 +472,17 @@ def test_deferrable_wait_for_parse_defers_on_the_status_trigger(emu: Any, video:
 
     emu.control.configure(parse_delay=3600)
     op = MemoriesUploadOperator(task_id="upload", source=str(video), wait_for_parse=True, deferrable=True)
+    context = {"ti": _TaskInstance(), "task_state_store": Store()}
     with pytest.raises(TaskDeferred) as info:
-        op.execute({"ti": _TaskInstance()})
+        op.execute(context)
     trigger = info.value.trigger
     assert isinstance(trigger, MemoriesVideoStatusTrigger)
     [v] = stored(emu)
     assert trigger.video_nos == [v["video_no"]]
     assert emu.conn_json.split('"password": ')[1].split('"')[1] not in json.dumps(trigger.serialize()[1])
     event = {"status": "success", "message": "ok", "videos": [v]}
-    assert op.execute_complete({}, event, **info.value.kwargs) == v["video_no"]
+    assert op.execute_complete(context, event, **info.value.kwargs) == v["video_no"]
+    assert context["task_state_store"]["memories_video_no"]["video_no"] == v["video_no"]
 
 
 # ---------------------------------------------------------------------------- lineage
@@ -469,7 +495,7 @@ def test_openlineage_names_the_source_and_the_video(emu: Any, moto_s3_server: An
         task_id="upload", source=f"s3://{s3_bucket}/in/clip.mp4", source_conn_id=moto_s3_server.conn_id
     )
     ti = _TaskInstance()
-    video_no = op.execute({"ti": ti})
+    video_no = op.execute({"ti": ti, "task_state_store": Store()})
 
     class LineageTI:
         task_id = "upload"

@@ -1,0 +1,486 @@
+"""A lost upload answer is never paid twice, on the emulator with the service's documented reading.
+
+Tags (our only proof of whose a video is) are shown only once a video is PARSE, so these tests
+hold the earlier attempt's video UNPARSE (``parse_delay=3600``) and move it with
+``control.set_status`` at chosen moments: right after the retry's first look at the scope
+(:func:`after_first_look`), never, or to FAILED. The operator runs ``execute()`` directly with an
+in-memory task state store; ``test_upload_dag.py`` runs the same stories through real Airflow retries.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from test_upload import VIDEO, Store, _TaskInstance
+
+from memories_provider.client import (
+    MemoriesAuthError,
+    MemoriesConnectionError,
+    MemoriesInsufficientCreditsError,
+    Video,
+)
+from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators._attempt_record import AttemptRecord
+from memories_provider.operators._lost_upload import CLOCK_SKEW_MS, judge
+from memories_provider.operators.upload import MemoriesUploadOperator
+
+#: A different file of the same size as VIDEO: what another task might upload as "clip.mp4" too.
+OTHER = bytes(reversed(VIDEO))
+assert len(OTHER) == len(VIDEO) and OTHER != VIDEO
+QUICK = {"poll_interval": 0.05, "lost_answer_grace": 0.2}
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(VIDEO)
+    return path
+
+
+@pytest.fixture
+def held(emu: Any) -> Any:
+    """The emulator with every upload held UNPARSE until a test moves it."""
+    emu.control.configure(parse_delay=3600)
+    return emu
+
+
+def attempt(store: Store, try_number: int = 1, **kwargs: Any) -> tuple[str, _TaskInstance]:
+    ti = _TaskInstance(try_number=try_number)
+    op = MemoriesUploadOperator(task_id="upload", **{**QUICK, **kwargs})
+    return op.execute({"ti": ti, "task_state_store": store}), ti
+
+
+def lost_first_attempt(emu: Any, store: Store, source: Path, fault: str = "accept_then_drop") -> None:
+    """Attempt 1: the body goes out whole and the answer is lost (``fault`` decides if it was kept)."""
+    emu.control.inject_fault("upload", fault)
+    with pytest.raises(MemoriesConnectionError) as info:
+        attempt(store, source=str(source))
+    assert info.value.request_sent
+    record = store["memories_video_no"]
+    assert "video_no" not in record and record["size"] == len(VIDEO)  # sent, no answer
+
+
+def tag_of(video: dict) -> str:
+    [tag] = [t for t in video["tags"] if t.startswith("airflow-")]
+    return tag
+
+
+# ---------------------------------------------------------------------------- the earlier video UNPARSE
+
+
+def test_unparse_for_the_whole_retry_uploads_nothing_and_names_the_candidate(held: Any, video: Path) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    with pytest.raises(AirflowFailException) as info:
+        attempt(store, 2, source=str(video), timeout=0.5)
+    message = str(info.value)
+    assert earlier["video_no"] in message and "UNPARSE" in message and "not parsed after" in message
+    assert "delete" in message and "idempotent=False" in message  # what the user can do
+    assert [v["video_no"] for v in held.control.videos()] == [earlier["video_no"]]
+    assert held.control.count("upload") == 1
+    assert held.control.videos()[0]["status"] == "UNPARSE"  # the whole retry long
+    assert "video_no" not in store["memories_video_no"]  # still undecided for the next try
+
+
+def test_reaching_parse_during_the_retry_reuses_it(held: Any, video: Path, after_first_look: Any) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    looks = after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
+    video_no, ti = attempt(store, 2, source=str(video))
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert looks[0] == 2  # saw it UNPARSE, waited, saw it PARSE with our tag
+    assert held.control.count("upload") == 1 and len(held.control.videos()) == 1
+    assert store["memories_video_no"]["video_no"] == video_no  # a further retry needs one get_metadata
+
+
+def test_deferrable_retry_waits_for_the_candidates_on_the_status_trigger(held: Any, video: Path) -> None:
+    from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    op = MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True, timeout=600, **QUICK)
+    context = {"ti": _TaskInstance(try_number=2), "task_state_store": store}
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    deferred = info.value
+    assert isinstance(deferred.trigger, MemoriesVideoStatusTrigger)
+    assert deferred.trigger.video_nos == [earlier["video_no"]]
+    assert deferred.method_name == "execute_after_candidates"
+    since = deferred.kwargs["since"]
+    assert deferred.trigger.end_time == pytest.approx(since + 600)
+    assert held.api_key not in str(deferred.trigger.serialize())
+    # Resumed while still UNPARSE (e.g. the trigger timed out early): it defers again, same deadline.
+    with pytest.raises(TaskDeferred) as again:
+        op.execute_after_candidates(context, None, **deferred.kwargs)
+    assert again.value.kwargs == {"since": since}
+    held.control.set_status(earlier["video_no"], "PARSE")
+    assert (
+        op.execute_after_candidates(context, {"status": "success"}, **deferred.kwargs) == earlier["video_no"]
+    )
+    assert held.control.count("upload") == 1
+
+
+def test_the_deadline_survives_deferral(held: Any, video: Path) -> None:
+    # `since` comes back from the trigger: a resumed retry does not restart its timeout.
+    store = Store()
+    lost_first_attempt(held, store, video)
+    op = MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True, timeout=60, **QUICK)
+    context = {"ti": _TaskInstance(try_number=2), "task_state_store": store}
+    with pytest.raises(AirflowFailException, match="not parsed after 60s"):
+        op.execute_after_candidates(context, {"status": "timeout"}, since=1.0)  # long ago
+    assert held.control.count("upload") == 1
+
+
+# ---------------------------------------------------------------------------- someone else's upload
+
+
+def test_another_tasks_same_size_same_name_video_is_never_taken_for_ours(
+    held: Any, video: Path, upload_video: Any, after_first_look: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    theirs = upload_video(OTHER, "clip.mp4")  # another task, between the attempts; UNPARSE too
+
+    def both_parse() -> None:
+        held.control.set_status(theirs, "PARSE")
+        held.control.set_status(earlier["video_no"], "PARSE")
+
+    after_first_look(both_parse)
+    video_no, _ = attempt(store, 2, source=str(video))
+    assert video_no == earlier["video_no"] != theirs
+    assert {v["video_no"] for v in held.control.videos()} == {earlier["video_no"], theirs}
+    assert held.control.count("upload") == 2  # attempt 1 and the other task: no duplicate
+
+
+def test_our_upload_lost_before_it_arrived_is_sent_again_even_beside_a_look_alike(
+    held: Any, video: Path, upload_video: Any, after_first_look: Any
+) -> None:
+    store = Store()
+    # The body went out whole, the service dropped it without storing: nothing was billed.
+    lost_first_attempt(held, store, video, fault="drop_before_response")
+    assert held.control.videos() == []
+    theirs = upload_video(OTHER, "clip.mp4")
+    after_first_look(lambda: held.control.set_status(theirs, "PARSE"))
+    video_no, ti = attempt(store, 2, source=str(video))
+    assert video_no != theirs and ti.xcom["upload_result"]["reused"] is False
+    videos = {v["video_no"]: v for v in held.control.videos()}
+    assert set(videos) == {theirs, video_no}
+    assert videos[video_no]["sha256"] != videos[theirs]["sha256"]
+    assert tag_of(videos[video_no]) == store["memories_video_no"]["tag"]
+
+
+def test_look_alikes_unparse_for_the_whole_retry_are_all_named(
+    held: Any, video: Path, upload_video: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    theirs = upload_video(OTHER, "clip.mp4")
+    with pytest.raises(AirflowFailException) as info:
+        attempt(store, 2, source=str(video), timeout=0.3)
+    assert earlier["video_no"] in str(info.value) and theirs in str(info.value)
+    assert held.control.count("upload") == 2
+
+
+def test_two_tasks_losing_answers_for_the_same_file_each_find_their_own(
+    held: Any, video: Path, after_first_look: Any
+) -> None:
+    # Two task instances (two runs) upload the very same bytes and both lose the answer: each
+    # is the other's look-alike until PARSE shows the tags.
+    stores = {"run-1": Store(), "run-2": Store()}
+    for run_id, store in stores.items():
+        held.control.inject_fault("upload", "accept_then_drop")
+        ti = _TaskInstance()
+        ti.run_id = run_id
+        with pytest.raises(MemoriesConnectionError):
+            MemoriesUploadOperator(task_id="upload", source=str(video), **QUICK).execute(
+                {"ti": ti, "task_state_store": store}
+            )
+    by_tag = {tag_of(v): v["video_no"] for v in held.control.videos()}
+    assert len(by_tag) == 2
+
+    def all_parse() -> None:
+        for v in held.control.videos():
+            held.control.set_status(v["video_no"], "PARSE")
+
+    after_first_look(all_parse)
+    for run_id, store in stores.items():
+        ti = _TaskInstance(try_number=2)
+        ti.run_id = run_id
+        got = MemoriesUploadOperator(task_id="upload", source=str(video), **QUICK).execute(
+            {"ti": ti, "task_state_store": store}
+        )
+        assert got == by_tag[store["memories_video_no"]["tag"]]
+    assert held.control.count("upload") == 2
+
+
+def test_a_storm_of_0429_while_looking_is_waited_out(
+    held: Any, video: Path, set_memories_conn: Any, after_first_look: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    set_memories_conn(max_retries=0)  # the client gives up at once: the look itself must carry on
+    held.control.inject_fault("list_videos", "code_0429", count=3, retry_after=0.01)
+    after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
+    video_no, _ = attempt(store, 2, source=str(video))
+    assert video_no == earlier["video_no"] and held.control.count("upload") == 1
+    codes = [r["code"] for r in held.control.request_log("list_videos")]
+    assert codes[1:4] == ["0429"] * 3  # after attempt 1's tag lookup
+
+
+def test_a_refused_key_while_looking_fails_without_uploading(
+    held: Any, video: Path, set_memories_conn: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    held.control.configure(api_keys=["sk-mavi-another-key"])
+    with pytest.raises(MemoriesAuthError):
+        attempt(store, 2, source=str(video))
+    assert held.control.count("upload") == 1 and "video_no" not in store["memories_video_no"]
+
+
+# ---------------------------------------------------------------------------- the earlier video FAILED
+
+
+def test_earlier_video_failed_to_parse_fails_the_retry_and_names_it(held: Any, video: Path) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    held.control.set_status(earlier["video_no"], "FAILED", "unsupported codec")
+    with pytest.raises(AirflowFailException) as info:
+        attempt(store, 2, source=str(video), timeout=600)
+    message = str(info.value)
+    assert earlier["video_no"] in message and "FAILED: unsupported codec" in message
+    assert "never FAILED ones" in message and "delete" in message
+    assert held.control.count("upload") == 1  # at once, not after the timeout
+    # What the message advises: delete it and clear the task — the next try uploads again.
+    MemoriesHook().delete_videos([earlier["video_no"]])
+    video_no, _ = attempt(store, 3, source=str(video))
+    assert [v["video_no"] for v in held.control.videos()] == [video_no] != [earlier["video_no"]]
+
+
+def test_failing_while_the_retry_waits_fails_it_too(held: Any, video: Path, after_first_look: Any) -> None:
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    after_first_look(lambda: held.control.set_status(earlier["video_no"], "FAILED", "bad"))
+    with pytest.raises(AirflowFailException, match=earlier["video_no"]):
+        attempt(store, 2, source=str(video), timeout=600)
+    assert held.control.count("upload") == 1
+
+
+# ---------------------------------------------------------------------------- "nothing arrived"
+
+
+def test_a_body_cut_short_is_uploaded_again_at_once(emu: Any, tmp_path: Path) -> None:
+    # The service drops the connection after 64 KiB: the body never finished going out, so it
+    # cannot have been accepted. The record is forgotten and the retry uploads without looking.
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"v" * (32 * 1024 * 1024))
+    store = Store()
+    emu.control.inject_fault("upload", "drop_mid_request")
+    with pytest.raises(MemoriesConnectionError) as info:
+        attempt(store, source=str(big))
+    assert info.value.request_sent  # the connection was made: only the body's progress tells
+    assert store == {}
+    video_no, _ = attempt(store, 2, source=str(big), lost_answer_grace=3600)
+    assert [v["video_no"] for v in emu.control.videos()] == [video_no]
+    assert emu.control.count("list_videos") == 2  # one tag lookup per attempt, no search, no grace
+
+
+def test_a_whole_body_without_answer_nor_video_is_uploaded_again_after_the_grace(
+    emu: Any, video: Path, after_first_look: Any
+) -> None:
+    store = Store()
+    lost_first_attempt(emu, store, video, fault="drop_before_response")
+    looks = after_first_look(lambda: None)
+    video_no, _ = attempt(store, 2, source=str(video), lost_answer_grace=0.3)
+    assert looks[0] == 2  # looked, gave a late listing its grace, looked again
+    assert [v["video_no"] for v in emu.control.videos()] == [video_no]
+    assert emu.control.count("upload") == 2
+
+
+def test_a_refusal_is_not_looked_for(emu: Any, video: Path) -> None:
+    emu.control.configure(credits=0.0)
+    store = Store()
+    with pytest.raises(MemoriesInsufficientCreditsError):
+        attempt(store, source=str(video))
+    assert store == {}  # refused: certainly not billed
+
+
+def test_rate_limits_exhausted_leave_nothing_to_look_for(
+    emu: Any, set_memories_conn: Any, video: Path
+) -> None:
+    set_memories_conn(max_retries=0)
+    emu.control.inject_fault("upload", "code_0429")
+    store = Store()
+    with pytest.raises(Exception, match="exceeded the limit"):
+        attempt(store, source=str(video))
+    assert store == {}
+
+
+def test_url_upload_lost_answer_is_found_by_the_size_the_url_reported(
+    held: Any, video: Path, after_first_look: Any
+) -> None:
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(video.parent))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _url_upload_story(held, f"http://127.0.0.1:{server.server_port}/clip.mp4", after_first_look)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _url_upload_story(held: Any, url: str, after_first_look: Any) -> None:
+    store = Store()
+    held.control.inject_fault("upload_url", "accept_then_drop")
+    with pytest.raises(MemoriesConnectionError):
+        attempt(store, source=url)
+    assert store["memories_video_no"]["size"] == len(VIDEO)  # from HEAD
+    [earlier] = held.control.videos()
+    after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
+    video_no, _ = attempt(store, 2, source=url)
+    assert video_no == earlier["video_no"] and held.control.count("upload_url") == 1
+
+
+# ---------------------------------------------------------------------------- the record itself
+
+
+class _BrokenStore(Store):
+    def __init__(self, *, reads: bool = True, writes: bool = True) -> None:
+        super().__init__()
+        self.reads, self.writes = reads, writes
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self.reads:
+            raise RuntimeError("state store unavailable")
+        return super().get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        if not self.writes:
+            raise RuntimeError("state store unavailable")
+        super().set(key, value)
+
+
+def test_nothing_is_sent_when_the_send_cannot_be_recorded(emu: Any, video: Path) -> None:
+    with pytest.raises(AirflowException, match="not sending"):
+        attempt(_BrokenStore(writes=False), source=str(video))
+    assert emu.control.count("upload") == 0
+
+
+def test_nothing_is_uploaded_when_the_record_cannot_be_read(emu: Any, video: Path) -> None:
+    with pytest.raises(AirflowException, match="not uploading blind"):
+        attempt(_BrokenStore(reads=False), 2, source=str(video))
+    assert emu.control.request_log() == []
+
+
+def test_without_a_task_state_store_the_record_is_an_airflow_variable(
+    emu: Any, video: Path, airflow_db: Any
+) -> None:
+    # Outside a task run on Airflow 3 there is no task state store and no Task SDK to hold a
+    # Variable: nowhere to record the send, so nothing is sent. Airflow 2 writes the Variable to
+    # the metastore directly: the upload goes through, and the Variable is gone once it succeeded.
+    from airflow import __version__
+
+    op = MemoriesUploadOperator(task_id="upload", source=str(video))
+    if not __version__.startswith("2."):
+        with pytest.raises(AirflowException, match="not sending"):
+            op.execute({"ti": _TaskInstance()})
+        assert emu.control.count("upload") == 0
+        return
+    from airflow.models.variable import Variable
+
+    from memories_provider.operators._attempt_record import VARIABLE_PREFIX
+
+    emu.control.inject_fault("upload", "accept_then_drop")
+    with pytest.raises(MemoriesConnectionError):
+        op.execute({"ti": _TaskInstance()})
+    [v] = emu.control.videos()
+    key = VARIABLE_PREFIX + tag_of(v)
+    assert Variable.get(key, None) is not None  # the unanswered send, for the retry
+    assert op.execute({"ti": _TaskInstance(try_number=2)}) == v["video_no"]  # PARSE: its tag shows
+    assert Variable.get(key, None) is None
+
+
+def test_an_answer_that_cannot_be_recorded_does_not_fail_the_billed_upload(
+    emu: Any, video: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    class OneWrite(Store):
+        writes = 0
+
+        def set(self, key: str, value: Any) -> None:
+            OneWrite.writes += 1
+            if OneWrite.writes > 1:
+                raise RuntimeError("state store unavailable")
+            super().set(key, value)
+
+    video_no, _ = attempt(OneWrite(), source=str(video))
+    assert [v["video_no"] for v in emu.control.videos()] == [video_no]
+    assert "a retry will find it by listing" in capsys.readouterr().out + caplog.text
+
+
+def test_lost_answer_grace_is_validated() -> None:
+    for bad in (-1, float("nan"), True):
+        with pytest.raises(ValueError, match="lost_answer_grace"):
+            MemoriesUploadOperator(task_id="t", source="a.mp4", lost_answer_grace=bad)
+
+
+# ---------------------------------------------------------------------------- deciding (pure)
+
+
+def _video(video_no: str, **fields: Any) -> Video:
+    return Video.from_api({"video_no": video_no, "size": 10, "create_time": 1_000_000, **fields})
+
+
+def test_judge_sorts_candidates_by_basic_fields_then_tags() -> None:
+    record = AttemptRecord(tag="airflow-x", size=10, started_ms=1_000_000)
+    confirmed: list[str] = []
+
+    def confirm(video_no: str) -> Video:
+        confirmed.append(video_no)
+        return _video(video_no, status="PARSE", tags=["airflow-x", "api"] if video_no == "VI3" else [])
+
+    listed = [
+        _video("VI1", status="UNPARSE", size=11),  # another size: not a candidate
+        _video("VI2", status="FAILED", create_time=1_000_000 - CLOCK_SKEW_MS - 1),  # too early
+        _video("VI3", status="PARSE"),  # a PARSE row without tags: get_metadata decides (ours)
+        _video("VI4", status="PARSE", tags=["other", "api"]),  # someone else's
+        _video("VI5", status="UNPARSE"),  # cannot tell yet
+        _video("VI6", status="FAILED", cause="x"),  # can never tell
+        _video("VI7", status="PARSE"),  # PARSE, and get_metadata shows no tags at all: doubt
+        _video("VI8", status="UNPARSE", create_time=1_000_000 - CLOCK_SKEW_MS),  # within the skew
+    ]
+    verdict = judge(listed, record, confirm)
+    assert verdict.ours is not None and verdict.ours.video_no == "VI3"
+    assert [v.video_no for v in verdict.foreign] == ["VI4"]
+    assert [v.video_no for v in verdict.pending] == ["VI5", "VI8"]
+    assert [v.video_no for v in verdict.undecidable] == ["VI6", "VI7"]
+    assert confirmed == ["VI3", "VI7"]
+    assert not verdict.nothing
+
+
+def test_judge_without_a_size_keeps_every_video_created_since() -> None:
+    record = AttemptRecord(tag="airflow-x", size=None, started_ms=1_000_000)
+    verdict = judge([_video("VI1", status="UNPARSE", size=99)], record, lambda v: _video(v))
+    assert [v.video_no for v in verdict.pending] == ["VI1"]
+    assert judge([], record, lambda v: _video(v)).nothing
+
+
+def test_judge_takes_the_oldest_of_two_tagged_uploads() -> None:
+    record = AttemptRecord(tag="airflow-x", size=10, started_ms=1_000_000)
+    newer = _video("VI2", status="PARSE", tags=["airflow-x"], create_time=1_000_900)
+    older = _video("VI1", status="PARSE", tags=["airflow-x"], create_time=1_000_100)
+    assert judge([newer, older], record, lambda v: _video(v)).ours == older
