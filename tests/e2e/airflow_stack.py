@@ -68,7 +68,7 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def airflow(env: Mapping[str, str], *args: str, timeout: float = 240) -> str:
+def run_airflow(env: Mapping[str, str], *args: str, timeout: float = 240) -> str:
     """Run one Airflow CLI command to completion (``db migrate``, ``pools set`` ...); its stdout."""
     done = subprocess.run(
         [AIRFLOW, *args], env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
@@ -80,7 +80,7 @@ def airflow(env: Mapping[str, str], *args: str, timeout: float = 240) -> str:
 
 def trigger(env: Mapping[str, str], dag_id: str, conf: dict[str, Any]) -> None:
     """``airflow dags trigger`` with a run config, as a user would."""
-    airflow(env, "dags", "trigger", dag_id, "--conf", json.dumps(conf), timeout=120)
+    run_airflow(env, "dags", "trigger", dag_id, "--conf", json.dumps(conf), timeout=120)
 
 
 def link_dags(folder: Path, files: list[Path]) -> None:

@@ -9,7 +9,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
-from airflow_stack import Postgres, Redis, ServiceMissing, find_postgres, find_redis, postgres_server, redis_server
+from airflow_stack import (
+    Postgres,
+    Redis,
+    ServiceMissing,
+    find_postgres,
+    find_redis,
+    postgres_server,
+    redis_server,
+)
 
 _IN_CI = os.environ.get("CI", "").lower() == "true"
 

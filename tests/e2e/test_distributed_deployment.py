@@ -4,22 +4,24 @@ each a process of its own — and the emulator with the spec's rate limits (uplo
 shortened, the 5/s status limit kept).
 
 The memories.ai connection lives in the metadata DB (created through the REST API), so workers and
-triggerers resolve it through the API server, as on a real cluster. The scenario, in order:
+triggerers resolve it through the API server, as on a real cluster. Each triggerer has room for
+one trigger, which makes where triggers run predictable. The emulator holds every video
+``UNPARSE`` until the test releases it. The scenario, in order:
 
-1. Two ``memories_video_pipeline`` runs (two ``clip.mp4`` from different folders). The first upload
-   the service receives is accepted and its answer dropped; the retry must not upload it again.
-   Both waits defer; each triggerer has room for one trigger, so they land on different
-   triggerers and both poll the service while it holds the videos ``UNPARSE``.
-2. The first pipeline's video is released. Its download stalls half-way (``slow_body``); once the
-   emulator reports the stall and the temporary file holds bytes, the worker running it is
-   SIGKILLed with everything it started. The scheduler notices the silence (heartbeat timeout) and
-   the retry runs on the other worker; by then the killed writer's temporary file is old enough
-   for the provider to sweep it.
+1. Two ``memories_video_pipeline`` runs (two ``clip.mp4`` from different folders). The first one's
+   upload is accepted by the service and its answer dropped; its video is released, and the
+   retry must find and reuse it rather than upload (and pay) again. The second one's wait defers
+   and fills one triggerer.
+2. The first pipeline's download stalls half-way (``slow_body``). Once the emulator reports the
+   stall, the temporary file holds bytes and that download is the only task running, the worker
+   running it is SIGKILLed with everything it started. The scheduler notices the silence
+   (heartbeat timeout) and the retry runs on the other worker; by then the killed writer's
+   temporary file is old enough for the provider to sweep it.
 3. Meanwhile ``memories_backfill`` runs over 60 videos (some named alike in different folders), its
    uploads in a pool that counts deferred tasks, through a ``0429`` storm on uploads (the uploads
-   wait deferred in the triggerers). Its wait defers beside the second pipeline's, on the other
-   triggerer; with a short poll interval both pollers push against the 5/s status limit, and a
-   ``503`` burst hits the status calls. Then everything is released; a ``503`` burst hits downloads.
+   wait it out deferred, on the other triggerer). Its wait defers there too; with a short poll
+   interval both triggerers' pollers push against the 5/s status limit, and meet a ``503`` burst.
+   Then every video is released, and a ``503`` burst hits the downloads.
 
 Afterwards, from the emulator's log, the destinations, the metadata DB and the components' logs:
 every video uploaded exactly once, every download present with its sha256, no temporary file
@@ -51,10 +53,10 @@ from airflow_stack import (
     Postgres,
     Redis,
     RestApi,
-    airflow as airflow_cli,
     free_port,
     link_dags,
     process_tree,
+    run_airflow,
     sha256_of,
     wait_for,
 )
@@ -115,7 +117,7 @@ def cluster(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update(_airflow_config(home, dags, port, postgres, redis))
-    airflow_cli(env, "db", "migrate")
+    run_airflow(env, "db", "migrate")
     components = Components(env, tmp_path / "logs")
     db = MetadataDB(postgres.url)
     api = RestApi(f"http://127.0.0.1:{port}")
@@ -161,7 +163,7 @@ def cluster(
         api.call(
             "POST",
             "pools",
-            {"name": "memories_uploads", "slots": 2, "description": "memories.ai uploads", "include_deferred": True},
+            {"name": "memories_uploads", "slots": 2, "description": "uploads", "include_deferred": True},
         )
         yield cluster
     finally:
@@ -245,8 +247,14 @@ def _own_and_reaped_cpu() -> float:
 
 
 def _task_instances(cluster: Cluster) -> list[tuple]:
+    return cluster.db.query("select dag_id, run_id, task_id, map_index, state, try_number from task_instance")
+
+
+def _active_tasks(cluster: Cluster) -> list[tuple]:
+    """Task instances a worker runs or is about to run."""
     return cluster.db.query(
-        "select dag_id, run_id, task_id, map_index, state, try_number from task_instance"
+        "select dag_id, run_id, task_id from task_instance "
+        "where state in ('scheduled', 'queued', 'running', 'restarting', 'up_for_retry')"
     )
 
 
@@ -310,17 +318,21 @@ def _backfill_sources(root: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------------- the test
 
 
-def test_memories_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster, tmp_path: Path) -> None:
     control, procs = cluster.emu.control, cluster.components.procs
     wait_for(
         "the DAG processor to serialize the example DAGs",
-        lambda: {"memories_video_pipeline", "memories_backfill"}
-        <= {r[0] for r in cluster.db.query("select dag_id from serialized_dag")},
+        lambda: (
+            {"memories_video_pipeline", "memories_backfill"}
+            <= {r[0] for r in cluster.db.query("select dag_id from serialized_dag")}
+        ),
         procs,
         DEADLINE,
     )
 
-    # 1. Two pipeline runs; the first upload to arrive is accepted and its answer lost.
+    # 1. Two pipeline runs. The first one's upload is accepted and its answer lost; its video is
+    # released at once, so that the retry can read the video's tags (shown only once PARSE) and
+    # reuse it. The second one's video is held: its wait defers and holds one triggerer.
     pipelines = {
         "first": (tmp_path / "pipeline-in" / "one" / "clip.mp4", 3 * 1024 * 1024),
         "second": (tmp_path / "pipeline-in" / "two" / "clip.mp4", 700_000),
@@ -328,27 +340,33 @@ def test_memories_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cl
     pipeline_sha = {key: _write_video(path, size) for key, (path, size) in pipelines.items()}
     pipeline_out = {key: tmp_path / "pipeline-out" / key for key in pipelines}
     control.inject_fault("upload", "accept_then_drop")
-    pipeline_runs = {
-        key: cluster.api.trigger(
-            "memories_video_pipeline", {"source": str(path), "destination": f"{pipeline_out[key]}/"}
-        )
-        for key, (path, _) in pipelines.items()
-    }
-
-    def pipeline_waits() -> dict[str, int] | None:
-        placed = {
-            key: _deferred_on(cluster, "memories_video_pipeline", run, "wait_for_parse")
-            for key, run in pipeline_runs.items()
-        }
-        return placed if None not in placed.values() else None
-
-    placed = wait_for("both pipeline waits to run in triggerers", pipeline_waits, procs, DEADLINE)
-    assert set(placed.values()) == set(cluster.triggerer_jobs.values()), placed
-    assert [r.get("fault") for r in control.request_log("upload")].count("accept_then_drop") == 1
-
-    # 2. The first pipeline's download stalls half-way; its worker is killed, tree and all.
     control.inject_fault("download", "slow_body", delay=600.0)
+    pipeline_runs: dict[str, str] = {}
+
+    def run_pipeline(key: str) -> None:
+        source = str(pipelines[key][0])
+        destination = f"{pipeline_out[key]}/"
+        conf = {"source": source, "destination": destination}
+        pipeline_runs[key] = cluster.api.trigger("memories_video_pipeline", conf)
+
+    run_pipeline("first")
+    wait_for(
+        "the first pipeline's upload to be accepted without an answer",
+        lambda: any(r.get("fault") == "accept_then_drop" for r in control.request_log("upload")),
+        procs,
+        DEADLINE,
+    )
     control.set_status(_video_of(cluster, pipeline_sha["first"]), "PARSE")
+    run_pipeline("second")
+    held_by = wait_for(
+        "the second pipeline's wait to run in a triggerer",
+        lambda: _deferred_on(cluster, "memories_video_pipeline", pipeline_runs["second"], "wait_for_parse"),
+        procs,
+        DEADLINE,
+    )
+
+    # 2. The first pipeline's download stalls half-way; its worker is killed, tree and all, once
+    # it runs nothing else.
     stalled = wait_for(
         "the first pipeline's download to stall mid-body",
         lambda: [r for r in control.request_log("download") if "stalled_at" in r],
@@ -362,8 +380,12 @@ def test_memories_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cl
         procs,
         DEADLINE,
     )
-    first_download = _attempt_path(
-        "memories_video_pipeline", pipeline_runs["first"], "download", -1, 1
+    first_download = _attempt_path("memories_video_pipeline", pipeline_runs["first"], "download", -1, 1)
+    wait_for(
+        "the first pipeline's download to be the only task running",
+        lambda: _active_tasks(cluster) == [("memories_video_pipeline", pipeline_runs["first"], "download")],
+        procs,
+        DEADLINE,
     )
     running_it = [w for w in WORKERS if first_download in _worked_on(cluster, w)]
     assert len(running_it) == 1, running_it
@@ -392,7 +414,7 @@ def test_memories_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cl
         procs,
         DEADLINE,
     )
-    assert backfill_on == placed["first"] != placed["second"]  # the other triggerer is still full
+    assert backfill_on != held_by  # the second pipeline's wait still fills the other triggerer
     # Both triggerers poll the service at once (and meet a 503 burst) ...
     control.inject_fault("list_videos", "http_503", count=3)
     seen = len(_status_calls(cluster))
@@ -420,10 +442,12 @@ def test_memories_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cl
     assert sorted(states) == sorted((run, "success") for run in runs), task_instances
     assert {ti[4] for ti in task_instances} == {"success"}, task_instances
     assert len(task_instances) == 3 * 2 + 3 + 2 * BACKFILL_VIDEOS
+    tries = {(run, task, map_index): n for _, run, task, map_index, _, n in task_instances}
+    assert tries[(pipeline_runs["first"], "upload", -1)] == 2  # the lost answer cost a retry ...
 
     # Every video uploaded exactly once, whatever was dropped, limited or killed.
     expected_sha = sorted([*pipeline_sha.values(), *sources.values()])
-    assert sorted(v["sha256"] for v in control.videos()) == expected_sha
+    assert sorted(v["sha256"] for v in control.videos()) == expected_sha  # ... not a second video
 
     # Every download present with its bytes, and nothing else: no temporary file anywhere.
     for key, sha in pipeline_sha.items():
