@@ -56,13 +56,16 @@ def wait_for(
     what: str, check: Callable[[], Any], procs: Mapping[str, subprocess.Popen], timeout: float
 ) -> Any:
     """Poll ``check()`` (DB, HTTP or file state) until it is truthy; fail fast if a component dies."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}")
         result = check()
         if result:
+            # A timeline in the test's captured output: where a slow or failed run spent its time.
+            print(f"{time.strftime('%H:%M:%S')} +{time.monotonic() - started:5.1f}s {what}")
             return result
         time.sleep(0.5)  # polling external state, not a guessed duration
     raise AssertionError(f"timed out waiting for {what}")
