@@ -79,8 +79,10 @@ POLL_INTERVAL = 0.2
 CONTENDED_STATUS_CALLS = 75
 #: A killed task is retried once its heartbeat is this old. Above the provider's grace for a
 #: temporary file whose writer is gone (Airflow's default, 300 s, is too), so that the retry
-#: sweeps the killed writer's file: a stale heartbeat, not a sleep, spaces them.
-HEARTBEAT_TIMEOUT = int(LOCAL_TEMP_GRACE) + 15
+#: sweeps the killed writer's file: a stale heartbeat, not a sleep, spaces them. The margin: the
+#: last heartbeat may precede the writer's last write (heartbeats are due every 5 s, later on a
+#: busy machine).
+HEARTBEAT_TIMEOUT = int(LOCAL_TEMP_GRACE) + 20
 STATUS_ENDPOINTS = ("list_videos", "get_metadata")
 WORKERS = ("worker-a", "worker-b")
 TRIGGERERS = ("triggerer-a", "triggerer-b")
