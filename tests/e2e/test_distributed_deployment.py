@@ -464,6 +464,13 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     assert len(status) >= CONTENDED_STATUS_CALLS
     assert len(limited) <= 0.05 * len(status), f"{len(limited)} of {len(status)} status calls got 0429"
 
+    # Workers and triggerers had the connection from the API server (it is in no environment).
+    fetched = re.findall(
+        r"method=GET path=/execution/connections/memories_default query=\S* status_code=(\d+)",
+        cluster.components.text("api-server"),
+    )
+    assert fetched and set(fetched) == {"200"}, Counter(fetched)
+
     # The fault plan was served in full.
     assert control.pending_faults() == {}
     served = Counter((r["endpoint"], r.get("fault")) for r in control.request_log())
