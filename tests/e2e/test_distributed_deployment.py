@@ -452,10 +452,12 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     expected_sha = sorted([*pipeline_sha.values(), *sources.values()])
     assert sorted(v["sha256"] for v in control.videos()) == expected_sha  # ... not a second video
 
-    # Every download present with its bytes, and nothing else: no temporary file anywhere.
+    # Every download present with its bytes, and no temporary file (``.<name>.<random>.part``) left.
     for key, sha in pipeline_sha.items():
-        assert _files(pipeline_out[key]) == {"clip.mp4": sha}
+        (name, got), *others = _files(pipeline_out[key]).items()  # into a folder: the name is the service's
+        assert (got, others) == (sha, []) and name.endswith("clip.mp4"), name
     assert _files(backfill_out) == sources
+    assert _temp_files(tmp_path) == []
 
     # The 5/s status limit, shared by both triggerers and the workers, was rarely exceeded.
     status = _status_calls(cluster)
@@ -501,5 +503,14 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
 
 
 def _files(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (hidden ones included): relative path -> sha256."""
-    return {p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """The files under ``root``, hidden ones (the provider's own records) aside: relative path -> sha256."""
+    return {
+        p.relative_to(root).as_posix(): sha256_of(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _temp_files(root: Path) -> list[Path]:
+    """Temporary files of writers (the provider's ``.<name>.<random>.part``) anywhere under ``root``."""
+    return sorted(p for p in root.rglob("*.part"))
