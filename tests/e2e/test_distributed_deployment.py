@@ -295,8 +295,9 @@ def _status_calls(cluster: Cluster) -> list[dict[str, Any]]:
     return [r for r in cluster.emu.control.request_log() if r["endpoint"] in STATUS_ENDPOINTS]
 
 
-def _video_of(cluster: Cluster, sha256: str) -> str:
-    return next(v["video_no"] for v in cluster.emu.control.videos() if v["sha256"] == sha256)
+def _video_of(cluster: Cluster, sha256: str) -> str | None:
+    """The stored video with these bytes, once the service has it."""
+    return next((v["video_no"] for v in cluster.emu.control.videos() if v["sha256"] == sha256), None)
 
 
 def _write_video(path: Path, size: int) -> str:
@@ -353,13 +354,15 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
         pipeline_runs[key] = cluster.api.trigger("memories_video_pipeline", conf)
 
     run_pipeline("first")
-    wait_for(
-        "the first pipeline's upload to be accepted without an answer",
-        lambda: any(r.get("fault") == "accept_then_drop" for r in control.request_log("upload")),
-        procs,
-        DEADLINE,
+
+    def accepted_unanswered() -> str | None:
+        dropped = any(r.get("fault") == "accept_then_drop" for r in control.request_log("upload"))
+        return _video_of(cluster, pipeline_sha["first"]) if dropped else None
+
+    first_video = wait_for(
+        "the first pipeline's upload to be accepted without an answer", accepted_unanswered, procs, DEADLINE
     )
-    control.set_status(_video_of(cluster, pipeline_sha["first"]), "PARSE")
+    control.set_status(first_video, "PARSE")
     run_pipeline("second")
     held_by = wait_for(
         "the second pipeline's wait to run in a triggerer",
@@ -483,8 +486,8 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     # retried on the other worker.
     attempts = {
         _attempt_path(dag, run, task, map_index, attempt)
-        for dag, run, task, map_index, _, tries in task_instances
-        for attempt in range(1, tries + 1)
+        for dag, run, task, map_index, _, n_tries in task_instances
+        for attempt in range(1, n_tries + 1)
     }
     by_worker = {w: _worked_on(cluster, w) for w in WORKERS}
     assert all(by_worker.values()), {w: len(a) for w, a in by_worker.items()}
@@ -492,8 +495,8 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     retry = first_download.replace("attempt=1", "attempt=2")
     assert first_download in by_worker[killed] and retry in by_worker[survivor]
 
-    # Both triggerers ran triggers to their end: the pipelines' waits, the backfill's, and the
-    # uploads waiting out the 0429 storm.
+    # Both triggerers ran triggers to their end: the second pipeline's wait, the backfill's, and
+    # the uploads waiting out the 0429 storm.
     for job_id in cluster.triggerer_jobs:
         logs = _trigger_logs(cluster, job_id)
         fired = [p for p in logs if "Trigger fired event" in p.read_text(errors="replace")]
