@@ -144,6 +144,7 @@ class Bench:
         self.out, self.emu, self.runs, self.sizes, self.ns, self.smoke = out, emu, runs, sizes, ns, smoke
         self.rows: list[dict[str, Any]] = []
         self.memory: list[dict[str, Any]] = []
+        self.ha_rows: list[dict[str, Any]] = []
         self.env = dict(os.environ)
         self.env["AIRFLOW_CONN_MEMORIES_DEFAULT"] = emu.conn_uri
         self.env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
@@ -451,6 +452,93 @@ class Bench:
                 f"per-video {row['base_per_tick']:.0f} req/interval ({row['base_429']} x 0429)"
             )
 
+    def ha_triggerers(self, k: int, n: int) -> None:
+        """K triggerer processes share one account's 5 status requests/s, N waits between them.
+
+        The videos stay ``UNPARSE`` while the triggerers warm up (every poller polling, paced by
+        the service's answers), then all parse at once; reported: the share of status calls that
+        drew ``0429`` and the time from the parse to the last wait ending, against the minimum the
+        limit allows, ceil(N/100) requests at 5/s.
+        """
+        import requests
+
+        session = requests.Session()
+        interval = 1.0  # shorter than a round: the triggerers poll back to back, all they can
+        self.emu.control.configure(rate_limits=False)
+        video_nos: list[str] = []
+        while len(video_nos) < n:
+            body = session.post(
+                f"{self.emu.v1_url}/upload",
+                headers={"Authorization": self.emu.api_key},
+                files={"file": ("v.mp4", b"\x00\x00\x00\x18ftypmp42", "video/mp4")},
+                timeout=30,
+            ).json()
+            video_nos.append(str(body["data"]["videoNo"]))
+        self.emu.control.set_statuses(video_nos, "UNPARSE")
+        self.emu.control.configure(rate_limits=True)
+        share = math.ceil(n / k)
+        before = self._codes()
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "_status.py"),
+                    json.dumps(
+                        {
+                            "mode": "ha",
+                            "video_nos": video_nos[i * share : (i + 1) * share],
+                            "interval": interval,
+                            "duration": 3600,
+                        }
+                    ),
+                ],
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(k)
+        ]
+        # Warm up: every triggerer polling, for as many requests as two passes over all the videos.
+        minimum_requests = math.ceil(n / 100)
+        deadline = time.monotonic() + 600
+        while self._codes(since=before)["total"] < 2 * minimum_requests + 10 * k:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError("HA triggerers did not start polling")
+            time.sleep(0.5)
+        at_parse = self._codes()
+        parsed = time.time()
+        self.emu.control.set_statuses(video_nos, "PARSE")
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"_status.py ha failed:\n{err[-3000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        total, after = self._codes(since=before), self._codes(since=at_parse)
+        last_end = max(r["last_end"] for r in results)
+        minimum = minimum_requests / 5.0
+        row = {
+            "k": k,
+            "n": n,
+            "requests": total["total"],
+            "share_429": total["0429"] / total["total"],
+            "after_requests": after["total"],
+            "after_share_429": after["0429"] / max(after["total"], 1),
+            "seconds": last_end - parsed,
+            "minimum": minimum,
+            "statuses": sorted({s for r in results for s in r["statuses"]}),
+            "final_rates": [r["final_rate"] for r in results],
+        }
+        row["ratio"] = row["seconds"] / minimum
+        row["ok"] = row["share_429"] <= 0.05 and row["ratio"] <= 1.3 and row["statuses"] == ["success"]
+        self.ha_rows.append(row)
+        log(
+            f"HA triggerers K={k} N={n}: {row['share_429']:.1%} 0429 of {row['requests']} status calls "
+            f"({row['after_share_429']:.1%} after the parse); last wait ended {row['seconds']:.1f} s after "
+            f"the parse, minimum {minimum:.1f} s ({row['ratio']:.2f}x) -> {'ok' if row['ok'] else 'MISSED'}"
+        )
+
     def _codes(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
         log_ = [r for r in self.emu.control.request_log() if r["endpoint"] in ("list_videos", "get_metadata")]
         start = since["n"] if since else 0
@@ -566,6 +654,25 @@ def write_report(
             f"| {s['ours_cpu_per_tick'] * 1000:.0f} ms "
             f"| {s['base_per_tick']:.0f} | {s['base_429']} |"
         )
+    lines += [
+        "",
+        "## HA triggerers",
+        "",
+        "K triggerer processes (each its own event loop and shared poller) wait for N videos between",
+        "them, one account, emulator rate limits on (5 status requests/s). The videos stay `UNPARSE`",
+        "while the pollers warm up, then parse at once. Minimum: ⌈N/100⌉ requests at 5/s. Goal:",
+        "≤ 5 % `0429` and ≤ 1.3x the minimum.",
+        "",
+        "| K | N | status calls | 0429 share (after the parse) | parse → last wait ended | minimum "
+        "| ratio | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for h in bench.ha_rows:
+        lines.append(
+            f"| {h['k']} | {h['n']} | {h['requests']} | {h['share_429']:.1%} ({h['after_share_429']:.1%}) "
+            f"| {h['seconds']:.1f} s | {h['minimum']:.1f} s | {h['ratio']:.2f}x "
+            f"| {'✅' if h['ok'] else '❌'} |"
+        )
     if chart is not None:
         lines += ["", f"![throughput and peak memory]({chart.name})"]
     out_md.write_text("\n".join(lines) + "\n")
@@ -628,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES)
     )
     parser.add_argument("--status-n", default="1,100,1000,5000")
+    parser.add_argument("--ha", default="3x6000", help="K triggerers x N waits for the HA row")
+    parser.add_argument("--only-ha", action="store_true", help="run the HA triggerers row alone")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="scratch directory for the files")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
@@ -641,6 +750,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     from memories_provider.emulator.process import emulator_process
+
+    ha_k, ha_n = (2, 300) if args.smoke else (int(x) for x in args.ha.split("x"))
+    if args.only_ha:
+        with tempfile.TemporaryDirectory(dir=args.out) as emu_dir, emulator_process(data_dir=emu_dir) as emu:
+            bench = Bench(args.out, emu, runs, sizes, ns, args.smoke)
+            bench.ha_triggerers(ha_k, ha_n)
+        print(json.dumps(bench.ha_rows))
+        return 0
 
     with tempfile.TemporaryDirectory(dir=args.out) as emu_dir, emulator_process(data_dir=emu_dir) as emu:
         bench = Bench(args.out, emu, runs, sizes, ns, args.smoke)
@@ -661,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"S3 transfers, {s3_label}")
         bench.s3(s3_label, files[s3_label], warm, warm_asset)
         bench.status()
+        log(f"HA triggerers, K={ha_k} N={ha_n}")
+        bench.ha_triggerers(ha_k, ha_n)
     chart = draw_chart(bench, args.results.with_name("results.png"))
     write_report(bench, args.results, chart, info, time.monotonic() - started)
     log(f"wrote {args.results}")

@@ -113,6 +113,22 @@ class Redactor:
             text = text.replace(form, MASK)
         return text
 
+    def reveals(self, text: str | bytes) -> bool:
+        """Whether ``text`` holds a known secret: whole, in an echoed form, or a run of
+        :data:`MIN_FRAGMENT` or more of its characters (URL credentials alone do not count).
+
+        Bytes are decoded as UTF-8 (undecodable bytes replaced), as :meth:`excerpt` does. A secret
+        shorter than :data:`MIN_EDGE` characters counts only inside a longer form of it: on its
+        own it would turn up in any binary body by chance (it is still redacted everywhere).
+        """
+        if not self._forms:
+            return False
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if any(len(form) >= MIN_EDGE and form in text for form in self._short):
+            return True
+        return self._redact_fragments(text) != text
+
     def _redact_fragments(self, text: str) -> str:
         if not self._grams or len(text) < MIN_FRAGMENT:
             return text

@@ -22,10 +22,10 @@ from yarl import URL
 from memories_provider.client import protocol
 from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
+from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
-    MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
@@ -82,14 +82,14 @@ class AsyncDownloadResponse:
     The attributes (``content_type``, ``content_length``, ``filename``, ``headers``) are set on entry.
 
     :param opener: coroutine function performing the request (with retries) and returning the
-        response plus any body prefix already read.
+        response, the body prefix already read while checking it, and whether that is the whole body.
     :param endpoint: logical endpoint name, for errors.
     :param redactor: the client's redaction of error texts.
     """
 
     def __init__(
         self,
-        opener: Callable[[], Awaitable[tuple[aiohttp.ClientResponse, bytes]]],
+        opener: Callable[[], Awaitable[tuple[aiohttp.ClientResponse, bytes, bool]]],
         endpoint: str,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
@@ -98,6 +98,7 @@ class AsyncDownloadResponse:
         self._redactor = redactor
         self._response: aiohttp.ClientResponse | None = None
         self._prefix = b""
+        self._complete = False
         self.status_code: int | None = None
         self.headers: Mapping[str, str] = CIMultiDict()
         self.content_type: str | None = None
@@ -105,7 +106,7 @@ class AsyncDownloadResponse:
         self.content_length: int | None = None
 
     async def __aenter__(self) -> AsyncDownloadResponse:
-        self._response, self._prefix = await self._opener()
+        self._response, self._prefix, self._complete = await self._opener()
         self.status_code = self._response.status
         self.headers = CIMultiDict(self._response.headers)
         self.content_type, self.filename = protocol.file_labels(self.headers, self._redactor)
@@ -122,36 +123,48 @@ class AsyncDownloadResponse:
         if self._response is not None:
             self._response.close()
 
-    async def iter_chunks(self, chunk_size: int = BLOCK_SIZE) -> AsyncIterator[bytes]:
-        """Yield the body in chunks of up to ``chunk_size`` bytes.
+    async def iter_chunks(
+        self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the body in chunks of up to ``chunk_size`` bytes; see ``DownloadResponse.iter_chunks``.
 
-        :raises MemoriesIncompleteBodyError: when the body ends short of ``Content-Length`` or the
+        :param expected_size: the size the service reports for the file, if known.
+        :raises MemoriesIncompleteBodyError: when the body ends short of the expected size or the
             connection drops or times out mid-body.
+        :raises MemoriesResponseError: when the sizes disagree, or no size can be checked at all.
         """
         if self._response is None:
             raise RuntimeError("use 'async with client.download_...(...) as response' before reading")
+        status, endpoint = self.status_code, self.endpoint
+        expected = protocol.expected_body_size(
+            self.headers, self.content_length, expected_size, status=status, endpoint=endpoint
+        )
         received = 0
+
+        def too_long(size: int) -> None:
+            error = protocol.body_size_error(size, expected, status=status, endpoint=endpoint)
+            if error is not None and expected is not None and size > expected:
+                raise error
+
         try:
             if self._prefix:
-                received += len(self._prefix)
+                received = len(self._prefix)
+                too_long(received)
                 yield self._prefix
                 self._prefix = b""
-            async for chunk in self._response.content.iter_chunked(chunk_size):
-                received += len(chunk)
-                yield chunk
+            if not self._complete:
+                # read(n) returns what has arrived (up to n): the count stays exact on a drop.
+                async for chunk in self._response.content.iter_chunked(chunk_size):
+                    received += len(chunk)
+                    too_long(received)
+                    yield chunk
         except _TRANSPORT_ERRORS as exc:
-            raise MemoriesIncompleteBodyError(
-                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: "
-                f"{self._redactor.redact(str(exc) or type(exc).__name__)}",
-                endpoint=self.endpoint,
-                http_status=self.status_code,
+            raise protocol.broken_body_error(
+                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
             ) from exc
-        if self.content_length is not None and received < self.content_length:
-            raise MemoriesIncompleteBodyError(
-                f"download ended after {received} of {self.content_length} bytes",
-                endpoint=self.endpoint,
-                http_status=self.status_code,
-            )
+        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
+        if error is not None:
+            raise error
 
     def __repr__(self) -> str:
         return (
@@ -210,7 +223,9 @@ class AsyncMemoriesClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": self._api_key, "User-Agent": self.user_agent},
-                timeout=self._timeouts(self.timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
+                ),
                 read_bufsize=BLOCK_SIZE,
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
@@ -218,9 +233,11 @@ class AsyncMemoriesClient:
             )
         return self._session
 
-    def _timeouts(self, read_timeout: float) -> aiohttp.ClientTimeout:
+    def _timeouts(self, read_timeout: float, endpoint: str = "") -> aiohttp.ClientTimeout:
         # aiohttp starts sock_read only once the request body is written, like requests' read timeout.
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=read_timeout)
+        connect, read = request_timeouts(self.connect_timeout, read_timeout, endpoint)
+        # Under a caller's deadline the whole exchange, body included, ends by it.
+        return aiohttp.ClientTimeout(total=time_left(), sock_connect=connect, sock_read=read)
 
     async def __aenter__(self) -> AsyncMemoriesClient:
         self._get_session()
@@ -256,6 +273,7 @@ class AsyncMemoriesClient:
         else:
             headers["Accept"] = "application/json"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        timeouts = self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
         try:
@@ -267,7 +285,7 @@ class AsyncMemoriesClient:
                 headers=headers,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
-                timeout=self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout),
+                timeout=timeouts,
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)
@@ -493,7 +511,7 @@ class AsyncMemoriesClient:
     # ------------------------------------------------------------------ downloads
 
     def _download(self, spec: protocol.RequestSpec) -> AsyncDownloadResponse:
-        async def attempt() -> tuple[aiohttp.ClientResponse, bytes]:
+        async def attempt() -> tuple[aiohttp.ClientResponse, bytes, bool]:
             response = await self._send(spec)
             if not 200 <= response.status < 300:
                 content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
@@ -504,26 +522,24 @@ class AsyncMemoriesClient:
                     endpoint=spec.endpoint,
                     redactor=self._redactor,
                 )
-            prefix = b""
-            if protocol.is_json_content_type(response.headers.get("Content-Type")):
-                try:
-                    prefix = await _read_limited(response, protocol.MAX_ERROR_BYTES)
-                except _TRANSPORT_ERRORS as exc:
-                    response.close()
-                    raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-                if protocol.looks_like_error_envelope(prefix):
-                    response.close()
-                    raise protocol.download_error(
-                        response.status,
-                        response.headers,
-                        prefix,
-                        endpoint=spec.endpoint,
-                        redactor=self._redactor,
-                    )
-            return response, prefix
+            # The body is judged by its first bytes, whatever the headers say.
+            sniffer = protocol.BodySniffer()
+            try:
+                while sniffer.needs_more:
+                    sniffer.feed(await response.content.read(protocol.MAX_ERROR_BYTES))
+            except _TRANSPORT_ERRORS as exc:
+                response.close()
+                raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            error = sniffer.error(
+                response.status, response.headers, endpoint=spec.endpoint, redactor=self._redactor
+            )
+            if error is not None:
+                response.close()
+                raise error
+            return response, sniffer.prefix, sniffer.complete
 
-        async def opener() -> tuple[aiohttp.ClientResponse, bytes]:
-            result: tuple[aiohttp.ClientResponse, bytes] = await self._run(spec, attempt)
+        async def opener() -> tuple[aiohttp.ClientResponse, bytes, bool]:
+            result: tuple[aiohttp.ClientResponse, bytes, bool] = await self._run(spec, attempt)
             return result
 
         return AsyncDownloadResponse(opener, spec.endpoint, self._redactor)

@@ -22,6 +22,7 @@ from memories_provider.client.errors import (
     MemoriesAuthError,
     MemoriesDuplicateError,
     MemoriesError,
+    MemoriesIncompleteBodyError,
     MemoriesInsufficientCreditsError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
@@ -181,11 +182,57 @@ def _query(params: Iterable[tuple[str, Any]]) -> str:
 
 def _blob_query(bucket: str, blob: str) -> str:
     # The docs say slashes inside blob are sent as-is (not %2F): keep "/" safe.
-    if not bucket:
-        raise ValueError("bucket must be a non-empty string")
-    if not blob:
-        raise ValueError("blob must be a non-empty string")
+    check_id("bucket", bucket)
+    check_blob(blob)
     return f"bucket={quote(bucket, safe='')}&blob={quote(blob, safe='/')}"
+
+
+def _bad_segment(value: str) -> str | None:
+    """What is wrong with ``value`` as one path segment, or None when it is fine."""
+    if not value.strip():
+        return "must not be empty or blank"
+    if value in (".", ".."):
+        return f"must not be {value!r} (a relative path segment)"
+    if "/" in value or "\\" in value:
+        return "must not contain '/' or '\\'"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return "must not contain control characters"
+    return None
+
+
+def check_id(name: str, value: Any) -> str:
+    """``value`` as an id that is one path segment (``video_no``, ``asset_id``, ``bucket``).
+
+    An id ``"."`` or ``".."`` would be normalised into another URL path, one with ``/`` would
+    name another resource: refused before any request.
+
+    :raises ValueError: naming ``name`` and the rule broken.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"`{name}` must be a string, got {type(value).__name__}")
+    problem = _bad_segment(value)
+    if problem is not None:
+        raise ValueError(f"`{name}` {problem}, got {value!r}")
+    return value
+
+
+def check_blob(blob: Any) -> str:
+    """``blob`` as a storage path: ``/``-separated segments, none empty, ``.`` or ``..``.
+
+    :raises ValueError: naming ``blob`` and the segment at fault.
+    """
+    if not isinstance(blob, str):
+        raise ValueError(f"`blob` must be a string, got {type(blob).__name__}")
+    if not blob.strip():
+        raise ValueError(f"`blob` must be a non-empty string, got {blob!r}")
+    for segment in blob.split("/"):
+        if segment == "":
+            problem: str | None = "is empty (a leading, trailing or doubled '/')"
+        else:
+            problem = _bad_segment(segment)
+        if problem is not None:
+            raise ValueError(f"`blob` {blob!r}: a path segment {problem}")
+    return blob
 
 
 # --------------------------------------------------------------------------- request builders
@@ -289,8 +336,7 @@ def upload_url_request(base_url: str, fields: Sequence[tuple[str, str]]) -> Requ
 
 def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
     """``GET {v1}/get_metadata?video_no=&unique_id=``."""
-    if not video_no:
-        raise ValueError("video_no must be a non-empty string")
+    check_id("video_no", video_no)
     query = _query([("video_no", video_no), ("unique_id", unique_id)])
     return RequestSpec(GET_METADATA, "GET", f"{base_url}/get_metadata?{query}")
 
@@ -355,8 +401,7 @@ def delete_videos_request(base_url: str, video_nos: Sequence[str], unique_id: st
 
 def download_video_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
     """A: ``POST {v1}/download`` with JSON ``{video_no, unique_id}``."""
-    if not video_no:
-        raise ValueError("video_no must be a non-empty string")
+    check_id("video_no", video_no)
     body = {"video_no": video_no}
     if unique_id is not None:
         body["unique_id"] = unique_id
@@ -378,8 +423,7 @@ def download_blob_request(
 
 def download_asset_request(v2_base_url: str, asset_id: str) -> RequestSpec:
     """C: ``GET {v2}/{asset_id}/download``."""
-    if not asset_id:
-        raise ValueError("asset_id must be a non-empty string")
+    check_id("asset_id", asset_id)
     return RequestSpec(
         V2_DOWNLOAD, "GET", f"{v2_base_url}/{quote(asset_id, safe='')}/download", download=True
     )
@@ -396,14 +440,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
             if key.lower() == lowered:
                 return val
     return value
-
-
-def is_json_content_type(content_type: str | None) -> bool:
-    """True for ``application/json`` and ``+json`` types (how download errors are recognised)."""
-    if not content_type:
-        return False
-    mime = content_type.split(";", 1)[0].strip().lower()
-    return mime == "application/json" or mime.endswith("+json") or mime == "text/json"
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -619,9 +655,221 @@ def file_labels(headers: Mapping[str, str], redactor: Redactor = NO_SECRETS) -> 
 
 
 def looks_like_error_envelope(body: bytes) -> bool:
-    """True when a JSON download body is an API envelope rather than a JSON file being downloaded."""
-    payload = _load_json(body)
-    return isinstance(payload, dict) and "code" in payload and ("msg" in payload or "data" in payload)
+    """True when a download body is an API envelope rather than the file, whatever its Content-Type.
+
+    v1/v2 envelopes (``code`` with ``msg``, ``message``, ``data``, ``success`` or ``failed``) and
+    Spring-style infrastructure errors (``status`` with ``error``).
+    """
+    return _is_envelope(_load_json(body))
+
+
+def _is_envelope(payload: Any) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    if "code" in payload and any(key in payload for key in ("msg", "message", "data", "success", "failed")):
+        return True
+    return "status" in payload and "error" in payload
+
+
+# --------------------------------------------------------------------------- download bodies
+
+#: Bytes of a download body looked at (before any is written) to tell the file from an error page.
+SNIFF_BYTES = 1024
+_BOM = b"\xef\xbb\xbf"
+_BLANK = b" \t\r\n\x0b\x0c"
+# An HTML (or XML error) document: optional XML declaration, doctype and comments, then a tag
+# that starts a page. No video container starts with "<" (MP4/MOV: a box size, MKV: 0x1A45DFA3,
+# AVI: RIFF, MPEG-TS: 0x47).
+_MARKUP_RE = re.compile(
+    rb"(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"
+    rb"<(?:!doctype\s+html|html|head|body|title|meta|script|style|form|div|h1|p|error)[\s>/]",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def _significant(prefix: bytes) -> bytes:
+    """``prefix`` without a UTF-8 BOM and leading blanks (what error documents start with)."""
+    head = prefix[len(_BOM) :] if prefix.startswith(_BOM) else prefix
+    return head.lstrip(_BLANK)
+
+
+class BodySniffer:
+    """The first bytes of a download body, collected until they tell a file from an error document.
+
+    Feed chunks while :attr:`needs_more`; then :meth:`error` says whether the body is an API
+    envelope (any Content-Type, ``msg`` or ``message``), an HTML page or empty. At most
+    :data:`MAX_ERROR_BYTES` are held (a body opening with ``{`` is read until it parses or that
+    limit; anything else is judged on its first byte or :data:`SNIFF_BYTES`), so memory stays flat.
+    The same judge serves the sync and the async client; only their reads differ.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._judged_json = True  # nothing new that could complete a JSON document yet
+        self.complete = False  # the whole body has been read
+
+    @property
+    def prefix(self) -> bytes:
+        """The bytes read so far (to be handed on as the start of the file)."""
+        if len(self._chunks) > 1:
+            self._chunks = [b"".join(self._chunks)]
+        return self._chunks[0] if self._chunks else b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Add the next bytes of the body; an empty ``chunk`` means the body ended."""
+        if not chunk:
+            self.complete = True
+            return
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        # A JSON object can only be complete once a "}" arrived: parse again only then (a server
+        # dripping a byte at a time must not cost a parse per byte).
+        self._judged_json = b"}" not in chunk
+
+    @property
+    def needs_more(self) -> bool:
+        """Whether the bytes so far cannot be judged yet (never past :data:`MAX_ERROR_BYTES`)."""
+        if self.complete or self._size >= MAX_ERROR_BYTES:
+            return False
+        head = _significant(self.prefix)
+        if not head or (self._size < len(_BOM) and _BOM.startswith(self.prefix)):
+            return True  # only blanks (or part of a BOM) so far
+        if head[:1] == b"{":
+            if self._judged_json:
+                return True
+            self._judged_json = True
+            return _load_json(self.prefix) is _NOT_JSON  # an envelope is judged whole
+        if head[:1] == b"<":
+            return len(head) < SNIFF_BYTES
+        return False
+
+    def error(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        *,
+        endpoint: str | None,
+        redactor: Redactor = NO_SECRETS,
+    ) -> MemoriesError | None:
+        """The error the body is, or None when it may be the file (call once ``needs_more`` is False).
+
+        :param redactor: the client's secrets: every text the error quotes from the response goes
+            through it, and a body that holds a secret (whole, echoed in any form, or any run of
+            :data:`~memories_provider.redaction.MIN_FRAGMENT` characters of it) is a server echoing
+            the request, never the file (and is neither written nor quoted).
+        """
+        body = self.prefix
+        if self.complete and not _significant(body):
+            return MemoriesResponseError(
+                f"expected the file but the body is empty or blank (HTTP {status}, {len(body)} bytes); "
+                "nothing was written",
+                http_status=status,
+                endpoint=endpoint,
+            )
+        head = _significant(body)
+        # An envelope first: one that echoes the request (a 0429 in an echoing deployment) is still
+        # the typed, retryable error, its text redacted like any other.
+        if head[:1] == b"{" and looks_like_error_envelope(body):
+            return download_error(status, headers, body, endpoint=endpoint, redactor=redactor)
+        if redactor.reveals(body):
+            return MemoriesResponseError(
+                f"expected the file but the server echoed the request, API key included (HTTP {status}); "
+                "check the connection's hosts. Nothing was written",
+                http_status=status,
+                endpoint=endpoint,
+            )
+        content_type = _header(headers, "Content-Type")
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        if mime in _HTML_TYPES or _MARKUP_RE.match(head):
+            shown_type = None if content_type is None else redactor.redact(content_type)
+            return MemoriesResponseError(
+                f"expected the file but got an HTML/XML page (a login, proxy or error page?): HTTP {status}, "
+                f"Content-Type {shown_type!r}, body {quote_body(body, redactor)}; nothing was written",
+                http_status=status,
+                endpoint=endpoint,
+            )
+        return None
+
+
+def is_chunked(headers: Mapping[str, str]) -> bool:
+    """Whether the body is sent with chunked transfer encoding (its end is marked, so a cut shows)."""
+    return "chunked" in (_header(headers, "Transfer-Encoding") or "").lower()
+
+
+def expected_body_size(
+    headers: Mapping[str, str],
+    content_length: int | None,
+    known_size: int | None,
+    *,
+    status: int | None,
+    endpoint: str | None,
+) -> int | None:
+    """How many bytes the body must have: ``Content-Length``, else the size the service reports.
+
+    :param content_length: the response's ``Content-Length`` (None when absent or encoded).
+    :param known_size: the size the service reports for the file (``get_metadata``/``list_videos``
+        ``size``), if the caller has it.
+    :raises MemoriesResponseError: when the two disagree, or when there is neither and the body is
+        not chunked either: a connection closed early could then not be told from the end.
+    """
+    if content_length is not None and known_size is not None and content_length != known_size:
+        raise MemoriesResponseError(
+            f"Content-Length {content_length} disagrees with the size the service reports for the file "
+            f"({known_size} bytes); nothing was written",
+            http_status=status,
+            endpoint=endpoint,
+        )
+    expected = content_length if content_length is not None else known_size
+    if expected is None and not is_chunked(headers):
+        raise MemoriesResponseError(
+            "the download has neither Content-Length nor chunked transfer encoding, and no size is known "
+            "for the file: a body cut short could not be told from a complete one; nothing was written",
+            http_status=status,
+            endpoint=endpoint,
+        )
+    return expected
+
+
+def _of(received: int, expected: int | None) -> str:
+    return f"{received} of {expected if expected is not None else 'unknown'} bytes"
+
+
+def body_size_error(
+    received: int, expected: int | None, *, status: int | None, endpoint: str | None
+) -> MemoriesError | None:
+    """The error for a body that ended after ``received`` bytes when ``expected`` were due, if any."""
+    if expected is not None and received < expected:
+        return MemoriesIncompleteBodyError(
+            f"download ended after {_of(received, expected)}", endpoint=endpoint, http_status=status
+        )
+    if expected is not None and received > expected:
+        return MemoriesResponseError(
+            f"download sent more than the {expected} bytes expected; nothing was written",
+            endpoint=endpoint,
+            http_status=status,
+        )
+    return None
+
+
+def broken_body_error(
+    received: int,
+    expected: int | None,
+    cause: BaseException,
+    *,
+    status: int | None,
+    endpoint: str | None,
+    redactor: Redactor = NO_SECRETS,
+) -> MemoriesIncompleteBodyError:
+    """The error for a body whose connection broke (``cause``) after ``received`` bytes.
+
+    The transport's text may quote the URL or the request: it is redacted with ``redactor``.
+    """
+    reason = redactor.redact(str(cause)) or type(cause).__name__
+    return MemoriesIncompleteBodyError(
+        f"download broke off after {_of(received, expected)}: {reason}", endpoint=endpoint, http_status=status
+    )
 
 
 # --------------------------------------------------------------------------- results

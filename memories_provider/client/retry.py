@@ -5,7 +5,9 @@ Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429), h
 Never retried: auth, credits, validation, not-found, duplicates and undocumented non-5xx responses.
 A non-idempotent call (upload, upload_url) is retried only when the server certainly did not
 accept it: the connection was never made, or it said ``0429``/429. The loop itself is
-tenacity's; this module decides *whether* and *how long*.
+tenacity's; this module decides *whether* and *how long*. Under a caller's deadline
+(:func:`memories_provider.client.deadline.within`) the loop also stops, re-raising the last error,
+when its next sleep would end after the deadline: no retry is made that could not finish in time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import tenacity
 
+from memories_provider.client.deadline import sleep_would_pass
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesIncompleteBodyError,
@@ -43,6 +46,8 @@ class RetryPolicy:
     :param documented_limits: after a rate-limit rejection without ``Retry-After``, wait at least
         the interval the endpoint's documented limit allows (60 s for uploads, which are limited
         to 1 per minute) — plain backoff would spend every retry inside the same window.
+    :param retry_rate_limits: retry rate limits here; ``False`` hands them straight to the caller,
+        which paces itself on them (the triggers' status poller).
     """
 
     max_retries: int = 5
@@ -52,6 +57,7 @@ class RetryPolicy:
     jitter: bool = True
     max_retry_after: float = 600.0
     documented_limits: bool = True
+    retry_rate_limits: bool = True
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -62,7 +68,7 @@ class RetryPolicy:
     def should_retry(self, error: BaseException, *, idempotent: bool = True) -> bool:
         """Whether ``error`` is worth another attempt of a call that is (not) ``idempotent``."""
         if isinstance(error, MemoriesRateLimitError):
-            return True  # the server rejected the request: safe even for uploads
+            return self.retry_rate_limits  # the server rejected the request: safe even for uploads
         if isinstance(error, MemoriesIncompleteBodyError):
             return False  # raised while streaming to the caller; restarting is the caller's call
         if isinstance(error, MemoriesConnectionError):
@@ -115,7 +121,7 @@ class RetryPolicy:
             )
 
         return {
-            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1) | _StopAtDeadline(),
             "retry": tenacity.retry_if_exception(retry_if),
             "wait": wait,
             "before_sleep": before_sleep,
@@ -137,3 +143,11 @@ class RetryPolicy:
         return tenacity.AsyncRetrying(
             **self._tenacity_kwargs(endpoint, idempotent=idempotent, can_retry=can_retry)
         )
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop when the next sleep would end after the caller's deadline (see ``deadline.within``)."""
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        # tenacity computes the sleep (Retry-After included) before asking whether to stop.
+        return sleep_would_pass(retry_state.upcoming_sleep)

@@ -17,10 +17,10 @@ from requests.structures import CaseInsensitiveDict
 from memories_provider.client import protocol
 from memories_provider.client._source import open_upload_source
 from memories_provider.client._version import USER_AGENT
+from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
-    MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
@@ -100,11 +100,18 @@ _TRANSPORT_ERRORS = (
 )
 
 
-def _read_limited(response: requests.Response, limit: int) -> bytes:
-    """Read at most ``limit`` bytes of a body (the rest is dropped with the connection)."""
+def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -> bytes:
+    """Read at most ``limit`` bytes of a body (the rest is dropped with the connection).
+
+    Stops at the caller's deadline: requests' read timeout bounds each socket read, not a body
+    that trickles in.
+    """
     parts: list[bytes] = []
     total = 0
     for chunk in response.iter_content(64 * 1024):
+        left = time_left()
+        if left is not None and left <= 0:
+            raise expired_error(endpoint)
         parts.append(chunk)
         total += len(chunk)
         if total >= limit:
@@ -115,9 +122,13 @@ def _read_limited(response: requests.Response, limit: int) -> bytes:
 class DownloadResponse:
     """A streamed file download; use as a context manager so the HTTP response is closed.
 
-    :param response: the streamed ``requests`` response (status 2xx, not an error envelope).
+    Its first bytes were already checked (see :class:`protocol.BodySniffer`): it is not an API
+    envelope, an HTML page or an empty body.
+
+    :param response: the streamed ``requests`` response (status 2xx, not an error document).
     :param endpoint: logical endpoint name, for errors.
-    :param prefix: bytes already read from the body while checking for a JSON error envelope.
+    :param prefix: bytes already read from the body while checking it.
+    :param complete: whether ``prefix`` is the whole body.
     :param redactor: the client's redaction of error texts.
     """
 
@@ -126,45 +137,78 @@ class DownloadResponse:
         response: requests.Response,
         endpoint: str,
         prefix: bytes = b"",
+        complete: bool = False,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
         self._response = response
         self.endpoint = endpoint
         self._prefix = prefix
+        self._complete = complete
         self._redactor = redactor
         self.status_code: int = response.status_code
         self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
         self.content_type, self.filename = protocol.file_labels(self.headers, redactor)
         self.content_length: int | None = _content_length(self.headers)
 
-    def iter_chunks(self, chunk_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    def iter_chunks(
+        self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
+    ) -> Iterator[bytes]:
         """Yield the body in chunks of up to ``chunk_size`` bytes.
 
-        :raises MemoriesIncompleteBodyError: when the body ends short of ``Content-Length`` or the
-            connection drops or times out mid-body.
+        :param expected_size: the size the service reports for the file (``get_metadata``), if
+            known: checked against ``Content-Length``, and the only measure of a body that has none.
+        :raises MemoriesIncompleteBodyError: when the body ends short of the expected size or the
+            connection drops or times out mid-body (the message counts the bytes really received).
+        :raises MemoriesResponseError: before the first chunk, when ``Content-Length`` and
+            ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut
+            could not be noticed); after it, when the body runs past the expected size.
         """
+        expected = protocol.expected_body_size(
+            self.headers,
+            self.content_length,
+            expected_size,
+            status=self.status_code,
+            endpoint=self.endpoint,
+        )
         received = 0
+        raw = self._response.raw
+        done = self._complete
+        status, endpoint = self.status_code, self.endpoint
+
+        def too_long(size: int) -> None:
+            # Checked as bytes arrive: nothing past the expected end is handed on.
+            error = protocol.body_size_error(size, expected, status=status, endpoint=endpoint)
+            if error is not None and expected is not None and size > expected:
+                raise error
+
         try:
             if self._prefix:
-                received += len(self._prefix)
+                received = len(self._prefix)
+                too_long(received)
                 yield self._prefix
                 self._prefix = b""
-            for chunk in self._response.iter_content(chunk_size):
-                received += len(chunk)
-                yield chunk
+            while not done:
+                pieces: list[bytes] = []
+                size = 0
+                while size < chunk_size:
+                    # read1: whatever has arrived, so the count stays exact if the connection drops.
+                    piece = raw.read1(chunk_size - size, decode_content=True)
+                    if not piece:
+                        done = True
+                        break
+                    pieces.append(piece)
+                    size += len(piece)
+                    received += len(piece)
+                    too_long(received)
+                if pieces:
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
         except _TRANSPORT_ERRORS as exc:
-            raise MemoriesIncompleteBodyError(
-                f"download broke off after {received} of {self.content_length or 'unknown'} bytes: "
-                f"{self._redactor.redact(str(exc))}",
-                endpoint=self.endpoint,
-                http_status=self.status_code,
+            raise protocol.broken_body_error(
+                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
             ) from exc
-        if self.content_length is not None and received < self.content_length:
-            raise MemoriesIncompleteBodyError(
-                f"download ended after {received} of {self.content_length} bytes",
-                endpoint=self.endpoint,
-                http_status=self.status_code,
-            )
+        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
+        if error is not None:
+            raise error
 
     def __iter__(self) -> Iterator[bytes]:
         return self.iter_chunks()
@@ -271,6 +315,9 @@ class MemoriesClient:
             headers["Accept-Encoding"] = "identity"
             headers["Accept"] = "*/*"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        timeouts = request_timeouts(
+            self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint
+        )
         try:
             return self._session.request(
                 spec.method,
@@ -278,7 +325,7 @@ class MemoriesClient:
                 json=spec.json_body,
                 data=data,
                 headers=headers,
-                timeout=(self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout),
+                timeout=timeouts,
                 stream=True,
             )
         except _TRANSPORT_ERRORS as exc:
@@ -289,7 +336,7 @@ class MemoriesClient:
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
-            return _read_limited(response, limit)
+            return _read_limited(response, limit, spec.endpoint)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, spec.endpoint, self._redactor) from exc
         finally:
@@ -554,23 +601,21 @@ class MemoriesClient:
                     endpoint=spec.endpoint,
                     redactor=self._redactor,
                 )
-            prefix = b""
-            if protocol.is_json_content_type(response.headers.get("Content-Type")):
-                try:
-                    prefix = response.raw.read(protocol.MAX_ERROR_BYTES, decode_content=True)
-                except _TRANSPORT_ERRORS as exc:
-                    response.close()
-                    raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-                if protocol.looks_like_error_envelope(prefix):
-                    response.close()
-                    raise protocol.download_error(
-                        response.status_code,
-                        response.headers,
-                        prefix,
-                        endpoint=spec.endpoint,
-                        redactor=self._redactor,
-                    )
-            return DownloadResponse(response, spec.endpoint, prefix, self._redactor)
+            # The body is judged by its first bytes, whatever the headers say.
+            sniffer = protocol.BodySniffer()
+            try:
+                while sniffer.needs_more:
+                    sniffer.feed(response.raw.read1(protocol.MAX_ERROR_BYTES, decode_content=True))
+            except _TRANSPORT_ERRORS as exc:
+                response.close()
+                raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            error = sniffer.error(
+                response.status_code, response.headers, endpoint=spec.endpoint, redactor=self._redactor
+            )
+            if error is not None:
+                response.close()
+                raise error
+            return DownloadResponse(response, spec.endpoint, sniffer.prefix, sniffer.complete, self._redactor)
 
         result: DownloadResponse = self._run(spec, attempt)
         return result

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import Message
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -24,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
-from memories_provider.emulator.faults import EARLY_KINDS, Fault, FaultBook
+from memories_provider.emulator.faults import DOWNLOAD_BODY_KINDS, EARLY_KINDS, NO_FAULT, Fault, FaultBook
 from memories_provider.emulator.ratelimit import SlidingWindowLimiter
 from memories_provider.emulator.state import (
     BUCKET,
@@ -102,6 +103,24 @@ def content_disposition(filename: str) -> str:
         return f'attachment; filename="{filename}"'
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+#: What a proxy or single-sign-on gateway answers in place of the file.
+LOGIN_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+    b"<body><form method='post' action='/login'><input name='user'><input name='password' type='password'>"
+    b"</form></body></html>\n"
+)
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def _type_header(content_type: str) -> dict[str, str]:
+    """``{"Content-Type": content_type}``, or no header at all for ``""``."""
+    return {"Content-Type": content_type} if content_type else {}
 
 
 def _retry_after_header(seconds: float) -> str:
@@ -271,6 +290,7 @@ class Emulator:
         app.router.add_get(f"{CONTROL}/faults", self.c_faults)
         app.router.add_get(f"{CONTROL}/videos", self.c_videos)
         app.router.add_post(f"{CONTROL}/videos/{{video_no}}/status", self.c_set_status)
+        app.router.add_post(f"{CONTROL}/statuses", self.c_set_statuses)
         app.router.add_post(f"{CONTROL}/assets", self.c_add_asset)
         app.router.add_get(f"{CONTROL}/requests", self.c_requests)
         app.router.add_get(f"{CONTROL}/callbacks", self.c_callbacks)
@@ -308,6 +328,8 @@ class Emulator:
             if len(self.requests) > _MAX_LOG:  # a long-running demo server must not grow forever
                 del self.requests[: _MAX_LOG // 10]
             fault = self.faults.take(endpoint)
+            if fault is not None and fault.kind == NO_FAULT:
+                fault = None  # a call let through, so that the next fault hits a later one
             if fault is not None:
                 entry["fault"] = fault.kind
             try:
@@ -332,7 +354,17 @@ class Emulator:
             if fault is not None and fault.kind == "json_error":
                 code = fault.params.get("code", "0001" if version == "v1" else 400)
                 msg = fault.params.get("msg", "Resource does not exist")
-                reply = JsonReply({"code": code, "msg": msg, "data": None, "success": False, "failed": True})
+                msg_key = fault.params.get("msg_key", "msg")
+                payload = {"code": code, msg_key: msg, "data": None, "success": False, "failed": True}
+                content_type = fault.params.get("content_type", "application/json")
+                if content_type != "application/json":
+                    entry["code"] = code
+                    return self._raw(
+                        request, entry, 200, _type_header(content_type), json.dumps(payload).encode()
+                    )
+                reply = JsonReply(payload)
+            if fault is not None and fault.kind in DOWNLOAD_BODY_KINDS:
+                return await self._bad_download_body(request, reply, fault, entry)
             return await self._render(request, reply, fault, entry)
 
         return route
@@ -425,6 +457,49 @@ class Emulator:
             payload = {"code": code, "msg": msg, "data": None, "success": False, "failed": True}
             reply = JsonReply(payload, 429, headers)
         return await self._render(request, reply, None, entry)
+
+    @staticmethod
+    def _raw(
+        request: web.Request,
+        entry: dict[str, Any],
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        length: bool = True,
+    ) -> web.StreamResponse:
+        """Write a response byte for byte and close the connection (what aiohttp would not send:
+        no Content-Type at all, or a body framed only by the connection closing)."""
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if length:
+            lines.append(f"Content-Length: {len(body)}")
+        lines += ["Connection: close", "", ""]
+        if request.transport is not None:
+            request.transport.write("\r\n".join(lines).encode("latin-1") + body)
+            request.transport.close()  # flushes first; aiohttp then writes nothing more
+        entry["http_status"] = status
+        return web.Response()
+
+    async def _bad_download_body(
+        self, request: web.Request, reply: Reply, fault: Fault, entry: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Answer a download with HTTP 200 and something that is not the file."""
+        if fault.kind == "html_page":
+            content_type = fault.params.get("content_type", "text/html; charset=utf-8")
+            return self._raw(request, entry, 200, _type_header(content_type), LOGIN_PAGE)
+        if not isinstance(reply, FileReply):  # the request failed: its error, unchanged
+            return await self._render(request, reply, None, entry)
+        asset = reply.asset
+        headers = {
+            "Content-Type": asset.content_type,
+            "Content-Disposition": content_disposition(asset.filename),
+        }
+        if fault.kind == "empty_body":
+            return self._raw(request, entry, 200, headers, b"")
+        after = max(0, min(int(fault.params.get("after", min(asset.size // 2, CHUNK))), asset.size))
+        body = await asyncio.get_running_loop().run_in_executor(None, _read_head, asset.path, after)
+        return self._raw(request, entry, 200, headers, body, length=False)
 
     @staticmethod
     def _drop(request: web.Request, entry: dict[str, Any]) -> web.StreamResponse:
@@ -844,6 +919,8 @@ class Emulator:
         service documents. ``metadata_before_parse`` restores the old, lenient matching.
         """
         flt = list_filters(await self._json_body(request, {}), STATUSES)
+        if flt["video_nos"] is not None:
+            entry["video_nos"] = list(flt["video_nos"])  # lets tests see which ids each call asked for
         matches = []
         wanted_nos = set(flt["video_nos"]) if flt["video_nos"] is not None else None
         for video in reversed(list(self.videos.values())):
@@ -1046,6 +1123,23 @@ class Emulator:
         cause = body.get("cause") or ("forced by the emulator control API" if status == FAILED else None)
         self._set_status(video, status, cause)
         return web.json_response(video.control_dict())
+
+    async def c_set_statuses(self, request: web.Request) -> web.Response:
+        """``POST /_emulator/statuses`` with ``{"video_nos": [...], "status", "cause"}``: all at once."""
+        body = await request.json()
+        status, nos = body.get("status"), body.get("video_nos")
+        if status not in STATUSES or not isinstance(nos, list):
+            return web.json_response({"error": f"need video_nos and a status of {STATUSES}"}, status=400)
+        missing = [n for n in nos if n not in self.videos]
+        if missing:
+            return web.json_response({"error": f"videos not found: {missing[:10]}"}, status=404)
+        for video_no in nos:  # one handler run: no request sees some changed and others not
+            video = self.videos[video_no]
+            if status == UNPARSE:
+                video.ready_at = math.inf
+            cause = body.get("cause") or ("forced by the emulator control API" if status == FAILED else None)
+            self._set_status(video, status, cause)
+        return web.json_response({"changed": len(nos)})
 
     async def c_add_asset(self, request: web.Request) -> web.Response:
         """``POST /_emulator/assets?filename=&content_type=``: the raw body becomes a v2 asset."""

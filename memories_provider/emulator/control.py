@@ -121,6 +121,11 @@ class EmulatorControl:
             self._call("POST", f"/videos/{quote(video_no)}/status", json={"status": status, "cause": cause})
         )
 
+    def set_statuses(self, video_nos: list[str], status: str, cause: str | None = None) -> int:
+        """Force many videos' status at once (atomically for API calls); returns how many changed."""
+        body = {"video_nos": list(video_nos), "status": status, "cause": cause}
+        return int(self._call("POST", "/statuses", json=body)["changed"])
+
     def videos(self) -> list[dict[str, Any]]:
         """Every stored video (filename, size, sha256, tags, asset_id, bucket, blob, status, ...)."""
         return list(self._call("GET", "/videos"))
@@ -142,7 +147,8 @@ class EmulatorControl:
         return f"{self.url}/_emulator/public/{quote(asset_id)}"
 
     def request_log(self, endpoint: str | None = None) -> list[dict[str, Any]]:
-        """API calls received (control calls excluded): endpoint, method, path, time, http_status, code."""
+        """API calls received (control calls excluded): endpoint, method, path, time, http_status, code;
+        for ``list_videos`` with a ``video_nos`` filter, the ids asked for (``video_nos``)."""
         params = {"endpoint": endpoint} if endpoint else None
         return list(self._call("GET", "/requests", params=params))
 

@@ -20,7 +20,16 @@ EARLY_KINDS = frozenset(
 )
 #: Faults applied to the response the request would otherwise have got.
 LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then_drop"})
-KINDS = EARLY_KINDS | LATE_KINDS
+#: Bodies a download may come back with instead of the file, all with HTTP 200 (the spec: errors
+#: arrive "possibly with HTTP 200"; a body is what it is, not what its headers say):
+#: ``html_page`` a login page, ``empty_body`` zero bytes, ``cut_unframed`` the file cut after
+#: ``after`` bytes with neither Content-Length nor chunking (the end is the connection closing).
+#: ``json_error`` (above) also takes ``content_type`` ("" sends none) and ``msg_key`` ("message").
+DOWNLOAD_BODY_KINDS = frozenset({"html_page", "empty_body", "cut_unframed"})
+DOWNLOAD_ENDPOINTS = frozenset({"download", "v2_download"})
+#: ``none`` answers normally: queued first, it aims the next fault at a later call.
+NO_FAULT = "none"
+KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS | {NO_FAULT}
 
 
 @dataclass
@@ -62,6 +71,10 @@ class FaultBook:
             raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         if kind == "accept_then_drop" and endpoint not in ("upload", "upload_url"):
             raise ValueError("accept_then_drop applies to upload and upload_url only")
+        if kind in DOWNLOAD_BODY_KINDS and endpoint not in DOWNLOAD_ENDPOINTS:
+            raise ValueError(f"{kind} applies to download and v2_download only")
+        if kind == "json_error" and (params or {}).get("msg_key", "msg") not in ("msg", "message"):
+            raise ValueError("json_error: msg_key must be 'msg' or 'message'")
         if count < 1:
             raise ValueError("count must be >= 1")
         if every < 1:

@@ -245,6 +245,11 @@ def list_filters(body: Any, statuses: tuple[str, ...]) -> dict[str, Any]:
     nos = body.get("video_nos")
     if nos is not None and (not isinstance(nos, list) or not all(isinstance(n, str) for n in nos)):
         raise bad("video_nos: must be a list of video id strings")
+    # Ids are checked as get_metadata checks its video_no: one malformed id refuses the request.
+    if out["video_no"] is not None:
+        check_video_no(out["video_no"])
+    for video_no in nos or ():
+        check_video_no(video_no, "video_nos")
     out["video_nos"] = nos
     if (out["latitude"] is None) != (out["longitude"] is None):
         raise bad("latitude and longitude: send both or neither")

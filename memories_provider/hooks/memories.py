@@ -183,10 +183,16 @@ class MemoriesHook(BaseHook):
         """Return the hook's pooled synchronous :class:`MemoriesClient`."""
         return self.client
 
-    async def get_async_client(self) -> AsyncMemoriesClient:
-        """A new :class:`AsyncMemoriesClient`; use it as ``async with await hook.get_async_client() as c``."""
+    async def get_async_client(self, *, retry: RetryPolicy | None = None) -> AsyncMemoriesClient:
+        """A new :class:`AsyncMemoriesClient`; use it as ``async with await hook.get_async_client() as c``.
+
+        :param retry: a retry policy of its own instead of the connection's.
+        """
         config = await self.aget_config()
-        return AsyncMemoriesClient(config.api_key, **self._client_kwargs(config))
+        kwargs = self._client_kwargs(config)
+        if retry is not None:
+            kwargs["retry"] = retry
+        return AsyncMemoriesClient(config.api_key, **kwargs)
 
     def close(self) -> None:
         """Close the pooled session, if one was opened."""

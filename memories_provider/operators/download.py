@@ -1,38 +1,53 @@
-"""Stream a memories.ai video or asset to any storage URI, atomically and verified."""
+"""Stream a memories.ai video or asset to any storage URI, atomically and verified.
+
+"Done" and "skipped" are decided on identity, never on a name: every file written carries a
+record of its source (see :mod:`memories_provider.storage.provenance`), and a run skips only a
+file whose record names the same source, whose bytes are still the ones recorded, and (for a
+video) whose service facts (``get_metadata``'s size, create_time, bucket, blob) have not changed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import mimetypes
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
 from memories_provider.client import MemoriesConnectionError, RetryPolicy
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.operators._download_source import (
+    DownloadSource,
+    ServiceFacts,
+    describe_identity,
+    facts_of,
+    same_evidence,
+    select_source,
+)
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.storage.background_writer import BackgroundWriter
 from memories_provider.storage.destinations import (
+    DestinationTaken,
     atomic_writer,
     basename_of,
     canonical_uri,
     check_destination,
-    destination_exists,
     is_folder,
     join_folder,
     resolve_transport,
-    sanitize_filename,
     scheme_of,
 )
+from memories_provider.storage.provenance import Existing, Provenance
+from memories_provider.storage.survey import sha256_of, survey
 from memories_provider.storage.uris import redact_uri
 
 if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
     from memories_provider.storage.destinations import ResolvedTransport
+
+__all__ = ["MemoriesDownloadOperator", "lineage_dataset", "namespace_of", "select_source"]
 
 _CHUNK_SIZE = 1024 * 1024
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
@@ -48,83 +63,23 @@ class _BodyInterrupted(Exception):
         self.error = error
 
 
-@dataclass(frozen=True)
-class _Source:
-    """What to fetch: exactly one kind of id."""
-
-    kind: str  # "video" | "asset" | "blob"
-    video_no: str | None = None
-    asset_id: str | None = None
-    bucket: str | None = None
-    blob: str | None = None
-    unique_id: str | None = None
-
-    @property
-    def label(self) -> str:
-        """Human-readable id for logs and errors."""
-        if self.kind == "video":
-            return f"video {self.video_no}"
-        if self.kind == "asset":
-            return f"asset {self.asset_id}"
-        return f"blob {self.bucket}/{self.blob}"
-
-    @property
-    def fallback_stem(self) -> str:
-        """Base of the file name when the server sends no Content-Disposition."""
-        if self.kind == "video":
-            return str(self.video_no)
-        if self.kind == "asset":
-            return str(self.asset_id)
-        return str(self.blob).rstrip("/").rsplit("/", 1)[-1]
-
-
-def _given(value: Any) -> bool:
-    return value is not None and value != ""
-
-
-def select_source(
-    *,
-    video_no: Any,
-    asset_id: Any,
-    bucket: Any,
-    blob: Any,
-    unique_id: Any = None,
-) -> _Source:
-    """Validate that exactly one of video_no / asset_id / bucket+blob is given (before any request)."""
-    kinds = [name for name, ok in (("video_no", _given(video_no)), ("asset_id", _given(asset_id))) if ok]
-    if _given(bucket) or _given(blob):
-        if not (_given(bucket) and _given(blob)):
-            raise ValueError("`bucket` and `blob` must be given together")
-        kinds.append("bucket+blob")
-    if len(kinds) != 1:
-        got = ", ".join(kinds) if kinds else "none"
-        raise ValueError(f"give exactly one of `video_no`, `asset_id` or `bucket`+`blob` (got: {got})")
-    if kinds[0] == "video_no":
-        return _Source("video", video_no=str(video_no), unique_id=unique_id or None)
-    if kinds[0] == "asset_id":
-        return _Source("asset", asset_id=str(asset_id))
-    return _Source("blob", bucket=str(bucket), blob=str(blob))
-
-
-def name_from_response(resp: DownloadResponse, source: _Source) -> str:
-    """Safe file name: Content-Disposition's, else ``<id><ext from Content-Type>``."""
-    fallback = source.fallback_stem
-    ctype = (resp.content_type or "").split(";", 1)[0].strip().lower()
-    ext = mimetypes.guess_extension(ctype) if ctype else None
-    if ext and not fallback.lower().endswith(ext):
-        fallback += ext
-    return sanitize_filename(resp.filename, sanitize_filename(fallback, "download"))
-
-
 class MemoriesDownloadOperator(BaseOperator):
     """Download a memories.ai video or asset to any storage URI, streaming, atomic and verified.
 
-    The body flows from the socket to the destination in chunks (memory does not grow with
-    file size); a reader of the destination sees nothing (or the previous object) or the
-    whole new object. A connection dropped mid-body restarts the download from the start
-    (the API has no Range support) within the connection's retry policy. Downloads are billed:
-    the destination's settings (``transport_params``, ``destination_conn_id``'s credentials) are
-    checked before any request is sent.
+    Before the first (billed) download request the destination is proven writable (see
+    :func:`memories_provider.storage.survey.survey`) and what already sits there is looked at.
+    The body flows from the socket to the destination in chunks (memory does not grow with file
+    size) and is checked on the way: an API error envelope (whatever its Content-Type), an HTML
+    page, an empty body, or a body whose size differs from ``Content-Length`` or from the size
+    the service reports is an error, and nothing is written. A reader of the destination sees
+    nothing (or the previous object) or the whole new object. A connection dropped mid-body
+    restarts the download from the start (the API has no Range support) within the connection's
+    retry policy.
+
+    Every file written carries a record of its source (object metadata on S3/GCS/Azure, a hidden
+    sidecar ``.<name>.memories.json`` locally and over SFTP). In a folder destination the file
+    is named ``<id>.<name from Content-Disposition>`` (``VI123….clip.mp4``): two sources never
+    share a name, and a later run finds the file without a download request.
 
     A worker killed outright (SIGKILL, out of memory) cannot clean up: a local or SFTP temporary
     file ``.<name>.<random>.part`` is removed by the next download to the same target (locally
@@ -134,9 +89,10 @@ class MemoriesDownloadOperator(BaseOperator):
     lifecycle rule ``AbortIncompleteMultipartUpload`` (e.g. after 1 day).
 
     :param destination: where to write (templated): a local path, ``file://``, ``s3://``, ``gs://``,
-        ``azure://`` or ``sftp://`` URI. A value ending in ``/`` is a folder: the file name comes from
-        the response's ``Content-Disposition`` (sanitised: never outside the folder), else
-        ``<id><extension from Content-Type>``.
+        ``azure://`` or ``sftp://`` URI. A value ending in ``/`` is a folder: the file is named
+        ``<id>.<name>``, the name from the response's ``Content-Disposition`` (sanitised: never
+        outside the folder), else from the blob or the Content-Type; ``<id>`` is the ``video_no``
+        or ``asset_id`` (or ``blob~<digest>`` of ``bucket``+``blob``).
     :param video_no: a private video id (``VI...``) to download (templated).
     :param asset_id: a v2 asset id (``re_...``) to download (templated).
     :param bucket: with ``blob``, a storage location to download (templated).
@@ -147,10 +103,15 @@ class MemoriesDownloadOperator(BaseOperator):
         google_cloud_platform, wasb, ssh/sftp); ``None`` uses the environment's defaults.
     :param transport_params: extra smart-open transport parameters, validated per scheme; e.g.
         ``{"min_part_size": 16 * 1024**2}`` for S3 (memory used is about one part).
-    :param overwrite: ``False`` (default): an existing destination of the expected size is kept and
-        nothing is downloaded; one of a different size fails the task. ``True``: replace atomically.
-    :param verify_size: fail (leaving nothing behind) when the bytes written differ from ``Content-Length``.
-    :param checksum: ``"sha256"`` (computed while streaming) or ``None``.
+    :param overwrite: ``False`` (default): a file already there is kept when its record proves it
+        holds this source (nothing is downloaded, ``skipped=True``); an earlier download of the same
+        video that the service has changed since is replaced; anything else there (no record,
+        another source, bytes changed since) fails the task before any download. ``True``: always
+        download and replace atomically.
+    :param verify_size: also check the body against the size ``get_metadata`` reports for a video
+        (the only check of a body sent without ``Content-Length``).
+    :param checksum: ``"sha256"`` (computed while streaming, and kept in the local/SFTP record so
+        a moved or copied file can still be proven) or ``None``.
 
     Returns (XCom) ``{"uri", "bytes", "sha256", "content_type", "filename", "skipped"}`` (``uri`` with its
     user-info and query string masked, like every URI the operator shows). When the task
@@ -181,8 +142,9 @@ class MemoriesDownloadOperator(BaseOperator):
         super().__init__(**kwargs)
         if checksum not in ("sha256", None):
             raise ValueError(f"`checksum` must be 'sha256' or None, got {checksum!r}")
-        # Fail at DAG parse time for the static mistakes; rendered values are checked again in execute().
-        select_source(video_no=video_no, asset_id=asset_id, bucket=bucket, blob=blob)
+        # Fail at DAG parse time for the static mistakes; rendered values are checked again in
+        # execute() (a template such as "{{ ... }}" is itself a valid id until rendered).
+        select_source(video_no=video_no, asset_id=asset_id, bucket=bucket, blob=blob, rendered=False)
         if not destination:
             raise ValueError("`destination` must be a non-empty path or URI")
         self.destination = destination
@@ -198,14 +160,14 @@ class MemoriesDownloadOperator(BaseOperator):
         self.verify_size = verify_size
         self.checksum = checksum
         self._result: dict[str, Any] | None = None
-        self._source: _Source | None = None
+        self._source: DownloadSource | None = None
         self._lineage_namespace: str | None = None
         self._lineage_unique_id: str | None = None
 
     # ------------------------------------------------------------------ execute
 
     def execute(self, context: Any) -> dict[str, Any]:
-        """Download (or skip), then attach the result to matching outlet events."""
+        """Check the destination, download (or skip), then attach the result to outlet events."""
         source = select_source(
             video_no=self.video_no,
             asset_id=self.asset_id,
@@ -215,34 +177,131 @@ class MemoriesDownloadOperator(BaseOperator):
         )
         destination = str(self.destination)
         check_destination(destination)
-        # Once, before any (billed) request; reused by the existence checks and the writer.
+        # Once, before any (billed) request; reused by the checks and the writer.
         transport = resolve_transport(
             destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
         )
+        # The destination is proven writable here, before anything is asked of the service.
+        prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
+        found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
         self._source = source
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         self._lineage_namespace = namespace_of(hook)
         # The scope the request uses, named as the upload operator names its output.
         self._lineage_unique_id = source.unique_id or hook.config.unique_id
-        result = self._download(hook, source, destination, transport)
+        facts = self._facts(hook, source)
+        stale: set[str] = set()
+        result = None if self.overwrite else self._skip_or_fail(source, facts, found, transport, stale)
+        if result is None:
+            result = self._download(hook, source, facts, destination, transport, stale)
         self._result = result
         self._annotate_outlets(context, result, source)
         # XCom is stored in the metadata DB and shown in the UI: no credentials in the URI.
         return {**result, "uri": redact_uri(result["uri"])}
 
+    @staticmethod
+    def _facts(hook: MemoriesHook, source: DownloadSource) -> ServiceFacts:
+        """For a video, what ``get_metadata`` says (not billed); assets and blobs have no such call."""
+        if source.kind != "video":
+            return ServiceFacts()
+        return facts_of(hook.get_video(str(source.video_no), unique_id=source.unique_id))
+
+    # ------------------------------------------------------------------ what is there already
+
+    def _skip_or_fail(
+        self,
+        source: DownloadSource,
+        facts: ServiceFacts,
+        found: list[Existing],
+        transport: ResolvedTransport,
+        stale: set[str],
+    ) -> dict[str, Any] | None:
+        """The skip result when a file there is proven to hold ``source`` as the service has it now.
+
+        Files holding an earlier state of the same source go into ``stale`` (replaced by the
+        download); anything else there fails the task before a download request is sent.
+        """
+        proven: list[tuple[Existing, Provenance]] = []
+        doubts: list[AirflowFailException] = []
+        for existing in found:
+            try:
+                proven.append((existing, self._proven(source, existing, transport)))
+            except AirflowFailException as doubt:
+                doubts.append(doubt)
+        for existing, record in proven:
+            if same_evidence(record.evidence, facts.evidence):
+                self.log.info(
+                    "Skipping %s: %s already holds it (%d bytes, per its record); nothing downloaded",
+                    source.label,
+                    redact_uri(existing.uri),
+                    existing.size,
+                )
+                return {
+                    "uri": existing.uri,
+                    "bytes": existing.size,
+                    "sha256": record.sha256,
+                    "content_type": None,
+                    "filename": basename_of(existing.uri),
+                    "skipped": True,
+                }
+        if doubts:
+            raise doubts[0]
+        for existing, record in proven:
+            self.log.warning(
+                "%s holds %s as it was when downloaded, but the service reports it changed since "
+                "(%s, now %s): downloading it again",
+                redact_uri(existing.uri),
+                source.label,
+                record.evidence,
+                facts.evidence,
+            )
+            stale.add(existing.uri)
+        return None
+
+    def _proven(self, source: DownloadSource, existing: Existing, transport: ResolvedTransport) -> Provenance:
+        """``existing``'s record when it proves the file holds ``source``; else fail, naming both."""
+        shown = redact_uri(existing.uri)
+        record = existing.provenance
+        keep = "delete it, choose another destination, or set overwrite=True to replace it"
+        if record is None:
+            raise AirflowFailException(
+                f"{shown} already exists ({existing.size} bytes) with no record of what it holds, so it "
+                f"cannot be shown to be {source.label}; nothing was downloaded: {keep}"
+            )
+        if record.source != source.identity:
+            raise AirflowFailException(
+                f"{shown} already holds {describe_identity(record.source)}, not {source.label} "
+                f"(two sources, one name); nothing was downloaded: {keep}"
+            )
+        changed = record.size is not None and record.size != existing.size
+        if not changed and not existing.intact:
+            # Moved, copied or touched since: the bytes decide (a local read; remote: a plain read).
+            changed = record.sha256 is None or sha256_of(existing.uri, transport=transport) != record.sha256
+        if changed:
+            raise AirflowFailException(
+                f"{shown} was downloaded from {source.label} but has been changed since "
+                f"({existing.size} bytes now, {record.size} recorded, or other bytes); nothing was "
+                f"downloaded: {keep}"
+            )
+        return record
+
+    # ------------------------------------------------------------------ downloading
+
     def _download(
-        self, hook: MemoriesHook, source: _Source, destination: str, transport: ResolvedTransport
+        self,
+        hook: MemoriesHook,
+        source: DownloadSource,
+        facts: ServiceFacts,
+        destination: str,
+        transport: ResolvedTransport,
+        stale: set[str],
     ) -> dict[str, Any]:
-        if not self.overwrite and not is_folder(destination):
-            skipped = self._skip_by_metadata(hook, source, destination, transport)
-            if skipped is not None:
-                return skipped
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
         policy = getattr(hook.get_conn(), "retry", None) or RetryPolicy(max_retries=hook.config.max_retries)
         attempt = 0
         while True:
             try:
-                return self._attempt(hook, source, destination, transport)
+                return self._attempt(hook, source, facts, destination, transport, stale)
             except _BodyInterrupted as interrupted:
                 if attempt >= policy.max_retries:
                     raise interrupted.error from None
@@ -258,58 +317,7 @@ class MemoriesDownloadOperator(BaseOperator):
                 )
                 time.sleep(delay)
 
-    def _skip_by_metadata(
-        self, hook: MemoriesHook, source: _Source, uri: str, transport: ResolvedTransport
-    ) -> dict[str, Any] | None:
-        """For a video, compare with get_metadata's size: no download request at all."""
-        if source.kind != "video":
-            return None
-        existing = destination_exists(uri, transport=transport)
-        if existing is None:
-            return None
-        video = hook.get_video(str(source.video_no), unique_id=source.unique_id)
-        if video.size is None:
-            return None  # cannot tell: let the download's Content-Length decide
-        return self._skip_or_fail(source, uri, existing, int(video.size), "get_metadata")
-
-    def _skip_or_fail(
-        self,
-        source: _Source,
-        uri: str,
-        existing: int,
-        expected: int | None,
-        how: str,
-        content_type: str | None = None,
-    ) -> dict[str, Any]:
-        if expected is not None and expected != existing:
-            raise AirflowFailException(
-                f"{redact_uri(uri)} already exists with {existing} bytes but {source.label} has "
-                f"{expected} bytes (per {how}); set overwrite=True to replace it"
-            )
-        if expected is None:
-            self.log.warning(
-                "%s already exists (%d bytes) and the expected size is unknown; keeping it (overwrite=False)",
-                redact_uri(uri),
-                existing,
-            )
-        else:
-            self.log.info(
-                "Skipping %s: %s already exists with the expected %d bytes (per %s); nothing downloaded",
-                source.label,
-                redact_uri(uri),
-                existing,
-                how,
-            )
-        return {
-            "uri": uri,
-            "bytes": existing,
-            "sha256": None,
-            "content_type": content_type,
-            "filename": basename_of(uri),
-            "skipped": True,
-        }
-
-    def _open(self, hook: MemoriesHook, source: _Source) -> DownloadResponse:
+    def _open(self, hook: MemoriesHook, source: DownloadSource) -> DownloadResponse:
         if source.kind == "video":
             return hook.download_video(str(source.video_no), unique_id=source.unique_id)
         if source.kind == "asset":
@@ -317,69 +325,115 @@ class MemoriesDownloadOperator(BaseOperator):
         return hook.download_blob(str(source.bucket), str(source.blob))
 
     def _attempt(
-        self, hook: MemoriesHook, source: _Source, destination: str, transport: ResolvedTransport
+        self,
+        hook: MemoriesHook,
+        source: DownloadSource,
+        facts: ServiceFacts,
+        destination: str,
+        transport: ResolvedTransport,
+        stale: set[str],
     ) -> dict[str, Any]:
         with self._open(hook, source) as resp:
-            # The folder name is known only now, from the headers, before any body byte is read.
-            filename = name_from_response(resp, source) if is_folder(destination) else None
-            uri = join_folder(destination, filename) if filename else destination
-            expected = resp.content_length
-            if not self.overwrite:
-                existing = destination_exists(uri, transport=transport)
-                if existing is not None:
-                    # Closing the response here reads no body: only the headers were transferred.
-                    return self._skip_or_fail(
-                        source, uri, existing, expected, "Content-Length", resp.content_type
-                    )
-            return self._stream(resp, source, uri, expected, transport)
+            # A folder's file name is known only now, from the headers, before any body byte is written.
+            uri = (
+                join_folder(destination, source.folder_entry_name(resp))
+                if is_folder(destination)
+                else destination
+            )
+            return self._stream(resp, source, facts, uri, transport, replace=self.overwrite or uri in stale)
 
     def _stream(
         self,
         resp: DownloadResponse,
-        source: _Source,
+        source: DownloadSource,
+        facts: ServiceFacts,
         uri: str,
-        expected: int | None,
         transport: ResolvedTransport,
+        replace: bool = True,
     ) -> dict[str, Any]:
+        known = facts.size if self.verify_size else None
+        expected = resp.content_length if resp.content_length is not None else known
         digest = hashlib.sha256() if self.checksum == "sha256" else None
         done = 0
         shown = redact_uri(uri)
         progress = TransferProgress(self.log, f"{source.label} -> {shown}", expected)
-        size = "unknown" if expected is None else expected
-        self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
-        writer = atomic_writer(uri, transport=transport)
-        with writer as out, contextlib.ExitStack() as stack:
-            # Writing and hashing each run in their own thread, overlapping with receiving.
-            consumers = [stack.enter_context(BackgroundWriter(out.write, depth=_WRITE_AHEAD_CHUNKS))]
-            if digest is not None:
-                consumers.append(stack.enter_context(BackgroundWriter(digest.update)))
-            try:
-                for chunk in resp.iter_chunks(_CHUNK_SIZE):
-                    for consumer in consumers:
-                        consumer.write(chunk)
-                    done += len(chunk)
-                    progress.update(done)
-            except MemoriesConnectionError as err:
-                # Raised inside the writer's block: the partial object is discarded first.
-                raise _BodyInterrupted(err) from err
-            if self.verify_size and expected is not None and done != expected:
-                raise AirflowException(
-                    f"{source.label}: received {done} bytes but Content-Length was {expected}; "
-                    f"nothing was written to {shown}"
-                )
+        self.log.info(
+            "Downloading %s to %s (%s bytes)",
+            source.label,
+            shown,
+            "unknown" if expected is None else expected,
+        )
+        # Object stores take the record when the upload starts; sidecars are written after the rename.
+        provenance = Provenance(source.identity, facts.evidence, size=expected)
+        writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
+        try:
+            with writer as out, contextlib.ExitStack() as stack:
+                # Writing and hashing each run in their own thread, overlapping with receiving.
+                consumers = [stack.enter_context(BackgroundWriter(out.write, depth=_WRITE_AHEAD_CHUNKS))]
+                if digest is not None:
+                    consumers.append(stack.enter_context(BackgroundWriter(digest.update)))
+                try:
+                    for chunk in resp.iter_chunks(_CHUNK_SIZE, expected_size=known):
+                        for consumer in consumers:
+                            consumer.write(chunk)
+                        done += len(chunk)
+                        progress.update(done)
+                except MemoriesConnectionError as err:
+                    # Raised inside the writer's block: the partial object is discarded first.
+                    raise _BodyInterrupted(err) from err
+                if self.verify_size and expected is not None and done != expected:
+                    raise AirflowException(
+                        f"{source.label}: received {done} bytes but {expected} were expected; "
+                        f"nothing was written to {shown}"
+                    )
+                stack.close()  # every chunk written and hashed: the record can be completed
+                provenance.size = done
+                provenance.sha256 = digest.hexdigest() if digest is not None else None
+        except DestinationTaken:
+            return self._after_race(source, uri, transport, provenance)
         progress.update(done, final=True)
         return {
             "uri": uri,
             "bytes": done,
-            "sha256": digest.hexdigest() if digest is not None else None,
+            "sha256": provenance.sha256,
             "content_type": resp.content_type,
             "filename": basename_of(uri),
             "skipped": False,
         }
 
+    def _after_race(
+        self, source: DownloadSource, uri: str, transport: ResolvedTransport, ours: Provenance
+    ) -> dict[str, Any]:
+        """Another writer took ``uri`` while this one downloaded (``replace=False``): fine only if
+        what it wrote is these very bytes; else fail, naming what is there."""
+        there = next(iter(survey(uri, transport=transport)), None)
+        if (
+            there is not None
+            and ours.sha256 is not None
+            and sha256_of(uri, transport=transport) == ours.sha256
+        ):
+            self.log.info(
+                "%s was written meanwhile by another download of %s: the same bytes",
+                redact_uri(uri),
+                source.label,
+            )
+            return {
+                "uri": uri,
+                "bytes": there.size,
+                "sha256": ours.sha256,
+                "content_type": None,
+                "filename": basename_of(uri),
+                "skipped": False,
+            }
+        holder = describe_identity(there.provenance.source) if there and there.provenance else "other bytes"
+        raise AirflowFailException(
+            f"{redact_uri(uri)} was created meanwhile by another writer and holds {holder}, not what "
+            f"{source.label} sent; it was left as it is and nothing was written"
+        )
+
     # ------------------------------------------------------------------ events & lineage
 
-    def _annotate_outlets(self, context: Any, result: dict[str, Any], source: _Source) -> None:
+    def _annotate_outlets(self, context: Any, result: dict[str, Any], source: DownloadSource) -> None:
         """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
         targets = {result["uri"], canonical_uri(result["uri"])}
         events = context.get("outlet_events") if hasattr(context, "get") else None

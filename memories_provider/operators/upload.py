@@ -32,7 +32,7 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     upload_metadata,
 )
-from memories_provider.status import check_round, is_transient
+from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.credentials import scheme_family
 from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
 
@@ -643,11 +643,17 @@ class MemoriesUploadOperator(BaseOperator):
     # ------------------------------------------------------------------ waiting for PARSE
 
     def _wait_for_parse(self, hook: MemoriesHook, video_no: str, unique_id: str | None) -> None:
+        # Polled as the status sensor pokes: transient errors are "not yet"; so is our own video
+        # not being listed yet (the service documents no listing consistency). Every check, its
+        # client retries and Retry-After sleeps included, ends by the deadline.
         deadline = time.monotonic() + self.timeout
+        check = StatusCheck([video_no], unique_id, missing_is_pending=True)
         while True:
-            # Polled as the status sensor pokes: transient errors are "not yet"; so is our own
-            # video not being listed yet (the service documents no listing consistency).
-            outcome = check_round(hook.list_videos, [video_no], unique_id, missing_is_pending=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # Not AirflowSensorTimeout: a retry re-finds the uploaded video and waits again.
+                raise AirflowException(check.timeout_message(self.timeout))
+            outcome = check(hook.list_videos, seconds=remaining)
             if outcome.status == "failed":
                 raise AirflowFailException(outcome.message)
             if outcome.status == "success":
@@ -655,12 +661,9 @@ class MemoriesUploadOperator(BaseOperator):
             remaining = deadline - time.monotonic()
             if self.deferrable and not outcome.unlisted and remaining > 0:
                 self._defer_for_parse(video_no, unique_id, remaining)  # the trigger fails unlisted ids
-            if remaining <= 0:
-                raise AirflowException(
-                    f"{video_no} was not parsed within {self.timeout:.0f}s (last check: {outcome.message})"
-                )
-            self.log.info("%s: %s; checking again in %.0fs", video_no, outcome.message, self.poll_interval)
-            time.sleep(min(self.poll_interval, remaining))
+            if remaining > 0:
+                self.log.info("%s: %s; checking again in %gs", video_no, outcome.message, self.poll_interval)
+                time.sleep(min(self.poll_interval, remaining))
 
     def _defer_for_parse(self, video_no: str, unique_id: str | None, remaining: float) -> None:
         from memories_provider.sensors.video_status import deferral_margin

@@ -17,9 +17,8 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from memories_provider.client import MemoriesError
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.status import evaluate, is_transient, list_found, normalize_video_nos
+from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
 
@@ -28,12 +27,13 @@ def check_videos(
 ) -> list[dict[str, Any]] | None:
     """One status round: ``list_videos(video_nos=...)`` in batches of 100.
 
-    Returns the videos' metadata when all are ``PARSE``, ``None`` while any is still ``UNPARSE``.
+    Returns the videos' metadata when all are ``PARSE``, ``None`` while any is still ``UNPARSE``
+    or a transient error interrupted the round.
 
-    :raises AirflowFailException: when a video failed (with its ``cause``) or is unknown — a retry
-        would not change that.
+    :raises AirflowFailException: when a video failed (with its ``cause``), is unknown or was
+        refused by the service — a retry would not change that.
     """
-    outcome = evaluate(list(video_nos), list_found(hook.list_videos, video_nos, unique_id))
+    outcome = StatusCheck(video_nos, unique_id)(hook.list_videos)
     if outcome.status == "failed":
         raise AirflowFailException(outcome.message)
     return outcome.videos if outcome.status == "success" else None
@@ -114,27 +114,66 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
     def _ids(self) -> list[str]:
         return normalize_video_nos(self.video_no, self.video_nos)
 
+    def _check(self, context: Any) -> StatusCheck:
+        # Kept across the pokes of one process (poke mode): a round paused by a transient error is
+        # resumed and the last statuses seen are remembered for the timeout message.
+        check = self.__dict__.get("_status_check")
+        if check is None:
+            check = self.__dict__["_status_check"] = StatusCheck(self._ids, self.unique_id)
+            if self.reschedule:
+                _restore_last_seen(check, context, self.log)
+        return check
+
+    def _time_left(self, context: Any) -> float:
+        """Seconds until this sensor's timeout, counted from its first poke in every mode."""
+        if self.reschedule:
+            first = _first_reschedule_date(context, self.retries)
+            if first is not None:
+                return float(self.timeout) - (time.time() - first)
+        started = self.__dict__.setdefault("_started", time.time())
+        return float(self.timeout) - (time.time() - started)
+
+    def _timed_out(self, check: StatusCheck) -> AirflowException:
+        message = check.timeout_message(float(self.timeout))
+        if self.soft_fail:
+            return AirflowSkipException(f"{message} (soft_fail)")
+        return AirflowSensorTimeout(message)
+
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        """One status round; transient errors count as "not yet"."""
+        """One status round, ending by the sensor's timeout; transient errors count as "not yet".
+
+        Client retries and ``Retry-After`` sleeps stop at the deadline; once it has passed, the
+        poke sends nothing and raises :class:`AirflowSensorTimeout` naming each video not yet
+        ``PARSE`` with the status last seen.
+        """
+        check = self._check(context)
+        left = self._time_left(context)
+        if left <= 0:
+            raise self._timed_out(check)
         hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
         try:
-            videos = check_videos(hook, self._ids, self.unique_id)
-        except MemoriesError as err:
-            if not is_transient(err):
-                raise
-            self.log.warning("Status check failed (%s); trying again in %.0fs", err, self.poke_interval)
-            return False
+            outcome = check(hook.list_videos, seconds=left)
         finally:
             hook.close()  # a new hook per poke: do not leave one pooled session per poke behind
-        if videos is None:
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=videos)
+        if self.reschedule:
+            _save_last_seen(check, context, self.log)
+        if outcome.status == "failed":
+            raise AirflowFailException(outcome.message)
+        if outcome.status == "success":
+            return PokeReturnValue(is_done=True, xcom_value=outcome.videos)
+        if self._time_left(context) <= 0:
+            raise self._timed_out(check)
+        self.log.info("%s; checking again in %gs", outcome.message, self.poke_interval)
+        return False
 
     def execute(self, context: Any) -> Any:
-        """Poke/reschedule as usual, or check once and defer."""
+        """Poke/reschedule as usual, or check once and defer — within the same ``timeout``."""
+        self.__dict__["_started"] = time.time()
         if not self.deferrable:
             return super().execute(context)
         ids = self._ids
+        # The trigger's deadline is the one the worker-side check started with, not a fresh window.
+        end_time = self.__dict__["_started"] + self.timeout
         result = self.poke(context)
         if isinstance(result, PokeReturnValue):
             return result.xcom_value
@@ -144,15 +183,69 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
                 memories_conn_id=self.memories_conn_id,
                 unique_id=self.unique_id,
                 poll_interval=self.poke_interval,
-                end_time=time.time() + self.timeout,
+                end_time=end_time,
             ),
             method_name="execute_complete",
             # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout). Airflow's
             # deferral timeout is only a backstop: if it won the race it would fail the task with a
             # TaskDeferralError (Airflow 2), which spends retries instead of ending as a sensor timeout.
-            timeout=timedelta(seconds=self.timeout + deferral_margin(self.poke_interval)),
+            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + deferral_margin(self.poke_interval)),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Resume from the trigger: the videos' metadata, or the matching failure."""
         return handle_status_event(event, soft_fail=self.soft_fail)
+
+
+#: Task state store key (Airflow >= 3.3) of a rescheduled sensor's last statuses seen: each poke
+#: runs in a new process, and the one that finds the deadline passed reports them.
+STATE_KEY = "memories_last_seen"
+#: Most ids whose statuses are kept there (beyond that the timeout message does without).
+MAX_STORED = 1000
+
+
+def _state_store(context: Any) -> Any:
+    """The task state store (Airflow >= 3.3), else ``None``."""
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
+
+
+def _save_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+    store = _state_store(context)
+    if store is None or len(check.last_seen) > MAX_STORED:
+        return
+    try:
+        store.set(STATE_KEY, {"last_seen": check.last_seen, "last_error": check.last_error})
+    except Exception as err:  # bookkeeping for a message: never fail the wait over it
+        log.warning("Could not keep the last statuses in the task state store: %s", err)
+
+
+def _restore_last_seen(check: StatusCheck, context: Any, log: Any) -> None:
+    store = _state_store(context)
+    if store is None or not context.get("task_reschedule_count"):
+        return  # the first poke of a try: what an earlier try saw is not this wait's
+    try:
+        saved = store.get(STATE_KEY)
+    except Exception as err:
+        log.warning("Could not read the last statuses from the task state store: %s", err)
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("last_seen"), dict):
+        check.last_seen.update({str(k): str(v) for k, v in saved["last_seen"].items()})
+        check.last_error = saved.get("last_error")
+
+
+def _first_reschedule_date(context: Any, retries: int | None) -> float | None:
+    """Epoch seconds of a rescheduled sensor's first poke (the start of its timeout), if rescheduled."""
+    ti = context["ti"]
+    getter = getattr(ti, "get_first_reschedule_date", None)
+    if getter is not None:  # Airflow 3
+        first = getter(context)
+        return None if first is None else float(first.timestamp())
+    # Airflow 2: what BaseSensorOperator.execute itself reads (the first try's first reschedule).
+    from airflow.sensors.base import _orig_start_date
+
+    first_try = (ti.max_tries or 0) - (retries or 0) + 1
+    first = _orig_start_date(
+        dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index, try_number=first_try
+    )
+    return None if first is None else float(first.timestamp())

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -42,7 +43,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.uris import redact_uri, scheme_of
+
+log = logging.getLogger(__name__)
 
 #: Schemes whose smart-open writer aborts (commits nothing) when its ``with`` block raises.
 OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "s3n", "s3u", "gs", "gcs", "azure"})
@@ -118,8 +122,12 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
         # Drop control and format characters (NUL, newlines, bidi overrides...).
         base = "".join(ch for ch in base if unicodedata.category(ch) not in {"Cc", "Cf"})
         base = base.translate(_URI_UNSAFE).strip().lstrip(".").strip()
+        # Windows drops trailing dots and spaces ("a.mp4." is "a.mp4" there).
+        base = base.rstrip(". ")
         if not base:
             continue
+        if _is_windows_reserved(base):
+            base = f"_{base}"  # CON, nul.mp4, COM1.txt...: devices, not files, on Windows
         encoded = base.encode("utf-8")
         if len(encoded) > _MAX_NAME_BYTES:
             stem, dot, ext = base.rpartition(".")
@@ -129,6 +137,35 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
             base = f"{stem_part}.{keep}" if keep else stem_part
         return base
     return "download"  # unreachable: "download" always survives
+
+
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "\u00b9", "\u00b2", "\u00b3")}
+)
+
+
+def _is_windows_reserved(name: str) -> bool:
+    """Whether Windows reads ``name`` as a device (``CON``, ``nul.mp4``, ``com1.tar.gz``...)."""
+    return name.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_RESERVED
+
+
+def prefixed_name(prefix: str, name: str) -> str:
+    """``prefix`` + ``name``, the name shortened (keeping its extension) to fit :data:`_MAX_NAME_BYTES`.
+
+    :param prefix: a safe single component (not checked here beyond that).
+    :param name: a sanitised file name (see :func:`sanitize_filename`).
+    """
+    budget = _MAX_NAME_BYTES - len(prefix.encode("utf-8"))
+    if budget < 16:
+        raise ValueError(f"name prefix {prefix!r} leaves no room for a file name")
+    if len(name.encode("utf-8")) > budget:
+        stem, dot, ext = name.rpartition(".")
+        keep = ext if dot and 0 < len(ext.encode("utf-8")) <= 16 else ""
+        room = budget - (len(keep.encode("utf-8")) + 1 if keep else 0)
+        cut = (stem if keep else name).encode("utf-8")[:room].decode("utf-8", "ignore")
+        name = f"{cut}.{keep}" if keep else cut
+    return prefix + name
 
 
 def join_folder(folder_uri: str, name: str) -> str:
@@ -231,6 +268,20 @@ def _resolved(
     return transport
 
 
+class DestinationTaken(Exception):
+    """A file appeared at the destination while it was being written, and ``replace=False``.
+
+    Raised by :func:`atomic_writer` when committing; nothing was overwritten and the temporary
+    data (or the S3 multipart upload) is gone. Local, SFTP and S3 (``If-None-Match: *``)
+    destinations: GCS and Azure writes through smart-open have no conditional commit, there the
+    last writer wins.
+    """
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"{redact_uri(uri)} was created by someone else while this download wrote it")
+        self.uri = uri
+
+
 @contextlib.contextmanager
 def atomic_writer(
     uri: str,
@@ -238,6 +289,8 @@ def atomic_writer(
     conn_id: str | None = None,
     transport_params: dict[str, Any] | None = None,
     transport: ResolvedTransport | None = None,
+    provenance: Provenance | None = None,
+    replace: bool = True,
 ) -> Iterator[IO[bytes]]:
     """Open ``uri`` for writing so that the object appears only if the block succeeds.
 
@@ -246,6 +299,12 @@ def atomic_writer(
     :param transport_params: as for :func:`resolve_transport`.
     :param transport: what :func:`resolve_transport` returned for ``uri`` (or its folder), instead
         of ``conn_id`` and ``transport_params``.
+    :param provenance: the record to keep with the file (see :mod:`.provenance`). Object stores
+        take it as user metadata when the upload starts; local and SFTP destinations write its
+        sidecar after the rename, so the caller may complete it (``size``, ``sha256``) inside the
+        block. None: no record (and any earlier sidecar of the name is removed).
+    :param replace: False: never overwrite an existing local, SFTP or S3 file, raise
+        :class:`DestinationTaken` instead (the check and the commit are one atomic step).
     """
     check_destination(uri)
     if is_folder(uri):
@@ -255,20 +314,114 @@ def atomic_writer(
     if scheme in ("", "file"):
         path = local_path(uri)
         assert path is not None
-        with _local_atomic(path) as fh:
+        with _local_atomic(path, provenance, replace) as fh:
             yield fh
     elif scheme in SFTP_SCHEMES:
-        with _sftp_atomic(uri, params) as fh:
+        with _sftp_atomic(uri, params, provenance, replace) as fh:
             yield fh
     else:
+        if provenance is not None:
+            params = _with_metadata(scheme, params, provenance.to_metadata())
+        if not replace and scheme.startswith("s3"):
+            with _s3_no_clobber(uri, params) as fh:
+                yield fh
+            return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
         with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
             yield fh
 
 
+class _NoClobberS3:
+    """A boto3 S3 client whose completions never overwrite a key (``If-None-Match: *``).
+
+    A store that does not implement conditional writes (some S3-compatible ones answer
+    ``NotImplemented``) gets the plain completion instead, with a warning: the last writer wins there.
+    """
+
+    _UNSUPPORTED = frozenset({"NotImplemented", "501"})
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _conditional(self, call: str, kwargs: dict[str, Any]) -> Any:
+        from botocore.exceptions import ClientError
+
+        method = getattr(self._client, call)
+        try:
+            return method(IfNoneMatch="*", **kwargs)
+        except ClientError as err:
+            if str(err.response.get("Error", {}).get("Code", "")) not in self._UNSUPPORTED:
+                raise
+        log.warning("this S3 store does not support conditional writes: %s is completed without one", call)
+        return method(**kwargs)
+
+    def complete_multipart_upload(self, **kwargs: Any) -> Any:
+        return self._conditional("complete_multipart_upload", kwargs)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        return self._conditional("put_object", kwargs)
+
+
 @contextlib.contextmanager
-def _local_atomic(path: str) -> Iterator[IO[bytes]]:
+def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """An S3 writer whose commit fails with DestinationTaken if the key exists meanwhile."""
+    from botocore.exceptions import ClientError
+
+    client = params.get("client")
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    fh: Any = _smart_open_open(
+        uri, "wb", compression="disable", transport_params={**params, "client": _NoClobberS3(client)}
+    )
+    try:
+        yield fh
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fh.terminate()  # abort the multipart upload: no object, no parts left billed
+        raise
+    try:
+        fh.close()
+    except BaseException as err:
+        # A failed completion leaves the upload open: abort it, whatever the reason.
+        with contextlib.suppress(Exception):
+            fh.terminate()
+        code = str(err.response.get("Error", {}).get("Code", "")) if isinstance(err, ClientError) else ""
+        if code in ("PreconditionFailed", "412"):
+            raise DestinationTaken(uri) from None
+        raise
+
+
+def _with_metadata(scheme: str, params: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:
+    """``params`` with ``metadata`` added to the user metadata the writer sets (the user's own kept)."""
+    params = dict(params)
+    if scheme.startswith("s3"):
+        client_kwargs = dict(params.get("client_kwargs") or {})
+        # Multipart uploads (the default) and single PUTs (multipart_upload=False) alike.
+        for call in ("S3.Client.create_multipart_upload", "S3.Client.put_object"):
+            kwargs = dict(client_kwargs.get(call) or {})
+            kwargs["Metadata"] = {**(kwargs.get("Metadata") or {}), **metadata}
+            client_kwargs[call] = kwargs
+        params["client_kwargs"] = client_kwargs
+    elif scheme in ("gs", "gcs"):
+        properties = dict(params.get("blob_properties") or {})
+        properties["metadata"] = {**(properties.get("metadata") or {}), **metadata}
+        params["blob_properties"] = properties
+    else:  # azure: metadata names must be C# identifiers
+        blob_kwargs = dict(params.get("blob_kwargs") or {})
+        azure_names = {key.replace("-", "_"): value for key, value in metadata.items()}
+        blob_kwargs["metadata"] = {**(blob_kwargs.get("metadata") or {}), **azure_names}
+        params["blob_kwargs"] = blob_kwargs
+    return params
+
+
+@contextlib.contextmanager
+def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> Iterator[IO[bytes]]:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     name = os.path.basename(path)
@@ -281,17 +434,69 @@ def _local_atomic(path: str) -> Iterator[IO[bytes]]:
         # can be taken belongs to no live writer.
         with contextlib.suppress(OSError):
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _remove_abandoned_local(directory, name, own=tmp_name, now=os.fstat(fh.fileno()).st_mtime)
+        now = os.fstat(fh.fileno()).st_mtime
+        _remove_abandoned_local(directory, name, own=tmp_name, now=now)
+        _remove_abandoned_local(directory, sidecar_name(name), own="", now=now)
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        # The file's stat as it will be once renamed (a rename keeps inode and mtime).
+        info = os.fstat(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     finally:
         fh.close()
+    stat = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
+    _commit_local_sidecar(directory, name, provenance, stat)
+
+
+def _link_no_clobber(tmp: str, path: str) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it (atomically), then drop ``tmp``."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise DestinationTaken(path) from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # No hard links here (some FUSE/SMB mounts): a check, then a rename (a tiny race).
+        if os.path.lexists(path):
+            raise DestinationTaken(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _commit_local_sidecar(
+    directory: str, name: str, provenance: Provenance | None, stat: dict[str, int]
+) -> None:
+    """Write (or, without a record, remove) the sidecar of ``name``; never fails the download."""
+    side = os.path.join(directory, sidecar_name(name))
+    try:
+        if provenance is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(side)
+            return
+        tmp = os.path.join(directory, _temp_name(sidecar_name(name)))
+        try:
+            with open(tmp, "xb") as out:
+                out.write(provenance.to_sidecar(stat))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, side)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as err:
+        # The file is complete and in place; only a later run's skip loses its proof.
+        log.warning("could not write the record of %s: %s", os.path.join(directory, name), err)
 
 
 def _remove_abandoned_local(directory: str, name: str, *, own: str, now: float) -> None:
@@ -340,7 +545,9 @@ def _sftp_paths(uri: str) -> tuple[str, str, str]:
 
 
 @contextlib.contextmanager
-def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+def _sftp_atomic(
+    uri: str, params: dict[str, Any], provenance: Provenance | None, replace: bool
+) -> Iterator[IO[bytes]]:
     path, tmp_path, tmp_uri = _sftp_paths(uri)
     fh: Any = _smart_open_open(tmp_uri, "wb", compression="disable", transport_params=params)
     # smart-open hands back paramiko's SFTPFile (possibly proxied); its ``sftp`` is the client.
@@ -351,13 +558,24 @@ def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
             yield fh
         finally:
             fh.close()
-        try:
-            sftp.posix_rename(tmp_path, path)
-        except OSError:
-            # Servers without posix-rename@openssh.com refuse to rename over a file.
-            with contextlib.suppress(OSError):
-                sftp.remove(path)
-            sftp.rename(tmp_path, path)
+        info = sftp.stat(tmp_path)  # a rename keeps size and mtime
+        if replace:
+            try:
+                sftp.posix_rename(tmp_path, path)
+            except OSError:
+                # Servers without posix-rename@openssh.com refuse to rename over a file.
+                with contextlib.suppress(OSError):
+                    sftp.remove(path)
+                sftp.rename(tmp_path, path)
+        else:
+            try:
+                sftp.rename(tmp_path, path)  # plain SFTP rename never overwrites
+            except OSError:
+                if _sftp_exists(sftp, path):
+                    raise DestinationTaken(uri) from None
+                raise
+        stat = {"size": int(info.st_size or 0), "mtime": int(info.st_mtime or 0)}
+        _commit_sftp_sidecar(sftp, path, provenance, stat)
     except BaseException:
         with contextlib.suppress(OSError):
             sftp.remove(tmp_path)
@@ -365,6 +583,36 @@ def _sftp_atomic(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
     finally:
         with contextlib.suppress(Exception):
             sftp.close()
+
+
+def _sftp_exists(sftp: Any, path: str) -> bool:
+    try:
+        sftp.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def _commit_sftp_sidecar(sftp: Any, path: str, provenance: Provenance | None, stat: dict[str, int]) -> None:
+    """Write (or, without a record, remove) the sidecar of ``path``; never fails the download."""
+    directory, _, name = path.rpartition("/")
+    side = f"{directory}/{sidecar_name(name)}"
+    try:
+        if provenance is None:
+            with contextlib.suppress(OSError):
+                sftp.remove(side)
+            return
+        tmp = f"{directory}/{_temp_name(sidecar_name(name))}"
+        try:
+            with sftp.open(tmp, "wb") as out:
+                out.write(provenance.to_sidecar(stat))
+            sftp.posix_rename(tmp, side)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sftp.remove(tmp)
+            raise
+    except OSError as err:
+        log.warning("could not write the record of %s over SFTP: %s", path, err)
 
 
 def _remove_abandoned_sftp(sftp: Any, path: str, tmp_path: str) -> None:

@@ -3,12 +3,21 @@
 Every :class:`MemoriesVideoStatusTrigger` of the same connection and ``unique_id`` running in one
 event loop registers its videos with the same :class:`StatusPoller`. The poller checks all of
 them together with ``list_videos(video_nos=[...])``, at most 100 ids per request, so N waiting
-videos cost about ceil(N/100) requests per poll interval instead of N. Requests of one connection
-are spaced so the account stays under the documented 5 requests/second. Transient errors (5xx,
-timeouts, ``0429``) back off and poll again; they never end a wait. Each wait fires its own
-``timeout`` at its ``end_time`` even while a round is in flight, so a deferral's own timeout never
-has to. A trigger that is cancelled simply leaves; when the last one leaves, the loop wakes, ends
-and closes its HTTP session.
+videos cost about ceil(N/100) requests per poll interval instead of N.
+
+A round (:class:`~memories_provider.status.StatusRound`) asks its batches one after another; each
+answer settles at once the waits it completes, and a round interrupted by a transient error
+resumes at the batch that failed. A batch refused for a bad id is split until that id is alone:
+only the waits holding it fail. Rounds start a poll interval apart (at once when a round took longer).
+
+Requests of one connection are paced by :class:`_Pacer`, from the service's answers only: each
+``0429`` halves the rate and holds requests back for its ``Retry-After``, each success adds a little
+back, so several triggerers sharing one account settle just under its limit without talking to
+each other. Other transient errors (5xx, timeouts) back off and resume the round; they never end a
+wait. Each wait fires its own ``timeout`` at its ``end_time`` even while a request is in flight,
+naming the videos still waiting and the status last seen; and no request outlasts the latest
+``end_time`` of the waits it serves. A trigger that is cancelled simply leaves; when the last one
+leaves, the loop wakes, ends and closes its HTTP session.
 
 The poller's task runs in an empty :mod:`contextvars` context: it serves every trigger, so it must
 not inherit the log context (task instance, trigger id) of the trigger that happened to start it.
@@ -19,21 +28,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from memories_provider.client import AsyncMemoriesClient, MemoriesError, Video
+from memories_provider.client import AsyncMemoriesClient, MemoriesError, MemoriesRateLimitError, VideoPage
+from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.status import batches, evaluate, is_transient
+from memories_provider.status import (
+    NOT_LISTED,
+    StatusRound,
+    evaluate,
+    is_transient,
+    shown_status,
+    timeout_message,
+)
 
 log = logging.getLogger(__name__)
 
-#: Least seconds between two status requests of one connection: 4/s, under the documented 5/s.
+#: Least seconds between two status requests of one connection in one loop: at most 4/s, under
+#: the documented 5/s (the pacer's ceiling).
 MIN_REQUEST_SPACING = 0.25
-#: Longest back-off after repeated transient errors, in seconds.
+#: Least status requests per second the pacer slows down to.
+MIN_RATE = 0.2
+#: Status requests per second a pacer starts at.
+START_RATE = 1.0
+#: Until its first ``0429`` a pacer adds this to its rate per answered request (slow start: it
+#: grows by 10 % a second), so a lone poller soon runs at full speed and pollers starting
+#: together reach their shares at the same pace.
+SLOW_START_STEP = 0.1
+#: Factor the rate is multiplied by on the first ``0429``, which ends slow start and its overshoot.
+SLOW_START_EXIT = 0.5
+#: After slow start, each answered request adds RATE_INCREASE x ACCOUNT_LIMIT / rate requests per
+#: second per second of requests: pacers with small shares of the account grow back fastest.
+RATE_INCREASE = 0.003
+#: The account's documented status limit (requests per second), shared by everyone using it.
+ACCOUNT_LIMIT = 5.0
+#: Factor the rate is multiplied by on a later ``0429`` (multiplicative decrease).
+RATE_DECREASE = 0.7
+#: Longest back-off after repeated transient errors other than rate limits, in seconds.
 MAX_BACKOFF = 300.0
 
 
@@ -50,18 +86,59 @@ class _Waiter:
 
 @dataclass(eq=False)
 class _Pacer:
-    """Spaces the requests of one connection across all its pollers in a loop."""
+    """Paces the status requests of one connection in one event loop by the service's answers (AIMD).
 
-    spacing: float = MIN_REQUEST_SPACING
+    Triggerers, workers and users' scripts share an account's limit and cannot see each other;
+    the service's answers are their one common signal. A pacer starts at :data:`START_RATE` and
+    grows by 10 % a second until its first ``0429`` (slow start), which halves it. From then on
+    each ``0429`` multiplies the rate by :data:`RATE_DECREASE`, and answered requests add it back
+    slowly, the faster the smaller the rate (see :data:`RATE_INCREASE`), up to
+    ``1 / MIN_REQUEST_SPACING``. Every ``0429`` also holds the pacer's requests back for its
+    ``Retry-After`` (at least one new spacing). K pacers sharing a limit thus settle under it: the
+    one that meets a ``0429`` gives up part of its share and the others grow into it.
+    """
+
+    rate: float = START_RATE
+    slow_start: bool = True
     next_slot: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Until then a further 0429 is from requests sent before the last cut: do not cut again.
+    cut_until: float = 0.0
+    answered: int = 0
+    rate_limited: int = 0
 
     async def wait(self) -> None:
+        """Wait for this connection's next request slot."""
         async with self.lock:
-            now = time.monotonic()
-            if self.next_slot > now:
-                await asyncio.sleep(self.next_slot - now)
-            self.next_slot = max(now, self.next_slot) + self.spacing
+            # Re-read after each sleep: a 0429 meanwhile moves the slot further away.
+            for _ in range(100):
+                delay = self.next_slot - time.monotonic()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+            self.next_slot = time.monotonic() + 1 / self.rate
+
+    def on_answer(self) -> None:
+        """A request was answered (not rate-limited): speed up a little."""
+        self.answered += 1
+        # rate answers a second, each adding RATE_INCREASE x ACCOUNT_LIMIT / rate**2: the pacers
+        # with the smaller shares grow back faster, so K of them even out.
+        step = SLOW_START_STEP if self.slow_start else RATE_INCREASE * ACCOUNT_LIMIT / self.rate**2
+        self.rate = min(1 / MIN_REQUEST_SPACING, self.rate + step)
+
+    def on_rate_limit(self, retry_after: float | None) -> float:
+        """A request drew ``0429``: slow down and pause; returns the pause in seconds."""
+        self.rate_limited += 1
+        now = time.monotonic()
+        if self.slow_start:
+            self.slow_start = False
+            self.rate = max(MIN_RATE, self.rate * SLOW_START_EXIT)
+        elif now >= self.cut_until:
+            self.rate = max(MIN_RATE, self.rate * RATE_DECREASE)
+        pause = max(retry_after or 0.0, 1 / self.rate)
+        self.cut_until = max(self.cut_until, now + pause)
+        self.next_slot = max(self.next_slot, now + pause)
+        return pause
 
 
 # Per running event loop: the pollers and the per-connection pacers. Weak keys: a closed loop
@@ -94,7 +171,7 @@ class StatusPoller:
 
     :param memories_conn_id: the memories.ai connection.
     :param unique_id: the namespace of the videos (``None``: the connection's default).
-    :param pacer: request spacing shared by the pollers of the same connection.
+    :param pacer: request pacing shared by the pollers of the same connection.
     """
 
     def __init__(self, memories_conn_id: str, unique_id: str | None, pacer: _Pacer) -> None:
@@ -102,7 +179,12 @@ class StatusPoller:
         self.unique_id = unique_id
         self.pacer = pacer
         self.requests = 0
+        #: id -> the status last listed, for timeout messages (pruned to waited-for ids every round).
+        self.last_seen: dict[str, str] = {}
+        #: Why the last request failed, while no request has succeeded since.
+        self.last_error: str | None = None
         self._waiters: list[_Waiter] = []
+        self._by_id: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
         # Set when the last waiter leaves, so a sleeping loop ends now rather than after its sleep.
         self._wake = asyncio.Event()
@@ -122,16 +204,18 @@ class StatusPoller:
         """
         loop = asyncio.get_running_loop()
         waiter = _Waiter(
-            video_nos=list(video_nos),
+            video_nos=list(dict.fromkeys(video_nos)),
             poll_interval=poll_interval,
             end_time=end_time,
             future=loop.create_future(),
         )
         if end_time is not None:
             # A timer, not a check between rounds: a stalled request must not outlast the deadline.
-            waiter.deadline = loop.call_later(max(0.0, end_time - time.time()), _time_out, waiter)
+            waiter.deadline = loop.call_later(max(0.0, end_time - time.time()), self._time_out, waiter)
         self._waiters.append(waiter)
-        # A newcomer is checked at the loop's next tick, not at once: waking the loop per trigger
+        for video_no in waiter.video_nos:
+            self._by_id.setdefault(video_no, []).append(waiter)
+        # A newcomer is checked in the loop's next round, not at once: waking the loop per trigger
         # would cost a request per trigger when thousands defer one after another. (Sensors and the
         # upload operator check once on the worker before deferring, so nothing is lost.)
         if self._task is None or self._task.done():
@@ -142,10 +226,19 @@ class StatusPoller:
             # Normal end, timeout or cancellation (trigger cancelled, task reassigned): leave the loop.
             if waiter.deadline is not None:
                 waiter.deadline.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._leave(waiter)
             if not self._live():
                 self._wake.set()
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        for video_no in waiter.video_nos:
+            holders = self._by_id.get(video_no, [])
+            if waiter in holders:
+                holders.remove(waiter)
+            if not holders:
+                self._by_id.pop(video_no, None)
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,14 +250,28 @@ class StatusPoller:
     def _live(self) -> list[_Waiter]:
         return [w for w in self._waiters if not w.future.done()]
 
+    def _wanted(self, video_no: str) -> bool:
+        return any(not w.future.done() for w in self._by_id.get(video_no, ()))
+
+    def _time_left(self) -> float | None:
+        """Seconds until the last live wait's ``end_time`` (``None``: one waits without end)."""
+        ends = [w.end_time for w in self._live()]
+        if not ends or None in ends:
+            return None
+        return max(e for e in ends if e is not None) - time.time()
+
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
         try:
             hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
             # unique_id=None means the connection's default scope (as on the worker), not the service's.
-            scope = self.unique_id or (await hook.aget_config()).unique_id
-            async with await hook.get_async_client() as client:
+            config = await hook.aget_config()
+            scope = self.unique_id or config.unique_id
+            # Rate limits come back to the loop, whose pacer learns from them; the client still
+            # retries the other transient errors of one request.
+            policy = dataclasses.replace(hook.retry_policy(config), retry_rate_limits=False)
+            async with await hook.get_async_client(retry=policy) as client:
                 await self._loop(client, scope)
         except Exception as err:  # a broken connection config: every waiter must hear about it
             log.exception("memories.ai status poller stopped")
@@ -180,54 +287,84 @@ class StatusPoller:
 
     async def _loop(self, client: AsyncMemoriesClient, scope: str) -> None:
         failures = 0
+        round_: StatusRound | None = None
+        next_round = 0.0
         while True:
-            waiters = self._live()
-            if not waiters:
-                return
+            if round_ is None or round_.done:
+                if round_ is not None:
+                    await self._sleep(next_round - time.monotonic())
+                waiters = self._live()
+                if not waiters:
+                    return
+                # Rounds start a poll interval apart, so each video is asked about once per interval.
+                next_round = time.monotonic() + min(w.poll_interval for w in waiters)
+                self.last_seen = {v: s for v, s in self.last_seen.items() if v in self._by_id}
+                round_ = StatusRound(sorted(self._by_id))
+            if round_.next_batch(self._wanted) is not None:
+                await self.pacer.wait()
+            batch = round_.next_batch(self._wanted)  # again: waits may have ended meanwhile
+            if batch is None:
+                continue
             try:
-                found = await self._fetch(client, waiters, scope)
+                page = await self._list(client, batch, scope)
             except MemoriesError as err:
+                self.last_error = str(err)
+                if round_.refused(batch, err):
+                    self.pacer.on_answer()
+                    self._settle(batch, round_)
+                    continue
+                if not self._live():
+                    continue  # the waits ended meanwhile (e.g. their deadline cut the request short)
                 if not is_transient(err):
                     self._finish_all(
                         {"status": "error", "message": f"status polling failed: {err}", "videos": []}
                     )
                     return
+                if isinstance(err, MemoriesRateLimitError):
+                    pause = self.pacer.on_rate_limit(err.retry_after)
+                    log.info(
+                        "memories.ai status check rate-limited; %.2f requests/s from now, after %.2fs",
+                        self.pacer.rate,
+                        pause,
+                    )
+                    continue  # the same batch, once the pacer allows
                 failures += 1
-                delay = min(MAX_BACKOFF, min(w.poll_interval for w in waiters) * 2 ** min(failures, 8))
+                interval = min((w.poll_interval for w in self._live()), default=1.0)
+                delay = min(MAX_BACKOFF, interval * 2 ** min(failures, 8))
                 # The service said how long to stay away: never come back sooner.
-                delay = max(delay, getattr(err, "retry_after", None) or 0.0)
-                log.warning("memories.ai status check failed (%s); polling again in %.1fs", err, delay)
+                delay = max(delay, err.retry_after or 0.0)
+                log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
                 await self._sleep(delay)
                 continue
             failures = 0
-            for waiter in waiters:
-                outcome = evaluate(waiter.video_nos, found)
-                if outcome.status != "pending" and not waiter.future.done():
-                    waiter.future.set_result(
-                        {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}
-                    )
-            pending = self._live()
-            if not pending:
-                return
-            await self._sleep(min(w.poll_interval for w in pending))
+            self.last_error = None
+            self.pacer.on_answer()
+            self.last_seen.update((v, NOT_LISTED) for v in batch)
+            for video in round_.answered(batch, page):
+                self.last_seen[video.video_no] = shown_status(video)
+            self._settle(batch, round_)
 
-    async def _fetch(
-        self, client: AsyncMemoriesClient, waiters: list[_Waiter], scope: str
-    ) -> dict[str, Video]:
-        ids = sorted({v for w in waiters for v in w.video_nos})
-        found: dict[str, Video] = {}
-        for batch in batches(ids):
-            await self.pacer.wait()
-            if all(w.future.done() for w in waiters):
-                break  # every wait ended during the round (deadline, cancellation): stop asking
-            self.requests += 1
-            page = await client.list_videos(video_nos=batch, size=len(batch), unique_id=scope)
-            found.update((v.video_no, v) for v in page.videos if v.video_no in batch)
-        return found
+    async def _list(self, client: AsyncMemoriesClient, batch: list[str], scope: str) -> VideoPage:
+        self.requests += 1
+        # No request outlasts the waits it serves.
+        with within(self._time_left()):
+            return await client.list_videos(video_nos=batch, size=len(batch), unique_id=scope)
+
+    def _settle(self, batch: list[str], round_: StatusRound) -> None:
+        """End the waits this batch completed: all their videos answered in this round."""
+        waiters = {w for v in batch for w in self._by_id.get(v, ()) if not w.future.done()}
+        for waiter in waiters:
+            if not all(v in round_.asked for v in waiter.video_nos):
+                continue
+            outcome = evaluate(waiter.video_nos, round_.found, rejected=round_.rejected)
+            if outcome.status != "pending":
+                waiter.future.set_result(
+                    {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}
+                )
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or until the last waiter leaves."""
-        if not self._live():
+        if seconds <= 0 or not self._live():
             return
         self._wake.clear()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -238,13 +375,12 @@ class StatusPoller:
             if not waiter.future.done():
                 waiter.future.set_result(event)
 
-
-def _time_out(waiter: _Waiter) -> None:
-    if not waiter.future.done():
-        waiter.future.set_result(
-            {
-                "status": "timeout",
-                "message": f"timed out waiting for {', '.join(waiter.video_nos)} to be parsed",
-                "videos": [],
-            }
-        )
+    def _time_out(self, waiter: _Waiter) -> None:
+        if not waiter.future.done():
+            waiter.future.set_result(
+                {
+                    "status": "timeout",
+                    "message": timeout_message(waiter.video_nos, self.last_seen, last_error=self.last_error),
+                    "videos": [],
+                }
+            )

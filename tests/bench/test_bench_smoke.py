@@ -27,7 +27,7 @@ def test_bench_smoke_run_writes_the_report(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = results.read_text()
-    for section in ("## Machine", "## Throughput", "## Peak memory", "## Status waits"):
+    for section in ("## Machine", "## Throughput", "## Peak memory", "## Status waits", "## HA triggerers"):
         assert section in report
     for row in (
         "download to local file, 1 MiB",

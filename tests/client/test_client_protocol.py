@@ -276,8 +276,7 @@ def test_json_error_envelope_detection_for_downloads():
     assert protocol.looks_like_error_envelope(envelope("0001", "video not found"))
     assert not protocol.looks_like_error_envelope(b'{"some": "json file"}')
     assert not protocol.looks_like_error_envelope(b"\x00\x01binary")
-    assert protocol.is_json_content_type("application/json;charset=UTF-8")
-    assert not protocol.is_json_content_type("video/mp4")
+    assert protocol.looks_like_error_envelope(b'{"code": "0001", "message": "Resource does not exist"}')
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,10 @@ def test_video_pipeline_round_trips_a_file(emu: Any, dagbag: Any, run_dag: Any, 
         run_conf={"source": str(source), "destination": f"{out}/"},
     )
     assert run.state == "success"
-    assert (out / "clip.mp4").read_bytes() == source.read_bytes()
+    # Into a folder, the file is named after its video: <video_no>.<original name>.
+    (downloaded,) = (p for p in out.iterdir() if not p.name.startswith("."))
+    assert downloaded.name.startswith("VI") and downloaded.name.endswith(".clip.mp4")
+    assert downloaded.read_bytes() == source.read_bytes()
 
 
 def test_backfill_uploads_each_file_once_and_skips_done_ones(

@@ -193,11 +193,13 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
         ("memories_video_pipeline", "success"),
     ], states
 
-    assert sha256_of(single_out / "clip.mp4") == sha256_of(single)
+    # Into a folder, the pipeline's file is named after its video: <video_no>.clip.mp4.
+    (single_video,) = [v["video_no"] for v in emu.control.videos() if v["filename"] == "clip.mp4"]
+    assert sha256_of(single_out / f"{single_video}.clip.mp4") == sha256_of(single)
     for name, data in sources.items():
         assert sha256_of(backfill_out / name) == hashlib.sha256(data).hexdigest()
-    for sub in ("conn", "uri"):
-        assert sha256_of(canary_folder / sub / "canary.mp4") == canary_asset["sha256"]
+    for sub in ("conn", "uri"):  # folders too: <asset_id>.canary.mp4
+        assert sha256_of(canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4") == canary_asset["sha256"]
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]

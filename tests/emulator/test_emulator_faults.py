@@ -25,6 +25,15 @@ def test_http_500_is_spring_style_and_consumed_per_call(api, memories_emulator):
     assert memories_emulator.control.pending_faults() == {}
 
 
+def test_none_lets_calls_through_to_aim_a_fault_at_a_later_call(api, memories_emulator):
+    memories_emulator.control.inject_fault("list_videos", "none", count=2)
+    memories_emulator.control.inject_fault("list_videos", "http_503")
+    codes = [api.v1("POST", "list_videos", json={}).status_code for _ in range(4)]
+    assert codes == [200, 200, 503, 200]
+    log = memories_emulator.control.request_log("list_videos")
+    assert [r.get("fault") for r in log] == [None, None, "http_503", None]
+
+
 def test_http_503_has_no_json(api, memories_emulator):
     memories_emulator.control.inject_fault("get_metadata", "http_503")
     resp = api.v1("GET", "get_metadata", params={"video_no": "VI000000000000000001"})

@@ -71,6 +71,16 @@ def test_set_status_rejects_unknown_video_and_status(api, memories_emulator):
         memories_emulator.control.set_status(d["videoNo"], "DONE")
 
 
+def test_set_statuses_changes_many_at_once(api, memories_emulator):
+    memories_emulator.control.configure(parse_delay=3600)
+    nos = [api.upload()["videoNo"] for _ in range(3)]
+    assert memories_emulator.control.set_statuses(nos[:2], "PARSE") == 2
+    assert [api.meta(n)["data"]["status"] for n in nos] == ["PARSE", "PARSE", "UNPARSE"]
+    with pytest.raises(ValueError, match="404"):
+        memories_emulator.control.set_statuses([nos[2], "VI000000000000000001"], "PARSE")
+    assert api.meta(nos[2])["data"]["status"] == "UNPARSE"  # all or nothing
+
+
 def test_unchanged_status_fires_no_callback(api, memories_emulator, receiver):
     memories_emulator.control.configure(parse_delay=3600)
     d = api.upload(callback=receiver.url)

@@ -188,6 +188,8 @@ def test_list_is_scoped_by_unique_id(api):
         ({"status": "DONE"}, ["status", "UNPARSE", "PARSE", "FAILED"]),
         ({"video_nos": "VI1"}, ["video_nos", "list"]),
         ({"video_nos": [1]}, ["video_nos"]),
+        ({"video_nos": ["VI" + "1" * 18, "VI-bad"]}, ["video_nos", "18 digits", "VI-bad"]),
+        ({"video_no": "VI1"}, ["video_no", "18 digits"]),
         ({"datetime_taken": "2024"}, ["datetime_taken", "integer"]),
         ({"latitude": 1.0}, ["latitude and longitude", "both"]),
         ({"latitude": "n", "longitude": 1}, ["latitude", "number"]),

@@ -44,7 +44,14 @@ def run(**kwargs: Any) -> dict[str, Any]:
 
 
 def files_in(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    """Everything under ``folder`` but the records (sidecars) the download keeps: temp files show."""
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".memories.json")
+    )
+
+
+def records_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*.memories.json"))
 
 
 def under(folder: Path, where: str) -> str:
@@ -195,6 +202,7 @@ def test_video_no_to_local_file(emu: Any, upload: Any, tmp_path: Path) -> None:
     }
     assert result["content_type"].startswith("video/")
     assert files_in(tmp_path / "out") == ["v.mp4"]  # no temp file left
+    assert records_in(tmp_path / "out") == [".v.mp4.memories.json"]
 
 
 def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tmp_path: Path) -> None:
@@ -204,13 +212,14 @@ def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tm
     assert target.read_bytes() == VIDEO
 
 
-def test_asset_id_to_folder_uses_content_disposition(emu: Any, tmp_path: Path) -> None:
+def test_asset_id_to_folder_uses_content_disposition_after_the_id(emu: Any, tmp_path: Path) -> None:
     asset = emu.control.add_asset(VIDEO, "holiday clip.mp4", "video/mp4")
     result = run(asset_id=asset["asset_id"], destination=f"file://{tmp_path}/")
-    assert (tmp_path / "holiday clip.mp4").read_bytes() == VIDEO
-    assert result["filename"] == "holiday clip.mp4"
-    assert result["uri"] == f"file://{tmp_path}/holiday clip.mp4"
-    assert files_in(tmp_path) == ["holiday clip.mp4"]
+    name = f"{asset['asset_id']}.holiday clip.mp4"
+    assert (tmp_path / name).read_bytes() == VIDEO
+    assert result["filename"] == name
+    assert result["uri"] == f"file://{tmp_path}/{name}"
+    assert files_in(tmp_path) == [name]
 
 
 @pytest.mark.parametrize("api", ["v2", "v1"])
@@ -263,8 +272,8 @@ def test_hostile_content_disposition_stays_inside_the_folder(
     assert len(written) == 1
     name = written[0]
     if expected is not None:
-        assert name == expected
-    else:  # no usable name: <asset id><ext from Content-Type>
+        assert name == f"{asset['asset_id']}.{expected}"
+    else:  # no usable name: <asset id>.<ext from Content-Type>
         assert name == f"{asset['asset_id']}.mp4"
     assert (folder / name).read_bytes() == VIDEO
     assert result["filename"] == name
@@ -353,8 +362,17 @@ class _LyingServer:
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
-                server.requests += 1
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "/get_metadata" in self.path:  # honest about the size: only the body lies
+                    data = {"video_no": "VI1", "size": announced, "status": "PARSE", "create_time": 1}
+                    envelope = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(envelope)))
+                    self.end_headers()
+                    self.wfile.write(envelope)
+                    return
+                server.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
                 self.send_header("Content-Disposition", 'attachment; filename="s.mp4"')
@@ -401,7 +419,7 @@ def short_body_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LyingServer]
 def test_body_shorter_than_content_length_fails_and_leaves_nothing(
     short_body_server: _LyingServer, tmp_path: Path, ids: dict[str, str], where: str
 ) -> None:
-    with pytest.raises(MemoriesIncompleteBodyError):
+    with pytest.raises(MemoriesIncompleteBodyError, match=f"after {1024 * 1024} of {1024 * 1024 + 5} bytes"):
         run(destination=under(tmp_path, where), **ids)
     assert short_body_server.requests == 1
     assert files_in(tmp_path) in ([], ["out"])  # no file, no temp file
@@ -416,24 +434,25 @@ class _ShortResponse:
     filename = "s.mp4"
     headers: dict[str, str] = {}
 
-    def iter_chunks(self, chunk_size: int = 1024 * 1024) -> Any:
+    def iter_chunks(self, chunk_size: int = 1024 * 1024, *, expected_size: int | None = None) -> Any:
         yield b"12345"
 
 
 def test_operator_checks_content_length_itself(tmp_path: Path) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
 
+    from memories_provider.operators._download_source import ServiceFacts
     from memories_provider.operators.download import select_source
 
     op = MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "s.mp4"), asset_id="re_1")
     source = select_source(video_no=None, asset_id="re_1", bucket=None, blob=None)
     uri, local = str(tmp_path / "s.mp4"), ResolvedTransport()
-    with pytest.raises(AirflowException, match="received 5 bytes but Content-Length was 10"):
-        op._stream(_ShortResponse(), source, uri, 10, local)  # type: ignore[arg-type]
+    with pytest.raises(AirflowException, match="received 5 bytes but 10 were expected"):
+        op._stream(_ShortResponse(), source, ServiceFacts(), uri, local)  # type: ignore[arg-type]
     assert files_in(tmp_path) == []
     # verify_size=False accepts it (the caller knows better).
     op.verify_size = False
-    result = op._stream(_ShortResponse(), source, uri, 10, local)  # type: ignore[arg-type]
+    result = op._stream(_ShortResponse(), source, ServiceFacts(), uri, local)  # type: ignore[arg-type]
     assert result["bytes"] == 5
 
 
@@ -501,15 +520,17 @@ def test_existing_video_of_expected_size_is_skipped_without_downloading(
     assert "Skipping" in caplog.text + captured.out + captured.err
 
 
-def test_existing_asset_in_folder_is_skipped_after_headers_only(emu: Any, tmp_path: Path) -> None:
+def test_existing_asset_in_folder_is_skipped_without_a_request(emu: Any, tmp_path: Path) -> None:
     asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
-    run(asset_id=asset["asset_id"], destination=str(tmp_path) + "/")
-    inode = (tmp_path / "a.mp4").stat().st_ino
+    first = run(asset_id=asset["asset_id"], destination=str(tmp_path) + "/")
+    name = f"{asset['asset_id']}.a.mp4"
+    inode = (tmp_path / name).stat().st_ino
+    before = emu.control.count("v2_download")
     result = run(asset_id=asset["asset_id"], destination=str(tmp_path) + "/")
-    assert result["skipped"] is True
-    assert result["uri"].endswith("/a.mp4")
-    assert (tmp_path / "a.mp4").stat().st_ino == inode  # not rewritten
-    assert files_in(tmp_path) == ["a.mp4"]
+    assert result == {**first, "skipped": True, "content_type": None}
+    assert emu.control.count("v2_download") == before  # found by its name key, proven by its record
+    assert (tmp_path / name).stat().st_ino == inode  # not rewritten
+    assert files_in(tmp_path) == [name]
 
 
 def test_existing_file_of_another_size_fails_without_overwrite(emu: Any, upload: Any, tmp_path: Path) -> None:
@@ -518,9 +539,22 @@ def test_existing_file_of_another_size_fails_without_overwrite(emu: Any, upload:
     video_no = upload()
     target = tmp_path / "v.mp4"
     target.write_bytes(b"something else")
-    with pytest.raises(AirflowFailException, match="overwrite=True"):
+    with pytest.raises(AirflowFailException, match=r"no record of what it holds.*overwrite=True"):
         run(video_no=video_no, destination=str(target))
     assert target.read_bytes() == b"something else"
+    assert emu.control.count("download") == 0
+
+
+def test_existing_file_of_the_same_size_without_a_record_is_not_taken_for_the_video(
+    emu: Any, upload: Any, tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    video_no = upload()
+    target = tmp_path / "v.mp4"
+    target.write_bytes(os.urandom(len(VIDEO)))  # same size, other bytes: a size proves nothing
+    with pytest.raises(AirflowFailException, match=f"cannot be shown to be video {video_no}"):
+        run(video_no=video_no, destination=str(target))
     assert emu.control.count("download") == 0
 
 

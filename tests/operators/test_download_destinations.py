@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -24,7 +25,10 @@ def run(**kwargs: Any) -> dict[str, Any]:
 
 
 def files_in(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    """Everything under ``folder`` but the download's records (sidecars): temp files show."""
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".memories.json")
+    )
 
 
 @pytest.fixture
@@ -49,13 +53,22 @@ def test_s3_folder_and_skip_if_exists(emu: Any, moto_s3_server: Any, s3_bucket: 
     asset = emu.control.add_asset(VIDEO, "../../clip.mp4", "video/mp4")
     folder = f"s3://{s3_bucket}/in/"
     result = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
-    assert result["uri"] == f"{folder}clip.mp4"
+    name = f"{asset['asset_id']}.clip.mp4"
+    assert result["uri"] == f"{folder}{name}"
     client = moto_s3_server.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
-    assert keys == ["in/clip.mp4"]
+    assert keys == [f"in/{name}"]
+    head = client.head_object(Bucket=s3_bucket, Key=f"in/{name}")
+    assert head["Metadata"] == {
+        "memories-source": f"asset/{asset['asset_id']}",
+        "memories-evidence": "",
+        "memories-size": str(len(VIDEO)),
+    }
     assert destination_exists(result["uri"], conn_id=moto_s3_server.conn_id) == len(VIDEO)
+    downloads = emu.control.count("v2_download")
     again = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=moto_s3_server.conn_id)
-    assert again["skipped"] is True
+    assert again["skipped"] is True and again["uri"] == result["uri"]
+    assert emu.control.count("v2_download") == downloads
 
 
 def test_s3_credentials_are_resolved_once_per_task(
@@ -129,6 +142,53 @@ def test_s3_atomic_writer_aborts_multipart_upload(moto_s3_server: Any, s3_bucket
     assert destination_exists(uri, conn_id=moto_s3_server.conn_id) is None
 
 
+def test_s3_writer_never_clobbers_when_asked_not_to(moto_s3_server: Any, s3_bucket: str) -> None:
+    from memories_provider.storage.destinations import DestinationTaken
+
+    uri = f"s3://{s3_bucket}/taken.bin"
+    client = moto_s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="taken.bin", Body=b"first")
+    with (
+        pytest.raises(DestinationTaken),
+        atomic_writer(uri, conn_id=moto_s3_server.conn_id, transport_params=PART, replace=False) as out,
+    ):
+        out.write(BIG)  # parts uploaded; the completion is refused
+    assert client.get_object(Bucket=s3_bucket, Key="taken.bin")["Body"].read() == b"first"
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    with atomic_writer(f"s3://{s3_bucket}/free.bin", conn_id=moto_s3_server.conn_id, replace=False) as out:
+        out.write(b"new")
+    assert client.get_object(Bucket=s3_bucket, Key="free.bin")["Body"].read() == b"new"
+
+
+def test_s3_store_without_conditional_writes_still_gets_the_object(
+    moto_s3_server: Any, s3_bucket: str
+) -> None:
+    """Some S3-compatible stores answer NotImplemented to If-None-Match: the plain completion follows.
+    (moto implements it, so such a store is played by a botocore hook: it cannot be run here.)"""
+    from types import SimpleNamespace
+
+    client = moto_s3_server.client()
+    refused: list[str] = []
+
+    def no_conditionals(params: dict, **_: Any) -> Any:
+        if "If-None-Match" in params["headers"]:
+            refused.append("complete")
+            error = {
+                "Error": {"Code": "NotImplemented", "Message": "no"},
+                "ResponseMetadata": {"HTTPStatusCode": 501},
+            }
+            return SimpleNamespace(status_code=501, headers={}), error
+        return None
+
+    client.meta.events.register("before-call.s3.CompleteMultipartUpload", no_conditionals)
+    uri = f"s3://{s3_bucket}/plain.bin"
+    with atomic_writer(uri, transport_params={"client": client}, replace=False) as out:
+        out.write(b"data")
+    assert refused == ["complete"]
+    assert client.get_object(Bucket=s3_bucket, Key="plain.bin")["Body"].read() == b"data"
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
 # ---------------------------------------------------------------------------- SFTP
 
 
@@ -145,10 +205,20 @@ def test_sftp_file_and_folder(emu: Any, upload: Any, sshd: Any) -> None:
     result = run(
         asset_id=asset["asset_id"], destination=sshd.uri(str(folder)) + "/", destination_conn_id=sshd.conn_id
     )
-    assert (folder / "a.mp4").read_bytes() == b"asset bytes"
-    assert files_in(folder) == ["a.mp4"]
+    name = f"{asset['asset_id']}.a.mp4"
+    assert (folder / name).read_bytes() == b"asset bytes"
+    assert files_in(folder) == [name]
+    record = json.loads((folder / f".{name}.memories.json").read_text())
+    assert record["memories-source"] == f"asset/{asset['asset_id']}"
+    assert record["memories-sha256"] == hashlib.sha256(b"asset bytes").hexdigest()
     assert destination_exists(result["uri"], conn_id=sshd.conn_id) == len(b"asset bytes")
     assert destination_exists(sshd.uri(str(folder / "none")), conn_id=sshd.conn_id) is None
+    downloads = emu.control.count("v2_download")
+    again = run(
+        asset_id=asset["asset_id"], destination=sshd.uri(str(folder)) + "/", destination_conn_id=sshd.conn_id
+    )
+    assert again["skipped"] is True and again["sha256"] == record["memories-sha256"]
+    assert emu.control.count("v2_download") == downloads
 
 
 def test_sftp_drop_mid_body_leaves_nothing(emu: Any, sshd: Any) -> None:
@@ -185,6 +255,7 @@ def test_sftp_writer_removes_temp_files_idle_for_long(emu: Any, sshd: Any) -> No
     )
     assert (folder / "s.mp4").read_bytes() == VIDEO
     assert files_in(folder) == [".s.mp4.fedcba987654.part", ".t.mp4.0123456789ab.part", "s.mp4"]
+    assert (folder / ".s.mp4.memories.json").exists()
 
 
 def test_sftp_overwrite_replaces(emu: Any, sshd: Any) -> None:
@@ -198,7 +269,9 @@ def test_sftp_overwrite_replaces(emu: Any, sshd: Any) -> None:
         overwrite=True,
     )
     assert target.read_bytes() == VIDEO
-    assert [p.name for p in sshd.root.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in sshd.root.iterdir() if p.name.startswith(".replace")] == [
+        ".replace.mp4.memories.json"
+    ]
 
 
 # ---------------------------------------------------------------------------- Azure

@@ -9,13 +9,16 @@ itself), so what is checked is the provider's own redaction.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import secrets
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import redact
+from leaks import error_leaks, leaks
 
+from memories_provider.client.protocol import ERROR_BODY_QUOTE, ERROR_MESSAGE_QUOTE
 from memories_provider.operators.download import MemoriesDownloadOperator
 from memories_provider.operators.upload import MemoriesUploadOperator
 from memories_provider.storage import credentials
@@ -56,15 +59,20 @@ def test_a_password_in_an_sftp_destination_is_in_no_log_and_no_xcom(
     folder.mkdir()
     op = sftp_operator(sshd, f"{base}{folder}/", asset_id=asset["asset_id"])
     result = op.execute(context={})
-    assert (folder / "clip.mp4").read_bytes() == VIDEO
-    assert result["uri"] == f"sftp://{sshd.user}:***@127.0.0.1:{sshd.port}{folder}/clip.mp4"
+    # A folder's file is named after its source (issue 13's identity scheme).
+    name = f"{asset['asset_id']}.clip.mp4"
+    assert (folder / name).read_bytes() == VIDEO
+    assert result["uri"] == f"sftp://{sshd.user}:***@127.0.0.1:{sshd.port}{folder}/{name}"
     if importlib.util.find_spec("airflow.providers.openlineage") is not None:
         [output] = op.get_openlineage_facets_on_complete(None).outputs
-        assert (output.namespace, output.name) == (f"sftp://127.0.0.1:{sshd.port}", f"{folder}/clip.mp4")
+        assert (output.namespace, output.name) == (f"sftp://127.0.0.1:{sshd.port}", f"{folder}/{name}")
 
-    # The same file again: the skip is logged with the URI too.
-    again = sftp_run(sshd, f"{base}{folder}/clip.mp4", asset_id=asset["asset_id"])
-    assert again["skipped"] is True and password not in str(again)
+    # Again, into the folder and to the file itself: both skips are logged with the URI too, and
+    # a skip's XCom URI is masked like a download's.
+    for destination in (f"{base}{folder}/", f"{base}{folder}/{name}"):
+        again = sftp_run(sshd, destination, asset_id=asset["asset_id"])
+        assert again["skipped"] is True and password not in str(again)
+        assert again["uri"] == result["uri"]
 
     logs = caplog.text + "".join(capsys.readouterr())
     assert "Downloading asset" in logs and f"{sshd.user}:***@127.0.0.1" in logs
@@ -112,3 +120,69 @@ def test_an_unsupported_scheme_error_does_not_quote_the_password(operator: str, 
     with pytest.raises(ValueError, match="scheme 'ftp'") as info:
         op.execute(context={"ti": None})
     assert password not in str(info.value)
+
+
+# ------------------------------------------------ the download's own checks (issue 13) never show a secret
+
+KEY = "sk-canary-op-4Rt7Yu2Io9"
+
+
+@pytest.fixture
+def echoing(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The emulator echoing requests (key included) in its errors, ``memories_default`` on ``KEY``."""
+    memories_emulator.control.configure(api_keys=[KEY], echo_requests=True)
+    conn = json.loads(memories_emulator.conn_json)
+    conn["password"] = KEY
+    extra = json.loads(conn["extra"]) if isinstance(conn.get("extra"), str) else dict(conn.get("extra") or {})
+    conn["extra"] = {**extra, "max_retries": 1}
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    return memories_emulator
+
+
+@pytest.mark.parametrize(
+    ("fault", "params"),
+    [
+        ("code_0429", {"auth_at": ERROR_MESSAGE_QUOTE - 5, "retry_after": 0.01}),
+        ("http_500", {"auth_at": ERROR_BODY_QUOTE - 5}),
+        ("http_401", {"auth_at": 60}),
+        ("json_error", {"content_type": "application/octet-stream", "msg": f"no; Authorization: {KEY}"}),
+        ("html_page", {}),
+    ],
+)
+def test_a_failed_download_against_an_echoing_service_shows_no_key(
+    echoing: Any, fault: str, params: dict[str, Any], tmp_path: Any, caplog: Any, capsys: Any
+) -> None:
+    # Each fault on every try (one retry allowed): the task fails, its error and the retry
+    # warnings hold no piece of the key, and nothing is left at the destination.
+    caplog.set_level(logging.DEBUG)
+    asset = echoing.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    echoing.control.inject_fault("v2_download", fault, count=2, **params)
+    with pytest.raises(Exception) as info:
+        MemoriesDownloadOperator(
+            task_id="download", asset_id=asset["asset_id"], destination=f"{tmp_path}/out/"
+        ).execute(context={})
+    assert error_leaks(info.value, KEY) == [], str(info.value)
+    assert leaks(caplog.text + "".join(capsys.readouterr()), KEY) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    assert echoing.control.count("v2_download") >= 1
+
+
+def test_an_unreachable_sftp_destination_names_it_without_the_password(
+    emu: Any, sshd: Any, password: str, no_masker: None, tmp_path: Any
+) -> None:
+    # Issue 13's preflight fails before any request; its error quotes the URI and the SSH error.
+    asset = emu.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    wrong_key = tmp_path / "not_a_key"
+    wrong_key.write_text("not a key")
+    keys = {"key_filename": str(wrong_key), "look_for_keys": False, "allow_agent": False}
+    uri = f"sftp://{sshd.user}:{password}@127.0.0.1:{sshd.port}{sshd.root}/x.mp4"
+    with pytest.raises(ValueError, match="cannot be written over SFTP") as info:
+        MemoriesDownloadOperator(
+            task_id="download",
+            asset_id=asset["asset_id"],
+            destination=uri,
+            transport_params={"connect_kwargs": keys},
+        ).execute(context={})
+    assert f"{sshd.user}:***@" in str(info.value)
+    assert password not in str(info.value) and error_leaks(info.value, password) == []
+    assert emu.control.count("v2_download") == 0

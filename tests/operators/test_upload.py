@@ -461,7 +461,7 @@ def test_a_video_not_listed_yet_is_waited_for_until_the_timeout(emu: Any) -> Non
         op = MemoriesUploadOperator(
             task_id="upload", source="x.mp4", poll_interval=0.05, timeout=0.3, deferrable=deferrable
         )
-        with pytest.raises(AirflowException, match=r"not parsed within.*not listed yet: VI4+") as info:
+        with pytest.raises(AirflowException, match=r"timed out after 0.3s.*not listed: VI4+") as info:
             op._wait_for_parse(hook, "VI" + "4" * 18, None)
         assert not isinstance(info.value, AirflowFailException)
     assert emu.control.count("list_videos") >= 4

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import airflow
 import pendulum
 import pytest
 import requests
@@ -20,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor, handle_status_event
 
+AIRFLOW_VERSION = tuple(int(p) for p in airflow.__version__.split(".")[:2])
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"s" * 2048
 
 
@@ -90,8 +93,13 @@ def _parse_after_first_check(emu: Any, video_no: str) -> None:
 FAILURES: list[str] = []
 
 
+#: Their messages.
+MESSAGES: list[str] = []
+
+
 def _record_failure(context: Any) -> None:
     FAILURES.append(type(context["exception"]).__name__)
+    MESSAGES.append(str(context["exception"]))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,6 +120,50 @@ def test_timeout_fails_and_soft_fail_skips(emu: Any, run_dag: Any, mode: dict) -
     assert str(_ti(run).state) == "skipped"
 
 
+#: A permanent rate-limit storm: every status call answers 0429 with ``Retry-After: 4``.
+STORM_RETRY_AFTER = 4.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_timeout_holds_under_a_0429_storm_with_retry_after(
+    emu: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch, mode: dict
+) -> None:
+    """No poke, worker-side check, client retry or Retry-After sleep runs past the timeout."""
+    conn = json.loads(emu.conn_json)
+    conn["extra"]["max_retries"] = 5  # the connection default: five retries, each honouring Retry-After
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    emu.control.inject_fault("list_videos", "code_0429", count=10_000, retry_after=STORM_RETRY_AFTER)
+    timeout, interval = 3.0, 1.0
+    name = next(iter(mode))
+    FAILURES.clear()
+    MESSAGES.clear()
+    retries = {"retries": 2, "retry_delay": timedelta(0)}
+    run = run_dag(
+        _dag(
+            f"wait_storm_{name}",
+            video_no=video_no,
+            poke_interval=interval,
+            timeout=timeout,
+            on_failure_callback=_record_failure,
+            **retries,
+            **mode,
+        )
+    )
+    ti = _ti(run)
+    assert (run.state, FAILURES, ti.try_number) == ("failed", ["AirflowSensorTimeout"], 1)  # no retry spent
+    assert f"no status seen: {video_no}" in MESSAGES[0]
+    if mode.get("mode") != "reschedule" or AIRFLOW_VERSION >= (3, 3):  # kept in the task state store
+        assert "the last status check failed: Request has exceeded the limit" in MESSAGES[0]
+    times = [r["time"] for r in emu.control.request_log("list_videos")]
+    # The deadline math: a retry would sleep 4 s, past the 3 s timeout, so none is made; each poke
+    # (or the trigger's first request) sends one request, all within the timeout of the first one.
+    # Without the deadline a poke would block 5 x 4 s, and the trigger would start a fresh window.
+    assert 1 <= len(times) <= math.floor(timeout / interval) + 2
+    assert max(times) - min(times) < timeout + 1.0  # (a request sent just in time may arrive late)
+
+
 def test_deferral_timeout_is_only_a_backstop_behind_the_triggers_deadline(emu: Any) -> None:
     """The trigger's own timeout event must win the race with Airflow's deferral timeout."""
     from airflow.providers.common.compat.sdk import TaskDeferred
@@ -124,9 +176,13 @@ def test_deferral_timeout_is_only_a_backstop_behind_the_triggers_deadline(emu: A
     before = time.time()
     with pytest.raises(TaskDeferred) as info:
         sensor.execute({})
+    after = time.time()
     trigger = info.value.trigger
-    assert before + 600 <= trigger.end_time <= time.time() + 600
-    assert info.value.timeout.total_seconds() == 600 + 90  # margin: max(60 s, 2 poll intervals)
+    # The deadline counts from the start of execute(), worker-side check included: no fresh window.
+    assert before + 600 <= trigger.end_time <= after + 600
+    # The deferral timeout is the time left to end_time plus a margin of max(60 s, 2 poll intervals).
+    margin = info.value.timeout.total_seconds() - 90
+    assert trigger.end_time - after <= margin <= trigger.end_time - before
     assert emu.control.count("list_videos") == 1  # the first check ran on the worker
 
 

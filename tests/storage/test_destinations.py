@@ -231,3 +231,113 @@ def test_resolve_transport_validates_once_and_writers_reuse_it(tmp_path: Path) -
     assert destination_exists(str(target), transport=transport) == 3
     with pytest.raises(TypeError, match="either"):
         destination_exists(str(target), transport=transport, conn_id="x")
+
+
+# ---------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    ("served", "expected"),
+    [
+        ("CON", "_CON"),
+        ("con.mp4", "_con.mp4"),
+        ("nul.mp4", "_nul.mp4"),
+        ("Aux", "_Aux"),
+        ("COM1.tar.gz", "_COM1.tar.gz"),
+        ("lpt9.mp4", "_lpt9.mp4"),
+        ("COM\u00b9.mp4", "_COM\u00b9.mp4"),
+        ("CONSOLE.mp4", "CONSOLE.mp4"),  # only the exact device names
+        ("clip.mp4.", "clip.mp4"),  # Windows drops trailing dots and spaces
+        ("clip.mp4 . ", "clip.mp4"),
+        ("...", "fallback.mp4"),
+    ],
+)
+def test_sanitize_filename_avoids_windows_device_names(served: str, expected: str) -> None:
+    assert sanitize_filename(served, "fallback.mp4") == expected
+
+
+def test_prefixed_name_keeps_the_prefix_and_the_extension() -> None:
+    from memories_provider.storage.destinations import prefixed_name
+
+    assert prefixed_name("VI1.", "clip.mp4") == "VI1.clip.mp4"
+    long = prefixed_name("VI568102998803353600.", "é" * 300 + ".mp4")
+    assert long.startswith("VI568102998803353600.") and long.endswith(".mp4")
+    assert len(long.encode()) <= 200
+    long.encode().decode("utf-8")
+    with pytest.raises(ValueError, match="no room"):
+        prefixed_name("x" * 190, "a.mp4")
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def test_provenance_round_trips_through_metadata_and_sidecars() -> None:
+    from memories_provider.storage.provenance import Provenance
+
+    record = Provenance("video/VI1", "size=3;create_time=7", size=3, sha256="ab" * 32)
+    assert Provenance.from_metadata(record.to_metadata()) == record
+    azure_style = {k.replace("-", "_").upper(): v for k, v in record.to_metadata().items()}
+    assert Provenance.from_metadata(azure_style) == record
+    assert Provenance.from_sidecar(record.to_sidecar({"size": 3, "ino": 9})) == (
+        record,
+        {"size": 3, "ino": 9},
+    )
+    assert Provenance.from_metadata({"other": "x"}) is None
+    for junk in (b"", b"\xff\xfe", b"[]", b'{"version": 2}', b'{"version": 1, "memories-source": "x"}'):
+        assert Provenance.from_sidecar(junk) is None
+
+
+def test_local_writer_records_the_file_and_refuses_to_clobber(tmp_path: Path) -> None:
+    import json
+
+    from memories_provider.storage.destinations import DestinationTaken
+    from memories_provider.storage.provenance import Provenance
+
+    target = tmp_path / "v.mp4"
+    record = Provenance("asset/re_1", size=None)
+    with atomic_writer(str(target), provenance=record, replace=False) as out:
+        out.write(b"abc")
+        record.size, record.sha256 = 3, "00" * 32  # completed inside the block, read at commit
+    side = json.loads((tmp_path / ".v.mp4.memories.json").read_text())
+    info = target.stat()
+    assert side["memories-source"] == "asset/re_1" and side["memories-size"] == "3"
+    assert side["stat"] == {"size": 3, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
+    with pytest.raises(DestinationTaken), atomic_writer(str(target), replace=False) as out:
+        out.write(b"other")
+    assert target.read_bytes() == b"abc"
+    assert _leftovers(tmp_path) == [".v.mp4.memories.json", "v.mp4"]
+    with atomic_writer(str(target)) as out:  # replace, without a record: the old record goes
+        out.write(b"new")
+    assert _leftovers(tmp_path) == ["v.mp4"]
+
+
+def test_survey_of_a_local_folder_lists_only_the_prefix_and_judges_records(tmp_path: Path) -> None:
+    from memories_provider.storage.provenance import Provenance
+    from memories_provider.storage.survey import survey
+
+    folder = str(tmp_path) + "/"
+    transport = resolve_transport(folder)
+    for name in ("VI1.a.mp4", "VI1.b.mp4", "VI12.a.mp4", "other.mp4"):
+        with atomic_writer(folder + name, provenance=Provenance(f"video/{name[:4]}", size=1)) as out:
+            out.write(b"x")
+    (tmp_path / "VI1.c.mp4").write_bytes(b"y")  # no record
+    os.utime(tmp_path / "VI1.b.mp4", ns=(1, 1))  # touched since: the record's stat no longer matches
+    found = {Path(e.uri).name: e for e in survey(folder, transport=transport, prefix="VI1.")}
+    assert sorted(found) == ["VI1.a.mp4", "VI1.b.mp4", "VI1.c.mp4"]
+    assert found["VI1.a.mp4"].intact and found["VI1.a.mp4"].provenance is not None
+    assert not found["VI1.b.mp4"].intact and found["VI1.b.mp4"].provenance is not None
+    assert found["VI1.c.mp4"].provenance is None
+    assert survey(folder, transport=transport) == []  # no prefix: only the writability check
+    assert sorted(p.name for p in tmp_path.iterdir() if "probe" in p.name) == []
+
+
+def test_a_destination_error_quoting_a_library_error_shows_no_password() -> None:
+    # The preflight's errors quote what paramiko/boto/azure said; that text is redacted too.
+    from memories_provider.storage.survey import _cannot
+
+    error = _cannot(
+        "sftp://alice:pw%2FSECRET-77@host/x.mp4",
+        "cannot be written over SFTP: auth failed for alice:pw/SECRET-77 (pw%2FSECRET-77)",
+    )
+    assert "SECRET" not in str(error)
+    assert str(error).startswith("`destination` 'sftp://alice:***@host/x.mp4' cannot be written over SFTP")

@@ -43,7 +43,7 @@ def test_the_sensors_status_check_warning_and_error_are_clean(echo, video, caplo
         sensor.poke({})
     assert error_leaks(info.value, CANARY) == []
     logs = caplog.text + "".join(capsys.readouterr())  # Airflow 3 logs operators through structlog
-    assert "Status check failed (HTTP 500" in logs and "Authorization: ***" in logs
+    assert "status check failed (http 500" in logs.lower() and "Authorization: ***" in logs
     assert leaks(logs, CANARY) == []
 
 

@@ -1,0 +1,391 @@
+"""Before a billed download: prove the destination can be written, and see what already sits there.
+
+:func:`survey` makes the cheapest call each store offers that fails the way the write would:
+
+* local: the folder exists or is created, is a folder, and a probe file can be created in it;
+  a file destination must not be an existing folder;
+* ``sftp://``: connect, authenticate and create (then remove) a probe file in the folder, which
+  must exist; a file destination must not be an existing folder;
+* ``s3://``: ``CreateMultipartUpload`` + ``AbortMultipartUpload`` at the destination (no object,
+  no event, nothing billed but two requests): the bucket exists and the credentials may write;
+* ``gs://``: ``testIamPermissions`` for ``storage.objects.create`` on the bucket;
+* ``azure://``: the container's properties (it exists, the credentials work).
+
+and returns what is already at the destination (:class:`~.provenance.Existing`): the file itself,
+or, for a folder and a name prefix, the files directly in it whose names start with the prefix.
+Every failure is a ``ValueError`` naming ``destination`` (its URI redacted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import stat as stat_module
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from memories_provider.redaction import Redactor
+from memories_provider.storage.destinations import (
+    SFTP_SCHEMES,
+    ResolvedTransport,
+    _smart_open_open,
+    check_destination,
+    is_folder,
+    join_folder,
+    local_path,
+    scheme_of,
+)
+from memories_provider.storage.provenance import MAX_SIDECAR_BYTES, Existing, Provenance, sidecar_name
+from memories_provider.storage.uris import redact_uri
+
+log = logging.getLogger(__name__)
+
+#: At most this many files sharing a prefix are inspected (one request each on S3).
+MAX_CANDIDATES = 100
+_PROBE = ".memories-probe"
+#: Azure answers to a credential that may write but not read (a write-only SAS): not a failure.
+_AZURE_WRITE_ONLY = frozenset({"AuthorizationPermissionMismatch", "AuthorizationFailure"})
+_HASH_CHUNK = 1024 * 1024
+
+
+def survey(
+    uri: str, *, transport: ResolvedTransport, prefix: str | None = None, inspect: bool = True
+) -> list[Existing]:
+    """Check that ``uri`` can be written, then list what is already there.
+
+    :param uri: a file or a folder (ending in ``/``) destination.
+    :param transport: what :func:`~.destinations.resolve_transport` returned for it.
+    :param prefix: for a folder, the start of the names to return (none without one).
+    :param inspect: False: only check that it can be written (nothing is returned).
+    :raises ValueError: naming ``destination`` and why it cannot be written.
+    """
+    check_destination(uri)
+    scheme = scheme_of(uri)
+    params = transport.params
+    if not inspect:
+        prefix = None
+    if scheme in ("", "file"):
+        return _local_survey(uri, prefix, inspect)
+    if scheme in SFTP_SCHEMES:
+        return _sftp_survey(uri, params, prefix, inspect)
+    if scheme.startswith("s3"):
+        return _s3_survey(uri, params, prefix, inspect)
+    if scheme in ("gs", "gcs"):
+        return _gcs_survey(uri, params, prefix, inspect)
+    return _azure_survey(uri, params, prefix, inspect)
+
+
+def sha256_of(uri: str, *, transport: ResolvedTransport) -> str:
+    """The sha256 (hex) of the file at ``uri``, read in 1 MiB chunks (local reads cost nothing)."""
+    digest = hashlib.sha256()
+    path = local_path(uri)
+    if path is not None:
+        with open(path, "rb") as local:
+            while chunk := local.read(_HASH_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+    fh: Any = _smart_open_open(uri, "rb", compression="disable", transport_params=transport.params)
+    with fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+        with contextlib.suppress(Exception):
+            fh.sftp.close()  # SFTP: the client of this one read
+    return digest.hexdigest()
+
+
+def _cannot(uri: str, what: str) -> ValueError:
+    # ``what`` may quote a storage library's error: redacted like any text we show (issue 14).
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    redactor = Redactor([password, unquote(password)] if password else [])
+    return ValueError(f"`destination` {redact_uri(uri)!r} {redactor.redact(what)}")
+
+
+def _reason(err: BaseException) -> str:
+    text = getattr(err, "strerror", None) or str(err) or "no details"
+    return f"{type(err).__name__}: {text}"
+
+
+def _wanted(name: str, prefix: str | None) -> bool:
+    return prefix is not None and name.startswith(prefix) and not name.startswith(".")
+
+
+# ---------------------------------------------------------------------------- local
+
+
+def _local_survey(uri: str, prefix: str | None, inspect: bool) -> list[Existing]:
+    path = local_path(uri)
+    assert path is not None
+    if is_folder(uri):
+        directory = path
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise _cannot(uri, "ends with '/' (a folder) but is an existing file")
+    else:
+        if os.path.isdir(path):
+            raise _cannot(uri, "is an existing folder: end it with '/' to download into it, or name a file")
+        directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise _cannot(
+            uri, f"cannot be written: its folder {directory!r} cannot be created ({_reason(err)})"
+        ) from None
+    probe = os.path.join(directory, f"{_PROBE}.{secrets.token_hex(6)}.part")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise _cannot(
+            uri, f"cannot be written: no file can be created in {directory!r} ({_reason(err)})"
+        ) from None
+    if not inspect:
+        return []
+    if not is_folder(uri):
+        found = _local_existing(uri)
+        return [found] if found is not None else []
+    if prefix is None:
+        return []
+    with os.scandir(directory) as entries:
+        names = sorted(entry.name for entry in entries if _wanted(entry.name, prefix))
+    found_all = (_local_existing(join_folder(uri, name)) for name in names[:MAX_CANDIDATES])
+    return [found for found in found_all if found is not None]
+
+
+def _local_existing(uri: str) -> Existing | None:
+    path = local_path(uri)
+    assert path is not None
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat_module.S_ISDIR(info.st_mode):
+        return None  # a folder named like the file: not a candidate (a file destination was refused above)
+    directory, name = os.path.split(path)
+    record = None
+    with contextlib.suppress(OSError), open(os.path.join(directory, sidecar_name(name)), "rb") as side:
+        record = Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
+    now = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
+    return _existing(uri, info.st_size, record, now)
+
+
+def _existing(
+    uri: str, size: int, record: tuple[Provenance, dict[str, int]] | None, now: dict[str, int]
+) -> Existing:
+    if record is None:
+        return Existing(uri, size, None, intact=False)
+    provenance, then = record
+    return Existing(uri, size, provenance, intact=then == now)
+
+
+# ---------------------------------------------------------------------------- SFTP
+
+
+def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
+    from smart_open import ssh
+
+    parts = urlsplit(uri)
+    base_uri = uri[: len(uri) - len(parts.path)] if parts.path else uri
+    path = ssh.parse_uri(uri)["uri_path"] or "/"
+    directory = path.rstrip("/") if is_folder(uri) else path.rpartition("/")[0]
+    directory = directory or "/"
+    probe = f"{directory.rstrip('/')}/{_PROBE}.{secrets.token_hex(6)}.part"
+    try:
+        fh: Any = _smart_open_open(f"{base_uri}{probe}", "wb", compression="disable", transport_params=params)
+    except Exception as err:  # connect, authenticate, open: paramiko's and socket errors alike
+        raise _cannot(uri, f"cannot be written over SFTP in {directory!r}: {_reason(err)}") from None
+    sftp = fh.sftp
+    try:
+        fh.close()
+        with contextlib.suppress(OSError):
+            sftp.remove(probe)
+        if not inspect and is_folder(uri):
+            return []
+        if not is_folder(uri):
+            with contextlib.suppress(OSError):
+                if stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
+                    raise _cannot(
+                        uri, "is an existing folder: end it with '/' to download into it, or name a file"
+                    )
+            if not inspect:
+                return []
+            found = _sftp_existing(sftp, uri, path)
+            return [found] if found is not None else []
+        if prefix is None:
+            return []
+        names = sorted(
+            entry.filename
+            for entry in sftp.listdir_attr(directory)
+            if _wanted(entry.filename, prefix) and stat_module.S_ISREG(entry.st_mode or 0)
+        )
+        found_all = (
+            _sftp_existing(sftp, join_folder(uri, name), f"{directory.rstrip('/')}/{name}")
+            for name in names[:MAX_CANDIDATES]
+        )
+        return [found for found in found_all if found is not None]
+    finally:
+        with contextlib.suppress(Exception):
+            sftp.close()
+
+
+def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
+    try:
+        info = sftp.stat(path)
+    except OSError:
+        return None
+    if stat_module.S_ISDIR(info.st_mode or 0):
+        return None
+    directory, _, name = path.rpartition("/")
+    record = None
+    with contextlib.suppress(OSError), sftp.open(f"{directory}/{sidecar_name(name)}", "rb") as side:
+        record = Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
+    size = int(info.st_size or 0)
+    return _existing(uri, size, record, {"size": size, "mtime": int(info.st_mtime or 0)})
+
+
+# ---------------------------------------------------------------------------- S3
+
+
+def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
+    from botocore.exceptions import BotoCoreError, ClientError
+    from smart_open import s3
+
+    parsed = s3.parse_uri(uri)
+    bucket, key = parsed["bucket_id"], parsed["key_id"]
+    client = params.get("client")
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    probe_key = f"{key}{prefix or ''}{_PROBE}" if is_folder(uri) else key
+    # The user's own settings for the upload (e.g. SSE, which a bucket policy may require).
+    create_kwargs = (params.get("client_kwargs") or {}).get("S3.Client.create_multipart_upload") or {}
+    try:
+        upload = client.create_multipart_upload(Bucket=bucket, Key=probe_key, **create_kwargs)
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404"):
+            raise _cannot(uri, f"cannot be written: the bucket {bucket!r} does not exist") from None
+        raise _cannot(uri, f"cannot be written to the bucket {bucket!r}: {code or err}") from None
+    except BotoCoreError as err:
+        raise _cannot(uri, f"cannot be written: S3 cannot be reached ({_reason(err)})") from None
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=probe_key, UploadId=upload["UploadId"])
+    except (ClientError, BotoCoreError) as err:
+        # Writable all the same; an empty upload left open holds no parts (a lifecycle rule
+        # AbortIncompleteMultipartUpload removes it, and the aborts of failed downloads need this right too).
+        log.warning("could not abort the probe upload of %s: %s", redact_uri(uri), err)
+    if not inspect:
+        return []
+    if not is_folder(uri):
+        found = _s3_existing(client, uri, bucket, key)
+        return [found] if found is not None else []
+    if prefix is None:
+        return []
+    listing = client.list_objects_v2(
+        Bucket=bucket, Prefix=f"{key}{prefix}", Delimiter="/", MaxKeys=MAX_CANDIDATES
+    )
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    found_all = (_s3_existing(client, join_folder(uri, k[len(key) :]), bucket, k) for k in keys)
+    return [found for found in found_all if found is not None]
+
+
+def _s3_existing(client: Any, uri: str, bucket: str, key: str) -> Existing | None:
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except Exception as err:
+        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return Existing(
+        uri, int(head["ContentLength"]), Provenance.from_metadata(head.get("Metadata")), intact=True
+    )
+
+
+# ---------------------------------------------------------------------------- GCS
+
+
+def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
+    from google.api_core.exceptions import GoogleAPIError, NotFound
+    from smart_open import gcs
+
+    parsed = gcs.parse_uri(uri)
+    name, key = parsed["bucket_id"], parsed["blob_id"]
+    client = params.get("client")
+    if client is None:
+        from google.cloud import storage
+
+        client = storage.Client()
+    bucket = client.bucket(name)
+    try:
+        granted = bucket.test_iam_permissions(["storage.objects.create"])
+    except NotFound:
+        raise _cannot(uri, f"cannot be written: the bucket {name!r} does not exist") from None
+    except (GoogleAPIError, OSError) as err:
+        raise _cannot(uri, f"cannot be written to the bucket {name!r}: {_reason(err)}") from None
+    if "storage.objects.create" not in (granted or []):
+        raise _cannot(uri, f"cannot be written: no permission to create objects in the bucket {name!r}")
+    if not inspect:
+        return []
+    if not is_folder(uri):
+        blob = bucket.get_blob(key)
+        return [] if blob is None else [_gcs_existing(uri, blob)]
+    if prefix is None:
+        return []
+    blobs = client.list_blobs(bucket, prefix=f"{key}{prefix}", delimiter="/", max_results=MAX_CANDIDATES)
+    return [_gcs_existing(join_folder(uri, blob.name[len(key) :]), blob) for blob in blobs]
+
+
+def _gcs_existing(uri: str, blob: Any) -> Existing:
+    return Existing(uri, int(blob.size or 0), Provenance.from_metadata(blob.metadata), intact=True)
+
+
+# ---------------------------------------------------------------------------- Azure
+
+
+def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+    from smart_open import azure
+
+    parsed = azure.parse_uri(uri)
+    name, key = parsed["container_id"], parsed["blob_id"]
+    client = params.get("client")
+    if client is None:
+        raise ValueError("azure:// destinations need a `destination_conn_id` or transport_params['client']")
+    container = client.get_container_client(name)
+    try:
+        container.get_container_properties()
+    except ResourceNotFoundError:
+        raise _cannot(uri, f"cannot be written: the container {name!r} does not exist") from None
+    except AzureError as err:
+        if getattr(err, "error_code", None) not in _AZURE_WRITE_ONLY:
+            raise _cannot(uri, f"cannot be written to the container {name!r}: {_reason(err)}") from None
+        # Authenticated, but allowed to write only (e.g. a SAS without read): the write will tell.
+        log.warning(
+            "cannot read the properties of the container of %s (%s); writing anyway", redact_uri(uri), err
+        )
+    if not inspect:
+        return []
+    if not is_folder(uri):
+        try:
+            props = container.get_blob_client(key).get_blob_properties()
+        except ResourceNotFoundError:
+            return []
+        return [Existing(uri, int(props.size), Provenance.from_metadata(props.metadata), intact=True)]
+    if prefix is None:
+        return []
+    found: list[Existing] = []
+    for blob in container.list_blobs(name_starts_with=f"{key}{prefix}", include=["metadata"]):
+        rest = blob.name[len(key) :]
+        if "/" not in rest and len(found) < MAX_CANDIDATES:
+            found.append(
+                Existing(
+                    join_folder(uri, rest), int(blob.size), Provenance.from_metadata(blob.metadata), True
+                )
+            )
+    return found

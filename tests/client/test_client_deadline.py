@@ -1,0 +1,98 @@
+"""A caller's deadline (``client.deadline.within``) bounds retries, Retry-After sleeps and requests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesClient,
+    MemoriesConnectionError,
+    MemoriesRateLimitError,
+    MemoriesTimeoutError,
+    RetryPolicy,
+)
+from memories_provider.client.deadline import time_left, within
+
+#: The connection default: five retries, honouring Retry-After.
+DEFAULT = RetryPolicy()
+
+
+def _sync(emu) -> MemoriesClient:
+    return MemoriesClient(emu.api_key, base_url=emu.v1_url, v2_base_url=emu.v2_url, timeout=30, retry=DEFAULT)
+
+
+def _async(emu) -> AsyncMemoriesClient:
+    return AsyncMemoriesClient(
+        emu.api_key, base_url=emu.v1_url, v2_base_url=emu.v2_url, timeout=30, retry=DEFAULT
+    )
+
+
+def test_nested_deadlines_keep_the_earliest():
+    assert time_left() is None
+    with within(100):
+        outer = time_left()
+        with within(1000):
+            assert time_left() <= outer
+        with within(1):
+            assert time_left() <= 1
+        assert time_left() > 1
+    assert time_left() is None
+
+
+def test_no_retry_whose_retry_after_ends_past_the_deadline(memories_emulator):
+    emu = memories_emulator
+    emu.control.inject_fault("list_videos", "code_0429", count=100, retry_after=4)
+    with _sync(emu) as client, within(2.0), pytest.raises(MemoriesRateLimitError):
+        client.list_videos()
+    # Five retries allowed, but each would sleep 4 s past a 2 s deadline: one attempt, no sleep.
+    assert emu.control.count("list_videos") == 1
+
+
+def test_retries_that_fit_are_made_and_stop_at_the_deadline(memories_emulator):
+    emu = memories_emulator
+    emu.control.inject_fault("list_videos", "code_0429", count=100, retry_after=0.3)
+    policy = RetryPolicy(max_retries=50)
+    with (
+        MemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as client,
+        within(1.0),
+        pytest.raises(MemoriesRateLimitError),
+    ):
+        client.list_videos()
+    log = emu.control.request_log("list_videos")
+    # Attempts are >= 0.3 s apart and none starts after the 1 s deadline: at most 4 (0, .3, .6, .9).
+    assert 2 <= len(log) <= 4
+
+
+def test_an_expired_deadline_sends_nothing(memories_emulator):
+    with _sync(memories_emulator) as client, within(0), pytest.raises(MemoriesTimeoutError) as info:
+        client.list_videos()
+    assert info.value.request_sent is False and "deadline" in str(info.value)
+    assert memories_emulator.control.count("list_videos") == 0
+
+
+def test_sync_read_timeout_shrinks_to_the_deadline(memories_emulator):
+    emu = memories_emulator
+    emu.control.inject_fault("list_videos", "slow_body", count=100, delay=5.0)
+    start = time.monotonic()
+    # (requests reports a read timeout mid-body as a connection error, hence the parent class.)
+    with _sync(emu) as client, within(0.5), pytest.raises(MemoriesConnectionError):
+        client.list_videos()
+    # The connection's read timeout is 30 s; the 0.5 s deadline cut the stalled body short.
+    assert time.monotonic() - start < 5.0
+    assert emu.control.count("list_videos") == 1  # and no retry was started after it
+
+
+async def test_async_deadline_bounds_retries_and_the_stalled_request(memories_emulator):
+    emu = memories_emulator
+    emu.control.inject_fault("list_videos", "code_0429", retry_after=0.2)
+    emu.control.inject_fault("list_videos", "slow_body", count=100, delay=5.0)
+    start = time.monotonic()
+    async with _async(emu) as client:
+        with within(1.0), pytest.raises(MemoriesTimeoutError):
+            await client.list_videos()
+    assert time.monotonic() - start < 5.0
+    first, second = emu.control.request_log("list_videos")  # the 0429, then the stalled retry
+    assert (first.get("fault"), second.get("fault")) == ("code_0429", "slow_body")

@@ -1,0 +1,472 @@
+"""Identity, not names: a download is "done" or "skipped" only for a file proven to hold its source.
+
+Against the emulator (real sockets, real Airflow for the mapped run) and, where the service must
+change a video under the same id or hold a body half-way, a small scripted service.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from memories_provider.operators.download import MemoriesDownloadOperator
+
+SIZE = 48 * 1024
+
+
+def run(**kwargs: Any) -> dict[str, Any]:
+    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
+
+
+def visible(folder: Path) -> list[str]:
+    """The files a user sees (no records, no temp files: those start with a dot)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- one folder, many sources
+
+
+def test_same_name_same_size_different_videos_never_share_a_file(
+    emu: Any, upload_video: Any, tmp_path: Path
+) -> None:
+    datas = [os.urandom(SIZE) for _ in range(3)]
+    video_nos = [upload_video(data, "clip.mp4") for data in datas]
+    folder = str(tmp_path / "out") + "/"
+    for overwrite in (False, True):
+        results = [run(video_no=v, destination=folder, overwrite=overwrite) for v in video_nos]
+        assert [r["skipped"] for r in results] == [False, False, False]
+        for video_no, data, result in zip(video_nos, datas, results, strict=True):
+            assert result["uri"] == f"{folder}{video_no}.clip.mp4"
+            assert Path(result["uri"]).read_bytes() == data  # each result points at its own bytes
+            assert result["sha256"] == sha(data)
+    assert visible(tmp_path / "out") == sorted(f"{v}.clip.mp4" for v in video_nos)
+    downloads = emu.control.count("download")
+    again = [run(video_no=v, destination=folder) for v in video_nos]
+    assert all(r["skipped"] for r in again)
+    assert [r["sha256"] for r in again] == [sha(d) for d in datas]  # from the records
+    assert emu.control.count("download") == downloads
+
+
+def test_file_destination_holding_another_video_names_both(
+    emu: Any, upload_video: Any, tmp_path: Path
+) -> None:
+    first, second = upload_video(os.urandom(SIZE), "a.mp4"), upload_video(os.urandom(SIZE), "a.mp4")
+    target = tmp_path / "a.mp4"
+    run(video_no=first, destination=str(target))
+    kept = target.read_bytes()
+    with pytest.raises(AirflowFailException, match=f"holds video {first}, not video {second}"):
+        run(video_no=second, destination=str(target))
+    assert target.read_bytes() == kept
+    assert emu.control.count("download") == 1
+
+
+def test_a_replaced_video_is_not_skipped_as_the_old_one(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    """The service's way to replace a video: delete it, upload the new file (same name, same size)."""
+    old_data, new_data = os.urandom(SIZE), os.urandom(SIZE)
+    old = upload_video(old_data, "clip.mp4")
+    folder = str(tmp_path) + "/"
+    run(video_no=old, destination=folder)
+    requests.post(
+        f"{emu.v1_url}/delete_videos",
+        params={"unique_id": "default"},
+        json=[old],
+        headers={"Authorization": emu.api_key},
+        timeout=30,
+    ).raise_for_status()
+    new = upload_video(new_data, "clip.mp4")
+    result = run(video_no=new, destination=folder)
+    assert result["skipped"] is False
+    assert Path(result["uri"]).read_bytes() == new_data
+    assert (tmp_path / f"{old}.clip.mp4").read_bytes() == old_data  # the old file is left alone
+
+
+def test_a_file_changed_since_is_not_taken_for_the_video(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    video_no = upload_video(os.urandom(SIZE), "clip.mp4")
+    target = tmp_path / "v.mp4"
+    run(video_no=video_no, destination=str(target))
+    target.write_bytes(os.urandom(SIZE))  # same size, other bytes, same record beside it
+    with pytest.raises(AirflowFailException, match="changed since"):
+        run(video_no=video_no, destination=str(target))
+    assert emu.control.count("download") == 1
+
+
+def test_a_copied_folder_is_still_proven_by_its_bytes(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    video_no = upload_video(data, "clip.mp4")
+    run(video_no=video_no, destination=str(tmp_path / "out") + "/")
+    shutil.copytree(tmp_path / "out", tmp_path / "copy")  # new inodes and mtimes: the stat no longer matches
+    result = run(video_no=video_no, destination=str(tmp_path / "copy") + "/")
+    assert result["skipped"] is True and result["sha256"] == sha(data)
+    assert emu.control.count("download") == 1
+
+
+def test_overwrite_replaces_what_is_there(emu: Any, upload_video: Any, tmp_path: Path) -> None:
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    a, b = upload_video(first, "a.mp4"), upload_video(second, "b.mp4")
+    target = tmp_path / "v.mp4"
+    run(video_no=a, destination=str(target))
+    result = run(video_no=b, destination=str(target), overwrite=True)
+    assert target.read_bytes() == second and result["sha256"] == sha(second)
+    again = run(video_no=b, destination=str(target))  # the record was replaced with the file
+    assert again["skipped"] is True
+    assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == [".v.mp4.memories.json"]
+
+
+@pytest.mark.parametrize(
+    ("served", "name"),
+    [
+        ("CON", "_CON"),
+        ("nul.mp4", "_nul.mp4"),
+        ("com1.tar.gz", "_com1.tar.gz"),
+        ("LPT9", "_LPT9"),
+        ("a.mp4. ", "a.mp4"),
+    ],
+)
+def test_windows_reserved_names_are_sanitised(emu: Any, tmp_path: Path, served: str, name: str) -> None:
+    from memories_provider.storage.destinations import sanitize_filename
+
+    assert sanitize_filename(served, "x") == name
+    asset = emu.control.add_asset(b"data", served, "video/mp4")
+    target = tmp_path / "in" / "file"
+    result = run(asset_id=asset["asset_id"], destination=str(target.parent) + "/")
+    assert result["filename"] == f"{asset['asset_id']}.{name}"
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [
+        ({"asset_id": "."}, "`asset_id`"),
+        ({"asset_id": ".."}, "`asset_id`"),
+        ({"asset_id": "re_1/../re_2"}, "`asset_id`"),
+        ({"video_no": ".."}, "`video_no`"),
+        ({"video_no": "VI1/x"}, "`video_no`"),
+        ({"bucket": "..", "blob": "a.mp4"}, "`bucket`"),
+        ({"bucket": "b/c", "blob": "a.mp4"}, "`bucket`"),
+        ({"bucket": "b", "blob": "a/../b.mp4"}, "`blob`"),
+        ({"bucket": "b", "blob": "/a.mp4"}, "`blob`"),
+        ({"bucket": "b", "blob": "a//b.mp4"}, "`blob`"),
+    ],
+)
+def test_unsafe_ids_fail_before_any_request(
+    emu: Any, tmp_path: Path, ids: dict[str, str], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "x.mp4"), **ids)
+    op = MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "x.mp4"), video_no="{{ x }}")
+    op.video_no, op.asset_id, op.bucket, op.blob = (
+        ids.get(k) for k in ("video_no", "asset_id", "bucket", "blob")
+    )
+    with pytest.raises(ValueError, match=match):  # as rendered from a template
+        op.execute(context={})
+    assert emu.control.request_log() == []
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote_folder(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], Any]:
+    """(folder URI, operator kwargs, ``read(uri) -> bytes``) in moto S3 or the GCS emulator."""
+    if request.param == "s3":
+        moto = request.getfixturevalue("moto_s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        client = moto.client()
+
+        def read_s3(uri: str) -> bytes:
+            return client.get_object(Bucket=bucket, Key=uri.split(f"{bucket}/", 1)[1])["Body"].read()
+
+        return f"s3://{bucket}/out/", {"destination_conn_id": moto.conn_id}, read_s3
+    gcs = request.getfixturevalue("gcs_server")
+    bucket_name = request.getfixturevalue("gcs_bucket")
+    gcs_bucket = gcs.client().bucket(bucket_name)
+
+    def read_gs(uri: str) -> bytes:
+        return gcs_bucket.blob(uri.split(f"{bucket_name}/", 1)[1]).download_as_bytes()
+
+    return f"gs://{bucket_name}/out/", {}, read_gs
+
+
+def test_remote_folder_keeps_sources_apart_and_skips_by_record(
+    emu: Any, upload_video: Any, remote_folder: tuple[str, dict[str, Any], Any]
+) -> None:
+    folder, settings, read = remote_folder
+    datas = [os.urandom(SIZE) for _ in range(4)]
+    video_nos = [upload_video(data, "clip.mp4") for data in datas]  # one name, one size, four videos
+    results = [run(video_no=v, destination=folder, **settings) for v in video_nos]
+    assert len({r["uri"] for r in results}) == 4
+    for data, result in zip(datas, results, strict=True):
+        assert read(result["uri"]) == data and result["sha256"] == sha(data)
+    again = [run(video_no=v, destination=folder, **settings) for v in video_nos]
+    assert [r["skipped"] for r in again] == [True] * 4
+    assert [r["uri"] for r in again] == [r["uri"] for r in results]
+    assert emu.control.count("download") == 4
+    # A file whose record names another video is never taken for this one.
+    with pytest.raises(AirflowFailException, match=f"holds video {video_nos[0]}, not video {video_nos[1]}"):
+        run(video_no=video_nos[1], destination=results[0]["uri"], **settings)
+    assert emu.control.count("download") == 4
+
+
+# ---------------------------------------------------------------------------- 50 videos, one mapped task
+
+
+def _mapped_download_dag(dag_id: str, video_nos: list[str], folder: str) -> Any:
+    from airflow.providers.common.compat.sdk import DAG, task
+
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+
+        @task
+        def pick() -> list[str]:
+            return video_nos
+
+        MemoriesDownloadOperator.partial(task_id="download", destination=folder).expand(video_no=pick())
+    return dag
+
+
+def _results(dagrun: Any) -> list[dict[str, Any]]:
+    tis = sorted(
+        (ti for ti in dagrun.get_task_instances() if ti.task_id == "download"), key=lambda t: t.map_index
+    )
+    return [ti.xcom_pull(task_ids="download", map_indexes=ti.map_index) for ti in tis]
+
+
+def test_fifty_videos_ten_sharing_a_name_mapped_into_one_folder_twice(
+    emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path
+) -> None:
+    datas = [os.urandom(SIZE) for _ in range(50)]
+    names = ["clip.mp4" if i < 10 else f"v{i:02d}.mp4" for i in range(50)]
+    video_nos = [upload_video(data, name) for data, name in zip(datas, names, strict=True)]
+    stored = {v["video_no"]: v["sha256"] for v in emu.control.videos()}
+    folder = tmp_path / "out"
+    dag_id = f"download_fifty_{os.getpid()}_{video_nos[0][-6:]}"
+
+    first = run_dag(_mapped_download_dag(dag_id, video_nos, f"{folder}/"))
+    assert str(first.state).endswith("success"), first.state
+    files = visible(folder)
+    assert len(files) == 50 == len(set(files))
+    for video_no, data, name in zip(video_nos, datas, names, strict=True):
+        on_disk = (folder / f"{video_no}.{name}").read_bytes()
+        assert sha(on_disk) == sha(data) == stored[video_no]
+    results = _results(first)
+    assert [r["skipped"] for r in results] == [False] * 50
+    assert [r["sha256"] for r in results] == [stored[v] for v in video_nos]
+    assert emu.control.count("download") == 50
+
+    second = run_dag(_mapped_download_dag(dag_id + "_again", video_nos, f"{folder}/"))
+    assert str(second.state).endswith("success"), second.state
+    assert [r["skipped"] for r in _results(second)] == [True] * 50
+    assert [r["sha256"] for r in _results(second)] == [stored[v] for v in video_nos]
+    assert emu.control.count("download") == 50  # the second run sent no download request
+    assert visible(folder) == files
+
+
+# ---------------------------------------------------------------------------- a scripted service
+
+
+class ScriptedService:
+    """A memories.ai stand-in on 127.0.0.1: ``get_metadata`` and ``POST download`` for the videos in
+    :attr:`videos` (``{"data", "create_time", "blob"}``); for a video in :attr:`halfway`, half its
+    body is sent, then the callback runs (in the server's thread), then the rest is sent."""
+
+    def __init__(self) -> None:
+        self.videos: dict[str, dict[str, Any]] = {}
+        self.halfway: dict[str, Any] = {}
+        self.downloads: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _envelope(self, data: Any) -> None:
+                body = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
+                self._send(200, {"Content-Type": "application/json"}, body)
+
+            def do_GET(self) -> None:
+                video_no = parse_qs(urlsplit(self.path).query).get("video_no", [""])[0]
+                video = service.videos[video_no]
+                meta = {
+                    "video_no": video_no,
+                    "size": len(video["data"]),
+                    "status": "PARSE",
+                    "create_time": video["create_time"],
+                    "bucket": "b",
+                    "blob": video["blob"],
+                }
+                self._envelope(meta)
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                video_no = request["video_no"]
+                service.downloads.append(video_no)
+                data = service.videos[video_no]["data"]
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Disposition", 'attachment; filename="clip.mp4"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                callback = service.halfway.pop(video_no, None)
+                if callback is None:
+                    self.wfile.write(data)
+                    return
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                callback()
+                self.wfile.write(data[len(data) // 2 :])
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def add(self, video_no: str, data: bytes, create_time: int = 1, blob: str = "videos/x/clip.mp4") -> None:
+        self.videos[video_no] = {"data": data, "create_time": create_time, "blob": blob}
+
+    def __enter__(self) -> ScriptedService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedService]:
+    with ScriptedService() as service:
+        conn = {"conn_type": "memories", "password": "test-key", "host": service.url}
+        conn["extra"] = {"v2_host": service.url, "max_retries": 0}  # type: ignore[assignment]
+        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+        yield service
+
+
+@pytest.mark.parametrize("change", [{"create_time": 2}, {"blob": "videos/y/clip.mp4"}])
+def test_a_video_the_service_changed_is_downloaded_again(
+    scripted: ScriptedService, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    old, new = os.urandom(SIZE), os.urandom(SIZE)  # same size: only the service's facts can tell
+    scripted.add("VI1", old)
+    folder = str(tmp_path) + "/"
+    run(video_no="VI1", destination=folder)
+    scripted.add("VI1", new, **{"create_time": 1, "blob": "videos/x/clip.mp4", **change})
+    result = run(video_no="VI1", destination=folder)
+    assert result["skipped"] is False
+    assert (tmp_path / "VI1.clip.mp4").read_bytes() == new
+    assert scripted.downloads == ["VI1", "VI1"]
+    again = run(video_no="VI1", destination=folder)  # and the new record holds
+    assert again["skipped"] is True and scripted.downloads == ["VI1", "VI1"]
+
+
+def test_the_documented_limit_same_facts_other_bytes_is_skipped(
+    scripted: ScriptedService, tmp_path: Path
+) -> None:
+    """Bytes swapped service-side under the same id, size, create_time, bucket and blob: nothing short
+    of a (billed) download can tell, so the skip holds. README: use overwrite=True to force."""
+    scripted.add("VI1", os.urandom(SIZE))
+    run(video_no="VI1", destination=str(tmp_path / "v.mp4"))
+    scripted.add("VI1", os.urandom(SIZE))
+    assert run(video_no="VI1", destination=str(tmp_path / "v.mp4"))["skipped"] is True
+    assert run(video_no="VI1", destination=str(tmp_path / "v.mp4"), overwrite=True)["skipped"] is False
+    assert scripted.downloads == ["VI1", "VI1"]
+
+
+_OTHER_WORKER = """
+import json, sys
+from memories_provider.operators.download import MemoriesDownloadOperator
+try:
+    result = MemoriesDownloadOperator(task_id="other", **json.loads(sys.argv[1])).execute(context={})
+except Exception as err:
+    result = {"error": f"{type(err).__name__}: {err}"}
+print(json.dumps(result))
+"""
+
+
+def _other_worker(outcome: dict[str, Any], **kwargs: Any) -> Any:
+    """A callback running a download in another process (another worker) to completion."""
+
+    def run_it() -> None:
+        proc = subprocess.run(
+            [sys.executable, "-c", _OTHER_WORKER, json.dumps(kwargs)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outcome.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    return run_it
+
+
+def test_two_videos_racing_for_one_file_name(scripted: ScriptedService, tmp_path: Path) -> None:
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI1", first)
+    scripted.add("VI2", second)
+    target = tmp_path / "v.mp4"
+    other: dict[str, Any] = {}
+    # VI1 finds the name free, and while half its body is out another worker writes VI2 there.
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=str(target))
+    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
+        run(video_no="VI1", destination=str(target))
+    assert other["skipped"] is False and other["sha256"] == sha(second)
+    assert target.read_bytes() == second  # not clobbered
+    assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == [".v.mp4.memories.json"]
+
+
+def test_two_downloads_of_one_video_racing_both_succeed(scripted: ScriptedService, tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    scripted.add("VI1", data)
+    target = tmp_path / "v.mp4"
+    other: dict[str, Any] = {}
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI1", destination=str(target))
+    result = run(video_no="VI1", destination=str(target))
+    assert "error" not in other, other
+    assert result["sha256"] == other["sha256"] == sha(data)
+    assert target.read_bytes() == data
+    assert visible(tmp_path) == ["v.mp4"]
+    assert scripted.downloads == ["VI1", "VI1"]
+
+
+def test_two_videos_racing_for_one_s3_key(
+    scripted: ScriptedService, moto_s3_server: Any, s3_bucket: str
+) -> None:
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI1", first)
+    scripted.add("VI2", second)
+    uri = f"s3://{s3_bucket}/v.mp4"
+    settings = {"destination_conn_id": moto_s3_server.conn_id}
+    other: dict[str, Any] = {}
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=uri, **settings)
+    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
+        run(video_no="VI1", destination=uri, **settings)
+    assert other["sha256"] == sha(second)
+    client = moto_s3_server.client()
+    assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == second
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

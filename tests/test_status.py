@@ -1,0 +1,129 @@
+"""The pure parts of status waits: rounds, refused ids, timeout messages and the poller's pacing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from memories_provider.client import (
+    MemoriesInvalidRequestError,
+    MemoriesNotFoundError,
+    MemoriesServerError,
+    Video,
+    VideoPage,
+)
+from memories_provider.status import NOT_LISTED, StatusRound, evaluate, shown_status, timeout_message
+from memories_provider.triggers import _poller
+
+
+def page(*videos: Video) -> VideoPage:
+    return VideoPage(videos=list(videos), current_page=1, page_size=100, total_count=len(videos))
+
+
+def video(video_no: str, status: str = "UNPARSE") -> Video:
+    return Video.from_api({"video_no": video_no, "status": status})
+
+
+def test_a_refused_batch_is_split_down_to_the_bad_id():
+    ids = [f"VI{i:03d}" for i in range(8)]
+    round_ = StatusRound(ids, size=8)
+    asked = []
+    while (batch := round_.next_batch()) is not None:
+        asked.append(list(batch))
+        if "VI005" in batch:
+            assert round_.refused(batch, MemoriesInvalidRequestError("video_nos: bad id", code="0001"))
+        else:
+            round_.answered(batch, page(*(video(v) for v in batch)))
+    assert asked == [ids, ids[:4], ids[4:], ids[4:6], ids[4:5], ids[5:6], ids[6:]]
+    assert round_.rejected == {"VI005": "video_nos: bad id"}
+    assert set(round_.found) == set(ids) - {"VI005"} and round_.asked == set(ids)
+    outcome = evaluate(["VI001", "VI005"], round_.found, rejected=round_.rejected)
+    assert outcome.status == "failed" and "VI005: video_nos: bad id" in outcome.message
+    assert evaluate(["VI001"], round_.found, rejected=round_.rejected).status == "pending"
+
+
+def test_two_bad_ids_in_one_batch_are_both_isolated_and_the_rest_answered():
+    ids = [f"VI{i:03d}" for i in range(100)]
+    bad = {"VI017", "VI088"}
+    round_ = StatusRound(ids)
+    requests = 0
+    while (batch := round_.next_batch()) is not None:
+        requests += 1
+        if bad & set(batch):
+            assert round_.refused(batch, MemoriesInvalidRequestError("bad id", code="0001"))
+        else:
+            round_.answered(batch, page(*(video(v) for v in batch)))
+    assert set(round_.rejected) == bad and set(round_.found) == set(ids) - bad
+    assert requests <= 1 + 2 * 2 * 7  # about 2 x log2(100) more per bad id
+
+
+def test_a_transient_error_keeps_the_batch_first_in_line_and_what_was_learnt():
+    round_ = StatusRound([f"VI{i}" for i in range(250)], size=100)
+    first = round_.next_batch()
+    round_.answered(first, page(video(first[0], "PARSE")))
+    second = round_.next_batch()
+    assert not round_.refused(second, MemoriesServerError("down", http_status=503))
+    assert round_.next_batch() is second and first[0] in round_.found  # resumed, nothing forgotten
+
+
+def test_a_lone_id_not_found_is_only_not_listed_yet_for_a_fresh_upload():
+    round_ = StatusRound(["VI1"], missing_is_pending=True)
+    assert round_.refused(["VI1"], MemoriesNotFoundError("video not found", code="0001"))
+    assert round_.done and round_.rejected == {} and round_.asked == {"VI1"}
+
+
+def test_ids_no_longer_wanted_are_not_asked():
+    round_ = StatusRound(["VI1", "VI2", "VI3"], size=2)
+    assert round_.next_batch(lambda v: v != "VI1") == ["VI2"]
+    round_.answered(["VI2"], page())
+    assert round_.next_batch(lambda v: False) is None and round_.done
+
+
+def test_timeout_message_groups_videos_by_the_status_last_seen_undocumented_ones_included():
+    processing = video("VI2", "PROCESSING")
+    assert shown_status(processing) == "PROCESSING"
+    seen = {"VI1": "UNPARSE", "VI2": shown_status(processing), "VI3": "PARSE", "VI4": NOT_LISTED}
+    message = timeout_message(["VI1", "VI2", "VI3", "VI4", "VI5"], seen, 60, "rate limited (code=0429)")
+    assert message == (
+        "timed out after 60s with 4 of 5 video(s) not parsed: UNPARSE: VI1; PROCESSING: VI2; "
+        "not listed: VI4; no status seen: VI5 (the last status check failed: rate limited (code=0429))"
+    )
+
+
+def test_timeout_message_names_at_most_100_videos():
+    message = timeout_message([f"VI{i}" for i in range(250)], {})
+    assert "VI99" in message and "VI100" not in message and "and 150 more" in message
+
+
+async def test_the_pacer_slow_starts_then_cuts_on_0429_and_grows_back_additively():
+    pacer = _poller._Pacer()
+    top = 1 / _poller.MIN_REQUEST_SPACING
+    assert (pacer.rate, pacer.slow_start) == (_poller.START_RATE, True)
+    for _ in range(4):  # slow start: a fixed step per answer (growing by a share a second)
+        pacer.on_answer()
+    assert pacer.rate == pytest.approx(_poller.START_RATE + 4 * _poller.SLOW_START_STEP)
+    before = pacer.rate
+    pause = pacer.on_rate_limit(retry_after=0.3)  # the first 0429 ends slow start
+    assert pacer.rate == pytest.approx(before * _poller.SLOW_START_EXIT) and not pacer.slow_start
+    assert pause == pytest.approx(max(0.3, 1 / pacer.rate))
+    pacer.on_rate_limit(retry_after=0.3)  # a second 0429 inside the pause: from before the cut
+    assert pacer.rate == pytest.approx(before * _poller.SLOW_START_EXIT)
+    pacer.cut_until = 0.0  # (as if the pause were over)
+    rate = pacer.rate
+    pacer.on_rate_limit(retry_after=None)
+    assert pacer.rate == pytest.approx(rate * _poller.RATE_DECREASE)
+    low = pacer.rate
+    pacer.on_answer()
+    grown_low = pacer.rate - low
+    pacer.rate = 2 * low
+    pacer.on_answer()
+    assert grown_low > 2 * (pacer.rate - 2 * low)  # smaller shares grow back faster
+    for _ in range(100_000):
+        pacer.on_answer()
+    assert pacer.rate == top  # never above the documented limit's margin
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    pacer.on_rate_limit(retry_after=0.2)
+    await pacer.wait()  # held back for the Retry-After
+    assert loop.time() - start >= 0.2 - 0.01
