@@ -199,7 +199,8 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     for name, data in sources.items():
         assert sha256_of(backfill_out / name) == hashlib.sha256(data).hexdigest()
     for sub in ("conn", "uri"):  # folders too: <asset_id>.canary.mp4
-        assert sha256_of(canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4") == canary_asset["sha256"]
+        canary_file = canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4"
+        assert sha256_of(canary_file) == canary_asset["sha256"]
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]
