@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +70,23 @@ def wait_for(
             return result
         time.sleep(0.5)  # polling external state, not a guessed duration
     raise AssertionError(f"timed out waiting for {what}")
+
+
+_DEFER_EXIT = re.compile(
+    r"TaskInstance Finished: dag_id=(\S+), task_id=(\S+), run_id=(\S+), map_index=(-?\d+), "
+    r".*?, state=deferred,"
+)
+
+
+def defer_exits_processed(scheduler_log: str) -> set[tuple[str, str, str, int]]:
+    """``(dag_id, task_id, run_id, map_index)`` of deferred tasks whose worker exit the scheduler
+    has taken note of (from its log).
+
+    Release what a deferred task waits for only after this: Airflow 3.3's scheduler takes the exit's
+    late "success" for the resumed attempt's and fails the task once that attempt is running
+    (apache/airflow#72716, #71580).
+    """
+    return {(d, t, r, int(m)) for d, t, r, m in _DEFER_EXIT.findall(scheduler_log)}
 
 
 def run_airflow(env: Mapping[str, str], *args: str, timeout: float = 240) -> str:

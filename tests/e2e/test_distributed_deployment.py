@@ -24,9 +24,10 @@ one trigger, which makes where triggers run predictable. The emulator holds ever
    Then every video is released, and a ``503`` burst hits the downloads.
 
 Afterwards, from the emulator's log, the destinations, the metadata DB and the components' logs:
-every video uploaded exactly once, every download present with its sha256, no temporary file
-left, at most 5 % of status calls answered ``0429``, both workers and both triggerers did work,
-every task succeeded. Wall and CPU time of the whole deployment are printed.
+every video uploaded exactly once, every download present with its sha256 and its provenance
+record, no temporary file left, at most 5 % of status calls answered ``0429``, both workers and
+both triggerers did work, every task succeeded, no process of the deployment left. Wall and CPU
+time of the whole deployment are printed.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from airflow_stack import (
     Postgres,
     Redis,
     RestApi,
+    defer_exits_processed,
     free_port,
     link_dags,
     process_tree,
@@ -62,6 +64,7 @@ from airflow_stack import (
 )
 
 from memories_provider.storage.destinations import LOCAL_TEMP_GRACE
+from memories_provider.storage.provenance import Provenance, sidecar_name
 
 pytestmark = [
     pytest.mark.skipif(
@@ -174,6 +177,9 @@ def cluster(
         db.close()
         api.close()
         components.stop()
+        # Also nothing that left its component's tree (a task runner whose parent was killed).
+        survivors = [p for p in psutil.process_iter(["environ"]) if _airflow_home_of(p) == str(home)]
+        assert survivors == [], f"processes of this deployment survived the teardown: {survivors}"
         # Everything this process reaped (components, CLI commands) plus the services it did not yet.
         cpu = _own_and_reaped_cpu() - cpu_before + services
         shares = ", ".join(f"{name} {seconds:.0f}" for name, seconds in sorted(each.items()))
@@ -225,6 +231,11 @@ def _api_up(api: RestApi) -> bool:
     except Exception:
         return False
     return True
+
+
+def _airflow_home_of(proc: psutil.Process) -> str | None:
+    environ = proc.info.get("environ") or {}  # None where it may not be read (not ours, then)
+    return environ.get("AIRFLOW_HOME")
 
 
 def _tree_cpu(*pids: int) -> float:
@@ -430,7 +441,22 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
         procs,
         DEADLINE,
     )
-    # ... until memories.ai finishes indexing; then a 503 burst on downloads.
+    # ... until memories.ai finishes indexing (once the scheduler has taken note of both waits'
+    # deferral: see defer_exits_processed); then a 503 burst on downloads.
+    waits = {(pipeline_runs["second"], "memories_video_pipeline"), (backfill_run, "memories_backfill")}
+    wait_for(
+        "the scheduler to take note of both waits' deferral",
+        lambda: (
+            waits
+            <= {
+                (run, dag)
+                for dag, task, run, _ in defer_exits_processed(cluster.components.text("scheduler"))
+                if task == "wait_for_parse"
+            }
+        ),
+        procs,
+        DEADLINE,
+    )
     control.inject_fault("download", "http_503", count=3, every=5)
     for video in control.videos():
         if video["status"] == "UNPARSE":
@@ -461,6 +487,18 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
         assert (got, others) == (sha, []) and name.endswith("clip.mp4"), name
     assert _files(backfill_out) == sources
     assert _temp_files(tmp_path) == []
+    # Beside each download, its provenance record (and nothing else hidden): the video it came
+    # from and the sha256 of the bytes written.
+    video_of = {v["sha256"]: v["video_no"] for v in control.videos()}
+    for folder in (*pipeline_out.values(), backfill_out):
+        downloads = [folder / relative for relative in _files(folder)]
+        hidden = {p for p in folder.rglob(".*") if p.is_file()}
+        assert hidden == {p.parent / sidecar_name(p.name) for p in downloads}, sorted(hidden)
+        for path in downloads:
+            record = Provenance.from_sidecar((path.parent / sidecar_name(path.name)).read_bytes())
+            sha = sha256_of(path)
+            assert record is not None and record[0].sha256 == sha, (path, record)
+            assert record[0].source == f"video/{video_of[sha]}", (path, record)
 
     # The 5/s status limit, shared by both triggerers and the workers, was rarely exceeded.
     status = _status_calls(cluster)

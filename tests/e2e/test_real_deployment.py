@@ -27,6 +27,7 @@ from airflow_stack import (
     REPO,
     Components,
     MetadataDB,
+    defer_exits_processed,
     free_port,
     link_dags,
     run_airflow,
@@ -175,6 +176,13 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
 
     # Both sensors are waiting in the triggerer (state "deferred", no worker slot) ...
     wait_for("both sensors to defer", deferred, procs, DEADLINE)
+    scheduler_log = deployment["logs"] / "scheduler.log"
+
+    def deferrals_noted() -> bool:
+        noted = defer_exits_processed(scheduler_log.read_text(errors="replace"))
+        return wanted <= {dag for dag, task, _, _ in noted if task == "wait_for_parse"}
+
+    wait_for("the scheduler to take note of both deferrals", deferrals_noted, procs, DEADLINE)
     assert len(emu.control.videos()) == 1 + len(sources)
     # ... until memories.ai finishes indexing.
     for video in emu.control.videos():
