@@ -7,7 +7,7 @@ AIRFLOW_VERSION ?= 3.3.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
 
-.PHONY: install services demo test lint typecheck pytest bench clean
+.PHONY: install services demo test lint typecheck pytest e2e bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ pytest: install services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The distributed end-to-end test alone (Airflow 3: CeleryExecutor, two workers, two triggerers,
+# Postgres, Redis); `make test` runs it too. Prints its wall and CPU time.
+e2e: install services
+	$(BIN)/python -m pytest tests/e2e/test_distributed_deployment.py -m distributed_e2e -rP $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m memories_provider.demo

@@ -131,6 +131,17 @@ def _retry_after_header(seconds: float) -> str:
     return format(round(max(seconds, 0.001), 3), "g")
 
 
+async def _stall(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds`` mid-body; True as soon as the client has closed the connection."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return True
+        await asyncio.sleep(min(left, 0.1))
+    return False
+
+
 def request_echo(request: web.Request, *, offset: int = 0, auth_at: int | None = None) -> str:
     """The request as a careless server dumps it into an error: request line (full URL), headers.
 
@@ -526,7 +537,7 @@ class Emulator:
             headers = {"Content-Type": "application/json", **reply.headers}
             if kind in ("drop_mid_body", "slow_body"):
                 assert fault is not None
-                return await self._stream(request, reply.status, headers, None, body, fault)
+                return await self._stream(request, reply.status, headers, None, body, fault, entry)
             return web.Response(body=body, status=reply.status, headers=headers)
         asset = reply.asset
         entry["http_status"] = 200
@@ -537,7 +548,7 @@ class Emulator:
         conditional = any(h in request.headers for h in _CONDITIONAL_HEADERS)
         if kind in ("drop_mid_body", "slow_body") or self.config.chunked_downloads or conditional:
             # By hand: the spec documents no Range or conditional requests, so always the whole file.
-            return await self._stream(request, 200, headers, asset.path, None, fault)
+            return await self._stream(request, 200, headers, asset.path, None, fault, entry)
         # sendfile: the kernel copies the file to the socket, no userspace buffers.
         return _PlainFileResponse(asset.path, chunk_size=CHUNK, headers=headers)
 
@@ -549,8 +560,14 @@ class Emulator:
         path: Path | None,
         body: bytes | None,
         fault: Fault | None,
+        entry: dict[str, Any],
     ) -> web.StreamResponse:
-        """Send a body by hand: chunked mode, or a fault that cuts or stalls it half-way."""
+        """Send a body by hand: chunked mode, or a fault that cuts or stalls it half-way.
+
+        A ``slow_body`` stall shows in the request log: ``stalled_at`` (bytes sent before it) while
+        it lasts, ``stall_ended`` (``"resumed"`` or ``"client gone"``) after; a stall ends early
+        when the client has gone (nothing is left to send it to).
+        """
         loop = asyncio.get_running_loop()
         fh = await loop.run_in_executor(None, open, path, "rb") if path is not None else None
         try:
@@ -572,7 +589,11 @@ class Emulator:
                         return resp
                     if kind == "slow_body":
                         assert fault is not None
-                        await asyncio.sleep(float(fault.params.get("delay", 1.0)))
+                        entry["stalled_at"] = sent
+                        gone = await _stall(request, float(fault.params.get("delay", 1.0)))
+                        entry["stall_ended"] = "client gone" if gone else "resumed"
+                        if gone:
+                            return resp
                         kind = None
                 want = CHUNK if kind is None else half - sent
                 if fh is None:

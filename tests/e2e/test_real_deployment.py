@@ -14,53 +14,37 @@ import hashlib
 import json
 import os
 import secrets
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import airflow
-import psutil
 import pytest
+from airflow_stack import (
+    REPO,
+    Components,
+    MetadataDB,
+    defer_exits_processed,
+    free_port,
+    link_dags,
+    run_airflow,
+    sha256_of,
+    trigger,
+    wait_for,
+)
 from leaks import pieces
 
 pytestmark = pytest.mark.skipif(
     not airflow.__version__.startswith("3."), reason="the deployment test runs the Airflow 3 components"
 )
 
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DEADLINE = 300.0
 #: Random per run, with characters URL-encoding changes ("/", "+", "="): found only if leaked.
 CANARY_KEY = f"sk-canary-{secrets.token_hex(10)}/{secrets.token_hex(4)}+="
 CANARY_SFTP_PASSWORD = f"SftpCanary{secrets.token_hex(8)}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(what: str, check: Callable[[], Any], procs: dict[str, subprocess.Popen], timeout: float) -> Any:
-    """Poll ``check()`` (DB or HTTP state) until it is truthy; fail fast if a component dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}")
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)  # polling external state, not a guessed duration
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -76,12 +60,10 @@ def deployment(tmp_path: Path, memories_emulator_process: Any, sshd: Any) -> Ite
     emu.control.configure(rate_limits={"upload": (1, 1.0), "upload_url": (1, 1.0)})
     home = tmp_path / "airflow-home"
     home.mkdir()
-    # The example DAGs and the canary DAG (linked: the examples find the project through __file__).
+    # The example DAGs and the canary DAG.
     dags = tmp_path / "dags"
-    dags.mkdir()
     canary_dag = Path(__file__).parent / "dags" / "memories_canary_sftp.py"
-    for dag_file in [*(REPO / "dags").glob("*.py"), canary_dag]:
-        (dags / dag_file.name).symlink_to(dag_file)
+    link_dags(dags, [*sorted((REPO / "dags").glob("*.py")), canary_dag])
     sftp_conn = {
         "conn_type": "ssh",
         "host": "127.0.0.1",
@@ -90,7 +72,7 @@ def deployment(tmp_path: Path, memories_emulator_process: Any, sshd: Any) -> Ite
         "password": CANARY_SFTP_PASSWORD,  # the key file authenticates (sshd takes no passwords)
         "extra": {"key_file": sshd.key_file, "no_host_key_check": True},
     }
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
     env.update(
         {
@@ -114,75 +96,28 @@ def deployment(tmp_path: Path, memories_emulator_process: Any, sshd: Any) -> Ite
             "MEMORIES_POLL_INTERVAL": "1",
         }
     )
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
-    subprocess.run(
-        [AIRFLOW, "pools", "set", "memories_uploads", "1", "memories.ai uploads", "--include-deferred"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    procs: dict[str, subprocess.Popen] = {}
-    logs = tmp_path / "logs"
-    logs.mkdir()
+    run_airflow(env, "db", "migrate")
+    run_airflow(env, "pools", "set", "memories_uploads", "1", "memories.ai uploads", "--include-deferred")
+    components = Components(env, tmp_path / "logs")
+    db = MetadataDB(f"sqlite:///{home}/airflow.db")
     try:
-        for name, args in (
-            ("api-server", ["api-server", "--port", str(port), "--host", "127.0.0.1"]),
-            ("dag-processor", ["dag-processor"]),
-            ("scheduler", ["scheduler"]),
-            ("triggerer", ["triggerer"]),
-        ):
-            with open(logs / f"{name}.log", "wb") as out:
-                procs[name] = subprocess.Popen(
-                    [AIRFLOW, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                )
-        yield {"env": env, "home": home, "emu": emu, "procs": procs, "logs": logs, "port": port, "sshd": sshd}
+        components.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
+        components.start("dag-processor", "dag-processor")
+        components.start("scheduler", "scheduler")
+        components.start("triggerer", "triggerer")
+        yield {
+            "env": env,
+            "home": home,
+            "emu": emu,
+            "procs": components.procs,
+            "db": db,
+            "logs": components.logs,
+            "port": port,
+            "sshd": sshd,
+        }
     finally:
-        _stop_all(procs)
-
-
-def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    """Stop every component and everything it started: Airflow 3 puts task runners and the
-    trigger runner in process groups of their own, so killing the components' groups is not enough."""
-    tree: list[psutil.Process] = []
-    for proc in procs.values():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(proc.pid)
-            tree += [parent, *parent.children(recursive=True)]
-    for proc in procs.values():
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-    for member in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    for proc in procs.values():
-        proc.wait(timeout=10)
-    assert not alive, f"processes survived the teardown: {alive}"
-
-
-def _query(home: Path, sql: str, *args: Any) -> list[tuple]:
-    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
-        return db.execute(sql, args).fetchall()
-
-
-def _trigger(env: dict[str, str], dag_id: str, conf: dict[str, Any]) -> None:
-    subprocess.run(
-        [AIRFLOW, "dags", "trigger", dag_id, "--conf", json.dumps(conf)],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        db.close()
+        components.stop()
 
 
 def _inject_echoed_faults(emu: Any) -> None:
@@ -199,6 +134,7 @@ def _inject_echoed_faults(emu: Any) -> None:
 
 def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, Any], tmp_path: Path) -> None:
     env, home, emu, procs = deployment["env"], deployment["home"], deployment["emu"], deployment["procs"]
+    db = deployment["db"]
     sshd = deployment["sshd"]
     single = tmp_path / "single" / "clip.mp4"
     single.parent.mkdir()
@@ -215,43 +151,50 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
 
     wanted = {"memories_video_pipeline", "memories_backfill"}
     every_dag = {*wanted, "memories_canary_sftp"}
-    _wait_for(
+    wait_for(
         "the dag processor to serialize the example DAGs",
-        lambda: every_dag <= {r[0] for r in _query(home, "select dag_id from serialized_dag")},
+        lambda: every_dag <= {r[0] for r in db.query("select dag_id from serialized_dag")},
         procs,
         DEADLINE,
     )
     _inject_echoed_faults(emu)
-    _trigger(env, "memories_video_pipeline", {"source": str(single), "destination": f"{single_out}/"})
-    _trigger(
+    trigger(env, "memories_video_pipeline", {"source": str(single), "destination": f"{single_out}/"})
+    trigger(
         env,
         "memories_backfill",
         {"source_prefix": f"{backfill_in}/", "destination_prefix": f"{backfill_out}/"},
     )
-    _trigger(
+    trigger(
         env, "memories_canary_sftp", {"asset_id": canary_asset["asset_id"], "folder": f"{canary_folder}/"}
     )
 
     def deferred() -> set[str] | None:
-        rows = _query(
-            home, "select dag_id from task_instance where task_id = 'wait_for_parse' and state = 'deferred'"
+        rows = db.query(
+            "select dag_id from task_instance where task_id = 'wait_for_parse' and state = 'deferred'"
         )
         return wanted if {r[0] for r in rows} == wanted else None
 
     # Both sensors are waiting in the triggerer (state "deferred", no worker slot) ...
-    _wait_for("both sensors to defer", deferred, procs, DEADLINE)
+    wait_for("both sensors to defer", deferred, procs, DEADLINE)
+    scheduler_log = deployment["logs"] / "scheduler.log"
+
+    def deferrals_noted() -> bool:
+        noted = defer_exits_processed(scheduler_log.read_text(errors="replace"))
+        return wanted <= {dag for dag, task, _, _ in noted if task == "wait_for_parse"}
+
+    wait_for("the scheduler to take note of both deferrals", deferrals_noted, procs, DEADLINE)
     assert len(emu.control.videos()) == 1 + len(sources)
     # ... until memories.ai finishes indexing.
     for video in emu.control.videos():
         emu.control.set_status(video["video_no"], "PARSE")
 
     def finished() -> list[tuple] | None:
-        runs = _query(home, "select dag_id, state from dag_run")
+        runs = db.query("select dag_id, state from dag_run")
         done = [r for r in runs if r[1] in ("success", "failed")]
         return runs if len(done) == 3 else None
 
-    runs = _wait_for("the three DAG runs to finish", finished, procs, DEADLINE)
-    states = _query(home, "select dag_id, task_id, map_index, state, try_number from task_instance")
+    runs = wait_for("the three DAG runs to finish", finished, procs, DEADLINE)
+    states = db.query("select dag_id, task_id, map_index, state, try_number from task_instance")
     assert sorted(runs) == [
         ("memories_backfill", "success"),
         ("memories_canary_sftp", "success"),
@@ -260,11 +203,12 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
 
     # Into a folder, the pipeline's file is named after its video: <video_no>.clip.mp4.
     (single_video,) = [v["video_no"] for v in emu.control.videos() if v["filename"] == "clip.mp4"]
-    assert _sha(single_out / f"{single_video}.clip.mp4") == _sha(single)
+    assert sha256_of(single_out / f"{single_video}.clip.mp4") == sha256_of(single)
     for name, data in sources.items():
-        assert _sha(backfill_out / name) == hashlib.sha256(data).hexdigest()
+        assert sha256_of(backfill_out / name) == hashlib.sha256(data).hexdigest()
     for sub in ("conn", "uri"):  # folders too: <asset_id>.canary.mp4
-        assert _sha(canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4") == canary_asset["sha256"]
+        canary_file = canary_folder / sub / f"{canary_asset['asset_id']}.canary.mp4"
+        assert sha256_of(canary_file) == canary_asset["sha256"]
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]
@@ -282,7 +226,7 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
 
 
 def _assert_the_canaries_never_left_the_processes(deployment: dict[str, Any], states: list[tuple]) -> None:
-    home, emu, logs = deployment["home"], deployment["emu"], deployment["logs"]
+    home, emu, logs, db = deployment["home"], deployment["emu"], deployment["logs"], deployment["db"]
     # Every injected fault was served, echoing the key: the run met what it was meant to meet.
     assert emu.control.pending_faults() == {}
     served = [r.get("fault") for r in emu.control.request_log()]
@@ -294,7 +238,7 @@ def _assert_the_canaries_never_left_the_processes(deployment: dict[str, Any], st
     # The providers' own text shows where the secrets were, masked (not merely absent).
     text = "\n".join(p.read_text(errors="replace") for p in _files(home, logs) if p.suffix == ".log")
     assert "Authorization: ***" in text
-    xcoms = " ".join(str(r) for r in _query(home, "select value from xcom where task_id = 'to_sftp_uri'"))
+    xcoms = " ".join(str(r) for r in db.query("select value from xcom where task_id = 'to_sftp_uri'"))
     assert f"sftp://{deployment['sshd'].user}:***@127.0.0.1" in xcoms
 
     needles = {piece for secret in (CANARY_KEY, CANARY_SFTP_PASSWORD) for piece in pieces(secret)}

@@ -194,6 +194,30 @@ def test_slow_body_stalls_mid_body(api, memories_emulator, asset):
     assert time.monotonic() - t0 >= 0.5
 
 
+def test_a_stall_shows_in_the_request_log_and_ends_when_the_client_goes(api, memories_emulator, asset):
+    """What lets a test act "mid-body" from the emulator's state: ``stalled_at`` once the first
+    part is out, and a stall that ends as soon as its client has gone (not after ``delay``)."""
+    _, a = asset
+    memories_emulator.control.inject_fault("download", "slow_body", delay=120.0)
+    url = f"{api.emu.v1_url}/download?bucket={a['bucket']}&blob={a['blob']}"
+    control = memories_emulator.control
+    with api.s.get(url, stream=True, timeout=10) as resp:
+        next(resp.iter_content(1024))
+        deadline = time.monotonic() + 30
+        while "stalled_at" not in control.request_log("download")[-1]:
+            assert time.monotonic() < deadline, control.request_log("download")
+            time.sleep(0.02)  # polling the emulator's state
+        entry = control.request_log("download")[-1]
+        assert 0 < entry["stalled_at"] < int(resp.headers["Content-Length"])
+        assert "stall_ended" not in entry
+    # Leaving the block closed the half-read response and its connection.
+    deadline = time.monotonic() + 30
+    while "stall_ended" not in control.request_log("download")[-1]:
+        assert time.monotonic() < deadline, "the stall outlived its client"
+        time.sleep(0.02)  # polling the emulator's state
+    assert control.request_log("download")[-1]["stall_ended"] == "client gone"
+
+
 def test_json_error_instead_of_the_file(api, memories_emulator, asset):
     _, a = asset
     memories_emulator.control.inject_fault("v2_download", "json_error", code="0001", msg="video not found")
