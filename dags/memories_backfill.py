@@ -137,6 +137,9 @@ with DAG(
         deferrable=True,
         poke_interval=POLL_INTERVAL,
         timeout=6 * 60 * 60,
+        # Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has seen the
+        # worker leave (apache/airflow#72716); a retry just waits again, at no cost.
+        retries=2,
     )
 
     downloads = MemoriesDownloadOperator.partial(task_id="download", retries=2).expand_kwargs(

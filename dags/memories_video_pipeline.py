@@ -97,6 +97,9 @@ with DAG(
         deferrable=True,
         poke_interval=POLL_INTERVAL,
         timeout=60 * 60,
+        # Airflow 3.3 can fail a deferred task whose trigger fires before the scheduler has seen the
+        # worker leave (apache/airflow#72716); a retry just waits again, at no cost.
+        retries=2,
     )
 
     # Streamed and atomic: the destination never holds a partial file.
