@@ -215,10 +215,13 @@ class DownloadResponse:
                             break
                     filled += count
                     received += count
-                    # Checked as bytes arrive: nothing past the expected end is handed on.
-                    error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
-                    if error is not None and expected is not None and received > expected:
-                        raise error
+                    if expected is not None and received > expected:
+                        # Checked as bytes arrive: nothing past the expected end is handed on.
+                        too_long = protocol.body_size_error(
+                            received, expected, status=status, endpoint=endpoint
+                        )
+                        if too_long is not None:
+                            raise too_long
                 if filled:
                     yield view[:filled]
                 elif give_back is not None:

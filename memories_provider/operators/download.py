@@ -29,6 +29,7 @@ from memories_provider.operators._download_source import (
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
+    SFTP_SCHEMES,
     DestinationTaken,
     atomic_writer,
     basename_of,
@@ -376,9 +377,10 @@ class MemoriesDownloadOperator(BaseOperator):
         ring = BufferRing(depth + 2, _CHUNK_SIZE)
         try:
             with writer as out, contextlib.ExitStack() as stack:
-                # Other writers (smart-open's, paramiko's) may keep what they are given: a copy.
+                # Ours and smart-open's object-store writers copy what they are given before
+                # returning; paramiko's SFTP file wants bytes.
                 write: Callable[[Chunk], object] = out.write
-                if not local:
+                if scheme_of(uri) in SFTP_SCHEMES:
                     write = lambda view: out.write(bytes(view))  # noqa: E731
                 background = stack.enter_context(BackgroundWriter(write, depth=depth, release=ring.give_back))
                 try:

@@ -41,6 +41,11 @@ class BufferRing:
         """A free buffer, whole (waits for one to be given back)."""
         return memoryview(self._free.get())
 
+    @property
+    def free(self) -> int:
+        """How many buffers are free now."""
+        return self._free.qsize()
+
     def give_back(self, view: memoryview) -> None:
         """Return the buffer ``view`` (or any slice of it) looks into."""
         buffer = view.obj

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.uris import redact_uri, scheme_of
 from memories_provider.storage.write_behind import open_write_behind
@@ -323,6 +324,8 @@ def atomic_writer(
     else:
         if provenance is not None:
             params = _with_metadata(scheme, params, provenance.to_metadata())
+        if scheme.startswith("s3") and "writebuffer" not in params:
+            params = {**params, "writebuffer": PartBuffer()}  # one part's memory, reused for every part
         if not replace and scheme.startswith("s3"):
             with _s3_no_clobber(uri, params) as fh:
                 yield fh
