@@ -36,7 +36,7 @@ S3_PART = 16 * MIB
 SIZES = {"256 MiB": 256 * MIB, "1 GiB": GIB, "3 GiB": 3 * GIB}
 SMOKE_SIZES = {"1 MiB": MIB}
 #: The parts of the bench ``--only`` can pick.
-PARTS = ("download", "upload", "s3", "status", "ha")
+PARTS = ("download", "upload", "s3", "status", "ha", "export")
 
 
 # ------------------------------------------------------------------ helpers
@@ -68,7 +68,11 @@ def child(script: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, A
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {args.get('kind', args.get('mode'))} failed:\n{proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    # The result is the last JSON line: Airflow 2.11 may log to stdout after it (at exit).
+    results = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not results:
+        raise RuntimeError(f"{script} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return dict(json.loads(results[-1]))
 
 
 def parse_size(text: str) -> tuple[str, int]:
@@ -211,6 +215,7 @@ class Bench:
         self.memory: list[dict[str, Any]] = []
         self.cpu_rows: list[dict[str, Any]] = []
         self.ha_rows: list[dict[str, Any]] = []
+        self.export_rows: list[dict[str, Any]] = []
         self.env = dict(os.environ)
         self.env["AIRFLOW_CONN_MEMORIES_DEFAULT"] = emu.conn_uri
         self.env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
@@ -699,6 +704,62 @@ class Bench:
             f"the parse, minimum {minimum:.1f} s ({row['ratio']:.2f}x) -> {'ok' if row['ok'] else 'MISSED'}"
         )
 
+    def export(self, n: int, segments: int) -> None:
+        """Export the captions and transcripts of N parsed videos, ``segments`` of each per video.
+
+        Emulator rate limits off: the row measures our side (rows/s, CPU, memory), not the
+        service's 5 requests/s (2 N requests). Goal: memory flat, ≤ 64 MiB above the pre-export RSS.
+        """
+        import requests
+
+        session = requests.Session()
+        self.emu.control.configure(rate_limits=False, index_segments=segments)
+        video_nos: list[str] = []
+        for i in range(n):
+            body = session.post(
+                f"{self.emu.v1_url}/upload",
+                headers={"Authorization": self.emu.api_key},
+                files={"file": (f"export-{i}.mp4", b"\x00\x00\x00\x18ftypmp42", "video/mp4")},
+                timeout=30,
+            ).json()
+            video_nos.append(str(body["data"]["videoNo"]))
+        self.emu.control.set_statuses(video_nos, "PARSE")
+        for file_format in ("jsonl", "parquet"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                if file_format == "parquet":
+                    continue
+            target = self.out / f"export.{file_format}"
+            result = child(
+                "_export.py",
+                {
+                    "video_nos": video_nos,
+                    "destination": str(target),
+                    "warm_destination": str(self.out / f"export-warm.{file_format}"),
+                    "format": file_format,
+                },
+                self.env,
+            )
+            growth = result["peak"] - result["rss_before"]
+            row = {
+                "n": n,
+                "segments": segments,
+                "format": file_format,
+                **result,
+                "rows_per_s": result["rows"] / result["seconds"],
+                "growth": growth,
+                "ok": growth <= 64 * MIB and result["rows"] == 2 * n * segments,
+            }
+            self.export_rows.append(row)
+            target.unlink(missing_ok=True)
+            log(
+                f"export {n} videos x {segments} segments x 2 kinds ({file_format}): {result['rows']} rows, "
+                f"{row['rows_per_s']:.0f} rows/s, {result['cpu']:.1f} CPU-s, peak +{growth / MIB:.1f} MiB "
+                f"-> {'ok' if row['ok'] else 'MISSED'}"
+            )
+        self.emu.control.configure(rate_limits=True)
+
     def _codes(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
         log_ = [r for r in self.emu.control.request_log() if r["endpoint"] in ("list_videos", "get_metadata")]
         start = since["n"] if since else 0
@@ -860,6 +921,24 @@ def write_report(
             f"| {h['seconds']:.1f} s | {h['minimum']:.1f} s | {h['ratio']:.2f}x "
             f"| {'✅' if h['ok'] else '❌'} |"
         )
+    if bench.export_rows:
+        lines += [
+            "",
+            "## Export of index outputs",
+            "",
+            "`MemoriesExportOperator` writing the captions and transcripts of N parsed videos to a local",
+            "file (emulator rate limits off: our side, not the service's 5 requests/s). Memory: the",
+            "exporting process's peak above its RSS after a one-video warm-up export. Goal: ≤ 64 MiB.",
+            "",
+            "| videos | segments per kind | format | rows | rows/s | CPU s | file | peak growth | met |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for e in bench.export_rows:
+            lines.append(
+                f"| {e['n']} | {e['segments']} | {e['format']} | {e['rows']} | {e['rows_per_s']:.0f} "
+                f"| {e['cpu']:.1f} | {e['bytes'] / MIB:.1f} MiB | {e['growth'] / MIB:.1f} MiB "
+                f"| {'✅' if e['ok'] else '❌'} |"
+            )
     if chart is not None:
         lines += ["", f"![throughput and peak memory]({chart.name})"]
     out_md.write_text("\n".join(lines) + "\n")
@@ -1004,6 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
         if "ha" in parts:
             log(f"HA triggerers, K={ha_k} N={ha_n}")
             bench.ha_triggerers(ha_k, ha_n)
+        if "export" in parts:
+            export_n = 20 if args.smoke else 1000
+            log(f"export of index outputs, {export_n} videos")
+            bench.export(export_n, 5 if args.smoke else 50)
     chart = draw_chart(bench, results.with_name("results.png"))
     write_report(bench, results, chart, info, time.monotonic() - started)
     log(f"wrote {results}")
