@@ -363,11 +363,12 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     control.inject_fault("upload", "accept_then_drop")
     control.inject_fault("download", "slow_body", delay=600.0)
     pipeline_runs: dict[str, str] = {}
+    exports = tmp_path / "exports"  # not the checkout's demo-output/
 
     def run_pipeline(key: str) -> None:
         source = str(pipelines[key][0])
         destination = f"{pipeline_out[key]}/"
-        conf = {"source": source, "destination": destination}
+        conf = {"source": source, "destination": destination, "export_folder": f"{exports}/{key}/"}
         pipeline_runs[key] = cluster.api.trigger("memories_video_pipeline", conf)
 
     run_pipeline("first")
@@ -437,7 +438,12 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     sources = _backfill_sources(backfill_in)
     control.inject_fault("upload", "code_0429", count=4, retry_after=2.0)
     backfill_run = cluster.api.trigger(
-        "memories_backfill", {"source_prefix": f"{backfill_in}/", "destination_prefix": f"{backfill_out}/"}
+        "memories_backfill",
+        {
+            "source_prefix": f"{backfill_in}/",
+            "destination_prefix": f"{backfill_out}/",
+            "export_prefix": f"{exports}/backfill/",
+        },
     )
     backfill_on = wait_for(
         "the backfill's wait to run in a triggerer",
@@ -479,7 +485,18 @@ def test_the_dags_on_celery_with_two_workers_and_two_triggerers(cluster: Cluster
     task_instances = _task_instances(cluster)
     assert sorted(states) == sorted((run, "success") for run in runs), task_instances
     assert {ti[4] for ti in task_instances} == {"success"}, task_instances
-    assert len(task_instances) == 3 * 2 + 3 + 2 * BACKFILL_VIDEOS
+    # Two pipelines (upload, wait, download, export) and the backfill (list, wait, targets, export,
+    # and an upload and a download per video).
+    assert len(task_instances) == 4 * 2 + 4 + 2 * BACKFILL_VIDEOS
+    # What the indexing learnt, exported: each pipeline's video, and every video of the backfill.
+    for key in pipelines:
+        (export_file,) = (exports / key).glob("*.jsonl")
+        assert {json.loads(line)["video_no"] for line in export_file.read_text().splitlines()} == {
+            export_file.stem
+        }
+    (backfill_index,) = (exports / "backfill").glob("*.jsonl")
+    exported = {json.loads(line)["video_no"] for line in backfill_index.read_text().splitlines()}
+    assert len(exported) >= BACKFILL_VIDEOS
     tries = {(run, task, map_index): n for _, run, task, map_index, _, n in task_instances}
     assert tries[(pipeline_runs["first"], "upload", -1)] == 2  # the lost answer cost a retry ...
 

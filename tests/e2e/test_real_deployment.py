@@ -158,11 +158,20 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
         DEADLINE,
     )
     _inject_echoed_faults(emu)
-    trigger(env, "memories_video_pipeline", {"source": str(single), "destination": f"{single_out}/"})
+    exports = tmp_path / "exports"  # not the checkout's demo-output/
+    trigger(
+        env,
+        "memories_video_pipeline",
+        {"source": str(single), "destination": f"{single_out}/", "export_folder": f"{exports}/pipeline/"},
+    )
     trigger(
         env,
         "memories_backfill",
-        {"source_prefix": f"{backfill_in}/", "destination_prefix": f"{backfill_out}/"},
+        {
+            "source_prefix": f"{backfill_in}/",
+            "destination_prefix": f"{backfill_out}/",
+            "export_prefix": f"{exports}/backfill/",
+        },
     )
     trigger(
         env, "memories_canary_sftp", {"asset_id": canary_asset["asset_id"], "folder": f"{canary_folder}/"}
