@@ -37,8 +37,8 @@ from memories_provider.operators._upload_args import (
 )
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
-from memories_provider.storage.credentials import scheme_family
-from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
+from memories_provider.storage.files import StorageFile, open_storage_file, stat_storage_file
+from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import VideoStatusEvent
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _bytes(size: int | None) -> str:
 class _Plan:
     """A validated upload: what to send and how to recognise it on a retry."""
 
-    source: SourceInfo
+    source: StorageFile
     via_url: bool
     metadata: UploadMetadata
     tag: str | None
@@ -273,7 +273,9 @@ class MemoriesUploadOperator(BaseOperator):
                 "`source_conn_id`/`transport_params` cannot be used when the service fetches an http(s) "
                 "`source` itself (it fetches unauthenticated); set stream_http=True to stream it through"
             )
-        info = stat_source(source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params)
+        info = stat_storage_file(
+            source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params
+        )
         video_content_type(info.name, param="source")
         shown = redact_uri(source_uri)
         check_size(info.size, shown)
@@ -609,7 +611,7 @@ class MemoriesUploadOperator(BaseOperator):
                 progress.update(done)
 
             self.log.info("Uploading %s (%s bytes)", shown, size)
-            with open_source(
+            with open_storage_file(
                 plan.source.uri, conn_id=self.source_conn_id, transport_params=self.transport_params
             ) as fh:
                 result = client.upload_video(

@@ -94,7 +94,9 @@ def test_with_tag_keeps_room_for_the_callers_tag():
     assert UploadMetadata(tags=["a"]).with_tag("mine", why=why).tags == ("a", "mine")
     nineteen = UploadMetadata(tags=[f"t{i}" for i in range(19)])
     assert len(nineteen.with_tag("mine", why=why).tags) == 20
-    with pytest.raises(ValueError, match=r"^`tags` may hold at most 19 tags \(one of the 20 is ours\), got 20"):
+    with pytest.raises(
+        ValueError, match=r"^`tags` may hold at most 19 tags \(one of the 20 is ours\), got 20"
+    ):
         UploadMetadata(tags=[f"t{i}" for i in range(20)]).with_tag("mine", why=why)
 
 
