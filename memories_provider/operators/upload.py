@@ -263,16 +263,16 @@ class MemoriesUploadOperator(BaseOperator):
 
     def _plan(self, context: Context) -> _Plan:
         source_uri = str(self.source).strip()
-        tag = self._tag(context)
         metadata = UploadMetadata(**{name: getattr(self, name) for name in UploadMetadata.field_names()})
-        if tag is not None:
-            metadata = metadata.with_tag(tag, why=IDEMPOTENCY_TAG_WHY)
         via_url = scheme_family(source_uri) == "http" and not self.stream_http
         if via_url and (self.source_conn_id or self.transport_params):
             raise ValueError(
                 "`source_conn_id`/`transport_params` cannot be used when the service fetches an http(s) "
                 "`source` itself (it fetches unauthenticated); set stream_http=True to stream it through"
             )
+        tag = self._tag(context)  # once the scheme is known good; before the storage is asked
+        if tag is not None:
+            metadata = metadata.with_tag(tag, why=IDEMPOTENCY_TAG_WHY)
         info = stat_storage_file(
             source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params
         )
