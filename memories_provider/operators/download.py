@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from memories_provider.client import MemoriesConnectionError
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
 from memories_provider.operators._download_source import (
     DownloadSource,
     ServiceFacts,
@@ -40,7 +41,6 @@ from memories_provider.storage.destinations import (
     is_folder,
     join_folder,
     resolve_transport,
-    scheme_of,
 )
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import sha256_of, survey
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
     from memories_provider.storage.destinations import ResolvedTransport
 
-__all__ = ["MemoriesDownloadOperator", "lineage_dataset", "namespace_of", "select_source"]
+__all__ = ["MemoriesDownloadOperator", "select_source"]
 
 _CHUNK_SIZE = 1024 * 1024
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
@@ -470,7 +470,7 @@ class MemoriesDownloadOperator(BaseOperator):
         inputs = []
         if source is not None:
             name = {
-                "video": f"video/{self._lineage_unique_id}/{source.video_no}",
+                "video": video_dataset_name(self._lineage_unique_id, str(source.video_no)),
                 "asset": f"asset/{source.asset_id}",
                 "blob": f"blob/{source.bucket}/{source.blob}",
             }[source.kind]
@@ -481,29 +481,3 @@ class MemoriesDownloadOperator(BaseOperator):
             namespace, name = lineage_dataset(uri)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(inputs=inputs, outputs=outputs)
-
-
-def namespace_of(hook: MemoriesHook) -> str:
-    """OpenLineage namespace for the service: ``memories://<host[:port]>``."""
-    from urllib.parse import urlsplit
-
-    try:
-        netloc = urlsplit(hook.config.base_url).netloc
-    except Exception:  # lineage must never break the task
-        return "memories"
-    return f"memories://{netloc}" if netloc else "memories"
-
-
-def lineage_dataset(uri: str) -> tuple[str, str]:
-    """(namespace, name) of a destination, per the OpenLineage dataset naming conventions."""
-    from urllib.parse import urlsplit
-
-    canonical = canonical_uri(uri)
-    scheme = scheme_of(canonical)
-    parts = urlsplit(canonical)
-    if scheme == "file":
-        return "file", parts.path
-    if scheme in ("sftp", "ssh", "scp"):
-        host = parts.hostname or ""
-        return f"{scheme}://{host}:{parts.port or 22}", parts.path
-    return f"{scheme}://{parts.netloc.rsplit('@', 1)[-1]}", parts.path.lstrip("/")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
@@ -705,21 +704,16 @@ class MemoriesUploadOperator(BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
         from openlineage.client.event_v2 import Dataset
 
-        from memories_provider.operators.download import lineage_dataset, namespace_of
+        from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
 
-        source = str(self.source)
-        if scheme_family(source) == "http":
-            parts = urlsplit(source)  # credentials and presigned tokens stay out of lineage
-            namespace, name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", parts.path
-        else:
-            namespace, name = lineage_dataset(source)
+        namespace, name = lineage_dataset(str(self.source))
         inputs = [Dataset(namespace=namespace, name=name)]
         outputs = []
         video_no = task_instance.xcom_pull(task_ids=task_instance.task_id, key="return_value")
         if video_no:
             hook = self.hook
             scope = self.unique_id or hook.config.unique_id
-            outputs.append(Dataset(namespace=namespace_of(hook), name=f"video/{scope}/{video_no}"))
+            outputs.append(Dataset(namespace=namespace_of(hook), name=video_dataset_name(scope, video_no)))
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
