@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from memories_provider.client import protocol
-from memories_provider.client._source import open_upload_source
+from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -358,7 +358,7 @@ class AsyncMemoriesClient:
         form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
         # Opening a path is a quick local syscall; reads happen in the executor below.
-        with open_upload_source(file, filename=filename, size=size) as source:
+        with open_upload_stream(file, filename=filename, size=size) as source:
             detected = protocol.video_content_type(source.filename)
             body = MultipartBody(
                 form,

@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import protocol
-from memories_provider.client._source import open_upload_source
+from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -406,7 +406,7 @@ class MemoriesClient:
         """
         form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
-        with open_upload_source(file, filename=filename, size=size) as source:
+        with open_upload_stream(file, filename=filename, size=size) as source:
             detected = protocol.video_content_type(source.filename)
             body = MultipartBody(
                 form,
