@@ -398,11 +398,9 @@ class MemoriesClient:
         :param content_type: override the part's Content-Type (must start with ``video/``).
         :param metadata: what to tell the service about the video (an :class:`UploadMetadata`).
         :param progress: called with the number of file bytes sent so far.
-        :param fields: any of :class:`UploadMetadata`'s fields as keywords (``tags=[...]``,
-            ``unique_id=...``), applied over ``metadata``.
+        :param fields: :class:`UploadMetadata` fields as keywords (``tags=[...]``), over ``metadata``.
         :raises MemoriesInvalidArgumentError: (a ``ValueError``) when a field or the file name
-            breaks a documented rule, before anything is sent.
-        :raises TypeError: for a keyword that is not a metadata field.
+            breaks a documented rule, before anything is sent; ``TypeError`` for an unknown keyword.
         """
         form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
