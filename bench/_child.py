@@ -1,13 +1,15 @@
-"""One measured transfer, in its own process: prints JSON with seconds, bytes and RSS figures.
+"""One measured transfer, in its own process: prints JSON with seconds, CPU, bytes and RSS figures.
 
 ``python bench/_child.py '<json args>'``. Everything heavy is imported, and a tiny warm-up
 transfer done, before the RSS baseline is read; the peak is the process's VmHWM (not
-``ru_maxrss``, which survives fork+exec and would include the parent's peak).
+``ru_maxrss``, which survives fork+exec and would include the parent's peak). CPU seconds (user,
+system: all threads, and any command the transfer ran) count the measured transfer only.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -115,10 +117,31 @@ def main() -> None:
     run = funcs[kind]
     run(args["warm"])
     base = vm_kib("VmRSS") * 1024
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     start = time.perf_counter()
     run(args["target"])
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rss_before": base, "peak": vm_kib("VmHWM") * 1024}))
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+
+    def spent(field: str) -> float:
+        return float(sum(getattr(a, field) - getattr(b, field) for a, b in zip(after, before, strict=True)))
+
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "user": spent("ru_utime"),
+                "sys": spent("ru_stime"),
+                # Diagnostics: page faults, context switches (waits, preemptions), blocks written.
+                "minflt": spent("ru_minflt"),
+                "nvcsw": spent("ru_nvcsw"),
+                "nivcsw": spent("ru_nivcsw"),
+                "oublock": spent("ru_oublock"),
+                "rss_before": base,
+                "peak": vm_kib("VmHWM") * 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

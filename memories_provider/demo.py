@@ -104,7 +104,9 @@ def main() -> int:
     started = time.monotonic()
     sample = out / "sample.mp4"
     write_sample_video(sample)
-    destination = out / "downloads" / time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    destination = out / "downloads" / stamp
+    exports = out / "exports" / stamp
     _prepare_airflow(out / "airflow-home", dags)
 
     from memories_provider.emulator.process import emulator_process
@@ -115,16 +117,25 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_MEMORIES_DEFAULT"] = emu.conn_uri
         print(f"  emulator at {emu.url} (pid {emu.pid}); indexing takes 3 s", flush=True)
         print(
-            "• running memories_video_pipeline: upload → wait for PARSE (deferred) → download ...", flush=True
+            "• running memories_video_pipeline: upload → wait for PARSE (deferred) → download → export ...",
+            flush=True,
         )
         dag = _load_dag(dags, "memories_video_pipeline")
-        run = dag_test(dag, run_conf={"source": str(sample), "destination": f"{destination}/"})
+        run = dag_test(
+            dag,
+            run_conf={
+                "source": str(sample),
+                "destination": f"{destination}/",
+                "export_folder": f"{exports}/",
+            },
+        )
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
         states = {task_id: str(ti.state) for task_id, ti in tis.items()}
         if str(run.state) != "success":
             print(f"\n✗ the pipeline failed: {states}", file=sys.stderr)
             return 1
         result = tis["download"].xcom_pull(task_ids="download")
+        exported = tis["export"].xcom_pull(task_ids="export")
         video_no = tis["upload"].xcom_pull(task_ids="upload")
         status = next((v["status"] for v in emu.control.videos() if v["video_no"] == video_no), "?")
         uploads = emu.control.count("upload")
@@ -140,8 +151,9 @@ def main() -> int:
         f"  destination    {downloaded}\n"
         f"  bytes          {result['bytes']}\n"
         f"  sha256         {result['sha256']} ({'matches' if same else 'DIFFERS FROM'} the source)\n"
+        f"  index outputs  {exported['rows']} rows (captions, transcript) in {exported['uri']}\n"
         f"  time taken     {time.monotonic() - started:.1f} s\n"
-        f"\nThe downloaded file is at: {downloaded}"
+        f"\nThe downloaded file is at: {downloaded}\nWhat memories.ai learnt from it is at: {exported['uri']}"
     )
     return 0 if same else 1
 

@@ -153,13 +153,33 @@ class DownloadResponse:
     def iter_chunks(
         self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
     ) -> Iterator[bytes]:
-        """Yield the body in chunks of up to ``chunk_size`` bytes.
+        """Yield the body in chunks of up to ``chunk_size`` bytes (each a new ``bytes``).
 
+        The checks and errors of :meth:`iter_into`, which moves the body without a copy.
+        """
+        for view in self.iter_into(lambda: memoryview(bytearray(chunk_size)), expected_size=expected_size):
+            yield view.tobytes()
+
+    def iter_into(
+        self,
+        take: Callable[[], memoryview],
+        give_back: Callable[[memoryview], object] | None = None,
+        *,
+        expected_size: int | None = None,
+    ) -> Iterator[memoryview]:
+        """Fill the caller's buffers with the body; yield the filled part of each.
+
+        Every buffer but the last is filled whole. The bytes go from the socket straight into the
+        buffer (no allocation, no copy) when the body is plain, with a ``Content-Length``.
+
+        :param take: returns an empty buffer (called once per buffer, e.g. ``BufferRing.take``);
+            the caller owns each yielded view and may reuse its buffer once done with it.
+        :param give_back: called with a taken buffer the body did not need (it ended first).
         :param expected_size: the size the service reports for the file (``get_metadata``), if
             known: checked against ``Content-Length``, and the only measure of a body that has none.
         :raises MemoriesIncompleteBodyError: when the body ends short of the expected size or the
             connection drops or times out mid-body (the message counts the bytes really received).
-        :raises MemoriesResponseError: before the first chunk, when ``Content-Length`` and
+        :raises MemoriesResponseError: before the first byte, when ``Content-Length`` and
             ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut
             could not be noticed); after it, when the body runs past the expected size.
         """
@@ -171,37 +191,41 @@ class DownloadResponse:
             endpoint=self.endpoint,
         )
         received = 0
-        raw = self._response.raw
         done = self._complete
+        pending = memoryview(self._prefix)
+        self._prefix = b""
         status, endpoint = self.status_code, self.endpoint
-
-        def too_long(size: int) -> None:
-            # Checked as bytes arrive: nothing past the expected end is handed on.
-            error = protocol.body_size_error(size, expected, status=status, endpoint=endpoint)
-            if error is not None and expected is not None and size > expected:
-                raise error
+        read = self._body_reader()
 
         try:
-            if self._prefix:
-                received = len(self._prefix)
-                too_long(received)
-                yield self._prefix
-                self._prefix = b""
-            while not done:
-                pieces: list[bytes] = []
-                size = 0
-                while size < chunk_size:
-                    # read1: whatever has arrived, so the count stays exact if the connection drops.
-                    piece = raw.read1(chunk_size - size, decode_content=True)
-                    if not piece:
-                        done = True
+            while pending or not done:
+                view = take()
+                filled = 0
+                while filled < len(view):
+                    if pending:
+                        count = min(len(pending), len(view) - filled)
+                        view[filled : filled + count] = pending[:count]
+                        pending = pending[count:]
+                    elif done:
                         break
-                    pieces.append(piece)
-                    size += len(piece)
-                    received += len(piece)
-                    too_long(received)
-                if pieces:
-                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    else:
+                        count = read(view[filled:])
+                        if not count:
+                            done = True
+                            break
+                    filled += count
+                    received += count
+                    if expected is not None and received > expected:
+                        # Checked as bytes arrive: nothing past the expected end is handed on.
+                        too_long = protocol.body_size_error(
+                            received, expected, status=status, endpoint=endpoint
+                        )
+                        if too_long is not None:
+                            raise too_long
+                if filled:
+                    yield view[:filled]
+                elif give_back is not None:
+                    give_back(view)
         except _TRANSPORT_ERRORS as exc:
             raise protocol.broken_body_error(
                 received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
@@ -209,6 +233,45 @@ class DownloadResponse:
         error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
         if error is not None:
             raise error
+
+    def _body_reader(self) -> Callable[[memoryview], int]:
+        """``read(view)``: the next 1 to ``len(view)`` body bytes into ``view``, 0 at the end.
+
+        Each call reads from the socket at most once, so the count stays exact if the connection
+        drops. A plain body of known length is read straight from http.client's socket reader
+        into ``view`` (urllib3's ``read1`` would allocate and copy every piece, twice); anything
+        else (a Content-Encoding, chunked, no length) goes through urllib3, which decodes it.
+        """
+        raw = self._response.raw
+        plain = getattr(raw, "_fp", None)  # the http.client.HTTPResponse under urllib3's
+        sock: Any = getattr(plain, "fp", None)
+        left = getattr(plain, "length", None)
+        if (
+            self.content_length is not None
+            and hasattr(sock, "readinto1")
+            and isinstance(left, int)
+            and getattr(plain, "chunked", True) is False
+            and len(getattr(raw, "_decoded_buffer", ())) == 0
+        ):
+            remaining = left
+
+            def read_plain(view: memoryview) -> int:
+                nonlocal remaining
+                if remaining <= 0:
+                    return 0
+                count = int(sock.readinto1(view[:remaining] if len(view) > remaining else view))
+                remaining -= count
+                return count
+
+            # Not reused afterwards: requests closes a connection whose body it did not consume.
+            return read_plain
+
+        def read_decoded(view: memoryview) -> int:
+            piece = raw.read1(len(view), decode_content=True)
+            view[: len(piece)] = piece
+            return len(piece)
+
+        return read_decoded
 
     def __iter__(self) -> Iterator[bytes]:
         return self.iter_chunks()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from memories_provider.operators._download_source import (
 )
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.preflight import bad_input_fails_at_once
-from memories_provider.storage.background_writer import BackgroundWriter
+from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
     DestinationTaken,
     atomic_writer,
@@ -40,11 +40,12 @@ from memories_provider.storage.destinations import (
     check_destination,
     is_folder,
     join_folder,
+    local_path,
     resolve_transport,
 )
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import sha256_of, survey
-from memories_provider.storage.uris import redact_uri
+from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import DownloadResult
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ _CHUNK_SIZE = 1024 * 1024
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
 #: blocks its write()): 16 MiB lets receiving go on during a whole part of up to 16 MiB.
 _WRITE_AHEAD_CHUNKS = 16
+#: A local file's writes only wait for the disk now and then (it is written back as it grows).
+_LOCAL_WRITE_AHEAD_CHUNKS = 4
 
 
 class _BodyInterrupted(Exception):
@@ -378,17 +381,25 @@ class MemoriesDownloadOperator(BaseOperator):
         # Object stores take the record when the upload starts; sidecars are written after the rename.
         provenance = Provenance(source.identity, facts.evidence, size=expected)
         writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
+        local = local_path(uri) is not None
+        depth = _LOCAL_WRITE_AHEAD_CHUNKS if local else _WRITE_AHEAD_CHUNKS
+        # The body goes round a fixed set of buffers (received into, hashed while still in the
+        # cache, written by a second thread, handed back): no allocation or copy per chunk.
+        ring = BufferRing(depth + 2, _CHUNK_SIZE)
         try:
             with writer as out, contextlib.ExitStack() as stack:
-                # Writing and hashing each run in their own thread, overlapping with receiving.
-                consumers = [stack.enter_context(BackgroundWriter(out.write, depth=_WRITE_AHEAD_CHUNKS))]
-                if digest is not None:
-                    consumers.append(stack.enter_context(BackgroundWriter(digest.update)))
+                # Ours and smart-open's object-store writers copy what they are given before
+                # returning; paramiko's SFTP file wants bytes.
+                write: Callable[[Chunk], object] = out.write
+                if scheme_family(uri) == "sftp":
+                    write = lambda view: out.write(bytes(view))  # noqa: E731
+                background = stack.enter_context(BackgroundWriter(write, depth=depth, release=ring.give_back))
                 try:
-                    for chunk in resp.iter_chunks(_CHUNK_SIZE, expected_size=known):
-                        for consumer in consumers:
-                            consumer.write(chunk)
-                        done += len(chunk)
+                    for view in resp.iter_into(ring.take, ring.give_back, expected_size=known):
+                        if digest is not None:
+                            digest.update(view)
+                        done += len(view)
+                        background.write(view)
                         progress.update(done)
                 except MemoriesConnectionError as err:
                     # Raised inside the writer's block: the partial object is discarded first.
@@ -398,7 +409,7 @@ class MemoriesDownloadOperator(BaseOperator):
                         f"{source.label}: received {done} bytes but {expected} were expected; "
                         f"nothing was written to {shown}"
                     )
-                stack.close()  # every chunk written and hashed: the record can be completed
+                stack.close()  # every chunk written: the record can be completed
                 provenance.size = done
                 provenance.sha256 = digest.hexdigest() if digest is not None else None
         except DestinationTaken:

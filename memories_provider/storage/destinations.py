@@ -44,8 +44,10 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from memories_provider.storage import probes
+from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.uris import local_path, redact_uri, scheme_of, schemes_of
+from memories_provider.storage.write_behind import open_write_behind
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +313,8 @@ def atomic_writer(
     else:
         if provenance is not None:
             params = _with_metadata(scheme, params, provenance.to_metadata())
+        if scheme.startswith("s3") and "writebuffer" not in params:
+            params = {**params, "writebuffer": PartBuffer()}  # one part's memory, reused for every part
         if not replace and scheme.startswith("s3"):
             with _s3_no_clobber(uri, params) as fh:
                 yield fh
@@ -417,7 +421,8 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
     tmp_name = _temp_name(name)
     tmp = os.path.join(directory, tmp_name)
     # O_EXCL: never follow or clobber something that happens to sit at the temp name.
-    fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+    # Written back while it grows (see write_behind): the closing fsync is short.
+    fh = open_write_behind(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         # Held until the file is renamed or removed (closing releases it): a temp file whose lock
         # can be taken belongs to no live writer.

@@ -27,7 +27,15 @@ def test_bench_smoke_run_writes_the_report(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = results.read_text()
-    for section in ("## Machine", "## Throughput", "## Peak memory", "## Status waits", "## HA triggerers"):
+    sections = (
+        "## Machine",
+        "## Throughput",
+        "## Peak memory",
+        "## Status waits",
+        "## HA triggerers",
+        "## Export",
+    )
+    for section in sections:
         assert section in report
     for row in (
         "download to local file, 1 MiB",
@@ -37,4 +45,5 @@ def test_bench_smoke_run_writes_the_report(tmp_path: Path) -> None:
     ):
         assert row in report
     assert "| 10 |" in report
+    assert "| 20 | 5 | jsonl | 200 |" in report  # the export row: 20 videos x 5 segments x 2 kinds
     assert (tmp_path / "results.png").stat().st_size > 1000

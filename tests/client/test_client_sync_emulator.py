@@ -471,3 +471,27 @@ def test_delete_first_answer_0409_is_raised(client, memories_emulator):
     )
     with pytest.raises(MemoriesDuplicateError):
         client.delete_videos(["VI000000000000000011"])
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_iter_into_fills_the_callers_buffers_whole(client, memories_emulator, chunked):
+    """A plain body goes straight from the socket into the caller's buffers, a chunked one through
+    urllib3: the same bytes either way, every buffer filled whole but the last, a spare one given back."""
+    data = bytes(range(256)) * 4000 + b"tail"  # 1 024 004 bytes: not a multiple of the buffer
+    asset = memories_emulator.control.add_asset(data, "v.mp4", "video/mp4")
+    memories_emulator.control.configure(chunked_downloads=chunked)
+    taken: list[memoryview] = []
+    given_back: list[memoryview] = []
+
+    def take() -> memoryview:
+        taken.append(memoryview(bytearray(65536)))
+        return taken[-1]
+
+    with client.download_asset(asset["asset_id"]) as resp:
+        assert resp._body_reader().__name__ == ("read_decoded" if chunked else "read_plain")
+        views = [bytes(v) for v in resp.iter_into(take, given_back.append, expected_size=len(data))]
+    assert b"".join(views) == data
+    assert [len(v) for v in views[:-1]] == [65536] * (len(views) - 1)
+    assert len(views) == -(-len(data) // 65536)
+    # The body ended exactly at a buffer's end or not: an unused buffer is never lost.
+    assert len(taken) == len(views) + len(given_back)

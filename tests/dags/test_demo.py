@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -32,6 +33,11 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
         assert where is not None
         downloaded = Path(where.group(1).strip())
         assert downloaded.read_bytes() == (tmp_path / "demo-output" / "sample.mp4").read_bytes()
+        learnt = re.search(r"What memories.ai learnt from it is at: (.+)", proc.stdout)
+        assert learnt is not None
+        rows = [json.loads(line) for line in Path(learnt.group(1).strip()).read_text().splitlines()]
+        assert {row["kind"] for row in rows} == {"visual", "audio"}
+        assert {row["video_no"] for row in rows} == {downloaded.name.split(".")[0]}
         pid = int(re.search(r"\(pid (\d+)\)", proc.stdout).group(1))  # type: ignore[union-attr]
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from memories_provider.storage.background_writer import BackgroundWriter
+from memories_provider.storage.background_writer import BackgroundWriter, BufferRing
 
 
 def test_writes_every_chunk_in_order() -> None:
@@ -66,3 +66,20 @@ def test_an_error_in_the_block_stops_writing_before_the_block_ends() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="`depth` must be at least 1"):
         BackgroundWriter(io.BytesIO().write, depth=0)
+
+
+def test_ring_buffers_come_back_even_after_a_write_error() -> None:
+    """Buffers queued behind a failed write are discarded and handed back: the receiver, waiting
+    for a free buffer, is never stuck; it learns of the error on its next write."""
+    ring = BufferRing(3, 10)
+    out = _FailingFile(fail_at=2)
+    with (
+        pytest.raises(OSError, match="No space left"),
+        BackgroundWriter(out.write, depth=1, release=ring.give_back) as writer,
+    ):
+        for _ in range(50):
+            view = ring.take()
+            view[:] = b"x" * 10
+            writer.write(view)
+    assert ring.free == 2  # the third is the one in the receiver's hand when the error surfaced
+    assert out.calls == 2
