@@ -13,6 +13,7 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesInsufficientCreditsError,
+    MemoriesInvalidArgumentError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
     MemoriesRateLimitError,
@@ -20,6 +21,7 @@ from memories_provider.client.errors import (
     MemoriesServerError,
     MemoriesTimeoutError,
 )
+from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import (
     Segment,
     Transcript,
@@ -44,6 +46,7 @@ __all__ = [
     "MemoriesError",
     "MemoriesIncompleteBodyError",
     "MemoriesInsufficientCreditsError",
+    "MemoriesInvalidArgumentError",
     "MemoriesInvalidRequestError",
     "MemoriesNotFoundError",
     "MemoriesRateLimitError",
@@ -55,6 +58,7 @@ __all__ = [
     "Segment",
     "Transcript",
     "TranscriptKind",
+    "UploadMetadata",
     "UploadResult",
     "Video",
     "VideoPage",

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urlencode
@@ -20,7 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from memories_provider.client import protocol
-from memories_provider.client._source import open_upload_source
+from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -29,6 +28,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
+from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
@@ -346,39 +346,22 @@ class AsyncMemoriesClient:
         filename: str | None = None,
         size: int | None = None,
         content_type: str | None = None,
-        unique_id: str | None = None,
-        callback: str | None = None,
-        datetime_taken: str | datetime | None = None,
-        camera_model: str | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
-        tags: Sequence[str] | None = None,
-        retain_original_video: bool | None = None,
-        video_transcription_prompt: str | None = None,
+        metadata: UploadMetadata | None = None,
         progress: Callable[[int], None] | None = None,
+        **fields: Any,
     ) -> UploadResult:
         """Upload a video as a streamed multipart body; see ``MemoriesClient.upload_video``.
 
         File reads run in the default executor so the event loop is never blocked; ``progress``
         is called on the event loop thread.
         """
-        fields = protocol.upload_form_fields(
-            unique_id=unique_id,
-            callback=callback,
-            datetime_taken=datetime_taken,
-            camera_model=camera_model,
-            latitude=latitude,
-            longitude=longitude,
-            tags=tags,
-            retain_original_video=retain_original_video,
-            video_transcription_prompt=video_transcription_prompt,
-        )
+        form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
         # Opening a path is a quick local syscall; reads happen in the executor below.
-        with open_upload_source(file, filename=filename, size=size) as source:
+        with open_upload_stream(file, filename=filename, size=size) as source:
             detected = protocol.video_content_type(source.filename)
             body = MultipartBody(
-                fields,
+                form,
                 source.fileobj,
                 filename=source.filename,
                 content_type=content_type or detected,
@@ -400,30 +383,12 @@ class AsyncMemoriesClient:
         self,
         url: str,
         *,
-        unique_id: str | None = None,
-        callback: str | None = None,
-        datetime_taken: str | datetime | None = None,
-        camera_model: str | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
-        tags: Sequence[str] | None = None,
-        retain_original_video: bool | None = None,
-        video_transcription_prompt: str | None = None,
+        metadata: UploadMetadata | None = None,
+        **fields: Any,
     ) -> UploadResult:
         """Have the service fetch a video from a URL; see ``MemoriesClient.upload_video_from_url``."""
-        fields = protocol.upload_form_fields(
-            url=url,
-            unique_id=unique_id,
-            callback=callback,
-            datetime_taken=datetime_taken,
-            camera_model=camera_model,
-            latitude=latitude,
-            longitude=longitude,
-            tags=tags,
-            retain_original_video=retain_original_video,
-            video_transcription_prompt=video_transcription_prompt,
-        )
-        spec = protocol.upload_url_request(self.base_url, fields)
+        form = UploadMetadata.merged(metadata, fields).form_fields()
+        spec = protocol.upload_url_request(self.base_url, url, form)
         result: UploadResult = await self._call(spec, protocol.read_upload)
         return result
 

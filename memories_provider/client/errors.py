@@ -83,6 +83,14 @@ class MemoriesInvalidRequestError(MemoriesError):
     """A parameter is missing or invalid (``0001``/``0003``, HTTP 400). Never retried."""
 
 
+class MemoriesInvalidArgumentError(MemoriesInvalidRequestError, ValueError):
+    """An argument breaks a documented rule; found before any request is sent (no ``endpoint``).
+
+    The message names the parameter and the rule. Also a ``ValueError``, so the operators' pre-flight
+    checks treat it as bad input that no retry can fix.
+    """
+
+
 class MemoriesNotFoundError(MemoriesInvalidRequestError):
     """The video, asset or blob does not exist (message says so, or HTTP 404). Never retried."""
 

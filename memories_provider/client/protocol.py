@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -24,6 +23,7 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesInsufficientCreditsError,
+    MemoriesInvalidArgumentError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
     MemoriesRateLimitError,
@@ -252,87 +252,19 @@ def check_blob(blob: Any) -> str:
 # --------------------------------------------------------------------------- request builders
 
 
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def upload_form_fields(
-    *,
-    unique_id: str | None = None,
-    callback: str | None = None,
-    datetime_taken: str | datetime | None = None,
-    camera_model: str | None = None,
-    latitude: float | None = None,
-    longitude: float | None = None,
-    tags: Sequence[str] | None = None,
-    retain_original_video: bool | None = None,
-    video_transcription_prompt: str | None = None,
-    url: str | None = None,
-) -> list[tuple[str, str]]:
-    """Form fields of ``upload``/``upload_url``, validated cheaply before a large body is sent.
-
-    :raises MemoriesInvalidRequestError: when a documented limit is broken.
-    """
-
-    def invalid(message: str) -> MemoriesInvalidRequestError:
-        return MemoriesInvalidRequestError(message, endpoint=UPLOAD_URL if url is not None else UPLOAD)
-
-    fields: list[tuple[str, str]] = []
-    if url is not None:
-        if not url:
-            raise invalid("url must be a non-empty string")
-        fields.append(("url", url))
-    if unique_id is not None:
-        if not unique_id:
-            raise invalid("unique_id must be non-empty when given")
-        fields.append(("unique_id", unique_id))
-    if callback is not None:
-        if len(callback) > MAX_CALLBACK_CHARS:
-            raise invalid(f"callback URL is longer than {MAX_CALLBACK_CHARS} characters")
-        fields.append(("callback", callback))
-    if datetime_taken is not None:
-        if isinstance(datetime_taken, datetime):
-            datetime_taken = datetime_taken.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            datetime.strptime(datetime_taken, "%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            raise invalid(
-                f"datetime_taken must look like 'yyyy-MM-dd HH:mm:ss', got {datetime_taken!r}"
-            ) from None
-        fields.append(("datetime_taken", datetime_taken))
-    if camera_model is not None:
-        if len(camera_model) > MAX_CAMERA_MODEL_CHARS:
-            raise invalid(f"camera_model is longer than {MAX_CAMERA_MODEL_CHARS} characters")
-        fields.append(("camera_model", camera_model))
-    if (latitude is None) != (longitude is None):
-        raise invalid("latitude and longitude must be given together")
-    if latitude is not None and longitude is not None:
-        fields.append(("latitude", repr(float(latitude))))
-        fields.append(("longitude", repr(float(longitude))))
-    if tags is not None:
-        if isinstance(tags, str):
-            tags = [tags]
-        if len(tags) > MAX_TAGS:
-            raise invalid(f"at most {MAX_TAGS} tags are allowed, got {len(tags)}")
-        fields.extend(("tags", str(tag)) for tag in tags)
-    if retain_original_video is not None:
-        fields.append(("retain_original_video", _bool(retain_original_video)))
-    if video_transcription_prompt is not None:
-        fields.append(("video_transcription_prompt", video_transcription_prompt))
-    return fields
-
-
-def video_content_type(filename: str) -> str:
+def video_content_type(filename: str, *, param: str = "filename") -> str:
     """MIME type of an upload part from the file name (the API only takes mp4/avi/mkv/mov).
 
-    :raises MemoriesInvalidRequestError: for any other extension (the server would reject it).
+    :param param: the caller's parameter that named the file, for the error message.
+    :raises MemoriesInvalidArgumentError: for any other extension (the server would reject it).
     """
     lower = filename.lower()
     for ext, content_type in VIDEO_CONTENT_TYPES.items():
         if lower.endswith(ext):
             return content_type
-    raise MemoriesInvalidRequestError(
-        f"file name {filename!r} must end with one of {', '.join(VIDEO_CONTENT_TYPES)}", endpoint=UPLOAD
+    raise MemoriesInvalidArgumentError(
+        f"`{param}` must name a video file ending in one of {', '.join(VIDEO_CONTENT_TYPES)} "
+        f"(case-insensitive), got {filename!r}"
     )
 
 
@@ -341,10 +273,16 @@ def upload_request(base_url: str) -> RequestSpec:
     return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False, slow_answer=True)
 
 
-def upload_url_request(base_url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
-    """``POST {v1}/upload_url`` with a url-encoded form."""
+def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
+    """``POST {v1}/upload_url`` with a url-encoded form: ``url`` first, then the metadata ``fields``.
+
+    :raises MemoriesInvalidArgumentError: when ``url`` is empty.
+    """
+    if not url:
+        raise MemoriesInvalidArgumentError("`url` must be a non-empty string")
+    form = [("url", url), *fields]
     return RequestSpec(
-        UPLOAD_URL, "POST", f"{base_url}/upload_url", form=list(fields), idempotent=False, slow_answer=True
+        UPLOAD_URL, "POST", f"{base_url}/upload_url", form=form, idempotent=False, slow_answer=True
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
@@ -15,7 +14,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import protocol
-from memories_provider.client._source import open_upload_source
+from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -24,6 +23,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
+from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
@@ -445,16 +445,9 @@ class MemoriesClient:
         filename: str | None = None,
         size: int | None = None,
         content_type: str | None = None,
-        unique_id: str | None = None,
-        callback: str | None = None,
-        datetime_taken: str | datetime | None = None,
-        camera_model: str | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
-        tags: Sequence[str] | None = None,
-        retain_original_video: bool | None = None,
-        video_transcription_prompt: str | None = None,
+        metadata: UploadMetadata | None = None,
         progress: Callable[[int], None] | None = None,
+        **fields: Any,
     ) -> UploadResult:
         """Upload a video file as a streamed multipart body (never read whole into memory).
 
@@ -466,33 +459,18 @@ class MemoriesClient:
             its extension (.mp4 .avi .mkv .mov) decides the part's Content-Type.
         :param size: bytes to send (default: from the file); required for unseekable streams.
         :param content_type: override the part's Content-Type (must start with ``video/``).
-        :param unique_id: scope ("folder") to upload into (server default ``default``).
-        :param callback: URL the service POSTs status changes to (≤ 299 chars).
-        :param datetime_taken: capture time, ``yyyy-MM-dd HH:mm:ss`` or a ``datetime``.
-        :param camera_model: camera model (≤ 200 chars).
-        :param latitude: capture latitude (with ``longitude``).
-        :param longitude: capture longitude (with ``latitude``).
-        :param tags: up to 20 tags (the server adds ``api``).
-        :param retain_original_video: keep the original file on the service (default true there).
-        :param video_transcription_prompt: free-text prompt for transcription.
+        :param metadata: what to tell the service about the video (an :class:`UploadMetadata`).
         :param progress: called with the number of file bytes sent so far.
+        :param fields: :class:`UploadMetadata` fields as keywords (``tags=[...]``), over ``metadata``.
+        :raises MemoriesInvalidArgumentError: (a ``ValueError``) when a field or the file name
+            breaks a documented rule, before anything is sent; ``TypeError`` for an unknown keyword.
         """
-        fields = protocol.upload_form_fields(
-            unique_id=unique_id,
-            callback=callback,
-            datetime_taken=datetime_taken,
-            camera_model=camera_model,
-            latitude=latitude,
-            longitude=longitude,
-            tags=tags,
-            retain_original_video=retain_original_video,
-            video_transcription_prompt=video_transcription_prompt,
-        )
+        form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
-        with open_upload_source(file, filename=filename, size=size) as source:
+        with open_upload_stream(file, filename=filename, size=size) as source:
             detected = protocol.video_content_type(source.filename)
             body = MultipartBody(
-                fields,
+                form,
                 source.fileobj,
                 filename=source.filename,
                 content_type=content_type or detected,
@@ -515,33 +493,17 @@ class MemoriesClient:
         self,
         url: str,
         *,
-        unique_id: str | None = None,
-        callback: str | None = None,
-        datetime_taken: str | datetime | None = None,
-        camera_model: str | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
-        tags: Sequence[str] | None = None,
-        retain_original_video: bool | None = None,
-        video_transcription_prompt: str | None = None,
+        metadata: UploadMetadata | None = None,
+        **fields: Any,
     ) -> UploadResult:
         """Ask the service to fetch a video from a public URL (same metadata as :meth:`upload_video`).
 
         :param url: URL the service downloads with an unauthenticated GET.
+        :param metadata: what to tell the service about the video.
+        :param fields: :class:`UploadMetadata` fields as keywords, applied over ``metadata``.
         """
-        fields = protocol.upload_form_fields(
-            url=url,
-            unique_id=unique_id,
-            callback=callback,
-            datetime_taken=datetime_taken,
-            camera_model=camera_model,
-            latitude=latitude,
-            longitude=longitude,
-            tags=tags,
-            retain_original_video=retain_original_video,
-            video_transcription_prompt=video_transcription_prompt,
-        )
-        spec = protocol.upload_url_request(self.base_url, fields)
+        form = UploadMetadata.merged(metadata, fields).form_fields()
+        spec = protocol.upload_url_request(self.base_url, url, form)
         result: UploadResult = self._call(spec, protocol.read_upload)
         return result
 

@@ -7,8 +7,8 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from memories_provider.client import (
     RetryPolicy,
     Transcript,
     TranscriptKind,
+    UploadMetadata,
     UploadResult,
     Video,
     VideoPage,
@@ -223,41 +224,35 @@ class MemoriesHook(BaseHook):
         filename: str | None = None,
         size: int | None = None,
         content_type: str | None = None,
-        unique_id: str | None = None,
-        callback: str | None = None,
-        datetime_taken: str | datetime | None = None,
-        camera_model: str | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
-        tags: Sequence[str] | None = None,
-        retain_original_video: bool | None = None,
-        video_transcription_prompt: str | None = None,
+        metadata: UploadMetadata | None = None,
         progress: Callable[[int], None] | None = None,
+        **fields: Any,
     ) -> UploadResult:
         """Upload a video, streamed (see :meth:`MemoriesClient.upload_video`); ``unique_id`` defaults
-        to the connection's."""
+        to the connection's.
+
+        :param metadata: what to tell the service about the video; ``fields`` (any of
+            :class:`UploadMetadata`'s, as keywords: ``tags=[...]``) are applied over it.
+        """
         return self.client.upload_video(
             file,
             filename=filename,
             size=size,
             content_type=content_type,
-            unique_id=self._scope(unique_id),
-            callback=callback,
-            datetime_taken=datetime_taken,
-            camera_model=camera_model,
-            latitude=latitude,
-            longitude=longitude,
-            tags=tags,
-            retain_original_video=retain_original_video,
-            video_transcription_prompt=video_transcription_prompt,
+            metadata=self.scoped(UploadMetadata.merged(metadata, fields)),
             progress=progress,
         )
 
     def upload_video_from_url(
-        self, url: str, *, unique_id: str | None = None, **metadata: Any
+        self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any
     ) -> UploadResult:
         """Have the service fetch ``url`` itself (``upload_url``); metadata as for :meth:`upload_video`."""
-        return self.client.upload_video_from_url(url, unique_id=self._scope(unique_id), **metadata)
+        scoped = self.scoped(UploadMetadata.merged(metadata, fields))
+        return self.client.upload_video_from_url(url, metadata=scoped)
+
+    def scoped(self, metadata: UploadMetadata) -> UploadMetadata:
+        """``metadata`` with ``unique_id`` defaulting to the connection's."""
+        return replace(metadata, unique_id=self._scope(metadata.unique_id))
 
     def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
         """Metadata and status of one video."""

@@ -1,4 +1,5 @@
-"""What a download fetches: exactly one source, its identity, and the names its files get.
+"""What a download fetches — its source, the memories.ai object (a video, an asset or a blob; not a
+storage file as in :mod:`memories_provider.storage.files`) — its identity, and the names its files get.
 
 Identity, not names: a source is ``video/<video_no>``, ``asset/<asset_id>`` or
 ``blob/<bucket>/<blob>``. That identity is recorded with every file written (see

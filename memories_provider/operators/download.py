@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from memories_provider.client import MemoriesConnectionError
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
 from memories_provider.operators._download_source import (
     DownloadSource,
     ServiceFacts,
@@ -32,7 +33,6 @@ from memories_provider.operators._progress import TransferProgress
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
-    SFTP_SCHEMES,
     DestinationTaken,
     atomic_writer,
     basename_of,
@@ -42,11 +42,10 @@ from memories_provider.storage.destinations import (
     join_folder,
     local_path,
     resolve_transport,
-    scheme_of,
 )
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import sha256_of, survey
-from memories_provider.storage.uris import redact_uri
+from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import DownloadResult
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse
     from memories_provider.storage.destinations import ResolvedTransport
 
-__all__ = ["MemoriesDownloadOperator", "lineage_dataset", "namespace_of", "select_source"]
+__all__ = ["MemoriesDownloadOperator", "select_source"]
 
 _CHUNK_SIZE = 1024 * 1024
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
@@ -392,7 +391,7 @@ class MemoriesDownloadOperator(BaseOperator):
                 # Ours and smart-open's object-store writers copy what they are given before
                 # returning; paramiko's SFTP file wants bytes.
                 write: Callable[[Chunk], object] = out.write
-                if scheme_of(uri) in SFTP_SCHEMES:
+                if scheme_family(uri) == "sftp":
                     write = lambda view: out.write(bytes(view))  # noqa: E731
                 background = stack.enter_context(BackgroundWriter(write, depth=depth, release=ring.give_back))
                 try:
@@ -482,7 +481,7 @@ class MemoriesDownloadOperator(BaseOperator):
         inputs = []
         if source is not None:
             name = {
-                "video": f"video/{self._lineage_unique_id}/{source.video_no}",
+                "video": video_dataset_name(self._lineage_unique_id, str(source.video_no)),
                 "asset": f"asset/{source.asset_id}",
                 "blob": f"blob/{source.bucket}/{source.blob}",
             }[source.kind]
@@ -493,29 +492,3 @@ class MemoriesDownloadOperator(BaseOperator):
             namespace, name = lineage_dataset(uri)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(inputs=inputs, outputs=outputs)
-
-
-def namespace_of(hook: MemoriesHook) -> str:
-    """OpenLineage namespace for the service: ``memories://<host[:port]>``."""
-    from urllib.parse import urlsplit
-
-    try:
-        netloc = urlsplit(hook.config.base_url).netloc
-    except Exception:  # lineage must never break the task
-        return "memories"
-    return f"memories://{netloc}" if netloc else "memories"
-
-
-def lineage_dataset(uri: str) -> tuple[str, str]:
-    """(namespace, name) of a destination, per the OpenLineage dataset naming conventions."""
-    from urllib.parse import urlsplit
-
-    canonical = canonical_uri(uri)
-    scheme = scheme_of(canonical)
-    parts = urlsplit(canonical)
-    if scheme == "file":
-        return "file", parts.path
-    if scheme in ("sftp", "ssh", "scp"):
-        host = parts.hostname or ""
-        return f"{scheme}://{host}:{parts.port or 22}", parts.path
-    return f"{scheme}://{parts.netloc.rsplit('@', 1)[-1]}", parts.path.lstrip("/")

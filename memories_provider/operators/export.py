@@ -15,6 +15,7 @@ from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
 from memories_provider.client.protocol import check_id
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
 from memories_provider.operators._export_rows import (
     COLUMNS,
     CountingFile,
@@ -23,7 +24,6 @@ from memories_provider.operators._export_rows import (
     row_writer,
     rows_of,
 )
-from memories_provider.operators.download import lineage_dataset, namespace_of
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
@@ -377,7 +377,7 @@ class MemoriesExportOperator(BaseOperator):
 
         namespace = self._namespace or "memories"
         if len(self._exported) <= _LINEAGE_MAX_VIDEOS:
-            names = [f"video/{self._scope}/{v}" for v in self._exported]
+            names = [video_dataset_name(self._scope, v) for v in self._exported]
         else:
             names = [f"scope/{self._scope}"]
         inputs = [Dataset(namespace=namespace, name=name) for name in names]

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
@@ -19,25 +18,26 @@ from memories_provider.client import (
     MemoriesRateLimitError,
     MemoriesServerError,
     RetryPolicy,
+    UploadMetadata,
     UploadResult,
     Video,
 )
+from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
 from memories_provider.operators._lost_upload import Verdict, describe, judge, when
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.operators._upload_args import (
+    IDEMPOTENCY_TAG_WHY,
     URL_UPLOAD_SOFT_LIMIT,
     check_size,
-    check_video_name,
     idempotency_tag,
-    upload_metadata,
 )
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
-from memories_provider.storage.credentials import scheme_family
-from memories_provider.storage.sources import SourceInfo, open_source, redact_uri, stat_source
+from memories_provider.storage.files import StorageFile, open_storage_file, stat_storage_file
+from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import VideoStatusEvent
 
 if TYPE_CHECKING:
@@ -89,9 +89,9 @@ def _bytes(size: int | None) -> str:
 class _Plan:
     """A validated upload: what to send and how to recognise it on a retry."""
 
-    source: SourceInfo
+    source: StorageFile
     via_url: bool
-    metadata: dict[str, Any]
+    metadata: UploadMetadata
     tag: str | None
 
 
@@ -262,26 +262,20 @@ class MemoriesUploadOperator(BaseOperator):
 
     def _plan(self, context: Context) -> _Plan:
         source_uri = str(self.source).strip()
-        metadata = upload_metadata(
-            unique_id=self.unique_id,
-            callback=self.callback,
-            datetime_taken=self.datetime_taken,
-            camera_model=self.camera_model,
-            latitude=self.latitude,
-            longitude=self.longitude,
-            tags=self.tags,
-            retain_original_video=self.retain_original_video,
-            video_transcription_prompt=self.video_transcription_prompt,
-            reserved_tags=1 if self.idempotent else 0,
-        )
+        metadata = UploadMetadata(**{name: getattr(self, name) for name in UploadMetadata.field_names()})
         via_url = scheme_family(source_uri) == "http" and not self.stream_http
         if via_url and (self.source_conn_id or self.transport_params):
             raise ValueError(
                 "`source_conn_id`/`transport_params` cannot be used when the service fetches an http(s) "
                 "`source` itself (it fetches unauthenticated); set stream_http=True to stream it through"
             )
-        info = stat_source(source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params)
-        check_video_name(info.name)
+        tag = self._tag(context)  # once the scheme is known good; before the storage is asked
+        if tag is not None:
+            metadata = metadata.with_tag(tag, why=IDEMPOTENCY_TAG_WHY)
+        info = stat_storage_file(
+            source_uri, conn_id=self.source_conn_id, transport_params=self.transport_params
+        )
+        video_content_type(info.name, param="source")
         shown = redact_uri(source_uri)
         check_size(info.size, shown)
         if info.size is None and not via_url:
@@ -293,9 +287,6 @@ class MemoriesUploadOperator(BaseOperator):
                 shown,
                 info.size,
             )
-        tag = self._tag(context)
-        if tag is not None:
-            metadata["tags"] = [*metadata["tags"], tag]
         return _Plan(source=info, via_url=via_url, metadata=metadata, tag=tag)
 
     # ------------------------------------------------------------------ execute
@@ -327,7 +318,7 @@ class MemoriesUploadOperator(BaseOperator):
             plan = self._plan(context)
             hook = self.hook
             hook.config  # noqa: B018 (validated here, before anything is sent)
-        unique_id = plan.metadata["unique_id"]
+        unique_id = plan.metadata.unique_id
         book = record_book(context, plan.tag) if plan.tag is not None else None
         previous = self._previous_video(context, hook, plan, book, looking_since)
         shown = redact_uri(plan.source.uri)
@@ -376,7 +367,7 @@ class MemoriesUploadOperator(BaseOperator):
         """
         if book is None or plan.tag is None:  # idempotent=False
             return None
-        unique_id = plan.metadata["unique_id"]
+        unique_id = plan.metadata.unique_id
         try:
             record = book.load()
         except Exception as err:
@@ -439,7 +430,7 @@ class MemoriesUploadOperator(BaseOperator):
         Rounds of listing the scope, each followed by a wait (deferred when ``deferrable``), until
         one decides; bounded by ``timeout`` from ``since``, when this try began looking.
         """
-        unique_id = plan.metadata["unique_id"]
+        unique_id = plan.metadata.unique_id
         deadline = since + self.timeout
         grace = min(self.lost_answer_grace, self.timeout)
         shown = redact_uri(plan.source.uri)
@@ -606,11 +597,11 @@ class MemoriesUploadOperator(BaseOperator):
         if self.deferrable:
             policy = _DeferRateLimits(max_retries=config.max_retries)
         with hook.new_client(retry=policy) as client:
-            metadata = {**plan.metadata, "unique_id": plan.metadata["unique_id"] or config.unique_id}
+            metadata = hook.scoped(plan.metadata)
             shown = redact_uri(plan.source.uri)
             if plan.via_url:
                 self.log.info("Asking memories.ai to fetch %s (upload_url)", shown)
-                return client.upload_video_from_url(plan.source.uri, **metadata)
+                return client.upload_video_from_url(plan.source.uri, metadata=metadata)
             size = plan.source.size
             progress = TransferProgress(self.log, f"upload {shown}", size)
 
@@ -619,16 +610,15 @@ class MemoriesUploadOperator(BaseOperator):
                 progress.update(done)
 
             self.log.info("Uploading %s (%s bytes)", shown, size)
-            with open_source(
+            with open_storage_file(
                 plan.source.uri, conn_id=self.source_conn_id, transport_params=self.transport_params
             ) as fh:
                 result = client.upload_video(
                     fh,
                     filename=plan.source.name,
                     size=size,
-                    content_type=check_video_name(plan.source.name),
+                    metadata=metadata,
                     progress=on_progress,
-                    **metadata,
                 )
             progress.update(size or 0, final=True)
             return result
@@ -714,21 +704,16 @@ class MemoriesUploadOperator(BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
         from openlineage.client.event_v2 import Dataset
 
-        from memories_provider.operators.download import lineage_dataset, namespace_of
+        from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
 
-        source = str(self.source)
-        if scheme_family(source) == "http":
-            parts = urlsplit(source)  # credentials and presigned tokens stay out of lineage
-            namespace, name = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", parts.path
-        else:
-            namespace, name = lineage_dataset(source)
+        namespace, name = lineage_dataset(str(self.source))
         inputs = [Dataset(namespace=namespace, name=name)]
         outputs = []
         video_no = task_instance.xcom_pull(task_ids=task_instance.task_id, key="return_value")
         if video_no:
             hook = self.hook
             scope = self.unique_id or hook.config.unique_id
-            outputs.append(Dataset(namespace=namespace_of(hook), name=f"video/{scope}/{video_no}"))
+            outputs.append(Dataset(namespace=namespace_of(hook), name=video_dataset_name(scope, video_no)))
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 

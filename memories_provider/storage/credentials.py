@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from memories_provider.storage.uris import LOGIN_SCHEMES, redact_uri
+from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family
 
 #: transport_params each scheme's smart-open transport accepts (the keyword arguments of its ``open``).
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -40,42 +40,10 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     ),
     "file": frozenset(),
 }
-_FAMILY = {
-    "s3": "s3",
-    "s3a": "s3",
-    "s3n": "s3",
-    "s3u": "s3",
-    "gs": "gs",
-    "gcs": "gs",
-    "azure": "azure",
-    "sftp": "sftp",
-    "ssh": "sftp",
-    "scp": "sftp",
-    "http": "http",
-    "https": "http",
-    "file": "file",
-    "": "file",
-}
 # Query parameters holding credentials: X-Amz-Signature/-Credential/-Security-Token, X-Goog-*, sig...
 _CREDENTIAL_NAME = re.compile(r"(?i)sig|token|key|secret|credential|password|auth")
 #: Seconds an HTTP(S) read may stall: smart-open's HTTP transport has no timeout by default.
 HTTP_TIMEOUT = 60.0
-
-
-def scheme_family(uri: str) -> str:
-    """``s3``, ``gs``, ``azure``, ``sftp``, ``http`` or ``file`` for ``uri``.
-
-    :raises ValueError: for any other scheme.
-    """
-    head, sep, _ = uri.partition("://")
-    scheme = head.lower() if sep and "/" not in head else ""
-    try:
-        return _FAMILY[scheme]
-    except KeyError:
-        raise ValueError(
-            f"unsupported URI scheme {scheme!r} in {redact_uri(uri)!r}; use a local path, file://, "
-            "s3://, gs://, azure://, sftp:// or http(s)://"
-        ) from None
 
 
 def validate_transport_params(uri: str, transport_params: dict[str, Any] | None) -> dict[str, Any]:

@@ -41,21 +41,22 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from memories_provider.storage import probes
 from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
-from memories_provider.storage.uris import redact_uri, scheme_of
+from memories_provider.storage.uris import local_path, redact_uri, scheme_of, schemes_of
 from memories_provider.storage.write_behind import open_write_behind
 
 log = logging.getLogger(__name__)
 
 #: Schemes whose smart-open writer aborts (commits nothing) when its ``with`` block raises.
-OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "s3n", "s3u", "gs", "gcs", "azure"})
+OBJECT_STORE_SCHEMES = schemes_of("s3", "gs", "azure")
 #: Schemes written through SFTP.
-SFTP_SCHEMES = frozenset({"sftp", "ssh", "scp"})
+SFTP_SCHEMES = schemes_of("sftp")
 #: Every destination scheme we know how to write atomically ("" is a plain local path).
-SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES | SFTP_SCHEMES | {"", "file"}
+SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES | SFTP_SCHEMES | schemes_of("file")
 
 _MAX_NAME_BYTES = 200  # leaves room for our ".<name>.<random>.part" temp names under the usual 255
 _TEMP_TOKEN_BYTES = 6
@@ -85,18 +86,6 @@ def check_destination(uri: str) -> None:
 def is_folder(uri: str) -> bool:
     """A destination ending in ``/`` is a folder: the file name comes from the response."""
     return uri.endswith("/")
-
-
-def local_path(uri: str) -> str | None:
-    """The filesystem path for a local destination, ``None`` for remote ones."""
-    scheme = scheme_of(uri)
-    if scheme == "":
-        return os.path.abspath(os.path.expanduser(uri))
-    if scheme == "file":
-        # file:///abs/path and file://localhost/abs/path; percent-encoded as Path.as_uri() writes them
-        parts = urlsplit(uri)
-        return os.path.abspath(unquote(parts.path))
-    return None
 
 
 def canonical_uri(uri: str) -> str:
@@ -654,79 +643,4 @@ def destination_exists(
     ``conn_id``, ``transport_params`` and ``transport`` as for :func:`atomic_writer`.
     """
     check_destination(uri)
-    params = _resolved(uri, conn_id, transport_params, transport).params
-    scheme = scheme_of(uri)
-    if scheme in ("", "file"):
-        path = local_path(uri)
-        assert path is not None
-        return os.path.getsize(path) if os.path.isfile(path) else None
-    if scheme in SFTP_SCHEMES:
-        return _sftp_size(uri, params)
-    if scheme.startswith("s3"):
-        return _s3_size(uri, params)
-    if scheme in ("gs", "gcs"):
-        return _gcs_size(uri, params)
-    return _azure_size(uri, params)
-
-
-def _sftp_size(uri: str, params: dict[str, Any]) -> int | None:
-    try:
-        fh: Any = _smart_open_open(uri, "rb", compression="disable", transport_params=params)
-    except FileNotFoundError:
-        return None
-    except OSError as err:  # paramiko raises IOError(errno.ENOENT) for a missing path
-        if getattr(err, "errno", None) == 2:
-            return None
-        raise
-    with fh:
-        size = fh.stat().st_size
-        with contextlib.suppress(Exception):
-            fh.sftp.close()
-        return int(size) if size is not None else None
-
-
-def _s3_size(uri: str, params: dict[str, Any]) -> int | None:
-    from smart_open import s3
-
-    parsed = s3.parse_uri(uri)
-    client = params.get("client")
-    if client is None:
-        import boto3
-
-        client = boto3.client("s3")
-    try:
-        head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"])
-    except Exception as err:
-        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
-        if code in {"404", "NoSuchKey", "NotFound"}:
-            return None
-        raise
-    return int(head["ContentLength"])
-
-
-def _gcs_size(uri: str, params: dict[str, Any]) -> int | None:
-    from smart_open import gcs
-
-    parsed = gcs.parse_uri(uri)
-    client = params.get("client")
-    if client is None:
-        from google.cloud import storage
-
-        client = storage.Client()
-    blob = client.bucket(parsed["bucket_id"]).get_blob(parsed["blob_id"])
-    return None if blob is None else int(blob.size)
-
-
-def _azure_size(uri: str, params: dict[str, Any]) -> int | None:
-    from azure.core.exceptions import ResourceNotFoundError
-    from smart_open import azure
-
-    parsed = azure.parse_uri(uri)
-    client = params.get("client")
-    if client is None:
-        raise ValueError("azure:// destinations need a `destination_conn_id` or transport_params['client']")
-    blob = client.get_blob_client(parsed["container_id"], parsed["blob_id"])
-    try:
-        return int(blob.get_blob_properties().size)
-    except ResourceNotFoundError:
-        return None
+    return probes.stored_size(uri, _resolved(uri, conn_id, transport_params, transport).params)

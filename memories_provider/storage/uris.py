@@ -1,13 +1,40 @@
-"""Storage URIs: their scheme, and the one way to show them (credentials and tokens masked)."""
+"""Storage URIs: the one scheme table, a local path's spelling, and the one way to show a URI
+(credentials and tokens masked)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import os
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memories_provider.redaction import MASK
 
+#: The one scheme table: every scheme the provider reads or writes, and its storage family
+#: (``""`` is a plain local path). Probes, credentials and writers all go by the family.
+SCHEME_FAMILY: dict[str, str] = {
+    "": "file",
+    "file": "file",
+    "s3": "s3",
+    "s3a": "s3",
+    "s3n": "s3",
+    "s3u": "s3",
+    "gs": "gs",
+    "gcs": "gs",
+    "azure": "azure",
+    "sftp": "sftp",
+    "ssh": "sftp",
+    "scp": "sftp",
+    "http": "http",
+    "https": "http",
+}
+
+
+def schemes_of(*families: str) -> frozenset[str]:
+    """Every scheme of the given families (``schemes_of("sftp")`` is ``{"sftp", "ssh", "scp"}``)."""
+    return frozenset(scheme for scheme, family in SCHEME_FAMILY.items() if family in families)
+
+
 #: Schemes whose user-info starts with a login name (SSH): the name is kept, the password masked.
-LOGIN_SCHEMES = frozenset({"sftp", "ssh", "scp"})
+LOGIN_SCHEMES = schemes_of("sftp")
 
 
 def scheme_of(uri: str) -> str:
@@ -16,6 +43,32 @@ def scheme_of(uri: str) -> str:
     if not sep or "/" in head:
         return ""
     return head.lower()
+
+
+def scheme_family(uri: str) -> str:
+    """``s3``, ``gs``, ``azure``, ``sftp``, ``http`` or ``file`` for ``uri``.
+
+    :raises ValueError: for any other scheme.
+    """
+    scheme = scheme_of(uri)
+    try:
+        return SCHEME_FAMILY[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unsupported URI scheme {scheme!r} in {redact_uri(uri)!r}; use a local path, file://, "
+            "s3://, gs://, azure://, sftp:// or http(s)://"
+        ) from None
+
+
+def local_path(uri: str) -> str | None:
+    """The filesystem path of a local path or ``file://`` URI, ``None`` for remote ones."""
+    scheme = scheme_of(uri)
+    if scheme == "":
+        return os.path.abspath(os.path.expanduser(uri))
+    if scheme == "file":
+        # file:///abs/path and file://localhost/abs/path; percent-encoded as Path.as_uri() writes them
+        return os.path.abspath(unquote(urlsplit(uri).path))
+    return None
 
 
 def redact_uri(uri: str) -> str:

@@ -208,44 +208,16 @@ def test_request_specs_for_each_endpoint():
     )
     assert protocol.download_asset_request("http://h/v2", "re_1").url == "http://h/v2/re_1/download"
     assert not protocol.upload_request(base).idempotent
-    assert not protocol.upload_url_request(base, [("url", "http://x")]).idempotent
+    upload_url = protocol.upload_url_request(base, "http://x", [("tags", "a")])
+    assert not upload_url.idempotent and upload_url.form == [("url", "http://x"), ("tags", "a")]
+    with pytest.raises(ValueError, match="`url`"):
+        protocol.upload_url_request(base, "", [])
 
 
 def test_delete_batches_chunk_by_100():
     batches = protocol.delete_batches(f"VI{i}" for i in range(250))
     assert [len(b) for b in batches] == [100, 100, 50]
     assert protocol.delete_batches([]) == []
-
-
-def test_upload_fields_repeat_tags_and_format_values():
-    fields = protocol.upload_form_fields(
-        unique_id="u",
-        tags=["a", "b"],
-        retain_original_video=False,
-        latitude=1.5,
-        longitude=2,
-        datetime_taken="2024-01-02 03:04:05",
-    )
-    assert ("tags", "a") in fields and ("tags", "b") in fields
-    assert ("retain_original_video", "false") in fields
-    assert ("latitude", "1.5") in fields and ("longitude", "2.0") in fields
-    assert ("datetime_taken", "2024-01-02 03:04:05") in fields
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"tags": [str(i) for i in range(21)]},
-        {"callback": "http://x/" + "a" * 300},
-        {"camera_model": "c" * 201},
-        {"datetime_taken": "2024-01-02"},
-        {"latitude": 1.0},
-        {"unique_id": ""},
-    ],
-)
-def test_upload_fields_reject_documented_limits(kwargs):
-    with pytest.raises(MemoriesInvalidRequestError):
-        protocol.upload_form_fields(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -261,9 +233,12 @@ def test_video_content_type(name, ctype):
     assert protocol.video_content_type(name) == ctype
 
 
-def test_video_content_type_rejects_other_extensions():
-    with pytest.raises(MemoriesInvalidRequestError, match=r"\.mp4"):
+def test_video_content_type_rejects_other_extensions_naming_the_parameter():
+    with pytest.raises(MemoriesInvalidRequestError, match=r"`filename` .*\.mp4") as info:
         protocol.video_content_type("notes.txt")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(ValueError, match=r"^`source` must name a video file"):
+        protocol.video_content_type("notes.txt", param="source")
 
 
 @pytest.mark.parametrize("url", ["api.memories.ai", "ftp://x", "", "http://"])
@@ -316,5 +291,5 @@ def test_upload_timeout_defaults_to_600s_and_never_undercuts_timeout(client_clas
 
 def test_only_uploads_wait_for_a_slow_answer():
     assert protocol.upload_request("https://h").slow_answer
-    assert protocol.upload_url_request("https://h", [("url", "u")]).slow_answer
+    assert protocol.upload_url_request("https://h", "u", []).slow_answer
     assert not protocol.list_unique_ids_request("https://h").slow_answer

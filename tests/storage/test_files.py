@@ -1,4 +1,4 @@
-"""Upload sources: looked up without reading, opened as streams, credentials from connections."""
+"""Storage files (the upload's `source`): looked up unread, opened as streams, with connections."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, Thread
 import pytest
 
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.sources import open_source, redact_uri, stat_source
+from memories_provider.storage.files import open_storage_file, stat_storage_file
+from memories_provider.storage.uris import redact_uri
 
 DATA = b"\x00\x00\x00\x18ftypmp42" + b"v" * 5000
 
@@ -24,9 +25,9 @@ def local_video(tmp_path):
 
 def test_local_path_and_file_uri(local_video):
     for uri in (str(local_video), local_video.as_uri()):
-        info = stat_source(uri)
-        assert (info.name, info.size, info.content_type) == ("clip one.mp4", len(DATA), "video/mp4")
-        with open_source(uri) as fh:
+        info = stat_storage_file(uri)
+        assert (info.name, info.size) == ("clip one.mp4", len(DATA))
+        with open_storage_file(uri) as fh:
             assert fh.read() == DATA
 
 
@@ -42,37 +43,37 @@ def test_local_path_and_file_uri(local_video):
 def test_bad_local_sources_name_the_parameter(tmp_path, make, message):
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(ValueError, match=message) as info:
-        stat_source(make(tmp_path))
+        stat_storage_file(make(tmp_path))
     assert "`source`" in str(info.value)
 
 
 def test_compressed_looking_names_are_read_byte_for_byte(tmp_path):
     path = tmp_path / "clip.mp4.gz"
     path.write_bytes(DATA)  # not gzip data: smart-open would fail or decompress if compression were on
-    with open_source(path.as_uri()) as fh:
+    with open_storage_file(path.as_uri()) as fh:
         assert fh.read() == DATA
 
 
 def test_s3_source_through_an_aws_connection(moto_s3_server, s3_bucket):
     moto_s3_server.client().put_object(Bucket=s3_bucket, Key="in/clip.mp4.gz", Body=DATA)
     uri = f"s3://{s3_bucket}/in/clip.mp4.gz"
-    info = stat_source(uri, conn_id=moto_s3_server.conn_id)
+    info = stat_storage_file(uri, conn_id=moto_s3_server.conn_id)
     assert (info.name, info.size) == ("clip.mp4.gz", len(DATA))
-    with open_source(uri, conn_id=moto_s3_server.conn_id) as fh:
+    with open_storage_file(uri, conn_id=moto_s3_server.conn_id) as fh:
         assert fh.read() == DATA
     with pytest.raises(ValueError, match="does not exist"):
-        stat_source(f"s3://{s3_bucket}/in/none.mp4", conn_id=moto_s3_server.conn_id)
+        stat_storage_file(f"s3://{s3_bucket}/in/none.mp4", conn_id=moto_s3_server.conn_id)
 
 
 def test_sftp_source_through_an_ssh_connection(sshd):
     path = sshd.root / "clip.mp4"
     path.write_bytes(DATA)
     uri = sshd.uri(str(path))
-    assert stat_source(uri, conn_id=sshd.conn_id).size == len(DATA)
-    with open_source(uri, conn_id=sshd.conn_id) as fh:
+    assert stat_storage_file(uri, conn_id=sshd.conn_id).size == len(DATA)
+    with open_storage_file(uri, conn_id=sshd.conn_id) as fh:
         assert fh.read() == DATA
     with pytest.raises(ValueError, match="does not exist"):
-        stat_source(sshd.uri(str(sshd.root / "none.mp4")), conn_id=sshd.conn_id)
+        stat_storage_file(sshd.uri(str(sshd.root / "none.mp4")), conn_id=sshd.conn_id)
 
 
 def test_azure_source_through_a_wasb_connection(azurite, azure_container):
@@ -81,8 +82,8 @@ def test_azure_source_through_a_wasb_connection(azurite, azure_container):
     client = BlobServiceClient.from_connection_string(azurite.connection_string)
     client.get_blob_client(azure_container, "clip.mp4").upload_blob(DATA)
     uri = f"azure://{azure_container}/clip.mp4"
-    assert stat_source(uri, conn_id=azurite.conn_id).size == len(DATA)
-    with open_source(uri, conn_id=azurite.conn_id) as fh:
+    assert stat_storage_file(uri, conn_id=azurite.conn_id).size == len(DATA)
+    with open_storage_file(uri, conn_id=azurite.conn_id) as fh:
         assert fh.read() == DATA
 
 
@@ -98,11 +99,11 @@ def http_folder(tmp_path):
 
 
 def test_http_source_is_sized_with_head(http_folder):
-    assert stat_source(f"{http_folder}/clip.mp4").size == len(DATA)
-    with open_source(f"{http_folder}/clip.mp4") as fh:
+    assert stat_storage_file(f"{http_folder}/clip.mp4").size == len(DATA)
+    with open_storage_file(f"{http_folder}/clip.mp4") as fh:
         assert fh.read() == DATA
     with pytest.raises(ValueError, match="HTTP 404"):
-        stat_source(f"{http_folder}/none.mp4")
+        stat_storage_file(f"{http_folder}/none.mp4")
 
 
 class PresignedHandler(BaseHTTPRequestHandler):
@@ -166,15 +167,15 @@ def presigned():
 def test_http_source_refusing_head_is_sized_with_a_one_byte_get(presigned, head_status):
     base, seen = presigned(head_status=head_status)
     uri = f"{base}/clip.mp4?X-Amz-Signature=s3cr3t"
-    assert stat_source(uri).size == len(DATA)
+    assert stat_storage_file(uri).size == len(DATA)
     assert seen == [("HEAD", None), ("GET", "bytes=0-0")]
-    with open_source(uri) as fh:
+    with open_storage_file(uri) as fh:
         assert fh.read() == DATA
 
 
 def test_http_source_ignoring_range_is_sized_from_its_content_length(presigned):
     base, seen = presigned(honour_range=False)
-    assert stat_source(f"{base}/clip.mp4").size == len(DATA)
+    assert stat_storage_file(f"{base}/clip.mp4").size == len(DATA)
     assert seen == [("HEAD", None), ("GET", "bytes=0-0")]
 
 
@@ -184,7 +185,7 @@ def test_http_source_ignoring_range_is_sized_from_its_content_length(presigned):
 def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned, get_status, message):
     base, _ = presigned(get_status=get_status)
     with pytest.raises(ValueError, match=message) as info:
-        stat_source(f"{base}/clip.mp4?X-Amz-Signature=s3cr3t")
+        stat_storage_file(f"{base}/clip.mp4?X-Amz-Signature=s3cr3t")
     assert "`source`" in str(info.value) and "s3cr3t" not in str(info.value)
 
 
@@ -218,7 +219,7 @@ def test_unknown_transport_params_are_refused_by_name():
 
 def test_unsupported_scheme_is_refused():
     with pytest.raises(ValueError, match="unsupported URI scheme 'ftp'"):
-        stat_source("ftp://host/clip.mp4")
+        stat_storage_file("ftp://host/clip.mp4")
 
 
 def test_connection_of_an_uninstalled_provider_is_named(monkeypatch):

@@ -1,4 +1,4 @@
-"""Opening an upload source (path or file object) and working out its name and size, once for both clients."""
+"""Opening the stream an upload sends (a path or a file object), its name and size, for both clients."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from memories_provider.client.multipart import file_size
 
 
 @dataclass
-class UploadSource:
-    """An open upload source: the file object, the name to announce and the bytes to send."""
+class UploadStream:
+    """The open stream of an upload: the file object, the name to announce and the bytes to send."""
 
     fileobj: BinaryIO
     filename: str
@@ -21,10 +21,10 @@ class UploadSource:
 
 
 @contextlib.contextmanager
-def open_upload_source(
+def open_upload_stream(
     file: str | os.PathLike[str] | BinaryIO, *, filename: str | None, size: int | None
-) -> Iterator[UploadSource]:
-    """Yield an :class:`UploadSource`; a path is opened (and closed) here, a file object is not closed.
+) -> Iterator[UploadStream]:
+    """Yield an :class:`UploadStream`; a path is opened (and closed) here, a file object is not closed.
 
     :raises ValueError: when no file name can be found, or the size of a non-seekable stream is unknown.
     """
@@ -34,7 +34,7 @@ def open_upload_source(
             actual = os.fstat(fh.fileno()).st_size if size is None else size
             if actual <= 0:
                 raise ValueError(f"the file to upload is empty: {path}")
-            yield UploadSource(fh, filename or os.path.basename(path), actual)
+            yield UploadStream(fh, filename or os.path.basename(path), actual)
         return
     name = filename
     if name is None:
@@ -49,4 +49,4 @@ def open_upload_source(
         raise ValueError("size is required for a file object whose size cannot be determined (not seekable)")
     if size <= 0:
         raise ValueError("the file to upload is empty")
-    yield UploadSource(file, name, size)
+    yield UploadStream(file, name, size)

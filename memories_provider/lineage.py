@@ -1,0 +1,48 @@
+"""OpenLineage names for the operators: a storage URI as a dataset, the service as a namespace.
+
+Every operator names its datasets here, so an upload's output and a later download's input are the
+same dataset. Never a secret: user-info and query strings (presigned tokens) are left out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from memories_provider.storage.destinations import canonical_uri
+from memories_provider.storage.uris import SCHEME_FAMILY, scheme_of
+
+if TYPE_CHECKING:
+    from memories_provider.hooks.memories import MemoriesHook
+
+__all__ = ["lineage_dataset", "namespace_of", "video_dataset_name"]
+
+
+def namespace_of(hook: MemoriesHook) -> str:
+    """OpenLineage namespace for the service: ``memories://<host[:port]>``."""
+    try:
+        netloc = urlsplit(hook.config.base_url).netloc
+    except Exception:  # lineage must never break the task
+        return "memories"
+    return f"memories://{netloc}" if netloc else "memories"
+
+
+def video_dataset_name(unique_id: str | None, video_no: str) -> str:
+    """The dataset name of a memories.ai video in :func:`namespace_of`'s namespace."""
+    return f"video/{unique_id}/{video_no}"
+
+
+def lineage_dataset(uri: str) -> tuple[str, str]:
+    """(namespace, name) of a storage URI, per the OpenLineage dataset naming conventions."""
+    canonical = canonical_uri(uri)
+    scheme = scheme_of(canonical)
+    parts = urlsplit(canonical)
+    family = SCHEME_FAMILY.get(scheme)
+    if family == "file":
+        return "file", parts.path
+    if family == "sftp":
+        return f"{scheme}://{parts.hostname or ''}:{parts.port or 22}", parts.path
+    host = parts.netloc.rpartition("@")[2]  # credentials and presigned tokens stay out of lineage
+    if family == "http":
+        return f"{parts.scheme}://{host}", parts.path
+    return f"{scheme}://{host}", parts.path.lstrip("/")

@@ -1,0 +1,116 @@
+"""Storage files: the file an upload reads (the upload operator's ``source``), looked up without
+downloading it, then opened as a stream.
+
+Any URI smart-open reads (local path, ``file://``, ``s3://``, ``gs://``, ``azure://``,
+``sftp://``, ``http(s)://``); compression is always disabled so ``clip.mp4.gz`` is sent byte
+for byte rather than silently decompressed. The size comes from :mod:`~memories_provider.storage.probes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from memories_provider.storage.credentials import transport_params_for, validate_transport_params
+from memories_provider.storage.probes import stored_size
+from memories_provider.storage.uris import local_path, redact_uri, scheme_family
+
+__all__ = ["StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
+
+
+@dataclass(frozen=True)
+class StorageFile:
+    """What is known about a file in storage before a byte of it is read.
+
+    :param uri: its URI as given.
+    :param name: its file name (last path segment), used as the upload's filename.
+    :param size: its size in bytes; ``None`` only for an HTTP file whose server gives no length.
+    """
+
+    uri: str
+    name: str
+    size: int | None
+
+
+def storage_file_name(uri: str) -> str:
+    """The file name of ``uri`` (its last path segment, URL-decoded)."""
+    path = urlsplit(uri).path if scheme_family(uri) != "file" or "://" in uri else uri
+    return posixpath.basename(unquote(path).rstrip("/"))
+
+
+def _local_path(uri: str) -> str:
+    path = local_path(uri)
+    assert path is not None
+    return path
+
+
+def stat_storage_file(
+    uri: str,
+    *,
+    conn_id: str | None = None,
+    transport_params: dict[str, Any] | None = None,
+) -> StorageFile:
+    """Look ``uri`` up without reading it (see :mod:`~memories_provider.storage.probes`).
+
+    An HTTP server that refuses ``HEAD`` (403/405, as presigned GET URLs do) or gives no length
+    is asked for ``Range: bytes=0-0`` instead, and the size read from ``Content-Range``.
+
+    :param uri: the file (the upload operator's ``source``).
+    :param conn_id: Airflow connection with the storage credentials (``source_conn_id``).
+    :param transport_params: extra smart-open parameters (validated per scheme).
+    :raises ValueError: naming ``source`` when it is empty, missing, a folder, or has no data.
+    """
+    if not uri or not str(uri).strip():
+        raise ValueError("`source` must be a non-empty path or URI")
+    family = scheme_family(uri)
+    name = storage_file_name(uri)
+    shown = redact_uri(uri)
+    if not name:
+        raise ValueError(f"`source` {shown!r} names a folder, not a video file")
+    if family == "file":
+        validate_transport_params(uri, transport_params)
+        if os.path.isdir(_local_path(uri)):
+            raise ValueError(f"`source` {uri!r} is a folder, not a video file")
+        params: dict[str, Any] = {}
+    else:
+        params = transport_params_for(
+            uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
+        )
+    size = stored_size(uri, params)
+    if size is None and family != "http":  # an HTTP server may just not tell
+        raise ValueError(f"`source` {shown!r} does not exist")
+    if size == 0:
+        raise ValueError(f"`source` {shown!r} is empty (0 bytes)")
+    return StorageFile(uri=uri, name=name, size=size)
+
+
+@contextlib.contextmanager
+def open_storage_file(
+    uri: str,
+    *,
+    conn_id: str | None = None,
+    transport_params: dict[str, Any] | None = None,
+) -> Iterator[BinaryIO]:
+    """Open ``uri`` for streaming reads (binary, compression disabled); closed on exit.
+
+    :param uri: the file.
+    :param conn_id: Airflow connection with the storage credentials (``source_conn_id``).
+    :param transport_params: extra smart-open parameters (validated per scheme).
+    """
+    if scheme_family(uri) == "file":
+        with open(_local_path(uri), "rb") as local:
+            yield local
+        return
+    params = transport_params_for(
+        uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
+    )
+    import smart_open  # on use: it loads every transport (boto3, paramiko, azure...)
+
+    fh: Any = smart_open.open(uri, "rb", compression="disable", transport_params=params)
+    with fh:
+        yield fh

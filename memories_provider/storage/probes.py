@@ -1,0 +1,164 @@
+"""Storage probes: the size of what is stored at a URI, asked without reading a byte of it.
+
+One probe per scheme family of :data:`~memories_provider.storage.uris.SCHEME_FAMILY`: ``stat``,
+S3 ``HeadObject``, GCS and Azure blob properties, SFTP ``stat``, HTTP ``HEAD`` (or a one-byte
+ranged ``GET``). The upload operator sizes its ``source`` with them; the download and export
+operators ask whether their ``destination`` is already there. Each takes smart-open
+``transport_params`` already resolved (credentials included); the storage libraries are imported
+on use, as smart-open would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from memories_provider.storage.errors import StoreUnavailableError
+from memories_provider.storage.uris import local_path, redact_uri, scheme_family
+
+__all__ = ["azure_size", "gcs_size", "http_size", "local_size", "s3_size", "sftp_size", "stored_size"]
+
+
+def stored_size(uri: str, params: dict[str, Any]) -> int | None:
+    """The size in bytes of what is stored at ``uri``; ``None`` when nothing is (see :func:`http_size`
+    for the one exception).
+
+    :raises ValueError: for a scheme outside the table.
+    """
+    return _PROBES[scheme_family(uri)](uri, params)
+
+
+def local_size(uri: str, params: dict[str, Any]) -> int | None:
+    """A local path's or ``file://`` URI's size; ``None`` unless it is a regular file."""
+    path = local_path(uri)
+    assert path is not None
+    return os.path.getsize(path) if os.path.isfile(path) else None
+
+
+def sftp_size(uri: str, params: dict[str, Any]) -> int | None:
+    """An ``sftp://`` (``ssh://``, ``scp://``) file's size from ``stat`` over SFTP."""
+    import smart_open
+
+    try:
+        fh: Any = smart_open.open(uri, "rb", compression="disable", transport_params=params)
+    except FileNotFoundError:
+        return None
+    except OSError as err:  # paramiko raises IOError(errno.ENOENT) for a missing path
+        if getattr(err, "errno", None) == errno.ENOENT:
+            return None
+        raise
+    with fh:
+        size = fh.stat().st_size
+        with contextlib.suppress(Exception):
+            fh.sftp.close()
+        return int(size) if size is not None else None
+
+
+def s3_size(uri: str, params: dict[str, Any]) -> int | None:
+    """An S3 object's ``ContentLength`` from ``HeadObject`` (``params["client"]`` or boto3's default)."""
+    from smart_open import s3
+
+    parsed = s3.parse_uri(uri)
+    client = params.get("client")
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    try:
+        head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"])
+    except Exception as err:
+        code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+        if code in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return int(head["ContentLength"])
+
+
+def gcs_size(uri: str, params: dict[str, Any]) -> int | None:
+    """A GCS blob's size (``params["client"]`` or the default ``storage.Client()``)."""
+    from smart_open import gcs
+
+    parsed = gcs.parse_uri(uri)
+    client = params.get("client")
+    if client is None:
+        from google.cloud import storage
+
+        client = storage.Client()
+    blob = client.bucket(parsed["bucket_id"]).get_blob(parsed["blob_id"])
+    return None if blob is None else int(blob.size)
+
+
+def azure_size(uri: str, params: dict[str, Any]) -> int | None:
+    """An Azure blob's size from its properties (needs ``params["client"]``)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from smart_open import azure
+
+    parsed = azure.parse_uri(uri)
+    client = params.get("client")
+    if client is None:
+        raise ValueError("azure:// destinations need a `destination_conn_id` or transport_params['client']")
+    blob = client.get_blob_client(parsed["container_id"], parsed["blob_id"])
+    try:
+        return int(blob.get_blob_properties().size)
+    except ResourceNotFoundError:
+        return None
+
+
+def http_size(uri: str, params: dict[str, Any]) -> int | None:
+    """An ``http(s)://`` resource's length from ``HEAD``, else from a ranged ``GET`` of one byte.
+
+    Unlike the other probes, ``None`` means the server gives no length; a missing resource raises.
+
+    :raises ValueError: naming ``source`` when the server says it does not exist or refuses it.
+    :raises StoreUnavailableError: on ``429`` or ``5xx`` (a later try may read it).
+    """
+    import requests
+
+    request: dict[str, Any] = {
+        "allow_redirects": True,
+        "timeout": params.get("timeout"),
+        "auth": (params["user"], params.get("password") or "") if params.get("user") else None,
+    }
+    response = requests.head(uri, headers=params.get("headers"), **request)
+    _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
+    length = _digits(response.headers.get("Content-Length"))
+    if response.status_code < 400 and length is not None:
+        return length
+    # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
+    # (405) or omit its length: ask for the first byte and read the total from Content-Range.
+    headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
+    with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
+        answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
+        _check_http(uri, ranged.status_code, answers, refusable=False)
+        if ranged.status_code == 206:
+            return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
+        return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+
+
+def _check_http(uri: str, status: int, answers: str, *, refusable: bool) -> None:
+    shown = redact_uri(uri)
+    if status == 404:
+        raise ValueError(f"`source` {shown!r} does not exist (HTTP 404)")
+    if status < 400 or (refusable and status in (403, 405)):
+        return
+    # 429 and 5xx may pass: a retry of the task may find the source readable.
+    error = StoreUnavailableError if status == 429 or status >= 500 else ValueError
+    raise error(f"`source` {shown!r} cannot be read: {answers}")
+
+
+def _digits(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+_PROBES: dict[str, Callable[[str, dict[str, Any]], int | None]] = {
+    "file": local_size,
+    "s3": s3_size,
+    "gs": gcs_size,
+    "azure": azure_size,
+    "sftp": sftp_size,
+    "http": http_size,
+}

@@ -1,0 +1,107 @@
+"""UploadMetadata: every rule checked once, at construction, naming the parameter; its own form fields."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import datetime
+
+import pendulum
+import pytest
+
+from memories_provider.client import MemoriesInvalidArgumentError, MemoriesInvalidRequestError, UploadMetadata
+
+
+def test_form_fields_repeat_tags_and_format_values_in_order():
+    metadata = UploadMetadata(
+        unique_id="u",
+        callback="https://example.com/hook",
+        datetime_taken=pendulum.datetime(2024, 1, 2, 3, 4, 5),
+        camera_model="cam",
+        latitude=1.5,
+        longitude=2,
+        tags=["a", "b"],
+        retain_original_video=False,
+        video_transcription_prompt="say it",
+    )
+    assert metadata.form_fields() == [
+        ("unique_id", "u"),
+        ("callback", "https://example.com/hook"),
+        ("datetime_taken", "2024-01-02 03:04:05"),
+        ("camera_model", "cam"),
+        ("latitude", "1.5"),
+        ("longitude", "2.0"),
+        ("tags", "a"),
+        ("tags", "b"),
+        ("retain_original_video", "false"),
+        ("video_transcription_prompt", "say it"),
+    ]
+
+
+def test_values_are_normalised_once_and_unset_fields_are_not_sent():
+    metadata = UploadMetadata(tags="one", callback="", datetime_taken="", video_transcription_prompt="")
+    assert metadata.tags == ("one",)
+    assert (metadata.callback, metadata.datetime_taken, metadata.video_transcription_prompt) == (None,) * 3
+    assert metadata.form_fields() == [("tags", "one")]
+    assert UploadMetadata().form_fields() == []
+    assert UploadMetadata(datetime_taken=datetime(2024, 5, 1, 13, 45)).datetime_taken == "2024-05-01 13:45:00"
+    assert UploadMetadata(retain_original_video=True).form_fields() == [("retain_original_video", "true")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"tags": [str(i) for i in range(21)]}, "`tags`"),
+        ({"tags": [""]}, "`tags`"),
+        ({"tags": 5}, "`tags`"),
+        ({"tags": b"ab"}, "`tags`"),
+        ({"callback": "http://x/" + "a" * 300}, "`callback`"),
+        ({"callback": "not-a-url"}, "`callback`"),
+        ({"camera_model": "c" * 201}, "`camera_model`"),
+        ({"camera_model": 3}, "`camera_model`"),
+        ({"datetime_taken": "2024-01-02"}, "`datetime_taken`"),
+        ({"datetime_taken": 1714571100}, "`datetime_taken`"),
+        ({"latitude": 1.0}, "`latitude` and `longitude`"),
+        ({"latitude": 91.0, "longitude": 0.0}, "`latitude`"),
+        ({"latitude": 0.0, "longitude": float("nan")}, "`longitude`"),
+        ({"latitude": True, "longitude": 0.0}, "`latitude`"),
+        ({"unique_id": ""}, "`unique_id`"),
+        ({"unique_id": "  "}, "`unique_id`"),
+        ({"retain_original_video": "yes"}, "`retain_original_video`"),
+        ({"video_transcription_prompt": 3}, "`video_transcription_prompt`"),
+    ],
+)
+def test_documented_limits_are_refused_naming_the_parameter(kwargs, param):
+    with pytest.raises(MemoriesInvalidArgumentError) as info:
+        UploadMetadata(**kwargs)
+    # Both kinds of caller catch it: client users (MemoriesInvalidRequestError), operators (ValueError).
+    assert isinstance(info.value, MemoriesInvalidRequestError) and isinstance(info.value, ValueError)
+    assert str(info.value).startswith(param)
+
+
+def test_replace_and_merged_validate_again():
+    base = UploadMetadata(tags=["a"])
+    assert UploadMetadata.merged(base, {}) is base
+    assert UploadMetadata.merged(None, {"camera_model": "c"}) == UploadMetadata(camera_model="c")
+    assert UploadMetadata.merged(base, {"unique_id": "u"}) == UploadMetadata(unique_id="u", tags=("a",))
+    with pytest.raises(ValueError, match="`camera_model`"):
+        UploadMetadata.merged(base, {"camera_model": "c" * 201})
+    with pytest.raises(TypeError, match="tag"):
+        UploadMetadata.merged(None, {"tag": "a"})
+
+
+def test_with_tag_keeps_room_for_the_callers_tag():
+    why = "one of the 20 is ours"
+    assert UploadMetadata(tags=["a"]).with_tag("mine", why=why).tags == ("a", "mine")
+    nineteen = UploadMetadata(tags=[f"t{i}" for i in range(19)])
+    assert len(nineteen.with_tag("mine", why=why).tags) == 20
+    with pytest.raises(
+        ValueError, match=r"^`tags` may hold at most 19 tags \(one of the 20 is ours\), got 20"
+    ):
+        UploadMetadata(tags=[f"t{i}" for i in range(20)]).with_tag("mine", why=why)
+
+
+def test_the_error_survives_pickling_as_airflow_ships_it():
+    with pytest.raises(MemoriesInvalidArgumentError) as info:
+        UploadMetadata(camera_model=3)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is MemoriesInvalidArgumentError and str(again) == str(info.value)
