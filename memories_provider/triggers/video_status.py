@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
+
+#: The shared poller's module, imported in a thread on first use (it brings aiohttp and the hook).
+_POLLER_MODULE = "memories_provider.triggers._poller"
 
 #: Most video ids a fired event's log line names.
 _IDS_SHOWN = 5
@@ -101,7 +105,11 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
         """Join the shared poller and yield its verdict for our videos as the one event."""
         # The triggerer imports this module inside its event loop: keep it light, and import the
         # client stack (aiohttp, requests, the hook) in a thread so the loop is never blocked.
-        module = await asyncio.to_thread(importlib.import_module, "memories_provider.triggers._poller")
+        module = sys.modules.get(_POLLER_MODULE)
+        if module is None or getattr(module.__spec__, "_initializing", False):
+            # Once imported, join at once: a thread hop per trigger would spread a thousand
+            # triggers' arrivals over the poller's first rounds.
+            module = await asyncio.to_thread(importlib.import_module, _POLLER_MODULE)
         poller = module.get_poller(self.memories_conn_id, self.unique_id)
         self.log.info(
             "Waiting for %d video(s) to be parsed (%s; poll every %gs)",
