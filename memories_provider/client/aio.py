@@ -7,12 +7,10 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
-from urllib.parse import urlencode
 
 import aiohttp
 from multidict import CIMultiDict
@@ -20,22 +18,17 @@ from yarl import URL
 
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client._version import USER_AGENT
+from memories_provider.client.core import ClientCore, RepeatedDelete, content_length, is_success, last_page
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
-from memories_provider.client.retry import RetryPolicy
-from memories_provider.client.sync import _content_length, _last_page
 from memories_provider.redaction import NO_SECRETS, Redactor
-
-log = logging.getLogger("memories_provider.client")
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -110,7 +103,7 @@ class AsyncDownloadResponse:
         self.status_code = self._response.status
         self.headers = CIMultiDict(self._response.headers)
         self.content_type, self.filename = protocol.file_labels(self.headers, self._redactor)
-        self.content_length = _content_length(self.headers)
+        self.content_length = content_length(self.headers)
         return self
 
     async def __aexit__(
@@ -173,7 +166,7 @@ class AsyncDownloadResponse:
         )
 
 
-class AsyncMemoriesClient:
+class AsyncMemoriesClient(ClientCore):
     """Asynchronous client of the memories.ai API; same constructor and methods as ``MemoriesClient``.
 
     Use ``async with AsyncMemoriesClient(...) as client:`` (or ``await client.close()``); the
@@ -190,35 +183,8 @@ class AsyncMemoriesClient:
         request is sent; never shorter than ``timeout`` (see ``MemoriesClient``).
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str = protocol.DEFAULT_BASE_URL,
-        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        user_agent: str | None = None,
-        connect_timeout: float | None = None,
-        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
-    ) -> None:
-        self._api_key = protocol.check_api_key(api_key)
-        # Every error built from a response or a transport failure goes through it, at creation.
-        self._redactor = Redactor([self._api_key])
-        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
-        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
-        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.user_agent = user_agent or USER_AGENT
+    def _open(self) -> None:
         self._session: aiohttp.ClientSession | None = None
-        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
-
-    # ------------------------------------------------------------------ plumbing
-
-    def __repr__(self) -> str:
-        urls = f"base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}"
-        return f"AsyncMemoriesClient({urls}, api_key='***')"
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -256,37 +222,22 @@ class AsyncMemoriesClient:
         self._session = None
 
     async def _send(
-        self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None, progress: Any = None
+        self,
+        spec: protocol.RequestSpec,
+        *,
+        body: MultipartBody | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> aiohttp.ClientResponse:
-        headers: dict[str, str] = {}
-        data: Any = None
-        if body is not None:
-            headers["Content-Type"] = body.content_type
-            # An explicit length keeps aiohttp from switching to chunked transfer encoding.
-            headers["Content-Length"] = str(body.length)
-            data = _stream_body(body, progress)
-        elif spec.form is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            data = urlencode(list(spec.form)).encode()
-        if spec.download:
-            headers["Accept-Encoding"] = "identity"
-            headers["Accept"] = "*/*"
-        else:
-            headers["Accept"] = "application/json"
-        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
-        timeouts = self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint)
+        headers = self._request_headers(spec, body)
+        # progress is called here, on the event loop thread, not by the body in the executor.
+        data: Any = _stream_body(body, progress) if body is not None else self._form_body(spec)
+        timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
         try:
             return await self._get_session().request(
-                spec.method,
-                url,
-                json=spec.json_body,
-                data=data,
-                headers=headers,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-                timeout=timeouts,
+                spec.method, url, json=spec.json_body, data=data, headers=headers,
+                proxy=proxy, proxy_auth=proxy_auth, timeout=timeouts,
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)
@@ -306,19 +257,12 @@ class AsyncMemoriesClient:
         self,
         spec: protocol.RequestSpec,
         body: MultipartBody | None = None,
-        progress: Any = None,
+        progress: Callable[[int], None] | None = None,
         read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = await self._send(spec, body=body, progress=progress)
         content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
-        return protocol.read_response(
-            response.status,
-            response.headers,
-            content,
-            endpoint=spec.endpoint,
-            read=read,
-            redactor=self._redactor,
-        )
+        return self._answer(spec, response.status, response.headers, content, read)
 
     async def _run(
         self,
@@ -359,14 +303,7 @@ class AsyncMemoriesClient:
         spec = protocol.upload_request(self.base_url)
         # Opening a path is a quick local syscall; reads happen in the executor below.
         with open_upload_stream(file, filename=filename, size=size) as source:
-            detected = protocol.video_content_type(source.filename)
-            body = MultipartBody(
-                form,
-                source.fileobj,
-                filename=source.filename,
-                content_type=content_type or detected,
-                size=source.size,
-            )
+            body = self._upload_body(form, source, content_type)
             attempts = 0
 
             async def attempt() -> Any:
@@ -446,7 +383,7 @@ class AsyncMemoriesClient:
             for video in result.videos:
                 yield video
             seen += len(result.videos)
-            if _last_page(result, seen, page_size):
+            if last_page(result, seen, page_size):
                 return
             page += 1
 
@@ -460,17 +397,12 @@ class AsyncMemoriesClient:
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            attempts = 0
+            rule = RepeatedDelete()
 
-            async def attempt(spec: protocol.RequestSpec = spec) -> Any:
-                nonlocal attempts
-                attempts += 1
-                try:
+            async def attempt(spec: protocol.RequestSpec = spec, rule: RepeatedDelete = rule) -> Any:
+                with rule:
                     return await self._json_attempt(spec)
-                except MemoriesDuplicateError:
-                    if attempts > 1:  # see MemoriesClient.delete_videos
-                        return None
-                    raise
+                return None
 
             await self._run(spec, attempt)
 
@@ -504,15 +436,10 @@ class AsyncMemoriesClient:
     def _download(self, spec: protocol.RequestSpec) -> AsyncDownloadResponse:
         async def attempt() -> tuple[aiohttp.ClientResponse, bytes, bool]:
             response = await self._send(spec)
-            if not 200 <= response.status < 300:
+            status, headers = response.status, response.headers
+            if not is_success(status):
                 content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
-                raise protocol.download_error(
-                    response.status,
-                    response.headers,
-                    content,
-                    endpoint=spec.endpoint,
-                    redactor=self._redactor,
-                )
+                raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.
             sniffer = protocol.BodySniffer()
             try:
@@ -521,12 +448,7 @@ class AsyncMemoriesClient:
             except _TRANSPORT_ERRORS as exc:
                 response.close()
                 raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-            error = sniffer.error(
-                response.status, response.headers, endpoint=spec.endpoint, redactor=self._redactor
-            )
-            if error is not None:
-                response.close()
-                raise error
+            self._check_download(spec, status, headers, sniffer, response.close)
             return response, sniffer.prefix, sniffer.complete
 
         async def opener() -> tuple[aiohttp.ClientResponse, bytes, bool]:

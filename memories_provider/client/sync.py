@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -15,21 +14,17 @@ from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client._version import USER_AGENT
+from memories_provider.client.core import ClientCore, RepeatedDelete, content_length, is_success, last_page
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
-from memories_provider.client.retry import RetryPolicy
 from memories_provider.redaction import NO_SECRETS, Redactor
-
-log = logging.getLogger("memories_provider.client")
 
 
 class _LargeBlockAdapter(HTTPAdapter):
@@ -148,7 +143,7 @@ class DownloadResponse:
         self.status_code: int = response.status_code
         self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
         self.content_type, self.filename = protocol.file_labels(self.headers, redactor)
-        self.content_length: int | None = _content_length(self.headers)
+        self.content_length: int | None = content_length(self.headers)
 
     def iter_chunks(
         self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
@@ -293,18 +288,7 @@ class DownloadResponse:
         )
 
 
-def _content_length(headers: Mapping[str, str]) -> int | None:
-    # With a Content-Encoding the header counts encoded bytes, not what iter_chunks yields.
-    if headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
-        return None
-    try:
-        value = int(headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-class MemoriesClient:
+class MemoriesClient(ClientCore):
     """Synchronous client of the memories.ai API (v1 and v2 hosts).
 
     :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
@@ -320,39 +304,15 @@ class MemoriesClient:
         service may have accepted it: a generous value avoids a second, billed, upload.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str = protocol.DEFAULT_BASE_URL,
-        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        user_agent: str | None = None,
-        connect_timeout: float | None = None,
-        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
-    ) -> None:
-        self._api_key = protocol.check_api_key(api_key)
-        # Every error built from a response or a transport failure goes through it, at creation.
-        self._redactor = Redactor([self._api_key])
-        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
-        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
-        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.user_agent = user_agent or USER_AGENT
+    def _open(self) -> None:
         self._session = requests.Session()
         adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.auth = _KeyAuth(self._api_key)
         self._session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
-        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
 
     # ------------------------------------------------------------------ plumbing
-
-    def __repr__(self) -> str:
-        return f"MemoriesClient(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, api_key='***')"
 
     def __enter__(self) -> MemoriesClient:
         return self
@@ -367,28 +327,12 @@ class MemoriesClient:
         self._session.close()
 
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
-        headers: dict[str, str] = {}
-        data: Any = None
-        if body is not None:
-            headers["Content-Type"] = body.content_type
-            data = body
-        elif spec.form is not None:
-            data = list(spec.form)
-        if spec.download:
-            # Videos do not compress; identity keeps Content-Length equal to the bytes we count.
-            headers["Accept-Encoding"] = "identity"
-            headers["Accept"] = "*/*"
-        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
-        timeouts = request_timeouts(
-            self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint
-        )
+        headers = self._request_headers(spec, body)
+        data: Any = body if body is not None else self._form_body(spec)
+        timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
         try:
             return self._session.request(
-                spec.method,
-                spec.url,
-                json=spec.json_body,
-                data=data,
-                headers=headers,
+                spec.method, spec.url, json=spec.json_body, data=data, headers=headers,
                 timeout=timeouts,
                 stream=True,
             )
@@ -414,15 +358,7 @@ class MemoriesClient:
     ) -> Any:
         response = self._send(spec, body=body)
         content = self._read(response, spec, protocol.MAX_JSON_BYTES)
-        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, response.status_code)
-        return protocol.read_response(
-            response.status_code,
-            response.headers,
-            content,
-            endpoint=spec.endpoint,
-            read=read,
-            redactor=self._redactor,
-        )
+        return self._answer(spec, response.status_code, response.headers, content, read)
 
     def _run(
         self,
@@ -468,15 +404,7 @@ class MemoriesClient:
         form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
         with open_upload_stream(file, filename=filename, size=size) as source:
-            detected = protocol.video_content_type(source.filename)
-            body = MultipartBody(
-                form,
-                source.fileobj,
-                filename=source.filename,
-                content_type=content_type or detected,
-                size=source.size,
-                progress=progress,
-            )
+            body = self._upload_body(form, source, content_type, progress)
             attempts = 0
 
             def attempt() -> Any:
@@ -579,7 +507,7 @@ class MemoriesClient:
             result = self.list_videos(page=page, size=page_size, **filters)
             yield from result.videos
             seen += len(result.videos)
-            if _last_page(result, seen, page_size):
+            if last_page(result, seen, page_size):
                 return
             page += 1
 
@@ -597,19 +525,12 @@ class MemoriesClient:
         """
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            attempts = 0
+            rule = RepeatedDelete()
 
-            def attempt(spec: protocol.RequestSpec = spec) -> Any:
-                nonlocal attempts
-                attempts += 1
-                try:
+            def attempt(spec: protocol.RequestSpec = spec, rule: RepeatedDelete = rule) -> Any:
+                with rule:  # a 0409 on a retry: an earlier attempt deleted them
                     return self._json_attempt(spec)
-                except MemoriesDuplicateError:
-                    # Older docs answer 0409 to a repeated delete: on a retry it means an earlier
-                    # attempt, whose answer was lost, already deleted them.
-                    if attempts > 1:
-                        return None
-                    raise
+                return None
 
             self._run(spec, attempt)
 
@@ -653,15 +574,10 @@ class MemoriesClient:
     def _download(self, spec: protocol.RequestSpec) -> DownloadResponse:
         def attempt() -> DownloadResponse:
             response = self._send(spec)
-            if not 200 <= response.status_code < 300:
+            status, headers = response.status_code, response.headers
+            if not is_success(status):
                 content = self._read(response, spec, protocol.MAX_ERROR_BYTES)
-                raise protocol.download_error(
-                    response.status_code,
-                    response.headers,
-                    content,
-                    endpoint=spec.endpoint,
-                    redactor=self._redactor,
-                )
+                raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.
             sniffer = protocol.BodySniffer()
             try:
@@ -670,12 +586,7 @@ class MemoriesClient:
             except _TRANSPORT_ERRORS as exc:
                 response.close()
                 raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-            error = sniffer.error(
-                response.status_code, response.headers, endpoint=spec.endpoint, redactor=self._redactor
-            )
-            if error is not None:
-                response.close()
-                raise error
+            self._check_download(spec, status, headers, sniffer, response.close)
             return DownloadResponse(response, spec.endpoint, sniffer.prefix, sniffer.complete, self._redactor)
 
         result: DownloadResponse = self._run(spec, attempt)
@@ -707,11 +618,3 @@ class MemoriesClient:
         """
         return self._download(protocol.download_asset_request(self.v2_base_url, asset_id))
 
-
-def _last_page(result: VideoPage, seen: int, page_size: int) -> bool:
-    """Whether paging should stop: an empty page, everything counted, or a short page."""
-    if not result.videos:
-        return True
-    if result.total_count is not None:
-        return seen >= result.total_count
-    return len(result.videos) < (result.page_size or page_size)

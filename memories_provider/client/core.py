@@ -1,0 +1,211 @@
+"""What the sync and async clients share: settings, request headers, reading answers, paging, checks.
+
+Sans-IO like :mod:`protocol`: neither ``requests`` nor ``aiohttp`` is imported here, so each
+client loads without the other's library. :class:`ClientCore` holds every decision that does not
+depend on how bytes move; ``sync.py`` and ``aio.py`` keep only their I/O (sending, reading the
+body, sleeping between attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+from memories_provider.client import protocol
+from memories_provider.client._upload_stream import UploadStream
+from memories_provider.client._version import USER_AGENT
+from memories_provider.client.errors import MemoriesDuplicateError
+from memories_provider.client.models import VideoPage
+from memories_provider.client.multipart import MultipartBody
+from memories_provider.client.retry import RetryPolicy
+from memories_provider.redaction import Redactor
+
+log = logging.getLogger("memories_provider.client")
+
+#: The Content-Type of a url-encoded form body (``upload_url``).
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """The body's size from ``Content-Length``, or ``None`` when absent, invalid or encoded."""
+    # With a Content-Encoding the header counts encoded bytes, not what iter_chunks yields.
+    if headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return None
+    try:
+        value = int(headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def last_page(result: VideoPage, seen: int, page_size: int) -> bool:
+    """Whether paging should stop: an empty page, everything counted, or a short page."""
+    if not result.videos:
+        return True
+    if result.total_count is not None:
+        return seen >= result.total_count
+    return len(result.videos) < (result.page_size or page_size)
+
+
+def is_success(status: int) -> bool:
+    """Whether an HTTP status is 2xx."""
+    return 200 <= status < 300
+
+
+class RepeatedDelete:
+    """The ``delete_videos`` rule for one batch, as a context manager around each attempt.
+
+    Older docs answer ``0409`` to a repeated delete: on a retry it means an earlier attempt,
+    whose answer was lost, already deleted the videos, so that error is swallowed (the attempt
+    returns ``None``); on the first attempt it is raised.
+    """
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def __enter__(self) -> RepeatedDelete:
+        self.attempts += 1
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return isinstance(exc, MemoriesDuplicateError) and self.attempts > 1
+
+
+class ClientCore:
+    """Settings and I/O-free decisions of a memories.ai client (the base of both clients).
+
+    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
+    :param base_url: v1 base URL, including ``/serve/api/v1``.
+    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
+    :param timeout: read timeout in seconds for every request (also caps the connect timeout).
+    :param retry: retry policy; default ``RetryPolicy()``.
+    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
+    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
+        request is sent; never shorter than ``timeout``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = protocol.DEFAULT_BASE_URL,
+        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        connect_timeout: float | None = None,
+        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
+    ) -> None:
+        self._api_key = protocol.check_api_key(api_key)
+        # Every error built from a response or a transport failure goes through it, at creation.
+        self._redactor = Redactor([self._api_key])
+        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
+        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
+        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
+        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.user_agent = user_agent or USER_AGENT
+        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
+        self._open()
+
+    def _open(self) -> None:
+        """Set up the transport (called last by ``__init__``, once the settings are checked)."""
+
+    def __repr__(self) -> str:
+        urls = f"base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}"
+        return f"{type(self).__name__}({urls}, api_key='***')"
+
+    # ------------------------------------------------------------------ requests
+
+    def _read_timeout(self, spec: protocol.RequestSpec) -> float:
+        """How long to wait for the answer once the request is sent."""
+        return self.upload_timeout if spec.slow_answer else self.timeout
+
+    def _request_headers(
+        self, spec: protocol.RequestSpec, body: MultipartBody | None = None
+    ) -> dict[str, str]:
+        """The headers of one request (the session adds the key and ``User-Agent``); logs it."""
+        headers: dict[str, str] = {}
+        if body is not None:
+            headers["Content-Type"] = body.content_type
+            # An explicit length keeps the body from being sent with chunked transfer encoding.
+            headers["Content-Length"] = str(body.length)
+        elif spec.form is not None:
+            headers["Content-Type"] = FORM_CONTENT_TYPE
+        if spec.download:
+            # Videos do not compress; identity keeps Content-Length equal to the bytes we count.
+            headers["Accept-Encoding"] = "identity"
+            headers["Accept"] = "*/*"
+        else:
+            headers["Accept"] = "application/json"
+        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        return headers
+
+    @staticmethod
+    def _form_body(spec: protocol.RequestSpec) -> bytes | None:
+        """The url-encoded form body of ``spec``, if it has one."""
+        return None if spec.form is None else urlencode(list(spec.form)).encode()
+
+    @staticmethod
+    def _upload_body(
+        form: list[tuple[str, str]],
+        source: UploadStream,
+        content_type: str | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> MultipartBody:
+        """The multipart body of an upload; the part's Content-Type from the name unless given."""
+        detected = protocol.video_content_type(source.filename)
+        return MultipartBody(
+            form,
+            source.fileobj,
+            filename=source.filename,
+            content_type=content_type or detected,
+            size=source.size,
+            progress=progress,
+        )
+
+    # ------------------------------------------------------------------ answers
+
+    def _answer(
+        self,
+        spec: protocol.RequestSpec,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        read: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """The result of a JSON answer (``read`` applied to its ``data``), or its error raised."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        return protocol.read_response(
+            status, headers, content, endpoint=spec.endpoint, read=read, redactor=self._redactor
+        )
+
+    def _download_refused(
+        self, spec: protocol.RequestSpec, status: int, headers: Mapping[str, str], content: bytes
+    ) -> Exception:
+        """The error for a download answered with a non-2xx status (``content``: its first bytes)."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        return protocol.download_error(
+            status, headers, content, endpoint=spec.endpoint, redactor=self._redactor
+        )
+
+    def _check_download(
+        self,
+        spec: protocol.RequestSpec,
+        status: int,
+        headers: Mapping[str, str],
+        sniffer: protocol.BodySniffer,
+        close: Callable[[], object],
+    ) -> None:
+        """Raise (after ``close``) when the sniffed first bytes are an error document, not a file."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        error = sniffer.error(status, headers, endpoint=spec.endpoint, redactor=self._redactor)
+        if error is not None:
+            close()
+            raise error
