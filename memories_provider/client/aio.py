@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import aiohttp
 from multidict import CIMultiDict
@@ -18,7 +18,7 @@ from yarl import URL
 
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.core import ClientCore, RepeatedDelete, content_length, is_success, last_page
+from memories_provider.client.core import ClientCore, PageCursor, RepeatedDelete, content_length, is_success
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
@@ -29,6 +29,9 @@ from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.redaction import NO_SECRETS, Redactor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -236,8 +239,14 @@ class AsyncMemoriesClient(ClientCore):
         proxy, proxy_auth = _env_proxy(url)
         try:
             return await self._get_session().request(
-                spec.method, url, json=spec.json_body, data=data, headers=headers,
-                proxy=proxy, proxy_auth=proxy_auth, timeout=timeouts,
+                spec.method,
+                url,
+                json=spec.json_body,
+                data=data,
+                headers=headers,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+                timeout=timeouts,
             )
         except _TRANSPORT_ERRORS as exc:
             source_error = find_source_error(exc)
@@ -340,52 +349,21 @@ class AsyncMemoriesClient(ClientCore):
         return video
 
     async def list_videos(
-        self,
-        *,
-        page: int = 1,
-        size: int = 100,
-        unique_id: str | None = None,
-        video_name: str | None = None,
-        video_no: str | None = None,
-        video_nos: Sequence[str] | None = None,
-        status: str | None = None,
-        camera_model: str | None = None,
-        tag: str | None = None,
-        datetime_taken: int | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
+        self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
     ) -> VideoPage:
         """One page of videos matching the filters; see ``MemoriesClient.list_videos``."""
-        spec = protocol.list_videos_request(
-            self.base_url,
-            page=page,
-            size=size,
-            unique_id=unique_id,
-            video_name=video_name,
-            video_no=video_no,
-            video_nos=video_nos,
-            status=status,
-            camera_model=camera_model,
-            tag=tag,
-            datetime_taken=datetime_taken,
-            latitude=latitude,
-            longitude=longitude,
-        )
+        spec = protocol.list_videos_request(self.base_url, page=page, size=size, **filters)
         result: VideoPage = await self._call(spec, protocol.video_page_reader(page, size))
         return result
 
     async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
         """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
-        page = 1
-        seen = 0
-        while True:
-            result = await self.list_videos(page=page, size=page_size, **filters)
+        pages = PageCursor(page_size)
+        while pages.next is not None:
+            result = await self.list_videos(page=pages.next, size=page_size, **filters)
             for video in result.videos:
                 yield video
-            seen += len(result.videos)
-            if last_page(result, seen, page_size):
-                return
-            page += 1
+            pages.advance(result)
 
     async def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
@@ -415,12 +393,9 @@ class AsyncMemoriesClient(ClientCore):
         routes = self._transcript_routes
         specs = routes.specs(kind, video_no, unique_id)
         for spec in specs:
-            try:
+            with routes.trying(spec, specs):
                 result: Transcript = await self._call(spec, protocol.transcript_reader(kind, video_no))
                 return result
-            except MemoriesNotFoundError as err:
-                if spec is specs[-1] or not routes.fall_back(spec, err):
-                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:

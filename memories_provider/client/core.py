@@ -50,6 +50,24 @@ def last_page(result: VideoPage, seen: int, page_size: int) -> bool:
     return len(result.videos) < (result.page_size or page_size)
 
 
+class PageCursor:
+    """Where ``iter_videos`` stands: the page to ask for next, ``None`` once paging should stop.
+
+    :param page_size: the page size asked for.
+    """
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.next: int | None = 1
+        self._seen = 0
+
+    def advance(self, result: VideoPage) -> None:
+        """Take in the page just read (see :func:`last_page`)."""
+        self._seen += len(result.videos)
+        if self.next is not None:
+            self.next = None if last_page(result, self._seen, self.page_size) else self.next + 1
+
+
 def is_success(status: int) -> bool:
     """Whether an HTTP status is 2xx."""
     return 200 <= status < 300

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import requests
 import urllib3.exceptions
@@ -14,7 +14,7 @@ from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.core import ClientCore, RepeatedDelete, content_length, is_success, last_page
+from memories_provider.client.core import ClientCore, PageCursor, RepeatedDelete, content_length, is_success
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
@@ -25,6 +25,9 @@ from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
 from memories_provider.redaction import NO_SECRETS, Redactor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class _LargeBlockAdapter(HTTPAdapter):
@@ -332,7 +335,11 @@ class MemoriesClient(ClientCore):
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
         try:
             return self._session.request(
-                spec.method, spec.url, json=spec.json_body, data=data, headers=headers,
+                spec.method,
+                spec.url,
+                json=spec.json_body,
+                data=data,
+                headers=headers,
                 timeout=timeouts,
                 stream=True,
             )
@@ -451,65 +458,27 @@ class MemoriesClient(ClientCore):
         return video
 
     def list_videos(
-        self,
-        *,
-        page: int = 1,
-        size: int = 100,
-        unique_id: str | None = None,
-        video_name: str | None = None,
-        video_no: str | None = None,
-        video_nos: Sequence[str] | None = None,
-        status: str | None = None,
-        camera_model: str | None = None,
-        tag: str | None = None,
-        datetime_taken: int | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
+        self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
     ) -> VideoPage:
         """One page of videos matching the filters (``None`` filters are not sent).
 
         :param page: 1-based page number.
         :param size: page size.
-        :param unique_id: scope to list.
-        :param video_name: exact name filter.
-        :param video_no: one id.
-        :param video_nos: restrict the result to these ids (check many videos in one call).
-        :param status: ``UNPARSE``/``PARSE``/``FAILED``.
-        :param camera_model: camera model filter.
-        :param tag: tag filter.
-        :param datetime_taken: capture time lower bound, epoch ms.
-        :param latitude: with ``longitude``: videos within ~20 km.
-        :param longitude: see ``latitude``.
+        :param filters: :class:`~memories_provider.client.protocol.VideoFilters` (``unique_id``,
+            ``video_name``, ``video_no``, ``video_nos``, ``status``, ``camera_model``, ``tag``,
+            ``datetime_taken``, ``latitude`` with ``longitude``).
         """
-        spec = protocol.list_videos_request(
-            self.base_url,
-            page=page,
-            size=size,
-            unique_id=unique_id,
-            video_name=video_name,
-            video_no=video_no,
-            video_nos=video_nos,
-            status=status,
-            camera_model=camera_model,
-            tag=tag,
-            datetime_taken=datetime_taken,
-            latitude=latitude,
-            longitude=longitude,
-        )
+        spec = protocol.list_videos_request(self.base_url, page=page, size=size, **filters)
         result: VideoPage = self._call(spec, protocol.video_page_reader(page, size))
         return result
 
     def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
         """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
-        page = 1
-        seen = 0
-        while True:
-            result = self.list_videos(page=page, size=page_size, **filters)
+        pages = PageCursor(page_size)
+        while pages.next is not None:
+            result = self.list_videos(page=pages.next, size=page_size, **filters)
             yield from result.videos
-            seen += len(result.videos)
-            if last_page(result, seen, page_size):
-                return
-            page += 1
+            pages.advance(result)
 
     def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
@@ -553,12 +522,9 @@ class MemoriesClient(ClientCore):
         routes = self._transcript_routes
         specs = routes.specs(kind, video_no, unique_id)
         for spec in specs:
-            try:
+            with routes.trying(spec, specs):
                 result: Transcript = self._call(spec, protocol.transcript_reader(kind, video_no))
                 return result
-            except MemoriesNotFoundError as err:
-                if spec is specs[-1] or not routes.fall_back(spec, err):
-                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
@@ -617,4 +583,3 @@ class MemoriesClient(ClientCore):
         :param asset_id: the asset's id (``re_...``).
         """
         return self._download(protocol.download_asset_request(self.v2_base_url, asset_id))
-
