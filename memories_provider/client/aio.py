@@ -27,7 +27,7 @@ from memories_provider.client.errors import (
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
-from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
 from memories_provider.redaction import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -175,18 +175,11 @@ class AsyncMemoriesClient(ClientCore):
     Use ``async with AsyncMemoriesClient(...) as client:`` (or ``await client.close()``); the
     aiohttp session is created on first use inside the running event loop.
 
-    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
-    :param base_url: v1 base URL, including ``/serve/api/v1``.
-    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
-    :param timeout: socket read timeout in seconds (also caps the connect timeout).
-    :param retry: retry policy; default ``RetryPolicy()``.
-    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
-    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
-    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
-        request is sent; never shorter than ``timeout`` (see ``MemoriesClient``).
+    Constructor parameters: see :class:`ClientCore` (``timeout`` bounds each socket read).
     """
 
     def _open(self) -> None:
+        """No session yet: it is made inside the running event loop, on first use."""
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -249,10 +242,7 @@ class AsyncMemoriesClient(ClientCore):
                 timeout=timeouts,
             )
         except _TRANSPORT_ERRORS as exc:
-            source_error = find_source_error(exc)
-            if source_error is not None:
-                raise source_error from None
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            self._raise_send_error(exc, spec, _transport_error)
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:

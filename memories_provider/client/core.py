@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from memories_provider.client import protocol
@@ -19,7 +19,7 @@ from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import MemoriesDuplicateError
 from memories_provider.client.models import VideoPage
-from memories_provider.client.multipart import MultipartBody
+from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.redaction import Redactor
 
@@ -105,7 +105,9 @@ class ClientCore:
     :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
     :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
     :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
-        request is sent; never shorter than ``timeout``.
+        request is sent (the service stores the video, or fetches the URL, before answering);
+        never shorter than ``timeout``. An upload that times out is not retried, since the
+        service may have accepted it: a generous value avoids a second, billed, upload.
     """
 
     def __init__(
@@ -164,6 +166,18 @@ class ClientCore:
             headers["Accept"] = "application/json"
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
         return headers
+
+    def _raise_send_error(
+        self,
+        exc: BaseException,
+        spec: protocol.RequestSpec,
+        transport_error: Callable[[BaseException, str, Redactor], Exception],
+    ) -> NoReturn:
+        """Raise for a failed send: the upload source's own error if it caused it, else a transport error."""
+        source_error = find_source_error(exc)
+        if source_error is not None:
+            raise source_error from None
+        raise transport_error(exc, spec.endpoint, self._redactor) from exc
 
     @staticmethod
     def _form_body(spec: protocol.RequestSpec) -> bytes | None:

@@ -23,7 +23,7 @@ from memories_provider.client.errors import (
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
-from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
 from memories_provider.redaction import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _never_connected(exc: BaseException) -> bool:
     return False
 
 
-def _transport_error(exc: Exception, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
+def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
     """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted)."""
     text = redactor.redact(str(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -292,22 +292,14 @@ class DownloadResponse:
 
 
 class MemoriesClient(ClientCore):
-    """Synchronous client of the memories.ai API (v1 and v2 hosts).
+    """Synchronous client of the memories.ai API (v1 and v2 hosts), on one pooled ``requests`` session.
 
-    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
-    :param base_url: v1 base URL, including ``/serve/api/v1``.
-    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
-    :param timeout: read timeout in seconds for every request (also caps the connect timeout).
-    :param retry: retry policy; default ``RetryPolicy()``.
-    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
-    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
-    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
-        request is sent (the service stores the video, or fetches the URL, before answering);
-        never shorter than ``timeout``. An upload that times out is not retried, since the
-        service may have accepted it: a generous value avoids a second, billed, upload.
+    Constructor parameters (``api_key``, ``base_url``, ``v2_base_url``, ``timeout``, ``retry``,
+    ``user_agent``, ``connect_timeout``, ``upload_timeout``): see :class:`ClientCore`.
     """
 
     def _open(self) -> None:
+        """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides it)."""
         self._session = requests.Session()
         adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
@@ -344,10 +336,7 @@ class MemoriesClient(ClientCore):
                 stream=True,
             )
         except _TRANSPORT_ERRORS as exc:
-            source_error = find_source_error(exc)
-            if source_error is not None:
-                raise source_error from None
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            self._raise_send_error(exc, spec, _transport_error)
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
