@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -16,9 +16,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from memories_provider.client import protocol
+from memories_provider.client import core, protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.core import ClientCore, PageCursor, RepeatedDelete, content_length, is_success
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
@@ -71,7 +70,7 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-class AsyncDownloadResponse:
+class AsyncDownloadResponse(core.DownloadCore):
     """A streamed download; an async context manager that sends the request on entry.
 
     ``async with client.download_video(no) as resp: async for chunk in resp.iter_chunks(): ...``
@@ -89,24 +88,18 @@ class AsyncDownloadResponse:
         endpoint: str,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
+        super().__init__(endpoint, redactor)
         self._opener = opener
-        self.endpoint = endpoint
-        self._redactor = redactor
         self._response: aiohttp.ClientResponse | None = None
         self._prefix = b""
         self._complete = False
         self.status_code: int | None = None
-        self.headers: Mapping[str, str] = CIMultiDict()
-        self.content_type: str | None = None
-        self.filename: str | None = None
-        self.content_length: int | None = None
+        self.headers = CIMultiDict()
 
     async def __aenter__(self) -> AsyncDownloadResponse:
         self._response, self._prefix, self._complete = await self._opener()
         self.status_code = self._response.status
-        self.headers = CIMultiDict(self._response.headers)
-        self.content_type, self.filename = protocol.file_labels(self.headers, self._redactor)
-        self.content_length = content_length(self.headers)
+        self._take_headers(CIMultiDict(self._response.headers))
         return self
 
     async def __aexit__(
@@ -132,9 +125,7 @@ class AsyncDownloadResponse:
         if self._response is None:
             raise RuntimeError("use 'async with client.download_...(...) as response' before reading")
         status, endpoint = self.status_code, self.endpoint
-        expected = protocol.expected_body_size(
-            self.headers, self.content_length, expected_size, status=status, endpoint=endpoint
-        )
+        expected = self._expected_size(status, expected_size)
         received = 0
 
         def too_long(size: int) -> None:
@@ -155,21 +146,11 @@ class AsyncDownloadResponse:
                     too_long(received)
                     yield chunk
         except _TRANSPORT_ERRORS as exc:
-            raise protocol.broken_body_error(
-                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
-            ) from exc
-        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
-        if error is not None:
-            raise error
-
-    def __repr__(self) -> str:
-        return (
-            f"AsyncDownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
-            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
-        )
+            raise self._broken(status, received, expected, exc) from exc
+        self._check_end(status, received, expected)
 
 
-class AsyncMemoriesClient(ClientCore):
+class AsyncMemoriesClient(core.ClientCore):
     """Asynchronous client of the memories.ai API; same constructor and methods as ``MemoriesClient``.
 
     Use ``async with AsyncMemoriesClient(...) as client:`` (or ``await client.close()``); the
@@ -316,11 +297,7 @@ class AsyncMemoriesClient(ClientCore):
         return result
 
     async def upload_video_from_url(
-        self,
-        url: str,
-        *,
-        metadata: UploadMetadata | None = None,
-        **fields: Any,
+        self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any
     ) -> UploadResult:
         """Have the service fetch a video from a URL; see ``MemoriesClient.upload_video_from_url``."""
         form = UploadMetadata.merged(metadata, fields).form_fields()
@@ -348,7 +325,7 @@ class AsyncMemoriesClient(ClientCore):
 
     async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
         """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
-        pages = PageCursor(page_size)
+        pages = core.PageCursor(page_size)
         while pages.next is not None:
             result = await self.list_videos(page=pages.next, size=page_size, **filters)
             for video in result.videos:
@@ -365,9 +342,9 @@ class AsyncMemoriesClient(ClientCore):
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            rule = RepeatedDelete()
+            rule = core.RepeatedDelete()
 
-            async def attempt(spec: protocol.RequestSpec = spec, rule: RepeatedDelete = rule) -> Any:
+            async def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
                 with rule:
                     return await self._json_attempt(spec)
                 return None
@@ -402,7 +379,7 @@ class AsyncMemoriesClient(ClientCore):
         async def attempt() -> tuple[aiohttp.ClientResponse, bytes, bool]:
             response = await self._send(spec)
             status, headers = response.status, response.headers
-            if not is_success(status):
+            if not core.is_success(status):
                 content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
                 raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.

@@ -21,7 +21,7 @@ from memories_provider.client.errors import MemoriesDuplicateError
 from memories_provider.client.models import VideoPage
 from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
-from memories_provider.redaction import Redactor
+from memories_provider.redaction import NO_SECRETS, Redactor
 
 log = logging.getLogger("memories_provider.client")
 
@@ -92,6 +92,56 @@ class RepeatedDelete:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         return isinstance(exc, MemoriesDuplicateError) and self.attempts > 1
+
+
+class DownloadCore:
+    """What both download responses share: the labels read from the headers, the size checks, the repr.
+
+    The clients' responses add only how the body is read (their per-chunk loops stay theirs).
+
+    :param endpoint: logical endpoint name, for errors.
+    :param redactor: the client's redaction of error texts.
+    """
+
+    def __init__(self, endpoint: str, redactor: Redactor = NO_SECRETS) -> None:
+        self.endpoint = endpoint
+        self._redactor = redactor
+        self.headers: Mapping[str, str] = {}
+        self.content_type: str | None = None
+        self.filename: str | None = None
+        self.content_length: int | None = None
+
+    def _take_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep the response's headers and what they say of the file (type, name, length)."""
+        self.headers = headers
+        self.content_type, self.filename = protocol.file_labels(headers, self._redactor)
+        self.content_length = content_length(headers)
+
+    def _expected_size(self, status: int | None, expected_size: int | None) -> int | None:
+        """The body's size to hold it to (see :func:`protocol.expected_body_size`)."""
+        return protocol.expected_body_size(
+            self.headers, self.content_length, expected_size, status=status, endpoint=self.endpoint
+        )
+
+    def _broken(
+        self, status: int | None, received: int, expected: int | None, exc: BaseException
+    ) -> Exception:
+        """The error for a connection that broke mid-body after ``received`` bytes."""
+        return protocol.broken_body_error(
+            received, expected, exc, status=status, endpoint=self.endpoint, redactor=self._redactor
+        )
+
+    def _check_end(self, status: int | None, received: int, expected: int | None) -> None:
+        """Raise when the body ended at a size other than the expected one."""
+        error = protocol.body_size_error(received, expected, status=status, endpoint=self.endpoint)
+        if error is not None:
+            raise error
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.endpoint!r}, filename={self.filename!r}, "
+            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
+        )
 
 
 class ClientCore:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
@@ -12,9 +12,8 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from memories_provider.client import protocol
+from memories_provider.client import core, protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.core import ClientCore, PageCursor, RepeatedDelete, content_length, is_success
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
@@ -117,7 +116,7 @@ def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -
     return b"".join(parts)[:limit]
 
 
-class DownloadResponse:
+class DownloadResponse(core.DownloadCore):
     """A streamed file download; use as a context manager so the HTTP response is closed.
 
     Its first bytes were already checked (see :class:`protocol.BodySniffer`): it is not an API
@@ -138,15 +137,12 @@ class DownloadResponse:
         complete: bool = False,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
+        super().__init__(endpoint, redactor)
         self._response = response
-        self.endpoint = endpoint
         self._prefix = prefix
         self._complete = complete
-        self._redactor = redactor
         self.status_code: int = response.status_code
-        self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
-        self.content_type, self.filename = protocol.file_labels(self.headers, redactor)
-        self.content_length: int | None = content_length(self.headers)
+        self._take_headers(CaseInsensitiveDict(response.headers))
 
     def iter_chunks(
         self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
@@ -181,13 +177,7 @@ class DownloadResponse:
             ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut
             could not be noticed); after it, when the body runs past the expected size.
         """
-        expected = protocol.expected_body_size(
-            self.headers,
-            self.content_length,
-            expected_size,
-            status=self.status_code,
-            endpoint=self.endpoint,
-        )
+        expected = self._expected_size(self.status_code, expected_size)
         received = 0
         done = self._complete
         pending = memoryview(self._prefix)
@@ -225,12 +215,8 @@ class DownloadResponse:
                 elif give_back is not None:
                     give_back(view)
         except _TRANSPORT_ERRORS as exc:
-            raise protocol.broken_body_error(
-                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
-            ) from exc
-        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
-        if error is not None:
-            raise error
+            raise self._broken(status, received, expected, exc) from exc
+        self._check_end(status, received, expected)
 
     def _body_reader(self) -> Callable[[memoryview], int]:
         """``read(view)``: the next 1 to ``len(view)`` body bytes into ``view``, 0 at the end.
@@ -284,14 +270,8 @@ class DownloadResponse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return (
-            f"DownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
-            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
-        )
 
-
-class MemoriesClient(ClientCore):
+class MemoriesClient(core.ClientCore):
     """Synchronous client of the memories.ai API (v1 and v2 hosts), on one pooled ``requests`` session.
 
     Constructor parameters (``api_key``, ``base_url``, ``v2_base_url``, ``timeout``, ``retry``,
@@ -414,11 +394,7 @@ class MemoriesClient(ClientCore):
         return result
 
     def upload_video_from_url(
-        self,
-        url: str,
-        *,
-        metadata: UploadMetadata | None = None,
-        **fields: Any,
+        self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any
     ) -> UploadResult:
         """Ask the service to fetch a video from a public URL (same metadata as :meth:`upload_video`).
 
@@ -463,7 +439,7 @@ class MemoriesClient(ClientCore):
 
     def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
         """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
-        pages = PageCursor(page_size)
+        pages = core.PageCursor(page_size)
         while pages.next is not None:
             result = self.list_videos(page=pages.next, size=page_size, **filters)
             yield from result.videos
@@ -483,9 +459,9 @@ class MemoriesClient(ClientCore):
         """
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            rule = RepeatedDelete()
+            rule = core.RepeatedDelete()
 
-            def attempt(spec: protocol.RequestSpec = spec, rule: RepeatedDelete = rule) -> Any:
+            def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
                 with rule:  # a 0409 on a retry: an earlier attempt deleted them
                     return self._json_attempt(spec)
                 return None
@@ -530,7 +506,7 @@ class MemoriesClient(ClientCore):
         def attempt() -> DownloadResponse:
             response = self._send(spec)
             status, headers = response.status_code, response.headers
-            if not is_success(status):
+            if not core.is_success(status):
                 content = self._read(response, spec, protocol.MAX_ERROR_BYTES)
                 raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.
