@@ -211,7 +211,7 @@ class AsyncMemoriesClient(core.ClientCore):
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
-        try:
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
             return await self._get_session().request(
                 spec.method,
                 url,
@@ -222,8 +222,6 @@ class AsyncMemoriesClient(core.ClientCore):
                 proxy_auth=proxy_auth,
                 timeout=timeouts,
             )
-        except _TRANSPORT_ERRORS as exc:
-            self._raise_send_error(exc, spec, _transport_error)
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:

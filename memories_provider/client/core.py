@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlencode
 
 from memories_provider.client import protocol
@@ -144,6 +144,39 @@ class DownloadCore:
         )
 
 
+class SendErrors:
+    """Context manager around a send: maps the HTTP library's ``errors`` to the client's hierarchy.
+
+    An error the upload body raised while being read (its source broke its size) is raised as
+    itself; any other becomes ``transport_error(exc, endpoint, redactor)`` (its text redacted).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        errors: tuple[type[BaseException], ...],
+        transport_error: Callable[[BaseException, str, Redactor], Exception],
+        redactor: Redactor,
+    ) -> None:
+        self._endpoint = endpoint
+        self._errors = errors
+        self._transport_error = transport_error
+        self._redactor = redactor
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or not isinstance(exc, self._errors):
+            return
+        source_error = find_source_error(exc)
+        if source_error is not None:
+            raise source_error from None
+        raise self._transport_error(exc, self._endpoint, self._redactor) from exc
+
+
 class ClientCore:
     """Settings and I/O-free decisions of a memories.ai client (the base of both clients).
 
@@ -217,17 +250,14 @@ class ClientCore:
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
         return headers
 
-    def _raise_send_error(
+    def _send_errors(
         self,
-        exc: BaseException,
         spec: protocol.RequestSpec,
+        errors: tuple[type[BaseException], ...],
         transport_error: Callable[[BaseException, str, Redactor], Exception],
-    ) -> NoReturn:
-        """Raise for a failed send: the upload source's own error if it caused it, else a transport error."""
-        source_error = find_source_error(exc)
-        if source_error is not None:
-            raise source_error from None
-        raise transport_error(exc, spec.endpoint, self._redactor) from exc
+    ) -> SendErrors:
+        """Around a send: the HTTP library's ``errors`` become the client's (``transport_error``)."""
+        return SendErrors(spec.endpoint, errors, transport_error, self._redactor)
 
     @staticmethod
     def _form_body(spec: protocol.RequestSpec) -> bytes | None:

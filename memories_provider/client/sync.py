@@ -305,7 +305,7 @@ class MemoriesClient(core.ClientCore):
         headers = self._request_headers(spec, body)
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
-        try:
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
             return self._session.request(
                 spec.method,
                 spec.url,
@@ -315,8 +315,6 @@ class MemoriesClient(core.ClientCore):
                 timeout=timeouts,
                 stream=True,
             )
-        except _TRANSPORT_ERRORS as exc:
-            self._raise_send_error(exc, spec, _transport_error)
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
