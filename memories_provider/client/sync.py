@@ -127,6 +127,13 @@ class DownloadResponse(core.DownloadCore):
     :param prefix: bytes already read from the body while checking it.
     :param complete: whether ``prefix`` is the whole body.
     :param redactor: the client's redaction of error texts.
+
+    Reading the body (:meth:`iter_into`, :meth:`iter_chunks`, iteration) raises
+    :class:`MemoriesIncompleteBodyError` when the body ends short of the expected size or the
+    connection drops or times out mid-body (the message counts the bytes really received), and
+    :class:`MemoriesResponseError` before the first byte when ``Content-Length`` and
+    ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut could
+    not be noticed); after it, when the body runs past the expected size.
     """
 
     def __init__(
@@ -163,28 +170,19 @@ class DownloadResponse(core.DownloadCore):
     ) -> Iterator[memoryview]:
         """Fill the caller's buffers with the body; yield the filled part of each.
 
-        Every buffer but the last is filled whole. The bytes go from the socket straight into the
-        buffer (no allocation, no copy) when the body is plain, with a ``Content-Length``.
+        Every buffer but the last is filled whole; a plain body with a ``Content-Length`` goes from
+        the socket straight into the buffer (no allocation, no copy). Errors: see the class.
 
         :param take: returns an empty buffer (called once per buffer, e.g. ``BufferRing.take``);
             the caller owns each yielded view and may reuse its buffer once done with it.
         :param give_back: called with a taken buffer the body did not need (it ended first).
         :param expected_size: the size the service reports for the file (``get_metadata``), if
             known: checked against ``Content-Length``, and the only measure of a body that has none.
-        :raises MemoriesIncompleteBodyError: when the body ends short of the expected size or the
-            connection drops or times out mid-body (the message counts the bytes really received).
-        :raises MemoriesResponseError: before the first byte, when ``Content-Length`` and
-            ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut
-            could not be noticed); after it, when the body runs past the expected size.
         """
-        expected = self._expected_size(self.status_code, expected_size)
-        received = 0
-        done = self._complete
-        pending = memoryview(self._prefix)
-        self._prefix = b""
-        status, endpoint = self.status_code, self.endpoint
+        status = self.status_code
+        expected = self._expected_size(status, expected_size)
+        received, done, pending, self._prefix = 0, self._complete, memoryview(self._prefix), b""
         read = self._body_reader()
-
         try:
             while pending or not done:
                 view = take()
@@ -205,11 +203,7 @@ class DownloadResponse(core.DownloadCore):
                     received += count
                     if expected is not None and received > expected:
                         # Checked as bytes arrive: nothing past the expected end is handed on.
-                        too_long = protocol.body_size_error(
-                            received, expected, status=status, endpoint=endpoint
-                        )
-                        if too_long is not None:
-                            raise too_long
+                        self._check_end(status, received, expected)
                 if filled:
                     yield view[:filled]
                 elif give_back is not None:
