@@ -2,8 +2,8 @@
 
 Sans-IO like :mod:`protocol`: neither ``requests`` nor ``aiohttp`` is imported here, so each
 client loads without the other's library. :class:`ClientCore` holds every decision that does not
-depend on how bytes move; ``sync.py`` and ``aio.py`` keep only their I/O (sending, reading the
-body, sleeping between attempts).
+depend on how bytes move; ``sync.py`` and ``aio.py`` keep only their I/O (sessions, sending,
+reading bodies) and their library's transport errors.
 """
 
 from __future__ import annotations

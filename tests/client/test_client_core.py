@@ -109,3 +109,29 @@ def test_list_videos_refuses_an_unknown_filter_before_sending() -> None:
     )
     assert spec.json_body == {"page": 1, "size": 5, "unique_id": "u", "video_nos": ["a", "b"], "tag": "t"}
     assert list(spec.json_body) == ["page", "size", "unique_id", "video_nos", "tag"]
+
+
+def _delete_faults(memories_emulator) -> list[str]:
+    """Batch 1: its answer lost, then 0409 on the retry (deleted); batch 2: 0409 on its first try."""
+    control = memories_emulator.control
+    control.inject_fault("delete_videos", "drop_before_response", count=1)
+    control.inject_fault("delete_videos", "json_error", count=2, code="0409", msg="deleted twice")
+    return [f"VI{n:018d}" for n in range(101)]  # two batches of at most 100
+
+
+def test_sync_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+    client, memories_emulator
+) -> None:
+    ids = _delete_faults(memories_emulator)
+    with pytest.raises(MemoriesDuplicateError):
+        client.delete_videos(ids)
+    assert memories_emulator.control.count("delete_videos") == 3
+
+
+async def test_async_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+    aclient, memories_emulator
+) -> None:
+    ids = _delete_faults(memories_emulator)
+    with pytest.raises(MemoriesDuplicateError):
+        await aclient.delete_videos(ids)
+    assert memories_emulator.control.count("delete_videos") == 3
