@@ -7,35 +7,30 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from memories_provider.client import protocol
+from memories_provider.client import core, protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
-from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
-from memories_provider.client.retry import RetryPolicy
-from memories_provider.client.sync import _content_length, _last_page
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
 from memories_provider.redaction import NO_SECRETS, Redactor
 
-log = logging.getLogger("memories_provider.client")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -75,7 +70,7 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-class AsyncDownloadResponse:
+class AsyncDownloadResponse(core.DownloadCore):
     """A streamed download; an async context manager that sends the request on entry.
 
     ``async with client.download_video(no) as resp: async for chunk in resp.iter_chunks(): ...``
@@ -93,24 +88,18 @@ class AsyncDownloadResponse:
         endpoint: str,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
+        super().__init__(endpoint, redactor)
         self._opener = opener
-        self.endpoint = endpoint
-        self._redactor = redactor
         self._response: aiohttp.ClientResponse | None = None
         self._prefix = b""
         self._complete = False
         self.status_code: int | None = None
-        self.headers: Mapping[str, str] = CIMultiDict()
-        self.content_type: str | None = None
-        self.filename: str | None = None
-        self.content_length: int | None = None
+        self.headers = CIMultiDict()
 
     async def __aenter__(self) -> AsyncDownloadResponse:
         self._response, self._prefix, self._complete = await self._opener()
         self.status_code = self._response.status
-        self.headers = CIMultiDict(self._response.headers)
-        self.content_type, self.filename = protocol.file_labels(self.headers, self._redactor)
-        self.content_length = _content_length(self.headers)
+        self._take_headers(CIMultiDict(self._response.headers))
         return self
 
     async def __aexit__(
@@ -136,9 +125,7 @@ class AsyncDownloadResponse:
         if self._response is None:
             raise RuntimeError("use 'async with client.download_...(...) as response' before reading")
         status, endpoint = self.status_code, self.endpoint
-        expected = protocol.expected_body_size(
-            self.headers, self.content_length, expected_size, status=status, endpoint=endpoint
-        )
+        expected = self._expected_size(status, expected_size)
         received = 0
 
         def too_long(size: int) -> None:
@@ -159,66 +146,22 @@ class AsyncDownloadResponse:
                     too_long(received)
                     yield chunk
         except _TRANSPORT_ERRORS as exc:
-            raise protocol.broken_body_error(
-                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
-            ) from exc
-        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
-        if error is not None:
-            raise error
-
-    def __repr__(self) -> str:
-        return (
-            f"AsyncDownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
-            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
-        )
+            raise self._broken(status, received, expected, exc) from exc
+        self._check_end(status, received, expected)
 
 
-class AsyncMemoriesClient:
+class AsyncMemoriesClient(core.ClientCore):
     """Asynchronous client of the memories.ai API; same constructor and methods as ``MemoriesClient``.
 
     Use ``async with AsyncMemoriesClient(...) as client:`` (or ``await client.close()``); the
     aiohttp session is created on first use inside the running event loop.
 
-    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
-    :param base_url: v1 base URL, including ``/serve/api/v1``.
-    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
-    :param timeout: socket read timeout in seconds (also caps the connect timeout).
-    :param retry: retry policy; default ``RetryPolicy()``.
-    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
-    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
-    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
-        request is sent; never shorter than ``timeout`` (see ``MemoriesClient``).
+    Constructor parameters: see :class:`ClientCore` (``timeout`` bounds each socket read).
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str = protocol.DEFAULT_BASE_URL,
-        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        user_agent: str | None = None,
-        connect_timeout: float | None = None,
-        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
-    ) -> None:
-        self._api_key = protocol.check_api_key(api_key)
-        # Every error built from a response or a transport failure goes through it, at creation.
-        self._redactor = Redactor([self._api_key])
-        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
-        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
-        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.user_agent = user_agent or USER_AGENT
+    def _open(self) -> None:
+        """No session yet: it is made inside the running event loop, on first use."""
         self._session: aiohttp.ClientSession | None = None
-        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
-
-    # ------------------------------------------------------------------ plumbing
-
-    def __repr__(self) -> str:
-        urls = f"base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}"
-        return f"AsyncMemoriesClient({urls}, api_key='***')"
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -256,28 +199,19 @@ class AsyncMemoriesClient:
         self._session = None
 
     async def _send(
-        self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None, progress: Any = None
+        self,
+        spec: protocol.RequestSpec,
+        *,
+        body: MultipartBody | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> aiohttp.ClientResponse:
-        headers: dict[str, str] = {}
-        data: Any = None
-        if body is not None:
-            headers["Content-Type"] = body.content_type
-            # An explicit length keeps aiohttp from switching to chunked transfer encoding.
-            headers["Content-Length"] = str(body.length)
-            data = _stream_body(body, progress)
-        elif spec.form is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            data = urlencode(list(spec.form)).encode()
-        if spec.download:
-            headers["Accept-Encoding"] = "identity"
-            headers["Accept"] = "*/*"
-        else:
-            headers["Accept"] = "application/json"
-        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
-        timeouts = self._timeouts(self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint)
+        headers = self._request_headers(spec, body)
+        # progress is called here, on the event loop thread, not by the body in the executor.
+        data: Any = _stream_body(body, progress) if body is not None else self._form_body(spec)
+        timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
-        try:
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
             return await self._get_session().request(
                 spec.method,
                 url,
@@ -288,11 +222,6 @@ class AsyncMemoriesClient:
                 proxy_auth=proxy_auth,
                 timeout=timeouts,
             )
-        except _TRANSPORT_ERRORS as exc:
-            source_error = find_source_error(exc)
-            if source_error is not None:
-                raise source_error from None
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
@@ -306,19 +235,12 @@ class AsyncMemoriesClient:
         self,
         spec: protocol.RequestSpec,
         body: MultipartBody | None = None,
-        progress: Any = None,
+        progress: Callable[[int], None] | None = None,
         read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = await self._send(spec, body=body, progress=progress)
         content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
-        return protocol.read_response(
-            response.status,
-            response.headers,
-            content,
-            endpoint=spec.endpoint,
-            read=read,
-            redactor=self._redactor,
-        )
+        return self._answer(spec, response.status, response.headers, content, read)
 
     async def _run(
         self,
@@ -359,14 +281,7 @@ class AsyncMemoriesClient:
         spec = protocol.upload_request(self.base_url)
         # Opening a path is a quick local syscall; reads happen in the executor below.
         with open_upload_stream(file, filename=filename, size=size) as source:
-            detected = protocol.video_content_type(source.filename)
-            body = MultipartBody(
-                form,
-                source.fileobj,
-                filename=source.filename,
-                content_type=content_type or detected,
-                size=source.size,
-            )
+            body = self._upload_body(form, source, content_type)
             attempts = 0
 
             async def attempt() -> Any:
@@ -380,11 +295,7 @@ class AsyncMemoriesClient:
         return result
 
     async def upload_video_from_url(
-        self,
-        url: str,
-        *,
-        metadata: UploadMetadata | None = None,
-        **fields: Any,
+        self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any
     ) -> UploadResult:
         """Have the service fetch a video from a URL; see ``MemoriesClient.upload_video_from_url``."""
         form = UploadMetadata.merged(metadata, fields).form_fields()
@@ -403,52 +314,21 @@ class AsyncMemoriesClient:
         return video
 
     async def list_videos(
-        self,
-        *,
-        page: int = 1,
-        size: int = 100,
-        unique_id: str | None = None,
-        video_name: str | None = None,
-        video_no: str | None = None,
-        video_nos: Sequence[str] | None = None,
-        status: str | None = None,
-        camera_model: str | None = None,
-        tag: str | None = None,
-        datetime_taken: int | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
+        self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
     ) -> VideoPage:
         """One page of videos matching the filters; see ``MemoriesClient.list_videos``."""
-        spec = protocol.list_videos_request(
-            self.base_url,
-            page=page,
-            size=size,
-            unique_id=unique_id,
-            video_name=video_name,
-            video_no=video_no,
-            video_nos=video_nos,
-            status=status,
-            camera_model=camera_model,
-            tag=tag,
-            datetime_taken=datetime_taken,
-            latitude=latitude,
-            longitude=longitude,
-        )
+        spec = protocol.list_videos_request(self.base_url, page=page, size=size, **filters)
         result: VideoPage = await self._call(spec, protocol.video_page_reader(page, size))
         return result
 
     async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
         """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
-        page = 1
-        seen = 0
-        while True:
-            result = await self.list_videos(page=page, size=page_size, **filters)
+        pages = core.PageCursor(page_size)
+        while pages.next is not None:
+            result = await self.list_videos(page=pages.next, size=page_size, **filters)
             for video in result.videos:
                 yield video
-            seen += len(result.videos)
-            if _last_page(result, seen, page_size):
-                return
-            page += 1
+            pages.advance(result)
 
     async def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
@@ -460,17 +340,12 @@ class AsyncMemoriesClient:
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            attempts = 0
+            rule = core.RepeatedDelete()
 
-            async def attempt(spec: protocol.RequestSpec = spec) -> Any:
-                nonlocal attempts
-                attempts += 1
-                try:
+            async def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
+                with rule:
                     return await self._json_attempt(spec)
-                except MemoriesDuplicateError:
-                    if attempts > 1:  # see MemoriesClient.delete_videos
-                        return None
-                    raise
+                return None
 
             await self._run(spec, attempt)
 
@@ -483,12 +358,9 @@ class AsyncMemoriesClient:
         routes = self._transcript_routes
         specs = routes.specs(kind, video_no, unique_id)
         for spec in specs:
-            try:
+            with routes.trying(spec, specs):
                 result: Transcript = await self._call(spec, protocol.transcript_reader(kind, video_no))
                 return result
-            except MemoriesNotFoundError as err:
-                if spec is specs[-1] or not routes.fall_back(spec, err):
-                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
@@ -504,15 +376,10 @@ class AsyncMemoriesClient:
     def _download(self, spec: protocol.RequestSpec) -> AsyncDownloadResponse:
         async def attempt() -> tuple[aiohttp.ClientResponse, bytes, bool]:
             response = await self._send(spec)
-            if not 200 <= response.status < 300:
+            status, headers = response.status, response.headers
+            if not core.is_success(status):
                 content = await self._read(response, spec, protocol.MAX_ERROR_BYTES)
-                raise protocol.download_error(
-                    response.status,
-                    response.headers,
-                    content,
-                    endpoint=spec.endpoint,
-                    redactor=self._redactor,
-                )
+                raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.
             sniffer = protocol.BodySniffer()
             try:
@@ -521,12 +388,7 @@ class AsyncMemoriesClient:
             except _TRANSPORT_ERRORS as exc:
                 response.close()
                 raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-            error = sniffer.error(
-                response.status, response.headers, endpoint=spec.endpoint, redactor=self._redactor
-            )
-            if error is not None:
-                response.close()
-                raise error
+            self._check_download(spec, status, headers, sniffer, response.close)
             return response, sniffer.prefix, sniffer.complete
 
         async def opener() -> tuple[aiohttp.ClientResponse, bytes, bool]:

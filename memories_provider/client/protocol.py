@@ -12,9 +12,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from memories_provider.client.errors import (
@@ -39,6 +40,9 @@ from memories_provider.client.models import (
     VideoPage,
 )
 from memories_provider.redaction import NO_SECRETS, Redactor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_BASE_URL = "https://api.memories.ai/serve/api/v1"
 DEFAULT_V2_BASE_URL = "https://mavi-backend.memories.ai/serve/api/v2"
@@ -293,40 +297,52 @@ def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) ->
     return RequestSpec(GET_METADATA, "GET", f"{base_url}/get_metadata?{query}")
 
 
+class VideoFilters(TypedDict, total=False):
+    """The filters of ``list_videos`` (one declaration for both clients); ``None`` ones are not sent.
+
+    :param unique_id: scope to list.
+    :param video_name: exact name filter.
+    :param video_no: one id.
+    :param video_nos: restrict the result to these ids (check many videos in one call).
+    :param status: ``UNPARSE``/``PARSE``/``FAILED`` (or a ``VideoStatus``).
+    :param camera_model: camera model filter.
+    :param tag: tag filter.
+    :param datetime_taken: capture time lower bound, epoch ms.
+    :param latitude: with ``longitude``: videos within ~20 km.
+    :param longitude: see ``latitude``.
+    """
+
+    unique_id: str | None
+    video_name: str | None
+    video_no: str | None
+    video_nos: Sequence[str] | None
+    status: str | None
+    camera_model: str | None
+    tag: str | None
+    datetime_taken: int | None
+    latitude: float | None
+    longitude: float | None
+
+
+VIDEO_FILTERS: tuple[str, ...] = tuple(VideoFilters.__annotations__)
+
+
 def list_videos_request(
-    base_url: str,
-    *,
-    page: int,
-    size: int,
-    unique_id: str | None = None,
-    video_name: str | None = None,
-    video_no: str | None = None,
-    video_nos: Sequence[str] | None = None,
-    status: str | None = None,
-    camera_model: str | None = None,
-    tag: str | None = None,
-    datetime_taken: int | None = None,
-    latitude: float | None = None,
-    longitude: float | None = None,
+    base_url: str, *, page: int, size: int, **filters: Unpack[VideoFilters]
 ) -> RequestSpec:
-    """``POST {v1}/list_videos`` with a JSON body (``None`` filters are left out)."""
+    """``POST {v1}/list_videos`` with a JSON body (``None`` filters are left out, in a fixed order)."""
+    unknown = [name for name in filters if name not in VIDEO_FILTERS]
+    if unknown:
+        raise TypeError(f"list_videos() got an unexpected keyword argument {unknown[0]!r}")
     if page < 1 or size < 1:
         raise ValueError("page and size must be positive")
-    if (latitude is None) != (longitude is None):
+    optional: dict[str, Any] = {name: filters.get(name) for name in VIDEO_FILTERS}
+    if (optional["latitude"] is None) != (optional["longitude"] is None):
         raise ValueError("latitude and longitude must be given together")
+    if optional["video_nos"] is not None:
+        optional["video_nos"] = list(optional["video_nos"])
+    optional["status"] = getattr(optional["status"], "value", optional["status"])
     body: dict[str, Any] = {"page": page, "size": size}
-    optional: dict[str, Any] = {
-        "unique_id": unique_id,
-        "video_name": video_name,
-        "video_no": video_no,
-        "video_nos": list(video_nos) if video_nos is not None else None,
-        "status": getattr(status, "value", status),
-        "camera_model": camera_model,
-        "tag": tag,
-        "datetime_taken": datetime_taken,
-        "latitude": latitude,
-        "longitude": longitude,
-    }
     body.update({k: v for k, v in optional.items() if v is not None})
     return RequestSpec(LIST_VIDEOS, "POST", f"{base_url}/list_videos", json_body=body)
 
@@ -434,8 +450,8 @@ class TranscriptRoutes:
     its ``video_no`` alone, and the answer must name that video. There is no older audio path: an
     audio request that meets a 404 fails.
 
-    Pure bookkeeping shared by both clients: they send :meth:`specs` in turn and report a failure
-    with :meth:`fall_back`.
+    Pure bookkeeping shared by both clients: they send :meth:`specs` in turn, each inside
+    :meth:`trying` (which asks :meth:`fall_back` about a failure).
 
     :param base_url: the v1 base URL.
     """
@@ -452,6 +468,15 @@ class TranscriptRoutes:
         if older is None:
             return [current]
         return [older] if self.older_edition else [current, older]
+
+    @contextmanager
+    def trying(self, spec: RequestSpec, specs: Sequence[RequestSpec]) -> Iterator[None]:
+        """Around the attempt of ``spec``: a "no such route" 404 is swallowed while ``specs`` has a next."""
+        try:
+            yield
+        except MemoriesNotFoundError as err:
+            if spec is specs[-1] or not self.fall_back(spec, err):
+                raise
 
     def fall_back(self, spec: RequestSpec, error: BaseException) -> bool:
         """Whether to try the next spec after ``error`` on ``spec`` (remembering the older edition)."""

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from memories_provider.client import protocol
+from memories_provider.client import core, protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client._version import USER_AGENT
 from memories_provider.client.deadline import expired_error, request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
-from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody, find_source_error
-from memories_provider.client.retry import RetryPolicy
+from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
 from memories_provider.redaction import NO_SECRETS, Redactor
 
-log = logging.getLogger("memories_provider.client")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class _LargeBlockAdapter(HTTPAdapter):
@@ -79,7 +76,7 @@ def _never_connected(exc: BaseException) -> bool:
     return False
 
 
-def _transport_error(exc: Exception, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
+def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
     """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted)."""
     text = redactor.redact(str(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -119,7 +116,7 @@ def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -
     return b"".join(parts)[:limit]
 
 
-class DownloadResponse:
+class DownloadResponse(core.DownloadCore):
     """A streamed file download; use as a context manager so the HTTP response is closed.
 
     Its first bytes were already checked (see :class:`protocol.BodySniffer`): it is not an API
@@ -130,6 +127,13 @@ class DownloadResponse:
     :param prefix: bytes already read from the body while checking it.
     :param complete: whether ``prefix`` is the whole body.
     :param redactor: the client's redaction of error texts.
+
+    Reading the body (:meth:`iter_into`, :meth:`iter_chunks`, iteration) raises
+    :class:`MemoriesIncompleteBodyError` when the body ends short of the expected size or the
+    connection drops or times out mid-body (the message counts the bytes really received), and
+    :class:`MemoriesResponseError` before the first byte when ``Content-Length`` and
+    ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut could
+    not be noticed); after it, when the body runs past the expected size.
     """
 
     def __init__(
@@ -140,15 +144,12 @@ class DownloadResponse:
         complete: bool = False,
         redactor: Redactor = NO_SECRETS,
     ) -> None:
+        super().__init__(endpoint, redactor)
         self._response = response
-        self.endpoint = endpoint
         self._prefix = prefix
         self._complete = complete
-        self._redactor = redactor
         self.status_code: int = response.status_code
-        self.headers: Mapping[str, str] = CaseInsensitiveDict(response.headers)
-        self.content_type, self.filename = protocol.file_labels(self.headers, redactor)
-        self.content_length: int | None = _content_length(self.headers)
+        self._take_headers(CaseInsensitiveDict(response.headers))
 
     def iter_chunks(
         self, chunk_size: int = BLOCK_SIZE, *, expected_size: int | None = None
@@ -169,34 +170,19 @@ class DownloadResponse:
     ) -> Iterator[memoryview]:
         """Fill the caller's buffers with the body; yield the filled part of each.
 
-        Every buffer but the last is filled whole. The bytes go from the socket straight into the
-        buffer (no allocation, no copy) when the body is plain, with a ``Content-Length``.
+        Every buffer but the last is filled whole; a plain body with a ``Content-Length`` goes from
+        the socket straight into the buffer (no allocation, no copy). Errors: see the class.
 
         :param take: returns an empty buffer (called once per buffer, e.g. ``BufferRing.take``);
             the caller owns each yielded view and may reuse its buffer once done with it.
         :param give_back: called with a taken buffer the body did not need (it ended first).
         :param expected_size: the size the service reports for the file (``get_metadata``), if
             known: checked against ``Content-Length``, and the only measure of a body that has none.
-        :raises MemoriesIncompleteBodyError: when the body ends short of the expected size or the
-            connection drops or times out mid-body (the message counts the bytes really received).
-        :raises MemoriesResponseError: before the first byte, when ``Content-Length`` and
-            ``expected_size`` disagree, or when neither is known and the body is not chunked (a cut
-            could not be noticed); after it, when the body runs past the expected size.
         """
-        expected = protocol.expected_body_size(
-            self.headers,
-            self.content_length,
-            expected_size,
-            status=self.status_code,
-            endpoint=self.endpoint,
-        )
-        received = 0
-        done = self._complete
-        pending = memoryview(self._prefix)
-        self._prefix = b""
-        status, endpoint = self.status_code, self.endpoint
+        status = self.status_code
+        expected = self._expected_size(status, expected_size)
+        received, done, pending, self._prefix = 0, self._complete, memoryview(self._prefix), b""
         read = self._body_reader()
-
         try:
             while pending or not done:
                 view = take()
@@ -217,22 +203,14 @@ class DownloadResponse:
                     received += count
                     if expected is not None and received > expected:
                         # Checked as bytes arrive: nothing past the expected end is handed on.
-                        too_long = protocol.body_size_error(
-                            received, expected, status=status, endpoint=endpoint
-                        )
-                        if too_long is not None:
-                            raise too_long
+                        self._check_end(status, received, expected)
                 if filled:
                     yield view[:filled]
                 elif give_back is not None:
                     give_back(view)
         except _TRANSPORT_ERRORS as exc:
-            raise protocol.broken_body_error(
-                received, expected, exc, status=status, endpoint=endpoint, redactor=self._redactor
-            ) from exc
-        error = protocol.body_size_error(received, expected, status=status, endpoint=endpoint)
-        if error is not None:
-            raise error
+            raise self._broken(status, received, expected, exc) from exc
+        self._check_end(status, received, expected)
 
     def _body_reader(self) -> Callable[[memoryview], int]:
         """``read(view)``: the next 1 to ``len(view)`` body bytes into ``view``, 0 at the end.
@@ -286,73 +264,24 @@ class DownloadResponse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return (
-            f"DownloadResponse(endpoint={self.endpoint!r}, filename={self.filename!r}, "
-            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
-        )
 
+class MemoriesClient(core.ClientCore):
+    """Synchronous client of the memories.ai API (v1 and v2 hosts), on one pooled ``requests`` session.
 
-def _content_length(headers: Mapping[str, str]) -> int | None:
-    # With a Content-Encoding the header counts encoded bytes, not what iter_chunks yields.
-    if headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
-        return None
-    try:
-        value = int(headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-class MemoriesClient:
-    """Synchronous client of the memories.ai API (v1 and v2 hosts).
-
-    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
-    :param base_url: v1 base URL, including ``/serve/api/v1``.
-    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
-    :param timeout: read timeout in seconds for every request (also caps the connect timeout).
-    :param retry: retry policy; default ``RetryPolicy()``.
-    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
-    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
-    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
-        request is sent (the service stores the video, or fetches the URL, before answering);
-        never shorter than ``timeout``. An upload that times out is not retried, since the
-        service may have accepted it: a generous value avoids a second, billed, upload.
+    Constructor parameters (``api_key``, ``base_url``, ``v2_base_url``, ``timeout``, ``retry``,
+    ``user_agent``, ``connect_timeout``, ``upload_timeout``): see :class:`ClientCore`.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str = protocol.DEFAULT_BASE_URL,
-        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        user_agent: str | None = None,
-        connect_timeout: float | None = None,
-        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
-    ) -> None:
-        self._api_key = protocol.check_api_key(api_key)
-        # Every error built from a response or a transport failure goes through it, at creation.
-        self._redactor = Redactor([self._api_key])
-        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
-        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
-        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
-        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.user_agent = user_agent or USER_AGENT
+    def _open(self) -> None:
+        """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides it)."""
         self._session = requests.Session()
         adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.auth = _KeyAuth(self._api_key)
         self._session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
-        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
 
     # ------------------------------------------------------------------ plumbing
-
-    def __repr__(self) -> str:
-        return f"MemoriesClient(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, api_key='***')"
 
     def __enter__(self) -> MemoriesClient:
         return self
@@ -367,22 +296,10 @@ class MemoriesClient:
         self._session.close()
 
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
-        headers: dict[str, str] = {}
-        data: Any = None
-        if body is not None:
-            headers["Content-Type"] = body.content_type
-            data = body
-        elif spec.form is not None:
-            data = list(spec.form)
-        if spec.download:
-            # Videos do not compress; identity keeps Content-Length equal to the bytes we count.
-            headers["Accept-Encoding"] = "identity"
-            headers["Accept"] = "*/*"
-        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
-        timeouts = request_timeouts(
-            self.connect_timeout, self.upload_timeout if spec.slow_answer else self.timeout, spec.endpoint
-        )
-        try:
+        headers = self._request_headers(spec, body)
+        data: Any = body if body is not None else self._form_body(spec)
+        timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
             return self._session.request(
                 spec.method,
                 spec.url,
@@ -392,11 +309,6 @@ class MemoriesClient:
                 timeout=timeouts,
                 stream=True,
             )
-        except _TRANSPORT_ERRORS as exc:
-            source_error = find_source_error(exc)
-            if source_error is not None:
-                raise source_error from None
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
@@ -414,15 +326,7 @@ class MemoriesClient:
     ) -> Any:
         response = self._send(spec, body=body)
         content = self._read(response, spec, protocol.MAX_JSON_BYTES)
-        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, response.status_code)
-        return protocol.read_response(
-            response.status_code,
-            response.headers,
-            content,
-            endpoint=spec.endpoint,
-            read=read,
-            redactor=self._redactor,
-        )
+        return self._answer(spec, response.status_code, response.headers, content, read)
 
     def _run(
         self,
@@ -468,15 +372,7 @@ class MemoriesClient:
         form = UploadMetadata.merged(metadata, fields).form_fields()
         spec = protocol.upload_request(self.base_url)
         with open_upload_stream(file, filename=filename, size=size) as source:
-            detected = protocol.video_content_type(source.filename)
-            body = MultipartBody(
-                form,
-                source.fileobj,
-                filename=source.filename,
-                content_type=content_type or detected,
-                size=source.size,
-                progress=progress,
-            )
+            body = self._upload_body(form, source, content_type, progress)
             attempts = 0
 
             def attempt() -> Any:
@@ -490,11 +386,7 @@ class MemoriesClient:
         return result
 
     def upload_video_from_url(
-        self,
-        url: str,
-        *,
-        metadata: UploadMetadata | None = None,
-        **fields: Any,
+        self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any
     ) -> UploadResult:
         """Ask the service to fetch a video from a public URL (same metadata as :meth:`upload_video`).
 
@@ -523,65 +415,27 @@ class MemoriesClient:
         return video
 
     def list_videos(
-        self,
-        *,
-        page: int = 1,
-        size: int = 100,
-        unique_id: str | None = None,
-        video_name: str | None = None,
-        video_no: str | None = None,
-        video_nos: Sequence[str] | None = None,
-        status: str | None = None,
-        camera_model: str | None = None,
-        tag: str | None = None,
-        datetime_taken: int | None = None,
-        latitude: float | None = None,
-        longitude: float | None = None,
+        self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
     ) -> VideoPage:
         """One page of videos matching the filters (``None`` filters are not sent).
 
         :param page: 1-based page number.
         :param size: page size.
-        :param unique_id: scope to list.
-        :param video_name: exact name filter.
-        :param video_no: one id.
-        :param video_nos: restrict the result to these ids (check many videos in one call).
-        :param status: ``UNPARSE``/``PARSE``/``FAILED``.
-        :param camera_model: camera model filter.
-        :param tag: tag filter.
-        :param datetime_taken: capture time lower bound, epoch ms.
-        :param latitude: with ``longitude``: videos within ~20 km.
-        :param longitude: see ``latitude``.
+        :param filters: :class:`~memories_provider.client.protocol.VideoFilters` (``unique_id``,
+            ``video_name``, ``video_no``, ``video_nos``, ``status``, ``camera_model``, ``tag``,
+            ``datetime_taken``, ``latitude`` with ``longitude``).
         """
-        spec = protocol.list_videos_request(
-            self.base_url,
-            page=page,
-            size=size,
-            unique_id=unique_id,
-            video_name=video_name,
-            video_no=video_no,
-            video_nos=video_nos,
-            status=status,
-            camera_model=camera_model,
-            tag=tag,
-            datetime_taken=datetime_taken,
-            latitude=latitude,
-            longitude=longitude,
-        )
+        spec = protocol.list_videos_request(self.base_url, page=page, size=size, **filters)
         result: VideoPage = self._call(spec, protocol.video_page_reader(page, size))
         return result
 
     def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
         """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
-        page = 1
-        seen = 0
-        while True:
-            result = self.list_videos(page=page, size=page_size, **filters)
+        pages = core.PageCursor(page_size)
+        while pages.next is not None:
+            result = self.list_videos(page=pages.next, size=page_size, **filters)
             yield from result.videos
-            seen += len(result.videos)
-            if _last_page(result, seen, page_size):
-                return
-            page += 1
+            pages.advance(result)
 
     def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""
@@ -597,19 +451,12 @@ class MemoriesClient:
         """
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            attempts = 0
+            rule = core.RepeatedDelete()
 
-            def attempt(spec: protocol.RequestSpec = spec) -> Any:
-                nonlocal attempts
-                attempts += 1
-                try:
+            def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
+                with rule:  # a 0409 on a retry: an earlier attempt deleted them
                     return self._json_attempt(spec)
-                except MemoriesDuplicateError:
-                    # Older docs answer 0409 to a repeated delete: on a retry it means an earlier
-                    # attempt, whose answer was lost, already deleted them.
-                    if attempts > 1:
-                        return None
-                    raise
+                return None
 
             self._run(spec, attempt)
 
@@ -632,12 +479,9 @@ class MemoriesClient:
         routes = self._transcript_routes
         specs = routes.specs(kind, video_no, unique_id)
         for spec in specs:
-            try:
+            with routes.trying(spec, specs):
                 result: Transcript = self._call(spec, protocol.transcript_reader(kind, video_no))
                 return result
-            except MemoriesNotFoundError as err:
-                if spec is specs[-1] or not routes.fall_back(spec, err):
-                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
@@ -653,15 +497,10 @@ class MemoriesClient:
     def _download(self, spec: protocol.RequestSpec) -> DownloadResponse:
         def attempt() -> DownloadResponse:
             response = self._send(spec)
-            if not 200 <= response.status_code < 300:
+            status, headers = response.status_code, response.headers
+            if not core.is_success(status):
                 content = self._read(response, spec, protocol.MAX_ERROR_BYTES)
-                raise protocol.download_error(
-                    response.status_code,
-                    response.headers,
-                    content,
-                    endpoint=spec.endpoint,
-                    redactor=self._redactor,
-                )
+                raise self._download_refused(spec, status, headers, content)
             # The body is judged by its first bytes, whatever the headers say.
             sniffer = protocol.BodySniffer()
             try:
@@ -670,12 +509,7 @@ class MemoriesClient:
             except _TRANSPORT_ERRORS as exc:
                 response.close()
                 raise _transport_error(exc, spec.endpoint, self._redactor) from exc
-            error = sniffer.error(
-                response.status_code, response.headers, endpoint=spec.endpoint, redactor=self._redactor
-            )
-            if error is not None:
-                response.close()
-                raise error
+            self._check_download(spec, status, headers, sniffer, response.close)
             return DownloadResponse(response, spec.endpoint, sniffer.prefix, sniffer.complete, self._redactor)
 
         result: DownloadResponse = self._run(spec, attempt)
@@ -706,12 +540,3 @@ class MemoriesClient:
         :param asset_id: the asset's id (``re_...``).
         """
         return self._download(protocol.download_asset_request(self.v2_base_url, asset_id))
-
-
-def _last_page(result: VideoPage, seen: int, page_size: int) -> bool:
-    """Whether paging should stop: an empty page, everything counted, or a short page."""
-    if not result.videos:
-        return True
-    if result.total_count is not None:
-        return seen >= result.total_count
-    return len(result.videos) < (result.page_size or page_size)

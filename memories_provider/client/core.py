@@ -1,0 +1,323 @@
+"""What the sync and async clients share: settings, request headers, reading answers, paging, checks.
+
+Sans-IO like :mod:`protocol`: neither ``requests`` nor ``aiohttp`` is imported here, so each
+client loads without the other's library. :class:`ClientCore` holds every decision that does not
+depend on how bytes move; ``sync.py`` and ``aio.py`` keep only their I/O (sessions, sending,
+reading bodies) and their library's transport errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+from memories_provider.client import protocol
+from memories_provider.client._upload_stream import UploadStream
+from memories_provider.client._version import USER_AGENT
+from memories_provider.client.errors import MemoriesDuplicateError
+from memories_provider.client.models import VideoPage
+from memories_provider.client.multipart import MultipartBody, find_source_error
+from memories_provider.client.retry import RetryPolicy
+from memories_provider.redaction import NO_SECRETS, Redactor
+
+log = logging.getLogger("memories_provider.client")
+
+#: The Content-Type of a url-encoded form body (``upload_url``).
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """The body's size from ``Content-Length``, or ``None`` when absent, invalid or encoded."""
+    # With a Content-Encoding the header counts encoded bytes, not what iter_chunks yields.
+    if headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return None
+    try:
+        value = int(headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def last_page(result: VideoPage, seen: int, page_size: int) -> bool:
+    """Whether paging should stop: an empty page, everything counted, or a short page."""
+    if not result.videos:
+        return True
+    if result.total_count is not None:
+        return seen >= result.total_count
+    return len(result.videos) < (result.page_size or page_size)
+
+
+class PageCursor:
+    """Where ``iter_videos`` stands: the page to ask for next, ``None`` once paging should stop.
+
+    :param page_size: the page size asked for.
+    """
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.next: int | None = 1
+        self._seen = 0
+
+    def advance(self, result: VideoPage) -> None:
+        """Take in the page just read (see :func:`last_page`)."""
+        self._seen += len(result.videos)
+        if self.next is not None:
+            self.next = None if last_page(result, self._seen, self.page_size) else self.next + 1
+
+
+def is_success(status: int) -> bool:
+    """Whether an HTTP status is 2xx."""
+    return 200 <= status < 300
+
+
+class RepeatedDelete:
+    """The ``delete_videos`` rule for one batch, as a context manager around each attempt.
+
+    Older docs answer ``0409`` to a repeated delete: on a retry it means an earlier attempt,
+    whose answer was lost, already deleted the videos, so that error is swallowed (the attempt
+    returns ``None``); on the first attempt it is raised.
+    """
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def __enter__(self) -> RepeatedDelete:
+        self.attempts += 1
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return isinstance(exc, MemoriesDuplicateError) and self.attempts > 1
+
+
+class DownloadCore:
+    """What both download responses share: the labels read from the headers, the size checks, the repr.
+
+    The clients' responses add only how the body is read (their per-chunk loops stay theirs).
+
+    :param endpoint: logical endpoint name, for errors.
+    :param redactor: the client's redaction of error texts.
+    """
+
+    def __init__(self, endpoint: str, redactor: Redactor = NO_SECRETS) -> None:
+        self.endpoint = endpoint
+        self._redactor = redactor
+        self.headers: Mapping[str, str] = {}
+        self.content_type: str | None = None
+        self.filename: str | None = None
+        self.content_length: int | None = None
+
+    def _take_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep the response's headers and what they say of the file (type, name, length)."""
+        self.headers = headers
+        self.content_type, self.filename = protocol.file_labels(headers, self._redactor)
+        self.content_length = content_length(headers)
+
+    def _expected_size(self, status: int | None, expected_size: int | None) -> int | None:
+        """The body's size to hold it to (see :func:`protocol.expected_body_size`)."""
+        return protocol.expected_body_size(
+            self.headers, self.content_length, expected_size, status=status, endpoint=self.endpoint
+        )
+
+    def _broken(
+        self, status: int | None, received: int, expected: int | None, exc: BaseException
+    ) -> Exception:
+        """The error for a connection that broke mid-body after ``received`` bytes."""
+        return protocol.broken_body_error(
+            received, expected, exc, status=status, endpoint=self.endpoint, redactor=self._redactor
+        )
+
+    def _check_end(self, status: int | None, received: int, expected: int | None) -> None:
+        """Raise when the body ended at a size other than the expected one."""
+        error = protocol.body_size_error(received, expected, status=status, endpoint=self.endpoint)
+        if error is not None:
+            raise error
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.endpoint!r}, filename={self.filename!r}, "
+            f"content_type={self.content_type!r}, content_length={self.content_length!r})"
+        )
+
+
+class SendErrors:
+    """Context manager around a send: maps the HTTP library's ``errors`` to the client's hierarchy.
+
+    An error the upload body raised while being read (its source broke its size) is raised as
+    itself; any other becomes ``transport_error(exc, endpoint, redactor)`` (its text redacted).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        errors: tuple[type[BaseException], ...],
+        transport_error: Callable[[BaseException, str, Redactor], Exception],
+        redactor: Redactor,
+    ) -> None:
+        self._endpoint = endpoint
+        self._errors = errors
+        self._transport_error = transport_error
+        self._redactor = redactor
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or not isinstance(exc, self._errors):
+            return
+        source_error = find_source_error(exc)
+        if source_error is not None:
+            raise source_error from None
+        raise self._transport_error(exc, self._endpoint, self._redactor) from exc
+
+
+class ClientCore:
+    """Settings and I/O-free decisions of a memories.ai client (the base of both clients).
+
+    :param api_key: the account's API key (sent raw in ``Authorization``; never logged or shown).
+    :param base_url: v1 base URL, including ``/serve/api/v1``.
+    :param v2_base_url: v2 base URL, including ``/serve/api/v2``.
+    :param timeout: read timeout in seconds for every request (also caps the connect timeout).
+    :param retry: retry policy; default ``RetryPolicy()``.
+    :param user_agent: overrides the default ``airflow-provider-memories/<version> python/<x.y>``.
+    :param connect_timeout: connect timeout in seconds; default ``min(timeout, 30)``.
+    :param upload_timeout: seconds to wait for the answer to ``upload``/``upload_url`` once the
+        request is sent (the service stores the video, or fetches the URL, before answering);
+        never shorter than ``timeout``. An upload that times out is not retried, since the
+        service may have accepted it: a generous value avoids a second, billed, upload.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = protocol.DEFAULT_BASE_URL,
+        v2_base_url: str = protocol.DEFAULT_V2_BASE_URL,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        user_agent: str | None = None,
+        connect_timeout: float | None = None,
+        upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
+    ) -> None:
+        self._api_key = protocol.check_api_key(api_key)
+        # Every error built from a response or a transport failure goes through it, at creation.
+        self._redactor = Redactor([self._api_key])
+        self.base_url = protocol.normalize_base_url(base_url, name="base_url")
+        self.v2_base_url = protocol.normalize_base_url(v2_base_url, name="v2_base_url")
+        self.timeout, self.upload_timeout = protocol.check_timeouts(timeout, upload_timeout)
+        self.connect_timeout = float(connect_timeout) if connect_timeout else min(self.timeout, 30.0)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.user_agent = user_agent or USER_AGENT
+        self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
+        self._open()
+
+    def _open(self) -> None:
+        """Set up the transport (called last by ``__init__``, once the settings are checked)."""
+
+    def __repr__(self) -> str:
+        urls = f"base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}"
+        return f"{type(self).__name__}({urls}, api_key='***')"
+
+    # ------------------------------------------------------------------ requests
+
+    def _read_timeout(self, spec: protocol.RequestSpec) -> float:
+        """How long to wait for the answer once the request is sent."""
+        return self.upload_timeout if spec.slow_answer else self.timeout
+
+    def _request_headers(
+        self, spec: protocol.RequestSpec, body: MultipartBody | None = None
+    ) -> dict[str, str]:
+        """The headers of one request (the session adds the key and ``User-Agent``); logs it."""
+        headers: dict[str, str] = {}
+        if body is not None:
+            headers["Content-Type"] = body.content_type
+            # An explicit length keeps the body from being sent with chunked transfer encoding.
+            headers["Content-Length"] = str(body.length)
+        elif spec.form is not None:
+            headers["Content-Type"] = FORM_CONTENT_TYPE
+        if spec.download:
+            # Videos do not compress; identity keeps Content-Length equal to the bytes we count.
+            headers["Accept-Encoding"] = "identity"
+            headers["Accept"] = "*/*"
+        else:
+            headers["Accept"] = "application/json"
+        log.debug("memories.ai %s %s", spec.method, spec.endpoint)
+        return headers
+
+    def _send_errors(
+        self,
+        spec: protocol.RequestSpec,
+        errors: tuple[type[BaseException], ...],
+        transport_error: Callable[[BaseException, str, Redactor], Exception],
+    ) -> SendErrors:
+        """Around a send: the HTTP library's ``errors`` become the client's (``transport_error``)."""
+        return SendErrors(spec.endpoint, errors, transport_error, self._redactor)
+
+    @staticmethod
+    def _form_body(spec: protocol.RequestSpec) -> bytes | None:
+        """The url-encoded form body of ``spec``, if it has one."""
+        return None if spec.form is None else urlencode(list(spec.form)).encode()
+
+    @staticmethod
+    def _upload_body(
+        form: list[tuple[str, str]],
+        source: UploadStream,
+        content_type: str | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> MultipartBody:
+        """The multipart body of an upload; the part's Content-Type from the name unless given."""
+        detected = protocol.video_content_type(source.filename)
+        return MultipartBody(
+            form,
+            source.fileobj,
+            filename=source.filename,
+            content_type=content_type or detected,
+            size=source.size,
+            progress=progress,
+        )
+
+    # ------------------------------------------------------------------ answers
+
+    def _answer(
+        self,
+        spec: protocol.RequestSpec,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        read: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """The result of a JSON answer (``read`` applied to its ``data``), or its error raised."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        return protocol.read_response(
+            status, headers, content, endpoint=spec.endpoint, read=read, redactor=self._redactor
+        )
+
+    def _download_refused(
+        self, spec: protocol.RequestSpec, status: int, headers: Mapping[str, str], content: bytes
+    ) -> Exception:
+        """The error for a download answered with a non-2xx status (``content``: its first bytes)."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        return protocol.download_error(
+            status, headers, content, endpoint=spec.endpoint, redactor=self._redactor
+        )
+
+    def _check_download(
+        self,
+        spec: protocol.RequestSpec,
+        status: int,
+        headers: Mapping[str, str],
+        sniffer: protocol.BodySniffer,
+        close: Callable[[], object],
+    ) -> None:
+        """Raise (after ``close``) when the sniffed first bytes are an error document, not a file."""
+        log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        error = sniffer.error(status, headers, endpoint=spec.endpoint, redactor=self._redactor)
+        if error is not None:
+            close()
+            raise error

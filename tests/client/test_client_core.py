@@ -1,0 +1,137 @@
+"""The shared client core: each client loads without the other's HTTP library; shared rules hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from memories_provider.client import MemoriesDuplicateError, protocol
+from memories_provider.client.core import PageCursor, RepeatedDelete
+from memories_provider.client.models import VideoPage
+
+# Installs a meta-path finder that refuses ``blocked`` (and its submodules), then proves the
+# block works before importing ``module`` and building its client.
+_BLOCKED_IMPORT = textwrap.dedent(
+    """
+    import importlib, sys
+
+    blocked, module, client = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name == blocked or name.startswith(blocked + "."):
+                raise ImportError(f"{name} is blocked for this test")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    try:
+        importlib.import_module(blocked)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"the blocker let {blocked} through")
+
+    loaded = importlib.import_module(module)
+    instance = getattr(loaded, client)("k" * 32, base_url="http://127.0.0.1:1/serve/api/v1")
+    print(repr(instance))
+    assert blocked not in sys.modules, sorted(m for m in sys.modules if m.startswith(blocked))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "client"),
+    [
+        ("requests", "memories_provider.client.aio", "AsyncMemoriesClient"),
+        ("aiohttp", "memories_provider.client.sync", "MemoriesClient"),
+    ],
+)
+def test_each_client_imports_without_the_other_http_library(blocked: str, module: str, client: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_IMPORT, blocked, module, client],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{client}(base_url='http://127.0.0.1:1/serve/api/v1'")
+    assert "k" * 32 not in done.stdout
+
+
+def test_the_package_still_exports_both_clients() -> None:
+    import memories_provider.client as package
+    from memories_provider.client.aio import AsyncMemoriesClient
+    from memories_provider.client.sync import MemoriesClient
+
+    assert package.MemoriesClient is MemoriesClient
+    assert package.AsyncMemoriesClient is AsyncMemoriesClient
+    with pytest.raises(AttributeError, match="NoSuchClient"):
+        _ = package.NoSuchClient  # type: ignore[attr-defined]
+
+
+def test_repeated_delete_forgives_0409_only_on_a_retry() -> None:
+    rule = RepeatedDelete()
+    with pytest.raises(MemoriesDuplicateError), rule:
+        raise MemoriesDuplicateError("already deleted", endpoint="delete_videos")
+    with rule:  # second attempt: an earlier one, whose answer was lost, deleted them
+        raise MemoriesDuplicateError("already deleted", endpoint="delete_videos")
+    with pytest.raises(ValueError), rule:  # any other error still goes out
+        raise ValueError("other")
+
+
+def test_page_cursor_stops_on_the_count_on_a_short_page_and_on_an_empty_one() -> None:
+    def page(n: int, total: int | None) -> VideoPage:
+        return VideoPage(current_page=1, page_size=2, total_count=total, videos=[object()] * n)  # type: ignore[list-item]
+
+    counted = PageCursor(2)
+    counted.advance(page(2, 3))
+    assert counted.next == 2
+    counted.advance(page(1, 3))
+    assert counted.next is None
+
+    short = PageCursor(2)
+    short.advance(page(1, None))
+    assert short.next is None
+
+    empty = PageCursor(2)
+    empty.advance(page(0, 10))
+    assert empty.next is None
+
+
+def test_list_videos_refuses_an_unknown_filter_before_sending() -> None:
+    with pytest.raises(TypeError, match="'colour'"):
+        protocol.list_videos_request("http://x/serve/api/v1", page=1, size=1, colour="red")  # type: ignore[call-arg]
+    spec = protocol.list_videos_request(
+        "http://x/serve/api/v1", page=1, size=5, tag="t", unique_id="u", video_nos=("a", "b")
+    )
+    assert spec.json_body == {"page": 1, "size": 5, "unique_id": "u", "video_nos": ["a", "b"], "tag": "t"}
+    assert list(spec.json_body) == ["page", "size", "unique_id", "video_nos", "tag"]
+
+
+def _delete_faults(memories_emulator) -> list[str]:
+    """Batch 1: its answer lost, then 0409 on the retry (deleted); batch 2: 0409 on its first try."""
+    control = memories_emulator.control
+    control.inject_fault("delete_videos", "drop_before_response", count=1)
+    control.inject_fault("delete_videos", "json_error", count=2, code="0409", msg="deleted twice")
+    return [f"VI{n:018d}" for n in range(101)]  # two batches of at most 100
+
+
+def test_sync_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+    client, memories_emulator
+) -> None:
+    ids = _delete_faults(memories_emulator)
+    with pytest.raises(MemoriesDuplicateError):
+        client.delete_videos(ids)
+    assert memories_emulator.control.count("delete_videos") == 3
+
+
+async def test_async_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+    aclient, memories_emulator
+) -> None:
+    ids = _delete_faults(memories_emulator)
+    with pytest.raises(MemoriesDuplicateError):
+        await aclient.delete_videos(ids)
+    assert memories_emulator.control.count("delete_videos") == 3
