@@ -105,8 +105,11 @@ def main() -> int:
     sample = out / "sample.mp4"
     write_sample_video(sample)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    destination = out / "downloads" / stamp
-    exports = out / "exports" / stamp
+    conf = {
+        "source": str(sample),
+        "destination": f"{out / 'downloads' / stamp}/",
+        "export_folder": f"{out / 'exports' / stamp}/",
+    }
     _prepare_airflow(out / "airflow-home", dags)
 
     from memories_provider.emulator.process import emulator_process
@@ -120,39 +123,38 @@ def main() -> int:
             "• running memories_video_pipeline: upload → wait for PARSE (deferred) → download → export ...",
             flush=True,
         )
-        dag = _load_dag(dags, "memories_video_pipeline")
-        run = dag_test(
-            dag,
-            run_conf={
-                "source": str(sample),
-                "destination": f"{destination}/",
-                "export_folder": f"{exports}/",
-            },
-        )
+        run = dag_test(_load_dag(dags, "memories_video_pipeline"), run_conf=conf)
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
-        states = {task_id: str(ti.state) for task_id, ti in tis.items()}
         if str(run.state) != "success":
+            states = {task_id: str(ti.state) for task_id, ti in tis.items()}
             print(f"\n✗ the pipeline failed: {states}", file=sys.stderr)
             return 1
-        result = tis["download"].xcom_pull(task_ids="download")
-        exported = tis["export"].xcom_pull(task_ids="export")
-        video_no = tis["upload"].xcom_pull(task_ids="upload")
+        results = {
+            task_id: tis[task_id].xcom_pull(task_ids=task_id) for task_id in ("upload", "download", "export")
+        }
+        video_no = results["upload"]
         status = next((v["status"] for v in emu.control.videos() if v["video_no"] == video_no), "?")
-        uploads = emu.control.count("upload")
-        waits = emu.control.count("list_videos")
+        uploads, checks = emu.control.count("upload"), emu.control.count("list_videos")
+        activity = f"{status}; {uploads} upload, {checks} status checks"
+    return _report(sample, video_no, activity, results, time.monotonic() - started)
+
+
+def _report(sample: Path, video_no: str, activity: str, results: dict[str, Any], seconds: float) -> int:
+    """Print what the pipeline did and where its results are; 0 when the bytes came back intact."""
+    result, exported = results["download"], results["export"]
     downloaded = Path(result["uri"])
     same = (
         hashlib.sha256(downloaded.read_bytes()).hexdigest() == hashlib.sha256(sample.read_bytes()).hexdigest()
     )
     print(
         "\n✓ memories_video_pipeline succeeded\n"
-        f"  video          {video_no} ({status}; {uploads} upload, {waits} status checks)\n"
+        f"  video          {video_no} ({activity})\n"
         f"  source         {sample}\n"
         f"  destination    {downloaded}\n"
         f"  bytes          {result['bytes']}\n"
         f"  sha256         {result['sha256']} ({'matches' if same else 'DIFFERS FROM'} the source)\n"
         f"  index outputs  {exported['rows']} rows (captions, transcript) in {exported['uri']}\n"
-        f"  time taken     {time.monotonic() - started:.1f} s\n"
+        f"  time taken     {seconds:.1f} s\n"
         f"\nThe downloaded file is at: {downloaded}\nWhat memories.ai learnt from it is at: {exported['uri']}"
     )
     return 0 if same else 1

@@ -168,42 +168,16 @@ def config_from_connection(
         )
     api_key = str(password).strip()
 
-    origin = _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host")
-    if port:
-        parts = urlsplit(origin)
-        if parts.port is None:
-            origin = parts._replace(netloc=f"{parts.netloc}:{int(port)}").geturl()
+    origin = _with_port(_origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port)
 
-    v2_host = _extra(extra, "v2_host")
-    if v2_host is None:
-        # The real service splits v1 and v2 across two hosts; anything else (a proxy, the
-        # emulator) serves both from the v1 host, so don't send v2 calls to the real service.
-        v2_origin = DEFAULT_V2_HOST if origin == DEFAULT_HOST else origin
-    else:
-        v2_origin = _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
+    v2_origin = _v2_origin(extra, origin, conn_id=conn_id)
 
     timeout = _seconds(extra, "timeout", DEFAULT_TIMEOUT, conn_id=conn_id)
     upload_timeout = _seconds(extra, "upload_timeout", DEFAULT_UPLOAD_TIMEOUT, conn_id=conn_id)
 
-    retries_raw = _extra(extra, "max_retries")
-    try:
-        max_retries = DEFAULT_MAX_RETRIES if retries_raw is None else int(str(retries_raw))
-    except ValueError:
-        raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, got {retries_raw!r}"
-        ) from None
-    if max_retries < 0:
-        raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'max_retries' must be >= 0, got {max_retries}"
-        )
-
+    max_retries = _max_retries(extra, conn_id=conn_id)
     unique_id = str(_extra(extra, "unique_id") or DEFAULT_UNIQUE_ID)
-
-    api = str(_extra(extra, "blob_download_api") or "v2").lower()
-    if api not in ("v1", "v2"):
-        raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
-        )
+    api = _blob_download_api(extra, conn_id=conn_id)
 
     return MemoriesConnectionConfig(
         api_key=api_key,
@@ -215,6 +189,50 @@ def config_from_connection(
         unique_id=unique_id,
         blob_download_api="v1" if api == "v1" else "v2",
     )
+
+
+def _with_port(origin: str, port: int | None) -> str:
+    """``origin`` with the connection's Port added, unless the host already names one."""
+    parts = urlsplit(origin)
+    if not port or parts.port is not None:
+        return origin
+    return parts._replace(netloc=f"{parts.netloc}:{int(port)}").geturl()
+
+
+def _v2_origin(extra: dict[str, Any], origin: str, *, conn_id: str) -> str:
+    """The v2 API's origin: extra ``v2_host``, else the real service's v2 host or the v1 host."""
+    v2_host = _extra(extra, "v2_host")
+    if v2_host is None:
+        # The real service splits v1 and v2 across two hosts; anything else (a proxy, the
+        # emulator) serves both from the v1 host, so don't send v2 calls to the real service.
+        return DEFAULT_V2_HOST if origin == DEFAULT_HOST else origin
+    return _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
+
+
+def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:
+    """Extra ``max_retries``: a whole number >= 0 (default :data:`DEFAULT_MAX_RETRIES`)."""
+    raw = _extra(extra, "max_retries")
+    try:
+        max_retries = DEFAULT_MAX_RETRIES if raw is None else int(str(raw))
+    except ValueError:
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, got {raw!r}"
+        ) from None
+    if max_retries < 0:
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: extra 'max_retries' must be >= 0, got {max_retries}"
+        )
+    return max_retries
+
+
+def _blob_download_api(extra: dict[str, Any], *, conn_id: str) -> str:
+    """Extra ``blob_download_api``: ``v1`` or ``v2`` (default)."""
+    api = str(_extra(extra, "blob_download_api") or "v2").lower()
+    if api not in ("v1", "v2"):
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
+        )
+    return api
 
 
 #: The form refuses a timeout under a second (the client accepts any > 0, e.g. from an env var).

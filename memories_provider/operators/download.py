@@ -369,15 +369,10 @@ class MemoriesDownloadOperator(BaseOperator):
         known = facts.size if self.verify_size else None
         expected = resp.content_length if resp.content_length is not None else known
         digest = hashlib.sha256() if self.checksum == "sha256" else None
-        done = 0
         shown = redact_uri(uri)
         progress = TransferProgress(self.log, f"{source.label} -> {shown}", expected)
-        self.log.info(
-            "Downloading %s to %s (%s bytes)",
-            source.label,
-            shown,
-            "unknown" if expected is None else expected,
-        )
+        size = "unknown" if expected is None else expected
+        self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
         # Object stores take the record when the upload starts; sidecars are written after the rename.
         provenance = Provenance(source.identity, facts.evidence, size=expected)
         writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
@@ -395,12 +390,7 @@ class MemoriesDownloadOperator(BaseOperator):
                     write = lambda view: out.write(bytes(view))  # noqa: E731
                 background = stack.enter_context(BackgroundWriter(write, depth=depth, release=ring.give_back))
                 try:
-                    for view in resp.iter_into(ring.take, ring.give_back, expected_size=known):
-                        if digest is not None:
-                            digest.update(view)
-                        done += len(view)
-                        background.write(view)
-                        progress.update(done)
+                    done = _pump(resp, ring, background, digest, progress, known)
                 except MemoriesConnectionError as err:
                     # Raised inside the writer's block: the partial object is discarded first.
                     raise _BodyInterrupted(err) from err
@@ -415,14 +405,7 @@ class MemoriesDownloadOperator(BaseOperator):
         except DestinationTaken:
             return self._after_race(source, uri, transport, provenance)
         progress.update(done, final=True)
-        return {
-            "uri": uri,
-            "bytes": done,
-            "sha256": provenance.sha256,
-            "content_type": resp.content_type,
-            "filename": basename_of(uri),
-            "skipped": False,
-        }
+        return _downloaded(uri, done, provenance.sha256, resp.content_type)
 
     def _after_race(
         self, source: DownloadSource, uri: str, transport: ResolvedTransport, ours: Provenance
@@ -492,3 +475,34 @@ class MemoriesDownloadOperator(BaseOperator):
             namespace, name = lineage_dataset(uri)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def _pump(
+    resp: DownloadResponse,
+    ring: BufferRing,
+    background: BackgroundWriter,
+    digest: Any,
+    progress: TransferProgress,
+    known: int | None,
+) -> int:
+    """Move the body through ``ring`` to ``background``, hashing on the way; returns the bytes moved."""
+    done = 0
+    for view in resp.iter_into(ring.take, ring.give_back, expected_size=known):
+        if digest is not None:
+            digest.update(view)
+        done += len(view)
+        background.write(view)
+        progress.update(done)
+    return done
+
+
+def _downloaded(uri: str, size: int, sha256: str | None, content_type: str | None) -> DownloadResult:
+    """The result of a download that wrote ``uri``."""
+    return {
+        "uri": uri,
+        "bytes": size,
+        "sha256": sha256,
+        "content_type": content_type,
+        "filename": basename_of(uri),
+        "skipped": False,
+    }

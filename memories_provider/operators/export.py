@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from memories_provider.lineage import lineage_dataset, namespace_of, video_datas
 from memories_provider.operators._export_rows import (
     COLUMNS,
     CountingFile,
+    ExportFormat,
     format_for,
     require_pyarrow,
     row_writer,
@@ -28,6 +30,7 @@ from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
     DestinationTaken,
+    ResolvedTransport,
     atomic_writer,
     canonical_uri,
     check_destination,
@@ -44,9 +47,44 @@ if TYPE_CHECKING:
 __all__ = ["COLUMNS", "MemoriesExportOperator"]
 
 NOT_PARSED_POLICIES = ("fail", "wait", "skip")
+
+
+@dataclass(frozen=True)
+class _ExportPlan:
+    """What the checks before any request established."""
+
+    video_nos: list[str] | None  # None: every parsed video of the scope
+    destination: str
+    file_format: ExportFormat
+    transport: ResolvedTransport
+    found: bool
+
+
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
 _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
+
+
+def _check_arguments(
+    destination: str,
+    video_no: str | None,
+    video_nos: list[str] | None,
+    all_parsed: bool,
+    file_format: str | None,
+    not_parsed: str,
+) -> None:
+    """The constructor's checks of what to export, where, and on which policy."""
+    if not destination or not str(destination).strip():
+        raise ValueError("`destination` must be a non-empty path or URI")
+    named = video_no not in (None, "") or video_nos not in (None, "", [], ())
+    if named == bool(all_parsed):
+        raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
+    if video_no not in (None, "") and video_nos not in (None, "", [], ()):
+        raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
+    if file_format is not None:
+        format_for(str(destination), file_format)
+    if not_parsed not in NOT_PARSED_POLICIES:
+        raise ValueError(f"`not_parsed` must be 'fail', 'wait' or 'skip', got {not_parsed!r}")
 
 
 def _kinds(kinds: Any) -> tuple[TranscriptKind, ...]:
@@ -139,21 +177,11 @@ class MemoriesExportOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not destination or not str(destination).strip():
-            raise ValueError("`destination` must be a non-empty path or URI")
-        named = video_no not in (None, "") or video_nos not in (None, "", [], ())
-        if named == bool(all_parsed):
-            raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
-        if video_no not in (None, "") and video_nos not in (None, "", [], ()):
-            raise ValueError("give exactly one of `video_no`, `video_nos` or `all_parsed=True`")
-        self.kinds = _kinds(kinds)
-        if file_format is not None:
-            format_for(str(destination), file_format)
-        if not_parsed not in NOT_PARSED_POLICIES:
-            raise ValueError(f"`not_parsed` must be 'fail', 'wait' or 'skip', got {not_parsed!r}")
+        _check_arguments(destination, video_no, video_nos, all_parsed, file_format, not_parsed)
         for name, value in (("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"`{name}` must be a positive number of seconds, got {value!r}")
+        self.kinds = _kinds(kinds)
         self.destination = destination
         self.video_no = video_no
         self.video_nos = video_nos
@@ -181,6 +209,49 @@ class MemoriesExportOperator(BaseOperator):
 
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
+        plan = self._preflight()
+        shown = redact_uri(plan.destination)
+        if plan.found:
+            raise AirflowFailException(
+                f"{shown} already exists and overwrite=False; nothing was exported: delete it, choose "
+                "another destination, or set overwrite=True to replace it"
+            )
+        hook = self.hook
+        with bad_input_fails_at_once():
+            hook.config  # noqa: B018 (validated here, before anything is sent)
+        skipped: list[str] = []
+        try:
+            self._namespace = namespace_of(hook)
+            scope = self._scope = self.unique_id or hook.config.unique_id
+            ids = plan.video_nos
+            videos = self._listed(hook, scope) if ids is None else self._checked(hook, ids, scope, skipped)
+            self.log.info("Exporting %s outputs to %s (%s)", "+".join(self.kinds), shown, plan.file_format)
+            rows, size = self._write(hook, plan, videos, scope, skipped)
+        finally:
+            hook.close()
+        result: ExportResult = {
+            "uri": plan.destination,
+            "rows": rows,
+            "videos": len(self._exported),
+            "bytes": size,
+            "format": plan.file_format,
+            "kinds": list(self.kinds),
+            "skipped": skipped,
+        }
+        self.log.info(
+            "Exported %d rows of %d videos (%d bytes) to %s%s",
+            rows,
+            len(self._exported),
+            size,
+            shown,
+            f"; skipped {len(skipped)}: {', '.join(skipped[:10])}" if skipped else "",
+        )
+        self._result = result
+        self._annotate_outlets(context, result)
+        return {**result, "uri": shown}
+
+    def _preflight(self) -> _ExportPlan:
+        """Every check that needs no request to memories.ai; input no retry can fix fails at once."""
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
             destination = str(self.destination)
@@ -196,61 +267,32 @@ class MemoriesExportOperator(BaseOperator):
                 destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
             )
             found = survey(destination, transport=transport, inspect=not self.overwrite)
-        shown = redact_uri(destination)
-        if found:
-            raise AirflowFailException(
-                f"{shown} already exists and overwrite=False; nothing was exported: delete it, choose "
-                "another destination, or set overwrite=True to replace it"
-            )
-        hook = self.hook
-        with bad_input_fails_at_once():
-            hook.config  # noqa: B018 (validated here, before anything is sent)
+        return _ExportPlan(ids, destination, file_format, transport, bool(found))
+
+    def _write(
+        self, hook: MemoriesHook, plan: _ExportPlan, videos: Iterable[Video], scope: str, skipped: list[str]
+    ) -> tuple[int, int]:
+        """Stream the rows of ``videos`` to the destination and commit it; returns (rows, bytes)."""
+        shown = redact_uri(plan.destination)
         try:
-            self._namespace = namespace_of(hook)
-            scope = self._scope = self.unique_id or hook.config.unique_id
-            skipped: list[str] = []
-            videos = self._listed(hook, scope) if ids is None else self._checked(hook, ids, scope, skipped)
-            self.log.info("Exporting %s outputs to %s (%s)", "+".join(self.kinds), shown, file_format)
-            try:
-                with atomic_writer(destination, transport=transport, replace=self.overwrite) as fh:
-                    out = CountingFile(fh)
-                    writer = row_writer(file_format, out)
-                    for video in videos:
-                        transcripts = self._outputs(hook, video, scope, skipped, shown)
-                        if transcripts is None:
-                            continue
-                        writer.write_rows(rows_of(video, scope, transcripts))
-                        self._exported.append(video.video_no)
-                        if len(self._exported) % _LOG_EVERY == 0:
-                            self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
-                    writer.close()
-            except DestinationTaken:
-                raise AirflowFailException(
-                    f"{shown} was created by another writer during the export (overwrite=False); it was "
-                    "left as it is and nothing was written"
-                ) from None
-        finally:
-            hook.close()
-        result: ExportResult = {
-            "uri": destination,
-            "rows": writer.rows,
-            "videos": len(self._exported),
-            "bytes": out.bytes,
-            "format": file_format,
-            "kinds": list(self.kinds),
-            "skipped": skipped,
-        }
-        self.log.info(
-            "Exported %d rows of %d videos (%d bytes) to %s%s",
-            result["rows"],
-            result["videos"],
-            result["bytes"],
-            shown,
-            f"; skipped {len(skipped)}: {', '.join(skipped[:10])}" if skipped else "",
-        )
-        self._result = result
-        self._annotate_outlets(context, result)
-        return {**result, "uri": shown}
+            with atomic_writer(plan.destination, transport=plan.transport, replace=self.overwrite) as fh:
+                out = CountingFile(fh)
+                writer = row_writer(plan.file_format, out)
+                for video in videos:
+                    transcripts = self._outputs(hook, video, scope, skipped, shown)
+                    if transcripts is None:
+                        continue
+                    writer.write_rows(rows_of(video, scope, transcripts))
+                    self._exported.append(video.video_no)
+                    if len(self._exported) % _LOG_EVERY == 0:
+                        self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
+                writer.close()
+        except DestinationTaken:
+            raise AirflowFailException(
+                f"{shown} was created by another writer during the export (overwrite=False); it was "
+                "left as it is and nothing was written"
+            ) from None
+        return writer.rows, out.bytes
 
     def _ids(self) -> list[str]:
         video_nos: Any = self.video_nos

@@ -95,6 +95,16 @@ class _Plan:
     tag: str | None
 
 
+def _check_waits(poll_interval: float, timeout: float, lost_answer_grace: float) -> None:
+    """The constructor's checks of the waiting parameters (seconds)."""
+    if poll_interval <= 0:
+        raise ValueError(f"`poll_interval` must be > 0 seconds, got {poll_interval!r}")
+    if timeout <= 0:
+        raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
+    if isinstance(lost_answer_grace, bool) or not lost_answer_grace >= 0:
+        raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")
+
+
 class MemoriesUploadOperator(BaseOperator):
     """Upload one video to memories.ai from a local path or any storage URI, streaming.
 
@@ -218,12 +228,7 @@ class MemoriesUploadOperator(BaseOperator):
         super().__init__(**kwargs)
         if not source:
             raise ValueError("`source` must be a non-empty path or URI")
-        if poll_interval <= 0:
-            raise ValueError(f"`poll_interval` must be > 0 seconds, got {poll_interval!r}")
-        if timeout <= 0:
-            raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
-        if isinstance(lost_answer_grace, bool) or not lost_answer_grace >= 0:
-            raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")
+        _check_waits(poll_interval, timeout, lost_answer_grace)
         self.source = source
         self.memories_conn_id = memories_conn_id
         self.unique_id = unique_id
@@ -434,42 +439,13 @@ class MemoriesUploadOperator(BaseOperator):
         deadline = since + self.timeout
         grace = min(self.lost_answer_grace, self.timeout)
         shown = redact_uri(plan.source.uri)
-
-        def confirm(video_no: str) -> Video:
-            return hook.get_video(video_no, unique_id=unique_id)
-
         while True:
-            verdict: Verdict | None
-            try:
-                verdict = judge(hook.iter_videos(unique_id=unique_id), record, confirm)
-            except MemoriesError as err:
-                if not is_transient(err):
-                    raise
-                self.log.warning("Listing %s failed (%s); looking again", unique_id or "the scope", err)
-                verdict = None
+            verdict = self._look(hook, unique_id, record)
             now = time.time()
             if verdict is not None:
-                if verdict.ours is not None:
-                    self.log.info(
-                        "%s carries this task's tag: it is the earlier attempt's upload",
-                        verdict.ours.video_no,
-                    )
-                    return verdict.ours
-                if verdict.foreign:
-                    self.log.info(
-                        "Not ours (their tags say so): %s", ", ".join(v.video_no for v in verdict.foreign)
-                    )
-                if verdict.undecidable and not verdict.pending:
-                    raise AirflowFailException(
-                        self._undecided(shown, record, verdict.undecidable, timed_out=False)
-                    )
-                if verdict.nothing and now - since >= grace:
-                    self.log.info(
-                        "No video listed %.0fs after this attempt began looking could be the earlier "
-                        "upload: it did not arrive. Uploading.",
-                        now - since,
-                    )
-                    return None
+                decided, video = self._decision(verdict, shown, record, looked=now - since, grace=grace)
+                if decided:
+                    return video
             if now >= deadline:
                 waiting = verdict.pending + verdict.undecidable if verdict is not None else []
                 if waiting:
@@ -478,24 +454,73 @@ class MemoriesUploadOperator(BaseOperator):
                     f"Could not list {unique_id or 'the scope'} within {self.timeout:.0f}s to tell whether "
                     "an earlier attempt's upload arrived; nothing was uploaded"
                 )
-            if verdict is not None and verdict.pending:
-                ids = [v.video_no for v in verdict.pending]
-                self.log.info(
-                    "Waiting for %s to be parsed: until then their tags, which say whose they are, "
-                    "cannot be read",
-                    ", ".join(ids),
-                )
-                if self.deferrable:
-                    self._defer_for_candidates(ids, unique_id, since, deadline)
-                pause = min(self.poll_interval, deadline - now)
-            elif verdict is not None:  # nothing yet: give a late listing its grace
-                pause = min(since + grace - now, deadline - now)
-                self.log.info("No candidate listed yet; looking again in %.0fs", pause)
-            else:
-                pause = min(self.poll_interval, deadline - now)
+            pause = self._pause(verdict, unique_id, since=since, deadline=deadline, grace=grace, now=now)
             if self.deferrable:
                 self._defer_a_while(pause, since)
             time.sleep(max(pause, 0.0))
+
+    def _look(self, hook: MemoriesHook, unique_id: str | None, record: AttemptRecord) -> Verdict | None:
+        """One listing of the scope judged against ``record``; ``None`` when it failed transiently."""
+
+        def confirm(video_no: str) -> Video:
+            return hook.get_video(video_no, unique_id=unique_id)
+
+        try:
+            return judge(hook.iter_videos(unique_id=unique_id), record, confirm)
+        except MemoriesError as err:
+            if not is_transient(err):
+                raise
+            self.log.warning("Listing %s failed (%s); looking again", unique_id or "the scope", err)
+            return None
+
+    def _decision(
+        self, verdict: Verdict, shown: str, record: AttemptRecord, *, looked: float, grace: float
+    ) -> tuple[bool, Video | None]:
+        """``(True, video)`` when ``verdict`` decides (``None``: nothing arrived), else ``(False, None)``."""
+        if verdict.ours is not None:
+            self.log.info(
+                "%s carries this task's tag: it is the earlier attempt's upload", verdict.ours.video_no
+            )
+            return True, verdict.ours
+        if verdict.foreign:
+            self.log.info("Not ours (their tags say so): %s", ", ".join(v.video_no for v in verdict.foreign))
+        if verdict.undecidable and not verdict.pending:
+            raise AirflowFailException(self._undecided(shown, record, verdict.undecidable, timed_out=False))
+        if verdict.nothing and looked >= grace:
+            self.log.info(
+                "No video listed %.0fs after this attempt began looking could be the earlier "
+                "upload: it did not arrive. Uploading.",
+                looked,
+            )
+            return True, None
+        return False, None
+
+    def _pause(
+        self,
+        verdict: Verdict | None,
+        unique_id: str | None,
+        *,
+        since: float,
+        deadline: float,
+        grace: float,
+        now: float,
+    ) -> float:
+        """Seconds until the next look; defers until pending candidates parse (when deferrable)."""
+        if verdict is not None and verdict.pending:
+            ids = [v.video_no for v in verdict.pending]
+            self.log.info(
+                "Waiting for %s to be parsed: until then their tags, which say whose they are, "
+                "cannot be read",
+                ", ".join(ids),
+            )
+            if self.deferrable:
+                self._defer_for_candidates(ids, unique_id, since, deadline)
+            return min(self.poll_interval, deadline - now)
+        if verdict is not None:  # nothing yet: give a late listing its grace
+            pause = min(since + grace - now, deadline - now)
+            self.log.info("No candidate listed yet; looking again in %.0fs", pause)
+            return pause
+        return min(self.poll_interval, deadline - now)
 
     def _undecided(self, shown: str, record: AttemptRecord, videos: list[Video], *, timed_out: bool) -> str:
         if timed_out:

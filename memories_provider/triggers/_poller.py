@@ -314,34 +314,9 @@ class StatusPoller:
             try:
                 page = await self._list(client, batch, scope)
             except MemoriesError as err:
-                self.last_error = str(err)
-                if round_.refused(batch, err):
-                    self.pacer.on_answer()
-                    self._settle(batch, round_)
-                    continue
-                if not self._live():
-                    continue  # the waits ended meanwhile (e.g. their deadline cut the request short)
-                if not is_transient(err):
-                    self._finish_all(
-                        {"status": "error", "message": f"status polling failed: {err}", "videos": []}
-                    )
+                failures = await self._failed(err, batch, round_, failures)
+                if failures < 0:
                     return
-                if isinstance(err, MemoriesRateLimitError):
-                    pause = self.pacer.on_rate_limit(err.retry_after)
-                    log.info(
-                        "memories.ai status check rate-limited; %.2f requests/s from now, after %.2fs",
-                        self.pacer.rate,
-                        pause,
-                    )
-                    continue  # the same batch, once the pacer allows
-                failures += 1
-                interval = min((w.poll_interval for w in self._live()), default=1.0)
-                policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
-                delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
-                # The service said how long to stay away: never come back sooner.
-                delay = max(delay, err.retry_after or 0.0)
-                log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
-                await self._sleep(delay)
                 continue
             failures = 0
             self.last_error = None
@@ -350,6 +325,41 @@ class StatusPoller:
             for video in round_.answered(batch, page):
                 self.last_seen[video.video_no] = shown_status(video)
             self._settle(batch, round_)
+
+    async def _failed(self, err: MemoriesError, batch: list[str], round_: StatusRound, failures: int) -> int:
+        """Deal with a failed request; returns the transient failures in a row, or -1 to stop polling.
+
+        A refused batch is split (the round goes on); a rate limit slows the pacer; another
+        transient error backs off, ``interval * 2**failures`` and never sooner than ``Retry-After``.
+        Anything else ends every wait with ``error``.
+        """
+        self.last_error = str(err)
+        if round_.refused(batch, err):
+            self.pacer.on_answer()
+            self._settle(batch, round_)
+            return failures
+        if not self._live():
+            return failures  # the waits ended meanwhile (e.g. their deadline cut the request short)
+        if not is_transient(err):
+            self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
+            return -1
+        if isinstance(err, MemoriesRateLimitError):
+            pause = self.pacer.on_rate_limit(err.retry_after)
+            log.info(
+                "memories.ai status check rate-limited; %.2f requests/s from now, after %.2fs",
+                self.pacer.rate,
+                pause,
+            )
+            return failures  # the same batch, once the pacer allows
+        failures += 1
+        interval = min((w.poll_interval for w in self._live()), default=1.0)
+        policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
+        delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
+        # The service said how long to stay away: never come back sooner.
+        delay = max(delay, err.retry_after or 0.0)
+        log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
+        await self._sleep(delay)
+        return failures
 
     async def _list(self, client: AsyncMemoriesClient, batch: list[str], scope: str) -> VideoPage:
         self.requests += 1
