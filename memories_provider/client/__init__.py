@@ -37,6 +37,7 @@ from memories_provider.client.models import (
     VideoStatus,
 )
 from memories_provider.client.retry import RetryPolicy
+from memories_provider.client.upload import VideoUpload
 from memories_provider.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -89,4 +90,5 @@ __all__ = [
     "Video",
     "VideoPage",
     "VideoStatus",
+    "VideoUpload",
 ]

@@ -7,10 +7,9 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from multidict import CIMultiDict
@@ -27,6 +26,7 @@ from memories_provider.client.errors import (
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
+from memories_provider.client.upload import VideoUpload, upload_arguments, with_parameters_of
 from memories_provider.redaction import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -261,27 +261,22 @@ class AsyncMemoriesClient(core.ClientCore):
 
     # ------------------------------------------------------------------ uploads
 
-    async def upload_video(
-        self,
-        file: str | os.PathLike[str] | BinaryIO,
-        *,
-        filename: str | None = None,
-        size: int | None = None,
-        content_type: str | None = None,
-        metadata: UploadMetadata | None = None,
-        progress: Callable[[int], None] | None = None,
-        **fields: Any,
-    ) -> UploadResult:
+    @with_parameters_of(upload_arguments)
+    async def upload_video(self, *args: Any, **kwargs: Any) -> UploadResult:
         """Upload a video as a streamed multipart body; see ``MemoriesClient.upload_video``.
 
         File reads run in the default executor so the event loop is never blocked; ``progress``
         is called on the event loop thread.
         """
-        form = UploadMetadata.merged(metadata, fields).form_fields()
+        return await self.upload(upload_arguments(*args, **kwargs))
+
+    async def upload(self, upload: VideoUpload) -> UploadResult:
+        """Send one :class:`~memories_provider.client.upload.VideoUpload` (what ``upload_video`` binds)."""
+        form = upload.metadata.form_fields()
         spec = protocol.upload_request(self.base_url)
         # Opening a path is a quick local syscall; reads happen in the executor below.
-        with open_upload_stream(file, filename=filename, size=size) as source:
-            body = self._upload_body(form, source, content_type)
+        with open_upload_stream(upload.file, filename=upload.filename, size=upload.size) as source:
+            body = self._upload_body(form, source, upload.content_type)
             attempts = 0
 
             async def attempt() -> Any:
@@ -289,7 +284,7 @@ class AsyncMemoriesClient(core.ClientCore):
                 if attempts:
                     await asyncio.get_running_loop().run_in_executor(None, body.rewind)
                 attempts += 1
-                return await self._json_attempt(spec, body, progress, protocol.read_upload)
+                return await self._json_attempt(spec, body, upload.progress, protocol.read_upload)
 
             result: UploadResult = await self._run(spec, attempt, can_retry=lambda: body.rewindable)
         return result

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 import urllib3.exceptions
@@ -23,6 +22,7 @@ from memories_provider.client.errors import (
 from memories_provider.client.metadata import UploadMetadata
 from memories_provider.client.models import Transcript, TranscriptKind, UploadResult, Video, VideoPage
 from memories_provider.client.multipart import BLOCK_SIZE, MultipartBody
+from memories_provider.client.upload import VideoUpload, upload_arguments, with_parameters_of
 from memories_provider.redaction import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
@@ -342,37 +342,25 @@ class MemoriesClient(core.ClientCore):
 
     # ------------------------------------------------------------------ uploads
 
-    def upload_video(
-        self,
-        file: str | os.PathLike[str] | BinaryIO,
-        *,
-        filename: str | None = None,
-        size: int | None = None,
-        content_type: str | None = None,
-        metadata: UploadMetadata | None = None,
-        progress: Callable[[int], None] | None = None,
-        **fields: Any,
-    ) -> UploadResult:
+    @with_parameters_of(upload_arguments)
+    def upload_video(self, *args: Any, **kwargs: Any) -> UploadResult:
         """Upload a video file as a streamed multipart body (never read whole into memory).
 
         Retried only when the server certainly did not accept it (connection never made,
         ``0429``/HTTP 429) and the source can be re-read (a path or a seekable file object).
+        The parameters are :func:`~memories_provider.client.upload.upload_arguments`'.
 
-        :param file: a path, or a binary file object positioned at the start of the video.
-        :param filename: name announced to the server (default: the path's or object's name);
-            its extension (.mp4 .avi .mkv .mov) decides the part's Content-Type.
-        :param size: bytes to send (default: from the file); required for unseekable streams.
-        :param content_type: override the part's Content-Type (must start with ``video/``).
-        :param metadata: what to tell the service about the video (an :class:`UploadMetadata`).
-        :param progress: called with the number of file bytes sent so far.
-        :param fields: :class:`UploadMetadata` fields as keywords (``tags=[...]``), over ``metadata``.
         :raises MemoriesInvalidArgumentError: (a ``ValueError``) when a field or the file name
             breaks a documented rule, before anything is sent; ``TypeError`` for an unknown keyword.
         """
-        form = UploadMetadata.merged(metadata, fields).form_fields()
+        return self.upload(upload_arguments(*args, **kwargs))
+
+    def upload(self, upload: VideoUpload) -> UploadResult:
+        """Send one :class:`~memories_provider.client.upload.VideoUpload` (what ``upload_video`` binds)."""
+        form = upload.metadata.form_fields()
         spec = protocol.upload_request(self.base_url)
-        with open_upload_stream(file, filename=filename, size=size) as source:
-            body = self._upload_body(form, source, content_type, progress)
+        with open_upload_stream(upload.file, filename=upload.filename, size=upload.size) as source:
+            body = self._upload_body(form, source, upload.content_type, upload.progress)
             attempts = 0
 
             def attempt() -> Any:

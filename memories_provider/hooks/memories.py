@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
@@ -31,6 +30,7 @@ from memories_provider.client import (
     Video,
     VideoPage,
 )
+from memories_provider.client.upload import VideoUpload, upload_arguments, with_parameters_of
 from memories_provider.hooks.connection import (
     CONN_FIELDS,
     DEFAULT_CONN_ID,
@@ -45,8 +45,6 @@ from memories_provider.hooks.connection import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from airflow.providers.common.compat.sdk import Connection
 
 
@@ -217,31 +215,17 @@ class MemoriesHook(BaseHook):
 
     # ------------------------------------------------------------------ operations
 
-    def upload_video(
-        self,
-        file: str | os.PathLike[str] | BinaryIO,
-        *,
-        filename: str | None = None,
-        size: int | None = None,
-        content_type: str | None = None,
-        metadata: UploadMetadata | None = None,
-        progress: Callable[[int], None] | None = None,
-        **fields: Any,
-    ) -> UploadResult:
+    @with_parameters_of(upload_arguments)
+    def upload_video(self, *args: Any, **kwargs: Any) -> UploadResult:
         """Upload a video, streamed (see :meth:`MemoriesClient.upload_video`); ``unique_id`` defaults
-        to the connection's.
-
-        :param metadata: what to tell the service about the video; ``fields`` (any of
-            :class:`UploadMetadata`'s, as keywords: ``tags=[...]``) are applied over it.
+        to the connection's. The parameters are :func:`~memories_provider.client.upload.upload_arguments`'.
         """
-        return self.client.upload_video(
-            file,
-            filename=filename,
-            size=size,
-            content_type=content_type,
-            metadata=self.scoped(UploadMetadata.merged(metadata, fields)),
-            progress=progress,
-        )
+        return self.upload(upload_arguments(*args, **kwargs))
+
+    def upload(self, upload: VideoUpload) -> UploadResult:
+        """Send one :class:`~memories_provider.client.upload.VideoUpload`, scoped to the connection's
+        ``unique_id`` unless it names its own."""
+        return self.client.upload(replace(upload, metadata=self.scoped(upload.metadata)))
 
     def upload_video_from_url(
         self, url: str, *, metadata: UploadMetadata | None = None, **fields: Any

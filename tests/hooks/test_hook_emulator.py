@@ -9,7 +9,13 @@ import threading
 import pytest
 from airflow.providers.common.compat.sdk import Connection, redact
 
-from memories_provider.client import MemoriesAuthError, MemoriesNotFoundError, VideoStatus
+from memories_provider.client import (
+    MemoriesAuthError,
+    MemoriesNotFoundError,
+    UploadMetadata,
+    VideoStatus,
+    VideoUpload,
+)
 from memories_provider.hooks import memories as hook_module
 from memories_provider.hooks.memories import MemoriesHook
 
@@ -66,6 +72,11 @@ def test_unique_id_defaults_to_the_connection(memories_emulator, monkeypatch, vi
     assert hook.get_video(up.video_no).video_no == up.video_no
     assert [v.video_no for v in hook.iter_videos()] == [up.video_no]
     assert hook.list_unique_ids() == ["from-conn"]
+    # The same upload as a value: scoped the same way, unless it names its own folder.
+    hook.upload(VideoUpload(str(video_file)))
+    hook.upload(VideoUpload(str(video_file), metadata=UploadMetadata(unique_id="own")))
+    assert sorted(hook.list_unique_ids()) == ["from-conn", "own"]
+    assert len(list(hook.iter_videos())) == 2
 
 
 def test_blob_download_api_extra_selects_v1(memories_emulator, monkeypatch, video_file):
