@@ -21,8 +21,10 @@ from memories_provider.client import (
 )
 from memories_provider.client.deadline import within
 
-#: Largest ``video_nos`` filter sent in one ``list_videos`` call (also its page size).
-BATCH_SIZE = 100
+#: Largest ``video_nos`` filter sent in one ``list_videos`` call (also its page size). The spec caps
+#: neither; 200 is the page size one edition uses by default. A service that lists fewer rows than
+#: it matched is asked again for the rest (:meth:`StatusRound.answered`).
+BATCH_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,16 @@ class StatusRound:
     def answered(self, batch: list[str], page: VideoPage) -> list[Video]:
         """Record the answer to ``batch`` (the batch :meth:`next_batch` returned); returns its videos."""
         self._pop(batch)
-        asked = set(batch)
-        self.asked |= asked
-        videos = [v for v in page.videos if v.video_no in asked]
+        videos = [v for v in page.videos if v.video_no in set(batch)]
+        listed = {v.video_no for v in videos}
+        rest = [v for v in batch if v not in listed]
+        if videos and rest and page.total_count is not None and page.total_count > len(page.videos):
+            # Fewer rows than match: the service capped ``size`` (no cap is documented). Ask again
+            # for the ids it left out; each answer lists some of them, so this ends.
+            self._todo.appendleft(rest)
+            self.asked |= listed
+        else:
+            self.asked.update(batch)
         self.found.update((v.video_no, v) for v in videos)
         return videos
 

@@ -58,6 +58,26 @@ def test_two_bad_ids_in_one_batch_are_both_isolated_and_the_rest_answered():
     assert requests <= 1 + 2 * 2 * 7  # about 2 x log2(100) more per bad id
 
 
+def test_a_service_that_caps_the_page_is_asked_again_for_the_ids_it_left_out():
+    ids = [f"VI{i:03d}" for i in range(10)]
+    round_ = StatusRound(ids, size=10)
+    asked = []
+    while (batch := round_.next_batch()) is not None:
+        asked.append(list(batch))
+        listed = [video(v, "PARSE") for v in batch[:4]]  # an undocumented cap of 4 rows a page
+        round_.answered(batch, VideoPage(videos=listed, current_page=1, page_size=4, total_count=len(batch)))
+    assert asked == [ids, ids[4:], ids[8:]]
+    assert set(round_.found) == set(ids) and round_.asked == set(ids)
+
+
+def test_a_page_that_lists_none_of_the_batch_ends_the_batch_rather_than_looping():
+    round_ = StatusRound(["VI001", "VI002"], size=2)
+    batch = round_.next_batch()
+    strangers = [video("VI999", "PARSE")]  # e.g. a service ignoring the video_nos filter
+    round_.answered(batch, VideoPage(videos=strangers, current_page=1, page_size=1, total_count=50))
+    assert round_.done and round_.asked == {"VI001", "VI002"} and not round_.found
+
+
 def test_a_transient_error_keeps_the_batch_first_in_line_and_what_was_learnt():
     round_ = StatusRound([f"VI{i}" for i in range(250)], size=100)
     first = round_.next_batch()

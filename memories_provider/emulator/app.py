@@ -959,6 +959,8 @@ class Emulator:
                 continue
             matches.append(video)
         page, size = flt["page"], flt["size"]
+        if self.config.max_page_size is not None:
+            size = min(size, self.config.max_page_size)
         chunk = matches[(page - 1) * size : page * size]
         return ok(
             {

@@ -74,6 +74,9 @@ class EmulatorConfig:
         videos that are not ``PARSE`` yet, and ``tags`` are shown from the upload on. The service
         does neither (spec section 2, List videos): off by default; only for tests written against
         the old emulator.
+    :param max_page_size: answer ``list_videos`` with at most this many rows a page, whatever
+        ``size`` asked for, and report it as ``page_size`` — as an edition with an undocumented cap
+        might (the spec documents none: ``None``, the default, caps nothing). For testing clients.
     :param index_segments: segments in each index output (captions, transcription) of a parsed video.
     :param segment_seconds: length of each of those segments.
     :param no_audio_pattern: regex searched in the original filename; matching videos have no audio
@@ -99,6 +102,7 @@ class EmulatorConfig:
     permission_denied: list[str] = field(default_factory=list)
     echo_requests: bool = False
     metadata_before_parse: bool = False
+    max_page_size: int | None = None
     index_segments: int = 3
     segment_seconds: float = 7.0
     no_audio_pattern: str | None = None

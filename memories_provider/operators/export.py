@@ -119,7 +119,7 @@ class MemoriesExportOperator(BaseOperator):
 
     Before any request to the service, the arguments and the destination are checked (the
     destination is proven writable, see :func:`~memories_provider.storage.survey.survey`); then
-    the statuses of the named videos are checked together (``list_videos``, 100 ids a request).
+    the statuses of the named videos are checked together (``list_videos``, 200 ids a request).
     Only ``PARSE`` videos have outputs: ``not_parsed`` decides what happens to the others. A video
     without an audio track has no audio rows; that is not an error. Rate limits (``0429``),
     5xx answers and dropped connections are retried per request by the connection's retry policy;
@@ -366,7 +366,7 @@ class MemoriesExportOperator(BaseOperator):
     def _statuses(
         self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float
     ) -> tuple[dict[str, Video], dict[str, str]]:
-        """One status round (``list_videos``, 100 ids a request): (listed videos, refused ids)."""
+        """One status round (``list_videos``, 200 ids a request): (listed videos, refused ids)."""
         round_ = StatusRound(video_nos)
         while True:
             try:

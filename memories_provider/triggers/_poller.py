@@ -321,8 +321,9 @@ class StatusPoller:
             failures = 0
             self.last_error = None
             self.pacer.on_answer()
-            self.last_seen.update((v, NOT_LISTED) for v in batch)
-            for video in round_.answered(batch, page):
+            videos = round_.answered(batch, page)
+            self.last_seen.update((v, NOT_LISTED) for v in batch if v in round_.asked)
+            for video in videos:
                 self.last_seen[video.video_no] = shown_status(video)
             self._settle(batch, round_)
 

@@ -271,12 +271,12 @@ def test_upload_wait_download_pipeline(emu: Any, run_dag: Any, tmp_path: Path) -
     assert Path(result["uri"]).read_bytes() == VIDEO
 
 
-def test_check_videos_batches_by_100_and_names_unknown_ids(emu: Any) -> None:
+def test_check_videos_batches_by_200_and_names_unknown_ids(emu: Any) -> None:
     from memories_provider.hooks.memories import MemoriesHook
     from memories_provider.sensors.video_status import check_videos
 
     real = upload(emu)
-    missing = [f"VI{900000000000000000 + i}" for i in range(149)]
+    missing = [f"VI{900000000000000000 + i}" for i in range(249)]
     hook = MemoriesHook()
     try:
         [video] = check_videos(hook, [real], None) or []
@@ -286,5 +286,5 @@ def test_check_videos_batches_by_100_and_names_unknown_ids(emu: Any) -> None:
     finally:
         hook.close()
     assert "unknown video" in str(info.value) and real not in str(info.value)
-    # one single-id round, then 150 ids in ceil(150/100) = 2 requests
+    # one single-id round, then 250 ids in ceil(250/200) = 2 requests
     assert emu.control.count("list_videos") == 3

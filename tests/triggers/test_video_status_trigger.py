@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from memories_provider.status import BATCH_SIZE
 from memories_provider.triggers import _poller
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
@@ -92,8 +93,8 @@ async def test_a_bad_id_among_300_waits_fails_only_its_own_wait(emu, new_video):
     assert holding_bad["status"] == "failed"
     assert bad in holding_bad["message"] and "18 digits" in holding_bad["message"]
     assert ids[0] not in holding_bad["message"]
-    # 4 batches (301 ids), and the refused one split in halves down to the bad id: 2 requests a level.
-    assert emu.control.count("list_videos") <= 4 + 2 * math.ceil(math.log2(100))
+    # 2 batches (301 ids), and the refused one split in halves down to the bad id: 2 requests a level.
+    assert emu.control.count("list_videos") <= 2 + 2 * math.ceil(math.log2(BATCH_SIZE))
 
 
 @pytest.mark.parametrize("fault", ["http_503", "code_0429"])
@@ -114,7 +115,7 @@ async def test_a_round_resumes_at_the_batch_that_failed(emu, new_video, fault):
 
 
 async def test_a_round_whose_third_of_five_batches_keeps_failing_delivers_the_first_two(emu, new_video):
-    ids = sorted(new_video(hold=False) for _ in range(500))
+    ids = sorted(new_video(hold=False) for _ in range(5 * BATCH_SIZE))
     emu.control.inject_fault("list_videos", "none", count=2)
     emu.control.inject_fault("list_videos", "http_503", count=10_000)
     tasks = {
@@ -123,11 +124,24 @@ async def test_a_round_whose_third_of_five_batches_keeps_failing_delivers_the_fi
     }
     await wait_until(lambda: emu.control.count("list_videos") >= 4)  # batch 3 failed, and again
     done = [v for v, task in tasks.items() if task.done()]
-    assert done == ids[:200]  # the first two batches' waits ended; nobody else's could
+    assert done == ids[: 2 * BATCH_SIZE]  # the first two batches' waits ended; nobody else's could
     assert {tasks[v].result()["status"] for v in done} == {"success"}
     for task in tasks.values():
         task.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+async def test_a_service_that_caps_list_videos_pages_still_ends_every_wait(emu, new_video):
+    ids = [new_video(hold=False) for _ in range(70)]
+    emu.control.configure(max_page_size=30)  # an edition with an undocumented cap on `size`
+    events = await asyncio.wait_for(
+        asyncio.gather(*(first_event(MemoriesVideoStatusTrigger([v], poll_interval=0.05)) for v in ids)), 60
+    )
+    assert {e["status"] for e in events} == {"success"}
+    sizes = [len(r["video_nos"]) for r in emu.control.request_log("list_videos")]
+    assert sizes[0] > 30  # (70 when every trigger joined the first round)
+    # A page of 30 out of more: the next request asks for the rest of the batch, until all were listed.
+    assert all(after == before - 30 for before, after in zip(sizes, sizes[1:]) if before > 30), sizes
 
 
 async def test_timeout_names_each_waiting_video_with_its_last_status(emu, new_video):
@@ -232,7 +246,7 @@ async def test_cancelled_trigger_wakes_the_sleeping_loop_which_stops(emu, new_vi
 
 
 async def test_deadline_fires_during_a_stalled_round_and_skips_its_other_batches(emu, new_video):
-    ids = [new_video(hold=True) for _ in range(101)]  # two batches: 100 + 1
+    ids = [new_video(hold=True) for _ in range(BATCH_SIZE + 1)]  # two batches: BATCH_SIZE + 1
     emu.control.inject_fault("list_videos", "slow_body", delay=30.0)  # the round's first request stalls
     trigger = MemoriesVideoStatusTrigger(ids, poll_interval=0.05, end_time=time.time() + 0.5)
     # At end_time, not when the stalled response ends (30 s): anything else would trip wait_for.
@@ -368,16 +382,16 @@ async def test_500_triggers_share_one_poller_within_the_rate_limit(emu, new_vide
     waiting = asyncio.gather(
         *(first_event(MemoriesVideoStatusTrigger([v], poll_interval=interval)) for v in ids)
     )
-    await wait_until(lambda: emu.control.count("list_videos") >= 10)  # two rounds over everyone
+    await wait_until(lambda: emu.control.count("list_videos") >= 2 * math.ceil(500 / BATCH_SIZE))  # 2 rounds
     await asyncio.to_thread(lambda: [emu.control.set_status(v, "PARSE") for v in ids])
     events = await asyncio.wait_for(waiting, 60)
     elapsed = time.monotonic() - start
     assert {e["status"] for e in events} == {"success"}
     log = emu.control.request_log("list_videos")
     assert all(r["code"] == "0000" and r["http_status"] == 200 for r in log)  # no 0429
-    # Rounds of ceil(500/100) = 5 requests start a poll interval apart (or back to back when a
+    # Rounds of ceil(500/BATCH_SIZE) requests start a poll interval apart (or back to back when a
     # round, paced at 4 requests/s, takes longer than the interval).
-    assert len(log) <= math.ceil(500 / 100) * (math.floor(elapsed / interval) + 1)
+    assert len(log) <= math.ceil(500 / BATCH_SIZE) * (math.floor(elapsed / interval) + 1)
     assert _max_within([r["time"] for r in log], 1.0) <= 5
 
 
