@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 def check_videos(
     hook: MemoriesHook, video_nos: Sequence[str], unique_id: str | None
 ) -> list[dict[str, Any]] | None:
-    """One status round: ``list_videos(video_nos=...)`` in batches of 100.
+    """One status round: ``list_videos(video_nos=...)`` in batches of 200.
 
     Returns the videos' metadata when all are ``PARSE``, ``None`` while any is still ``UNPARSE``
     or a transient error interrupted the round.
@@ -80,7 +80,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
     errors (5xx, timeouts, ``0429``) never fail the wait: it polls again until ``timeout``.
 
     Modes: ``deferrable=True`` checks once on the worker, then waits in the triggerer (no worker
-    slot; all waiting videos of a connection share one poller, ~ceil(N/100) requests per
+    slot; all waiting videos of a connection share one poller, ~ceil(N/200) requests per
     interval); ``mode="reschedule"`` frees the slot between checks; ``mode="poke"`` holds it.
     A timeout ends as :class:`AirflowSensorTimeout` in every mode (skipped with ``soft_fail``).
 

@@ -2,8 +2,8 @@
 
 Every :class:`MemoriesVideoStatusTrigger` of the same connection and ``unique_id`` running in one
 event loop registers its videos with the same :class:`StatusPoller`. The poller checks all of
-them together with ``list_videos(video_nos=[...])``, at most 100 ids per request, so N waiting
-videos cost about ceil(N/100) requests per poll interval instead of N.
+them together with ``list_videos(video_nos=[...])``, at most 200 ids per request, so N waiting
+videos cost about ceil(N/200) requests per poll interval instead of N.
 
 A round (:class:`~memories_provider.status.StatusRound`) asks its batches one after another; each
 answer settles at once the waits it completes, and a round interrupted by a transient error

@@ -48,7 +48,7 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
 
     All triggers of the same connection and ``unique_id`` in one triggerer share one polling
     loop (see :mod:`memories_provider.triggers._poller`): N waiting videos cost about
-    ceil(N/100) ``list_videos`` requests per poll interval, paced under the documented 5/s.
+    ceil(N/200) ``list_videos`` requests per poll interval, paced under the documented 5/s.
     Transient errors (5xx, timeouts, ``0429``) are retried with back-off and never end the wait.
     The kwargs are plain JSON — the API key is looked up (asynchronously) from the connection.
 
