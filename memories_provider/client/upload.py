@@ -34,6 +34,12 @@ class VideoUpload:
     metadata: UploadMetadata = field(default_factory=UploadMetadata)
     progress: Callable[[int], None] | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.metadata, UploadMetadata):
+            raise TypeError(f"`metadata` must be an UploadMetadata, got {type(self.metadata).__name__}")
+        if self.progress is not None and not callable(self.progress):
+            raise TypeError("`progress` must be callable (it is called with the bytes sent so far)")
+
 
 def upload_arguments(
     file: UploadFile,

@@ -35,3 +35,10 @@ def test_unknown_keyword_and_bad_field_fail_before_anything_is_sent() -> None:
         upload_arguments("v.mp4", latitude=91.0, longitude=0.0)
     with pytest.raises(TypeError):
         upload_arguments("v.mp4", "v.mp4")  # type: ignore[misc]
+
+
+def test_a_value_built_by_hand_is_checked_too() -> None:
+    with pytest.raises(TypeError, match="`metadata` must be an UploadMetadata"):
+        VideoUpload("v.mp4", metadata={"tags": ["a"]})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`progress` must be callable"):
+        upload_arguments("v.mp4", progress=5)  # type: ignore[arg-type]
