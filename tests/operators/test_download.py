@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import requests
+from downloads import files_in
+from downloads import run_download as run
 from local_http import LocalServer, QuietHandler, point_memories_default_at
 
 from memories_provider.client import (
@@ -34,19 +36,6 @@ VIDEO = os.urandom(3 * 1024 * 1024 + 17)  # > 1 chunk, odd size
 def upload(upload_video: Any) -> Any:
     """``upload() -> video_no`` of VIDEO."""
     return lambda data=VIDEO, name="clip.mp4": upload_video(data, name)
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("task_id", "download")
-    op = MemoriesDownloadOperator(**kwargs)
-    return op.execute(context={})
-
-
-def files_in(folder: Path) -> list[str]:
-    """Everything under ``folder`` but the records (sidecars) the download keeps: temp files show."""
-    return sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".memories.json")
-    )
 
 
 def records_in(folder: Path) -> list[str]:

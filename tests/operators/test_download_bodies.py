@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from downloads import run_download as run
 from local_http import LocalServer, echo_handler, point_memories_default_at
 
 from memories_provider.client import (
@@ -21,13 +22,8 @@ from memories_provider.client import (
     MemoriesInvalidRequestError,
     MemoriesResponseError,
 )
-from memories_provider.operators.download import MemoriesDownloadOperator
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + os.urandom(1000 - 12)  # 1000 bytes
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
 
 
 def everything_in(folder: Path) -> list[str]:

@@ -21,15 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
+from downloads import run_download as run
 from local_http import LocalServer, QuietHandler, point_memories_default_at
 
 from memories_provider.operators.download import MemoriesDownloadOperator
 
 SIZE = 48 * 1024
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
 
 
 def visible(folder: Path) -> list[str]:
