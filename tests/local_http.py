@@ -1,11 +1,14 @@
 """Small HTTP servers on 127.0.0.1 for the tests that need a server other than the emulator: one
-that lies about its body, echoes the request, or plays a scripted memories.ai."""
+that serves a folder, lies about its body, echoes the request, or plays a scripted memories.ai."""
 
 from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from functools import partial
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ class LocalServer:
     :param poll_interval: how often ``serve_forever`` looks for the shutdown request (seconds).
     """
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, poll_interval: float = 0.5) -> None:
+    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], *, poll_interval: float = 0.5) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = int(self._httpd.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +51,16 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def folder_handler(folder: str | Path) -> Callable[..., BaseHTTPRequestHandler]:
+    """A handler serving the files of ``folder`` (GET and HEAD, no authentication), quietly."""
+    return partial(_QuietFiles, directory=str(folder))
 
 
 def echo_handler(content_type: str = "application/octet-stream", html: bool = False) -> type[QuietHandler]:
