@@ -3,15 +3,12 @@ that serves a folder, lies about its body, echoes the request, or plays a script
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 
 class LocalServer:
@@ -74,11 +71,3 @@ def echo_handler(content_type: str = "application/octet-stream", html: bool = Fa
             self.send_body(200, {"Content-Type": content_type}, body.encode())
 
     return Echo
-
-
-def point_memories_default_at(
-    monkeypatch: pytest.MonkeyPatch, url: str, *, key: str = "test-key", **extra: Any
-) -> None:
-    """Make the ``memories_default`` connection send both API versions to ``url`` with ``key``."""
-    conn = {"conn_type": "memories", "password": key, "host": url, "extra": {"v2_host": url, **extra}}
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import requests
+from connections import point_memories_default_at
 from downloads import files_in
 from downloads import run_download as run
-from local_http import LocalServer, QuietHandler, point_memories_default_at
+from local_http import LocalServer, QuietHandler
 
 from memories_provider.client import (
     MemoriesError,

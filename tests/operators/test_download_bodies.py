@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from connections import point_memories_default_at
 from downloads import run_download as run
-from local_http import LocalServer, echo_handler, point_memories_default_at
+from local_http import LocalServer, echo_handler
 
 from memories_provider.client import (
     MemoriesError,

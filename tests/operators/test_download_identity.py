@@ -21,8 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
+from connections import point_memories_default_at
 from downloads import run_download as run
-from local_http import LocalServer, QuietHandler, point_memories_default_at
+from local_http import LocalServer, QuietHandler
 
 from memories_provider.operators.download import MemoriesDownloadOperator
 

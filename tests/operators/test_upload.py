@@ -13,6 +13,7 @@ from typing import Any
 import pendulum
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from connections import use_emulator_conn
 from local_http import LocalServer, folder_handler
 
 from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError, Video
@@ -409,9 +410,7 @@ def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Pa
 
 
 def test_rate_limits_exhausted_fail_with_the_typed_error(emu: Any, video: Path, monkeypatch) -> None:
-    conn = json.loads(emu.conn_json)
-    conn["extra"]["max_retries"] = 1
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, max_retries=1)
     emu.control.inject_fault("upload", "code_0429", count=5, retry_after=0.01)
     with pytest.raises(MemoriesRateLimitError):
         run(source=str(video))
