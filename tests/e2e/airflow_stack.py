@@ -119,6 +119,21 @@ def process_tree(pid: int) -> list[psutil.Process]:
     return []
 
 
+def _kill(members: list[psutil.Process]) -> None:
+    """SIGKILL each of ``members`` still alive."""
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+
+
+def _reap(tree: list[psutil.Process]) -> list[psutil.Process]:
+    """Give ``tree`` 30 s to exit, SIGKILL what is left and give it 10 s more; returns the survivors."""
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    _kill(alive)
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    return alive
+
+
 def stop_trees(procs: Mapping[str, subprocess.Popen]) -> None:
     """Stop every component and everything it started; fail if any process survives.
 
@@ -133,11 +148,7 @@ def stop_trees(procs: Mapping[str, subprocess.Popen]) -> None:
     for member in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _reap(tree)
     for proc in procs.values():
         proc.wait(timeout=10)
     assert not alive, f"processes survived the teardown: {alive}"
@@ -175,9 +186,7 @@ class Components:
         it is then no longer watched by :func:`wait_for`. Returns the pids killed."""
         proc = self.procs.pop(name)
         tree = process_tree(proc.pid)
-        for member in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
+        _kill(tree)
         _, alive = psutil.wait_procs(tree, timeout=30)
         proc.wait(timeout=30)
         assert not alive, f"{name}: processes survived SIGKILL: {alive}"
@@ -307,11 +316,7 @@ def _stop_service(proc: subprocess.Popen, sig: int, what: str) -> None:
     tree = process_tree(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _reap(tree)
     proc.wait(timeout=10)
     assert not alive, f"{what}: processes survived the teardown: {alive}"
 
