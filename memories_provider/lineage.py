@@ -6,16 +6,18 @@ same dataset. Never a secret: user-info and query strings (presigned tokens) are
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from memories_provider.storage.destinations import canonical_uri
 from memories_provider.storage.uris import SCHEME_FAMILY, scheme_of
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
     from memories_provider.hooks.memories import MemoriesHook
 
-__all__ = ["lineage_dataset", "namespace_of", "video_dataset_name"]
+__all__ = ["annotate_outlets", "lineage_dataset", "namespace_of", "video_dataset_name"]
 
 
 def namespace_of(hook: MemoriesHook) -> str:
@@ -46,3 +48,17 @@ def lineage_dataset(uri: str) -> tuple[str, str]:
     if family == "http":
         return f"{parts.scheme}://{host}", parts.path
     return f"{scheme}://{host}", parts.path.lstrip("/")
+
+
+def annotate_outlets(task: Any, context: Context, uri: str, extra: dict[str, Any]) -> None:
+    """Attach ``extra`` to the outlet event of each of ``task``'s outlets whose URI is ``uri``.
+
+    The event itself is Airflow's; an outlet matches by ``uri`` as written or in canonical form.
+    """
+    targets = {uri, canonical_uri(uri)}
+    events = context.get("outlet_events") if hasattr(context, "get") else None
+    if events is None:
+        return
+    for outlet in getattr(task, "outlets", None) or []:
+        if getattr(outlet, "uri", None) in targets:
+            events[outlet].extra = dict(extra)

@@ -16,6 +16,7 @@ from typing import Any
 import airflow
 import pendulum
 import pytest
+from connections import emulator_conn, use_emulator_conn
 
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators.download import MemoriesDownloadOperator
@@ -34,17 +35,9 @@ def video(tmp_path: Path) -> Path:
     return path
 
 
-def _emulator_conn(emulator: Any, **extra: Any) -> str:
-    conn = json.loads(emulator.conn_json)
-    if isinstance(conn.get("extra"), str):
-        conn["extra"] = json.loads(conn["extra"])
-    conn.setdefault("extra", {}).update(extra)
-    return json.dumps(conn)
-
-
 @pytest.fixture
 def emu(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", _emulator_conn(memories_emulator, max_retries=1))
+    use_emulator_conn(monkeypatch, memories_emulator, max_retries=1)
     return memories_emulator
 
 
@@ -105,7 +98,7 @@ def test_hopeless_input_fails_on_the_first_try_without_a_request(
 def test_a_misconfigured_connection_fails_on_the_first_try(
     memories_emulator: Any, monkeypatch: pytest.MonkeyPatch, run_dag: Any, video: Path
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", _emulator_conn(memories_emulator, timeout=-1))
+    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", emulator_conn(memories_emulator, timeout=-1))
     ti = _run_one(run_dag, "ui_bad_connection", MemoriesUploadOperator, source=str(video))
     assert str(ti.state) == "failed" and ti.try_number == 1
     assert memories_emulator.control.request_log() == []
@@ -200,7 +193,7 @@ def test_a_pipeline_run_logs_no_skipping_masking_warning(
 
     defaults = {name: f["schema"]["default"] for name, f in CONN_FIELDS.items() if "default" in f["schema"]}
     assert all(not isinstance(v, str) or len(v) >= 5 for v in defaults.values())
-    conn = _emulator_conn(memories_emulator, **defaults)
+    conn = emulator_conn(memories_emulator, **defaults)
     monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", conn)
     monkeypatch.setenv("MEMORIES_POLL_INTERVAL", "0.5")
     memories_emulator.control.configure(parse_delay=0.5)
@@ -220,7 +213,7 @@ def test_a_pipeline_run_logs_no_skipping_masking_warning(
 def test_the_key_is_still_masked(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.providers.common.compat.sdk import redact
 
-    monkeypatch.setenv("AIRFLOW_CONN_UI_MASKED", _emulator_conn(memories_emulator, blob_download_api="v2"))
+    monkeypatch.setenv("AIRFLOW_CONN_UI_MASKED", emulator_conn(memories_emulator, blob_download_api="v2"))
     config = MemoriesHook("ui_masked").config
     assert config.api_key not in str(redact(f"key={config.api_key}"))
     assert "v2" in str(redact("blob_download_api=v2"))
@@ -254,7 +247,7 @@ def _test_button(conn_json: str) -> tuple[bool, str]:
 
 
 def test_test_button_on_a_bad_extra_says_this_connection(memories_emulator: Any) -> None:
-    ok, message = _test_button(_emulator_conn(memories_emulator, timeout=-1))
+    ok, message = _test_button(emulator_conn(memories_emulator, timeout=-1))
     assert not ok
     assert message.startswith("This connection: extra 'timeout' must be")
 
@@ -279,7 +272,7 @@ def test_test_button_succeeds_against_the_emulator(memories_emulator: Any) -> No
 
 
 def test_a_saved_connection_is_named(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MY_VIDEOS", _emulator_conn(memories_emulator, max_retries="1.5"))
+    monkeypatch.setenv("AIRFLOW_CONN_MY_VIDEOS", emulator_conn(memories_emulator, max_retries="1.5"))
     ok, message = MemoriesHook("my_videos").test_connection()
     assert not ok and message.startswith("Connection 'my_videos': extra 'max_retries' must be a whole number")
 

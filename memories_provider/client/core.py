@@ -295,7 +295,7 @@ class ClientCore:
         """The result of a JSON answer (``read`` applied to its ``data``), or its error raised."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
         return protocol.read_response(
-            status, headers, content, endpoint=spec.endpoint, read=read, redactor=self._redactor
+            protocol.Answer(status, headers, content, spec.endpoint, self._redactor), read=read
         )
 
     def _download_refused(
@@ -304,7 +304,7 @@ class ClientCore:
         """The error for a download answered with a non-2xx status (``content``: its first bytes)."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
         return protocol.download_error(
-            status, headers, content, endpoint=spec.endpoint, redactor=self._redactor
+            protocol.Answer(status, headers, content, spec.endpoint, self._redactor)
         )
 
     def _check_download(

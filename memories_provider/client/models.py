@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
@@ -114,6 +114,30 @@ def _int(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+def _video_no(data: Mapping[str, Any], missing: str) -> str:
+    """The video id of an answer (``videoNo``, ``video_no`` or ``id``); ``ValueError(missing)`` if absent."""
+    video_no = _text(_pick(data, "video_no", "id"))
+    if video_no is None:
+        raise ValueError(missing)
+    return video_no
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    """A result object's ``to_dict``: its fields in order, JSON-safe, ``raw`` left out."""
+    return {f.name: _json_safe(getattr(result, f.name)) for f in fields(result) if f.name != "raw"}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON data: result objects as dicts, enums by value, tuples as lists."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return _as_dict(value)
+    return value
+
+
 def _tags(value: Any) -> tuple[str, ...]:
     """Tags from a JSON list or a comma-separated string."""
     if value is None:
@@ -147,11 +171,8 @@ class UploadResult:
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> UploadResult:
         """Parse an upload response ``data`` (camelCase or snake_case)."""
-        video_no = _text(_pick(data, "video_no", "id"))
-        if video_no is None:
-            raise ValueError("upload response has no videoNo")
         return cls(
-            video_no=video_no,
+            video_no=_video_no(data, "upload response has no videoNo"),
             video_name=_text(_pick(data, "video_name")),
             status=VideoStatus.parse(_pick(data, "video_status", "status")),
             upload_time=_int(_pick(data, "upload_time", "create_time")),
@@ -160,12 +181,7 @@ class UploadResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (for XCom); ``raw`` is left out."""
-        return {
-            "video_no": self.video_no,
-            "video_name": self.video_name,
-            "status": self.status.value,
-            "upload_time": self.upload_time,
-        }
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -218,11 +234,8 @@ class Video:
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Video:
         """Parse one video object (snake_case or camelCase, numbers or numeric strings)."""
-        video_no = _text(_pick(data, "video_no", "id"))
-        if video_no is None:
-            raise ValueError("video object has no video_no")
         return cls(
-            video_no=video_no,
+            video_no=_video_no(data, "video object has no video_no"),
             video_name=_text(_pick(data, "video_name", "name")),
             status=VideoStatus.parse(_pick(data, "status", "video_status")),
             cause=_text(_pick(data, "cause", "fail_reason")),
@@ -246,27 +259,7 @@ class Video:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (for XCom and trigger events); ``raw`` is left out."""
-        return {
-            "video_no": self.video_no,
-            "video_name": self.video_name,
-            "status": self.status.value,
-            "cause": self.cause,
-            "duration": self.duration,
-            "size": self.size,
-            "create_time": self.create_time,
-            "bucket": self.bucket,
-            "blob": self.blob,
-            "tags": list(self.tags),
-            "unique_id": self.unique_id,
-            "resolution_label": self.resolution_label,
-            "fps": self.fps,
-            "width": self.width,
-            "height": self.height,
-            "datetime_taken": self.datetime_taken,
-            "camera_model": self.camera_model,
-            "latitude": self.latitude,
-            "longitude": self.longitude,
-        }
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -300,12 +293,7 @@ class VideoPage:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
-        return {
-            "current_page": self.current_page,
-            "page_size": self.page_size,
-            "total_count": self.total_count,
-            "videos": [v.to_dict() for v in self.videos],
-        }
+        return _as_dict(self)
 
 
 #: What an index output describes: ``visual`` (scene captions) or ``audio`` (speech transcription).
@@ -412,17 +400,7 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
-        return {
-            "video_no": self.video_no,
-            "kind": self.kind,
-            "segments": [
-                {"index": s.index, "text": s.text, "start_s": s.start_s, "end_s": s.end_s}
-                for s in self.segments
-            ],
-            "create_time": self.create_time,
-            "video_bucket": self.video_bucket,
-            "video_blob": self.video_blob,
-        }
+        return _as_dict(self)
 
 
 __all__ = [

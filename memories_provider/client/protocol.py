@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -489,6 +489,25 @@ class TranscriptRoutes:
 # --------------------------------------------------------------------------- responses
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as the parsers below judge it.
+
+    :param status: the HTTP status.
+    :param headers: the response headers (looked up case-insensitively).
+    :param body: the body (a download's: its first bytes).
+    :param endpoint: the endpoint asked, named by the errors.
+    :param redactor: the client's secrets: every text an error quotes from the answer goes through
+        it, then is cut.
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    endpoint: str | None
+    redactor: Redactor = field(default=NO_SECRETS, repr=False)
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
@@ -585,19 +604,10 @@ def error_for_code(
     return MemoriesResponseError(f"undocumented error code {shown!r}: {message}", **kw)
 
 
-def error_for_http(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    endpoint: str | None,
-    redactor: Redactor = NO_SECRETS,
-) -> MemoriesError:
-    """The exception for an HTTP error status whose body is not a business envelope.
-
-    Whatever of the body the message quotes is redacted with ``redactor`` before it is cut.
-    """
-    payload = _load_json(body)
+def error_for_http(answer: Answer) -> MemoriesError:
+    """The exception for an HTTP error status whose body is not a business envelope."""
+    status, redactor = answer.status, answer.redactor
+    payload = _load_json(answer.body)
     if isinstance(payload, dict) and ("error" in payload or "message" in payload):
         # Spring-style {timestamp, path, status, error[, message]}.
         fields = ("error", "message", "path")
@@ -605,10 +615,10 @@ def error_for_http(
         message = f"HTTP {status}: " + " - ".join(parts)
         documented = True
     else:
-        message = f"HTTP {status}: body {quote_body(body, redactor)}"
+        message = f"HTTP {status}: body {quote_body(answer.body, redactor)}"
         documented = False
-    kw: dict[str, Any] = {"http_status": status, "endpoint": endpoint}
-    retry_after = parse_retry_after(_header(headers, "Retry-After"))
+    kw: dict[str, Any] = {"http_status": status, "endpoint": answer.endpoint}
+    retry_after = parse_retry_after(_header(answer.headers, "Retry-After"))
     if status in (401, 403):
         return MemoriesAuthError(message, **kw)
     if status == 402:
@@ -628,22 +638,16 @@ def error_for_http(
     return MemoriesResponseError(message, **kw)
 
 
-def parse_envelope(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    endpoint: str | None,
-    redactor: Redactor = NO_SECRETS,
-) -> Any:
+def parse_envelope(answer: Answer) -> Any:
     """Return the ``data`` of a successful envelope, or raise the typed error.
 
     Accepts v1 (``"0000"`` string codes, with or without ``success``/``failed``) and v2 (integer
     codes equal to the HTTP status). Anything undocumented raises :class:`MemoriesResponseError`
     quoting the status and the first characters of the body. Every text an error takes from the
-    response is redacted with ``redactor`` (the client's secrets), then cut.
+    answer is redacted with its ``redactor`` (the client's secrets), then cut.
     """
-    payload = _load_json(body)
+    status, endpoint, redactor = answer.status, answer.endpoint, answer.redactor
+    payload = _load_json(answer.body)
     if isinstance(payload, dict) and "code" in payload:
         code = normalize_code(payload.get("code"))
         message = server_text(payload.get("msg") or payload.get("message") or "", redactor).strip()
@@ -651,7 +655,7 @@ def parse_envelope(
         if code in _SUCCESS_CODES and not explicit_failure and 200 <= status < 300:
             return payload.get("data")
         if code is not None and code not in _SUCCESS_CODES:
-            retry_after = parse_retry_after(_header(headers, "Retry-After"))
+            retry_after = parse_retry_after(_header(answer.headers, "Retry-After"))
             return _raise(
                 error_for_code(
                     code,
@@ -663,10 +667,10 @@ def parse_envelope(
                 )
             )
     if status >= 400 or status < 200:
-        return _raise(error_for_http(status, headers, body, endpoint=endpoint, redactor=redactor))
+        return _raise(error_for_http(answer))
     return _raise(
         MemoriesResponseError(
-            f"undocumented response: HTTP {status}, body {quote_body(body, redactor)}",
+            f"undocumented response: HTTP {status}, body {quote_body(answer.body, redactor)}",
             http_status=status,
             endpoint=endpoint,
         )
@@ -677,23 +681,17 @@ def _raise(error: MemoriesError) -> Any:
     raise error
 
 
-def download_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    endpoint: str | None,
-    redactor: Redactor = NO_SECRETS,
-) -> MemoriesError:
-    """The exception for a download response that is not a file (JSON envelope or HTTP error)."""
+def download_error(answer: Answer) -> MemoriesError:
+    """The exception for a download answer that is not a file (JSON envelope or HTTP error)."""
     try:
-        parse_envelope(status, headers, body, endpoint=endpoint, redactor=redactor)
+        parse_envelope(answer)
     except MemoriesError as exc:
         return exc
     return MemoriesResponseError(
-        f"expected a file but got a success envelope: HTTP {status}, body {quote_body(body, redactor)}",
-        http_status=status,
-        endpoint=endpoint,
+        f"expected a file but got a success envelope: HTTP {answer.status}, "
+        f"body {quote_body(answer.body, answer.redactor)}",
+        http_status=answer.status,
+        endpoint=answer.endpoint,
     )
 
 
@@ -829,7 +827,7 @@ class BodySniffer:
         # An envelope first: one that echoes the request (a 0429 in an echoing deployment) is still
         # the typed, retryable error, its text redacted like any other.
         if head[:1] == b"{" and looks_like_error_envelope(body):
-            return download_error(status, headers, body, endpoint=endpoint, redactor=redactor)
+            return download_error(Answer(status, headers, body, endpoint, redactor))
         if redactor.reveals(body):
             return MemoriesResponseError(
                 f"expected the file but the server echoed the request, API key included (HTTP {status}); "
@@ -932,37 +930,28 @@ def broken_body_error(
 # --------------------------------------------------------------------------- results
 
 
-def read_response(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    endpoint: str | None,
-    read: Callable[[Any], Any] | None = None,
-    redactor: Redactor = NO_SECRETS,
-) -> Any:
+def read_response(answer: Answer, read: Callable[[Any], Any] | None = None) -> Any:
     """:func:`parse_envelope`, then turn its ``data`` into a result with ``read`` (``read_upload``...).
 
     A success envelope whose ``data`` lacks what ``read`` needs raises
     :class:`MemoriesResponseError` quoting the status and the first bytes of the body, so every
     error stays a :class:`MemoriesError` (never a bare ``ValueError``).
     """
-    data = parse_envelope(status, headers, body, endpoint=endpoint, redactor=redactor)
+    data = parse_envelope(answer)
     if read is None:
         return data
     try:
         return read(data)
     except (TypeError, ValueError) as exc:
-        raise _undocumented_data(exc, status, body, endpoint, redactor) from None
+        raise _undocumented_data(exc, answer) from None
 
 
-def _undocumented_data(
-    problem: Exception, status: int, body: bytes, endpoint: str | None, redactor: Redactor
-) -> MemoriesResponseError:
+def _undocumented_data(problem: Exception, answer: Answer) -> MemoriesResponseError:
     # The reader's complaint may quote a value of the data: it is server text like the body.
+    status, endpoint, redactor = answer.status, answer.endpoint, answer.redactor
     message = (
         f"undocumented {endpoint} data ({server_text(problem, redactor)}): HTTP {status}, "
-        f"body {quote_body(body, redactor)}"
+        f"body {quote_body(answer.body, redactor)}"
     )
     if endpoint in (UPLOAD, UPLOAD_URL):
         # The envelope said success: retrying blindly could create (and bill) a second video.

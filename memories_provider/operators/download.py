@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
@@ -20,7 +20,8 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from memories_provider.client import MemoriesConnectionError
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
+from memories_provider.hooks.task_mixin import MemoriesHookMixin
+from memories_provider.lineage import annotate_outlets, lineage_dataset, namespace_of, video_dataset_name
 from memories_provider.operators._download_source import (
     DownloadSource,
     ServiceFacts,
@@ -36,7 +37,6 @@ from memories_provider.storage.destinations import (
     DestinationTaken,
     atomic_writer,
     basename_of,
-    canonical_uri,
     check_destination,
     is_folder,
     join_folder,
@@ -64,6 +64,21 @@ _WRITE_AHEAD_CHUNKS = 16
 _LOCAL_WRITE_AHEAD_CHUNKS = 4
 
 
+@dataclass(frozen=True)
+class _DownloadPlan:
+    """What one download needs, settled before the first (billed) request; every attempt reuses it.
+
+    :param stale: files that hold an earlier state of the same source (replaced by the download).
+    """
+
+    hook: MemoriesHook
+    source: DownloadSource
+    facts: ServiceFacts
+    destination: str
+    transport: ResolvedTransport
+    stale: set[str] = field(default_factory=set)
+
+
 class _BodyInterrupted(Exception):
     """The connection broke while streaming the body: restart the download from the start."""
 
@@ -72,7 +87,7 @@ class _BodyInterrupted(Exception):
         self.error = error
 
 
-class MemoriesDownloadOperator(BaseOperator):
+class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
     """Download a memories.ai video or asset to any storage URI, streaming, atomic and verified.
 
     Before the first (billed) download request the destination is proven writable (see
@@ -175,11 +190,6 @@ class MemoriesDownloadOperator(BaseOperator):
 
     # ------------------------------------------------------------------ execute
 
-    @cached_property
-    def hook(self) -> MemoriesHook:
-        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
-        return MemoriesHook(memories_conn_id=self.memories_conn_id)
-
     def execute(self, context: Context) -> DownloadResult:
         """Check the destination, download (or skip), then attach the result to outlet events."""
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
@@ -204,13 +214,23 @@ class MemoriesDownloadOperator(BaseOperator):
             self._lineage_namespace = namespace_of(hook)
             # The scope the request uses, named as the upload operator names its output.
             self._lineage_unique_id = source.unique_id or hook.config.unique_id
-        facts = self._facts(hook, source)
-        stale: set[str] = set()
-        result = None if self.overwrite else self._skip_or_fail(source, facts, found, transport, stale)
+        plan = _DownloadPlan(hook, source, self._facts(hook, source), destination, transport)
+        result = None if self.overwrite else self._skip_or_fail(plan, found)
         if result is None:
-            result = self._download(hook, source, facts, destination, transport, stale)
+            result = self._download(plan)
         self._result = result
-        self._annotate_outlets(context, result, source)
+        annotate_outlets(
+            self,
+            context,
+            result["uri"],
+            {
+                "bytes": result["bytes"],
+                "sha256": result["sha256"],
+                "content_type": result["content_type"],
+                "source": source.label,
+                "skipped": result["skipped"],
+            },
+        )
         # XCom is stored in the metadata DB and shown in the UI: no credentials in the URI.
         return {**result, "uri": redact_uri(result["uri"])}
 
@@ -223,24 +243,18 @@ class MemoriesDownloadOperator(BaseOperator):
 
     # ------------------------------------------------------------------ what is there already
 
-    def _skip_or_fail(
-        self,
-        source: DownloadSource,
-        facts: ServiceFacts,
-        found: list[Existing],
-        transport: ResolvedTransport,
-        stale: set[str],
-    ) -> DownloadResult | None:
-        """The skip result when a file there is proven to hold ``source`` as the service has it now.
+    def _skip_or_fail(self, plan: _DownloadPlan, found: list[Existing]) -> DownloadResult | None:
+        """The skip result when a file there is proven to hold the source as the service has it now.
 
-        Files holding an earlier state of the same source go into ``stale`` (replaced by the
+        Files holding an earlier state of the same source go into ``plan.stale`` (replaced by the
         download); anything else there fails the task before a download request is sent.
         """
+        source, facts = plan.source, plan.facts
         proven: list[tuple[Existing, Provenance]] = []
         doubts: list[AirflowFailException] = []
         for existing in found:
             try:
-                proven.append((existing, self._proven(source, existing, transport)))
+                proven.append((existing, self._proven(source, existing, plan.transport)))
             except AirflowFailException as doubt:
                 doubts.append(doubt)
         for existing, record in proven:
@@ -270,7 +284,7 @@ class MemoriesDownloadOperator(BaseOperator):
                 record.evidence,
                 facts.evidence,
             )
-            stale.add(existing.uri)
+            plan.stale.add(existing.uri)
         return None
 
     def _proven(self, source: DownloadSource, existing: Existing, transport: ResolvedTransport) -> Provenance:
@@ -302,21 +316,13 @@ class MemoriesDownloadOperator(BaseOperator):
 
     # ------------------------------------------------------------------ downloading
 
-    def _download(
-        self,
-        hook: MemoriesHook,
-        source: DownloadSource,
-        facts: ServiceFacts,
-        destination: str,
-        transport: ResolvedTransport,
-        stale: set[str],
-    ) -> DownloadResult:
+    def _download(self, plan: _DownloadPlan) -> DownloadResult:
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
-        policy = hook.get_conn().retry
+        policy = plan.hook.get_conn().retry
         attempt = 0
         while True:
             try:
-                return self._attempt(hook, source, facts, destination, transport, stale)
+                return self._attempt(plan)
             except _BodyInterrupted as interrupted:
                 if attempt >= policy.max_retries:
                     raise interrupted.error from None
@@ -324,7 +330,7 @@ class MemoriesDownloadOperator(BaseOperator):
                 delay = policy.delay_for(attempt, interrupted.error)
                 self.log.warning(
                     "%s: connection broke mid-body (%s); restarting from the start in %.1fs (retry %d of %d)",
-                    source.label,
+                    plan.source.label,
                     interrupted.error,
                     delay,
                     attempt,
@@ -339,23 +345,17 @@ class MemoriesDownloadOperator(BaseOperator):
             return hook.download_asset(str(source.asset_id))
         return hook.download_blob(str(source.bucket), str(source.blob))
 
-    def _attempt(
-        self,
-        hook: MemoriesHook,
-        source: DownloadSource,
-        facts: ServiceFacts,
-        destination: str,
-        transport: ResolvedTransport,
-        stale: set[str],
-    ) -> DownloadResult:
-        with self._open(hook, source) as resp:
+    def _attempt(self, plan: _DownloadPlan) -> DownloadResult:
+        with self._open(plan.hook, plan.source) as resp:
             # A folder's file name is known only now, from the headers, before any body byte is written.
+            destination = plan.destination
             uri = (
-                join_folder(destination, source.folder_entry_name(resp))
+                join_folder(destination, plan.source.folder_entry_name(resp))
                 if is_folder(destination)
                 else destination
             )
-            return self._stream(resp, source, facts, uri, transport, replace=self.overwrite or uri in stale)
+            replace = self.overwrite or uri in plan.stale
+            return self._stream(resp, plan.source, plan.facts, uri, plan.transport, replace=replace)
 
     def _stream(
         self,
@@ -438,22 +438,6 @@ class MemoriesDownloadOperator(BaseOperator):
         )
 
     # ------------------------------------------------------------------ events & lineage
-
-    def _annotate_outlets(self, context: Context, result: DownloadResult, source: DownloadSource) -> None:
-        """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
-        targets = {result["uri"], canonical_uri(result["uri"])}
-        events = context.get("outlet_events") if hasattr(context, "get") else None
-        if events is None:
-            return
-        for outlet in getattr(self, "outlets", None) or []:
-            if getattr(outlet, "uri", None) in targets:
-                events[outlet].extra = {
-                    "bytes": result["bytes"],
-                    "sha256": result["sha256"],
-                    "content_type": result["content_type"],
-                    "source": source.label,
-                    "skipped": result["skipped"],
-                }
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the memories video/asset as input, the destination as output."""

@@ -6,7 +6,6 @@ import ast
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
@@ -16,7 +15,8 @@ from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
 from memories_provider.client.protocol import check_id
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.lineage import lineage_dataset, namespace_of, video_dataset_name
+from memories_provider.hooks.task_mixin import MemoriesHookMixin
+from memories_provider.lineage import annotate_outlets, lineage_dataset, namespace_of, video_dataset_name
 from memories_provider.operators._export_rows import (
     COLUMNS,
     CountingFile,
@@ -32,7 +32,6 @@ from memories_provider.storage.destinations import (
     DestinationTaken,
     ResolvedTransport,
     atomic_writer,
-    canonical_uri,
     check_destination,
     is_folder,
     resolve_transport,
@@ -102,7 +101,7 @@ def _kinds(kinds: Any) -> tuple[TranscriptKind, ...]:
     return chosen
 
 
-class MemoriesExportOperator(BaseOperator):
+class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
     """Write the index outputs of memories.ai videos to a file in any storage, one row per segment.
 
     For each video, the segments of the chosen ``kinds`` — ``visual`` (scene captions,
@@ -202,11 +201,6 @@ class MemoriesExportOperator(BaseOperator):
 
     # ------------------------------------------------------------------ execute
 
-    @cached_property
-    def hook(self) -> MemoriesHook:
-        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
-        return MemoriesHook(memories_conn_id=self.memories_conn_id)
-
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
         plan = self._preflight()
@@ -247,7 +241,8 @@ class MemoriesExportOperator(BaseOperator):
             f"; skipped {len(skipped)}: {', '.join(skipped[:10])}" if skipped else "",
         )
         self._result = result
-        self._annotate_outlets(context, result)
+        extra = {k: result[k] for k in ("rows", "videos", "bytes", "format")}
+        annotate_outlets(self, context, result["uri"], extra)
         return {**result, "uri": shown}
 
     def _preflight(self) -> _ExportPlan:
@@ -401,16 +396,6 @@ class MemoriesExportOperator(BaseOperator):
             ) from err
 
     # ------------------------------------------------------------------ events & lineage
-
-    def _annotate_outlets(self, context: Context, result: ExportResult) -> None:
-        """Attach the result to the outlet event of the destination (the event itself is Airflow's)."""
-        targets = {result["uri"], canonical_uri(result["uri"])}
-        events = context.get("outlet_events") if hasattr(context, "get") else None
-        if events is None:
-            return
-        for outlet in getattr(self, "outlets", None) or []:
-            if getattr(outlet, "uri", None) in targets:
-                events[outlet].extra = {k: result[k] for k in ("rows", "videos", "bytes", "format")}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the exported videos (or their scope) as inputs, the file as output."""

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
@@ -25,6 +24,7 @@ from memories_provider.client import (
 from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.hooks.task_mixin import MemoriesHookMixin
 from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
 from memories_provider.operators._lost_upload import Verdict, describe, judge, when
 from memories_provider.operators._progress import TransferProgress
@@ -105,7 +105,7 @@ def _check_waits(poll_interval: float, timeout: float, lost_answer_grace: float)
         raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")
 
 
-class MemoriesUploadOperator(BaseOperator):
+class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     """Upload one video to memories.ai from a local path or any storage URI, streaming.
 
     Every argument is checked before a request is made (no credit is spent on a bad one); the
@@ -295,11 +295,6 @@ class MemoriesUploadOperator(BaseOperator):
         return _Plan(source=info, via_url=via_url, metadata=metadata, tag=tag)
 
     # ------------------------------------------------------------------ execute
-
-    @cached_property
-    def hook(self) -> MemoriesHook:
-        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
-        return MemoriesHook(memories_conn_id=self.memories_conn_id)
 
     def execute(self, context: Context) -> str:
         """Validate, reuse a previous attempt's video or upload, then optionally wait for parsing."""

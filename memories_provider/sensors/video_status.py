@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -20,6 +19,7 @@ from airflow.providers.common.compat.sdk import (
 
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.hooks.task_mixin import MemoriesHookMixin
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
@@ -71,7 +71,7 @@ def handle_status_event(event: VideoStatusEvent, *, soft_fail: bool = False) -> 
     raise AirflowException(message or f"unexpected trigger event {event!r}")
 
 
-class MemoriesVideoStatusSensor(BaseSensorOperator):
+class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     """Wait until memories.ai has indexed one or more videos (status ``PARSE``).
 
     Succeeds when every video is ``PARSE`` and returns their metadata (XCom ``return_value``, a
@@ -146,11 +146,6 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
             return AirflowSkipException(f"{message} (soft_fail)")
         return AirflowSensorTimeout(message)
 
-    @cached_property
-    def hook(self) -> MemoriesHook:
-        """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
-        return MemoriesHook(memories_conn_id=self.memories_conn_id)
-
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """One status round, ending by the sensor's timeout; transient errors count as "not yet".
 
@@ -160,8 +155,7 @@ class MemoriesVideoStatusSensor(BaseSensorOperator):
         """
         with bad_input_fails_at_once():  # bad ids or a misconfigured connection: no retry helps
             check = self._check(context)
-            hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
-            hook.config  # noqa: B018 (validated before the first request)
+            self.hook.config  # noqa: B018 (validated before the first request)
         left = self._time_left(context)
         if left <= 0:
             raise self._timed_out(check)

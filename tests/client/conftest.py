@@ -27,29 +27,22 @@ def make_video(tmp_path):
     return make
 
 
+def _emulator_settings(emulator):
+    """The client settings of the ``client`` and ``aclient`` fixtures: the emulator, 10 s, fast retries."""
+    return {"base_url": emulator.v1_url, "v2_base_url": emulator.v2_url, "timeout": 10, "retry": FAST_RETRY}
+
+
 @pytest.fixture
 def client(memories_emulator):
     """A sync client of the emulator (closed after the test)."""
-    with MemoriesClient(
-        memories_emulator.api_key,
-        base_url=memories_emulator.v1_url,
-        v2_base_url=memories_emulator.v2_url,
-        timeout=10,
-        retry=FAST_RETRY,
-    ) as c:
+    with MemoriesClient(memories_emulator.api_key, **_emulator_settings(memories_emulator)) as c:
         yield c
 
 
 @pytest.fixture
 async def aclient(memories_emulator):
     """An async client of the emulator (closed after the test)."""
-    async with AsyncMemoriesClient(
-        memories_emulator.api_key,
-        base_url=memories_emulator.v1_url,
-        v2_base_url=memories_emulator.v2_url,
-        timeout=10,
-        retry=FAST_RETRY,
-    ) as c:
+    async with AsyncMemoriesClient(memories_emulator.api_key, **_emulator_settings(memories_emulator)) as c:
         yield c
 
 

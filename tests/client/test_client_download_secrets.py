@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from leaks import error_leaks, leaks
+from local_http import LocalServer, echo_handler
 
 from memories_provider.client import (
     AsyncMemoriesClient,
@@ -200,45 +199,17 @@ async def test_an_envelope_under_another_type_quoting_the_key_is_redacted(
     assert error_leaks(info.value, CANARY) == []
 
 
-class _Echo200:
-    """Answers every request with HTTP 200, ``content_type`` and the request (headers included)."""
-
-    def __init__(self, content_type: str, html: bool) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                text = f"{self.requestline}\r\n{self.headers}"
-                body = (f"<html><body><pre>{text}</pre></body></html>" if html else text).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-
 @pytest.fixture(params=[("video/mp4", False), ("text/html", True), ("application/octet-stream", True)])
-def echo200(request: pytest.FixtureRequest) -> Iterator[_Echo200]:
-    server = _Echo200(*request.param)
-    yield server
-    server.close()
+def echo200(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
+    """A server answering HTTP 200 with the request (``content_type``, plain or as an HTML page)."""
+    with LocalServer(echo_handler(*request.param)) as server:
+        yield server
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_a_200_echo_is_refused_by_both_clients_without_quoting_it(echo200: _Echo200, kind: str) -> None:
+async def test_a_200_echo_is_refused_by_both_clients_without_quoting_it(
+    echo200: LocalServer, kind: str
+) -> None:
     with pytest.raises(MemoriesResponseError, match="echoed the request") as info:
         await _download(kind, echo200.url, echo200.url, "re_1")
     assert error_leaks(info.value, CANARY) == []

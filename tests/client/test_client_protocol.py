@@ -30,15 +30,15 @@ def envelope(code, msg="m", data=None, **extra) -> bytes:
 
 def test_success_envelope_variants_return_data():
     assert protocol.parse_envelope(
-        200, JSON, envelope("0000", data={"a": 1}, success=True), endpoint="x"
+        protocol.Answer(200, JSON, envelope("0000", data={"a": 1}, success=True), endpoint="x")
     ) == {"a": 1}
-    assert protocol.parse_envelope(200, JSON, envelope("0000", data=[1]), endpoint="x") == [
+    assert protocol.parse_envelope(protocol.Answer(200, JSON, envelope("0000", data=[1]), endpoint="x")) == [
         1
     ]  # no success/failed
     assert (
-        protocol.parse_envelope(200, JSON, envelope(200, data="v2"), endpoint="x") == "v2"
+        protocol.parse_envelope(protocol.Answer(200, JSON, envelope(200, data="v2"), endpoint="x")) == "v2"
     )  # v2 integer code
-    assert protocol.parse_envelope(200, JSON, envelope(0, data=None), endpoint="x") is None
+    assert protocol.parse_envelope(protocol.Answer(200, JSON, envelope(0, data=None), endpoint="x")) is None
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,9 @@ def test_success_envelope_variants_return_data():
 def test_business_codes_map_to_exceptions(code, msg, exc_type):
     with pytest.raises(exc_type) as info:
         protocol.parse_envelope(
-            200, JSON, envelope(code, msg, success=False, failed=True), endpoint="get_metadata"
+            protocol.Answer(
+                200, JSON, envelope(code, msg, success=False, failed=True), endpoint="get_metadata"
+            )
         )
     err = info.value
     assert type(err) is exc_type
@@ -79,7 +81,9 @@ def test_business_codes_map_to_exceptions(code, msg, exc_type):
 
 def test_rate_limit_carries_retry_after_header():
     with pytest.raises(MemoriesRateLimitError) as info:
-        protocol.parse_envelope(200, {"retry-after": "3"}, envelope("0429"), endpoint="upload")
+        protocol.parse_envelope(
+            protocol.Answer(200, {"retry-after": "3"}, envelope("0429"), endpoint="upload")
+        )
     assert info.value.retry_after == 3.0
 
 
@@ -108,7 +112,7 @@ def test_http_status_with_spring_body(status, exc_type):
         {"timestamp": "t", "path": "/serve/api/v1/x", "status": status, "error": "Oops"}
     ).encode()
     with pytest.raises(exc_type) as info:
-        protocol.parse_envelope(status, {"Retry-After": "2"}, body, endpoint="list_videos")
+        protocol.parse_envelope(protocol.Answer(status, {"Retry-After": "2"}, body, endpoint="list_videos"))
     assert type(info.value) is exc_type
     assert info.value.http_status == status
     assert "Oops" in info.value.message and "/serve/api/v1/x" in info.value.message
@@ -117,7 +121,9 @@ def test_http_status_with_spring_body(status, exc_type):
 def test_non_json_5xx_is_a_response_error_quoting_status_and_body():
     body = b"<html><body>" + b"Bad Gateway " * 100 + b"</body></html>"
     with pytest.raises(MemoriesResponseError) as info:
-        protocol.parse_envelope(502, {"Content-Type": "text/html"}, body, endpoint="list_videos")
+        protocol.parse_envelope(
+            protocol.Answer(502, {"Content-Type": "text/html"}, body, endpoint="list_videos")
+        )
     text = str(info.value)
     assert "HTTP 502" in text and "<html><body>Bad Gateway" in text
     assert len(info.value.message) < 400  # only the first bytes are quoted
@@ -126,19 +132,21 @@ def test_non_json_5xx_is_a_response_error_quoting_status_and_body():
 
 def test_non_json_200_is_a_response_error_not_a_traceback():
     with pytest.raises(MemoriesResponseError) as info:
-        protocol.parse_envelope(200, {}, b"\xff\xfenot json", endpoint="get_metadata")
+        protocol.parse_envelope(protocol.Answer(200, {}, b"\xff\xfenot json", endpoint="get_metadata"))
     assert "HTTP 200" in info.value.message
     assert info.value.http_status == 200
 
 
 def test_json_without_code_is_undocumented():
     with pytest.raises(MemoriesResponseError, match="undocumented response"):
-        protocol.parse_envelope(200, JSON, b'{"hello": "world"}', endpoint="x")
+        protocol.parse_envelope(protocol.Answer(200, JSON, b'{"hello": "world"}', endpoint="x"))
 
 
 def test_success_code_with_explicit_failure_flag_is_an_error():
     with pytest.raises(MemoriesResponseError):
-        protocol.parse_envelope(200, JSON, envelope("0000", success=False, failed=True), endpoint="x")
+        protocol.parse_envelope(
+            protocol.Answer(200, JSON, envelope("0000", success=False, failed=True), endpoint="x")
+        )
 
 
 def test_error_str_has_code_status_endpoint_and_pickles():
@@ -264,19 +272,24 @@ def test_json_error_envelope_detection_for_downloads():
 )
 def test_503_carries_retry_after(body, exc_type):
     with pytest.raises(exc_type) as info:
-        protocol.parse_envelope(503, {"retry-after": "7"}, body, endpoint="list_videos")
+        protocol.parse_envelope(protocol.Answer(503, {"retry-after": "7"}, body, endpoint="list_videos"))
     assert info.value.retry_after == 7.0
 
 
 def test_malformed_success_data_quotes_status_and_body():
     body = envelope("0000", "success", {"videoName": "n"})
     with pytest.raises(MemoriesResponseError) as info:
-        protocol.read_response(200, JSON, body, endpoint="upload", read=protocol.read_upload)
+        protocol.read_response(protocol.Answer(200, JSON, body, endpoint="upload"), read=protocol.read_upload)
     assert info.value.http_status == 200
     assert "HTTP 200" in info.value.message and '"videoName": "n"' in info.value.message
     assert "may have accepted (and billed)" in info.value.message
     # a null get_metadata data means "no such video", not a malformed answer
-    assert protocol.read_response(200, JSON, envelope("0000"), endpoint="x", read=protocol.read_video) is None
+    assert (
+        protocol.read_response(
+            protocol.Answer(200, JSON, envelope("0000"), endpoint="x"), read=protocol.read_video
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("client_class", [MemoriesClient, AsyncMemoriesClient])

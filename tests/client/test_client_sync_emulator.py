@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_http import LocalServer, folder_handler
 
 from memories_provider.client import (
     MemoriesAuthError,
@@ -123,16 +121,8 @@ def static_server(tmp_path):
     root = tmp_path / "static"
     root.mkdir()
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with LocalServer(folder_handler(root), poll_interval=0.05) as server:
+        yield root, server.url
 
 
 def test_upload_from_url(client, memories_emulator, static_server):

@@ -124,9 +124,10 @@ def test_an_answer_naming_another_video_is_refused() -> None:
     body = b'{"code": "0000", "msg": "ok", "data": {"videoNo": "VI2", "transcriptions": []}}'
     with pytest.raises(MemoriesResponseError, match="not 'VI1'"):
         protocol.read_response(
-            200, {}, body, endpoint="get_video_caption", read=protocol.transcript_reader("visual", "VI1")
+            protocol.Answer(200, {}, body, endpoint="get_video_caption"),
+            read=protocol.transcript_reader("visual", "VI1"),
         )
     same = b'{"code": "0000", "data": {"videoNo": "VI1", "transcriptions": null, "createTime": "17"}}'
     reader = protocol.transcript_reader("audio", "VI1")
-    read = protocol.read_response(200, {}, same, endpoint="x", read=reader)
+    read = protocol.read_response(protocol.Answer(200, {}, same, endpoint="x"), read=reader)
     assert (read.segments, read.create_time) == ((), 17)

@@ -134,7 +134,7 @@ def test_errors_from_envelopes_and_spring_bodies_are_redacted_then_cut():
     msg = "Request has exceeded the limit. " + "x" * (protocol.ERROR_MESSAGE_QUOTE - 40) + f" {KEY} " * 3
     body = json.dumps({"code": "0429", "msg": msg, "data": None}).encode()
     with pytest.raises(protocol.MemoriesRateLimitError) as info:
-        protocol.parse_envelope(200, {}, body, endpoint="list_videos", redactor=redactor)
+        protocol.parse_envelope(protocol.Answer(200, {}, body, endpoint="list_videos", redactor=redactor))
     assert leaks(str(info.value), KEY) == [] and leaks(repr(info.value), KEY) == []
     assert all(leaks(str(arg), KEY) == [] for arg in info.value.args)
     assert len(info.value.message) <= protocol.ERROR_MESSAGE_QUOTE + 3
@@ -143,18 +143,28 @@ def test_errors_from_envelopes_and_spring_bodies_are_redacted_then_cut():
         {"status": 500, "error": "Internal Server Error", "message": f"bad header Authorization={KEY}"}
     ).encode()
     with pytest.raises(protocol.MemoriesServerError) as info:
-        protocol.parse_envelope(500, {}, spring, endpoint="get_metadata", redactor=redactor)
+        protocol.parse_envelope(protocol.Answer(500, {}, spring, endpoint="get_metadata", redactor=redactor))
     assert leaks(str(info.value), KEY) == [] and "Authorization=***" in str(info.value)
 
     # A success envelope whose data the reader rejects: the reader's complaint is server text too.
     bad = json.dumps({"code": "0000", "data": {"videoNo": None, "videoName": KEY}}).encode()
     with pytest.raises(protocol.MemoriesResponseError) as info:
-        protocol.read_response(200, {}, bad, endpoint="upload", read=protocol.read_upload, redactor=redactor)
+        protocol.read_response(
+            protocol.Answer(200, {}, bad, endpoint="upload", redactor=redactor), read=protocol.read_upload
+        )
     assert leaks(str(info.value), KEY) == []
 
 
 def test_an_undocumented_code_echoing_the_key_is_redacted():
     body = json.dumps({"code": f"E-{KEY}", "msg": "odd", "data": None}).encode()
     with pytest.raises(protocol.MemoriesResponseError) as info:
-        protocol.parse_envelope(200, {}, body, endpoint="list_videos", redactor=Redactor([KEY]))
+        protocol.parse_envelope(
+            protocol.Answer(200, {}, body, endpoint="list_videos", redactor=Redactor([KEY]))
+        )
     assert "undocumented error code 'E-***'" in str(info.value) and leaks(str(info.value), KEY) == []
+
+
+def test_an_answer_echoing_the_key_does_not_show_it_in_its_repr():
+    echoed = json.dumps({"headers": {"Authorization": KEY}}).encode()
+    answer = protocol.Answer(200, {"X-Echo": KEY}, echoed, "list_videos", Redactor([KEY]))
+    assert leaks(repr(answer), KEY) == [] and "list_videos" in repr(answer)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from connections import use_emulator_conn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,9 +44,7 @@ def test_dags_make_no_api_calls_at_parse_time(memories_emulator: Any, monkeypatc
 
 @pytest.fixture
 def emu(memories_emulator: Any, monkeypatch: Any) -> Any:
-    conn = json.loads(memories_emulator.conn_json)
-    conn["extra"]["max_retries"] = 1
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, max_retries=1)
     memories_emulator.control.configure(parse_delay=0.5)
     return memories_emulator
 

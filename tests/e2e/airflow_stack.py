@@ -119,6 +119,21 @@ def process_tree(pid: int) -> list[psutil.Process]:
     return []
 
 
+def _kill(members: list[psutil.Process]) -> None:
+    """SIGKILL each of ``members`` still alive."""
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+
+
+def _reap(tree: list[psutil.Process]) -> list[psutil.Process]:
+    """Give ``tree`` 30 s to exit, SIGKILL what is left and give it 10 s more; returns the survivors."""
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    _kill(alive)
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    return alive
+
+
 def stop_trees(procs: Mapping[str, subprocess.Popen]) -> None:
     """Stop every component and everything it started; fail if any process survives.
 
@@ -133,11 +148,7 @@ def stop_trees(procs: Mapping[str, subprocess.Popen]) -> None:
     for member in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _reap(tree)
     for proc in procs.values():
         proc.wait(timeout=10)
     assert not alive, f"processes survived the teardown: {alive}"
@@ -175,9 +186,7 @@ class Components:
         it is then no longer watched by :func:`wait_for`. Returns the pids killed."""
         proc = self.procs.pop(name)
         tree = process_tree(proc.pid)
-        for member in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
+        _kill(tree)
         _, alive = psutil.wait_procs(tree, timeout=30)
         proc.wait(timeout=30)
         assert not alive, f"{name}: processes survived SIGKILL: {alive}"
@@ -276,15 +285,38 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60
     raise RuntimeError(f"{what}: nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
+@contextlib.contextmanager
+def _scratch_dir(prefix: str) -> Iterator[Path]:
+    """A throw-away directory, removed after."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _listening(
+    command: list[str], *, base: Path, port: int, what: str, stop: int, **popen: Any
+) -> Iterator[subprocess.Popen]:
+    """``command`` started in ``base`` (output to ``base/<what>.log``) and waited for until something
+    listens on ``port``; stopped with signal ``stop`` after (its whole process tree checked)."""
+    with open(base / f"{what}.log", "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen
+        )
+    try:
+        _wait_port(port, proc, what)
+        yield proc
+    finally:
+        _stop_service(proc, stop, what)
+
+
 def _stop_service(proc: subprocess.Popen, sig: int, what: str) -> None:
     tree = process_tree(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for leftover in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    _, alive = psutil.wait_procs(alive, timeout=10)
+    alive = _reap(tree)
     proc.wait(timeout=10)
     assert not alive, f"{what}: processes survived the teardown: {alive}"
 
@@ -336,12 +368,11 @@ def postgres_server(install: PostgresInstall) -> Iterator[Postgres]:
     as_user: dict[str, Any] = {}
     if install.run_as is not None:
         as_user = {"user": install.run_as.pw_uid, "group": install.run_as.pw_gid, "extra_groups": []}
-    base = Path(tempfile.mkdtemp(prefix="memories-e2e-postgres-"))
-    data = base / "data"
-    if install.run_as is not None:
-        os.chown(base, install.run_as.pw_uid, install.run_as.pw_gid)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(base)}
-    try:
+    with _scratch_dir("memories-e2e-postgres-") as base:
+        data = base / "data"
+        if install.run_as is not None:
+            os.chown(base, install.run_as.pw_uid, install.run_as.pw_gid)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(base)}
         done = subprocess.run(
             [install.initdb, "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8", "--no-sync"],
             cwd=base,
@@ -365,25 +396,14 @@ def postgres_server(install: PostgresInstall) -> Iterator[Postgres]:
             "max_connections": "300",
         }
         args = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
-        with open(base / "postgres.log", "wb") as out:
-            proc = subprocess.Popen(
-                [install.postgres, "-D", str(data), *args],
-                cwd=base,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **as_user,
-            )
-        try:
-            _wait_port(port, proc, "postgres")
+        command = [install.postgres, "-D", str(data), *args]
+        # SIGINT: Postgres's fast shutdown.
+        with _listening(
+            command, base=base, port=port, what="postgres", stop=signal.SIGINT, env=env, **as_user
+        ) as proc:
             server = Postgres(port=port, user="airflow", database="airflow", pid=proc.pid)
             _create_database(server)
             yield server
-        finally:
-            _stop_service(proc, signal.SIGINT, "postgres")  # SIGINT: fast shutdown
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _create_database(server: Postgres) -> None:
@@ -430,22 +450,9 @@ def find_redis() -> str:
 @contextlib.contextmanager
 def redis_server(binary: str) -> Iterator[Redis]:
     """Redis on a free loopback port, without persistence, stopped (tree checked) after."""
-    base = Path(tempfile.mkdtemp(prefix="memories-e2e-redis-"))
     port = free_port()
     args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    try:
-        with open(base / "redis.log", "wb") as out:
-            proc = subprocess.Popen(
-                [binary, *args, "--dir", str(base)],
-                cwd=base,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            _wait_port(port, proc, "redis-server")
+    with _scratch_dir("memories-e2e-redis-") as base:
+        command = [binary, *args, "--dir", str(base)]
+        with _listening(command, base=base, port=port, what="redis-server", stop=signal.SIGTERM) as proc:
             yield Redis(port=port, pid=proc.pid)
-        finally:
-            _stop_service(proc, signal.SIGTERM, "redis-server")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

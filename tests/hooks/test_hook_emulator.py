@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from airflow.providers.common.compat.sdk import Connection, redact
+from connections import use_emulator_conn
 
 from memories_provider.client import (
     MemoriesAuthError,
@@ -64,9 +65,7 @@ def test_every_operation_round_trips(hook, memories_emulator, video_file):
 
 
 def test_unique_id_defaults_to_the_connection(memories_emulator, monkeypatch, video_file):
-    conn = json.loads(memories_emulator.conn_json)
-    conn["extra"]["unique_id"] = "from-conn"
-    monkeypatch.setenv("AIRFLOW_CONN_SCOPED", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, "scoped", unique_id="from-conn")
     hook = MemoriesHook("scoped")
     up = hook.upload_video(str(video_file))
     assert hook.get_video(up.video_no).video_no == up.video_no
@@ -80,9 +79,7 @@ def test_unique_id_defaults_to_the_connection(memories_emulator, monkeypatch, vi
 
 
 def test_blob_download_api_extra_selects_v1(memories_emulator, monkeypatch, video_file):
-    conn = json.loads(memories_emulator.conn_json)
-    conn["extra"]["blob_download_api"] = "v1"
-    monkeypatch.setenv("AIRFLOW_CONN_V1BLOB", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, "v1blob", blob_download_api="v1")
     hook = MemoriesHook("v1blob")
     up = hook.upload_video(str(video_file))
     stored = next(v for v in memories_emulator.control.videos() if v["video_no"] == up.video_no)
@@ -105,10 +102,15 @@ async def test_async_client_from_the_hook(hook, memories_emulator, video_file):
 
 async def test_async_config_reads_the_extras_and_masks_the_key(memories_emulator, monkeypatch):
     secret = "sk-async-path-secret-314"
-    conn = json.loads(memories_emulator.conn_json)
-    conn["password"] = secret
-    conn["extra"].update({"upload_timeout": 1200, "timeout": 30, "unique_id": "trig"})
-    monkeypatch.setenv("AIRFLOW_CONN_ASYNC_CFG", json.dumps(conn))
+    use_emulator_conn(
+        monkeypatch,
+        memories_emulator,
+        "async_cfg",
+        password=secret,
+        upload_timeout=1200,
+        timeout=30,
+        unique_id="trig",
+    )
     hook = MemoriesHook("async_cfg")
     config = await hook.aget_config()
     assert (config.api_key, config.timeout, config.upload_timeout, config.unique_id) == (
@@ -153,9 +155,7 @@ def test_test_connection_reports_success_and_a_bad_key(hook, memories_emulator, 
     assert ok, message
     assert "Connected" in message
 
-    bad = json.loads(memories_emulator.conn_json)
-    bad["password"] = "sk-wrong-key-456"
-    monkeypatch.setenv("AIRFLOW_CONN_BAD", json.dumps(bad))
+    use_emulator_conn(monkeypatch, memories_emulator, "bad", password="sk-wrong-key-456")
     ok, message = MemoriesHook("bad").test_connection()
     assert not ok
     assert "Authentication failed" in message
@@ -173,9 +173,7 @@ def test_test_connection_names_a_broken_field(monkeypatch):
 
 def test_key_is_masked_and_never_in_logs_or_errors(memories_emulator, monkeypatch, caplog):
     secret = "sk-very-secret-but-wrong-789"
-    bad = json.loads(memories_emulator.conn_json)
-    bad["password"] = secret
-    monkeypatch.setenv("AIRFLOW_CONN_LEAKY", json.dumps(bad))
+    use_emulator_conn(monkeypatch, memories_emulator, "leaky", password=secret)
     caplog.set_level(logging.DEBUG)
     hook = MemoriesHook("leaky")
     with pytest.raises(MemoriesAuthError) as info:
@@ -219,9 +217,7 @@ def test_test_connection_never_raises_and_never_quotes_the_key(memories_emulator
     # A server that echoes the request: the refusal quotes it, key and all; the message must not.
     key = "sk-echoed-key-9Kd7Wq2Z"
     memories_emulator.control.configure(echo_requests=True)
-    conn = json.loads(memories_emulator.conn_json)
-    conn["password"] = key
-    monkeypatch.setenv("AIRFLOW_CONN_ECHOED", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, "echoed", password=key)
     ok, message = MemoriesHook("echoed").test_connection()
     assert not ok and "Authentication failed" in message and "Authorization: ***" in message
     assert not any(key[i : i + 8] in message for i in range(len(key) - 7))

@@ -5,21 +5,12 @@ Storage services (moto S3, sshd, Azurite) come from ``tests/services.py``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-
-
-def _memories_conn(emulator: Any, **extra: Any) -> str:
-    conn = json.loads(emulator.conn_json)
-    if isinstance(conn.get("extra"), str):
-        conn["extra"] = json.loads(conn["extra"])
-    conn.setdefault("extra", {})
-    conn["extra"].update(extra)
-    return json.dumps(conn)
+from connections import use_emulator_conn
 
 
 @pytest.fixture
@@ -27,7 +18,7 @@ def set_memories_conn(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -
     """``set_memories_conn(**extra)``: point ``memories_default`` at the emulator with these extras."""
 
     def _set(**extra: Any) -> None:
-        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", _memories_conn(memories_emulator, **extra))
+        use_emulator_conn(monkeypatch, memories_emulator, **extra)
 
     return _set
 

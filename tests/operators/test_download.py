@@ -9,15 +9,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from connections import point_memories_default_at
+from downloads import files_in
+from downloads import run_download as run
+from local_http import LocalServer, QuietHandler
 
 from memories_provider.client import (
     MemoriesError,
@@ -35,19 +37,6 @@ VIDEO = os.urandom(3 * 1024 * 1024 + 17)  # > 1 chunk, odd size
 def upload(upload_video: Any) -> Any:
     """``upload() -> video_no`` of VIDEO."""
     return lambda data=VIDEO, name="clip.mp4": upload_video(data, name)
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("task_id", "download")
-    op = MemoriesDownloadOperator(**kwargs)
-    return op.execute(context={})
-
-
-def files_in(folder: Path) -> list[str]:
-    """Everything under ``folder`` but the records (sidecars) the download keeps: temp files show."""
-    return sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".memories.json")
-    )
 
 
 def records_in(folder: Path) -> list[str]:
@@ -347,7 +336,7 @@ def test_chunked_body_without_content_length(emu: Any, tmp_path: Path) -> None:
     assert result["sha256"] == hashlib.sha256(VIDEO).hexdigest()
 
 
-class _LyingServer:
+class _LyingServer(LocalServer):
     """A memories.ai stand-in on 127.0.0.1 that announces ``announced`` bytes, sends ``body`` and
     closes the connection, whatever the request."""
 
@@ -355,19 +344,13 @@ class _LyingServer:
         self.requests = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if "/get_metadata" in self.path:  # honest about the size: only the body lies
                     data = {"video_no": "VI1", "size": announced, "status": "PARSE", "create_time": 1}
                     envelope = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(envelope)))
-                    self.end_headers()
-                    self.wfile.write(envelope)
+                    self.send_body(200, {"Content-Type": "application/json"}, envelope)
                     return
                 server.requests += 1
                 self.send_response(200)
@@ -382,30 +365,14 @@ class _LyingServer:
 
             do_GET = do_POST = _answer
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _LyingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        super().__init__(Handler)
 
 
 @pytest.fixture
 def short_body_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LyingServer]:
     """``memories_default`` pointed at a server announcing 1 MiB + 5 bytes but sending 1 MiB (no retries)."""
     with _LyingServer(announced=1024 * 1024 + 5, body=VIDEO[: 1024 * 1024]) as server:
-        conn = {"conn_type": "memories", "password": "test-key", "host": server.url}
-        conn["extra"] = {"v2_host": server.url, "max_retries": 0}  # type: ignore[assignment]
-        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+        point_memories_default_at(monkeypatch, server.url, max_retries=0)
         yield server
 
 

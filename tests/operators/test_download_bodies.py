@@ -8,14 +8,14 @@ no temporary file is left, for a file and a folder destination.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from connections import point_memories_default_at
+from downloads import run_download as run
+from local_http import LocalServer, echo_handler
 
 from memories_provider.client import (
     MemoriesError,
@@ -23,13 +23,8 @@ from memories_provider.client import (
     MemoriesInvalidRequestError,
     MemoriesResponseError,
 )
-from memories_provider.operators.download import MemoriesDownloadOperator
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + os.urandom(1000 - 12)  # 1000 bytes
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
 
 
 def everything_in(folder: Path) -> list[str]:
@@ -183,46 +178,13 @@ def test_an_unframed_empty_body_is_an_error(emu: Any, upload_video: Any, tmp_pat
     assert everything_in(tmp_path) == []
 
 
-class _EchoServer:
-    """Answers every request with HTTP 200 and the request itself (a misrouted host, an echo service)."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                body = f"{self.requestline}\r\n{self.headers}".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-
 def test_a_server_echoing_the_request_is_not_saved_as_the_video(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    echo = _EchoServer()
-    try:
-        key = "sk-mavi-echo-test-key"
-        conn = {"conn_type": "memories", "password": key, "host": echo.url, "extra": {"v2_host": echo.url}}
-        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    key = "sk-mavi-echo-test-key"
+    with LocalServer(echo_handler()) as echo:
+        point_memories_default_at(monkeypatch, echo.url, key=key)
         with pytest.raises(MemoriesResponseError, match="echoed the request") as info:
             run(asset_id="re_1", destination=str(tmp_path / "a.mp4"))
-        assert key not in str(info.value)
-        assert everything_in(tmp_path) == []  # the key was never written anywhere
-    finally:
-        echo.close()
+    assert key not in str(info.value)
+    assert everything_in(tmp_path) == []  # the key was never written anywhere

@@ -16,27 +16,19 @@ def _asset_events(uri: str) -> list[dict[str, Any]]:
     from airflow.utils.session import create_session
 
     try:
-        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.models.asset import AssetEvent as Event
+        from airflow.models.asset import AssetModel as Model
 
-        with create_session() as session:
-            rows = (
-                session.query(AssetEvent)
-                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .filter(AssetModel.uri == uri)
-                .all()
-            )
-            return [dict(row.extra or {}) for row in rows]
-    except ImportError:
-        from airflow.models.dataset import DatasetEvent, DatasetModel
+        key = "asset_id"
+    except ImportError:  # Airflow 2: datasets
+        from airflow.models.dataset import DatasetEvent as Event  # type: ignore[no-redef]
+        from airflow.models.dataset import DatasetModel as Model  # type: ignore[no-redef]
 
-        with create_session() as session:
-            rows = (
-                session.query(DatasetEvent)
-                .join(DatasetModel, DatasetEvent.dataset_id == DatasetModel.id)
-                .filter(DatasetModel.uri == uri)
-                .all()
-            )
-            return [dict(row.extra or {}) for row in rows]
+        key = "dataset_id"
+    with create_session() as session:
+        query = session.query(Event).join(Model, getattr(Event, key) == Model.id)
+        rows = query.filter(Model.uri == uri).all()
+        return [dict(row.extra or {}) for row in rows]
 
 
 def _register_datasets_on_airflow2(dag: Any) -> None:

@@ -10,25 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from downloads import files_in
+from downloads import run_download as run
 
 from memories_provider.client import MemoriesIncompleteBodyError
-from memories_provider.operators.download import MemoriesDownloadOperator
 from memories_provider.storage.destinations import UNLOCKED_TEMP_GRACE, atomic_writer, destination_exists
 
 BIG = os.urandom(12 * 1024 * 1024 + 5)  # > two 5 MiB parts: a failure happens after parts were sent
 PART = {"min_part_size": 5 * 1024 * 1024}
 VIDEO = os.urandom(2 * 1024 * 1024 + 3)
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
-
-
-def files_in(folder: Path) -> list[str]:
-    """Everything under ``folder`` but the download's records (sidecars): temp files show."""
-    return sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".memories.json")
-    )
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,14 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
+from connections import point_memories_default_at
+from downloads import run_download as run
+from local_http import LocalServer, QuietHandler
 
 from memories_provider.operators.download import MemoriesDownloadOperator
 
 SIZE = 48 * 1024
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
 
 
 def visible(folder: Path) -> list[str]:
@@ -282,7 +279,7 @@ def test_fifty_videos_ten_sharing_a_name_mapped_into_one_folder_twice(
 # ---------------------------------------------------------------------------- a scripted service
 
 
-class ScriptedService:
+class ScriptedService(LocalServer):
     """A memories.ai stand-in on 127.0.0.1: ``get_metadata`` and ``POST download`` for the videos in
     :attr:`videos` (``{"data", "create_time", "blob"}``); for a video in :attr:`halfway`, half its
     body is sent, then the callback runs (in the server's thread), then the rest is sent."""
@@ -293,19 +290,10 @@ class ScriptedService:
         self.downloads: list[str] = []
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def _envelope(self, data: Any) -> None:
                 body = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
-                self._send(200, {"Content-Type": "application/json"}, body)
+                self.send_body(200, {"Content-Type": "application/json"}, body)
 
             def do_GET(self) -> None:
                 video_no = parse_qs(urlsplit(self.path).query).get("video_no", [""])[0]
@@ -339,32 +327,16 @@ class ScriptedService:
                 callback()
                 self.wfile.write(data[len(data) // 2 :])
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def add(self, video_no: str, data: bytes, create_time: int = 1, blob: str = "videos/x/clip.mp4") -> None:
         self.videos[video_no] = {"data": data, "create_time": create_time, "blob": blob}
-
-    def __enter__(self) -> ScriptedService:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedService]:
     with ScriptedService() as service:
-        conn = {"conn_type": "memories", "password": "test-key", "host": service.url}
-        conn["extra"] = {"v2_host": service.url, "max_retries": 0}  # type: ignore[assignment]
-        monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+        point_memories_default_at(monkeypatch, service.url, max_retries=0)
         yield service
 
 

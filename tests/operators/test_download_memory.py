@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from peak_memory import run_measuring_script
 
 GIB = 1024**3
 MIB = 1024**2
@@ -25,14 +22,6 @@ _SCRIPT = textwrap.dedent(
     from memories_provider.operators.download import MemoriesDownloadOperator
 
     args = json.loads(sys.argv[1])
-
-    def vm_hwm():
-        # The peak RSS of this process image: unlike ru_maxrss, VmHWM is not inherited from the
-        # parent across fork+exec (pytest's own RSS would otherwise count as ours).
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
 
     def run(asset_id, destination):
         return MemoriesDownloadOperator(
@@ -69,15 +58,7 @@ def _measure(emu: Any, big: Path, destination: str, warm: str, conn_id: str | No
         "conn_id": conn_id,
         "transport_params": tp,
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(args)],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_measuring_script(_SCRIPT, args)
     assert out["result"]["bytes"] == GIB
     growth = out["peak"] - out["base"]
     print(f"\n{destination}: base RSS {out['base'] / MIB:.0f} MiB, growth {growth / MIB:.1f} MiB")

@@ -17,14 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from memories_provider.operators.download import MemoriesDownloadOperator
+from downloads import run_download as run
 
 VIDEO = os.urandom(64 * 1024 + 1)
-
-
-def run(**kwargs: Any) -> dict[str, Any]:
-    return MemoriesDownloadOperator(task_id="download", **kwargs).execute(context={})
 
 
 @pytest.fixture(params=["video_no", "asset_id"])

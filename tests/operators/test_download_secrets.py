@@ -9,13 +9,13 @@ itself), so what is checked is the provider's own redaction.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import secrets
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import redact
+from connections import use_emulator_conn
 from leaks import error_leaks, leaks
 
 from memories_provider.client.protocol import ERROR_BODY_QUOTE, ERROR_MESSAGE_QUOTE
@@ -131,11 +131,7 @@ KEY = "sk-canary-op-4Rt7Yu2Io9"
 def echoing(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The emulator echoing requests (key included) in its errors, ``memories_default`` on ``KEY``."""
     memories_emulator.control.configure(api_keys=[KEY], echo_requests=True)
-    conn = json.loads(memories_emulator.conn_json)
-    conn["password"] = KEY
-    extra = json.loads(conn["extra"]) if isinstance(conn.get("extra"), str) else dict(conn.get("extra") or {})
-    conn["extra"] = {**extra, "max_retries": 1}
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, password=KEY, max_retries=1)
     return memories_emulator
 
 

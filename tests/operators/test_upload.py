@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import threading
 from datetime import datetime
-from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from connections import use_emulator_conn
+from local_http import LocalServer, folder_handler
 
 from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError, Video
 from memories_provider.hooks.memories import MemoriesHook
@@ -116,13 +116,8 @@ def test_azure_source(emu: Any, azurite: Any, azure_container: str) -> None:
 
 @pytest.fixture
 def http_base(video: Path):
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(video.parent))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with LocalServer(folder_handler(video.parent)) as server:
+        yield server.url
 
 
 def test_http_source_uses_upload_url(emu: Any, http_base: str) -> None:
@@ -162,11 +157,8 @@ class _PresignedHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def presigned_base():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PresignedHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with LocalServer(_PresignedHandler) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.mark.parametrize("stream_http", [False, True])
@@ -418,9 +410,7 @@ def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Pa
 
 
 def test_rate_limits_exhausted_fail_with_the_typed_error(emu: Any, video: Path, monkeypatch) -> None:
-    conn = json.loads(emu.conn_json)
-    conn["extra"]["max_retries"] = 1
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, max_retries=1)
     emu.control.inject_fault("upload", "code_0429", count=5, retry_after=0.01)
     with pytest.raises(MemoriesRateLimitError):
         run(source=str(video))

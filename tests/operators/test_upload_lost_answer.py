@@ -9,14 +9,12 @@ in-memory task state store; ``test_upload_dag.py`` runs the same stories through
 
 from __future__ import annotations
 
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from local_http import LocalServer, folder_handler
 from test_upload import VIDEO, Store, _TaskInstance
 
 from memories_provider.client import (
@@ -333,15 +331,8 @@ def test_rate_limits_exhausted_leave_nothing_to_look_for(
 def test_url_upload_lost_answer_is_found_by_the_size_the_url_reported(
     held: Any, video: Path, after_first_look: Any
 ) -> None:
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(video.parent))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        _url_upload_story(held, f"http://127.0.0.1:{server.server_port}/clip.mp4", after_first_look)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(folder_handler(video.parent)) as server:
+        _url_upload_story(held, f"{server.url}/clip.mp4", after_first_look)
 
 
 def _url_upload_story(held: Any, url: str, after_first_look: Any) -> None:

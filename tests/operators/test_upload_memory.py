@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from peak_memory import run_measuring_script
 
 GIB = 1024**3
 MIB = 1024**2
@@ -23,14 +20,6 @@ _SCRIPT = textwrap.dedent(
     from memories_provider.operators.upload import MemoriesUploadOperator
 
     args = json.loads(sys.argv[1])
-
-    def vm_hwm():
-        # The peak RSS of this process image: unlike ru_maxrss, VmHWM is not inherited from the
-        # parent across fork+exec (pytest's own RSS would otherwise count as ours).
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
 
     class TI:
         dag_id, task_id, run_id, map_index = "d", "t", "r", -1
@@ -62,15 +51,7 @@ def one_gib_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _measure(emu: Any, source: str, warm: str, conn_id: str | None) -> dict:
     args = {"source": source, "warm": warm, "conn_id": conn_id}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(args)],
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_measuring_script(_SCRIPT, args)
     sizes = {v["video_no"]: v["size"] for v in emu.control.videos()}
     assert sizes[out["video_no"]] == GIB
     growth = out["peak"] - out["base"]

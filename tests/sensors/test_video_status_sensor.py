@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -19,6 +18,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     AirflowSkipException,
 )
+from connections import use_emulator_conn
 
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor, handle_status_event
 
@@ -28,9 +28,7 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"s" * 2048
 
 @pytest.fixture
 def emu(memories_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    conn = json.loads(memories_emulator.conn_json)
-    conn["extra"]["max_retries"] = 0
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, max_retries=0)
     return memories_emulator
 
 
@@ -129,9 +127,8 @@ def test_the_timeout_holds_under_a_0429_storm_with_retry_after(
     emu: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch, mode: dict
 ) -> None:
     """No poke, worker-side check, client retry or Retry-After sleep runs past the timeout."""
-    conn = json.loads(emu.conn_json)
-    conn["extra"]["max_retries"] = 5  # the connection default: five retries, each honouring Retry-After
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    # The connection default: five retries, each honouring Retry-After.
+    use_emulator_conn(monkeypatch, emu, max_retries=5)
     video_no = upload(emu)
     emu.control.set_status(video_no, "UNPARSE")
     emu.control.inject_fault("list_videos", "code_0429", count=10_000, retry_after=STORM_RETRY_AFTER)
@@ -212,9 +209,7 @@ def test_transient_errors_are_survived(
     emu: Any, run_dag: Any, monkeypatch: pytest.MonkeyPatch, mode: dict, fault: str, params: dict
 ) -> None:
     """Deferrable: the first failure hits the check on the worker, the second the trigger."""
-    conn = json.loads(emu.conn_json)
-    conn["extra"].update(max_retries=0, timeout=0.5)
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, max_retries=0, timeout=0.5)
     video_no = upload(emu)
     emu.control.inject_fault("list_videos", fault, **params)
     name = f"wait_transient_{next(iter(mode))}_{fault}"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
-from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from local_http import LocalServer, folder_handler
 
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
 from memories_provider.storage.files import open_storage_file, stat_storage_file
@@ -90,12 +90,8 @@ def test_azure_source_through_a_wasb_connection(azurite, azure_container):
 @pytest.fixture
 def http_folder(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(DATA)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with LocalServer(folder_handler(tmp_path)) as server:
+        yield server.url
 
 
 def test_http_source_is_sized_with_head(http_folder):
@@ -147,20 +143,15 @@ class PresignedHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def presigned():
     """``serve(**handler_attributes) -> (base_url, seen)``: a server on 127.0.0.1 that refuses HEAD."""
-    servers = []
+    with contextlib.ExitStack() as servers:
 
-    def serve(**attributes):
-        seen: list[tuple[str, str | None]] = []
-        handler = type("Handler", (PresignedHandler,), {**attributes, "seen": seen})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}", seen
+        def serve(**attributes):
+            seen: list[tuple[str, str | None]] = []
+            handler = type("Handler", (PresignedHandler,), {**attributes, "seen": seen})
+            server = servers.enter_context(LocalServer(handler))
+            return server.url, seen
 
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield serve
 
 
 @pytest.mark.parametrize("head_status", [403, 405, 200])

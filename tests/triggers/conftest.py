@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import pytest
 import requests
+from connections import use_emulator_conn
 
 
 @pytest.fixture
 def emu(memories_emulator, monkeypatch):
     """The emulator as ``memories_default``, with client retries off so the poller's back-off is tested."""
-    conn = json.loads(memories_emulator.conn_json)
-    conn["extra"]["max_retries"] = 0
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, memories_emulator, max_retries=0)
     return memories_emulator
 
 

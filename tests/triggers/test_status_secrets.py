@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from connections import use_emulator_conn
 from leaks import error_leaks, leaks
 
 from memories_provider.client import MemoriesAuthError
@@ -20,10 +21,7 @@ CANARY = "sk-canary-status-5Hn2Qw8Z"
 @pytest.fixture
 def echo(emu, monkeypatch):
     emu.control.configure(api_keys=[CANARY], echo_requests=True)
-    conn = json.loads(emu.conn_json)
-    conn["password"] = CANARY
-    conn["extra"]["max_retries"] = 0
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, password=CANARY, max_retries=0)
     return emu
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from connections import use_emulator_conn
 
 from memories_provider.status import BATCH_SIZE
 from memories_provider.triggers import _poller
@@ -217,11 +218,7 @@ async def test_poller_logs_are_not_attributed_to_the_trigger_that_started_it(emu
 
 
 async def test_auth_error_ends_the_wait_with_error(emu, monkeypatch):
-    import json
-
-    conn = json.loads(emu.conn_json)
-    conn["password"] = "sk-wrong"
-    monkeypatch.setenv("AIRFLOW_CONN_WRONG_KEY", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, "wrong_key", password="sk-wrong")
     event = await first_event(
         MemoriesVideoStatusTrigger(["VI1"], memories_conn_id="wrong_key", poll_interval=0.05)
     )
@@ -260,9 +257,7 @@ async def test_deadline_fires_during_a_stalled_round_and_skips_its_other_batches
 
 async def test_read_timeout_is_transient_and_the_wait_succeeds(emu, new_video, monkeypatch):
     video_no = new_video(hold=False)
-    conn = json.loads(emu.conn_json)
-    conn["extra"].update(max_retries=0, timeout=0.5)
-    monkeypatch.setenv("AIRFLOW_CONN_MEMORIES_DEFAULT", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, max_retries=0, timeout=0.5)
     emu.control.inject_fault("list_videos", "slow_body", delay=3.0)  # stalls past the 0.5 s read timeout
     event = await first_event(MemoriesVideoStatusTrigger([video_no], poll_interval=0.05))
     assert event["status"] == "success", event["message"]
@@ -416,12 +411,8 @@ async def test_pacer_keeps_large_rounds_under_5_requests_per_second(emu, new_vid
 
 async def test_unique_id_none_uses_the_connections_default_scope(emu, new_video, monkeypatch):
     """Like the worker-side check, the trigger's ``unique_id=None`` means the connection's ``unique_id``."""
-    import json
-
     video_no = new_video(hold=False, unique_id="scoped")
-    conn = json.loads(emu.conn_json)
-    conn["extra"]["unique_id"] = "scoped"
-    monkeypatch.setenv("AIRFLOW_CONN_SCOPED", json.dumps(conn))
+    use_emulator_conn(monkeypatch, emu, "scoped", unique_id="scoped")
     event = await first_event(
         MemoriesVideoStatusTrigger([video_no], memories_conn_id="scoped", poll_interval=0.05)
     )
