@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import json
 import logging
 import math
@@ -142,7 +143,7 @@ async def test_a_service_that_caps_list_videos_pages_still_ends_every_wait(emu, 
     sizes = [len(r["video_nos"]) for r in emu.control.request_log("list_videos")]
     assert sizes[0] > 30  # (70 when every trigger joined the first round)
     # A page of 30 out of more: the next request asks for the rest of the batch, until all were listed.
-    assert all(after == before - 30 for before, after in zip(sizes, sizes[1:]) if before > 30), sizes
+    assert all(after == before - 30 for before, after in itertools.pairwise(sizes) if before > 30), sizes
 
 
 async def test_timeout_names_each_waiting_video_with_its_last_status(emu, new_video):
