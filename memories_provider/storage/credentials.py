@@ -128,7 +128,24 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
         mask_secret(secret)
 
 
+def require_connection(conn_id: str, conn_param: str) -> None:
+    """Fail unless ``conn_id`` is a defined Airflow connection.
+
+    Some hooks (S3Hook) fall back to the environment's default credentials for an unknown
+    connection: reading or writing with credentials nobody chose is worse than failing.
+
+    :raises ValueError: naming ``conn_param``.
+    """
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ValueError(f"`{conn_param}`={conn_id!r} is not a defined Airflow connection") from None
+
+
 def _from_connection(uri: str, family: str, conn_id: str, conn_param: str) -> dict[str, Any]:
+    require_connection(conn_id, conn_param)
     if family == "s3":
         return {"client": _s3_client(conn_id, conn_param)}
     if family == "gs":

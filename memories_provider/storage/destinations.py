@@ -228,22 +228,9 @@ def resolve_transport(
         # Ignored, as for upload sources: a DAG whose destination param may be local or remote
         # passes one connection for both.
         conn_id = None
-    elif conn_id:
-        _require_connection(conn_id, conn_param)
     return ResolvedTransport(
         transport_params_for(uri, conn_id=conn_id, transport_params=transport_params, conn_param=conn_param)
     )
-
-
-def _require_connection(conn_id: str, conn_param: str) -> None:
-    # Some hooks (S3Hook) fall back to the default credentials for an unknown connection: writing
-    # with credentials nobody chose is worse than failing.
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise ValueError(f"`{conn_param}`={conn_id!r} is not a defined Airflow connection") from None
 
 
 def _resolved(

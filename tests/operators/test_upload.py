@@ -217,6 +217,9 @@ def test_presigned_http_source_is_uploaded_with_its_secrets_kept_out_of_xcom_log
         ({"retain_original_video": "yes"}, "`retain_original_video`"),
         ({"video_transcription_prompt": 3}, "`video_transcription_prompt`"),
         ({"source": "http://127.0.0.1:9/clip.mp4", "source_conn_id": "aws_default"}, "`source_conn_id`"),
+        # Not the environment's default credentials (S3Hook's fallback): the user named a connection.
+        ({"source": "s3://b/clip.mp4", "source_conn_id": "no_such_conn"}, "`source_conn_id`='no_such_conn'"),
+        ({"source": "sftp://127.0.0.1/clip.mp4", "source_conn_id": "no_such_conn"}, "`source_conn_id`"),
     ],
 )
 def test_bad_input_is_refused_before_any_request(emu: Any, video: Path, kwargs: dict, param: str) -> None:
