@@ -239,7 +239,7 @@ class AsyncMemoriesClient(core.ClientCore):
         read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = await self._send(spec, body=body, progress=progress)
-        content = await self._read(response, spec, protocol.MAX_JSON_BYTES)
+        content = await self._read(response, spec, protocol.MAX_JSON_BYTES + 1)
         return self._answer(spec, response.status, response.headers, content, read)
 
     async def _run(

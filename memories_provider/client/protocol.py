@@ -937,6 +937,11 @@ def read_response(answer: Answer, read: Callable[[Any], Any] | None = None) -> A
     :class:`MemoriesResponseError` quoting the status and the first bytes of the body, so every
     error stays a :class:`MemoriesError` (never a bare ``ValueError``).
     """
+    if len(answer.body) > MAX_JSON_BYTES:  # the clients read one byte past the bound to know
+        too_large = ValueError(
+            f"the answer is larger than {MAX_JSON_BYTES // 2**20} MiB and was not read further"
+        )
+        raise _undocumented_data(too_large, answer)
     data = parse_envelope(answer)
     if read is None:
         return data
