@@ -194,7 +194,8 @@ class StatusRound:
     def answered(self, batch: list[str], page: VideoPage) -> list[Video]:
         """Record the answer to ``batch`` (the batch :meth:`next_batch` returned); returns its videos."""
         self._pop(batch)
-        videos = [v for v in page.videos if v.video_no in set(batch)]
+        asked = set(batch)
+        videos = [v for v in page.videos if v.video_no in asked]
         listed = {v.video_no for v in videos}
         rest = [v for v in batch if v not in listed]
         if videos and rest and page.total_count is not None and page.total_count > len(page.videos):
