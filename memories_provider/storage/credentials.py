@@ -10,10 +10,13 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Connection
 
 #: transport_params each scheme's smart-open transport accepts (the keyword arguments of its ``open``).
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -128,8 +131,8 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
         mask_secret(secret)
 
 
-def require_connection(conn_id: str, conn_param: str) -> None:
-    """Fail unless ``conn_id`` is a defined Airflow connection.
+def require_connection(conn_id: str, conn_param: str) -> Connection:
+    """``conn_id``'s Airflow connection; fail unless it is defined.
 
     Some hooks (S3Hook) fall back to the environment's default credentials for an unknown
     connection: reading or writing with credentials nobody chose is worse than failing.
@@ -139,25 +142,22 @@ def require_connection(conn_id: str, conn_param: str) -> None:
     from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
     try:
-        BaseHook.get_connection(conn_id)
+        return BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         raise ValueError(f"`{conn_param}`={conn_id!r} is not a defined Airflow connection") from None
 
 
 def _from_connection(uri: str, family: str, conn_id: str, conn_param: str) -> dict[str, Any]:
-    require_connection(conn_id, conn_param)
+    conn = require_connection(conn_id, conn_param)
     if family == "s3":
         return {"client": _s3_client(conn_id, conn_param)}
     if family == "gs":
         return {"client": _gcs_client(conn_id, conn_param)}
     if family == "azure":
-        return {"client": _azure_client(conn_id)}
+        return {"client": _azure_client(conn)}
     if family == "sftp":
-        return _sftp_params(uri, conn_id)
+        return _sftp_params(uri, conn)
     if family == "http":
-        from airflow.providers.common.compat.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
         return {"user": conn.login, "password": conn.password} if conn.login else {}
     raise ValueError(f"`{conn_param}` is not used for local paths; remove it or use a remote URI")
 
@@ -185,18 +185,16 @@ def _gcs_client(conn_id: str, conn_param: str) -> Any:
     return GCSHook(gcp_conn_id=conn_id).get_conn()
 
 
-def _azure_client(conn_id: str) -> Any:
+def _azure_client(conn: Connection) -> Any:
     """A BlobServiceClient from a ``wasb``/``azure`` connection, without requiring the Azure provider.
 
     Follows WasbHook's conventions, in its order: extra ``connection_string``; extra ``tenant_id``
     (a service principal: login = client id, password = client secret); extra ``sas_token``;
     password = account key (login = account name); else ``DefaultAzureCredential``.
     """
-    from airflow.providers.common.compat.sdk import BaseHook
     from azure.storage.blob import BlobServiceClient
 
-    conn = BaseHook.get_connection(conn_id)
-    extra = conn.extra_dejson
+    conn_id, extra = conn.conn_id, conn.extra_dejson
 
     def pick(name: str) -> Any:
         return extra.get(name) or extra.get(f"extra__wasb__{name}")
@@ -206,7 +204,9 @@ def _azure_client(conn_id: str) -> Any:
     if tenant_id := pick("tenant_id"):
         return BlobServiceClient(
             account_url=_service_principal_account_url(conn, pick, conn_id),
-            credential=_client_secret_credential(conn, tenant_id, pick("client_secret_auth_config"), conn_id),
+            credential=_client_secret_credential(
+                conn, tenant_id, pick("client_secret_auth_config"), conn.conn_id
+            ),
         )
     if sas := pick("sas_token"):
         url = sas if sas.startswith("http") else f"https://{conn.login}.blob.core.windows.net?{sas}"
@@ -276,10 +276,7 @@ def _azure_default_client() -> dict[str, Any]:
     )
 
 
-def _sftp_params(uri: str, conn_id: str) -> dict[str, Any]:
-    from airflow.providers.common.compat.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
+def _sftp_params(uri: str, conn: Connection) -> dict[str, Any]:
     extra = conn.extra_dejson
     parts = urlsplit(uri)
     params: dict[str, Any] = {}
