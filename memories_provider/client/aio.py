@@ -239,7 +239,7 @@ class AsyncMemoriesClient(core.ClientCore):
         read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = await self._send(spec, body=body, progress=progress)
-        content = await self._read(response, spec, protocol.MAX_JSON_BYTES + 1)
+        content = await self._read(response, spec, protocol.JSON_READ_BYTES)
         return self._answer(spec, response.status, response.headers, content, read)
 
     async def _run(

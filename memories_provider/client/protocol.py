@@ -90,6 +90,9 @@ ERROR_BODY_QUOTE = 200
 ERROR_MESSAGE_QUOTE = 500
 #: Upper bound read from a JSON response or an error body (protects memory on a misrouted host).
 MAX_JSON_BYTES = 32 * 1024 * 1024
+#: What the clients read of a JSON answer: one byte past the bound, so :func:`read_response` can
+#: tell an answer that is too large from one that fits exactly.
+JSON_READ_BYTES = MAX_JSON_BYTES + 1
 MAX_ERROR_BYTES = 64 * 1024
 
 VIDEO_CONTENT_TYPES = {
@@ -937,7 +940,7 @@ def read_response(answer: Answer, read: Callable[[Any], Any] | None = None) -> A
     :class:`MemoriesResponseError` quoting the status and the first bytes of the body, so every
     error stays a :class:`MemoriesError` (never a bare ``ValueError``).
     """
-    if len(answer.body) > MAX_JSON_BYTES:  # the clients read one byte past the bound to know
+    if len(answer.body) > MAX_JSON_BYTES:  # the clients read JSON_READ_BYTES
         too_large = ValueError(
             f"the answer is larger than {MAX_JSON_BYTES // 2**20} MiB and was not read further"
         )

@@ -325,7 +325,7 @@ class MemoriesClient(core.ClientCore):
         read: Callable[[Any], Any] | None = None,
     ) -> Any:
         response = self._send(spec, body=body)
-        content = self._read(response, spec, protocol.MAX_JSON_BYTES + 1)
+        content = self._read(response, spec, protocol.JSON_READ_BYTES)
         return self._answer(spec, response.status_code, response.headers, content, read)
 
     def _run(
