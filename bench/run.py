@@ -478,6 +478,18 @@ class Bench:
             }
             url = f"{self.emu.v2_url}/{asset}/download"
             warm_url = f"{self.emu.v2_url}/{warm_asset}/download"
+
+            def ours_to_s3(checksum: str | None, name: str) -> dict[str, Any]:
+                args = {
+                    "kind": "ours_download",
+                    "conn_id": "bench_s3",
+                    "checksum": checksum,
+                    "transport_params": {"min_part_size": S3_PART},
+                    "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
+                    "target": [asset, f"s3://{bucket}/out/{name}"],
+                }
+                return child("_child.py", args, env)
+
             dl = interleaved(
                 runs,
                 {
@@ -491,30 +503,9 @@ class Bench:
                         },
                         env,
                     ),
-                    "ours": lambda: child(
-                        "_child.py",
-                        {
-                            "kind": "ours_download",
-                            "conn_id": "bench_s3",
-                            "transport_params": {"min_part_size": S3_PART},
-                            "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
-                            "target": [asset, f"s3://{bucket}/out/ours.mp4"],
-                        },
-                        env,
-                    ),
+                    "ours": lambda: ours_to_s3("sha256", "ours.mp4"),
                     # Like for like: the baseline computes no sha256 of the whole video.
-                    "ours_no_sha256": lambda: child(
-                        "_child.py",
-                        {
-                            "kind": "ours_download",
-                            "conn_id": "bench_s3",
-                            "checksum": None,
-                            "transport_params": {"min_part_size": S3_PART},
-                            "warm": [warm_asset, f"s3://{bucket}/out/warm.mp4"],
-                            "target": [asset, f"s3://{bucket}/out/ours-nosum.mp4"],
-                        },
-                        env,
-                    ),
+                    "ours_no_sha256": lambda: ours_to_s3(None, "ours-nosum.mp4"),
                 },
                 os.sync,
                 self.rng,
