@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 from memories_provider.storage import probes
 from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
+from memories_provider.storage.s3_part_checksums import precompute_part_checksums
 from memories_provider.storage.uris import local_path, redact_uri, scheme_of, schemes_of
 from memories_provider.storage.write_behind import open_write_behind
 
@@ -300,8 +301,8 @@ def atomic_writer(
     else:
         if provenance is not None:
             params = _with_metadata(scheme, params, provenance.to_metadata())
-        if scheme.startswith("s3") and "writebuffer" not in params:
-            params = {**params, "writebuffer": PartBuffer()}  # one part's memory, reused for every part
+        if scheme.startswith("s3"):
+            params = _s3_write_params(params)
         if not replace and scheme.startswith("s3"):
             with _s3_no_clobber(uri, params) as fh:
                 yield fh
@@ -351,13 +352,11 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
     """An S3 writer whose commit fails with DestinationTaken if the key exists meanwhile."""
     from botocore.exceptions import ClientError
 
-    client = params.get("client")
-    if client is None:
-        import boto3
-
-        client = boto3.client("s3")
     fh: Any = _smart_open_open(
-        uri, "wb", compression="disable", transport_params={**params, "client": _NoClobberS3(client)}
+        uri,
+        "wb",
+        compression="disable",
+        transport_params={**params, "client": _NoClobberS3(params["client"])},
     )
     try:
         yield fh
@@ -375,6 +374,29 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
         if code in ("PreconditionFailed", "412"):
             raise DestinationTaken(uri) from None
         raise
+
+
+def _s3_write_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for smart-open's S3 writer: parts collected in a :class:`PartBuffer` (its memory
+    reused for every part) and checksummed in place (:mod:`.s3_part_checksums`), on the client given
+    or on the one smart-open would have built (its settings, including ``client_kwargs["S3.Client"]``)."""
+    params = dict(params)
+    params.setdefault("writebuffer", PartBuffer())
+    client = params.get("client")
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        client_kwargs = params.get("client_kwargs") or {}
+        settings = {
+            "config": Config(
+                max_pool_connections=64, tcp_keepalive=True, retries={"max_attempts": 6, "mode": "adaptive"}
+            ),
+            **(client_kwargs.get("S3.Client") or {}),
+        }
+        client = boto3.client("s3", **settings)
+    params["client"] = precompute_part_checksums(client)
+    return params
 
 
 def _with_metadata(scheme: str, params: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:

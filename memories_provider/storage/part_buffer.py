@@ -5,12 +5,18 @@ upload, which frees the memory: the next part grows a new buffer through realloc
 page faulted in afresh (on a VM with free-page reporting, from the host). About a CPU-second
 per GiB went there. :class:`PartBuffer` keeps its memory between parts; it is the file-like
 ``BytesIO`` subset smart-open and botocore use (write, read, seek, tell, truncate).
+
+It also keeps the CRC32 of what was appended in order, updated by each write while the bytes are
+still in the cache: the part's checksum for :mod:`.s3_part_checksums`, without a pass over the
+part from memory afterwards.
 """
 
 from __future__ import annotations
 
 import io
 from typing import Any
+
+from memories_provider.storage.s3_part_checksums import crc32
 
 
 class PartBuffer(io.BufferedIOBase):
@@ -21,6 +27,8 @@ class PartBuffer(io.BufferedIOBase):
         self._data = bytearray()
         self._size = 0  # bytes of _data in use
         self._pos = 0
+        self._crc = 0  # CRC32 of _data[:_crc_end], a prefix of the content
+        self._crc_end = 0
 
     def readable(self) -> bool:
         """Always true."""
@@ -38,12 +46,20 @@ class PartBuffer(io.BufferedIOBase):
         """Write ``data`` (any bytes-like object) at the current position."""
         self._check_open()
         view = memoryview(data).cast("B")
+        if not view:  # as BytesIO: an empty write past the end does not extend the content
+            return 0
         end = self._pos + len(view)
         if end > len(self._data):
             self._data.extend(bytes(end - len(self._data)))
         if self._pos > self._size:  # a gap after a seek past the end reads as zeros
             self._data[self._size : self._pos] = bytes(self._pos - self._size)
-        self._data[self._pos : end] = view
+        # Through a memoryview: ``bytearray[a:b] = view`` would first copy ``view`` into a new bytearray.
+        with memoryview(self._data) as target:
+            target[self._pos : end] = view
+        if self._pos == self._crc_end:
+            self._crc, self._crc_end = crc32(view, self._crc), end
+        elif self._pos < self._crc_end:  # bytes the CRC covered were overwritten
+            self._crc = self._crc_end = 0
         self._pos = end
         self._size = max(self._size, end)
         return len(view)
@@ -83,11 +99,29 @@ class PartBuffer(io.BufferedIOBase):
         if size < 0:
             raise ValueError(f"negative size {size}")
         self._size = min(self._size, size)
+        if self._size < self._crc_end:
+            self._crc = self._crc_end = 0
         return size
 
     def getvalue(self) -> bytes:
         """The whole content, as ``BytesIO.getvalue``."""
         return bytes(memoryview(self._data)[: self._size])
+
+    def getbuffer(self) -> memoryview:
+        """A view of the content without a copy, as ``BytesIO.getbuffer``: release it (``with``)
+        before the next write, which may need to grow the memory."""
+        self._check_open()
+        with memoryview(self._data) as whole:
+            return whole[: self._size]
+
+    def crc32(self) -> int:
+        """The CRC32 of the whole content (computed only for what was not appended in order)."""
+        self._check_open()
+        if self._crc_end < self._size:
+            with self.getbuffer() as content, content[self._crc_end :] as rest:
+                self._crc = crc32(rest, self._crc)
+            self._crc_end = self._size
+        return self._crc
 
     def close(self) -> None:
         """Free the memory."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
 
 import pytest
 
@@ -14,7 +15,7 @@ def test_same_results_as_bytesio_for_random_operations() -> None:
     rng = random.Random(7)
     ours, ref = PartBuffer(), io.BytesIO()
     for _ in range(2000):
-        op = rng.choice(["write", "write", "read", "seek", "seek_end", "truncate", "tell"])
+        op = rng.choice(["write", "write", "read", "seek", "seek_end", "truncate", "tell", "crc32"])
         if op == "write":
             data = rng.randbytes(rng.randint(0, 300))
             assert ours.write(memoryview(data)) == ref.write(data)
@@ -29,6 +30,8 @@ def test_same_results_as_bytesio_for_random_operations() -> None:
         elif op == "truncate":
             size = rng.choice([None, 0, rng.randint(0, 600)])
             assert ours.truncate(size) == ref.truncate(size)
+        elif op == "crc32":
+            assert ours.crc32() == zlib.crc32(ref.getvalue())
         assert ours.tell() == ref.tell()
         assert ours.getvalue() == ref.getvalue()
 
@@ -46,3 +49,30 @@ def test_memory_is_kept_across_parts() -> None:
     buf.close()
     with pytest.raises(ValueError, match="closed"):
         buf.write(b"z")
+
+
+def test_empty_write_past_the_end_does_not_extend_as_in_bytesio() -> None:
+    ours, ref = PartBuffer(), io.BytesIO()
+    for buffer in (ours, ref):
+        buffer.write(b"abc")
+        buffer.seek(10)
+        assert buffer.write(b"") == 0
+    assert ours.getvalue() == ref.getvalue() == b"abc"
+
+
+def test_running_crc32_follows_appends_and_is_recomputed_after_an_overwrite() -> None:
+    buf = PartBuffer()
+    for piece in (b"a" * 1000, b"b" * 10, b"c" * 5000):
+        buf.write(piece)
+    assert buf.crc32() == zlib.crc32(b"a" * 1000 + b"b" * 10 + b"c" * 5000)
+    buf.seek(3)
+    buf.write(b"XYZ")  # inside what the running CRC covered
+    assert buf.crc32() == zlib.crc32(buf.getvalue())
+    buf.seek(0)
+    buf.truncate(0)  # the next part
+    buf.write(b"next part")
+    assert buf.crc32() == zlib.crc32(b"next part")
+    with buf.getbuffer() as view:
+        assert bytes(view) == b"next part"
+    buf.write(b" grows")  # the view was released: the memory may grow again
+    assert buf.getvalue() == b"next part grows"
