@@ -94,6 +94,8 @@ def transport_params_for(
         params = _from_connection(uri, family, conn_id, conn_param)
     elif family == "azure" and "client" not in user:
         params = _azure_default_client()
+    elif family == "s3" and "client" not in user:
+        params = {"client": _s3_default_client(user.get("client_kwargs"), conn_param)}
     if family == "http":
         params.setdefault("timeout", HTTP_TIMEOUT)
     params.update(user)
@@ -260,6 +262,22 @@ def _client_secret_credential(conn: Any, tenant_id: str, options: Any, conn_id: 
     return ClientSecretCredential(
         tenant_id=tenant_id, client_id=conn.login, client_secret=conn.password, **(options or {})
     )
+
+
+def _s3_default_client(client_kwargs: dict[str, Any] | None, conn_param: str) -> Any:
+    """The client smart-open would build for each open (its settings, then the user's
+    ``client_kwargs["S3.Client"]``), built once: the checks, reads and writes of a transfer share it."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise ValueError("s3:// URIs need boto3: pip install 'airflow-provider-memories[s3]'") from None
+    retries: Any = {"max_attempts": 6, "mode": "adaptive"}
+    settings = {
+        "config": Config(max_pool_connections=64, tcp_keepalive=True, retries=retries),
+        **((client_kwargs or {}).get("S3.Client") or {}),
+    }
+    return boto3.client("s3", **settings)
 
 
 def _azure_default_client() -> dict[str, Any]:

@@ -378,25 +378,12 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
 
 def _s3_write_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` for smart-open's S3 writer: parts collected in a :class:`PartBuffer` (its memory
-    reused for every part) and checksummed in place (:mod:`.s3_part_checksums`), on the client given
-    or on the one smart-open would have built (its settings, including ``client_kwargs["S3.Client"]``)."""
-    params = dict(params)
-    params.setdefault("writebuffer", PartBuffer())
-    client = params.get("client")
-    if client is None:
-        import boto3
-        from botocore.config import Config
-
-        client_kwargs = params.get("client_kwargs") or {}
-        settings = {
-            "config": Config(
-                max_pool_connections=64, tcp_keepalive=True, retries={"max_attempts": 6, "mode": "adaptive"}
-            ),
-            **(client_kwargs.get("S3.Client") or {}),
-        }
-        client = boto3.client("s3", **settings)
-    params["client"] = precompute_part_checksums(client)
-    return params
+    reused for every part) and checksummed as they are written (:mod:`.s3_part_checksums`)."""
+    return {
+        **params,
+        "writebuffer": params.get("writebuffer") or PartBuffer(),
+        "client": precompute_part_checksums(params["client"]),  # resolve_transport provides one
+    }
 
 
 def _with_metadata(scheme: str, params: dict[str, Any], metadata: dict[str, str]) -> dict[str, Any]:

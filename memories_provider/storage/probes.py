@@ -58,15 +58,11 @@ def sftp_size(uri: str, params: dict[str, Any]) -> int | None:
 
 
 def s3_size(uri: str, params: dict[str, Any]) -> int | None:
-    """An S3 object's ``ContentLength`` from ``HeadObject`` (``params["client"]`` or boto3's default)."""
+    """An S3 object's ``ContentLength`` from ``HeadObject`` with ``params["client"]``."""
     from smart_open import s3
 
     parsed = s3.parse_uri(uri)
-    client = params.get("client")
-    if client is None:
-        import boto3
-
-        client = boto3.client("s3")
+    client = params["client"]  # resolve_transport provides one
     try:
         head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"])
     except Exception as err:

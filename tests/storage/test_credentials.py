@@ -1,4 +1,5 @@
-"""Azure clients from wasb connections, as WasbHook builds them (no network: clients are only built)."""
+"""Storage clients built for a transfer: Azure's from wasb connections, as WasbHook builds them, and
+S3's default one (no network: clients are only built)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,26 @@ def test_service_principal_without_azure_identity_says_what_to_install(
     )
     with pytest.raises(ValueError, match="needs azure-identity: pip install azure-identity"):
         client_for(conn_id)
+
+
+def test_without_a_connection_one_s3_client_is_built_as_smart_open_would() -> None:
+    """Built once, so the checks, reads and writes of a transfer share it; the user's
+    ``client_kwargs["S3.Client"]`` apply (as smart-open applies them to the client it builds)."""
+    settings = {"endpoint_url": "http://127.0.0.1:9", "region_name": "eu-west-1"}
+    params = transport_params_for(
+        "s3://bucket/in/clip.mp4", conn_id=None, transport_params={"client_kwargs": {"S3.Client": settings}}
+    )
+    client = params["client"]
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.config.max_pool_connections == 64
+    assert client.meta.config.retries["mode"] == "adaptive"
+    assert params["client_kwargs"] == {"S3.Client": settings}  # still given to smart-open
+
+
+def test_an_s3_client_given_is_the_one_used() -> None:
+    import boto3
+
+    given = boto3.client("s3", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    params = transport_params_for("s3://bucket/k.mp4", conn_id=None, transport_params={"client": given})
+    assert params["client"] is given
