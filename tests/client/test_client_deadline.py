@@ -57,13 +57,15 @@ def test_retries_that_fit_are_made_and_stop_at_the_deadline(memories_emulator):
     policy = RetryPolicy(max_retries=50)
     with (
         MemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as client,
-        within(1.0),
-        pytest.raises(MemoriesRateLimitError),
+        within(2.0),
+        # The last 0429 when the next wait would not fit; a timeout when a slow (loaded) machine
+        # reaches the deadline first, mid-request: either way the retries stopped at it.
+        pytest.raises((MemoriesRateLimitError, MemoriesTimeoutError)),
     ):
         client.list_videos()
     log = emu.control.request_log("list_videos")
-    # Attempts are >= 0.3 s apart and none starts after the 1 s deadline: at most 4 (0, .3, .6, .9).
-    assert 2 <= len(log) <= 4
+    # Attempts are >= 0.3 s apart and none starts after the 2 s deadline: at most 7 (0, .3, ... 1.8).
+    assert 2 <= len(log) <= 7
 
 
 def test_an_expired_deadline_sends_nothing(memories_emulator):
