@@ -95,7 +95,7 @@ def transport_params_for(
     elif family == "azure" and "client" not in user:
         params = _azure_default_client()
     elif family == "s3" and "client" not in user:
-        params = {"client": _s3_default_client(user.get("client_kwargs"), conn_param)}
+        params = {"client": _s3_default_client(user.get("client_kwargs"))}
     if family == "http":
         params.setdefault("timeout", HTTP_TIMEOUT)
     params.update(user)
@@ -264,7 +264,7 @@ def _client_secret_credential(conn: Any, tenant_id: str, options: Any, conn_id: 
     )
 
 
-def _s3_default_client(client_kwargs: dict[str, Any] | None, conn_param: str) -> Any:
+def _s3_default_client(client_kwargs: dict[str, Any] | None) -> Any:
     """The client smart-open would build for each open (its settings, then the user's
     ``client_kwargs["S3.Client"]``), built once: the checks, reads and writes of a transfer share it."""
     try:

@@ -4,7 +4,7 @@ Since botocore 1.36 (``request_checksum_calculation="when_supported"``, its defa
 ``UploadPart`` carries a CRC32 of the part. botocore computes it with the standard ``zlib``
 (~2 GB/s) over the part read back from its body: in 1 MiB copies for an ``x-amz-checksum-crc32``
 header (plain HTTP), or while sending for an ``aws-chunked`` trailer (HTTPS), which also frames
-every chunk in a new copy. About half a CPU-second per GiB, a sixth of a download to S3.
+every chunk in a new copy. A quarter to half a CPU-second per GiB, a tenth of a download to S3.
 
 The hook here runs between botocore's choice of the checksum and its computation
 (``before-call.s3.UploadPart``) and sets the header itself, from the CRC32 the
