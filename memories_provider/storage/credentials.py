@@ -206,9 +206,7 @@ def _azure_client(conn: Connection) -> Any:
     if tenant_id := pick("tenant_id"):
         return BlobServiceClient(
             account_url=_service_principal_account_url(conn, pick, conn_id),
-            credential=_client_secret_credential(
-                conn, tenant_id, pick("client_secret_auth_config"), conn.conn_id
-            ),
+            credential=_client_secret_credential(conn, tenant_id, pick("client_secret_auth_config"), conn_id),
         )
     if sas := pick("sas_token"):
         url = sas if sas.startswith("http") else f"https://{conn.login}.blob.core.windows.net?{sas}"
@@ -266,7 +264,7 @@ def _client_secret_credential(conn: Any, tenant_id: str, options: Any, conn_id: 
 
 def _s3_default_client(client_kwargs: dict[str, Any] | None) -> Any:
     """The client smart-open would build for each open (its settings, then the user's
-    ``client_kwargs["S3.Client"]``), built once: the checks, reads and writes of a transfer share it."""
+    ``client_kwargs["S3.Client"]``), built once: whatever uses these params shares it."""
     try:
         import boto3
         from botocore.config import Config

@@ -303,10 +303,10 @@ def atomic_writer(
             params = _with_metadata(scheme, params, provenance.to_metadata())
         if scheme.startswith("s3"):
             params = _s3_write_params(params)
-        if not replace and scheme.startswith("s3"):
-            with _s3_no_clobber(uri, params) as fh:
-                yield fh
-            return
+            if not replace:
+                with _s3_no_clobber(uri, params) as fh:
+                    yield fh
+                return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
         with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
@@ -382,7 +382,7 @@ def _s3_write_params(params: dict[str, Any]) -> dict[str, Any]:
     return {
         **params,
         "writebuffer": params.get("writebuffer") or PartBuffer(),
-        "client": precompute_part_checksums(params["client"]),  # resolve_transport provides one
+        "client": precompute_part_checksums(params["client"]),  # transport_params_for provides one
     }
 
 

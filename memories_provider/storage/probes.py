@@ -62,7 +62,7 @@ def s3_size(uri: str, params: dict[str, Any]) -> int | None:
     from smart_open import s3
 
     parsed = s3.parse_uri(uri)
-    client = params["client"]  # resolve_transport provides one
+    client = params["client"]  # transport_params_for provides one
     try:
         head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"])
     except Exception as err:

@@ -303,7 +303,7 @@ def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bo
 
     parsed = s3.parse_uri(uri)
     bucket, key = parsed["bucket_id"], parsed["key_id"]
-    client = params["client"]  # resolve_transport provides one
+    client = params["client"]  # transport_params_for provides one
     probe_key = f"{key}{prefix or ''}{_PROBE}" if is_folder(uri) else key
     # The user's own settings for the upload (e.g. SSE, which a bucket policy may require).
     create_kwargs = (params.get("client_kwargs") or {}).get("S3.Client.create_multipart_upload") or {}
