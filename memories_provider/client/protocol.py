@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from memories_provider.client.errors import (
     MemoriesAuthError,
+    MemoriesConnectionError,
     MemoriesDuplicateError,
     MemoriesError,
     MemoriesIncompleteBodyError,
@@ -787,6 +788,11 @@ class BodySniffer:
         self._judged_json = b"}" not in chunk
 
     @property
+    def received(self) -> int:
+        """How many bytes of the body have been read so far."""
+        return self._size
+
+    @property
     def needs_more(self) -> bool:
         """Whether the bytes so far cannot be judged yet (never past :data:`MAX_ERROR_BYTES`)."""
         if self.complete or self._size >= MAX_ERROR_BYTES:
@@ -927,6 +933,27 @@ def broken_body_error(
     reason = redactor.redact(str(cause)) or type(cause).__name__
     return MemoriesIncompleteBodyError(
         f"download broke off after {_of(received, expected)}: {reason}", endpoint=endpoint, http_status=status
+    )
+
+
+def broken_sniff_error(
+    received: int, expected: int | None, error: MemoriesConnectionError, *, status: int | None
+) -> MemoriesConnectionError:
+    """``error``, for a connection that broke while a body's first bytes were being checked, saying
+    how many of them had come.
+
+    Nothing has reached the caller yet, so it stays the connection error the client retries, unlike
+    :class:`MemoriesIncompleteBodyError`, which is raised while the caller streams the body.
+    """
+    if not received:
+        return error
+    return type(error)(
+        f"download broke off after {_of(received, expected)}, while its first bytes were checked: "
+        f"{error.message}",
+        code=error.code,
+        http_status=status,
+        endpoint=error.endpoint,
+        request_sent=True,
     )
 
 

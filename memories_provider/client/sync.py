@@ -496,7 +496,9 @@ class MemoriesClient(core.ClientCore):
                     sniffer.feed(response.raw.read1(protocol.MAX_ERROR_BYTES, decode_content=True))
             except _TRANSPORT_ERRORS as exc:
                 response.close()
-                raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+                error = _transport_error(exc, spec.endpoint, self._redactor)
+                expected = core.content_length(headers)
+                raise protocol.broken_sniff_error(sniffer.received, expected, error, status=status) from exc
             self._check_download(spec, status, headers, sniffer, response.close)
             return DownloadResponse(response, spec.endpoint, sniffer.prefix, sniffer.complete, self._redactor)
 

@@ -13,17 +13,22 @@ from typing import Any
 import pytest
 
 from memories_provider.client import (
+    MemoriesClient,
+    MemoriesConnectionError,
     MemoriesIncompleteBodyError,
     MemoriesInsufficientCreditsError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
     MemoriesResponseError,
     MemoriesServerError,
+    RetryPolicy,
     protocol,
 )
 from memories_provider.redaction import Redactor
 
 MP4 = b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000)
+# Not a blank, "{", "<" or a BOM first: the sniffer judges it on its first bytes, whatever the rest.
+FILE_1000 = b"\x00" + os.urandom(999)
 
 
 def judge(body: bytes, content_type: str | None = "application/octet-stream", *, piece: int = 0) -> Any:
@@ -204,7 +209,7 @@ async def test_async_client_refuses_bad_bodies(
 
 
 def test_sync_counts_received_bytes_on_a_drop(client: Any, memories_emulator: Any) -> None:
-    data = os.urandom(1000)
+    data = FILE_1000  # judged on its first read: the drop comes while the caller streams
     asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
     memories_emulator.control.inject_fault("v2_download", "drop_mid_body")
     with client.download_asset(asset["asset_id"]) as resp, pytest.raises(MemoriesIncompleteBodyError) as info:
@@ -213,12 +218,63 @@ def test_sync_counts_received_bytes_on_a_drop(client: Any, memories_emulator: An
 
 
 async def test_async_counts_received_bytes_on_a_drop(aclient: Any, memories_emulator: Any) -> None:
-    data = os.urandom(1000)
+    data = FILE_1000
     asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
     memories_emulator.control.inject_fault("v2_download", "drop_mid_body")
     with pytest.raises(MemoriesIncompleteBodyError, match="after 500 of 1000 bytes"):
         async with aclient.download_asset(asset["asset_id"]) as resp:
             [chunk async for chunk in resp.iter_chunks(1024 * 1024)]
+
+
+# Bodies the sniffer must read on to judge: a drop at byte 500 comes before the caller has any of it.
+SNIFFED_ON = [
+    b"{" + FILE_1000[1:],
+    b"<" + FILE_1000[1:],
+    b" \r\n{" + FILE_1000[4:],
+    b"\xef\xbb\xbf<" + FILE_1000[4:],
+]
+
+
+@pytest.mark.parametrize("data", SNIFFED_ON, ids=["brace", "angle", "blanks-brace", "bom-angle"])
+def test_sync_drop_while_the_first_bytes_are_judged_is_retried(
+    client: Any, memories_emulator: Any, data: bytes
+) -> None:
+    asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
+    memories_emulator.control.inject_fault("v2_download", "drop_mid_body", count=1)
+    with client.download_asset(asset["asset_id"]) as resp:
+        assert b"".join(resp.iter_chunks(1024 * 1024)) == data
+    assert memories_emulator.control.count("v2_download") == 2
+
+
+@pytest.mark.parametrize("data", SNIFFED_ON, ids=["brace", "angle", "blanks-brace", "bom-angle"])
+async def test_async_drop_while_the_first_bytes_are_judged_is_retried(
+    aclient: Any, memories_emulator: Any, data: bytes
+) -> None:
+    asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
+    memories_emulator.control.inject_fault("v2_download", "drop_mid_body", count=1)
+    async with aclient.download_asset(asset["asset_id"]) as resp:
+        assert b"".join([chunk async for chunk in resp.iter_chunks(1024 * 1024)]) == data
+    assert memories_emulator.control.count("v2_download") == 2
+
+
+def test_a_drop_while_the_first_bytes_are_judged_counts_them_once_retries_are_spent(
+    memories_emulator: Any,
+) -> None:
+    asset = memories_emulator.control.add_asset(SNIFFED_ON[0], "a.mp4", content_type="video/mp4")
+    memories_emulator.control.inject_fault("v2_download", "drop_mid_body")
+    with (
+        MemoriesClient(
+            memories_emulator.api_key,
+            base_url=memories_emulator.v1_url,
+            v2_base_url=memories_emulator.v2_url,
+            retry=RetryPolicy(max_retries=0),
+        ) as client,
+        pytest.raises(MemoriesConnectionError) as info,
+    ):
+        client.download_asset(asset["asset_id"])
+    assert not isinstance(info.value, MemoriesIncompleteBodyError)  # nothing reached the caller
+    assert "after 500 of 1000 bytes, while its first bytes were checked" in str(info.value)
+    assert info.value.http_status == 200
 
 
 def test_sync_unframed_body_is_measured_against_the_known_size(client: Any, memories_emulator: Any) -> None:
