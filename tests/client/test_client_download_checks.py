@@ -278,7 +278,7 @@ def test_a_drop_while_the_first_bytes_are_judged_counts_them_once_retries_are_sp
 
 
 def test_sync_unframed_body_is_measured_against_the_known_size(client: Any, memories_emulator: Any) -> None:
-    data = os.urandom(1000)
+    data = FILE_1000
     asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
     memories_emulator.control.inject_fault("v2_download", "cut_unframed", after=300)
     with client.download_asset(asset["asset_id"]) as resp, pytest.raises(MemoriesIncompleteBodyError) as info:
@@ -296,7 +296,7 @@ def test_sync_unframed_body_is_measured_against_the_known_size(client: Any, memo
 async def test_async_unframed_body_is_measured_against_the_known_size(
     aclient: Any, memories_emulator: Any
 ) -> None:
-    data = os.urandom(1000)
+    data = FILE_1000
     asset = memories_emulator.control.add_asset(data, "a.mp4", content_type="video/mp4")
     memories_emulator.control.inject_fault("v2_download", "cut_unframed", after=300)
     with pytest.raises(MemoriesIncompleteBodyError, match="ended after 300 of 1000 bytes"):
