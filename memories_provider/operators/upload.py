@@ -36,7 +36,7 @@ from memories_provider.operators._upload_args import (
 )
 from memories_provider.preflight import bad_input_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
-from memories_provider.storage.files import StorageFile, open_storage_file, stat_storage_file
+from memories_provider.storage.files import StorageFile, stat_storage_file
 from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import VideoStatusEvent
 
@@ -630,9 +630,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 progress.update(done)
 
             self.log.info("Uploading %s (%s bytes)", shown, size)
-            with open_storage_file(
-                plan.source.uri, conn_id=self.source_conn_id, transport_params=self.transport_params
-            ) as fh:
+            with plan.source.open() as fh:  # with the client the pre-flight looked it up with
                 result = client.upload_video(
                     fh,
                     filename=plan.source.name,

@@ -12,7 +12,7 @@ import contextlib
 import os
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -30,11 +30,21 @@ class StorageFile:
     :param uri: its URI as given.
     :param name: its file name (last path segment), used as the upload's filename.
     :param size: its size in bytes; ``None`` only for an HTTP file whose server gives no length.
+    :param transport_params: the smart-open settings it was looked up with (credentials, and the
+        storage client itself), so that :meth:`open` reads it with the same ones; never shown.
     """
 
     uri: str
     name: str
     size: int | None
+    transport_params: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        """Open the file for streaming reads (binary, compression disabled) with the settings it was
+        looked up with: one storage client per file, not one per step."""
+        with _open(self.uri, self.transport_params) as fh:
+            yield fh
 
 
 def storage_file_name(uri: str) -> str:
@@ -86,7 +96,7 @@ def stat_storage_file(
         raise ValueError(f"`source` {shown!r} does not exist")
     if size == 0:
         raise ValueError(f"`source` {shown!r} is empty (0 bytes)")
-    return StorageFile(uri=uri, name=name, size=size)
+    return StorageFile(uri=uri, name=name, size=size, transport_params=params)
 
 
 @contextlib.contextmanager
@@ -102,13 +112,21 @@ def open_storage_file(
     :param conn_id: Airflow connection with the storage credentials (``source_conn_id``).
     :param transport_params: extra smart-open parameters (validated per scheme).
     """
+    params: dict[str, Any] = {}
+    if scheme_family(uri) != "file":
+        params = transport_params_for(
+            uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
+        )
+    with _open(uri, params) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _open(uri: str, params: dict[str, Any]) -> Iterator[BinaryIO]:
     if scheme_family(uri) == "file":
         with open(_local_path(uri), "rb") as local:
             yield local
         return
-    params = transport_params_for(
-        uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
-    )
     import smart_open  # on use: it loads every transport (boto3, paramiko, azure...)
 
     fh: Any = smart_open.open(uri, "rb", compression="disable", transport_params=params)

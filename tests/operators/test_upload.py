@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -93,6 +94,34 @@ def test_s3_source(emu: Any, moto_s3_server: Any, s3_bucket: str) -> None:
     run(source=f"s3://{s3_bucket}/in/clip.mp4", source_conn_id=moto_s3_server.conn_id)
     [v] = stored(emu)
     assert v["size"] == len(VIDEO)
+
+
+@pytest.mark.parametrize("with_conn", [True, False], ids=["source_conn_id", "client_kwargs"])
+def test_an_s3_source_is_looked_up_and_read_with_one_client(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, with_conn: bool
+) -> None:
+    """The pre-flight's size probe and the read share the client (two once: each built its own)."""
+    from memories_provider.storage import credentials
+
+    built: list[Any] = []
+    for name in ("_s3_client", "_s3_default_client"):
+        original = getattr(credentials, name)
+        monkeypatch.setattr(credentials, name, lambda *a, _f=original: built.append(_f(*a)) or built[-1])
+    moto_s3_server.client().put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    settings = {
+        "endpoint_url": moto_s3_server.endpoint_url,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "region_name": "us-east-1",
+    }
+    source = {"source": f"s3://{s3_bucket}/in/clip.mp4"}
+    if with_conn:
+        run(**source, source_conn_id=moto_s3_server.conn_id)
+    else:
+        run(**source, transport_params={"client_kwargs": {"S3.Client": settings}})
+    [v] = stored(emu)
+    assert v["size"] == len(VIDEO) and v["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    assert len(built) == 1
 
 
 def test_sftp_source(emu: Any, sshd: Any) -> None:

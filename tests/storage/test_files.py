@@ -76,6 +76,15 @@ def test_sftp_source_through_an_ssh_connection(sshd):
         stat_storage_file(sshd.uri(str(sshd.root / "none.mp4")), conn_id=sshd.conn_id)
 
 
+def test_a_looked_up_file_opens_with_its_settings_and_never_shows_them(sshd):
+    path = sshd.root / "clip.mp4"
+    path.write_bytes(DATA)
+    info = stat_storage_file(sshd.uri(str(path)), conn_id=sshd.conn_id)
+    with info.open() as fh:
+        assert fh.read() == DATA
+    assert info.transport_params and sshd.key_file not in repr(info) and "transport_params" not in repr(info)
+
+
 def test_azure_source_through_a_wasb_connection(azurite, azure_container):
     from azure.storage.blob import BlobServiceClient
 
