@@ -13,6 +13,7 @@ written): no allocation, no fresh pages, no copy per chunk.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 from collections.abc import Callable
@@ -26,16 +27,18 @@ Chunk = bytes | memoryview
 class BufferRing:
     """``count`` reusable buffers of ``size`` bytes, lent to a producer and given back by a consumer.
 
-    :meth:`take` blocks until a buffer is free; memory is ``count`` x ``size``, allocated once.
+    :meth:`take` blocks until a buffer is free; memory is ``count`` x ``size``, allocated once. Each
+    buffer is its own anonymous mapping, so it starts on a page boundary: a local file can take it
+    with ``O_DIRECT`` (see :mod:`~memories_provider.storage.write_behind`).
     """
 
     def __init__(self, count: int, size: int) -> None:
         if count < 1 or size < 1:
             raise ValueError(f"a ring needs at least one buffer of at least one byte, got {count} x {size}")
         self.size = size
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(count):
-            self._free.put(bytearray(size))
+            self._free.put(mmap.mmap(-1, size))
 
     def take(self) -> memoryview:
         """A free buffer, whole (waits for one to be given back)."""
@@ -50,7 +53,7 @@ class BufferRing:
         """Return the buffer ``view`` (or any slice of it) looks into."""
         buffer = view.obj
         view.release()
-        assert isinstance(buffer, bytearray)
+        assert isinstance(buffer, mmap.mmap)
         self._free.put(buffer)
 
 

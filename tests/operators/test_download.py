@@ -28,6 +28,7 @@ from memories_provider.client import (
     MemoriesInvalidRequestError,
 )
 from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.storage import write_behind
 from memories_provider.storage.destinations import ResolvedTransport, atomic_writer
 
 VIDEO = os.urandom(3 * 1024 * 1024 + 17)  # > 1 chunk, odd size
@@ -192,6 +193,31 @@ def test_video_no_to_local_file(emu: Any, upload: Any, tmp_path: Path) -> None:
     assert result["content_type"].startswith("video/")
     assert files_in(tmp_path / "out") == ["v.mp4"]  # no temp file left
     assert records_in(tmp_path / "out") == [".v.mp4.memories.json"]
+
+
+def test_a_local_file_takes_every_whole_chunk_with_o_direct(
+    emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ext4/XFS the body goes from the receive buffers to the disk, past the page cache, up to
+    its last partial chunk (1 MiB chunks: 3 MiB direct, then 17 bytes the usual way)."""
+    probe = os.open(tmp_path, os.O_RDONLY)
+    try:
+        if write_behind.filesystem_type(probe) not in write_behind.DIRECT_FILESYSTEMS:
+            pytest.skip("the temporary folder is not on ext4 or XFS")
+    finally:
+        os.close(probe)
+    stopped_at: list[int] = []
+    original = write_behind.WriteBehindFile._stop_direct
+
+    def recording(self: write_behind.WriteBehindFile) -> None:
+        stopped_at.append(self._written)
+        original(self)
+
+    monkeypatch.setattr(write_behind.WriteBehindFile, "_stop_direct", recording)
+    target = tmp_path / "v.mp4"
+    result = run(video_no=upload(), destination=str(target))
+    assert target.read_bytes() == VIDEO and result["sha256"] == hashlib.sha256(VIDEO).hexdigest()
+    assert stopped_at == [3 * 1024 * 1024]
 
 
 def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tmp_path: Path) -> None:
