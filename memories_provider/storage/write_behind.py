@@ -138,12 +138,10 @@ class WriteBehindFile(io.FileIO):
 
     def takes_direct(self, data: Any) -> bool:
         """Whether writing ``data`` now keeps ``O_DIRECT`` on (see the module for what it needs)."""
-        return (
-            self.direct
-            and self._written % DIRECT_ALIGN == 0
-            and memoryview(data).nbytes % DIRECT_ALIGN == 0
-            and _aligned_address(data)
-        )
+        if not self.direct or self._written % DIRECT_ALIGN:
+            return False
+        size = memoryview(data).nbytes
+        return size == 0 or (size % DIRECT_ALIGN == 0 and _aligned_address(data))
 
     def write(self, data: Any) -> int:  # type: ignore[override]
         """Write ``data`` (as ``FileIO.write``): directly when it allows it; otherwise through the

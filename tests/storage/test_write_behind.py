@@ -196,6 +196,17 @@ def test_any_mix_of_writes_gives_the_same_bytes(direct_dir: Path) -> None:
         assert path.read_bytes() == expected, trial
 
 
+def test_an_empty_write_leaves_o_direct_on(direct_dir: Path) -> None:
+    aligned = next(_ring_chunks(_data(CHUNK)))
+    path = direct_dir / "f"
+    with open_write_behind(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)) as out:
+        for piece in (aligned, aligned[:0], b"", aligned):
+            out.write(piece)
+        out.flush()
+        assert out.raw.direct and _is_direct(out.fileno())
+    assert path.read_bytes() == bytes(aligned) * 2
+
+
 def test_a_seek_turns_o_direct_off(direct_dir: Path) -> None:
     aligned = next(_ring_chunks(_data(CHUNK)))
     path = direct_dir / "f"
