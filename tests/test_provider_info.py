@@ -45,7 +45,13 @@ def test_providers_manager_knows_the_connection_type_and_form():
 
     pm = ProvidersManager()
     assert "airflow-provider-memories" in pm.providers
-    assert pm.hooks["memories"].hook_class_name == "memories_provider.hooks.memories.MemoriesHook"
+    try:  # Airflow 3.3+: tasks find hooks through the task SDK (ProvidersManager.hooks is deprecated)
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    except ImportError:
+        hooks = pm.hooks
+    else:
+        hooks = ProvidersManagerTaskRuntime().hooks
+    assert hooks["memories"].hook_class_name == "memories_provider.hooks.memories.MemoriesHook"
     widgets = pm.connection_form_widgets
     for name in ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_id", "blob_download_api"):
         assert f"extra__memories__{name}" in widgets
