@@ -86,11 +86,7 @@ def stat_storage_file(
         validate_transport_params(uri, transport_params)
         if os.path.isdir(_local_path(uri)):
             raise ValueError(f"`source` {uri!r} is a folder, not a video file")
-        params: dict[str, Any] = {}
-    else:
-        params = transport_params_for(
-            uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
-        )
+    params = _source_params(uri, conn_id, transport_params)
     size = stored_size(uri, params)
     if size is None and family != "http":  # an HTTP server may just not tell
         raise ValueError(f"`source` {shown!r} does not exist")
@@ -112,13 +108,17 @@ def open_storage_file(
     :param conn_id: Airflow connection with the storage credentials (``source_conn_id``).
     :param transport_params: extra smart-open parameters (validated per scheme).
     """
-    params: dict[str, Any] = {}
-    if scheme_family(uri) != "file":
-        params = transport_params_for(
-            uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
-        )
-    with _open(uri, params) as fh:
+    with _open(uri, _source_params(uri, conn_id, transport_params)) as fh:
         yield fh
+
+
+def _source_params(uri: str, conn_id: str | None, transport_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The smart-open settings to read ``uri`` with (none for a local file, which is opened directly)."""
+    if scheme_family(uri) == "file":
+        return {}
+    return transport_params_for(
+        uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
+    )
 
 
 @contextlib.contextmanager

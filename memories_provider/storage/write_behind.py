@@ -199,7 +199,7 @@ class _WriteBehindWriter(io.BufferedWriter):
 
     def write(self, data: Any) -> int:  # type: ignore[override]
         """Write all of ``data``: straight to the file while it takes it directly, else buffered."""
-        if not (self.raw.direct and self.raw.takes_direct(data)):
+        if not self.raw.takes_direct(data):
             return super().write(data)
         self.flush()
         view = memoryview(data).cast("B")
