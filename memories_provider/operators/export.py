@@ -6,9 +6,10 @@ import ast
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
 from memories_provider.client import MemoriesError, MemoriesNotFoundError, Transcript, Video, VideoStatus
 from memories_provider.client.deadline import within
@@ -38,7 +39,7 @@ from memories_provider.storage.destinations import (
 )
 from memories_provider.storage.survey import survey
 from memories_provider.storage.uris import redact_uri
-from memories_provider.types import ExportResult
+from memories_provider.types import ExportResult, VideoStatusEvent
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -139,8 +140,14 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         every ``poll_interval`` seconds until all are ``PARSE``, up to ``wait_timeout``; a
         ``FAILED`` or unknown video fails the task) or ``"skip"`` (export the others; the skipped
         ids, and those of videos deleted during the export, are in the result's ``skipped``).
-    :param wait_timeout: seconds ``not_parsed="wait"`` waits at most.
+    :param wait_timeout: seconds ``not_parsed="wait"`` waits at most, counted from the start of the
+        task (a deferred wait included). It bounds the waiting; the first status check, like the
+        export itself, is bounded by the connection's retry policy.
     :param poll_interval: seconds between status checks while waiting.
+    :param deferrable: with ``not_parsed="wait"``, wait in the triggerer (the status trigger the
+        sensor uses; no worker slot held) once the first check has found videos not parsed yet;
+        defaults to ``[operators] default_deferrable``. On resume, the statuses and the destination
+        are checked again before anything is fetched.
     :param overwrite: ``True`` (default): replace what is at the destination, atomically.
         ``False``: fail, before any request, if something is there (and at the commit if
         something appeared meanwhile: local, SFTP and S3).
@@ -173,6 +180,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         memories_conn_id: str = MemoriesHook.default_conn_name,
         destination_conn_id: str | None = None,
         transport_params: dict[str, Any] | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -194,6 +202,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         self.memories_conn_id = memories_conn_id
         self.destination_conn_id = destination_conn_id
         self.transport_params = transport_params
+        self.deferrable = deferrable
         self._result: ExportResult | None = None
         self._exported: list[str] = []
         self._scope: str | None = None
@@ -203,6 +212,28 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
+        return self._export(context, end_time=time.time() + self.wait_timeout)
+
+    def execute_complete(
+        self, context: Context, event: VideoStatusEvent, end_time: float | None = None
+    ) -> ExportResult:
+        """Resume after a deferred wait for parsing: export, or fail as the wait ended."""
+        status = event.get("status") if isinstance(event, dict) else None
+        message = str(event.get("message") or "") if isinstance(event, dict) else repr(event)
+        if status == "failed":  # a failed or unknown video: no retry changes that
+            raise AirflowFailException(f"cannot export: {message}; nothing was exported")
+        if status != "success":  # timeout, or the trigger's error
+            raise AirflowException(
+                f"{message or f'unexpected trigger event {event!r}'}; nothing was exported"
+            )
+        # The wait's deadline stands. Only dag.test() drops a fired deferral's kwargs: a fresh
+        # window then, which the statuses just found all PARSE make moot.
+        return self._export(
+            context, end_time=end_time if end_time is not None else time.time() + self.wait_timeout
+        )
+
+    def _export(self, context: Context, *, end_time: float) -> ExportResult:
+        """The export, with ``end_time`` (epoch seconds) as the deadline of ``not_parsed="wait"``."""
         plan = self._preflight()
         shown = redact_uri(plan.destination)
         if plan.found:
@@ -218,7 +249,11 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             self._namespace = namespace_of(hook)
             scope = self._scope = self.unique_id or hook.config.unique_id
             ids = plan.video_nos
-            videos = self._listed(hook, scope) if ids is None else self._checked(hook, ids, scope, skipped)
+            videos = (
+                self._listed(hook, scope)
+                if ids is None
+                else self._checked(hook, ids, scope, skipped, end_time)
+            )
             self.log.info("Exporting %s outputs to %s (%s)", "+".join(self.kinds), shown, plan.file_format)
             rows, size = self._write(hook, plan, videos, scope, skipped)
         finally:
@@ -312,13 +347,16 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 seen.add(video.video_no)
                 yield video
 
-    def _checked(self, hook: MemoriesHook, ids: list[str], scope: str, skipped: list[str]) -> list[Video]:
-        """The named videos, in order, once their statuses allow the export (see ``not_parsed``)."""
-        deadline = time.monotonic() + self.wait_timeout
+    def _checked(
+        self, hook: MemoriesHook, ids: list[str], scope: str, skipped: list[str], end_time: float
+    ) -> list[Video]:
+        """The named videos, in order, once their statuses allow the export (see ``not_parsed``);
+        with ``deferrable``, the wait for the others is deferred (nothing is written before)."""
+        deadline = time.monotonic() + (end_time - time.time())
         ready: dict[str, Video] = {}
-        waiting = list(ids)
+        waiting, first = list(ids), True
         while True:
-            found, rejected = self._statuses(hook, waiting, scope, deadline)
+            found, rejected = self._statuses(hook, waiting, scope, deadline, first=first)
             problems: dict[str, str] = {}
             pending: list[str] = []
             for video_no in waiting:
@@ -354,18 +392,48 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     f"timed out after {self.wait_timeout:g}s waiting for {len(pending)} video(s) to be "
                     f"PARSE ({', '.join(pending[:10])}); nothing was exported"
                 )
+            if self.deferrable:
+                self._defer_for(pending, scope, end_time)
             self.log.info("%d video(s) not PARSE yet; next check in %gs", len(pending), self.poll_interval)
             time.sleep(min(self.poll_interval, remaining))
-            waiting = pending
+            waiting, first = pending, False
+
+    def _defer_for(self, pending: list[str], scope: str, end_time: float) -> None:
+        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+
+        self.log.info(
+            "%d video(s) not PARSE yet (%s); waiting for them in the triggerer",
+            len(pending),
+            ", ".join(pending[:10]),
+        )
+        self.defer(
+            trigger=MemoriesVideoStatusTrigger(
+                video_nos=pending,
+                memories_conn_id=self.memories_conn_id,
+                unique_id=scope,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+            ),
+            method_name="execute_complete",
+            kwargs={"end_time": end_time},
+            # The trigger fires its own timeout event at end_time; this is only a backstop.
+            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + deferral_margin(self.poll_interval)),
+        )
 
     def _statuses(
-        self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float
+        self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float, *, first: bool
     ) -> tuple[dict[str, Video], dict[str, str]]:
-        """One status round (``list_videos``, 200 ids a request): (listed videos, refused ids)."""
+        """One status round (``list_videos``, 200 ids a request): (listed videos, refused ids).
+
+        The deadline bounds the waiting, not the ``first`` try: the check every export makes, also
+        when it resumes after its deadline (queued a while after the trigger saw the videos parsed).
+        """
         round_ = StatusRound(video_nos)
         while True:
             try:
-                with within(deadline - time.monotonic() if self.not_parsed == "wait" else None):
+                bounded = self.not_parsed == "wait" and not first
+                with within(deadline - time.monotonic() if bounded else None):
                     run_round(hook.list_videos, round_, scope)
                 return round_.found, round_.rejected
             except MemoriesError as err:
@@ -375,6 +443,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     raise
                 self.log.info("status check failed (%s); checking again in %gs", err, self.poll_interval)
                 time.sleep(max(0.0, min(self.poll_interval, deadline - time.monotonic())))
+                first = False
 
     # ------------------------------------------------------------------ outputs
 

@@ -186,6 +186,7 @@ def test_not_parsed_wait_reuses_the_status_check(
         """The operator's time: a pause parses the video (no real sleeping)."""
 
         monotonic = staticmethod(export.time.monotonic)
+        time = staticmethod(export.time.time)
 
         @staticmethod
         def sleep(seconds: float) -> None:
@@ -199,6 +200,207 @@ def test_not_parsed_wait_reuses_the_status_check(
     assert result["rows"] == 15
     # The second check asks only for the video still waiting.
     assert [e.get("video_nos") for e in emu.control.request_log("list_videos")] == [three, [three[1]]]
+
+
+def test_not_parsed_wait_deferrable_defers_after_one_check_and_writes_nothing(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    import time
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    emu.control.set_status(three[1], "UNPARSE")
+    emu.control.set_status(three[2], "UNPARSE")
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        wait_timeout=600,
+        poll_interval=45,
+        destination=str(tmp_path / "out" / "x.jsonl"),
+    )
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute({})
+    after = time.time()
+    trigger = info.value.trigger
+    # The trigger waits for the videos not parsed yet, in the export's scope, by its deadline.
+    assert trigger.video_nos == [three[1], three[2]] and trigger.unique_id == "default"
+    assert trigger.poll_interval == 45
+    assert before + 600 <= trigger.end_time <= after + 600
+    assert info.value.method_name == "execute_complete"
+    assert info.value.kwargs == {"end_time": trigger.end_time}  # the deadline survives the resume
+    # Airflow's own deferral timeout is a backstop beyond end_time: max(60 s, 2 poll intervals).
+    margin = info.value.timeout.total_seconds() - 90
+    assert trigger.end_time - after <= margin <= trigger.end_time - before
+    # One status check on the worker; no output fetched, nothing written.
+    assert emu.control.count("list_videos") == 1
+    assert emu.control.count("get_video_caption") == emu.control.count("get_audio_transcription") == 0
+    assert files_in(tmp_path / "out") == []  # the pre-flight made the folder; nothing in it
+
+
+def test_deferrable_only_defers_what_it_waits_for(emu: Any, three: list[str], tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    target = tmp_path / "x.jsonl"
+    # All parsed: no deferral at all.
+    result = run(video_nos=three, not_parsed="wait", deferrable=True, destination=str(target))
+    assert result["rows"] == 15
+    # "fail" and "skip" never wait, deferrable or not.
+    emu.control.set_status(three[1], "UNPARSE")
+    with pytest.raises(AirflowFailException, match="not PARSE yet"):
+        run(video_nos=three, deferrable=True, destination=str(tmp_path / "y.jsonl"))
+    result = run(video_nos=three, not_parsed="skip", deferrable=True, destination=str(tmp_path / "z.jsonl"))
+    assert result["skipped"] == [three[1]]
+    # A failed video fails at once, before any deferral.
+    emu.control.set_status(three[2], "FAILED", cause="bad codec")
+    with pytest.raises(AirflowFailException, match=rf"not PARSE: {three[2]}: FAILED"):
+        run(video_nos=three, not_parsed="wait", deferrable=True, destination=str(tmp_path / "w.jsonl"))
+    assert not (tmp_path / "w.jsonl").exists() and not (tmp_path / "y.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [("failed", "AirflowFailException"), ("timeout", "AirflowException"), ("error", "AirflowException")],
+)
+def test_resumed_wait_that_did_not_succeed_fails_with_nothing_written(
+    emu: Any, three: list[str], tmp_path: Path, status: str, error: str
+) -> None:
+    import time
+
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    message = f"{three[1]}: the trigger's own words for {status}"
+    with pytest.raises(Exception) as info:
+        operator.execute_complete({}, {"status": status, "message": message, "videos": []}, time.time() + 60)
+    assert type(info.value).__name__ == error  # failed: no retry helps; timeout/error: Airflow's retries may
+    assert str(info.value) == (
+        f"cannot export: {message}; nothing was exported"
+        if status == "failed"
+        else f"{message}; nothing was exported"
+    )
+    assert emu.control.count("list_videos") == 0 and files_in(tmp_path) == []
+
+
+def test_resumed_wait_keeps_its_deadline(emu: Any, three: list[str], tmp_path: Path) -> None:
+    """The deadline handed over in the deferral's kwargs stands (here, already past): the resumed
+    export checks the statuses once, exports if all are parsed, and grants no fresh window else."""
+    import time
+
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+    success = {"status": "success", "message": "", "videos": []}
+    resumed = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        destination=str(tmp_path / "y.jsonl"),
+    )
+    # Resumed late (queued after the trigger fired): all parsed, so it exports.
+    assert resumed.execute_complete({}, success, time.time() - 10)["rows"] == 15
+    emu.control.set_status(three[0], "UNPARSE")
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        wait_timeout=3600,
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(AirflowException, match=rf"timed out .*\({three[0]}\); nothing was exported") as info:
+        operator.execute_complete({}, success, time.time() - 1)
+    assert not isinstance(info.value, AirflowFailException)
+    assert files_in(tmp_path) == ["y.jsonl"]
+
+
+def test_deferred_export_in_a_dag_run_resumes_and_exports(
+    emu: Any, three: list[str], tmp_path: Path, run_dag: Any
+) -> None:
+    import threading
+    import time
+
+    import pendulum
+    from airflow import DAG
+
+    emu.control.set_status(three[1], "UNPARSE")
+
+    def parse_after_first_check() -> None:
+        deadline = time.monotonic() + 30
+        while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
+        emu.control.set_status(three[1], "PARSE")
+
+    target = tmp_path / "x.jsonl"
+    with DAG(
+        "export_deferred", start_date=pendulum.datetime(2024, 1, 1), schedule=None, catchup=False
+    ) as dag:
+        MemoriesExportOperator(
+            task_id="export",
+            video_nos=three,
+            not_parsed="wait",
+            deferrable=True,
+            poll_interval=0.2,
+            wait_timeout=60,
+            destination=str(target),
+        )
+    releaser = threading.Thread(target=parse_after_first_check, daemon=True)
+    releaser.start()
+    dag_run = run_dag(dag)
+    releaser.join(30)
+    assert dag_run.state == "success"
+    [ti] = dag_run.get_task_instances()
+    assert ti.xcom_pull(task_ids="export")["rows"] == 15
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+    asked = [e.get("video_nos") for e in emu.control.request_log("list_videos")]
+    # The worker's check of all three, the trigger's of the one waited for, the resumed check of all.
+    assert asked[0] == three and asked[-1] == three and [three[1]] in asked[1:-1]
+
+
+def test_video_failing_during_a_deferred_wait_fails_the_task_once_with_nothing_written(
+    emu: Any, three: list[str], tmp_path: Path, run_dag: Any
+) -> None:
+    import threading
+    import time
+
+    import pendulum
+    from airflow import DAG
+
+    emu.control.set_status(three[1], "UNPARSE")
+
+    def fail_after_first_check() -> None:
+        deadline = time.monotonic() + 30
+        while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
+        emu.control.set_status(three[1], "FAILED", cause="unsupported codec")
+
+    target = tmp_path / "x.jsonl"
+    with DAG("export_deferred_fails", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
+        MemoriesExportOperator(
+            task_id="export",
+            video_nos=three,
+            not_parsed="wait",
+            deferrable=True,
+            poll_interval=0.2,
+            wait_timeout=60,
+            retries=2,
+            destination=str(target),
+        )
+    releaser = threading.Thread(target=fail_after_first_check, daemon=True)
+    releaser.start()
+    dag_run = run_dag(dag)
+    releaser.join(30)
+    [ti] = dag_run.get_task_instances()
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 1  # AirflowFailException: no retry spent on a failed video
+    assert files_in(tmp_path) == []
+    assert emu.control.count("get_video_caption") == 0
 
 
 # ---------------------------------------------------------------------------- failures mid-export
