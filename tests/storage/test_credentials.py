@@ -118,6 +118,26 @@ def test_without_a_connection_one_s3_client_is_built_as_smart_open_would() -> No
     assert params["client_kwargs"] == {"S3.Client": settings}  # still given to smart-open
 
 
+def test_the_s3_client_built_keeps_smart_opens_own_settings() -> None:
+    """``_s3_default_client`` repeats smart-open's (private) client settings: this fails when an
+    upgrade of smart-open changes them, so that the copy follows."""
+    from types import SimpleNamespace
+
+    from smart_open.s3 import _initialize_boto3
+
+    settings = {"region_name": "eu-west-1", "aws_access_key_id": "a", "aws_secret_access_key": "b"}
+    theirs: Any = SimpleNamespace()
+    _initialize_boto3(theirs, None, {"S3.Client": settings}, "bucket", "key")
+    ours = transport_params_for(
+        "s3://bucket/key", conn_id=None, transport_params={"client_kwargs": {"S3.Client": settings}}
+    )["client"]
+    for client in (theirs._client.client, ours):
+        assert client.meta.region_name == "eu-west-1"
+    mine, smart = ours.meta.config, theirs._client.client.meta.config
+    for name in ("max_pool_connections", "tcp_keepalive", "retries", "connect_timeout", "read_timeout"):
+        assert getattr(mine, name) == getattr(smart, name), name
+
+
 def test_an_s3_client_given_is_the_one_used() -> None:
     import boto3
 
