@@ -19,7 +19,16 @@ from typing import Any
 from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family
 
-__all__ = ["azure_size", "gcs_size", "http_size", "local_size", "s3_size", "sftp_size", "stored_size"]
+__all__ = [
+    "azure_size",
+    "gcs_size",
+    "http_size",
+    "local_free_space",
+    "local_size",
+    "s3_size",
+    "sftp_size",
+    "stored_size",
+]
 
 
 def stored_size(uri: str, params: dict[str, Any]) -> int | None:
@@ -29,6 +38,26 @@ def stored_size(uri: str, params: dict[str, Any]) -> int | None:
     :raises ValueError: for a scheme outside the table.
     """
     return _PROBES[scheme_family(uri)](uri, params)
+
+
+def local_free_space(uri: str) -> int | None:
+    """Bytes a new file next to the local path ``uri`` may still take (``statvfs`` of its folder);
+    ``None`` when the filesystem does not tell (no such folder, or one reporting no size, as
+    pseudo and some FUSE filesystems do).
+
+    An early warning, not a promise: others may write there meanwhile, and quotas are not seen.
+    """
+    path = local_path(uri)
+    assert path is not None
+    try:
+        stats = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return None
+    if stats.f_blocks == 0:
+        return None
+    # root may also fill the blocks reserved for it (f_bfree); others only f_bavail.
+    blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+    return int(blocks * stats.f_frsize)
 
 
 def local_size(uri: str, params: dict[str, Any]) -> int | None:

@@ -220,6 +220,54 @@ def test_a_local_file_takes_every_whole_chunk_with_o_direct(
     assert stopped_at == [3 * 1024 * 1024]
 
 
+def _free_space_of(monkeypatch: pytest.MonkeyPatch, folder: Path, free: int) -> None:
+    """``statvfs`` of ``folder`` reports ``free`` bytes left (for everyone): a full disk cannot be
+    made here without mounting one. Every other path asks the real filesystem."""
+    real = os.statvfs
+
+    def statvfs(path: Any) -> os.statvfs_result:
+        if Path(path).resolve() != folder.resolve():
+            return real(path)
+        # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax
+        return os.statvfs_result((4096, 1, 10**12, free, free, 1000, 1000, 1000, 0, 255))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+@pytest.mark.parametrize("where", ["out/v.mp4", "out/"])
+def test_a_download_its_disk_cannot_hold_fails_before_writing(
+    emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+    video_no = upload()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.mp4").write_bytes(b"earlier")
+    _free_space_of(monkeypatch, folder, len(VIDEO) - 1)
+    with pytest.raises(AirflowException) as info:
+        run(video_no=video_no, destination=under(tmp_path, where))
+    assert not isinstance(info.value, AirflowFailException)  # a retry may find space freed
+    assert f"is {len(VIDEO)} bytes but its filesystem has {len(VIDEO) - 1} bytes free" in str(info.value)
+    assert "nothing was written" in str(info.value)
+    assert files_in(folder) == ["keep.mp4"] and records_in(folder) == []
+    # Just enough: the download goes ahead.
+    _free_space_of(monkeypatch, folder, len(VIDEO))
+    result = run(video_no=video_no, destination=under(tmp_path, where))
+    assert Path(result["uri"]).read_bytes() == VIDEO
+
+
+def test_local_free_space_is_what_statvfs_grants(tmp_path: Path) -> None:
+    from memories_provider.storage.probes import local_free_space
+
+    stats = os.statvfs(tmp_path)
+    blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+    free = local_free_space(str(tmp_path / "v.mp4"))
+    assert free is not None and abs(free - blocks * stats.f_frsize) < 64 * 1024 * 1024
+    assert local_free_space(str(tmp_path / "missing" / "v.mp4")) is None  # no folder yet: not known
+    assert local_free_space("/proc/v.mp4") is None  # a filesystem that reports no size
+
+
 def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tmp_path: Path) -> None:
     # One DAG param may name a local or a remote destination; the connection serves the remote ones.
     target = tmp_path / "v.mp4"
