@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import airflow
 import pytest
+import requests
 from airflow_stack import (
     REPO,
     Components,
@@ -62,8 +63,11 @@ def deployment(tmp_path: Path, memories_emulator_process: Any, sshd: Any) -> Ite
     home.mkdir()
     # The example DAGs and the canary DAG.
     dags = tmp_path / "dags"
-    canary_dag = Path(__file__).parent / "dags" / "memories_canary_sftp.py"
-    link_dags(dags, [*sorted((REPO / "dags").glob("*.py")), canary_dag])
+    test_dags = [
+        Path(__file__).parent / "dags" / name
+        for name in ("memories_canary_sftp.py", "memories_export_deferred.py")
+    ]
+    link_dags(dags, [*sorted((REPO / "dags").glob("*.py")), *test_dags])
     sftp_conn = {
         "conn_type": "ssh",
         "host": "127.0.0.1",
@@ -149,8 +153,18 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     for sub in ("conn", "uri"):
         (canary_folder / sub).mkdir(parents=True)
 
+    # A video uploaded by hand (not parsed yet either) for the export that waits deferred.
+    answer = requests.post(
+        f"{emu.v1_url}/upload",
+        headers={"Authorization": CANARY_KEY},
+        files={"file": ("export-me.mp4", os.urandom(50_000), "video/mp4")},
+        timeout=60,
+    ).json()
+    assert answer["code"] == "0000", answer
+    export_video = str(answer["data"]["videoNo"])
+
     wanted = {"memories_video_pipeline", "memories_backfill"}
-    every_dag = {*wanted, "memories_canary_sftp"}
+    every_dag = {*wanted, "memories_canary_sftp", "memories_export_deferred"}
     wait_for(
         "the dag processor to serialize the example DAGs",
         lambda: every_dag <= {r[0] for r in db.query("select dag_id from serialized_dag")},
@@ -176,23 +190,25 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     trigger(
         env, "memories_canary_sftp", {"asset_id": canary_asset["asset_id"], "folder": f"{canary_folder}/"}
     )
+    export_file = exports / "deferred" / "rows.jsonl"
+    trigger(env, "memories_export_deferred", {"video_no": export_video, "destination": str(export_file)})
+    waiting = {(dag, "wait_for_parse") for dag in wanted} | {("memories_export_deferred", "export")}
 
-    def deferred() -> set[str] | None:
-        rows = db.query(
-            "select dag_id from task_instance where task_id = 'wait_for_parse' and state = 'deferred'"
-        )
-        return wanted if {r[0] for r in rows} == wanted else None
+    def deferred() -> set[tuple[str, str]] | None:
+        rows = db.query("select dag_id, task_id from task_instance where state = 'deferred'")
+        return waiting if {(r[0], r[1]) for r in rows} >= waiting else None
 
-    # Both sensors are waiting in the triggerer (state "deferred", no worker slot) ...
-    wait_for("both sensors to defer", deferred, procs, DEADLINE)
+    # Both sensors and the export are waiting in the triggerer (state "deferred", no worker slot) ...
+    wait_for("both sensors and the export to defer", deferred, procs, DEADLINE)
     scheduler_log = deployment["logs"] / "scheduler.log"
 
     def deferrals_noted() -> bool:
         noted = defer_exits_processed(scheduler_log.read_text(errors="replace"))
-        return wanted <= {dag for dag, task, _, _ in noted if task == "wait_for_parse"}
+        return waiting <= {(dag, task) for dag, task, _, _ in noted}
 
-    wait_for("the scheduler to take note of both deferrals", deferrals_noted, procs, DEADLINE)
-    assert len(emu.control.videos()) == 1 + len(sources)
+    wait_for("the scheduler to take note of the three deferrals", deferrals_noted, procs, DEADLINE)
+    assert len(emu.control.videos()) == 2 + len(sources)
+    assert not export_file.exists()  # nothing written while waiting
     # ... until memories.ai finishes indexing.
     for video in emu.control.videos():
         emu.control.set_status(video["video_no"], "PARSE")
@@ -200,15 +216,20 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     def finished() -> list[tuple] | None:
         runs = db.query("select dag_id, state from dag_run")
         done = [r for r in runs if r[1] in ("success", "failed")]
-        return runs if len(done) == 3 else None
+        return runs if len(done) == 4 else None
 
-    runs = wait_for("the three DAG runs to finish", finished, procs, DEADLINE)
+    runs = wait_for("the four DAG runs to finish", finished, procs, DEADLINE)
     states = db.query("select dag_id, task_id, map_index, state, try_number from task_instance")
     assert sorted(runs) == [
         ("memories_backfill", "success"),
         ("memories_canary_sftp", "success"),
+        ("memories_export_deferred", "success"),
         ("memories_video_pipeline", "success"),
     ], states
+    # The export resumed and wrote the video's rows (captions and transcript), once.
+    rows = [json.loads(line) for line in export_file.read_text().splitlines()]
+    assert rows and {r["video_no"] for r in rows} == {export_video}
+    assert {r["kind"] for r in rows} == {"visual", "audio"}
 
     # Into a folder, the pipeline's file is named after its video: <video_no>.clip.mp4.
     (single_video,) = [v["video_no"] for v in emu.control.videos() if v["filename"] == "clip.mp4"]
@@ -221,13 +242,11 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
 
     # Each file became exactly one video at memories.ai, whatever the retries and rate limits did.
     names = [v["filename"] for v in emu.control.videos()]
-    assert sorted(names) == sorted(["clip.mp4", *sources])
+    assert sorted(names) == sorted(["clip.mp4", "export-me.mp4", *sources])
 
-    # The waits ran in the triggerer process: each sensor has a trigger log written there.
-    for dag_id in wanted:
-        trigger_logs = list(
-            (home / "logs").glob(f"dag_id={dag_id}/**/task_id=wait_for_parse/*.trigger.*.log")
-        )
+    # The waits ran in the triggerer process: each sensor, and the export, has a trigger log there.
+    for dag_id, task_id in sorted(waiting):
+        trigger_logs = list((home / "logs").glob(f"dag_id={dag_id}/**/task_id={task_id}/*.trigger.*.log"))
         text = "".join(p.read_text(errors="replace") for p in trigger_logs)
         assert "video(s) to be parsed" in text and "Trigger fired event" in text, (dag_id, trigger_logs)
 
