@@ -15,6 +15,7 @@ from memories_provider.client import MemoriesError, MemoriesNotFoundError, Trans
 from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
 from memories_provider.client.protocol import check_id
+from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
 from memories_provider.lineage import annotate_outlets, lineage_dataset, namespace_of, video_dataset_name
@@ -177,7 +178,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         wait_timeout: float = 3600.0,
         poll_interval: float = 30.0,
         overwrite: bool = True,
-        memories_conn_id: str = MemoriesHook.default_conn_name,
+        memories_conn_id: str = DEFAULT_CONN_ID,
         destination_conn_id: str | None = None,
         transport_params: dict[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
