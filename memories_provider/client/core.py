@@ -117,6 +117,15 @@ class DownloadCore:
         self.content_type, self.filename = protocol.file_labels(headers, self._redactor)
         self.content_length = content_length(headers)
 
+    def expected_size(self, known_size: int | None) -> int | None:
+        """The size the body will be held to: ``Content-Length``, else ``known_size`` (the size the
+        service reports), checked as reading the body checks it, before any of it is read.
+
+        :raises MemoriesResponseError: when the two disagree, or when neither is known and the body
+            is not chunked.
+        """
+        return self._expected_size(getattr(self, "status_code", None), known_size)
+
     def _expected_size(self, status: int | None, expected_size: int | None) -> int | None:
         """The body's size to hold it to (see :func:`protocol.expected_body_size`)."""
         return protocol.expected_body_size(

@@ -43,7 +43,6 @@ from memories_provider.storage.destinations import (
     local_path,
     resolve_transport,
 )
-from memories_provider.storage.probes import local_free_space
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import sha256_of, survey
 from memories_provider.storage.uris import redact_uri, scheme_family
@@ -369,13 +368,13 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         replace: bool = True,
     ) -> DownloadResult:
         known = facts.size if self.verify_size else None
-        expected = resp.content_length if resp.content_length is not None else known
+        # Checked before anything is written: a Content-Length that disagrees with the service's
+        # size is named as such (not, say, as a disk too small for it).
+        expected = resp.expected_size(known)
         digest = hashlib.sha256() if self.checksum == "sha256" else None
         shown = redact_uri(uri)
         progress = TransferProgress(self.log, f"{source.label} -> {shown}", expected)
         size = "unknown" if expected is None else expected
-        if expected is not None and local_path(uri) is not None:
-            _check_free_space(uri, expected, source.label)
         self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
         # Object stores take the record when the upload starts; sidecars are written after the rename.
         provenance = Provenance(source.identity, facts.evidence, size=expected)
@@ -483,17 +482,6 @@ def _pump(
         background.write(view)
         progress.update(done)
     return done
-
-
-def _check_free_space(uri: str, size: int, label: str) -> None:
-    """Fail before the first byte is written when ``uri``'s filesystem cannot hold ``size`` bytes
-    (the temporary file is whole before it replaces anything). A retry may find space freed."""
-    free = local_free_space(uri)
-    if free is not None and free < size:
-        raise AirflowException(
-            f"{redact_uri(uri)}: {label} is {size} bytes but its filesystem has {free} bytes free; "
-            "nothing was written: free some space or choose another destination"
-        )
 
 
 def _downloaded(uri: str, size: int, sha256: str | None, content_type: str | None) -> DownloadResult:

@@ -427,6 +427,8 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
         now = os.fstat(fh.fileno()).st_mtime
         _remove_abandoned_local(directory, name, own=tmp_name, now=now)
         _remove_abandoned_local(directory, sidecar_name(name), own="", now=now)
+        if provenance is not None and provenance.size is not None:
+            _check_room(directory, path, provenance.size)
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
@@ -444,6 +446,18 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
         fh.close()
     stat = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
     _commit_local_sidecar(directory, name, provenance, stat)
+
+
+def _check_room(directory: str, path: str, size: int) -> None:
+    """Fail before the first byte when ``directory``'s filesystem cannot hold ``size`` more bytes
+    (the temporary file is whole before it replaces anything): ``ENOSPC``, as the write would."""
+    free = probes.free_space(directory)
+    if free is not None and free < size:
+        raise OSError(
+            errno.ENOSPC,
+            f"{path}: {size} bytes to write, but its filesystem has {free} bytes free; nothing was "
+            "written (free some space, or choose another destination)",
+        )
 
 
 def _link_no_clobber(tmp: str, path: str) -> None:

@@ -21,9 +21,9 @@ from memories_provider.storage.uris import local_path, redact_uri, scheme_family
 
 __all__ = [
     "azure_size",
+    "free_space",
     "gcs_size",
     "http_size",
-    "local_free_space",
     "local_size",
     "s3_size",
     "sftp_size",
@@ -40,23 +40,21 @@ def stored_size(uri: str, params: dict[str, Any]) -> int | None:
     return _PROBES[scheme_family(uri)](uri, params)
 
 
-def local_free_space(uri: str) -> int | None:
-    """Bytes a new file next to the local path ``uri`` may still take (``statvfs`` of its folder);
-    ``None`` when the filesystem does not tell (no such folder, or one reporting no size, as
-    pseudo and some FUSE filesystems do).
+def free_space(folder: str) -> int | None:
+    """Bytes a new file in ``folder`` may still take (``statvfs``); ``None`` when the filesystem
+    does not tell: no such folder, or one that reports no size or no room at all (pseudo and some
+    FUSE filesystems do; a disk truly full fails at the first write anyway).
 
     An early warning, not a promise: others may write there meanwhile, and quotas are not seen.
     """
-    path = local_path(uri)
-    assert path is not None
     try:
-        stats = os.statvfs(os.path.dirname(path) or ".")
+        stats = os.statvfs(folder)
     except OSError:
-        return None
-    if stats.f_blocks == 0:
         return None
     # root may also fill the blocks reserved for it (f_bfree); others only f_bavail.
     blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+    if stats.f_blocks == 0 or blocks == 0:
+        return None
     return int(blocks * stats.f_frsize)
 
 

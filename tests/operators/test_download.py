@@ -220,16 +220,18 @@ def test_a_local_file_takes_every_whole_chunk_with_o_direct(
     assert stopped_at == [3 * 1024 * 1024]
 
 
-def _free_space_of(monkeypatch: pytest.MonkeyPatch, folder: Path, free: int) -> None:
-    """``statvfs`` of ``folder`` reports ``free`` bytes left (for everyone): a full disk cannot be
-    made here without mounting one. Every other path asks the real filesystem."""
+def _filesystem_of(monkeypatch: pytest.MonkeyPatch, folder: Path, capacity: int) -> None:
+    """``statvfs`` of ``folder`` tells of a filesystem of ``capacity`` bytes holding just the files
+    in ``folder``: a full disk cannot be made here without mounting one. Other paths are real."""
     real = os.statvfs
 
     def statvfs(path: Any) -> os.statvfs_result:
         if Path(path).resolve() != folder.resolve():
             return real(path)
+        used = sum(p.stat().st_size for p in folder.iterdir()) if folder.is_dir() else 0
+        free = max(capacity - used, 0)
         # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax
-        return os.statvfs_result((4096, 1, 10**12, free, free, 1000, 1000, 1000, 0, 255))
+        return os.statvfs_result((4096, 1, capacity, free, free, 1000, 1000, 1000, 0, 255))
 
     monkeypatch.setattr(os, "statvfs", statvfs)
 
@@ -238,34 +240,82 @@ def _free_space_of(monkeypatch: pytest.MonkeyPatch, folder: Path, free: int) -> 
 def test_a_download_its_disk_cannot_hold_fails_before_writing(
     emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+    import errno
 
     video_no = upload()
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "keep.mp4").write_bytes(b"earlier")
-    _free_space_of(monkeypatch, folder, len(VIDEO) - 1)
-    with pytest.raises(AirflowException) as info:
+    _filesystem_of(monkeypatch, folder, len(b"earlier") + len(VIDEO) - 1)
+    with pytest.raises(OSError) as info:
         run(video_no=video_no, destination=under(tmp_path, where))
-    assert not isinstance(info.value, AirflowFailException)  # a retry may find space freed
-    assert f"is {len(VIDEO)} bytes but its filesystem has {len(VIDEO) - 1} bytes free" in str(info.value)
+    assert info.value.errno == errno.ENOSPC  # as the write itself would fail; a retry may find room
+    assert f": {len(VIDEO)} bytes to write, but its filesystem has {len(VIDEO) - 1} bytes free" in str(
+        info.value
+    )
     assert "nothing was written" in str(info.value)
     assert files_in(folder) == ["keep.mp4"] and records_in(folder) == []
     # Just enough: the download goes ahead.
-    _free_space_of(monkeypatch, folder, len(VIDEO))
+    _filesystem_of(monkeypatch, folder, len(b"earlier") + len(VIDEO))
     result = run(video_no=video_no, destination=under(tmp_path, where))
     assert Path(result["uri"]).read_bytes() == VIDEO
 
 
-def test_local_free_space_is_what_statvfs_grants(tmp_path: Path) -> None:
-    from memories_provider.storage.probes import local_free_space
+def test_the_room_of_a_new_folder_is_checked_too(
+    emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    folder = tmp_path / "2025" / "01" / "01"  # created by the download
+    _filesystem_of(monkeypatch, folder, len(VIDEO) - 1)
+    with pytest.raises(OSError) as info:
+        run(video_no=upload(), destination=str(folder / "v.mp4"))
+    assert info.value.errno == errno.ENOSPC
+    assert files_in(folder) == []
+
+
+def test_an_abandoned_temp_file_is_cleared_before_the_room_is_measured(
+    emu: Any, upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-download left its temporary file: its room is the retry's to reuse."""
+    from memories_provider.storage.destinations import _temp_name
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    abandoned = folder / _temp_name("v.mp4")
+    abandoned.write_bytes(VIDEO[:-100])
+    hours_ago = time.time() - 7200
+    os.utime(abandoned, (hours_ago, hours_ago))
+    # Room for one copy and most of a second: not while the abandoned one is there.
+    _filesystem_of(monkeypatch, folder, 2 * len(VIDEO) - 200)
+    result = run(video_no=upload(), destination=str(folder / "v.mp4"))
+    assert Path(result["uri"]).read_bytes() == VIDEO
+    assert files_in(folder) == ["v.mp4"]
+
+
+def test_a_content_length_at_odds_with_the_metadata_is_named_not_the_disk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server announcing 10**15 bytes for a video the service says is 1 MiB: the disagreement
+    is the error (before anything is written), not the disk's size."""
+    with _LyingServer(announced=10**15, body=VIDEO[: 1024 * 1024], metadata_size=1024 * 1024) as server:
+        point_memories_default_at(monkeypatch, server.url, max_retries=0)
+        with pytest.raises(
+            MemoriesError, match=r"Content-Length 1000000000000000 disagrees .*\(1048576 bytes\)"
+        ):
+            run(video_no="VI1", destination=str(tmp_path / "out" / "v.mp4"))
+    assert files_in(tmp_path / "out") == []
+
+
+def test_free_space_is_what_statvfs_grants(tmp_path: Path) -> None:
+    from memories_provider.storage.probes import free_space
 
     stats = os.statvfs(tmp_path)
     blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
-    free = local_free_space(str(tmp_path / "v.mp4"))
+    free = free_space(str(tmp_path))
     assert free is not None and abs(free - blocks * stats.f_frsize) < 64 * 1024 * 1024
-    assert local_free_space(str(tmp_path / "missing" / "v.mp4")) is None  # no folder yet: not known
-    assert local_free_space("/proc/v.mp4") is None  # a filesystem that reports no size
+    assert free_space(str(tmp_path / "missing")) is None  # no folder: not known
+    assert free_space("/proc") is None  # a filesystem that reports no size
 
 
 def test_connection_for_a_local_destination_is_ignored(emu: Any, upload: Any, tmp_path: Path) -> None:
@@ -412,17 +462,19 @@ def test_chunked_body_without_content_length(emu: Any, tmp_path: Path) -> None:
 
 class _LyingServer(LocalServer):
     """A memories.ai stand-in on 127.0.0.1 that announces ``announced`` bytes, sends ``body`` and
-    closes the connection, whatever the request."""
+    closes the connection, whatever the request; ``get_metadata`` reports ``metadata_size``
+    (default: ``announced``)."""
 
-    def __init__(self, announced: int, body: bytes) -> None:
+    def __init__(self, announced: int, body: bytes, metadata_size: int | None = None) -> None:
         self.requests = 0
         server = self
+        size = announced if metadata_size is None else metadata_size
 
         class Handler(QuietHandler):
             def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "/get_metadata" in self.path:  # honest about the size: only the body lies
-                    data = {"video_no": "VI1", "size": announced, "status": "PARSE", "create_time": 1}
+                if "/get_metadata" in self.path:  # honest about the size (unless told): only the body lies
+                    data = {"video_no": "VI1", "size": size, "status": "PARSE", "create_time": 1}
                     envelope = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
                     self.send_body(200, {"Content-Type": "application/json"}, envelope)
                     return
@@ -471,6 +523,9 @@ class _ShortResponse:
     content_length = 10
     filename = "s.mp4"
     headers: dict[str, str] = {}
+
+    def expected_size(self, known_size: int | None) -> int | None:
+        return self.content_length
 
     def iter_into(self, take: Any, give_back: Any = None, *, expected_size: int | None = None) -> Any:
         view = take()
