@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
@@ -142,13 +143,13 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         ``FAILED`` or unknown video fails the task) or ``"skip"`` (export the others; the skipped
         ids, and those of videos deleted during the export, are in the result's ``skipped``).
     :param wait_timeout: seconds ``not_parsed="wait"`` waits at most, counted from the start of the
-        task (a deferred wait included). It bounds the waiting; the first status check, like the
-        export itself, is bounded by the connection's retry policy.
+        try (a deferred wait included; a retry of the task waits again). It bounds the waiting; the
+        first status check, like the export itself, is bounded by the connection's retry policy.
     :param poll_interval: seconds between status checks while waiting.
     :param deferrable: with ``not_parsed="wait"``, wait in the triggerer (the status trigger the
-        sensor uses; no worker slot held) once the first check has found videos not parsed yet;
-        defaults to ``[operators] default_deferrable``. On resume, the statuses and the destination
-        are checked again before anything is fetched.
+        sensor uses; no worker slot held) once the first check has found videos not parsed yet, or
+        could not get an answer; defaults to ``[operators] default_deferrable``. On resume, the
+        statuses and the destination are checked again before anything is fetched.
     :param overwrite: ``True`` (default): replace what is at the destination, atomically.
         ``False``: fail, before any request, if something is there (and at the commit if
         something appeared meanwhile: local, SFTP and S3).
@@ -187,8 +188,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         super().__init__(**kwargs)
         _check_arguments(destination, video_no, video_nos, all_parsed, file_format, not_parsed)
         for name, value in (("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"`{name}` must be a positive number of seconds, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"`{name}` must be a positive, finite number of seconds, got {value!r}")
         self.kinds = _kinds(kinds)
         self.destination = destination
         self.video_no = video_no
@@ -357,7 +358,10 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         ready: dict[str, Video] = {}
         waiting, first = list(ids), True
         while True:
-            found, rejected = self._statuses(hook, waiting, scope, deadline, first=first)
+            answer = self._statuses(hook, waiting, scope, deadline, first=first)
+            if answer is None:  # unanswered, deferrable: the trigger retries it, not a worker slot
+                self._defer_for(waiting, scope, end_time)
+            found, rejected = answer
             problems: dict[str, str] = {}
             pending: list[str] = []
             for video_no in waiting:
@@ -399,7 +403,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             time.sleep(min(self.poll_interval, remaining))
             waiting, first = pending, False
 
-    def _defer_for(self, pending: list[str], scope: str, end_time: float) -> None:
+    def _defer_for(self, pending: list[str], scope: str, end_time: float) -> NoReturn:
         from memories_provider.sensors.video_status import deferral_margin
         from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
@@ -418,14 +422,19 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             ),
             method_name="execute_complete",
             kwargs={"end_time": end_time},
-            # The trigger fires its own timeout event at end_time; this is only a backstop.
-            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + deferral_margin(self.poll_interval)),
+            # The trigger fires its own timeout event at end_time; this is only a backstop (capped:
+            # a timedelta holds at most 10**9 days).
+            timeout=timedelta(
+                seconds=min(max(0.0, end_time - time.time()) + deferral_margin(self.poll_interval), 1e13)
+            ),
         )
+        raise AssertionError("defer() raises TaskDeferred")  # typed so on Airflow 3 only
 
     def _statuses(
         self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float, *, first: bool
-    ) -> tuple[dict[str, Video], dict[str, str]]:
-        """One status round (``list_videos``, 200 ids a request): (listed videos, refused ids).
+    ) -> tuple[dict[str, Video], dict[str, str]] | None:
+        """One status round (``list_videos``, 200 ids a request): (listed videos, refused ids);
+        ``None`` when, waiting deferrable, it went unanswered (transient errors, retries spent).
 
         The deadline bounds the waiting, not the ``first`` try: the check every export makes, also
         when it resumes after its deadline (queued a while after the trigger saw the videos parsed).
@@ -442,6 +451,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 # client's retries are spent and the task's own retry takes over.
                 if self.not_parsed != "wait" or not is_transient(err) or time.monotonic() >= deadline:
                     raise
+                if self.deferrable:
+                    self.log.info("status check failed (%s); the triggerer will check again", err)
+                    return None
                 self.log.info("status check failed (%s); checking again in %gs", err, self.poll_interval)
                 time.sleep(max(0.0, min(self.poll_interval, deadline - time.monotonic())))
                 first = False

@@ -240,6 +240,51 @@ def test_not_parsed_wait_deferrable_defers_after_one_check_and_writes_nothing(
     assert files_in(tmp_path / "out") == []  # the pre-flight made the folder; nothing in it
 
 
+def test_deferrable_wait_defers_when_the_first_check_goes_unanswered(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    """5xx on every try of the worker's check: the trigger (which retries them) waits, not the worker."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    emu.control.inject_fault("list_videos", "http_500", count=50)
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute({})
+    assert info.value.trigger.video_nos == three  # none confirmed: all are waited for
+    assert emu.control.count("list_videos") == 4  # one try and the connection's 3 retries, no more
+    assert files_in(tmp_path) == []
+
+
+def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    for name in ("wait_timeout", "poll_interval"):
+        with pytest.raises(ValueError, match=f"`{name}` must be a positive, finite number of seconds"):
+            MemoriesExportOperator(
+                task_id="e", video_nos=three, destination="/tmp/x.jsonl", **{name: float("inf")}
+            )
+    emu.control.set_status(three[0], "UNPARSE")
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        wait_timeout=1e14,  # beyond what a timedelta holds
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute({})
+    assert info.value.trigger.end_time > 1e14 and info.value.timeout.total_seconds() == 1e13
+
+
 def test_deferrable_only_defers_what_it_waits_for(emu: Any, three: list[str], tmp_path: Path) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException
 
