@@ -298,13 +298,36 @@ def test_a_body_cut_short_is_uploaded_again_at_once(emu: Any, tmp_path: Path) ->
 
 
 def test_a_whole_body_without_answer_nor_video_is_uploaded_again_after_the_grace(
-    emu: Any, video: Path, after_first_look: Any
+    emu: Any, video: Path, after_first_look: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import memories_provider.operators.upload as upload_module
+
     store = Store()
     lost_first_attempt(emu, store, video, fault="drop_before_response")
     looks = after_first_look(lambda: None)
-    video_no, _ = attempt(store, 2, source=str(video), lost_answer_grace=0.3)
+    slept: list[float] = []
+    real = upload_module.time
+
+    class Clock:
+        """The operator's clock: its pauses pass at once (a real 60 s grace, without the wait, and
+        without betting that a look ends within a short one on a loaded machine)."""
+
+        @staticmethod
+        def time() -> float:
+            return real.time() + sum(slept)
+
+        @staticmethod
+        def monotonic() -> float:
+            return real.monotonic() + sum(slept)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+    monkeypatch.setattr(upload_module, "time", Clock)
+    video_no, _ = attempt(store, 2, source=str(video), lost_answer_grace=60)
     assert looks[0] == 2  # looked, gave a late listing its grace, looked again
+    assert 0 < sum(slept) <= 60  # the pause: what was left of the grace after the first look
     assert [v["video_no"] for v in emu.control.videos()] == [video_no]
     assert emu.control.count("upload") == 2
 
