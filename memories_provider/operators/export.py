@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
@@ -404,7 +403,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             waiting, first = pending, False
 
     def _defer_for(self, pending: list[str], scope: str, end_time: float) -> NoReturn:
-        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.sensors.video_status import deferral_timeout
         from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
         self.log.info(
@@ -422,11 +421,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             ),
             method_name="execute_complete",
             kwargs={"end_time": end_time},
-            # The trigger fires its own timeout event at end_time; this is only a backstop (capped:
-            # a timedelta holds at most 10**9 days).
-            timeout=timedelta(
-                seconds=min(max(0.0, end_time - time.time()) + deferral_margin(self.poll_interval), 1e13)
-            ),
+            timeout=deferral_timeout(end_time, self.poll_interval),
         )
         raise AssertionError("defer() raises TaskDeferred")  # typed so on Airflow 3 only
 

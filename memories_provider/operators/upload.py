@@ -539,10 +539,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     def _defer_for_candidates(
         self, video_nos: list[str], unique_id: str | None, since: float, deadline: float
     ) -> None:
-        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.sensors.video_status import deferral_timeout
         from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
-        remaining = max(deadline - time.time(), 0.0)
         self.defer(
             trigger=MemoriesVideoStatusTrigger(
                 video_nos=video_nos,
@@ -553,7 +552,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             ),
             method_name="execute_after_candidates",
             kwargs={"since": since},
-            timeout=timedelta(seconds=remaining + deferral_margin(self.poll_interval)),
+            timeout=deferral_timeout(deadline, self.poll_interval),
         )
 
     def _defer_a_while(self, seconds: float, since: float) -> None:
@@ -689,21 +688,22 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 time.sleep(min(self.poll_interval, remaining))
 
     def _defer_for_parse(self, video_no: str, unique_id: str | None, remaining: float) -> None:
-        from memories_provider.sensors.video_status import deferral_margin
+        from memories_provider.sensors.video_status import deferral_timeout
         from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
+        end_time = time.time() + remaining
         self.defer(
             trigger=MemoriesVideoStatusTrigger(
                 video_nos=[video_no],
                 memories_conn_id=self.memories_conn_id,
                 unique_id=unique_id,
                 poll_interval=self.poll_interval,
-                end_time=time.time() + remaining,
+                end_time=end_time,
             ),
             method_name="execute_complete",
             kwargs={"video_no": video_no},
             # The trigger's own timeout event comes first; Airflow's is only a backstop (as in the sensor).
-            timeout=timedelta(seconds=remaining + deferral_margin(self.poll_interval)),
+            timeout=deferral_timeout(end_time, self.poll_interval),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent, video_no: str = "") -> str:

@@ -51,6 +51,21 @@ def deferral_margin(poll_interval: float) -> float:
     return max(60.0, 2 * poll_interval)
 
 
+#: A deferral timeout's upper bound in seconds: a ``timedelta`` holds at most 10**9 days.
+_MAX_DEFERRAL_SECONDS = 1e13
+
+
+def deferral_timeout(end_time: float, poll_interval: float) -> timedelta:
+    """Airflow's deferral timeout for a wait whose trigger fires its own ``timeout`` event at
+    ``end_time`` (epoch seconds): only a backstop, the time left plus :func:`deferral_margin`.
+
+    If Airflow's won the race it would fail the task with a ``TaskDeferralError`` (Airflow 2),
+    spending retries, instead of ending as the wait's own timeout.
+    """
+    left = max(0.0, end_time - time.time()) + deferral_margin(poll_interval)
+    return timedelta(seconds=min(left, _MAX_DEFERRAL_SECONDS))
+
+
 def handle_status_event(event: VideoStatusEvent, *, soft_fail: bool = False) -> list[dict[str, Any]]:
     """Turn a :class:`MemoriesVideoStatusTrigger` event into a result or the matching exception.
 
@@ -195,10 +210,8 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
                 end_time=end_time,
             ),
             method_name="execute_complete",
-            # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout). Airflow's
-            # deferral timeout is only a backstop: if it won the race it would fail the task with a
-            # TaskDeferralError (Airflow 2), which spends retries instead of ending as a sensor timeout.
-            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + deferral_margin(self.poke_interval)),
+            # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout).
+            timeout=deferral_timeout(end_time, self.poke_interval),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent) -> list[dict[str, Any]]:
