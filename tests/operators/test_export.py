@@ -6,11 +6,13 @@ import datetime
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from status_waits import after_first_status_check
 
 from memories_provider.client import MemoriesRateLimitError, MemoriesServerError
 from memories_provider.operators.export import COLUMNS, MemoriesExportOperator
@@ -368,20 +370,10 @@ def test_resumed_wait_keeps_its_deadline(emu: Any, three: list[str], tmp_path: P
 def test_deferred_export_in_a_dag_run_resumes_and_exports(
     emu: Any, three: list[str], tmp_path: Path, run_dag: Any
 ) -> None:
-    import threading
-    import time
-
     import pendulum
     from airflow import DAG
 
     emu.control.set_status(three[1], "UNPARSE")
-
-    def parse_after_first_check() -> None:
-        deadline = time.monotonic() + 30
-        while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
-        emu.control.set_status(three[1], "PARSE")
-
     target = tmp_path / "x.jsonl"
     with DAG(
         "export_deferred", start_date=pendulum.datetime(2024, 1, 1), schedule=None, catchup=False
@@ -395,10 +387,8 @@ def test_deferred_export_in_a_dag_run_resumes_and_exports(
             wait_timeout=60,
             destination=str(target),
         )
-    releaser = threading.Thread(target=parse_after_first_check, daemon=True)
-    releaser.start()
-    dag_run = run_dag(dag)
-    releaser.join(30)
+    with after_first_status_check(emu, lambda: emu.control.set_status(three[1], "PARSE")):
+        dag_run = run_dag(dag)
     assert dag_run.state == "success"
     [ti] = dag_run.get_task_instances()
     assert ti.xcom_pull(task_ids="export")["rows"] == 15
@@ -411,20 +401,10 @@ def test_deferred_export_in_a_dag_run_resumes_and_exports(
 def test_video_failing_during_a_deferred_wait_fails_the_task_once_with_nothing_written(
     emu: Any, three: list[str], tmp_path: Path, run_dag: Any
 ) -> None:
-    import threading
-    import time
-
     import pendulum
     from airflow import DAG
 
     emu.control.set_status(three[1], "UNPARSE")
-
-    def fail_after_first_check() -> None:
-        deadline = time.monotonic() + 30
-        while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
-        emu.control.set_status(three[1], "FAILED", cause="unsupported codec")
-
     target = tmp_path / "x.jsonl"
     with DAG("export_deferred_fails", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
         MemoriesExportOperator(
@@ -437,10 +417,9 @@ def test_video_failing_during_a_deferred_wait_fails_the_task_once_with_nothing_w
             retries=2,
             destination=str(target),
         )
-    releaser = threading.Thread(target=fail_after_first_check, daemon=True)
-    releaser.start()
-    dag_run = run_dag(dag)
-    releaser.join(30)
+    fail = partial(emu.control.set_status, three[1], "FAILED", cause="unsupported codec")
+    with after_first_status_check(emu, fail):
+        dag_run = run_dag(dag)
     [ti] = dag_run.get_task_instances()
     assert str(ti.state) == "failed"
     assert ti.try_number == 1  # AirflowFailException: no retry spent on a failed video

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
 )
 from connections import use_emulator_conn
+from status_waits import after_first_status_check
 
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor, handle_status_event
 
@@ -67,24 +67,14 @@ MODES = [
 def test_success_after_waiting_returns_the_metadata(emu: Any, run_dag: Any, mode: dict) -> None:
     video_no = upload(emu)
     emu.control.set_status(video_no, "UNPARSE")  # held until the sensor has seen it unparsed
-    releaser = threading.Thread(target=_parse_after_first_check, args=(emu, video_no), daemon=True)
-    releaser.start()
-    run = run_dag(
-        _dag(f"wait_ok_{next(iter(mode))}", video_no=video_no, poke_interval=0.2, timeout=30, **mode)
-    )
-    releaser.join(30)
+    with after_first_status_check(emu, lambda: emu.control.set_status(video_no, "PARSE")):
+        run = run_dag(
+            _dag(f"wait_ok_{next(iter(mode))}", video_no=video_no, poke_interval=0.2, timeout=30, **mode)
+        )
     assert run.state == "success"
     [video] = _ti(run).xcom_pull(task_ids="wait")
     assert (video["video_no"], video["status"]) == (video_no, "PARSE")
     assert emu.control.count("list_videos") >= 2  # a check that saw UNPARSE, then one that saw PARSE
-
-
-def _parse_after_first_check(emu: Any, video_no: str) -> None:
-    """Mark the video parsed once the sensor's first status request has reached the emulator."""
-    deadline = time.monotonic() + 30
-    while emu.control.count("list_videos") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling the emulator's log, not waiting for a guessed duration
-    emu.control.set_status(video_no, "PARSE")
 
 
 #: Exception type names seen by ``on_failure_callback`` (dag.test runs tasks in this process).
