@@ -41,8 +41,10 @@ SPEC_RATE_LIMITS: dict[str, tuple[int, float]] = {
     "get_video_transcription": (5, 1.0),
 }
 
-#: 3 GB upload cap (the spec's "max 3 GB", read as GiB).
-DEFAULT_MAX_UPLOAD_BYTES = 3 * 1024**3
+#: 3 GB upload cap (the spec's "max 3 GB"): the strict reading, 3 * 10**9 bytes, as the spec's
+#: other GB ($0.12/GB of downloads) is decimal. Read as GiB, files of 3.0-3.22 * 10**9 bytes would
+#: pass here and be streamed in full to a service that may refuse them.
+DEFAULT_MAX_UPLOAD_BYTES = 3 * 10**9
 
 
 @dataclass

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 
-#: Largest file the service accepts (3 GB, binary, as the emulator enforces it).
-MAX_UPLOAD_BYTES = 3 * 1024**3
-#: Largest file one edition of the docs allows through ``upload_url`` without special permission.
-URL_UPLOAD_SOFT_LIMIT = 1024**3
+#: Largest file the service accepts: "3 GB", read strictly (decimal, 3 * 10**9 bytes, like the
+#: spec's $0.12/GB): a bigger file is refused here rather than streamed whole and refused there.
+MAX_UPLOAD_BYTES = 3 * 10**9
+#: Largest file one edition of the docs allows through ``upload_url`` without special permission (1 GB).
+URL_UPLOAD_SOFT_LIMIT = 10**9
 IDEMPOTENCY_TAG_PREFIX = "airflow-"
 #: Why a user's 20th tag is refused when ``idempotent`` (for the error message).
 IDEMPOTENCY_TAG_WHY = "one of the 20 is the idempotency tag; idempotent=False frees it"
