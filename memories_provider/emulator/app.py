@@ -450,6 +450,10 @@ class Emulator:
                 "error": "Internal Server Error",
             }
             reply = JsonReply(payload, 500)
+        elif kind == "http_404":
+            # An infrastructure 404 (spec section 1): Spring-style, no business code.
+            payload = {"timestamp": now_ms(), "path": request.path, "status": 404, "error": "Not Found"}
+            reply = JsonReply(payload, 404)
         elif kind == "http_503":
             # Infrastructure errors may carry no JSON at all.
             entry["http_status"] = 503

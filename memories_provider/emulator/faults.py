@@ -15,8 +15,19 @@ from memories_provider.emulator.config import ENDPOINTS
 #: Faults that replace the whole response before auth and validation run. ``drop_mid_request``
 #: reads only the first ``after_bytes`` (default 64 KiB) of the request body, then drops the
 #: connection: the client's body never finishes going out, and nothing is stored or billed.
+#: ``http_404`` is the spec's infrastructure 404 (a gateway without the route, Spring-style body):
+#: it says nothing about the video asked for.
 EARLY_KINDS = frozenset(
-    {"http_500", "http_503", "http_401", "code_0429", "http_429", "drop_before_response", "drop_mid_request"}
+    {
+        "http_500",
+        "http_503",
+        "http_404",
+        "http_401",
+        "code_0429",
+        "http_429",
+        "drop_before_response",
+        "drop_mid_request",
+    }
 )
 #: Faults applied to the response the request would otherwise have got.
 LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then_drop"})

@@ -249,3 +249,14 @@ def test_request_log_fields(api, memories_emulator):
     assert before <= first["time"] <= time.time()
     assert log[1]["path"] == "/serve/api/v1/download?bucket=b"
     assert memories_emulator.control.request_log("download") == [log[1]]
+
+
+def test_http_404_is_an_infrastructure_404_without_a_business_code(api, memories_emulator):
+    # Spec section 1: infrastructure errors (404/503/5xx) can come with Spring-style bodies.
+    memories_emulator.control.inject_fault("get_metadata", "http_404")
+    resp = api.v1("GET", "get_metadata", params={"video_no": "VI000000000000000001"})
+    assert resp.status_code == 404
+    body = resp.json()
+    assert body["status"] == 404 and body["error"] == "Not Found" and "code" not in body
+    assert body["path"].endswith("/get_metadata")
+    assert api.meta("VI000000000000000001")["code"] == "0001"  # the next call: the business answer

@@ -17,7 +17,12 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from connections import use_emulator_conn
 from local_http import LocalServer, folder_handler
 
-from memories_provider.client import MemoriesConnectionError, MemoriesRateLimitError, Video
+from memories_provider.client import (
+    MemoriesConnectionError,
+    MemoriesNotFoundError,
+    MemoriesRateLimitError,
+    Video,
+)
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators.upload import MAX_TAG_CONFIRMATIONS, MemoriesUploadOperator, tagged_video
 
@@ -366,6 +371,26 @@ def test_tag_lookup_never_reuses_on_doubt(caplog: pytest.LogCaptureFixture) -> N
     assert tagged_video(many, "airflow-x", tagless_metadata, logging.getLogger("test")) is None
     assert asked == [v.video_no for v in many[:MAX_TAG_CONFIRMATIONS]]
     assert "tags are unknown; not reusing" in caplog.text
+
+
+def test_an_infrastructure_404_is_not_taken_for_a_gone_video(emu: Any, video: Path) -> None:
+    # Spec section 1: infrastructure errors (404/503/5xx) come with Spring-style bodies; not-found of
+    # a video is undocumented (the emulator answers 0001). A 404 without a business code says the
+    # route is missing, not that the recorded video is gone: uploading again would bill it twice.
+    store = Store()
+    first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    emu.control.inject_fault("get_metadata", "http_404")
+    with pytest.raises(AirflowException, match="not uploading it again"):
+        run({"ti": _TaskInstance(try_number=2), "task_state_store": store}, source=str(video))
+    assert emu.control.count("upload") == 1
+    again, _ = run({"ti": _TaskInstance(try_number=3), "task_state_store": store}, source=str(video))
+    assert again == first and emu.control.count("upload") == 1
+    # Confirming an untagged candidate: the same 404 is raised, never read as "deleted since listed".
+    hook = MemoriesHook()
+    [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
+    emu.control.inject_fault("get_metadata", "http_404")
+    with pytest.raises(MemoriesNotFoundError):
+        tagged_video([Video.from_api({"video_no": first})], tag, hook.get_video, logging.getLogger("t"))
 
 
 def test_other_runs_and_sources_are_not_mistaken_for_a_retry(emu: Any, video: Path, tmp_path: Path) -> None:
