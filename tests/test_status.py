@@ -147,3 +147,21 @@ async def test_the_pacer_slow_starts_then_cuts_on_0429_and_grows_back_additively
     pacer.on_rate_limit(retry_after=0.2)
     await pacer.wait()  # held back for the Retry-After
     assert loop.time() - start >= 0.2 - 0.01
+
+
+def test_an_infrastructure_404_is_not_blamed_on_the_ids_asked_for(memories_emulator, tmp_path):
+    # Spec section 1: a 404 is an infrastructure error (Spring-style body, no business code): the
+    # route is missing, whatever ids were asked for. It is raised as it is, not split batch by
+    # batch (2n requests) and then reported as "memories.ai refused video id(s)" for every id.
+    from memories_provider.client import MemoriesClient, RetryPolicy
+    from memories_provider.status import StatusCheck
+
+    settings = {"base_url": memories_emulator.v1_url, "v2_base_url": memories_emulator.v2_url}
+    with MemoriesClient(memories_emulator.api_key, retry=RetryPolicy(max_retries=0), **settings) as client:
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(b"\x00video" * 100)
+        ids = [client.upload_video(str(path)).video_no for _ in range(4)]
+        memories_emulator.control.inject_fault("list_videos", "http_404", count=20)
+        with pytest.raises(MemoriesNotFoundError, match="HTTP 404"):
+            StatusCheck(ids, None)(client.list_videos)
+        assert memories_emulator.control.count("list_videos") == 1
