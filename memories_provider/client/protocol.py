@@ -449,10 +449,11 @@ class TranscriptRoutes:
 
     The client is tolerant: when a deployment answers the current ``get_video_caption`` with an
     HTTP 404 (no such route — an older edition), visual captions are asked of the older
-    ``/serve/api/video/get_video_transcription`` instead, and from then on only there (one
-    404 per client, not per video). The older path takes no ``unique_id``: the video is named by
-    its ``video_no`` alone, and the answer must name that video. There is no older audio path: an
-    audio request that meets a 404 fails.
+    ``/serve/api/video/get_video_transcription`` instead, and once that path has answered (the
+    captions, or a business code), from then on only there (one 404 per client, not per video). A
+    404 on both paths (a passing infrastructure error) changes nothing. The older path takes no
+    ``unique_id``: the video is named by its ``video_no`` alone, and the answer must name that
+    video. There is no older audio path: an audio request that meets a 404 fails.
 
     Pure bookkeeping shared by both clients: they send :meth:`specs` in turn, each inside
     :meth:`trying` (which asks :meth:`fall_back` about a failure).
@@ -462,7 +463,7 @@ class TranscriptRoutes:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        #: Set once the current caption route answered 404: the older path is used directly.
+        #: Set once the older path answered: it is used directly from then on.
         self.older_edition = False
 
     def specs(self, kind: TranscriptKind, video_no: str, unique_id: str | None) -> list[RequestSpec]:
@@ -478,16 +479,21 @@ class TranscriptRoutes:
         """Around the attempt of ``spec``: a "no such route" 404 is swallowed while ``specs`` has a next."""
         try:
             yield
-        except MemoriesNotFoundError as err:
-            if spec is specs[-1] or not self.fall_back(spec, err):
-                raise
+        except MemoriesError as err:
+            self._answered(spec, err)
+            if isinstance(err, MemoriesNotFoundError) and spec is not specs[-1] and self.fall_back(spec, err):
+                return
+            raise
+        self._answered(spec, None)
+
+    def _answered(self, spec: RequestSpec, error: MemoriesError | None) -> None:
+        """Remember the older edition once its path answered: the file, or a business code."""
+        if spec.endpoint == GET_VIDEO_TRANSCRIPTION and (error is None or error.code is not None):
+            self.older_edition = True
 
     def fall_back(self, spec: RequestSpec, error: BaseException) -> bool:
-        """Whether to try the next spec after ``error`` on ``spec`` (remembering the older edition)."""
-        if spec.endpoint == GET_VIDEO_CAPTION and is_missing_route(error):
-            self.older_edition = True
-            return True
-        return False
+        """Whether to try the next spec after ``error`` on ``spec``."""
+        return spec.endpoint == GET_VIDEO_CAPTION and is_missing_route(error)
 
 
 # --------------------------------------------------------------------------- responses

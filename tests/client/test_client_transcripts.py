@@ -96,6 +96,19 @@ def test_older_edition_fallback_is_remembered(client, memories_emulator, make_vi
     assert len(client.get_audio_transcription(video_no).segments) == 3
 
 
+def test_one_infrastructure_404_does_not_switch_to_the_older_edition_for_good(
+    client, memories_emulator, make_video
+):
+    # Spec section 1: a 404 may be a passing infrastructure error. The older path is used for good
+    # only once it has answered; a current deployment (no older path) keeps the current one.
+    video_no = _video(client, make_video)
+    memories_emulator.control.inject_fault("get_video_caption", "http_404")
+    with pytest.raises(MemoriesNotFoundError):
+        client.get_video_caption(video_no)  # the current path 404s once; the older one is not there
+    assert len(client.get_video_caption(video_no).segments) == 3
+    assert memories_emulator.control.count("get_video_caption") == 2
+
+
 async def test_async_older_edition(aclient, client, memories_emulator, make_video):
     video_no = _video(client, make_video, "old.mp4")
     memories_emulator.control.configure(index_edition="older")
