@@ -518,6 +518,27 @@ def test_video_deleted_mid_export_is_skipped_whole_when_asked(
     assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
 
 
+@pytest.mark.parametrize("not_parsed", ["fail", "skip"])
+def test_an_infrastructure_404_is_not_a_deleted_video(
+    emu: Any, three: list[str], tmp_path: Path, not_parsed: str
+) -> None:
+    # Spec section 1: a 404 without a business code is infrastructure, not "the video is gone": the
+    # video is neither left out of the file nor failed for good; the try fails and a retry exports it.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from memories_provider.client import MemoriesNotFoundError
+
+    emu.control.inject_fault("get_audio_transcription", "http_404")
+    target = tmp_path / "x.jsonl"
+    with pytest.raises(MemoriesNotFoundError) as info:
+        run(video_nos=three, not_parsed=not_parsed, destination=str(target))
+    assert not isinstance(info.value, AirflowFailException)
+    assert files_in(tmp_path) == []
+    result = run(video_nos=three, not_parsed=not_parsed, destination=str(target))
+    assert result["skipped"] == []
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+
+
 # ---------------------------------------------------------------------------- hostile content
 
 
