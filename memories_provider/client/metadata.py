@@ -8,6 +8,7 @@ every documented rule before any request is sent; everything downstream just use
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -19,6 +20,7 @@ from memories_provider.client.protocol import MAX_CALLBACK_CHARS, MAX_CAMERA_MOD
 
 #: The form's spelling of ``datetime_taken`` (``yyyy-MM-dd HH:mm:ss``).
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 
 
 def _invalid(message: str) -> MemoriesInvalidArgumentError:
@@ -138,8 +140,13 @@ def _datetime_taken(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value.strftime(DATETIME_FORMAT)
-    if isinstance(value, str):
+        # Not strftime: its %Y writes year 999 as "999" on Linux, not the form's four digits.
+        return (
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+        )
+    # Exactly the documented shape: strptime alone forgives "2024-5-1 1:2:3" and doubled spaces.
+    if isinstance(value, str) and _DATETIME_RE.fullmatch(value):
         try:
             datetime.strptime(value, DATETIME_FORMAT)
         except ValueError:

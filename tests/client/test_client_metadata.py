@@ -105,3 +105,19 @@ def test_the_error_survives_pickling_as_airflow_ships_it():
         UploadMetadata(camera_model=3)
     again = pickle.loads(pickle.dumps(info.value))
     assert type(again) is MemoriesInvalidArgumentError and str(again) == str(info.value)
+
+
+@pytest.mark.parametrize("value", ["2024-5-1 10:11:12", "2024-05-01 1:2:3", "2024-05-01  13:45:00"])
+def test_datetime_taken_must_be_exactly_the_documented_format_before_any_request(
+    client, memories_emulator, make_video, value
+):
+    # Spec: datetime_taken "exactly yyyy-MM-dd HH:mm:ss" (the emulator refuses anything else): a
+    # string strptime forgives is refused here, before the file is sent and a credit spent.
+    path, _ = make_video()
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"^`datetime_taken`"):
+        client.upload_video(path, datetime_taken=value)
+    assert memories_emulator.control.request_log() == []
+
+
+def test_a_datetime_before_year_1000_is_written_with_four_digits():
+    assert UploadMetadata(datetime_taken=datetime(999, 1, 2, 3, 4, 5)).datetime_taken == "0999-01-02 03:04:05"
