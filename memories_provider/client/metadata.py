@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -108,7 +109,7 @@ class UploadMetadata:
             if value is not None:
                 form.append((name, str(value)))
         if self.latitude is not None and self.longitude is not None:
-            form += [("latitude", repr(self.latitude)), ("longitude", repr(self.longitude))]
+            form += [("latitude", _decimal(self.latitude)), ("longitude", _decimal(self.longitude))]
         form.extend(("tags", tag) for tag in self.tags or ())
         if self.retain_original_video is not None:
             form.append(("retain_original_video", "true" if self.retain_original_video else "false"))
@@ -176,6 +177,11 @@ def _coordinates(latitude: Any, longitude: Any) -> dict[str, float | None]:
         "latitude": None if latitude is None else _coordinate("latitude", latitude, 90.0),
         "longitude": None if longitude is None else _coordinate("longitude", longitude, 180.0),
     }
+
+
+def _decimal(value: float) -> str:
+    """``value`` as a plain decimal, shortest exact digits: ``1e-05`` is sent as ``0.00001``."""
+    return format(Decimal(repr(value)), "f")
 
 
 def _coordinate(name: str, value: Any, bound: float) -> float:

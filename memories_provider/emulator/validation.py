@@ -22,6 +22,7 @@ MAX_DELETE = 100
 _DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _VIDEO_NO_RE = re.compile(r"^VI\d{18}$")
 _TAG_INDEX_RE = re.compile(r"^tags\[(\d+)\]$")
+_DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 class ApiError(Exception):
@@ -129,10 +130,10 @@ def upload_metadata(fields: dict[str, list[str]]) -> dict[str, Any]:
         raw = single(fields, name)
         value = None
         if raw is not None:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise bad(f"{name}: must be a decimal number, got {raw!r}") from None
+            # A plain decimal ("-12.5"): not "1e-05", "inf" or Python's "1_0", which float() takes.
+            if not _DECIMAL_RE.fullmatch(raw):
+                raise bad(f"{name}: must be a decimal number, got {raw!r}")
+            value = float(raw)
             if not math.isfinite(value) or abs(value) > bound:
                 raise bad(f"{name}: must be between -{bound:g} and {bound:g}, got {raw!r}")
         meta[name] = value

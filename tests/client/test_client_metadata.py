@@ -121,3 +121,13 @@ def test_datetime_taken_must_be_exactly_the_documented_format_before_any_request
 
 def test_a_datetime_before_year_1000_is_written_with_four_digits():
     assert UploadMetadata(datetime_taken=datetime(999, 1, 2, 3, 4, 5)).datetime_taken == "0999-01-02 03:04:05"
+
+
+def test_tiny_coordinates_are_sent_as_plain_decimals(client, memories_emulator, make_video):
+    # Spec: latitude/longitude are "decimal numbers (sent as form strings)"; repr(1e-05) is "1e-05".
+    metadata = UploadMetadata(latitude=0.00001, longitude=-0.000005)
+    assert metadata.form_fields() == [("latitude", "0.00001"), ("longitude", "-0.000005")]
+    path, _ = make_video()
+    client.upload_video(path, metadata=metadata)
+    [video] = memories_emulator.control.videos()
+    assert (video["latitude"], video["longitude"]) == (0.00001, -0.000005)

@@ -138,6 +138,9 @@ def test_default_size_cap_is_3_gb_read_strictly(memories_emulator):
         ({"datetime_taken": "2024-5-1 10:11:12"}, ["datetime_taken"]),
         ({"camera_model": "m" * 201}, ["camera_model", "200"]),
         ({"latitude": "north"}, ["latitude", "decimal"]),
+        # "decimal numbers (sent as form strings)": not an exponent form, nor Python's "1_0".
+        ({"latitude": "1e-05", "longitude": "2"}, ["latitude", "decimal"]),
+        ({"latitude": "1", "longitude": "1_0"}, ["longitude", "decimal"]),
         ({"longitude": "1e999"}, ["longitude"]),
         ({"latitude": "91"}, ["latitude", "90"]),
         ({"tags": [f"t{i}" for i in range(21)]}, ["tags", "20", "21"]),
