@@ -130,11 +130,19 @@ def _unique_id(value: Any) -> str | None:
 def _callback(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
-        raise _invalid(f"`callback` must be an http(s) URL, got {value!r}")
+    if not isinstance(value, str) or not _is_http_url(value):
+        raise _invalid(f"`callback` must be an http(s) URL with a host, got {value!r}")
     if len(value) > MAX_CALLBACK_CHARS:
         raise _invalid(f"`callback` may be at most {MAX_CALLBACK_CHARS} characters, got {len(value)}")
     return value
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False
 
 
 def _datetime_taken(value: Any) -> str | None:

@@ -131,3 +131,15 @@ def test_tiny_coordinates_are_sent_as_plain_decimals(client, memories_emulator, 
     client.upload_video(path, metadata=metadata)
     [video] = memories_emulator.control.videos()
     assert (video["latitude"], video["longitude"]) == (0.00001, -0.000005)
+
+
+@pytest.mark.parametrize("callback", ["http://", "https:///hook", "http:hook"])
+def test_a_callback_without_a_host_is_refused_before_any_request(
+    client, memories_emulator, make_video, callback
+):
+    # Spec: callback is a URL (the emulator refuses one without a host): e.g. a template that
+    # rendered its host empty. Refused before the file is sent, not by the service after.
+    path, _ = make_video()
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"^`callback`"):
+        client.upload_video(path, callback=callback)
+    assert memories_emulator.control.request_log() == []
