@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Concatenate, ParamSpec, TypeVar
 
+from memories_provider.client.errors import MemoriesInvalidArgumentError
 from memories_provider.client.metadata import UploadMetadata
 
 P = ParamSpec("P")
@@ -37,6 +38,11 @@ class VideoUpload:
     def __post_init__(self) -> None:
         if not isinstance(self.metadata, UploadMetadata):
             raise TypeError(f"`metadata` must be an UploadMetadata, got {type(self.metadata).__name__}")
+        if self.content_type and not self.content_type.strip().lower().startswith("video/"):
+            # Spec: the file part's Content-Type must start with video/ (refused before sending).
+            raise MemoriesInvalidArgumentError(
+                f"`content_type` must start with 'video/', got {self.content_type!r}"
+            )
         if self.progress is not None and not callable(self.progress):
             raise TypeError("`progress` must be callable (it is called with the bytes sent so far)")
 

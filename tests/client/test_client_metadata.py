@@ -143,3 +143,15 @@ def test_a_callback_without_a_host_is_refused_before_any_request(
     with pytest.raises(MemoriesInvalidArgumentError, match=r"^`callback`"):
         client.upload_video(path, callback=callback)
     assert memories_emulator.control.request_log() == []
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "text/plain", "videos/mp4"])
+def test_a_content_type_override_that_is_not_video_is_refused_before_any_request(
+    client, memories_emulator, make_video, content_type
+):
+    # Spec: "the part's Content-Type must start with video/" (the emulator refuses anything else).
+    path, _ = make_video()
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"^`content_type`"):
+        client.upload_video(path, content_type=content_type)
+    assert memories_emulator.control.request_log() == []
+    client.upload_video(path, content_type="Video/MP4")  # "start with": case is not the point
