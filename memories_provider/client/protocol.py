@@ -577,6 +577,14 @@ def _load_json(body: bytes) -> Any:
 _NOT_JSON = object()
 
 
+def plain_credits(message: str) -> str:
+    """``message`` of a credits refusal, saying so plainly whatever the server wrote (spec: ``0402``,
+    "say so plainly"; the service's wording is not documented); kept as it is when it says so."""
+    if _CREDITS_RE.search(message):
+        return message
+    return f"not enough credits on the memories.ai account: {message}"
+
+
 def error_for_code(
     code: str,
     message: str,
@@ -597,7 +605,7 @@ def error_for_code(
     if code in _AUTH_CODES:
         return MemoriesAuthError(message, **kw)
     if code in _CREDIT_CODES or _CREDITS_RE.search(message):
-        return MemoriesInsufficientCreditsError(message, **kw)
+        return MemoriesInsufficientCreditsError(plain_credits(message), **kw)
     if code in _RATE_CODES:
         return MemoriesRateLimitError(message, retry_after=retry_after, **kw)
     if code in _DUPLICATE_CODES:
@@ -632,7 +640,7 @@ def error_for_http(answer: Answer) -> MemoriesError:
     if status in (401, 403):
         return MemoriesAuthError(message, **kw)
     if status == 402:
-        return MemoriesInsufficientCreditsError(message, **kw)
+        return MemoriesInsufficientCreditsError(plain_credits(message), **kw)
     if status == 429:
         return MemoriesRateLimitError(message, retry_after=retry_after, **kw)
     if status == 404:

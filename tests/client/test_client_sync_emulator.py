@@ -485,3 +485,13 @@ def test_iter_into_fills_the_callers_buffers_whole(client, memories_emulator, ch
     assert len(views) == -(-len(data) // 65536)
     # The body ended exactly at a buffer's end or not: an unused buffer is never lost.
     assert len(taken) == len(views) + len(given_back)
+
+
+def test_no_credits_is_said_plainly_whatever_the_server_writes(client, memories_emulator):
+    # Spec: 0402 -> "fail fast, no retry, say so plainly". The emulator's own msg happens to be plain
+    # ("Insufficient balance..."); the service's wording is not documented, so the client says it.
+    memories_emulator.control.inject_fault("download", "json_error", code="0402", msg="operation failed")
+    with pytest.raises(MemoriesInsufficientCreditsError) as info:
+        client.download_video("VI000000000000000012")
+    assert "not enough credits" in str(info.value) and "operation failed" in str(info.value)
+    assert memories_emulator.control.count("download") == 1
