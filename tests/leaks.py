@@ -28,3 +28,21 @@ def error_leaks(error: BaseException, *secrets: str) -> list[str]:
     """:func:`leaks` in everything an error shows: ``str``, ``repr``, ``args`` and its message."""
     texts = [str(error), repr(error), *map(str, error.args), str(getattr(error, "message", ""))]
     return [piece for text in texts for piece in leaks(text, *secrets)]
+
+
+def chain_leaks(error: BaseException, *secrets: str) -> list[str]:
+    """:func:`error_leaks` in ``error`` and every exception chained to it (``__cause__``,
+    ``__context__``, and exceptions among the ``args``), each's ``repr`` of its ``args`` included:
+    a traceback, a debugger or an error tracker shows them all."""
+    found: list[str] = []
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        found += error_leaks(item, *secrets)
+        found += [piece for arg in item.args for piece in leaks(repr(arg), *secrets)]
+        stack += [item.__cause__, item.__context__, *item.args]
+    return found

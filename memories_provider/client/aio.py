@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from memories_provider.client import core, protocol
@@ -33,10 +33,48 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: Request headers that carry credentials: never kept in an error aiohttp raised.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+def _scrub(exc: BaseException, redactor: Redactor) -> None:
+    """Take the request's credentials out of the aiohttp errors in ``exc``'s chain, in place.
+
+    A ``ClientResponseError`` (a malformed answer, too many redirects ...) holds the request's
+    headers, the API key among them, in its ``request_info`` and ``args``: shown by its ``repr``,
+    by a debugger or an error tracker, though never by its ``str``. The clients chain it as the
+    ``__cause__`` of their own error, so it is kept for debugging, without them; the server's
+    text it quotes (``message``, response headers) is redacted, and the earlier responses of a
+    redirect chain (``history``, each with the request again) are dropped.
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, aiohttp.ClientResponseError):
+            info = item.request_info
+            kept = CIMultiDict((k, v) for k, v in info.headers.items() if k.lower() not in _SECRET_HEADERS)
+            item.request_info = aiohttp.RequestInfo(
+                info.url, info.method, CIMultiDictProxy(kept), info.real_url
+            )
+            item.history = ()
+            if item.headers is not None:
+                item.headers = CIMultiDict((k, redactor.redact(v)) for k, v in item.headers.items())
+            item.message = redactor.redact(item.message)
+            item.args = (item.request_info, item.history)
+        stack.extend([item.__cause__, item.__context__, *item.args])
 
 
 def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
-    """Map an aiohttp/asyncio transport exception to the client's hierarchy (its text redacted)."""
+    """Map an aiohttp/asyncio transport exception to the client's hierarchy (its text redacted).
+
+    ``exc`` itself, which the caller chains as the new error's ``__cause__``, loses the request's
+    credentials (see :func:`_scrub`).
+    """
+    _scrub(exc, redactor)
     text = redactor.redact(str(exc) or type(exc).__name__)
     connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
     if connect_timeout is not None and isinstance(exc, connect_timeout):
@@ -146,6 +184,7 @@ class AsyncDownloadResponse(core.DownloadCore):
                     too_long(received)
                     yield chunk
         except _TRANSPORT_ERRORS as exc:
+            _scrub(exc, self._redactor)
             raise self._broken(status, received, expected, exc) from exc
         self._check_end(status, received, expected)
 
