@@ -87,6 +87,25 @@ def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> M
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
 
 
+def _redirect_guard(redactor: Redactor) -> aiohttp.TraceConfig:
+    """Tracing that refuses to follow a redirect to a location quoting the API key (raised before
+    aiohttp reads the location)."""
+
+    async def on_redirect(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+    ) -> None:
+        response = params.response
+        location = response.headers.get("Location") or response.headers.get("URI")
+        error = protocol.redirect_refusal(response.status, location, redactor)
+        if error is not None:
+            raise error
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(on_redirect)
+    trace.freeze()
+    return trace
+
+
 def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The HTTP(S)_PROXY/NO_PROXY proxy for ``url``, like requests honours them for the sync client."""
     try:
@@ -213,6 +232,7 @@ class AsyncMemoriesClient(core.ClientCore):
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
                 trust_env=False,
+                trace_configs=[_redirect_guard(self._redactor)],
             )
         return self._session
 

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
-from memories_provider.client.errors import MemoriesDuplicateError
+from memories_provider.client.errors import MemoriesDuplicateError, MemoriesError
 from memories_provider.client.models import VideoPage
 from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
@@ -178,6 +178,8 @@ class SendErrors:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(exc, MemoriesError) and exc.endpoint is None:
+            exc.endpoint = self._endpoint  # raised by the transport's hooks (a refused redirect)
         if exc is None or not isinstance(exc, self._errors):
             return
         source_error = find_source_error(exc)

@@ -557,6 +557,21 @@ def normalize_code(code: Any) -> str | None:
     return str(code).strip() or None
 
 
+def redirect_refusal(status: int, location: str | None, redactor: Redactor) -> MemoriesResponseError | None:
+    """The error for a redirect to a ``location`` that quotes the API key, else ``None``.
+
+    Following it would put the key in a URL: in the HTTP library's DEBUG log and errors, in every
+    proxy's and server's access log. The key is looked for as :meth:`Redactor.reveals` does, in
+    the location as sent and percent-decoded; the location itself is never quoted.
+    """
+    if not location or not (redactor.reveals(location) or redactor.reveals(unquote(location))):
+        return None
+    return MemoriesResponseError(
+        f"HTTP {status}: the answer redirects to a location that quotes the API key; not followed",
+        http_status=status,
+    )
+
+
 def quote_body(body: bytes, redactor: Redactor = NO_SECRETS) -> str:
     """The start of an unexpected body, redacted, then cut to ``ERROR_BODY_QUOTE`` characters, quoted."""
     return redactor.quoted(body, ERROR_BODY_QUOTE)

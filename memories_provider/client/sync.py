@@ -53,6 +53,22 @@ class _KeyAuth(requests.auth.AuthBase):
         return "_KeyAuth(***)"
 
 
+class _Session(requests.Session):
+    """A session that refuses to follow a redirect to a location quoting the API key."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        error = protocol.redirect_refusal(resp.status_code, target, self._redactor)
+        if error is not None:
+            resp.close()
+            raise error
+        return target
+
+
 def _never_connected(exc: BaseException) -> bool:
     """True when the request certainly never reached the server (refused, DNS, connect timeout, TLS)."""
     seen: set[int] = set()
@@ -273,8 +289,9 @@ class MemoriesClient(core.ClientCore):
     """
 
     def _open(self) -> None:
-        """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides it)."""
-        self._session = requests.Session()
+        """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides
+        it), no redirect followed to a location quoting the key."""
+        self._session = _Session(self._redactor)
         adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)

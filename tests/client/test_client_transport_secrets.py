@@ -3,21 +3,26 @@
 Both clients map the HTTP library's errors to their own (redacted) ones and chain the original as
 ``__cause__``; a traceback, a debugger or an error tracker shows that one too, ``args`` included.
 Over real sockets: a server answering with a malformed response (aiohttp's error then carries the
-request, ``Authorization`` header included).
+request, ``Authorization`` header included), and one redirecting to a location that quotes the key
+(following it would put the key in a URL: urllib3's DEBUG log, the library's error, the server's
+access log).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from leaks import chain_leaks
+from leaks import chain_leaks, leaks
 from local_http import LocalServer, QuietHandler
 
 from memories_provider.client import (
     AsyncMemoriesClient,
     MemoriesClient,
     MemoriesConnectionError,
+    MemoriesResponseError,
     RetryPolicy,
 )
 
@@ -49,3 +54,64 @@ async def test_a_malformed_answer_leaves_no_key_in_the_chained_library_error(kin
         await _list_unique_ids(kind, server.url)
     assert info.value.__cause__ is not None  # the library's error is still there to debug with
     assert chain_leaks(info.value, CANARY) == []
+
+
+def _redirecting(location: str) -> type[QuietHandler]:
+    """A handler redirecting (302) to ``location`` with ``{key}`` replaced by the request's key;
+    it records every path it is asked for."""
+
+    class Redirect(QuietHandler):
+        paths: list[str] = []
+
+        def do_GET(self) -> None:
+            self.paths.append(self.path)
+            target = location.format(key=self.headers.get("Authorization", ""))
+            self.send_body(302, {"Location": target}, b"")
+
+    return Redirect
+
+
+LOCATIONS = {
+    "same origin, raw": "/serve/api/v1/login?echo={key}",
+    "same origin, in the path": "/{key}/list_unique_ids",
+    "another origin": "http://127.0.0.1:9/x?token={key}",
+    # Every byte percent-encoded, in lower-case hex: what no list of encoded forms foresees.
+    "URL-encoded": "/serve/api/v1/x?echo=" + "".join(f"%{b:02x}" for b in CANARY.encode()),
+}
+
+
+@pytest.fixture(params=list(LOCATIONS))
+def redirect(request: pytest.FixtureRequest) -> Iterator[tuple[LocalServer, type[QuietHandler]]]:
+    handler = _redirecting(LOCATIONS[request.param])
+    with LocalServer(handler) as server:
+        yield server, handler
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_redirect_to_a_location_quoting_the_key_is_not_followed(
+    redirect: tuple[LocalServer, Any], kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # urllib3 logs every request line it sends
+    server, handler = redirect
+    with pytest.raises(MemoriesResponseError, match="HTTP 302") as info:
+        await _list_unique_ids(kind, server.url)
+    assert handler.paths == ["/serve/api/v1/list_unique_ids"]  # the key never went into a URL
+    assert chain_leaks(info.value, CANARY) == []
+    assert leaks(caplog.text, CANARY) == []
+
+
+class _MovedOnce(QuietHandler):
+    """Redirects ``list_unique_ids`` to another path (no key in it), which answers."""
+
+    def do_GET(self) -> None:
+        if self.path == "/serve/api/v1/list_unique_ids":
+            self.send_body(302, {"Location": "/serve/api/v1/moved/list_unique_ids"}, b"")
+        else:
+            body = b'{"code": "0000", "msg": "success", "data": ["default"]}'
+            self.send_body(200, {"Content-Type": "application/json"}, body)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_redirect_that_quotes_no_key_is_still_followed(kind: str) -> None:
+    with LocalServer(_MovedOnce) as server:
+        assert await _list_unique_ids(kind, server.url) == ["default"]
