@@ -4,7 +4,8 @@ A server may echo the request in an error body (the ``Authorization`` header inc
 may quote a URL with its ``user:password@``. Whatever text we turn into an error message, a log
 line or a trigger event goes through a :class:`Redactor` that knows the secrets in play:
 
-1. every secret is removed, in each form it can be echoed in (as sent, URL-encoded, JSON- or
+1. every secret is removed, in each form it can be echoed in (as sent, URL-encoded with upper- or
+   lower-case hex, JSON-escaped (``\\/`` and HTML-safe ``\\u003c`` escapes included) or
    Python-escaped, HTML-escaped, inside base64) — and so is every run of
    :data:`MIN_FRAGMENT` or more characters of one (a server that truncated its own echo);
 2. credentials in URLs (``scheme://user:password@``) are removed whatever they are;
@@ -56,14 +57,30 @@ def _base64_cores(secret: bytes) -> set[str]:
     return cores
 
 
+#: Characters JSON encoders escape as ``\\u00XX`` to be safe inside HTML: Go's ``<``, ``>``, ``&``;
+#: Gson's also ``=`` and ``'``.
+_HTML_SAFE_JSON = ({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}, {"=": "\\u003d", "'": "\\u0027"})
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
 def secret_forms(secret: str) -> set[str]:
     """``secret`` as sent and in every encoding a server or a library may echo it in."""
+    escaped = json.dumps(secret)[1:-1]
+    go_json = gson = escaped
+    for char, code in _HTML_SAFE_JSON[0].items():
+        go_json = gson = go_json.replace(char, code)
+    for char, code in _HTML_SAFE_JSON[1].items():
+        gson = gson.replace(char, code)
+    url_forms = {quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret)}
     forms = {
         secret,
-        quote(secret, safe=""),
-        quote(secret, safe="/"),
-        quote_plus(secret),
-        json.dumps(secret)[1:-1],
+        *url_forms,
+        # Lower-case hex digits (.NET's UrlEncode, some proxies): the same bytes.
+        *(_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), form) for form in url_forms),
+        escaped,
+        escaped.replace("/", "\\/"),  # PHP's json_encode escapes every "/"
+        go_json,
+        gson,
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
         html.escape(secret),

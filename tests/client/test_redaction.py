@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -38,6 +39,10 @@ def test_the_client_quote_of_a_body_is_redacted_before_it_is_cut():
     assert "sk-SECRET-" in protocol.quote_body(body)  # what a quote without the key's redactor shows
 
 
+def _lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
 #: A key with characters that every encoding changes.
 ODD_KEY = KEY + "/+&=<\"'\\"
 
@@ -52,14 +57,46 @@ ODD_KEY = KEY + "/+&=<\"'\\"
         lambda k: json.dumps(k, ensure_ascii=False),
         lambda k: html.escape(k),
         lambda k: repr(k),
+        lambda k: _lower_hex(quote(k, safe="")),
+        lambda k: _lower_hex(quote_plus(k)),
+        lambda k: json.dumps(k).replace("/", "\\/"),
+        lambda k: json.dumps(k).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
+        lambda k: json.dumps(k).replace("&", "\\u0026").replace("=", "\\u003d").replace("'", "\\u0027"),
     ],
-    ids=["quote", "quote-path", "quote_plus", "json", "json-utf8", "html", "repr"],
+    ids=[
+        "quote",
+        "quote-path",
+        "quote_plus",
+        "json",
+        "json-utf8",
+        "html",
+        "repr",
+        "quote-lower-hex",  # .NET's HttpUtility.UrlEncode
+        "quote_plus-lower-hex",
+        "json-php",  # json_encode escapes "/"
+        "json-go",  # encoding/json escapes <, >, & for HTML
+        "json-gson",  # and = and ' too
+    ],
 )
 def test_an_echoed_key_is_found_in_every_text_encoding(encode):
     echo = encode(ODD_KEY)
     shown = Redactor([ODD_KEY]).redact(f'{{"headers": {{"Authorization": {echo}}}}} :end')
     assert shown.startswith('{"headers": {"Authorization": ') and shown.endswith("}} :end")
     assert "***" in shown and leaks(shown, echo.strip("'\"")) == []
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [lambda k: json.dumps(k).replace("/", "\\/"), lambda k: _lower_hex(quote(k, safe=""))],
+    ids=["json-php", "quote-lower-hex"],
+)
+def test_a_base64_like_key_echoed_by_php_or_dotnet_is_redacted_whole(encode):
+    # "/" every few characters: no run of 8 characters of the key survives these encodings, so
+    # only knowing the form itself finds it (before: 'x "***\\/dE+f9\\/Gh==" y').
+    key = "sk-mavi-Ab3/dE+f9/Gh=="
+    echo = encode(key)
+    shown = Redactor([key]).redact(f"x {echo} y")
+    assert shown in ('x "***" y', "x *** y"), shown
 
 
 @pytest.mark.parametrize("user", ["", "a:", "al:", "alice:"])  # the three base64 alignments and more
