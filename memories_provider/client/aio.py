@@ -45,8 +45,10 @@ def _scrub(exc: BaseException, redactor: Redactor) -> None:
     by a debugger or an error tracker, though never by its ``str``. The clients chain it as the
     ``__cause__`` of their own error, so it is kept for debugging, without them; the server's
     text it quotes (``message``, response headers) is redacted, and the earlier responses of a
-    redirect chain (``history``, each with the request again) are dropped.
+    redirect chain (``history``, each with the request again) are dropped. Every other text in the
+    chain is redacted too (see :func:`core.scrub_chain`).
     """
+    core.scrub_chain(exc, redactor)
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:

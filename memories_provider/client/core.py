@@ -8,6 +8,7 @@ reading bodies) and their library's transport errors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -135,7 +136,9 @@ class DownloadCore:
     def _broken(
         self, status: int | None, received: int, expected: int | None, exc: BaseException
     ) -> Exception:
-        """The error for a connection that broke mid-body after ``received`` bytes."""
+        """The error for a connection that broke mid-body after ``received`` bytes (``exc``, its
+        cause, redacted in place: see :func:`scrub_chain`)."""
+        scrub_chain(exc, self._redactor)
         return protocol.broken_body_error(
             received, expected, exc, status=status, endpoint=self.endpoint, redactor=self._redactor
         )
@@ -151,6 +154,40 @@ class DownloadCore:
             f"{type(self).__name__}(endpoint={self.endpoint!r}, filename={self.filename!r}, "
             f"content_type={self.content_type!r}, content_length={self.content_length!r})"
         )
+
+
+#: Attributes in which the HTTP libraries' errors keep text from the wire (a status line, a header
+#: line, the parser's complaint quoting it), besides their ``args``.
+_TEXT_ATTRIBUTES = ("message", "msg", "line", "reason")
+
+
+def scrub_chain(exc: BaseException, redactor: Redactor) -> None:
+    """Redact, in place, the texts of ``exc`` and of every exception chained to it.
+
+    The clients raise their own, redacted, error ``from`` the HTTP library's, which stays the
+    ``__cause__`` for debugging: a traceback prints its text, and that of everything it wraps, as
+    raised. Those texts may quote the server (http.client's ``BadStatusLine``, aiohttp's parser
+    errors) or a URL: each string in the ``args`` (and in :data:`_TEXT_ATTRIBUTES`) of every
+    exception reachable through ``__cause__``, ``__context__``, ``reason`` and ``args`` goes through
+    ``redactor``. Texts that hold no secret are left as they are.
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        args = tuple(redactor.redact(a) if isinstance(a, str) else a for a in item.args)
+        if args != item.args:
+            with contextlib.suppress(AttributeError, TypeError):
+                item.args = args
+        for name in _TEXT_ATTRIBUTES:
+            value = getattr(item, name, None)
+            if isinstance(value, str) and redactor.redact(value) != value:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(item, name, redactor.redact(value))
+        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
 
 
 class SendErrors:

@@ -93,7 +93,12 @@ def _never_connected(exc: BaseException) -> bool:
 
 
 def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
-    """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted)."""
+    """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted).
+
+    ``exc`` itself, which the caller chains as the new error's ``__cause__``, is redacted in place
+    (see :func:`core.scrub_chain`).
+    """
+    core.scrub_chain(exc, redactor)
     text = redactor.redact(str(exc))
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return MemoriesTimeoutError(f"timed out connecting: {text}", endpoint=endpoint, request_sent=False)

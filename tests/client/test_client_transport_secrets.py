@@ -11,6 +11,7 @@ access log).
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +54,26 @@ async def test_a_malformed_answer_leaves_no_key_in_the_chained_library_error(kin
     with LocalServer(_Malformed) as server, pytest.raises(MemoriesConnectionError) as info:
         await _list_unique_ids(kind, server.url)
     assert info.value.__cause__ is not None  # the library's error is still there to debug with
+    assert chain_leaks(info.value, CANARY) == []
+
+
+class _EchoingStatusLine(QuietHandler):
+    """Answers with a status line no HTTP parser accepts, quoting the request's key (a careless
+    proxy's debugging answer): both libraries quote that line in their errors."""
+
+    def do_GET(self) -> None:
+        self.close_connection = True
+        self.wfile.write(f"GARBAGE Authorization: {self.headers.get('Authorization')}\r\n\r\n".encode())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_status_line_echoing_the_key_is_redacted_in_the_whole_chain(kind: str) -> None:
+    with LocalServer(_EchoingStatusLine) as server, pytest.raises(MemoriesConnectionError) as info:
+        await _list_unique_ids(kind, server.url)
+    assert "GARBAGE Authorization: ***" in str(info.value)
+    # What a traceback prints: every chained error's text (http.client's BadStatusLine, aiohttp's
+    # parser error, as raised).
+    assert leaks("".join(traceback.format_exception(info.value)), CANARY) == []
     assert chain_leaks(info.value, CANARY) == []
 
 
