@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +30,39 @@ from memories_provider.redaction import NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+
+class _Urllib3Redaction(logging.Filter):
+    """Redacts the secrets of every live sync client from urllib3's log records.
+
+    urllib3 logs what the server sent when it cannot parse it (``Failed to parse headers ...,
+    unparsed data: 'Authorization sk-...'``, a WARNING with its traceback) and, at DEBUG, each
+    request line it sent. A record that holds a secret is rewritten: its message and traceback,
+    redacted, become its text (no ``exc_info`` left to format again).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.redactors: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactors = list(self.redactors)
+        if not redactors:
+            return True
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        shown = text
+        for redactor in redactors:
+            shown = redactor.redact(shown)
+        if shown != text:
+            record.msg, record.args, record.exc_info, record.exc_text = shown, None, None, None
+        return True
+
+
+_URLLIB3_REDACTION = _Urllib3Redaction()
+for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.response"):
+    logging.getLogger(_name).addFilter(_URLLIB3_REDACTION)
 
 
 class _LargeBlockAdapter(HTTPAdapter):
@@ -297,6 +333,7 @@ class MemoriesClient(core.ClientCore):
         """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides
         it), no redirect followed to a location quoting the key."""
         self._session = _Session(self._redactor)
+        _URLLIB3_REDACTION.redactors.add(self._redactor)
         adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)

@@ -77,6 +77,30 @@ async def test_a_status_line_echoing_the_key_is_redacted_in_the_whole_chain(kind
     assert chain_leaks(info.value, CANARY) == []
 
 
+class _EchoingHeaderLine(QuietHandler):
+    """Answers 200 with a header line that is not one (``Authorization sk-...``, no colon): urllib3
+    logs a warning quoting the lines it could not parse."""
+
+    def do_GET(self) -> None:
+        self.close_connection = True
+        echo = f"Authorization {self.headers.get('Authorization')}"
+        body = b'{"code": "0000", "msg": "success", "data": ["default"]}'
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{echo}\r\nContent-Length: {len(body)}"
+        self.wfile.write(head.encode() + b"\r\n\r\n" + body)
+
+
+def test_urllib3s_warning_about_a_header_line_echoing_the_key_is_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with LocalServer(_EchoingHeaderLine) as server:
+        settings = {"base_url": f"{server.url}/serve/api/v1", "v2_base_url": f"{server.url}/serve/api/v2"}
+        with MemoriesClient(CANARY, timeout=10, retry=NO_RETRY, **settings) as client:
+            assert client.list_unique_ids() == ["default"]
+    assert "Failed to parse headers" in caplog.text  # urllib3 still says so
+    assert leaks(caplog.text, CANARY) == []
+
+
 def _redirecting(location: str) -> type[QuietHandler]:
     """A handler redirecting (302) to ``location`` with ``{key}`` replaced by the request's key;
     it records every path it is asked for."""
