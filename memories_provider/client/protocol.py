@@ -284,10 +284,18 @@ def upload_request(base_url: str) -> RequestSpec:
 def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
     """``POST {v1}/upload_url`` with a url-encoded form: ``url`` first, then the metadata ``fields``.
 
-    :raises MemoriesInvalidArgumentError: when ``url`` is empty.
+    :raises MemoriesInvalidArgumentError: when ``url`` is empty or not an http(s) URL with a host.
     """
     if not url:
         raise MemoriesInvalidArgumentError("`url` must be a non-empty string")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        # The service fetches it with a plain GET; anything else is refused, after being counted
+        # against the one-a-minute limit (and maybe billed).
+        raise MemoriesInvalidArgumentError(
+            f"`url` must be an http(s) URL with a host, which the service fetches with an "
+            f"unauthenticated GET; got {NO_SECRETS.redact(str(url))!r}"
+        )
     form = [("url", url), *fields]
     return RequestSpec(
         UPLOAD_URL, "POST", f"{base_url}/upload_url", form=form, idempotent=False, slow_answer=True

@@ -304,5 +304,5 @@ def test_upload_timeout_defaults_to_600s_and_never_undercuts_timeout(client_clas
 
 def test_only_uploads_wait_for_a_slow_answer():
     assert protocol.upload_request("https://h").slow_answer
-    assert protocol.upload_url_request("https://h", "u", []).slow_answer
+    assert protocol.upload_url_request("https://h", "https://h/v.mp4", []).slow_answer
     assert not protocol.list_unique_ids_request("https://h").slow_answer

@@ -1,0 +1,22 @@
+"""Bad arguments are refused before anything is sent, by both clients, naming the parameter and the
+rule (against the emulator, which counts the requests it gets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from memories_provider.client import MemoriesInvalidArgumentError
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/clip.mp4", "example.com/clip.mp4", "file:///tmp/clip.mp4"]
+)
+async def test_upload_from_a_url_the_service_cannot_fetch_is_refused_before_it_is_sent(
+    client, aclient, memories_emulator, url
+):
+    # upload_url is metered and limited to one a minute: a URL it cannot fetch must not cost one.
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
+        client.upload_video_from_url(url)
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
+        await aclient.upload_video_from_url(url)
+    assert memories_emulator.control.count("upload_url") == 0
