@@ -315,7 +315,8 @@ class VideoFilters(TypedDict, total=False):
     :param unique_id: scope to list.
     :param video_name: exact name filter.
     :param video_no: one id.
-    :param video_nos: restrict the result to these ids (check many videos in one call).
+    :param video_nos: restrict the result to these ids (check many videos in one call); a single
+        string is one id.
     :param status: ``UNPARSE``/``PARSE``/``FAILED`` (or a ``VideoStatus``).
     :param camera_model: camera model filter.
     :param tag: tag filter.
@@ -351,7 +352,9 @@ def list_videos_request(
     optional: dict[str, Any] = {name: filters.get(name) for name in VIDEO_FILTERS}
     if (optional["latitude"] is None) != (optional["longitude"] is None):
         raise ValueError("latitude and longitude must be given together")
-    if optional["video_nos"] is not None:
+    if isinstance(optional["video_nos"], str):
+        optional["video_nos"] = [optional["video_nos"]]  # one id, as delete_videos takes it
+    elif optional["video_nos"] is not None:
         optional["video_nos"] = list(optional["video_nos"])
     optional["status"] = getattr(optional["status"], "value", optional["status"])
     body: dict[str, Any] = {"page": page, "size": size}

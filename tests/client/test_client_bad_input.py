@@ -20,3 +20,11 @@ async def test_upload_from_a_url_the_service_cannot_fetch_is_refused_before_it_i
     with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
         await aclient.upload_video_from_url(url)
     assert memories_emulator.control.count("upload_url") == 0
+
+
+async def test_a_single_id_as_video_nos_is_one_id_not_its_characters(client, aclient, make_video):
+    # As delete_videos takes it: before, "VI..." was sent as ["V", "I", "0", ...] and refused by
+    # the service with "video_nos: must be 'VI' followed by 18 digits, got 'V'".
+    video_no = client.upload_video(make_video()[0]).video_no
+    assert [v.video_no for v in client.list_videos(video_nos=video_no).videos] == [video_no]
+    assert [v.video_no for v in (await aclient.list_videos(video_nos=video_no)).videos] == [video_no]
