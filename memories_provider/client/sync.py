@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -20,6 +21,7 @@ from memories_provider.client.deadline import expired_error, request_timeouts, t
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesNotFoundError,
+    MemoriesResponseError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -90,7 +92,8 @@ class _KeyAuth(requests.auth.AuthBase):
 
 
 class _Session(requests.Session):
-    """A session that refuses to follow a redirect to a location quoting the API key."""
+    """A session that refuses to follow a redirect to a location quoting the API key, or to one
+    that is not a URL (an error of the client's, not urllib's bare ``ValueError``)."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
@@ -99,6 +102,14 @@ class _Session(requests.Session):
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         target = super().get_redirect_target(resp)
         error = protocol.redirect_refusal(resp.status_code, target, self._redactor)
+        if error is None and target is not None:
+            try:
+                urlsplit(target)
+            except ValueError:  # requests would let urllib's bare ValueError out
+                error = MemoriesResponseError(
+                    f"HTTP {resp.status_code}: the answer redirects to a location that is not a URL",
+                    http_status=resp.status_code,
+                )
         if error is not None:
             resp.close()
             raise error

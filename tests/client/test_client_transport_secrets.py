@@ -23,6 +23,7 @@ from memories_provider.client import (
     AsyncMemoriesClient,
     MemoriesClient,
     MemoriesConnectionError,
+    MemoriesError,
     MemoriesResponseError,
     RetryPolicy,
 )
@@ -160,3 +161,18 @@ class _MovedOnce(QuietHandler):
 async def test_a_redirect_that_quotes_no_key_is_still_followed(kind: str) -> None:
     with LocalServer(_MovedOnce) as server:
         assert await _list_unique_ids(kind, server.url) == ["default"]
+
+
+class _BrokenLocation(QuietHandler):
+    """Redirects to a location that is not a URL."""
+
+    def do_GET(self) -> None:
+        self.send_body(302, {"Location": "http://[::1/x"}, b"")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_redirect_to_a_location_that_is_no_url_is_the_clients_error(kind: str) -> None:
+    # The sync client let urllib's bare "ValueError: Invalid IPv6 URL" out of list_unique_ids: not a
+    # MemoriesError, and a ValueError, which the operators read as the caller's bad argument.
+    with LocalServer(_BrokenLocation) as server, pytest.raises(MemoriesError, match=r"HTTP 302|redirect"):
+        await _list_unique_ids(kind, server.url)
