@@ -94,13 +94,22 @@ class MemoriesConnectionConfig:
         )
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for an error, unless it could be a key pasted into the wrong field: a value
+    with neither ``://`` nor a ``.`` or ``:`` in what would be its host is not shown."""
+    head = re.split(r"[/?#]", value, maxsplit=1)[0]
+    if "://" not in value and "." not in head and ":" not in head:
+        return "a value that is not one (not shown: it may be a key pasted into the wrong field)"
+    return repr(NO_SECRETS.redact(value))
+
+
 def _origin(value: str, *, conn_id: str, field_name: str) -> str:
     value = value.strip().rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: field {field_name!r} must be an http(s) URL with a scheme, "
-            f"e.g. 'https://api.memories.ai', got {NO_SECRETS.redact(value)!r}"
+            f"e.g. 'https://api.memories.ai', got {_shown(value)}"
         )
     if "@" in parts.netloc:
         # The API authenticates by the key alone; user-info would only travel into logs and lineage.

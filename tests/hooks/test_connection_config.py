@@ -181,3 +181,19 @@ def test_hosts_with_credentials_are_refused_without_showing_them(field):
     with pytest.raises(MemoriesConnectionConfigError) as info:
         parse(host="ftp://alice:HUNTER2pw@proxy.example")  # the wrong-scheme error shows it masked
     assert "HUNTER2pw" not in str(info.value) and "ftp://***@proxy.example" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["host", "v2_host"])
+@pytest.mark.parametrize("password", [KEY, "sk-old-revoked-key-999"])
+def test_a_key_pasted_into_a_host_field_is_not_quoted(field, password):
+    # The key in the host field (the password holding it too, or an old one): the error names the
+    # field and says what is wrong, but does not show a value that may be a key.
+    pasted = "sk-mavi-NEW7key3Qx9Lm2Z"
+    kw = {"host": pasted} if field == "host" else {"extra": {"v2_host": pasted}}
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(password=password, **kw)
+    message = str(info.value)
+    assert f"'{field}'" in message and "http(s) URL" in message
+    assert not any(pasted[i : i + 8] in message for i in range(len(pasted) - 7)), message
+    with pytest.raises(MemoriesConnectionConfigError, match="got 'api.memories.ai'"):
+        parse(host="api.memories.ai")  # a host name is still quoted back
