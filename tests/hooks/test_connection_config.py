@@ -195,5 +195,5 @@ def test_a_key_pasted_into_a_host_field_is_not_quoted(field, password):
     message = str(info.value)
     assert f"'{field}'" in message and "http(s) URL" in message
     assert not any(pasted[i : i + 8] in message for i in range(len(pasted) - 7)), message
-    with pytest.raises(MemoriesConnectionConfigError, match="got 'api.memories.ai'"):
+    with pytest.raises(MemoriesConnectionConfigError, match=r"got 'api\.memories\.ai'"):
         parse(host="api.memories.ai")  # a host name is still quoted back
