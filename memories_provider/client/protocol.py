@@ -1018,7 +1018,10 @@ def read_response(answer: Answer, read: Callable[[Any], Any] | None = None) -> A
     try:
         return read(data)
     except (TypeError, ValueError) as exc:
-        raise _undocumented_data(exc, answer) from None
+        error = _undocumented_data(exc, answer)
+    # Raised outside the handler: the reader's complaint, which may quote the answer unredacted,
+    # is not kept as the error's __context__ (``from None`` only hides it from tracebacks).
+    raise error
 
 
 def _undocumented_data(problem: Exception, answer: Answer) -> MemoriesResponseError:

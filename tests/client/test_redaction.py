@@ -9,7 +9,7 @@ import re
 from urllib.parse import quote, quote_plus
 
 import pytest
-from leaks import leaks
+from leaks import chain_leaks, leaks
 
 from memories_provider.client import protocol
 from memories_provider.redaction import MIN_EDGE, NO_SECRETS, Redactor
@@ -205,3 +205,15 @@ def test_an_answer_echoing_the_key_does_not_show_it_in_its_repr():
     echoed = json.dumps({"headers": {"Authorization": KEY}}).encode()
     answer = protocol.Answer(200, {"X-Echo": KEY}, echoed, "list_videos", Redactor([KEY]))
     assert leaks(repr(answer), KEY) == [] and "list_videos" in repr(answer)
+
+
+def test_a_readers_complaint_quoting_the_key_is_not_kept_as_the_errors_context():
+    # The reader's ValueError quotes the answer ("the answer is for video 'VI-sk-...'"): the error
+    # quotes it redacted, and must not keep the raw one as __context__ (suppressed by "from None"
+    # in a traceback, still there for a debugger or an error tracker).
+    body = json.dumps({"code": "0000", "data": {"video_no": f"VI-{KEY}", "transcriptions": []}}).encode()
+    answer = protocol.Answer(200, {}, body, endpoint="get_video_caption", redactor=Redactor([KEY]))
+    with pytest.raises(protocol.MemoriesResponseError) as info:
+        protocol.read_response(answer, read=protocol.transcript_reader("visual", "VI000000000000000001"))
+    assert "the answer is for video" in str(info.value)
+    assert chain_leaks(info.value, KEY) == []
