@@ -51,9 +51,12 @@ class _Urllib3Redaction(logging.Filter):
         redactors = list(self.redactors)
         if not redactors:
             return True
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        except Exception:  # a malformed record: logging reports it itself, a filter must not raise
+            return True
         shown = text
         for redactor in redactors:
             shown = redactor.redact(shown)
