@@ -92,16 +92,17 @@ def test_false_switches_limits_off(api, memories_emulator):
         api.upload()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="debatable reading, not fixed: spec section 3 lists 'upload, upload_url' in one row at "
-    "1 per minute and the upload page speaks of 'a per-account upload rate limit' (one budget); the "
-    "emulator keeps a separate window per endpoint, so an upload and a URL upload may both pass in "
-    "one minute. Clients retry 0429 either way.",
-)
 def test_upload_and_upload_url_share_one_per_minute(api, memories_emulator):
     memories_emulator.control.configure(rate_limits=True)
     asset = memories_emulator.control.add_asset(b"\x00video" * 100, "remote.mp4", content_type="video/mp4")
     api.upload()
     resp = api.v1("POST", "upload_url", data={"url": memories_emulator.control.public_url(asset["asset_id"])})
     assert resp.json()["code"] == "0429"
+
+
+def test_upload_url_and_upload_share_one_per_minute_either_way(api, memories_emulator):
+    memories_emulator.control.configure(rate_limits=True)
+    asset = memories_emulator.control.add_asset(b"\x00video" * 100, "remote.mp4", content_type="video/mp4")
+    resp = api.v1("POST", "upload_url", data={"url": memories_emulator.control.public_url(asset["asset_id"])})
+    assert resp.json()["code"] == "0000"
+    assert api.upload_raw().json()["code"] == "0429"
