@@ -20,7 +20,6 @@ from memories_provider.client import (
     VideoStatus,
 )
 from memories_provider.client.deadline import within
-from memories_provider.client.protocol import is_missing_route
 
 #: Largest ``video_nos`` filter sent in one ``list_videos`` call (also its page size). The spec caps
 #: neither; 200 is the page size one edition uses by default. A service that lists fewer rows than
@@ -213,8 +212,8 @@ class StatusRound:
         """Learn from ``error`` on ``batch``: ``True`` when it was a refused parameter, now handled
         (the batch split, or its lone id rejected); ``False`` for any other error — the batch stays
         first in line, so the round resumes there after a transient error."""
-        if not isinstance(error, MemoriesInvalidRequestError) or is_missing_route(error):
-            return False  # an infrastructure 404 (no business code) is about the route, not an id
+        if not isinstance(error, MemoriesInvalidRequestError):
+            return False
         self._pop(batch)
         if len(batch) > 1:
             half = len(batch) // 2

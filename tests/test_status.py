@@ -9,6 +9,7 @@ import pytest
 from memories_provider.client import (
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
+    MemoriesRouteNotFoundError,
     MemoriesServerError,
     Video,
     VideoPage,
@@ -162,6 +163,6 @@ def test_an_infrastructure_404_is_not_blamed_on_the_ids_asked_for(memories_emula
         path.write_bytes(b"\x00video" * 100)
         ids = [client.upload_video(str(path)).video_no for _ in range(4)]
         memories_emulator.control.inject_fault("list_videos", "http_404", count=20)
-        with pytest.raises(MemoriesNotFoundError, match="HTTP 404"):
+        with pytest.raises(MemoriesRouteNotFoundError, match="HTTP 404"):
             StatusCheck(ids, None)(client.list_videos)
         assert memories_emulator.control.count("list_videos") == 1

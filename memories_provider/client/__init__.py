@@ -23,6 +23,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesRateLimitError,
     MemoriesResponseError,
+    MemoriesRouteNotFoundError,
     MemoriesServerError,
     MemoriesTimeoutError,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "MemoriesNotFoundError",
     "MemoriesRateLimitError",
     "MemoriesResponseError",
+    "MemoriesRouteNotFoundError",
     "MemoriesServerError",
     "MemoriesTimeoutError",
     "Redactor",

@@ -95,6 +95,16 @@ class MemoriesNotFoundError(MemoriesInvalidRequestError):
     """The video, asset or blob does not exist (message says so, or HTTP 404). Never retried."""
 
 
+class MemoriesRouteNotFoundError(MemoriesError):
+    """The server has no such path: HTTP 404 without a business code.
+
+    An infrastructure error (a gateway without the route, or an older edition of the API): it says
+    nothing about the video or asset asked for, so it is not a :class:`MemoriesNotFoundError` — a
+    caller that acts on "the video is gone" (upload again, leave it out) must not act on it. Not
+    retried by the client; an Airflow retry asks again.
+    """
+
+
 class MemoriesDuplicateError(MemoriesError):
     """A duplicate or non-repeatable operation (``0409``). Never retried."""
 
@@ -155,6 +165,7 @@ __all__ = [
     "MemoriesNotFoundError",
     "MemoriesRateLimitError",
     "MemoriesResponseError",
+    "MemoriesRouteNotFoundError",
     "MemoriesServerError",
     "MemoriesTimeoutError",
 ]

@@ -30,6 +30,7 @@ from memories_provider.client.errors import (
     MemoriesNotFoundError,
     MemoriesRateLimitError,
     MemoriesResponseError,
+    MemoriesRouteNotFoundError,
     MemoriesServerError,
 )
 from memories_provider.client.models import (
@@ -447,14 +448,6 @@ def older_caption_request(base_url: str, video_no: str) -> RequestSpec | None:
     return RequestSpec(GET_VIDEO_TRANSCRIPTION, "GET", f"{root}/video/{GET_VIDEO_TRANSCRIPTION}?{query}")
 
 
-def is_missing_route(error: BaseException) -> bool:
-    """Whether ``error`` says the server has no such path (HTTP 404 without a business code).
-
-    A business "not found" (``0001 video not found``, HTTP 200) is about the video, not the route.
-    """
-    return isinstance(error, MemoriesNotFoundError) and error.http_status == 404 and error.code is None
-
-
 class TranscriptRoutes:
     """Which path serves the index outputs: the current ones, falling back to the older edition's.
 
@@ -492,7 +485,7 @@ class TranscriptRoutes:
             yield
         except MemoriesError as err:
             self._answered(spec, err)
-            if isinstance(err, MemoriesNotFoundError) and spec is not specs[-1] and self.fall_back(spec, err):
+            if spec is not specs[-1] and self.fall_back(spec, err):
                 return
             raise
         self._answered(spec, None)
@@ -504,7 +497,7 @@ class TranscriptRoutes:
 
     def fall_back(self, spec: RequestSpec, error: BaseException) -> bool:
         """Whether to try the next spec after ``error`` on ``spec``."""
-        return spec.endpoint == GET_VIDEO_CAPTION and is_missing_route(error)
+        return spec.endpoint == GET_VIDEO_CAPTION and isinstance(error, MemoriesRouteNotFoundError)
 
 
 # --------------------------------------------------------------------------- responses
@@ -670,7 +663,7 @@ def error_for_http(answer: Answer) -> MemoriesError:
     if status == 429:
         return MemoriesRateLimitError(message, retry_after=retry_after, **kw)
     if status == 404:
-        return MemoriesNotFoundError(message, **kw)
+        return MemoriesRouteNotFoundError(message, **kw)
     if status == 400:
         return MemoriesInvalidRequestError(message, **kw)
     if status == 409:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from memories_provider.client import MemoriesNotFoundError, Video, VideoStatus
-from memories_provider.client.protocol import is_missing_route
 from memories_provider.operators._attempt_record import AttemptRecord
 
 #: How far the service's clock (``create_time``) may run behind this worker's (``started_ms``).
@@ -74,9 +73,7 @@ def judge(listed: Iterable[Video], record: AttemptRecord, confirm: Callable[[str
         if not tags and video.status is VideoStatus.PARSE:
             try:
                 video = confirm(video.video_no)
-            except MemoriesNotFoundError as err:
-                if is_missing_route(err):
-                    raise  # an infrastructure 404 says nothing of the video: never "not arrived" on it
+            except MemoriesNotFoundError:
                 continue  # deleted since it was listed
             tags = video.tags
         if tags:  # tags are shown: they decide, whatever the status

@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from memories_provider.client import MemoriesError, MemoriesNotFoundError, Transcript, Video, VideoStatus
 from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
-from memories_provider.client.protocol import check_id, is_missing_route
+from memories_provider.client.protocol import check_id
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
@@ -463,8 +463,6 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         try:
             return [hook.get_transcript(video.video_no, kind, unique_id=scope) for kind in self.kinds]
         except MemoriesNotFoundError as err:
-            if is_missing_route(err):
-                raise  # an infrastructure 404 says nothing of the video: a retry exports it
             if self.not_parsed == "skip":
                 self.log.warning("Leaving out %s: it is gone (%s)", video.video_no, err)
                 skipped.append(video.video_no)

@@ -15,13 +15,14 @@ from memories_provider.client import (
     MemoriesError,
     MemoriesNotFoundError,
     MemoriesRateLimitError,
+    MemoriesRouteNotFoundError,
     MemoriesServerError,
     RetryPolicy,
     UploadMetadata,
     UploadResult,
     Video,
 )
-from memories_provider.client.protocol import is_missing_route, video_content_type
+from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
@@ -378,13 +379,13 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         if record is not None and record.video_no:
             try:
                 return hook.get_video(record.video_no, unique_id=unique_id)
-            except MemoriesNotFoundError as err:
-                if is_missing_route(err):
-                    raise AirflowException(
-                        f"Could not check {record.video_no}, recorded by an earlier attempt: {err}. An HTTP "
-                        "404 without a business code is the service's infrastructure, not proof that the "
-                        "video is gone; not uploading it again"
-                    ) from err
+            except MemoriesRouteNotFoundError as err:
+                raise AirflowException(
+                    f"Could not check {record.video_no}, recorded by an earlier attempt: {err}. An HTTP "
+                    "404 without a business code is the service's infrastructure, not proof that the "
+                    "video is gone; not uploading it again"
+                ) from err
+            except MemoriesNotFoundError:
                 self.log.warning(
                     "%s, recorded by an earlier attempt, no longer exists; uploading again", record.video_no
                 )
@@ -769,9 +770,7 @@ def tagged_video(
         confirmed += 1
         try:
             full = confirm(video.video_no)
-        except MemoriesNotFoundError as err:
-            if is_missing_route(err):
-                raise  # an infrastructure 404 says nothing of the video: no upload on doubt
+        except MemoriesNotFoundError:
             continue
         if tag in full.tags:
             return full

@@ -17,6 +17,7 @@ from memories_provider.client import (
     MemoriesNotFoundError,
     MemoriesRateLimitError,
     MemoriesResponseError,
+    MemoriesRouteNotFoundError,
     MemoriesServerError,
     protocol,
 )
@@ -100,7 +101,7 @@ def test_retry_after_http_date_and_garbage():
         (400, MemoriesInvalidRequestError),
         (401, MemoriesAuthError),
         (403, MemoriesAuthError),
-        (404, MemoriesNotFoundError),
+        (404, MemoriesRouteNotFoundError),  # a route missing, not a video: never "not found"
         (409, MemoriesDuplicateError),
         (429, MemoriesRateLimitError),
         (500, MemoriesServerError),

@@ -8,6 +8,7 @@ from memories_provider.client import (
     MemoriesNotFoundError,
     MemoriesRateLimitError,
     MemoriesResponseError,
+    MemoriesRouteNotFoundError,
     Segment,
     Transcript,
 )
@@ -103,7 +104,7 @@ def test_one_infrastructure_404_does_not_switch_to_the_older_edition_for_good(
     # only once it has answered; a current deployment (no older path) keeps the current one.
     video_no = _video(client, make_video)
     memories_emulator.control.inject_fault("get_video_caption", "http_404")
-    with pytest.raises(MemoriesNotFoundError):
+    with pytest.raises(MemoriesRouteNotFoundError):
         client.get_video_caption(video_no)  # the current path 404s once; the older one is not there
     assert len(client.get_video_caption(video_no).segments) == 3
     assert memories_emulator.control.count("get_video_caption") == 2

@@ -526,11 +526,11 @@ def test_an_infrastructure_404_is_not_a_deleted_video(
     # video is neither left out of the file nor failed for good; the try fails and a retry exports it.
     from airflow.providers.common.compat.sdk import AirflowFailException
 
-    from memories_provider.client import MemoriesNotFoundError
+    from memories_provider.client import MemoriesRouteNotFoundError
 
     emu.control.inject_fault("get_audio_transcription", "http_404")
     target = tmp_path / "x.jsonl"
-    with pytest.raises(MemoriesNotFoundError) as info:
+    with pytest.raises(MemoriesRouteNotFoundError) as info:
         run(video_nos=three, not_parsed=not_parsed, destination=str(target))
     assert not isinstance(info.value, AirflowFailException)
     assert files_in(tmp_path) == []

@@ -19,8 +19,8 @@ from local_http import LocalServer, folder_handler
 
 from memories_provider.client import (
     MemoriesConnectionError,
-    MemoriesNotFoundError,
     MemoriesRateLimitError,
+    MemoriesRouteNotFoundError,
     Video,
 )
 from memories_provider.hooks.memories import MemoriesHook
@@ -389,7 +389,7 @@ def test_an_infrastructure_404_is_not_taken_for_a_gone_video(emu: Any, video: Pa
     hook = MemoriesHook()
     [tag] = [t for t in stored(emu)[0]["tags"] if t.startswith("airflow-")]
     emu.control.inject_fault("get_metadata", "http_404")
-    with pytest.raises(MemoriesNotFoundError):
+    with pytest.raises(MemoriesRouteNotFoundError):
         tagged_video([Video.from_api({"video_no": first})], tag, hook.get_video, logging.getLogger("t"))
 
 
