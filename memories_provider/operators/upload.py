@@ -22,6 +22,7 @@ from memories_provider.client import (
     UploadResult,
     Video,
 )
+from memories_provider.client.deadline import within
 from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
@@ -80,6 +81,11 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
     if isinstance(error, MemoriesError):
         return True
     return body_cut  # the source failed mid-read, the task was killed ...: the body tells
+
+
+#: Seconds the first look of an execution gets even when it starts at or after its deadline (a
+#: deferred wait resumed on its timeout): enough for one listing, far less than a Retry-After storm.
+_FIRST_LOOK = 10.0
 
 
 def _bytes(size: int | None) -> str:
@@ -441,15 +447,22 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         deadline = since + self.timeout
         grace = min(self.lost_answer_grace, self.timeout)
         shown = redact_uri(plan.source.uri)
+        last: Verdict | None = None  # the latest answered look of this execution
         while True:
-            verdict = self._look(hook, unique_id, record)
+            left = deadline - time.time()
+            # Each look ends by the deadline; the first of an execution resumed at or after it
+            # (a deferral that timed out) still gets one bounded look, to name what it waits for.
+            verdict = self._look(
+                hook, unique_id, record, left if last is not None else max(left, _FIRST_LOOK)
+            )
+            last = verdict if verdict is not None else last
             now = time.time()
             if verdict is not None:
                 decided, video = self._decision(verdict, shown, record, looked=now - since, grace=grace)
                 if decided:
                     return video
             if now >= deadline:
-                waiting = verdict.pending + verdict.undecidable if verdict is not None else []
+                waiting = last.pending + last.undecidable if last is not None else []
                 if waiting:
                     raise AirflowFailException(self._undecided(shown, record, waiting, timed_out=True))
                 raise AirflowException(
@@ -461,14 +474,21 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 self._defer_a_while(pause, since)
             time.sleep(max(pause, 0.0))
 
-    def _look(self, hook: MemoriesHook, unique_id: str | None, record: AttemptRecord) -> Verdict | None:
-        """One listing of the scope judged against ``record``; ``None`` when it failed transiently."""
+    def _look(
+        self, hook: MemoriesHook, unique_id: str | None, record: AttemptRecord, seconds: float
+    ) -> Verdict | None:
+        """One listing of the scope judged against ``record``; ``None`` when it failed transiently.
+
+        Every request of it, client retries and ``Retry-After`` sleeps included, ends within
+        ``seconds`` (a look that runs out of time failed transiently).
+        """
 
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)
 
         try:
-            return judge(hook.iter_videos(unique_id=unique_id), record, confirm)
+            with within(seconds):
+                return judge(hook.iter_videos(unique_id=unique_id), record, confirm)
         except MemoriesError as err:
             if not is_transient(err):
                 raise

@@ -9,6 +9,7 @@ in-memory task state store; ``test_upload_dag.py`` runs the same stories through
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,25 @@ def test_a_storm_of_0429_while_looking_is_waited_out(
     assert video_no == earlier["video_no"] and held.control.count("upload") == 1
     codes = [r["code"] for r in held.control.request_log("list_videos")]
     assert codes[1:4] == ["0429"] * 3  # after attempt 1's tag lookup
+
+
+def test_the_look_ends_by_the_timeout_under_a_0429_storm_with_a_long_retry_after(
+    held: Any, video: Path, set_memories_conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Deadlines are promises: the listing that looks for the earlier upload, its client retries
+    # and their Retry-After sleeps included, ends by `timeout` (as _wait_for_parse and the sensor do).
+    store = Store()
+    lost_first_attempt(held, store, video)
+    set_memories_conn(max_retries=1)
+    held.control.inject_fault("list_videos", "code_0429", count=10_000, retry_after=30)
+    caplog.set_level(logging.WARNING, logger="memories_provider.client")
+    with pytest.raises(AirflowException, match="Could not list") as info:
+        attempt(store, 2, source=str(video), timeout=1)
+    assert not isinstance(info.value, AirflowFailException)
+    # A 30 s Retry-After fits in no look of a 1 s wait: no client retry may be scheduled at all.
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries == []
+    assert held.control.count("upload") == 1
 
 
 def test_a_refused_key_while_looking_fails_without_uploading(
