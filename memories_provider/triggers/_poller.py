@@ -77,6 +77,10 @@ ACCOUNT_LIMIT = 5.0
 RATE_DECREASE = 0.7
 #: Longest back-off after repeated transient errors other than rate limits, in seconds.
 MAX_BACKOFF = 300.0
+#: Longest ``Retry-After`` honoured, in seconds: the client's own cap
+#: (:attr:`RetryPolicy.max_retry_after`). The pacer outlives every wait of its connection in this
+#: triggerer, so an unbounded one ("Retry-After: 1e9") would starve all later waits of it.
+MAX_RETRY_AFTER = RetryPolicy.max_retry_after
 
 
 @dataclass(eq=False)
@@ -141,7 +145,7 @@ class _Pacer:
             self.rate = max(MIN_RATE, self.rate * SLOW_START_EXIT)
         elif now >= self.cut_until:
             self.rate = max(MIN_RATE, self.rate * RATE_DECREASE)
-        pause = max(retry_after or 0.0, 1 / self.rate)
+        pause = max(min(retry_after or 0.0, MAX_RETRY_AFTER), 1 / self.rate)
         self.cut_until = max(self.cut_until, now + pause)
         self.next_slot = max(self.next_slot, now + pause)
         return pause
@@ -306,8 +310,8 @@ class StatusPoller:
                 next_round = time.monotonic() + min(w.poll_interval for w in waiters)
                 self.last_seen = {v: s for v, s in self.last_seen.items() if v in self._by_id}
                 round_ = StatusRound(sorted(self._by_id))
-            if round_.next_batch(self._wanted) is not None:
-                await self.pacer.wait()
+            if round_.next_batch(self._wanted) is not None and not await self._paced():
+                continue  # the last waiter left while the pacer held us back: the loop ends
             batch = round_.next_batch(self._wanted)  # again: waits may have ended meanwhile
             if batch is None:
                 continue
@@ -357,7 +361,7 @@ class StatusPoller:
         policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
         delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
         # The service said how long to stay away: never come back sooner.
-        delay = max(delay, err.retry_after or 0.0)
+        delay = max(delay, min(err.retry_after or 0.0, MAX_RETRY_AFTER))
         log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
         await self._sleep(delay)
         return failures
@@ -379,6 +383,27 @@ class StatusPoller:
                 waiter.future.set_result(
                     {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}
                 )
+
+    async def _paced(self) -> bool:
+        """Wait for the pacer's next slot; ``False`` if the last waiter left first (no slot taken).
+
+        A ``Retry-After`` may hold the pacer back for minutes: like :meth:`_sleep`, this wait
+        ends as soon as nobody waits any more, so the loop ends and closes its session.
+        """
+        if not self._live():
+            return False
+        self._wake.clear()
+        slot = asyncio.ensure_future(self.pacer.wait())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({slot, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (slot, woken):
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pending
+        return slot.done() and not slot.cancelled()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or until the last waiter leaves."""

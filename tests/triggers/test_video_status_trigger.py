@@ -15,6 +15,7 @@ import time
 import pytest
 from connections import use_emulator_conn
 
+from memories_provider.client import RetryPolicy
 from memories_provider.status import BATCH_SIZE
 from memories_provider.triggers import _poller
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
@@ -419,3 +420,27 @@ async def test_unique_id_none_uses_the_connections_default_scope(emu, new_video,
     )
     assert event["status"] == "success", event["message"]
     assert [v["video_no"] for v in event["videos"]] == [video_no]
+
+
+async def test_a_huge_retry_after_neither_outlives_the_waits_nor_stalls_the_connection(emu, new_video):
+    # A proxy or the service saying "Retry-After: 1000000000": the wait still times out at its
+    # end_time; then, as when any last waiter leaves, the poller ends (closing its session) rather
+    # than sleeping on in its pacer; and the connection's pacer, which every later wait of this
+    # triggerer shares, holds requests back no longer than the client ever honours a Retry-After.
+    video_no = new_video(hold=True)
+    emu.control.inject_fault("list_videos", "code_0429", retry_after=1e9)
+    event = await first_event(
+        MemoriesVideoStatusTrigger([video_no], poll_interval=0.05, end_time=time.time() + 0.5)
+    )
+    assert event["status"] == "timeout"
+    for poller in _poller.active_pollers():
+        await asyncio.wait_for(poller._task, 10)
+    assert _poller.active_pollers() == []
+    [pacer] = _poller._PACERS[asyncio.get_running_loop()].values()
+    assert pacer.next_slot - time.monotonic() <= RetryPolicy().max_retry_after
+
+
+@pytest.mark.parametrize("retry_after", [1e9, math.inf])
+def test_the_pacer_honours_a_retry_after_only_up_to_the_clients_cap(retry_after):
+    pause = _poller._Pacer().on_rate_limit(retry_after)
+    assert pause == RetryPolicy().max_retry_after
