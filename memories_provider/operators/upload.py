@@ -734,9 +734,16 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent, video_no: str = "") -> str:
-        """Resume after the deferred wait for ``PARSE``; fails on ``FAILED`` or timeout."""
+        """Resume after the deferred wait for ``PARSE``; fails on ``FAILED`` or timeout.
+
+        A timeout fails the attempt as the wait on the worker does (``AirflowException``: a retry
+        reuses the recorded video and waits again), not as a sensor (``AirflowSensorTimeout``,
+        which Airflow never retries).
+        """
         from memories_provider.sensors.video_status import handle_status_event
 
+        if isinstance(event, dict) and event.get("status") == "timeout":
+            raise AirflowException(str(event.get("message") or "timed out waiting for PARSE"))
         handle_status_event(event)
         tag = self._tag(context)
         self._finish(record_book(context, tag) if tag is not None else None)

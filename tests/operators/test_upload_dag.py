@@ -76,6 +76,29 @@ def test_retry_after_the_upload_reuses_the_video_from_the_record(emu: Any, video
     assert record_variable(emu.control.videos()[0]) not in leftover_records()  # 2.11: gone on success
 
 
+def test_a_deferred_wait_for_parse_that_times_out_is_retried_too(emu: Any, video: Path, run_dag: Any) -> None:
+    # As without deferral: a wait for PARSE that times out fails the attempt, and the retry reuses
+    # the recorded video and waits again. AirflowSensorTimeout would end the task with no retry.
+    emu.control.configure(parse_delay=3600)
+
+    def parse_all(context: Any) -> None:  # runs between the attempts
+        for v in emu.control.videos():
+            emu.control.set_status(v["video_no"], "PARSE")
+
+    dag = _dag(
+        "memories_upload_deferred_timeout",
+        source=str(video),
+        wait_for_parse=True,
+        deferrable=True,
+        poll_interval=0.2,
+        timeout=1,
+        on_retry_callback=parse_all,
+    )
+    run = run_dag(dag)
+    assert run.state == "success", _task_state(run)
+    assert len(emu.control.videos()) == 1 and emu.control.count("upload") == 1
+
+
 def test_deferrable_wait_for_parse_runs_through_the_status_trigger(
     emu: Any, video: Path, run_dag: Any
 ) -> None:
