@@ -30,6 +30,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import math
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -198,6 +199,11 @@ class StatusPoller:
         self._task: asyncio.Task[None] | None = None
         # Set when the last waiter leaves, so a sleeping loop ends now rather than after its sleep.
         self._wake = asyncio.Event()
+        # Set when a wait joins that polls more often than the rounds now do: the sleep between
+        # rounds is shortened to its interval (another wait's hour must not become its own).
+        self._faster = asyncio.Event()
+        #: The interval the rounds run at now (the shortest of the live waits' when last computed).
+        self._interval = math.inf
 
     def __repr__(self) -> str:
         return (
@@ -230,6 +236,8 @@ class StatusPoller:
         # upload operator check once on the worker before deferring, so nothing is lost.)
         if self._task is None or self._task.done():
             self._start()
+        elif poll_interval < self._interval:
+            self._faster.set()
         try:
             return await waiter.future
         finally:
@@ -298,16 +306,17 @@ class StatusPoller:
     async def _loop(self, client: AsyncMemoriesClient, scope: str) -> None:
         failures = 0
         round_: StatusRound | None = None
-        next_round = 0.0
+        round_started = 0.0
         while True:
             if round_ is None or round_.done:
                 if round_ is not None:
-                    await self._sleep(next_round - time.monotonic())
+                    await self._until_next_round(round_started)
                 waiters = self._live()
                 if not waiters:
                     return
                 # Rounds start a poll interval apart, so each video is asked about once per interval.
-                next_round = time.monotonic() + min(w.poll_interval for w in waiters)
+                round_started = time.monotonic()
+                self._interval = min(w.poll_interval for w in waiters)
                 self.last_seen = {v: s for v, s in self.last_seen.items() if v in self._by_id}
                 round_ = StatusRound(sorted(self._by_id))
             if round_.next_batch(self._wanted) is not None and not await self._paced():
@@ -405,13 +414,38 @@ class StatusPoller:
                         await pending
         return slot.done() and not slot.cancelled()
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until the last waiter leaves."""
+    async def _until_next_round(self, started: float) -> None:
+        """Sleep until the shortest poll interval of the live waits has passed since ``started``.
+
+        Recomputed when a wait that polls more often joins meanwhile, so it is checked at its own
+        pace; ends at once when the last waiter leaves.
+        """
+        while waiters := self._live():
+            self._interval = min(w.poll_interval for w in waiters)
+            left = started + self._interval - time.monotonic()
+            if left <= 0:
+                return
+            self._faster.clear()
+            await self._sleep(left, also=self._faster)
+            if not self._faster.is_set():
+                return
+
+    async def _sleep(self, seconds: float, *, also: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds``, or until the last waiter leaves (or ``also`` is set)."""
         if seconds <= 0 or not self._live():
             return
         self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        events = [asyncio.ensure_future(self._wake.wait())]
+        if also is not None:
+            events.append(asyncio.ensure_future(also.wait()))
+        try:
+            await asyncio.wait(events, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for event in events:
+                if not event.done():
+                    event.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await event
 
     def _finish_all(self, event: VideoStatusEvent) -> None:
         for waiter in self._waiters:

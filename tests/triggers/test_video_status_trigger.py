@@ -444,3 +444,19 @@ async def test_a_huge_retry_after_neither_outlives_the_waits_nor_stalls_the_conn
 def test_the_pacer_honours_a_retry_after_only_up_to_the_clients_cap(retry_after):
     pause = _poller._Pacer().on_rate_limit(retry_after)
     assert pause == RetryPolicy().max_retry_after
+
+
+async def test_a_wait_polling_every_hour_does_not_hold_back_one_that_polls_often(emu, new_video):
+    # Two tasks on one connection and scope: one waits with poll_interval=3600, then a sensor
+    # deferring with poke_interval=0.05 and a 20 s timeout joins. Its video is PARSE: it must be
+    # checked at its own pace, not after the other's hour (and time out meanwhile).
+    slow_video, quick_video = new_video(hold=True), new_video(hold=False)
+    slow = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([slow_video], poll_interval=3600)))
+    await wait_until(lambda: emu.control.count("list_videos") >= 1)  # the slow one's round: now asleep
+    quick = MemoriesVideoStatusTrigger([quick_video], poll_interval=0.05, end_time=time.time() + 20)
+    try:
+        event = await asyncio.wait_for(first_event(quick), 60)
+        assert event["status"] == "success"
+    finally:
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
