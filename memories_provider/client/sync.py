@@ -172,18 +172,20 @@ def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -
     """Read at most ``limit`` bytes of a body (the rest is dropped with the connection).
 
     Stops at the caller's deadline: requests' read timeout bounds each socket read, not a body
-    that trickles in.
+    that trickles in. Each step reads what one socket read brings (``read1``), so the deadline is
+    looked at between socket reads, not only once 64 KiB have gathered.
     """
     parts: list[bytes] = []
     total = 0
-    for chunk in response.iter_content(64 * 1024):
+    while total < limit:
         left = time_left()
         if left is not None and left <= 0:
             raise expired_error(endpoint)
+        chunk = response.raw.read1(min(64 * 1024, limit - total), decode_content=True)
+        if not chunk:
+            break
         parts.append(chunk)
         total += len(chunk)
-        if total >= limit:
-            break
     return b"".join(parts)[:limit]
 
 

@@ -98,3 +98,33 @@ async def test_async_deadline_bounds_retries_and_the_stalled_request(memories_em
     assert time.monotonic() - start < 5.0
     first, second = emu.control.request_log("list_videos")  # the 0429, then the stalled retry
     assert (first.get("fault"), second.get("fault")) == ("code_0429", "slow_body")
+
+
+def test_a_trickling_answer_is_cut_at_the_deadline():
+    # A proxy (or a struggling service) sending a status answer a byte at a time: every socket
+    # read returns well within the read timeout, so only the deadline can end it.
+    from local_http import LocalServer, QuietHandler
+
+    body = b'{"code":"0000","msg":"success","data":{"videos":[]}}' + b" " * 2000
+
+    class Trickle(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.02)  # the whole answer: 40 s
+            except OSError:
+                pass  # the client gave up
+
+    with LocalServer(Trickle) as server:
+        client = MemoriesClient("sk-mavi-" + "a" * 32, base_url=f"{server.url}/serve/api/v1", retry=DEFAULT)
+        start = time.monotonic()
+        with client, within(0.5), pytest.raises(MemoriesTimeoutError):
+            client.list_videos()
+        assert time.monotonic() - start < 15.0  # not the 40 s the whole answer takes
