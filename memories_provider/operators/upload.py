@@ -744,7 +744,12 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
         if isinstance(event, dict) and event.get("status") == "timeout":
             raise AirflowException(str(event.get("message") or "timed out waiting for PARSE"))
-        handle_status_event(event)
+        videos = handle_status_event(event)
+        if not video_no:  # the deferral's kwargs were not handed back (dag.test()): the trigger's
+            # event names the one video it waited for
+            video_no = next((str(v["video_no"]) for v in videos if v.get("video_no")), "")
+        if not video_no:
+            raise AirflowException(f"the wait for PARSE ended without naming the video: {event!r}")
         tag = self._tag(context)
         self._finish(record_book(context, tag) if tag is not None else None)
         return video_no

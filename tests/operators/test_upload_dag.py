@@ -113,6 +113,24 @@ def test_deferrable_wait_for_parse_runs_through_the_status_trigger(
     assert emu.control.count("list_videos") >= 3  # tag lookup, the worker's first check, the trigger
 
 
+def test_a_deferred_wait_for_parse_returns_the_video_no(emu: Any, video: Path, run_dag: Any) -> None:
+    # The XCom return_value downstream tasks read (a sensor, a download): the video's id, also
+    # where the resumed task is not handed the deferral's kwargs back (dag.test()).
+    emu.control.configure(parse_delay=1)
+    dag = _dag(
+        "memories_upload_wait_xcom",
+        source=str(video),
+        wait_for_parse=True,
+        deferrable=True,
+        poll_interval=0.2,
+    )
+    run = run_dag(dag)
+    assert run.state == "success", _task_state(run)
+    [v] = emu.control.videos()
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "upload"]
+    assert ti.xcom_pull(task_ids="upload") == v["video_no"]
+
+
 def test_wait_for_parse_survives_a_transient_status_error(
     emu: Any, set_memories_conn: Any, video: Path, run_dag: Any
 ) -> None:
