@@ -83,8 +83,8 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
     return body_cut  # the source failed mid-read, the task was killed ...: the body tells
 
 
-#: Seconds the first look of an execution gets even when it starts at or after its deadline (a
-#: deferred wait resumed on its timeout): enough for one listing, far less than a Retry-After storm.
+#: Seconds the look of an execution that starts at or after its deadline (a deferred wait resumed
+#: on its timeout) gets: enough for one listing, far less than a Retry-After storm.
 _FIRST_LOOK = 10.0
 
 
@@ -448,13 +448,13 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         grace = min(self.lost_answer_grace, self.timeout)
         shown = redact_uri(plan.source.uri)
         last: Verdict | None = None  # the latest answered look of this execution
+        looked = False
         while True:
             left = deadline - time.time()
-            # Each look ends by the deadline; the first of an execution resumed at or after it
-            # (a deferral that timed out) still gets one bounded look, to name what it waits for.
-            verdict = self._look(
-                hook, unique_id, record, left if last is not None else max(left, _FIRST_LOOK)
-            )
+            # Each look ends by the deadline; an execution resumed at or after it (a deferral
+            # that timed out) still gets one bounded look, to name what it waits for.
+            verdict = self._look(hook, unique_id, record, left if left > 0 or looked else _FIRST_LOOK)
+            looked = True
             last = verdict if verdict is not None else last
             now = time.time()
             if verdict is not None:
