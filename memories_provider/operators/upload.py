@@ -104,9 +104,9 @@ class _Plan:
 
 def _check_waits(poll_interval: float, timeout: float, lost_answer_grace: float) -> None:
     """The constructor's checks of the waiting parameters (seconds)."""
-    if poll_interval <= 0:
+    if not poll_interval > 0:  # (NaN included)
         raise ValueError(f"`poll_interval` must be > 0 seconds, got {poll_interval!r}")
-    if timeout <= 0:
+    if not timeout > 0:
         raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
     if isinstance(lost_answer_grace, bool) or not lost_answer_grace >= 0:
         raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")

@@ -472,6 +472,13 @@ def test_lost_answer_grace_is_validated() -> None:
             MemoriesUploadOperator(task_id="t", source="a.mp4", lost_answer_grace=bad)
 
 
+def test_a_nan_timeout_or_poll_interval_is_refused() -> None:
+    # NaN passes "<= 0" checks: a NaN timeout made every wait endless (no comparison with it holds).
+    for name in ("timeout", "poll_interval"):
+        with pytest.raises(ValueError, match=name):
+            MemoriesUploadOperator(task_id="t", source="a.mp4", **{name: float("nan")})
+
+
 # ---------------------------------------------------------------------------- deciding (pure)
 
 
