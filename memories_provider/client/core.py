@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
-from memories_provider.client.errors import MemoriesDuplicateError, MemoriesError
+from memories_provider.client.errors import MemoriesDuplicateError, MemoriesError, MemoriesResponseError
 from memories_provider.client.models import VideoPage
 from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
@@ -363,8 +363,19 @@ class ClientCore:
         sniffer: protocol.BodySniffer,
         close: Callable[[], object],
     ) -> None:
-        """Raise (after ``close``) when the sniffed first bytes are an error document, not a file."""
+        """Raise (after ``close``) when the sniffed first bytes are an error document, not a file,
+        or the answer says it holds only part of the file (``206``: nothing asked for a range)."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        if status == 206:
+            close()
+            content_range = headers.get("Content-Range") or "no Content-Range"
+            raise MemoriesResponseError(
+                "the download was answered HTTP 206 Partial Content "
+                f"({protocol.server_text(content_range, self._redactor)}) "
+                "although no range was asked for: not the whole file; nothing was written",
+                http_status=status,
+                endpoint=spec.endpoint,
+            )
         error = sniffer.error(status, headers, endpoint=spec.endpoint, redactor=self._redactor)
         if error is not None:
             close()

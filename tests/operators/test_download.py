@@ -465,7 +465,14 @@ class _LyingServer(LocalServer):
     closes the connection, whatever the request; ``get_metadata`` reports ``metadata_size``
     (default: ``announced``)."""
 
-    def __init__(self, announced: int, body: bytes, metadata_size: int | None = None) -> None:
+    def __init__(
+        self,
+        announced: int,
+        body: bytes,
+        metadata_size: int | None = None,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.requests = 0
         server = self
         size = announced if metadata_size is None else metadata_size
@@ -479,7 +486,9 @@ class _LyingServer(LocalServer):
                     self.send_body(200, {"Content-Type": "application/json"}, envelope)
                     return
                 server.requests += 1
-                self.send_response(200)
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "video/mp4")
                 self.send_header("Content-Disposition", 'attachment; filename="s.mp4"')
                 self.send_header("Content-Length", str(announced))
@@ -513,6 +522,22 @@ def test_body_shorter_than_content_length_fails_and_leaves_nothing(
         run(destination=under(tmp_path, where), **ids)
     assert short_body_server.requests == 1
     assert files_in(tmp_path) in ([], ["out"])  # no file, no temp file
+
+
+@pytest.mark.parametrize("ids", [{"asset_id": "re_1"}, {"bucket": "b", "blob": "v.mp4"}], ids=str)
+def test_a_partial_content_answer_is_not_taken_for_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ids: dict[str, str]
+) -> None:
+    # Nothing asked for a range, yet a cache answers 206 with the first MiB of a 3 MiB file: its
+    # Content-Length is that of the part. For an asset or a blob nothing else tells the file's
+    # size, so only the status says these bytes are not the file.
+    part = VIDEO[: 1024 * 1024]
+    headers = {"Content-Range": f"bytes 0-{len(part) - 1}/{len(VIDEO)}"}
+    with _LyingServer(announced=len(part), body=part, status=206, headers=headers) as server:
+        point_memories_default_at(monkeypatch, server.url, max_retries=0)
+        with pytest.raises(MemoriesError, match="206"):
+            run(destination=str(tmp_path / "out.mp4"), **ids)
+    assert files_in(tmp_path) == []
 
 
 class _ShortResponse:
