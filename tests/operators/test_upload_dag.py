@@ -50,6 +50,26 @@ def test_deferrable_rate_limit_wait_runs_through_the_trigger(emu: Any, video: Pa
     assert len(emu.control.videos()) == 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="dag.test() hands a resumed task no deferral kwargs, so execute_after_rate_limit's "
+    "rate_limited counter restarts at 0 after every deferred wait: the connection's max_retries is "
+    "never reached and a persistent 0429 defers forever under dag.test()/`airflow dags test` "
+    "(a real triggerer keeps the kwargs). Keeping the count elsewhere is left to the maintainers.",
+)
+def test_deferrable_rate_limit_waits_stop_at_max_retries_under_dag_test(
+    emu: Any, video: Path, run_dag: Any, set_memories_conn: Any
+) -> None:
+    from airflow import DAG
+
+    set_memories_conn(max_retries=2)
+    emu.control.inject_fault("upload", "code_0429", count=6, retry_after=0.05)
+    with DAG("memories_upload_rl_count", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
+        MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True, retries=0)
+    run = run_dag(dag)
+    assert run.state == "failed" and emu.control.count("upload") == 3  # the first try and 2 retries
+
+
 def test_retry_after_the_upload_reuses_the_video_from_the_record(emu: Any, video: Path, run_dag: Any) -> None:
     # Attempt 1 uploads, then gives up waiting for PARSE; the retry must not upload again. It
     # finds the video_no in the record the first attempt wrote (the task state store on Airflow
