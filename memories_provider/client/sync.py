@@ -17,7 +17,7 @@ from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import core, protocol
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.deadline import expired_error, request_timeouts, time_left
+from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesNotFoundError,
@@ -173,14 +173,18 @@ def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -
 
     Stops at the caller's deadline: requests' read timeout bounds each socket read, not a body
     that trickles in. Each step reads what one socket read brings (``read1``), so the deadline is
-    looked at between socket reads, not only once 64 KiB have gathered.
+    looked at between socket reads, not only once 64 KiB have gathered. The request has been sent
+    by then (an upload may have been accepted and billed): the error says so (``request_sent``).
     """
     parts: list[bytes] = []
     total = 0
     while total < limit:
         left = time_left()
         if left is not None and left <= 0:
-            raise expired_error(endpoint)
+            raise MemoriesTimeoutError(
+                "the caller's deadline passed while the answer was being read; the request was sent",
+                endpoint=endpoint,
+            )
         chunk = response.raw.read1(min(64 * 1024, limit - total), decode_content=True)
         if not chunk:
             break

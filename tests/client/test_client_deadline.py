@@ -128,3 +128,24 @@ def test_a_trickling_answer_is_cut_at_the_deadline():
         with client, within(0.5), pytest.raises(MemoriesTimeoutError):
             client.list_videos()
         assert time.monotonic() - start < 15.0  # not the 40 s the whole answer takes
+
+
+def test_an_upload_whose_answer_is_cut_at_the_deadline_is_not_said_unsent(memories_emulator, make_video):
+    # The deadline passes while the upload's body goes out: the service accepts (and bills) the
+    # video, then the client stops before reading its answer. The error must not say the request
+    # never reached the server (request_sent=False): that is what callers, and the upload
+    # operator's own bookkeeping, read as "certainly not accepted, safe to send again".
+    emu = memories_emulator
+    path, data = make_video(size=300_000)
+    seconds = 2.0  # also the read timeout of the answer's status line: room for a loaded machine
+    passed: list[float] = []  # a moment at or after the deadline
+
+    def last_bytes_after_the_deadline(done: int) -> None:
+        while done == len(data) and time.monotonic() <= passed[0]:  # a condition, not a guess
+            time.sleep(0.01)
+
+    with _sync(emu) as client, within(seconds), pytest.raises(MemoriesTimeoutError) as info:
+        passed.append(time.monotonic() + seconds)  # taken after within() took its own
+        client.upload_video(path, progress=last_bytes_after_the_deadline)
+    assert len(emu.control.videos()) == 1  # it arrived, and was billed
+    assert info.value.request_sent
