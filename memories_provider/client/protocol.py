@@ -282,6 +282,18 @@ def upload_request(base_url: str) -> RequestSpec:
     return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False, slow_answer=True)
 
 
+def _fetchable(url: Any) -> bool:
+    """Whether ``url`` is an http(s) URL with a host (and a port, if any, in range)."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
     """``POST {v1}/upload_url`` with a url-encoded form: ``url`` first, then the metadata ``fields``.
 
@@ -289,8 +301,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
     """
     if not url:
         raise MemoriesInvalidArgumentError("`url` must be a non-empty string")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if not _fetchable(url):
         # The service fetches it with a plain GET; anything else is refused, after being counted
         # against the one-a-minute limit (and maybe billed).
         raise MemoriesInvalidArgumentError(

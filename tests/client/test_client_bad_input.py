@@ -28,3 +28,14 @@ async def test_a_single_id_as_video_nos_is_one_id_not_its_characters(client, acl
     video_no = client.upload_video(make_video()[0]).video_no
     assert [v.video_no for v in client.list_videos(video_nos=video_no).videos] == [video_no]
     assert [v.video_no for v in (await aclient.list_videos(video_nos=video_no)).videos] == [video_no]
+
+
+@pytest.mark.parametrize("url", ["http://[::1/clip.mp4", "https://example.com:99999/clip.mp4"])
+async def test_a_url_that_does_not_parse_is_refused_naming_url(client, aclient, memories_emulator, url):
+    # urlsplit's own "Invalid IPv6 URL" (or .port's "Port out of range") named neither `url` nor the
+    # rule, and was not the MemoriesInvalidArgumentError the method documents.
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
+        client.upload_video_from_url(url)
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
+        await aclient.upload_video_from_url(url)
+    assert memories_emulator.control.count("upload_url") == 0
