@@ -41,7 +41,7 @@ from memories_provider.client.models import (
     Video,
     VideoPage,
 )
-from memories_provider.redaction import NO_SECRETS, Redactor
+from memories_provider.redaction import MASK, NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -294,6 +294,15 @@ def _fetchable(url: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _shown_url(url: str) -> str:
+    """``url`` fit for an error: its user-info masked, and what follows a ``?`` or ``#`` (a presigned
+    URL's signature, a token) replaced with ``***``."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+    if cut >= 0:
+        url = url[: cut + 1] + MASK
+    return NO_SECRETS.redact(url)
+
+
 def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
     """``POST {v1}/upload_url`` with a url-encoded form: ``url`` first, then the metadata ``fields``.
 
@@ -306,7 +315,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
         # against the one-a-minute limit (and maybe billed).
         raise MemoriesInvalidArgumentError(
             f"`url` must be an http(s) URL with a host, which the service fetches with an "
-            f"unauthenticated GET; got {NO_SECRETS.redact(str(url))!r}"
+            f"unauthenticated GET; got {_shown_url(str(url))!r}"
         )
     form = [("url", url), *fields]
     return RequestSpec(

@@ -39,3 +39,17 @@ async def test_a_url_that_does_not_parse_is_refused_naming_url(client, aclient, 
     with pytest.raises(MemoriesInvalidArgumentError, match=r"`url` must be an http\(s\) URL"):
         await aclient.upload_video_from_url(url)
     assert memories_emulator.control.count("upload_url") == 0
+
+
+async def test_a_refused_url_is_named_without_its_query(client, aclient, memories_emulator):
+    # A presigned URL's signature is a storage credential, which no error may show (README,
+    # "Secrets"): a URL refused for its scheme (here a typo) is named without its query.
+    url = "htps://bucket.s3.example.com/v.mp4?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=5ecret5ig"
+    with pytest.raises(MemoriesInvalidArgumentError) as info:
+        client.upload_video_from_url(url)
+    with pytest.raises(MemoriesInvalidArgumentError) as ainfo:
+        await aclient.upload_video_from_url(url)
+    for error in (info.value, ainfo.value):
+        assert "5ecret5ig" not in str(error) and "AKIAEXAMPLE" not in str(error)
+        assert "htps://bucket.s3.example.com/v.mp4?***" in str(error)
+    assert memories_emulator.control.count("upload_url") == 0
