@@ -47,8 +47,17 @@ class _Urllib3Redaction(logging.Filter):
         super().__init__()
         self.redactors: weakref.WeakSet[Redactor] = weakref.WeakSet()
 
+    def _live(self) -> list[Redactor]:
+        """The live clients' redactors. A client made in another thread meanwhile changes the set
+        under the look ("RuntimeError: Set changed size during iteration"): look again."""
+        while True:
+            try:
+                return list(self.redactors)
+            except RuntimeError:
+                continue
+
     def filter(self, record: logging.LogRecord) -> bool:
-        redactors = list(self.redactors)
+        redactors = self._live()
         if not redactors:
             return True
         try:

@@ -176,3 +176,50 @@ async def test_a_redirect_to_a_location_that_is_no_url_is_the_clients_error(kind
     # MemoriesError, and a ValueError, which the operators read as the caller's bad argument.
     with LocalServer(_BrokenLocation) as server, pytest.raises(MemoriesError, match=r"HTTP 302|redirect"):
         await _list_unique_ids(kind, server.url)
+
+
+def test_the_urllib3_log_filter_survives_a_client_made_in_another_thread_meanwhile() -> None:
+    # The filter looks at every live client's redactor (a WeakSet). Another thread making a client
+    # while urllib3 logs in this one changes that set under the look: "RuntimeError: Set changed
+    # size during iteration" came out of urllib3's logging call, i.e. out of the HTTP request it
+    # was making. The interleaving is forced, not hoped for: a tracer in this thread lets the
+    # other thread make its client at the first step of the look, and waits for it.
+    import _weakrefset
+    import linecache
+    import sys
+    import threading
+
+    from memories_provider.client import sync
+
+    look = _weakrefset.WeakSet.__iter__.__code__
+    made: list[MemoriesClient] = []
+    fired: list[bool] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not look:
+            return None
+        if (
+            event == "line"
+            and not fired
+            and "itemref()" in linecache.getline(look.co_filename, frame.f_lineno)
+        ):
+            fired.append(True)
+            other = threading.Thread(target=lambda: made.append(MemoriesClient("sk-other-" + "b" * 24)))
+            other.start()
+            other.join()
+        return tracer
+
+    record = logging.LogRecord(
+        "urllib3.connectionpool", logging.WARNING, __file__, 1, "pool is full", None, None
+    )
+    with MemoriesClient(CANARY, retry=NO_RETRY):  # at least one live client
+        previous = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            kept = sync._URLLIB3_REDACTION.filter(record)
+        finally:
+            sys.settrace(previous)
+    for client in made:
+        client.close()
+    assert fired and made  # the other thread did make its client in the middle of the look
+    assert kept is True and record.getMessage() == "pool is full"
