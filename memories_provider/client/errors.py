@@ -92,7 +92,9 @@ class MemoriesInvalidArgumentError(MemoriesInvalidRequestError, ValueError):
 
 
 class MemoriesNotFoundError(MemoriesInvalidRequestError):
-    """The video, asset or blob does not exist (message says so, or HTTP 404). Never retried."""
+    """The video, asset or blob does not exist: a business code says so (``0001``/``0003`` with a
+    "not found" message, a v2 ``404``). An HTTP 404 without a business code is a
+    :class:`MemoriesRouteNotFoundError` instead, which is not this class. Never retried."""
 
 
 class MemoriesRouteNotFoundError(MemoriesError):
