@@ -19,21 +19,28 @@ class SlidingWindowLimiter:
 
     def __init__(self) -> None:
         self._hits: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        # The longest window a budget was asked with: its calls are kept that long, so an endpoint
+        # sharing it with a shorter window does not forget calls the other still counts.
+        self._longest: dict[str, float] = {}
 
     def reset(self) -> None:
         """Forget every past call."""
         self._hits.clear()
+        self._longest.clear()
 
     def acquire(self, endpoint: str, limit: tuple[int, float] | None) -> float | None:
         """Take a slot; return None when admitted, else seconds until the oldest slot frees."""
         if limit is None:
             return None
         count, window = limit
+        budget = SHARED_BUDGETS.get(endpoint, endpoint)
         now = time.monotonic()
-        hits = self._hits[SHARED_BUDGETS.get(endpoint, endpoint)]
-        while hits and hits[0] <= now - window:
+        hits = self._hits[budget]
+        self._longest[budget] = max(self._longest.get(budget, 0.0), window)
+        while hits and hits[0] <= now - self._longest[budget]:
             hits.popleft()
-        if len(hits) >= count:
-            return max(hits[0] + window - now, 0.001)
+        recent = [t for t in hits if t > now - window]
+        if len(recent) >= count:
+            return max(recent[-count] + window - now, 0.001)
         hits.append(now)
         return None

@@ -106,3 +106,21 @@ def test_upload_url_and_upload_share_one_per_minute_either_way(api, memories_emu
     resp = api.v1("POST", "upload_url", data={"url": memories_emulator.control.public_url(asset["asset_id"])})
     assert resp.json()["code"] == "0000"
     assert api.upload_raw().json()["code"] == "0429"
+
+
+def test_a_shared_budget_keeps_calls_as_long_as_its_longest_window(monkeypatch):
+    # upload (here 2 per 60 s) and upload_url (here 5 per 1 s) share a budget: a URL upload's short
+    # window must not make the limiter forget a file upload that upload's own window still counts.
+    from memories_provider.emulator import ratelimit
+
+    clock = [1000.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    limiter = ratelimit.SlidingWindowLimiter()
+    assert limiter.acquire("upload", (2, 60.0)) is None
+    clock[0] += 2
+    assert limiter.acquire("upload_url", (5, 1.0)) is None  # its own window no longer sees the upload
+    clock[0] += 2
+    # Two calls within upload's 60 s: the next slot frees 60 s after the first.
+    assert limiter.acquire("upload", (2, 60.0)) == pytest.approx(56.0)
+    clock[0] += 56
+    assert limiter.acquire("upload", (2, 60.0)) is None
