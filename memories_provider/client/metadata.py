@@ -14,10 +14,14 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from memories_provider.client.errors import MemoriesInvalidArgumentError
-from memories_provider.client.protocol import MAX_CALLBACK_CHARS, MAX_CAMERA_MODEL_CHARS, MAX_TAGS
+from memories_provider.client.protocol import (
+    MAX_CALLBACK_CHARS,
+    MAX_CAMERA_MODEL_CHARS,
+    MAX_TAGS,
+    is_http_url,
+)
 
 #: The form's spelling of ``datetime_taken`` (``yyyy-MM-dd HH:mm:ss``).
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -130,19 +134,11 @@ def _unique_id(value: Any) -> str | None:
 def _callback(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _is_http_url(value):
+    if not is_http_url(value):
         raise _invalid(f"`callback` must be an http(s) URL with a host, got {value!r}")
     if len(value) > MAX_CALLBACK_CHARS:
         raise _invalid(f"`callback` may be at most {MAX_CALLBACK_CHARS} characters, got {len(value)}")
     return value
-
-
-def _is_http_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed "[" in the host
-        return False
 
 
 def _datetime_taken(value: Any) -> str | None:

@@ -282,8 +282,9 @@ def upload_request(base_url: str) -> RequestSpec:
     return RequestSpec(UPLOAD, "POST", f"{base_url}/upload", idempotent=False, slow_answer=True)
 
 
-def _fetchable(url: Any) -> bool:
-    """Whether ``url`` is an http(s) URL with a host (and a port, if any, in range)."""
+def is_http_url(url: Any) -> bool:
+    """Whether ``url`` is an http(s) URL with a host (and a port, if any, in range): one the
+    service can fetch (``upload_url``) or call back (``callback``)."""
     if not isinstance(url, str):
         return False
     try:
@@ -310,7 +311,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
     """
     if not url:
         raise MemoriesInvalidArgumentError("`url` must be a non-empty string")
-    if not _fetchable(url):
+    if not is_http_url(url):
         # The service fetches it with a plain GET; anything else is refused, after being counted
         # against the one-a-minute limit (and maybe billed).
         raise MemoriesInvalidArgumentError(

@@ -133,7 +133,9 @@ def test_tiny_coordinates_are_sent_as_plain_decimals(client, memories_emulator, 
     assert (video["latitude"], video["longitude"]) == (0.00001, -0.000005)
 
 
-@pytest.mark.parametrize("callback", ["http://", "https:///hook", "http:hook"])
+@pytest.mark.parametrize(
+    "callback", ["http://", "https:///hook", "http:hook", "http://example.com:99999/hook"]
+)
 def test_a_callback_without_a_host_is_refused_before_any_request(
     client, memories_emulator, make_video, callback
 ):
