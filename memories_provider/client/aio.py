@@ -49,13 +49,7 @@ def _scrub(exc: BaseException, redactor: Redactor) -> None:
     chain is redacted too (see :func:`core.scrub_chain`).
     """
     core.scrub_chain(exc, redactor)
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
+    for item in core.chained_exceptions(exc):
         if isinstance(item, aiohttp.ClientResponseError):
             info = item.request_info
             kept = CIMultiDict((k, v) for k, v in info.headers.items() if k.lower() not in _SECRET_HEADERS)
@@ -67,7 +61,6 @@ def _scrub(exc: BaseException, redactor: Redactor) -> None:
                 item.headers = CIMultiDict((k, redactor.redact(v)) for k, v in item.headers.items())
             item.message = redactor.redact(item.message)
             item.args = (item.request_info, item.history)
-        stack.extend([item.__cause__, item.__context__, *item.args])
 
 
 def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:

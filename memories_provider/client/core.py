@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -171,13 +171,7 @@ def scrub_chain(exc: BaseException, redactor: Redactor) -> None:
     exception reachable through ``__cause__``, ``__context__``, ``reason`` and ``args`` goes through
     ``redactor``. Texts that hold no secret are left as they are.
     """
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
+    for item in chained_exceptions(exc):
         args = tuple(redactor.redact(a) if isinstance(a, str) else a for a in item.args)
         if args != item.args:
             with contextlib.suppress(AttributeError, TypeError):
@@ -187,6 +181,20 @@ def scrub_chain(exc: BaseException, redactor: Redactor) -> None:
             if isinstance(value, str) and redactor.redact(value) != value:
                 with contextlib.suppress(AttributeError, TypeError):
                     setattr(item, name, redactor.redact(value))
+
+
+def chained_exceptions(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable from it through ``__cause__``, ``__context__``,
+    ``reason`` and ``args``, each once. An item's links are followed after the caller's loop body
+    has run for it, so what the body changes (its ``args``) is what is walked."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
         stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
 
 
