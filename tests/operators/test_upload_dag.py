@@ -70,10 +70,15 @@ def test_deferrable_rate_limit_waits_stop_at_max_retries_under_dag_test(
     assert run.state == "failed" and emu.control.count("upload") == 3  # the first try and 2 retries
 
 
-def test_retry_after_the_upload_reuses_the_video_from_the_record(emu: Any, video: Path, run_dag: Any) -> None:
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferred"])
+def test_retry_after_the_upload_reuses_the_video_from_the_record(
+    emu: Any, video: Path, run_dag: Any, deferrable: bool
+) -> None:
     # Attempt 1 uploads, then gives up waiting for PARSE; the retry must not upload again. It
     # finds the video_no in the record the first attempt wrote (the task state store on Airflow
-    # >= 3.3, a Variable on 2.11): one get_metadata, no tag lookup.
+    # >= 3.3, a Variable on 2.11). Deferred as on the worker: a wait for PARSE that times out fails
+    # the attempt, and the retry reuses the recorded video and waits again (AirflowSensorTimeout
+    # would end the task with no retry).
     emu.control.configure(parse_delay=3600)
 
     def parse_all(context: Any) -> None:  # runs between the attempts
@@ -81,10 +86,10 @@ def test_retry_after_the_upload_reuses_the_video_from_the_record(emu: Any, video
             emu.control.set_status(v["video_no"], "PARSE")
 
     dag = _dag(
-        "memories_upload_state_store",
+        f"memories_upload_retry_reuses_{'deferred' if deferrable else 'worker'}",
         source=str(video),
         wait_for_parse=True,
-        deferrable=False,
+        deferrable=deferrable,
         poll_interval=0.2,
         timeout=1,
         on_retry_callback=parse_all,
@@ -92,31 +97,9 @@ def test_retry_after_the_upload_reuses_the_video_from_the_record(emu: Any, video
     run = run_dag(dag)
     assert run.state == "success", _task_state(run)
     assert len(emu.control.videos()) == 1 and emu.control.count("upload") == 1
-    assert emu.control.count("get_metadata") == 1
-    assert record_variable(emu.control.videos()[0]) not in leftover_records()  # 2.11: gone on success
-
-
-def test_a_deferred_wait_for_parse_that_times_out_is_retried_too(emu: Any, video: Path, run_dag: Any) -> None:
-    # As without deferral: a wait for PARSE that times out fails the attempt, and the retry reuses
-    # the recorded video and waits again. AirflowSensorTimeout would end the task with no retry.
-    emu.control.configure(parse_delay=3600)
-
-    def parse_all(context: Any) -> None:  # runs between the attempts
-        for v in emu.control.videos():
-            emu.control.set_status(v["video_no"], "PARSE")
-
-    dag = _dag(
-        "memories_upload_deferred_timeout",
-        source=str(video),
-        wait_for_parse=True,
-        deferrable=True,
-        poll_interval=0.2,
-        timeout=1,
-        on_retry_callback=parse_all,
-    )
-    run = run_dag(dag)
-    assert run.state == "success", _task_state(run)
-    assert len(emu.control.videos()) == 1 and emu.control.count("upload") == 1
+    if not deferrable:  # one get_metadata, no tag lookup (the deferred wait polls list_videos)
+        assert emu.control.count("get_metadata") == 1
+        assert record_variable(emu.control.videos()[0]) not in leftover_records()  # 2.11: gone on success
 
 
 def test_deferrable_wait_for_parse_runs_through_the_status_trigger(
