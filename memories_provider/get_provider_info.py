@@ -45,7 +45,13 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["memories_provider.hooks.memories"]}],
         "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["memories_provider.triggers.video_status"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "memories_provider.triggers.video_status",
+                    "memories_provider.triggers.pause",
+                ],
+            }
         ],
         "connection-types": [
             {

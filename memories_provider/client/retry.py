@@ -13,7 +13,8 @@ Every other place that waits, and why it is not this loop (each takes its delays
 :meth:`RetryPolicy.delay_for` or :meth:`RetryPolicy.backoff`, except where it says otherwise):
 
 - ``MemoriesUploadOperator._defer_for_rate_limit``: with ``deferrable=True`` a rate-limited upload
-  waits deferred (a ``TimeDeltaTrigger``) instead of sleeping in a worker slot for a minute.
+  waits deferred (a ``MemoriesPauseTrigger``, whose event carries the count) instead of sleeping
+  in a worker slot for a minute.
 - ``MemoriesDownloadOperator._download``: a body cut mid-stream is restarted from the first byte;
   the client cannot retry it, as bytes have already reached the caller.
 - ``triggers._poller.StatusPoller``: rate limits are paced by ``_Pacer`` (AIMD on the service's

@@ -449,7 +449,7 @@ def test_rate_limited_upload_backs_off_and_retries(emu: Any, video: Path) -> Non
 
 
 def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Path) -> None:
-    from airflow.providers.common.compat.standard.triggers import TimeDeltaTrigger
+    from memories_provider.triggers.pause import MemoriesPauseTrigger
 
     emu.control.inject_fault("upload", "code_0429", count=1, retry_after=7)
     op = MemoriesUploadOperator(task_id="upload", source=str(video), deferrable=True)
@@ -457,11 +457,12 @@ def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Pa
     with pytest.raises(TaskDeferred) as info:
         op.execute(context)
     deferred = info.value
-    assert isinstance(deferred.trigger, TimeDeltaTrigger)
+    assert isinstance(deferred.trigger, MemoriesPauseTrigger)
+    assert deferred.trigger.payload == {"rate_limited": 1} and not deferred.kwargs
     assert deferred.method_name == "execute_after_rate_limit"
     assert emu.control.count("upload") == 1  # rejected once, no sleeping retry in the worker
     assert context["task_state_store"] == {}  # refused, so certainly not billed: nothing to look for
-    video_no = getattr(op, deferred.method_name)(context, None, **deferred.kwargs)
+    video_no = getattr(op, deferred.method_name)(context, deferred.trigger.payload)
     assert [v["video_no"] for v in stored(emu)] == [video_no]
     assert emu.control.count("list_videos") == 2  # a tag lookup each time, no candidate search
 

@@ -50,13 +50,6 @@ def test_deferrable_rate_limit_wait_runs_through_the_trigger(emu: Any, video: Pa
     assert len(emu.control.videos()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dag.test() hands a resumed task no deferral kwargs, so execute_after_rate_limit's "
-    "rate_limited counter restarts at 0 after every deferred wait: the connection's max_retries is "
-    "never reached and a persistent 0429 defers forever under dag.test()/`airflow dags test` "
-    "(a real triggerer keeps the kwargs). Keeping the count elsewhere is left to the maintainers.",
-)
 def test_deferrable_rate_limit_waits_stop_at_max_retries_under_dag_test(
     emu: Any, video: Path, run_dag: Any, set_memories_conn: Any
 ) -> None:
