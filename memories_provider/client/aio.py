@@ -20,6 +20,7 @@ from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
@@ -389,14 +390,12 @@ class AsyncMemoriesClient(core.ClientCore):
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            rule = core.RepeatedDelete()
-
-            async def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
-                with rule:
-                    return await self._json_attempt(spec)
-                return None
-
-            await self._run(spec, attempt)
+            try:
+                await self._call(spec)
+            except MemoriesDuplicateError:
+                listing = await self.list_videos(size=len(batch), unique_id=unique_id, video_nos=batch)
+                if not core.none_left(listing):
+                    raise
 
     # ------------------------------------------------------------------ index outputs
 

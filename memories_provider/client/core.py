@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
-from memories_provider.client.errors import MemoriesDuplicateError, MemoriesError, MemoriesResponseError
+from memories_provider.client.errors import MemoriesError, MemoriesResponseError
 from memories_provider.client.models import VideoPage
 from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
@@ -74,25 +74,14 @@ def is_success(status: int) -> bool:
     return 200 <= status < 300
 
 
-class RepeatedDelete:
-    """The ``delete_videos`` rule for one batch, as a context manager around each attempt.
+def none_left(listing: VideoPage) -> bool:
+    """Whether ``list_videos(video_nos=batch)`` shows that none of a ``delete_videos`` batch is left.
 
-    Older docs answer ``0409`` to a repeated delete: on a retry it means an earlier attempt,
-    whose answer was lost, already deleted the videos, so that error is swallowed (the attempt
-    returns ``None``); on the first attempt it is raised.
+    Older docs answer ``0409`` to deleting twice (a retry after a lost answer, a re-run cleanup
+    task): the batch is then done if nothing of it is listed. Anything listed (even another id:
+    a service that ignored the filter) leaves the refusal standing.
     """
-
-    def __init__(self) -> None:
-        self.attempts = 0
-
-    def __enter__(self) -> RepeatedDelete:
-        self.attempts += 1
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        return isinstance(exc, MemoriesDuplicateError) and self.attempts > 1
+    return not listing.videos and not listing.total_count
 
 
 class DownloadCore:

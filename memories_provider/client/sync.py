@@ -20,6 +20,7 @@ from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesDuplicateError,
     MemoriesNotFoundError,
     MemoriesResponseError,
     MemoriesTimeoutError,
@@ -520,21 +521,22 @@ class MemoriesClient(core.ClientCore):
         return ids
 
     def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
-        """Delete videos, 100 ids per request. Unknown ids are not an error (per the current docs).
+        """Delete videos, 100 ids per request. Unknown ids are not an error (per the current docs);
+        an older edition's ``0409`` for deleting twice is not one either once ``list_videos`` shows
+        none of the batch left (it is raised if any is).
 
         :param video_nos: ids to delete.
         :param unique_id: their scope.
         """
         for batch in protocol.delete_batches(video_nos):
             spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            rule = core.RepeatedDelete()
-
-            def attempt(spec: protocol.RequestSpec = spec, rule: core.RepeatedDelete = rule) -> Any:
-                with rule:  # a 0409 on a retry: an earlier attempt deleted them
-                    return self._json_attempt(spec)
-                return None
-
-            self._run(spec, attempt)
+            try:
+                self._call(spec)
+            except MemoriesDuplicateError:
+                # Older docs: 0409 for deleting twice. Done if none of the batch is listed any more.
+                listing = self.list_videos(size=len(batch), unique_id=unique_id, video_nos=batch)
+                if not core.none_left(listing):
+                    raise
 
     # ------------------------------------------------------------------ index outputs
 

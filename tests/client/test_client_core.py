@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from memories_provider.client import MemoriesDuplicateError, protocol
-from memories_provider.client.core import PageCursor, RepeatedDelete
+from memories_provider.client import protocol
+from memories_provider.client.core import PageCursor, none_left
 from memories_provider.client.models import VideoPage
 
 # Installs a meta-path finder that refuses ``blocked`` (and its submodules), then proves the
@@ -72,14 +72,13 @@ def test_the_package_still_exports_both_clients() -> None:
         _ = package.NoSuchClient  # type: ignore[attr-defined]
 
 
-def test_repeated_delete_forgives_0409_only_on_a_retry() -> None:
-    rule = RepeatedDelete()
-    with pytest.raises(MemoriesDuplicateError), rule:
-        raise MemoriesDuplicateError("already deleted", endpoint="delete_videos")
-    with rule:  # second attempt: an earlier one, whose answer was lost, deleted them
-        raise MemoriesDuplicateError("already deleted", endpoint="delete_videos")
-    with pytest.raises(ValueError), rule:  # any other error still goes out
-        raise ValueError("other")
+def test_none_left_only_for_an_empty_listing() -> None:
+    def page(n: int, total: int | None) -> VideoPage:
+        return VideoPage(current_page=1, page_size=2, total_count=total, videos=[object()] * n)  # type: ignore[list-item]
+
+    assert none_left(page(0, 0)) and none_left(page(0, None))
+    assert not none_left(page(1, 1))
+    assert not none_left(page(0, 3))  # counted but not shown (a page past the end): not proven gone
 
 
 def test_page_cursor_stops_on_the_count_on_a_short_page_and_on_an_empty_one() -> None:
@@ -119,19 +118,21 @@ def _delete_faults(memories_emulator) -> list[str]:
     return [f"VI{n:018d}" for n in range(101)]  # two batches of at most 100
 
 
-def test_sync_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+def test_sync_delete_takes_0409_as_done_once_a_listing_shows_the_batch_gone(
     client, memories_emulator
 ) -> None:
     ids = _delete_faults(memories_emulator)
-    with pytest.raises(MemoriesDuplicateError):
-        client.delete_videos(ids)
+    client.delete_videos(ids)  # 0409 on batch 1's retry and on batch 2's first try: none of them listed
     assert memories_emulator.control.count("delete_videos") == 3
+    asked = [r.get("video_nos") for r in memories_emulator.control.request_log("list_videos")]
+    assert asked == [ids[:100], ids[100:]]
 
 
-async def test_async_delete_forgives_0409_on_a_retry_but_not_on_the_next_batchs_first_try(
+async def test_async_delete_takes_0409_as_done_once_a_listing_shows_the_batch_gone(
     aclient, memories_emulator
 ) -> None:
     ids = _delete_faults(memories_emulator)
-    with pytest.raises(MemoriesDuplicateError):
-        await aclient.delete_videos(ids)
+    await aclient.delete_videos(ids)
     assert memories_emulator.control.count("delete_videos") == 3
+    asked = [r.get("video_nos") for r in memories_emulator.control.request_log("list_videos")]
+    assert asked == [ids[:100], ids[100:]]

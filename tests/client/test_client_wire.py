@@ -18,6 +18,7 @@ from memories_provider.client import (
     AsyncMemoriesClient,
     MemoriesAuthError,
     MemoriesClient,
+    MemoriesDuplicateError,
     MemoriesError,
     MemoriesIncompleteBodyError,
     MemoriesResponseError,
@@ -394,3 +395,60 @@ async def test_async_http_401_and_403_are_auth_errors(wire, status):
             await c.list_videos()
     assert info.value.http_status == status
     assert len(wire.requests) == 1
+
+
+# An older docs page answers 0409 to deleting twice. A cleanup task re-run after a lost answer meets
+# it on its first attempt: the client asks list_videos whether any of the batch is left, and fails
+# only if one is (the refusal then stands: some of the batch may not have been deleted).
+_DELETED_TWICE = {"code": "0409", "msg": "Operation cannot be repeated", "data": None}
+_BATCH = ["VI000000000000000001", "VI000000000000000002"]
+
+
+def _listing(*video_nos):
+    videos = [{"video_no": v, "status": "PARSE"} for v in video_nos]
+    return ok({"current_page": 1, "page_size": 2, "total_count": len(videos), "videos": videos})
+
+
+def _check_confirmation(wire):
+    assert [r["path"] for r in wire.requests] == [
+        "/serve/api/v1/delete_videos?unique_id=u",
+        "/serve/api/v1/list_videos",
+    ]
+    asked = json.loads(wire.requests[1]["body"])
+    assert (asked["video_nos"], asked["unique_id"]) == (_BATCH, "u")
+
+
+def test_sync_delete_answered_0409_first_time_is_done_when_nothing_is_left(wire):
+    wire.reply(_DELETED_TWICE)
+    wire.reply(_listing())
+    with MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
+        c.delete_videos(_BATCH, unique_id="u")
+    _check_confirmation(wire)
+
+
+def test_sync_delete_answered_0409_fails_when_a_video_is_left(wire):
+    wire.reply(_DELETED_TWICE)
+    wire.reply(_listing(_BATCH[1]))
+    with (
+        MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c,
+        pytest.raises(MemoriesDuplicateError, match="cannot be repeated"),
+    ):
+        c.delete_videos(_BATCH, unique_id="u")
+    _check_confirmation(wire)
+
+
+async def test_async_delete_answered_0409_first_time_is_done_when_nothing_is_left(wire):
+    wire.reply(_DELETED_TWICE)
+    wire.reply(_listing())
+    async with AsyncMemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
+        await c.delete_videos(_BATCH, unique_id="u")
+    _check_confirmation(wire)
+
+
+async def test_async_delete_answered_0409_fails_when_a_video_is_left(wire):
+    wire.reply(_DELETED_TWICE)
+    wire.reply(_listing(_BATCH[0]))
+    async with AsyncMemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
+        with pytest.raises(MemoriesDuplicateError, match="cannot be repeated"):
+            await c.delete_videos(_BATCH, unique_id="u")
+    _check_confirmation(wire)
