@@ -78,10 +78,11 @@ def none_left(listing: VideoPage) -> bool:
     """Whether ``list_videos(video_nos=batch)`` shows that none of a ``delete_videos`` batch is left.
 
     Older docs answer ``0409`` to deleting twice (a retry after a lost answer, a re-run cleanup
-    task): the batch is then done if nothing of it is listed. Anything listed (even another id:
-    a service that ignored the filter) leaves the refusal standing.
+    task): the batch is then done if the listing counts nothing. Anything listed (even another id:
+    a service that ignored the filter), or a listing without its ``total_count`` (``data: null``),
+    proves nothing: the refusal stands.
     """
-    return not listing.videos and not listing.total_count
+    return not listing.videos and listing.total_count == 0
 
 
 class DownloadCore:

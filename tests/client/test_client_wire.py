@@ -452,3 +452,14 @@ async def test_async_delete_answered_0409_fails_when_a_video_is_left(wire):
         with pytest.raises(MemoriesDuplicateError, match="cannot be repeated"):
             await c.delete_videos(_BATCH, unique_id="u")
     _check_confirmation(wire)
+
+
+def test_sync_delete_answered_0409_stands_when_the_listing_is_data_null(wire):
+    wire.reply(_DELETED_TWICE)
+    wire.reply(ok(None))  # a success without a count proves nothing
+    with (
+        MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c,
+        pytest.raises(MemoriesDuplicateError),
+    ):
+        c.delete_videos(_BATCH, unique_id="u")
+    _check_confirmation(wire)
