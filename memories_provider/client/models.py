@@ -94,7 +94,10 @@ def _number(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits: no float holds it
+            return None
     else:
         text = _text(value)
         if text is None:

@@ -145,3 +145,12 @@ def test_an_answer_naming_another_video_is_refused() -> None:
     reader = protocol.transcript_reader("audio", "VI1")
     read = protocol.read_response(protocol.Answer(200, {}, same, endpoint="x"), read=reader)
     assert (read.segments, read.create_time) == ((), 17)
+
+
+def test_integers_too_large_for_a_float_read_as_absent(client, memories_emulator, make_video):
+    # JSON integers have no size limit: float(10**400) raises OverflowError, which escaped the
+    # client as a bare exception (no MemoriesError) and failed every export of the video for good.
+    video_no = _video(client, make_video)
+    items = [{"index": 0, "content": "x", "startTime": 10**400, "endTime": -(10**400)}]
+    memories_emulator.control.set_index_outputs(video_no, visual=items)
+    assert client.get_video_caption(video_no).segments == (Segment(0, "x", None, None),)
