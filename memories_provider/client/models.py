@@ -89,6 +89,10 @@ def _text(value: Any) -> str | None:
     return text
 
 
+#: The integers a 64-bit signed column (Parquet's int64, most warehouses' BIGINT) holds.
+INT64_RANGE = range(-(2**63), 2**63)
+
+
 def _number(value: Any) -> float | None:
     """A float from a JSON number or a numeric string; anything else is absent."""
     if value is None or isinstance(value, bool):
@@ -340,7 +344,8 @@ class Segment:
         """Parse one ``transcriptions`` item; numbers may be JSON numbers or strings of numbers."""
         index = _int(_pick(item, "index"))
         return cls(
-            index=position if index is None else index,
+            # An index no 64-bit column holds (a Parquet export's) is as unreadable as "abc".
+            index=position if index is None or index not in INT64_RANGE else index,
             text=_clean_text(_pick(item, "content", "text")),
             start_s=_number(_pick(item, "start_time")),
             end_s=_number(_pick(item, "end_time")),

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
 
 from memories_provider.client import Transcript, Video
+from memories_provider.client.models import INT64_RANGE
 
 ExportFormat = Literal["jsonl", "parquet"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "parquet")
@@ -76,8 +77,13 @@ def rows_of(video: Video, unique_id: str, transcripts: Iterable[Transcript]) -> 
                 "text": segment.text,
                 "video_name": video.video_name,
                 "video_duration_s": video.duration,
-                "video_create_time": video.create_time,
+                "video_create_time": _int64(video.create_time),
             }
+
+
+def _int64(value: int | None) -> int | None:
+    """``value``, or ``None`` when no int64 column holds it: both formats then carry the same rows."""
+    return value if value is None or value in INT64_RANGE else None
 
 
 class CountingFile:

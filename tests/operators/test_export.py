@@ -684,3 +684,26 @@ def test_dag_test_templated_mapped_export_with_asset_event(
         "bytes": (tmp_path / "all.jsonl").stat().st_size,
         "format": "jsonl",
     }
+
+
+def test_integers_no_int64_holds_do_not_fail_a_parquet_export(
+    emu: Any, upload_video: Any, tmp_path: Path
+) -> None:
+    # pyarrow raised OverflowError on an index of 2**70: the export failed, and so did every retry.
+    pq = pytest.importorskip("pyarrow.parquet")
+    from memories_provider.client import Transcript, Video
+    from memories_provider.operators._export_rows import rows_of
+
+    video_no = upload_video(b"\x00" * 10)
+    items = [
+        {"index": 2**70, "content": "a", "startTime": "0", "endTime": "1"},
+        {"index": -(2**63), "content": "b", "startTime": "1", "endTime": "2"},
+    ]
+    emu.control.set_index_outputs(video_no, visual=items)
+    target = tmp_path / "x.parquet"
+    run(video_no=video_no, kinds="visual", destination=str(target))
+    assert pq.read_table(target).column("index").to_pylist() == [0, -(2**63)]  # unreadable: its position
+    # A creation time no int64 holds is absent, in JSON Lines and Parquet alike.
+    video = Video.from_api({"videoNo": video_no, "createTime": 2**70})
+    transcript = Transcript.from_api({"transcriptions": items}, video_no=video_no, kind="visual")
+    assert [row["video_create_time"] for row in rows_of(video, "u", [transcript])] == [None, None]
