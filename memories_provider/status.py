@@ -347,17 +347,20 @@ def normalize_video_nos(video_no: Any, video_nos: Any) -> list[str]:
     if given_one == given_many:
         raise ValueError("give exactly one of `video_no` or `video_nos`")
     ids: Any = [video_no] if given_one else video_nos
+    name = "video_no" if given_one else "video_nos"
     if isinstance(ids, str):
         ids = [ids]
     if not isinstance(ids, (list, tuple)):
-        ids = list(ids)
-    cleaned: list[str] = []
+        try:
+            ids = list(ids)
+        except TypeError:
+            raise ValueError(f"`video_nos` must be a list of video ids, got {video_nos!r}") from None
+    cleaned: dict[str, None] = {}  # ordered; compared after stripping: " VI1" is VI1
     for item in ids:
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"`video_nos` must hold non-empty video ids, got {item!r}")
-        if item not in cleaned:
-            cleaned.append(item.strip())
-    return cleaned
+            raise ValueError(f"`{name}` must hold non-empty video ids, got {item!r}")
+        cleaned[item.strip()] = None
+    return list(cleaned)
 
 
 __all__ = [

@@ -707,3 +707,21 @@ def test_integers_no_int64_holds_do_not_fail_a_parquet_export(
     video = Video.from_api({"videoNo": video_no, "createTime": 2**70})
     transcript = Transcript.from_api({"transcriptions": items}, video_no=video_no, kind="visual")
     assert [row["video_create_time"] for row in rows_of(video, "u", [transcript])] == [None, None]
+
+
+def test_an_id_named_twice_is_exported_once_and_a_non_list_is_refused(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    # Ids were deduplicated before being stripped: "VI1" and "VI1 " (a template's trailing space)
+    # both stayed, and the video's rows were written twice.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=[three[0], f" {three[0]} ", three[1], three[0]], destination=str(target))
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three[:2])
+    assert (result["rows"], result["videos"]) == (12, 2)
+    before = len(emu.control.request_log())
+    # Not iterable: a clear error naming the parameter (was a bare TypeError, retried), no request.
+    with pytest.raises(AirflowFailException, match="`video_nos` must be a list"):
+        run(video_nos=5, destination=str(target))
+    assert len(emu.control.request_log()) == before
