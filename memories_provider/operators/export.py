@@ -131,7 +131,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         ``gs://``, ``azure://`` or ``sftp://`` URI; not a folder.
     :param video_no: one video to export (templated).
     :param video_nos: several videos (templated; e.g. an upload's XCom).
-    :param all_parsed: instead of ids, every ``PARSE`` video of ``unique_id`` (listed page by page).
+    :param all_parsed: instead of ids, every ``PARSE`` video of ``unique_id`` (listed page by page;
+        one deleted after the listing is left out, and named in the result's ``skipped``).
     :param unique_id: the videos' scope (templated); defaults to the connection's ``unique_id``.
     :param kinds: ``"visual"``, ``"audio"``, ``"both"`` (default) or a list of them.
     :param file_format: ``"jsonl"`` or ``"parquet"``; default: ``parquet`` when the destination
@@ -463,7 +464,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         try:
             return [hook.get_transcript(video.video_no, kind, unique_id=scope) for kind in self.kinds]
         except MemoriesNotFoundError as err:
-            if self.not_parsed == "skip":
+            # all_parsed: a video deleted since the listing is no longer in the scope exported.
+            if self.not_parsed == "skip" or self.all_parsed:
                 self.log.warning("Leaving out %s: it is gone (%s)", video.video_no, err)
                 skipped.append(video.video_no)
                 return None

@@ -518,6 +518,22 @@ def test_video_deleted_mid_export_is_skipped_whole_when_asked(
     assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
 
 
+def test_all_parsed_leaves_out_a_video_deleted_mid_export(
+    emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Every parsed video of the scope": one deleted after the listing is no longer in it. It
+    # failed the task for good (AirflowFailException, no retry) though a retry would have listed
+    # the videos again and succeeded.
+    _delete_before_fetching(emu, three[1], monkeypatch)
+    target = tmp_path / "x.jsonl"
+    result = run(all_parsed=True, destination=str(target))
+    assert result["skipped"] == [three[1]]
+    assert result["videos"] == 2
+    rows = read_jsonl(target.read_bytes())
+    key = lambda r: (r["video_no"], r["kind"], r["index"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(expected_rows(emu, [three[0], three[2]]), key=key)
+
+
 @pytest.mark.parametrize("not_parsed", ["fail", "skip"])
 def test_an_infrastructure_404_is_not_a_deleted_video(
     emu: Any, three: list[str], tmp_path: Path, not_parsed: str
