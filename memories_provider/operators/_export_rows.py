@@ -7,6 +7,7 @@ binary file as they go (JSON Lines: one line per row; Parquet: one row group per
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
@@ -110,6 +111,10 @@ class CountingFile:
         # The atomic writer owns the real file: closing it here would commit it early.
         self.closed = True
 
+    def detach(self) -> None:
+        """Drop whatever is written from now on: the real file was (or is about to be) discarded."""
+        self._fh = _NOWHERE
+
     def writable(self) -> bool:
         return True
 
@@ -118,6 +123,14 @@ class CountingFile:
 
     def readable(self) -> bool:
         return False
+
+
+class _Nowhere:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return memoryview(data).nbytes
+
+
+_NOWHERE: Any = _Nowhere()
 
 
 class RowWriter:
@@ -132,6 +145,10 @@ class RowWriter:
 
     def close(self) -> None:
         """Complete the file; a writer that raised before must not be closed (nothing is committed)."""
+
+    def abandon(self) -> None:
+        """Give up after a failure: release what the writer holds and write nothing more."""
+        self.out.detach()
 
 
 class JsonLinesWriter(RowWriter):
@@ -194,6 +211,14 @@ class ParquetWriter(RowWriter):
     def close(self) -> None:
         self._flush()
         self._writer.close()
+
+    def abandon(self) -> None:
+        # Closed now, into nothing: left open, pyarrow writes its footer whenever the writer is
+        # collected, into the aborted temporary object (an error in the log, at a random time).
+        super().abandon()
+        self._buffer = []
+        with contextlib.suppress(Exception):  # a writer that failed may fail to close too
+            self._writer.close()
 
 
 def _utf8(text: str) -> str:

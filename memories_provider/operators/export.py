@@ -310,15 +310,19 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             with atomic_writer(plan.destination, transport=plan.transport, replace=self.overwrite) as fh:
                 out = CountingFile(fh)
                 writer = row_writer(plan.file_format, out)
-                for video in videos:
-                    transcripts = self._outputs(hook, video, scope, skipped, shown)
-                    if transcripts is None:
-                        continue
-                    writer.write_rows(rows_of(video, scope, transcripts))
-                    self._exported.append(video.video_no)
-                    if len(self._exported) % _LOG_EVERY == 0:
-                        self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
-                writer.close()
+                try:
+                    for video in videos:
+                        transcripts = self._outputs(hook, video, scope, skipped, shown)
+                        if transcripts is None:
+                            continue
+                        writer.write_rows(rows_of(video, scope, transcripts))
+                        self._exported.append(video.video_no)
+                        if len(self._exported) % _LOG_EVERY == 0:
+                            self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
+                    writer.close()
+                except BaseException:
+                    writer.abandon()
+                    raise
         except DestinationTaken:
             raise AirflowFailException(
                 f"{shown} was created by another writer during the export (overwrite=False); it was "

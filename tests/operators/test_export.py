@@ -741,3 +741,28 @@ def test_an_id_named_twice_is_exported_once_and_a_non_list_is_refused(
     with pytest.raises(AirflowFailException, match="`video_nos` must be a list"):
         run(video_nos=5, destination=str(target))
     assert len(emu.control.request_log()) == before
+
+
+def test_a_failed_parquet_export_leaves_no_writer_open(
+    emu: Any, three: list[str], moto_s3_server: Any, s3_bucket: str
+) -> None:
+    # The abandoned pyarrow writer stayed open; whenever it was collected it wrote its footer into
+    # the aborted upload: "Exception ignored in ParquetWriter.__del__ ... I/O operation on closed
+    # file" in the task log, at a random later time.
+    import gc
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    emu.control.inject_fault("get_video_caption", "none", count=1)
+    emu.control.inject_fault("get_video_caption", "http_500", count=10)
+    with pytest.raises(MemoriesServerError):
+        run(
+            video_nos=three,
+            destination=f"s3://{s3_bucket}/x.parquet",
+            destination_conn_id=moto_s3_server.conn_id,
+        )
+    gc.collect()
+    # type(), not isinstance(): some of Airflow's lazy objects import things when asked their __class__.
+    assert [w for w in gc.get_objects() if type(w) is pq.ParquetWriter and w.is_open] == []
+    client = moto_s3_server.client()
+    assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
