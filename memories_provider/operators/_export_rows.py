@@ -36,6 +36,8 @@ COLUMNS = (
 PARQUET_ROW_GROUP_ROWS = 10_000
 #: ... or this many bytes of text, whichever comes first (segments may be long).
 PARQUET_ROW_GROUP_BYTES = 32 * 1024 * 1024
+#: JSON Lines are handed to the file in writes of about this many bytes.
+JSONL_WRITE_BYTES = 1024 * 1024
 # Line breaks other than "\n" that json.dumps(ensure_ascii=False) leaves raw: tools that split
 # on them (Python's str.splitlines, some editors) would see one row as two.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
@@ -155,12 +157,18 @@ class JsonLinesWriter(RowWriter):
     """One JSON object per line (UTF-8, ``\\n``-terminated); any text stays on its own line."""
 
     def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
-        lines = []
+        lines: list[bytes] = []
+        size = 0
         for row in rows:
             text = json.dumps(row, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
             # Lone surrogates (server metadata) cannot be UTF-8: replaced rather than failing the export.
-            lines.append(text.encode("utf-8", "replace") + b"\n")
+            line = text.encode("utf-8", "replace") + b"\n"
+            lines.append(line)
+            size += len(line)
             self.rows += 1
+            if size >= JSONL_WRITE_BYTES:  # a video of many segments is not held twice
+                self.out.write(b"".join(lines))
+                lines, size = [], 0
         if lines:
             self.out.write(b"".join(lines))
 

@@ -766,3 +766,33 @@ def test_a_failed_parquet_export_leaves_no_writer_open(
     client = moto_s3_server.client()
     assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_json_lines_of_one_video_are_written_as_they_are_made() -> None:
+    # All lines of a video were joined before the first write: a video of many segments was held a
+    # second time, as JSON, on top of its parsed answer.
+    import io
+    import tracemalloc
+
+    from memories_provider.operators._export_rows import CountingFile, JsonLinesWriter
+
+    sink = io.BytesIO()
+    out = CountingFile(sink)
+    writes: list[int] = []
+    real_write = out.write
+
+    def write(data: Any) -> int:
+        writes.append(len(data))
+        sink.seek(0)  # keep the sink small: what is measured is the writer's own memory
+        return real_write(data)
+
+    out.write = write  # type: ignore[method-assign]
+    row = {column: None for column in COLUMNS} | {"text": "t" * 1000}
+    tracemalloc.start()
+    try:
+        JsonLinesWriter(out).write_rows(row for _ in range(20_000))  # ~20 MiB of lines
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.bytes > 20 * 2**20 and len(writes) > 10
+    assert peak < 8 * 2**20, peak  # about 3 MiB (one write of lines, its join, the sink), not 40
