@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +39,7 @@ from memories_provider.storage.destinations import (
     is_folder,
     resolve_transport,
 )
+from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import survey
 from memories_provider.storage.uris import redact_uri
 from memories_provider.types import ExportResult, VideoStatusEvent
@@ -58,12 +60,33 @@ class _ExportPlan:
     destination: str
     file_format: ExportFormat
     transport: ResolvedTransport
-    found: bool
+    found: bool  # something not written by this task instance is there (overwrite=False)
+    replace: bool  # overwrite=True, or what is there is an earlier try's own export
+    mark: Provenance | None  # recorded with the export when overwrite=False
 
 
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
 _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
+
+
+def _task_instance_mark(context: Context) -> Provenance | None:
+    """The record an export of this task instance (any try) keeps with its file; None outside a task."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    who = "\0".join(str(getattr(ti, name, "")) for name in ("dag_id", "task_id", "run_id", "map_index"))
+    return Provenance(source="export/" + hashlib.sha256(who.encode()).hexdigest()[:40])
+
+
+def _is_own(item: Existing, mark: Provenance | None) -> bool:
+    """Whether ``item`` is still the file an earlier try of this task instance committed."""
+    return (
+        mark is not None
+        and item.intact
+        and item.provenance is not None
+        and item.provenance.source == mark.source
+    )
 
 
 def _check_arguments(
@@ -152,7 +175,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         statuses and the destination are checked again before anything is fetched.
     :param overwrite: ``True`` (default): replace what is at the destination, atomically.
         ``False``: fail, before any request, if something is there (and at the commit if
-        something appeared meanwhile: local, SFTP and S3).
+        something appeared meanwhile: local, SFTP and S3), unless it is the unchanged export of
+        an earlier try of this task instance, which a retry replaces.
     :param memories_conn_id: the memories.ai connection.
     :param destination_conn_id: Airflow connection with credentials for the destination.
     :param transport_params: extra smart-open transport parameters, validated per scheme.
@@ -236,7 +260,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
     def _export(self, context: Context, *, end_time: float) -> ExportResult:
         """The export, with ``end_time`` (epoch seconds) as the deadline of ``not_parsed="wait"``."""
-        plan = self._preflight()
+        plan = self._preflight(context)
         shown = redact_uri(plan.destination)
         if plan.found:
             raise AirflowFailException(
@@ -282,8 +306,14 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         annotate_outlets(self, context, result["uri"], extra)
         return {**result, "uri": shown}
 
-    def _preflight(self) -> _ExportPlan:
-        """Every check that needs no request to memories.ai; input no retry can fix fails at once."""
+    def _preflight(self, context: Context) -> _ExportPlan:
+        """Every check that needs no request to memories.ai; input no retry can fix fails at once.
+
+        With ``overwrite=False`` the export is recorded as this task instance's (see
+        :mod:`memories_provider.storage.provenance`): a retry after a commit whose success was
+        never reported (a worker lost) finds its own export and replaces it, instead of failing
+        for good on "already exists".
+        """
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
             destination = str(self.destination)
@@ -298,8 +328,15 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             transport = resolve_transport(
                 destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
             )
-            found = survey(destination, transport=transport, inspect=not self.overwrite)
-        return _ExportPlan(ids, destination, file_format, transport, bool(found))
+            existing = survey(destination, transport=transport, inspect=not self.overwrite)
+        mark = None if self.overwrite else _task_instance_mark(context)
+        own = bool(existing) and all(_is_own(item, mark) for item in existing)
+        if own:
+            self.log.info(
+                "%s is an earlier try's export of this task instance: replacing it", redact_uri(destination)
+            )
+        found = bool(existing) and not own
+        return _ExportPlan(ids, destination, file_format, transport, found, self.overwrite or own, mark)
 
     def _write(
         self, hook: MemoriesHook, plan: _ExportPlan, videos: Iterable[Video], scope: str, skipped: list[str]
@@ -307,7 +344,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         """Stream the rows of ``videos`` to the destination and commit it; returns (rows, bytes)."""
         shown = redact_uri(plan.destination)
         try:
-            with atomic_writer(plan.destination, transport=plan.transport, replace=self.overwrite) as fh:
+            with atomic_writer(
+                plan.destination, transport=plan.transport, provenance=plan.mark, replace=plan.replace
+            ) as fh:
                 out = CountingFile(fh)
                 writer = row_writer(plan.file_format, out)
                 try:

@@ -796,3 +796,63 @@ def test_json_lines_of_one_video_are_written_as_they_are_made() -> None:
         tracemalloc.stop()
     assert out.bytes > 20 * 2**20 and len(writes) > 10
     assert peak < 8 * 2**20, peak  # about 3 MiB (one write of lines, its join, the sink), not 40
+
+
+# ---------------------------------------------------------------------------- retries and overwrite=False
+
+
+def _ti(run_id: str = "manual__1") -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(dag_id="d", task_id="export", run_id=run_id, map_index=-1)
+
+
+def _export_as(ti: Any, **kwargs: Any) -> dict[str, Any]:
+    return MemoriesExportOperator(task_id="export", overwrite=False, **kwargs).execute(context={"ti": ti})
+
+
+def test_a_retry_replaces_the_export_its_own_earlier_try_committed(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    # The first try committed, then its worker was lost before Airflow heard of it: the retry
+    # (the same task instance) must not fail for good on "already exists".
+    target = tmp_path / "index.jsonl"
+    _export_as(_ti(), video_nos=three[:1], destination=str(target))
+    result = _export_as(_ti(), video_nos=three, destination=str(target))
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+    assert result["rows"] == 15
+
+
+def test_overwrite_false_still_refuses_another_runs_export_or_a_changed_file(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    target = tmp_path / "index.jsonl"
+    _export_as(_ti("manual__1"), video_nos=three[:1], destination=str(target))
+    before = target.read_bytes()
+    with pytest.raises(AirflowFailException, match="already exists"):
+        _export_as(_ti("manual__2"), video_nos=three, destination=str(target))
+    assert target.read_bytes() == before
+    with target.open("ab") as fh:  # changed since: no longer the file that try wrote
+        fh.write(b"\n")
+    with pytest.raises(AirflowFailException, match="already exists"):
+        _export_as(_ti("manual__1"), video_nos=three, destination=str(target))
+    assert target.read_bytes() == before + b"\n"
+
+
+def test_a_retry_replaces_its_own_earlier_export_in_s3_and_nobody_elses(
+    emu: Any, three: list[str], moto_s3_server: Any, s3_bucket: str
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    uri = f"s3://{s3_bucket}/exports/index.jsonl"
+    common = {"destination": uri, "destination_conn_id": moto_s3_server.conn_id}
+    _export_as(_ti(), video_nos=three[:1], **common)
+    _export_as(_ti(), video_nos=three, **common)
+    body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read()
+    assert read_jsonl(body) == expected_rows(emu, three)
+    with pytest.raises(AirflowFailException, match="already exists"):
+        _export_as(_ti("manual__2"), video_nos=three[:1], **common)
+    again = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read()
+    assert again == body
