@@ -26,6 +26,18 @@ class BadInputError(AirflowFailException, ValueError):
     """
 
 
+def flags(**values: object) -> None:
+    """Check that each named argument is ``True`` or ``False``.
+
+    A string is the usual mistake (``overwrite="false"``, from a config or a param): it is truthy,
+    so it would silently do the opposite. Raises ``ValueError`` naming the first argument that is
+    not a bool.
+    """
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be True or False, got {value!r}")
+
+
 @contextlib.contextmanager
 def bad_input_fails_at_once() -> Iterator[None]:
     """Turn a pre-flight ``ValueError`` into :class:`BadInputError` (same message).

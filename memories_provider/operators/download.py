@@ -31,7 +31,7 @@ from memories_provider.operators._download_source import (
     select_source,
 )
 from memories_provider.operators._progress import TransferProgress
-from memories_provider.preflight import bad_input_fails_at_once
+from memories_provider.preflight import bad_input_fails_at_once, flags
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -165,6 +165,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        flags(overwrite=overwrite, verify_size=verify_size)
         if checksum not in ("sha256", None):
             raise ValueError(f"`checksum` must be 'sha256' or None, got {checksum!r}")
         # Fail at DAG parse time for the static mistakes; rendered values are checked again in

@@ -29,7 +29,7 @@ from memories_provider.operators._export_rows import (
     row_writer,
     rows_of,
 )
-from memories_provider.preflight import bad_input_fails_at_once
+from memories_provider.preflight import bad_input_fails_at_once, flags
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -210,6 +210,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        flags(all_parsed=all_parsed, overwrite=overwrite, deferrable=deferrable)
         _check_arguments(destination, video_no, video_nos, all_parsed, file_format, not_parsed)
         for name, value in (("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:

@@ -36,7 +36,7 @@ from memories_provider.operators._upload_args import (
     check_size,
     idempotency_tag,
 )
-from memories_provider.preflight import bad_input_fails_at_once
+from memories_provider.preflight import bad_input_fails_at_once, flags
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, stat_storage_file
 from memories_provider.storage.uris import redact_uri, scheme_family
@@ -235,6 +235,12 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         super().__init__(**kwargs)
         if not source:
             raise ValueError("`source` must be a non-empty path or URI")
+        flags(
+            stream_http=stream_http,
+            idempotent=idempotent,
+            wait_for_parse=wait_for_parse,
+            deferrable=deferrable,
+        )
         _check_waits(poll_interval, timeout, lost_answer_grace)
         self.source = source
         self.memories_conn_id = memories_conn_id
