@@ -146,16 +146,20 @@ def _json_safe(value: Any) -> Any:
 
 
 def _tags(value: Any) -> tuple[str, ...]:
-    """Tags from a JSON list or a comma-separated string."""
-    if value is None:
-        return ()
+    """Tags from a JSON list or a comma-separated string.
+
+    Only the whole field may be the literal ``"null"`` (absent); inside the list, ``"null"`` or
+    ``"none"`` is a tag like any other.
+    """
     if isinstance(value, str):
+        if _text(value) is None:
+            return ()
         items: list[Any] = value.split(",")
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
         return ()
-    return tuple(t for t in (_text(item) for item in items) if t is not None)
+    return tuple(text for item in items if item is not None and (text := str(item).strip()))
 
 
 @dataclass(frozen=True)

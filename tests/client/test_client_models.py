@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,20 @@ def test_video_from_camel_case_with_cause():
 def test_video_bad_numbers_become_none_and_bucket_absent():
     video = Video.from_api({"video_no": "VI4", "duration": "", "size": "n/a", "status": "UNPARSE"})
     assert (video.duration, video.size, video.bucket, video.blob, video.tags) == (None, None, None, None, ())
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (["null", "none", " x ", "", None, "api"], ("null", "none", "x", "api")),  # a tag named null is a tag
+        ("a, null,b", ("a", "null", "b")),
+        ("null", ()),  # the whole field "null": absent, as older samples send it
+        (None, ()),
+        (7, ()),
+    ],
+)
+def test_video_tags_keep_every_named_tag(tags: Any, expected: tuple[str, ...]) -> None:
+    assert Video.from_api({"video_no": "VI5", "status": "PARSE", "tags": tags}).tags == expected
 
 
 def test_video_to_dict_is_json_safe_and_round_trips():
