@@ -924,12 +924,19 @@ class Emulator:
         self._refresh(video)
         return video
 
+    def _video_dict(self, video: Video) -> dict[str, Any]:
+        """A video as get_metadata and list_videos show it; its duration is what its index outputs cover."""
+        return video.api_dict(
+            tags_before_parse=self.config.metadata_before_parse,
+            duration=float(self.config.index_segments) * float(self.config.segment_seconds),
+        )
+
     async def get_metadata(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET /get_metadata?video_no=&unique_id=``."""
         video_no = check_video_no(request.query.get("video_no"))
         unique_id = unique_id_value(request.query.get("unique_id"))
         video = self._find_video(video_no, unique_id)
-        return ok(video.api_dict(tags_before_parse=self.config.metadata_before_parse))
+        return ok(self._video_dict(video))
 
     async def _json_body(self, request: web.Request, default: Any) -> Any:
         raw = await request.read()
@@ -971,7 +978,7 @@ class Emulator:
                 "current_page": page,
                 "page_size": size,
                 "total_count": len(matches),
-                "videos": [v.api_dict(tags_before_parse=self.config.metadata_before_parse) for v in chunk],
+                "videos": [self._video_dict(v) for v in chunk],
             }
         )
 

@@ -70,19 +70,21 @@ class Video:
     #: verbatim, or ``None`` for ``data: null``); a kind not set gets the deterministic defaults.
     index_outputs: dict[str, list[Any] | None] = field(default_factory=dict)
 
-    def api_dict(self, *, tags_before_parse: bool = False) -> dict[str, Any]:
+    def api_dict(self, *, tags_before_parse: bool = False, duration: float | None = None) -> dict[str, Any]:
         """The snake_case object of get_metadata / list_videos.
 
         Tags and capture metadata appear only once the video is ``PARSE`` (never for a ``FAILED``
         one): before, the service has no metadata row for it. The basic fields (``video_no``,
         ``video_name``, ``size``, ``status``, ``create_time``) are there from the upload on.
         ``tags_before_parse`` restores the old emulator's early tags (``metadata_before_parse``).
+        ``duration`` (seconds) is what the indexing found, shown once ``PARSE``: the emulator does
+        not decode video, so its caller gives the length its index outputs cover.
         """
         parsed = self.status == PARSE
         return {
             "video_no": self.video_no,
             "video_name": self.video_name,
-            "duration": None,  # the emulator does not decode video
+            "duration": duration if parsed else None,
             "size": self.asset.size,
             "status": self.status,
             "create_time": self.create_time,

@@ -44,9 +44,12 @@ def test_capture_metadata_only_after_parse(api, memories_emulator):
     d = api.upload(camera_model="Cam", latitude="1", longitude="2")
     m = api.meta(d["videoNo"])["data"]
     assert m["status"] == "UNPARSE" and m["camera_model"] is None and m["latitude"] is None
+    assert m["duration"] is None  # only the indexing knows it
     memories_emulator.control.set_status(d["videoNo"], "PARSE")
     m = api.meta(d["videoNo"])["data"]
     assert (m["status"], m["camera_model"], m["latitude"]) == ("PARSE", "Cam", 1.0)
+    # A JSON number of seconds: what the index outputs cover (3 segments of 7 s by default).
+    assert m["duration"] == 21.0 and _list(api)["videos"][0]["duration"] == 21.0
 
 
 def test_tags_only_after_parse_and_never_for_failed(api, memories_emulator):

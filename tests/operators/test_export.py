@@ -56,7 +56,7 @@ def expected_rows(emu: Any, video_nos: list[str], kinds: tuple[str, ...] = ("vis
                         "end_s": 7.0 * (i + 1),
                         "text": text,
                         "video_name": video["video_name"],
-                        "video_duration_s": None,
+                        "video_duration_s": 21.0,  # the emulator's 3 segments of 7 s
                         "video_create_time": video["create_time"],
                     }
                 )
