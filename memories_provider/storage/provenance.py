@@ -86,7 +86,7 @@ class Provenance:
         """(record, stat at write time) from a sidecar's bytes; None when it is not one of ours."""
         try:
             body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: not ours either
             return None
         if not isinstance(body, dict) or body.get("version") != _VERSION:
             return None

@@ -442,3 +442,23 @@ def test_two_videos_racing_for_one_s3_key(
     client = moto_s3_server.client()
     assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == second
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        b"[" * 50_000,  # nested past the JSON decoder's recursion limit
+        b'{"version": 1, "memories-source": ' + b"[" * 50_000,
+        b"\xff\xfe not utf-8",
+        json.dumps({"version": 2, "memories-source": "video/X", "stat": {}}).encode(),
+        json.dumps({"version": 1, "memories-source": ["video/X"], "stat": {}}).encode(),
+    ],
+)
+def test_a_hostile_record_is_no_record(emu: Any, upload_video: Any, tmp_path: Path, sidecar: bytes) -> None:
+    video_no = upload_video(os.urandom(SIZE), "clip.mp4")
+    target = tmp_path / "v.mp4"
+    run(video_no=video_no, destination=str(target))
+    (tmp_path / ".v.mp4.memories.json").write_bytes(sidecar)
+    with pytest.raises(AirflowFailException, match="with no record of what it holds"):
+        run(video_no=video_no, destination=str(target))
+    assert emu.control.count("download") == 1
