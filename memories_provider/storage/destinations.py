@@ -61,6 +61,10 @@ SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES | SFTP_SCHEMES | schemes_of("file")
 
 _MAX_NAME_BYTES = 200  # leaves room for our ".<name>.<random>.part" temp names under the usual 255
 _TEMP_TOKEN_BYTES = 6
+#: Bytes in a file name on the usual filesystems (ext4, XFS, APFS, NTFS in UTF-16 units) and SFTP servers.
+_NAME_MAX = 255
+#: What the longest name derived from a destination's (its record's temporary file) adds to it.
+_DERIVED_NAME_OVERHEAD = len(f".{sidecar_name('')}.{'0' * 2 * _TEMP_TOKEN_BYTES}.part")
 #: Seconds a local temp file whose lock is free must have been idle before it counts as abandoned:
 #: covers a writer between creating its file and locking it, and filesystems (some NFS mounts)
 #: whose locks are not seen from other hosts, where a live writer still writes at least this often.
@@ -82,6 +86,18 @@ def check_destination(uri: str) -> None:
             f"`destination` scheme {scheme!r} is not supported; use a local path, file://, s3://, "
             "gs://, azure:// or sftp://"
         )
+    if scheme not in OBJECT_STORE_SCHEMES and not is_folder(uri):
+        # Written as ``.<name>.<random>.part`` and recorded in ``.<name>.memories.json`` (itself
+        # written through a temporary file): those names must fit too, or the write fails only
+        # once the (billed) download is under way, or the record is lost.
+        size = len(basename_of(uri).encode("utf-8"))
+        room = _NAME_MAX - _DERIVED_NAME_OVERHEAD
+        if size > room:
+            raise ValueError(
+                f"`destination` file name is {size} bytes long; at most {room} bytes fit (the temporary "
+                f"file and the record written beside it add {_DERIVED_NAME_OVERHEAD} bytes, and a file "
+                f"name has at most {_NAME_MAX})"
+            )
 
 
 def is_folder(uri: str) -> bool:

@@ -240,3 +240,19 @@ def test_azure_write_only_sas_is_not_refused(
     )
     key = result["uri"].split(f"{azure_container}/", 1)[1]
     assert azurite.service().get_blob_client(azure_container, key).download_blob().readall() == VIDEO
+
+
+def test_a_file_name_too_long_for_its_temporary_file_and_record(
+    emu: Any, ids: dict[str, str], tmp_path: Path
+) -> None:
+    """The name itself fits 255 bytes, but ``.<name>.<random>.part`` and the record's own temporary
+    file would not: refused before the (billed) request, not with ENAMETOOLONG once it is sent."""
+    longest = 255 - len("..memories.json.0123456789ab.part") - 1
+    for name in ("é" * 111 + ".mp4", "a" * (longest - 3) + ".mp4"):  # 226 and 222 bytes
+        error = fails_before_any_request(emu, "at most 221 bytes fit", destination=str(tmp_path / name), **ids)
+        assert "file name is" in str(error)
+    assert list(tmp_path.iterdir()) == []
+    target = tmp_path / ("a" * (longest - 4) + ".mp4")  # 221 bytes: written, recorded, then skipped
+    assert run(destination=str(target), **ids)["skipped"] is False
+    assert run(destination=str(target), **ids)["skipped"] is True
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".memories.json")]) == 1
