@@ -38,6 +38,7 @@ from memories_provider.storage.destinations import (
     atomic_writer,
     basename_of,
     check_destination,
+    check_room,
     is_folder,
     join_folder,
     local_path,
@@ -319,6 +320,10 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
     # ------------------------------------------------------------------ downloading
 
     def _download(self, plan: _DownloadPlan) -> DownloadResult:
+        if self.verify_size and plan.facts.size is not None:
+            # The body will be held to this size: a disk that cannot take it fails before the
+            # (billed) request, not once it is answered.
+            check_room(plan.destination, plan.facts.size, name_prefix=f"{plan.source.name_key}.")
         # The client's own policy (built from the connection's max_retries): same delays, same bound.
         policy = plan.hook.get_conn().retry
         attempt = 0

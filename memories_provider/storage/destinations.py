@@ -464,16 +464,48 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
     _commit_local_sidecar(directory, name, provenance, stat)
 
 
-def _check_room(directory: str, path: str, size: int) -> None:
+def _check_room(directory: str, path: str, size: int, free: int | None = None) -> None:
     """Fail before the first byte when ``directory``'s filesystem cannot hold ``size`` more bytes
-    (the temporary file is whole before it replaces anything): ``ENOSPC``, as the write would."""
-    free = probes.free_space(directory)
+    (the temporary file is whole before it replaces anything): ``ENOSPC``, as the write would.
+
+    :param free: the bytes free, if already measured.
+    """
+    if free is None:
+        free = probes.free_space(directory)
     if free is not None and free < size:
         raise OSError(
             errno.ENOSPC,
             f"{path}: {size} bytes to write, but its filesystem has {free} bytes free; nothing was "
             "written (free some space, or choose another destination)",
         )
+
+
+def check_room(uri: str, size: int, *, name_prefix: str = "") -> None:
+    """Before a (billed) request: fail with ``ENOSPC`` when a local destination's filesystem cannot
+    hold ``size`` more bytes; nothing is checked for other destinations.
+
+    Optimistic: the temporary files of the target (in a folder: of names starting with
+    ``name_prefix``) count as free, as the writer removes those a dead writer left before it
+    measures again (:func:`atomic_writer` makes the exact check).
+    """
+    path = local_path(uri)
+    if path is None:
+        return
+    if is_folder(uri):
+        directory = path
+        temps = re.compile(rf"\.{re.escape(name_prefix)}.*\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.part")
+    else:
+        directory = os.path.dirname(path) or "."
+        temps = _temp_name_pattern(os.path.basename(path))
+    free = probes.free_space(directory)
+    if free is None or free >= size:
+        return
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if temps.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    free += entry.stat(follow_symlinks=False).st_size
+    _check_room(directory, path, size, free)
 
 
 def _link_no_clobber(tmp: str, path: str) -> None:

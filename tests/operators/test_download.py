@@ -255,6 +255,7 @@ def test_a_download_its_disk_cannot_hold_fails_before_writing(
     )
     assert "nothing was written" in str(info.value)
     assert files_in(folder) == ["keep.mp4"] and records_in(folder) == []
+    assert emu.control.count("download") == 0  # known from get_metadata: refused before the billed request
     # Just enough: the download goes ahead.
     _filesystem_of(monkeypatch, folder, len(b"earlier") + len(VIDEO))
     result = run(video_no=video_no, destination=under(tmp_path, where))
@@ -272,6 +273,7 @@ def test_the_room_of_a_new_folder_is_checked_too(
         run(video_no=upload(), destination=str(folder / "v.mp4"))
     assert info.value.errno == errno.ENOSPC
     assert files_in(folder) == []
+    assert emu.control.count("download") == 0
 
 
 def test_an_abandoned_temp_file_is_cleared_before_the_room_is_measured(
