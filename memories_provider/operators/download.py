@@ -423,11 +423,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         """Another writer took ``uri`` while this one downloaded (``replace=False``): fine only if
         what it wrote is these very bytes; else fail, naming what is there."""
         there = next(iter(survey(uri, transport=transport)), None)
-        if (
-            there is not None
-            and ours.sha256 is not None
-            and sha256_of(uri, transport=transport) == ours.sha256
-        ):
+        if there is not None and _holds_the_same(there, ours, transport):
             self.log.info(
                 "%s was written meanwhile by another download of %s: the same bytes",
                 redact_uri(uri),
@@ -469,6 +465,24 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             namespace, name = lineage_dataset(uri)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def _holds_the_same(there: Existing, ours: Provenance, transport: ResolvedTransport) -> bool:
+    """Whether ``there`` (written meanwhile by another writer) holds what ``ours`` describes."""
+    if ours.sha256 is not None:
+        return sha256_of(there.uri, transport=transport) == ours.sha256
+    # No digest of our own (checksum=None): the other writer's record decides, as it would a skip.
+    record = there.provenance
+    if (
+        record is None
+        or record.source != ours.source
+        or not same_evidence(record.evidence, ours.evidence)
+        or there.size != ours.size
+    ):
+        return False
+    return there.intact or (
+        record.sha256 is not None and sha256_of(there.uri, transport=transport) == record.sha256
+    )
 
 
 def _pump(

@@ -462,3 +462,27 @@ def test_a_hostile_record_is_no_record(emu: Any, upload_video: Any, tmp_path: Pa
     with pytest.raises(AirflowFailException, match="with no record of what it holds"):
         run(video_no=video_no, destination=str(target))
     assert emu.control.count("download") == 1
+
+
+def test_two_downloads_of_one_video_racing_without_checksums_both_succeed(
+    scripted: ScriptedService, tmp_path: Path
+) -> None:
+    """With checksum=None there is no digest to compare: the winner's record proves the same source
+    (the loser failed for good, 'holds video VI1, not what video VI1 sent')."""
+    data = os.urandom(SIZE)
+    scripted.add("VI1", data)
+    scripted.add("VI2", os.urandom(SIZE))
+    target = tmp_path / "v.mp4"
+    other: dict[str, Any] = {}
+    scripted.halfway["VI1"] = _other_worker(other, video_no="VI1", destination=str(target), checksum=None)
+    result = run(video_no="VI1", destination=str(target), checksum=None)
+    assert "error" not in other, other
+    assert result["skipped"] is False and result["bytes"] == SIZE and result["sha256"] is None
+    assert target.read_bytes() == data
+    assert scripted.downloads == ["VI1", "VI1"]
+    # Another video still fails the race, record or not.
+    target.unlink()
+    scripted.halfway["VI2"] = _other_worker(other, video_no="VI1", destination=str(target), checksum=None)
+    with pytest.raises(AirflowFailException, match="holds video VI1, not what video VI2 sent"):
+        run(video_no="VI2", destination=str(target), checksum=None)
+    assert target.read_bytes() == data
