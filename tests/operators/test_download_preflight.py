@@ -249,7 +249,8 @@ def test_a_file_name_too_long_for_its_temporary_file_and_record(
     file would not: refused before the (billed) request, not with ENAMETOOLONG once it is sent."""
     longest = 255 - len("..memories.json.0123456789ab.part") - 1
     for name in ("é" * 111 + ".mp4", "a" * (longest - 3) + ".mp4"):  # 226 and 222 bytes
-        error = fails_before_any_request(emu, "at most 221 bytes fit", destination=str(tmp_path / name), **ids)
+        destination = str(tmp_path / name)
+        error = fails_before_any_request(emu, "at most 221 bytes fit", destination=destination, **ids)
         assert "file name is" in str(error)
     assert list(tmp_path.iterdir()) == []
     target = tmp_path / ("a" * (longest - 4) + ".mp4")  # 221 bytes: written, recorded, then skipped
