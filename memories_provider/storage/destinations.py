@@ -450,18 +450,28 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
         os.fsync(fh.fileno())
         # The file's stat as it will be once renamed (a rename keeps inode and mtime).
         info = os.fstat(fh.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _link_no_clobber(tmp, path)
+        stat = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
+        # The record is on disk before the file takes its name: a writer killed between the two
+        # leaves it as ``.<name>.memories.json.<random>.part``, which still proves the file (its
+        # stat, inode included, is this file's alone), so a retry is not refused as unproven.
+        pending = _stage_local_sidecar(directory, name, provenance, stat)
+        try:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                _link_no_clobber(tmp, path)
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pending)
+            raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     finally:
         fh.close()
-    stat = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
-    _commit_local_sidecar(directory, name, provenance, stat)
+    _commit_local_sidecar(directory, name, pending)
 
 
 def _check_room(directory: str, path: str, size: int, free: int | None = None) -> None:
@@ -525,29 +535,44 @@ def _link_no_clobber(tmp: str, path: str) -> None:
     os.unlink(tmp)
 
 
-def _commit_local_sidecar(
+def _stage_local_sidecar(
     directory: str, name: str, provenance: Provenance | None, stat: dict[str, int]
-) -> None:
-    """Write (or, without a record, remove) the sidecar of ``name``; never fails the download."""
-    side = os.path.join(directory, sidecar_name(name))
+) -> str | None:
+    """Write the record of ``name`` (``stat``: the file's) under a temporary name, synced; its path.
+
+    None without a record, or when it cannot be written (the download does not fail for it).
+    """
+    if provenance is None:
+        return None
+    tmp = os.path.join(directory, _temp_name(sidecar_name(name)))
     try:
-        if provenance is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(side)
-            return
-        tmp = os.path.join(directory, _temp_name(sidecar_name(name)))
         try:
             with open(tmp, "xb") as out:
                 out.write(provenance.to_sidecar(stat))
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, side)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
     except OSError as err:
-        # The file is complete and in place; only a later run's skip loses its proof.
+        # The file will be complete and in place; only a later run's skip loses its proof.
+        log.warning("could not write the record of %s: %s", os.path.join(directory, name), err)
+        return None
+    return tmp
+
+
+def _commit_local_sidecar(directory: str, name: str, pending: str | None) -> None:
+    """Give the staged record ``pending`` its name (None: remove any earlier record of ``name``);
+    never fails the download."""
+    side = os.path.join(directory, sidecar_name(name))
+    try:
+        if pending is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(side)
+            return
+        os.replace(pending, side)
+    except OSError as err:
         log.warning("could not write the record of %s: %s", os.path.join(directory, name), err)
 
 

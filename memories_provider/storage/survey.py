@@ -33,6 +33,7 @@ from memories_provider.storage.destinations import (
     SFTP_SCHEMES,
     ResolvedTransport,
     _smart_open_open,
+    _temp_name_pattern,
     check_destination,
     is_folder,
     join_folder,
@@ -212,11 +213,32 @@ def _local_existing(uri: str) -> Existing | None:
     if stat_module.S_ISDIR(info.st_mode):
         return None  # a folder named like the file: not a candidate (a file destination was refused above)
     directory, name = os.path.split(path)
-    record = None
-    with contextlib.suppress(OSError), open(os.path.join(directory, sidecar_name(name)), "rb") as side:
-        record = Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
     now = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
-    return _existing(uri, info.st_size, record, now)
+    found = _existing(uri, info.st_size, _local_record(os.path.join(directory, sidecar_name(name))), now)
+    if found.intact:
+        return found
+    # A writer killed between the rename and its record's: the record it staged, if it is this file's.
+    pattern = _temp_name_pattern(sidecar_name(name))
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        staged = sorted(entry.path for entry in entries if pattern.fullmatch(entry.name))
+    for candidate in staged[:_MAX_STAGED]:
+        record = _local_record(candidate)
+        if record is not None and record[1] == now:
+            return _existing(uri, info.st_size, record, now)
+    return found
+
+
+#: Staged records of one file looked at (normally none; one per writer killed at that moment).
+_MAX_STAGED = 8
+
+
+def _local_record(path: str) -> tuple[Provenance, dict[str, int]] | None:
+    """The record in the sidecar file ``path`` (not followed if a symlink); None if there is none."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, "rb") as side:
+            return Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
+    return None
 
 
 def _existing(

@@ -486,3 +486,60 @@ def test_two_downloads_of_one_video_racing_without_checksums_both_succeed(
     with pytest.raises(AirflowFailException, match="holds video VI1, not what video VI2 sent"):
         run(video_no="VI2", destination=str(target), checksum=None)
     assert target.read_bytes() == data
+
+
+_KILLED_AT_COMMIT = """
+import json, os, signal, sys
+from memories_provider.operators.download import MemoriesDownloadOperator
+kwargs = json.loads(sys.argv[1])
+real_replace, real_link = os.replace, os.link
+
+def killed_after(real):
+    def commit(src, dst, *args, **kw):
+        real(src, dst, *args, **kw)
+        if os.fspath(dst) == kwargs["destination"]:
+            os.kill(os.getpid(), signal.SIGKILL)  # the file has its name, its record not yet
+    return commit
+
+os.replace, os.link = killed_after(real_replace), killed_after(real_link)
+MemoriesDownloadOperator(task_id="killed", **kwargs).execute(context={})
+"""
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_worker_killed_between_the_file_and_its_record_is_still_proven(
+    scripted: ScriptedService, tmp_path: Path, earlier: bool
+) -> None:
+    """The file took its name, then the worker died (OOM) before the record took its own: the
+    retry proves the file by the record staged before the commit, instead of failing for good."""
+    old, new = os.urandom(SIZE), os.urandom(SIZE)
+    target = tmp_path / "v.mp4"
+    if earlier:  # an earlier state of the video is there, with its record: replaced, then killed
+        scripted.add("VI1", old)
+        run(video_no="VI1", destination=str(target))
+    scripted.add("VI1", new, create_time=2)
+    kwargs = {"video_no": "VI1", "destination": str(target)}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_AT_COMMIT, json.dumps(kwargs)], timeout=300)
+    assert proc.returncode == -9
+    assert target.read_bytes() == new
+    downloads = list(scripted.downloads)
+    result = run(**kwargs)
+    assert result["skipped"] is True and result["sha256"] == sha(new)
+    assert scripted.downloads == downloads  # not downloaded (billed) again
+    # Another video's retry at that name is still refused: the staged record names VI1.
+    scripted.add("VI2", os.urandom(SIZE))
+    with pytest.raises(AirflowFailException, match="holds video VI1"):
+        run(video_no="VI2", destination=str(target))
+
+
+def test_a_staged_record_of_another_file_proves_nothing(scripted: ScriptedService, tmp_path: Path) -> None:
+    """A record staged for a file that never took the name (or was replaced since) is not this file's."""
+    scripted.add("VI1", os.urandom(SIZE))
+    target = tmp_path / "v.mp4"
+    run(video_no="VI1", destination=str(target))
+    side = tmp_path / ".v.mp4.memories.json"
+    staged = tmp_path / f".{side.name}.0123456789ab.part"
+    os.rename(side, staged)
+    target.write_bytes(os.urandom(SIZE))  # same size, new bytes; the inode is kept but mtime is not
+    with pytest.raises(AirflowFailException, match="with no record of what it holds"):
+        run(video_no="VI1", destination=str(target))
