@@ -636,23 +636,32 @@ def _sftp_atomic(
         finally:
             fh.close()
         info = sftp.stat(tmp_path)  # a rename keeps size and mtime
-        if replace:
-            try:
-                sftp.posix_rename(tmp_path, path)
-            except OSError:
-                # Servers without posix-rename@openssh.com refuse to rename over a file.
-                with contextlib.suppress(OSError):
-                    sftp.remove(path)
-                sftp.rename(tmp_path, path)
-        else:
-            try:
-                sftp.rename(tmp_path, path)  # plain SFTP rename never overwrites
-            except OSError:
-                if _sftp_exists(sftp, path):
-                    raise DestinationTaken(uri) from None
-                raise
         stat = {"size": int(info.st_size or 0), "mtime": int(info.st_mtime or 0)}
-        _commit_sftp_sidecar(sftp, path, provenance, stat)
+        # Staged before the rename, as locally: a connection lost (or a worker killed) between
+        # the two leaves a record that still proves the file to a retry.
+        pending = _stage_sftp_sidecar(sftp, path, provenance, stat)
+        try:
+            if replace:
+                try:
+                    sftp.posix_rename(tmp_path, path)
+                except OSError:
+                    # Servers without posix-rename@openssh.com refuse to rename over a file.
+                    with contextlib.suppress(OSError):
+                        sftp.remove(path)
+                    sftp.rename(tmp_path, path)
+            else:
+                try:
+                    sftp.rename(tmp_path, path)  # plain SFTP rename never overwrites
+                except OSError:
+                    if _sftp_exists(sftp, path):
+                        raise DestinationTaken(uri) from None
+                    raise
+        except BaseException:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    sftp.remove(pending)
+            raise
+        _commit_sftp_sidecar(sftp, path, pending)
     except BaseException:
         with contextlib.suppress(OSError):
             sftp.remove(tmp_path)
@@ -670,25 +679,46 @@ def _sftp_exists(sftp: Any, path: str) -> bool:
     return True
 
 
-def _commit_sftp_sidecar(sftp: Any, path: str, provenance: Provenance | None, stat: dict[str, int]) -> None:
-    """Write (or, without a record, remove) the sidecar of ``path``; never fails the download."""
+def _stage_sftp_sidecar(
+    sftp: Any, path: str, provenance: Provenance | None, stat: dict[str, int]
+) -> str | None:
+    """Write the record of ``path`` (``stat``: the file's) under a temporary name; its path.
+
+    None without a record, or when it cannot be written (the download does not fail for it).
+    """
+    if provenance is None:
+        return None
     directory, _, name = path.rpartition("/")
-    side = f"{directory}/{sidecar_name(name)}"
+    tmp = f"{directory}/{_temp_name(sidecar_name(name))}"
     try:
-        if provenance is None:
-            with contextlib.suppress(OSError):
-                sftp.remove(side)
-            return
-        tmp = f"{directory}/{_temp_name(sidecar_name(name))}"
         try:
             with sftp.open(tmp, "wb") as out:
                 out.write(provenance.to_sidecar(stat))
-            sftp.posix_rename(tmp, side)
         except BaseException:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):
                 sftp.remove(tmp)
             raise
     except OSError as err:
+        log.warning("could not write the record of %s over SFTP: %s", path, err)
+        return None
+    return tmp
+
+
+def _commit_sftp_sidecar(sftp: Any, path: str, pending: str | None) -> None:
+    """Give the staged record ``pending`` its name (None: remove any earlier record of ``path``).
+
+    Never fails the download, which is complete and in place: a record left staged (the connection
+    lost here) still proves the file.
+    """
+    directory, _, name = path.rpartition("/")
+    side = f"{directory}/{sidecar_name(name)}"
+    try:
+        if pending is None:
+            with contextlib.suppress(OSError):
+                sftp.remove(side)
+            return
+        sftp.posix_rename(pending, side)
+    except Exception as err:  # paramiko's own errors too (a dropped connection is no OSError)
         log.warning("could not write the record of %s over SFTP: %s", path, err)
 
 

@@ -309,11 +309,28 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
     if stat_module.S_ISDIR(info.st_mode or 0):
         return None
     directory, _, name = path.rpartition("/")
-    record = None
-    with contextlib.suppress(OSError), sftp.open(f"{directory}/{sidecar_name(name)}", "rb") as side:
-        record = Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
     size = int(info.st_size or 0)
-    return _existing(uri, size, record, {"size": size, "mtime": int(info.st_mtime or 0)})
+    now = {"size": size, "mtime": int(info.st_mtime or 0)}
+    found = _existing(uri, size, _sftp_record(sftp, f"{directory}/{sidecar_name(name)}"), now)
+    if found.intact:
+        return found
+    # A connection lost (or a worker killed) between the rename and its record's: the record staged.
+    pattern = _temp_name_pattern(sidecar_name(name))
+    staged: list[str] = []
+    with contextlib.suppress(OSError):
+        staged = sorted(entry for entry in sftp.listdir(directory or "/") if pattern.fullmatch(entry))
+    for candidate in staged[:_MAX_STAGED]:
+        record = _sftp_record(sftp, f"{directory}/{candidate}")
+        if record is not None and record[1] == now:
+            return _existing(uri, size, record, now)
+    return found
+
+
+def _sftp_record(sftp: Any, path: str) -> tuple[Provenance, dict[str, int]] | None:
+    """The record in the sidecar file ``path`` over SFTP; None if there is none."""
+    with contextlib.suppress(OSError), sftp.open(path, "rb") as side:
+        return Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
+    return None
 
 
 # ---------------------------------------------------------------------------- S3

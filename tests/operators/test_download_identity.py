@@ -543,3 +543,45 @@ def test_a_staged_record_of_another_file_proves_nothing(scripted: ScriptedServic
     target.write_bytes(os.urandom(SIZE))  # same size, new bytes; the inode is kept but mtime is not
     with pytest.raises(AirflowFailException, match="with no record of what it holds"):
         run(video_no="VI1", destination=str(target))
+
+
+_KILLED_AT_SFTP_COMMIT = """
+import json, os, signal, sys
+import paramiko
+from memories_provider.operators.download import MemoriesDownloadOperator
+kwargs, path = json.loads(sys.argv[1]), sys.argv[2]
+
+def killed_after(real):
+    def commit(self, src, dst):
+        real(self, src, dst)
+        if dst == path:
+            os.kill(os.getpid(), signal.SIGKILL)  # the file has its name, its record not yet
+    return commit
+
+for name in ("rename", "posix_rename"):
+    setattr(paramiko.SFTPClient, name, killed_after(getattr(paramiko.SFTPClient, name)))
+MemoriesDownloadOperator(task_id="killed", **kwargs).execute(context={})
+"""
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_sftp_download_cut_between_the_file_and_its_record_is_still_proven(
+    scripted: ScriptedService, sshd: Any, overwrite: bool
+) -> None:
+    data = os.urandom(SIZE)
+    scripted.add("VI1", data)
+    target = sshd.root / f"cut-{overwrite}" / "v.mp4"
+    target.parent.mkdir()
+    kwargs = {
+        "video_no": "VI1",
+        "destination": sshd.uri(str(target)),
+        "destination_conn_id": sshd.conn_id,
+        "overwrite": overwrite,
+    }
+    argv = [sys.executable, "-c", _KILLED_AT_SFTP_COMMIT, json.dumps(kwargs), str(target)]
+    assert subprocess.run(argv, timeout=300).returncode == -9
+    assert target.read_bytes() == data
+    assert not (target.parent / ".v.mp4.memories.json").exists()
+    result = run(**{**kwargs, "overwrite": False})
+    assert result["skipped"] is True and result["sha256"] == sha(data)
+    assert scripted.downloads == ["VI1"]  # the retry downloads (and pays) nothing
