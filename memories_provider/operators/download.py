@@ -382,7 +382,8 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         progress = TransferProgress(self.log, f"{source.label} -> {shown}", expected)
         size = "unknown" if expected is None else expected
         self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
-        # Object stores take the record when the upload starts; sidecars are written after the rename.
+        # Object stores take the record when the upload starts; sidecars when the block ends (staged
+        # before the rename, named after it).
         provenance = Provenance(source.identity, facts.evidence, size=expected)
         writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
         local = local_path(uri) is not None

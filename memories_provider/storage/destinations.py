@@ -296,8 +296,9 @@ def atomic_writer(
         of ``conn_id`` and ``transport_params``.
     :param provenance: the record to keep with the file (see :mod:`.provenance`). Object stores
         take it as user metadata when the upload starts; local and SFTP destinations write its
-        sidecar after the rename, so the caller may complete it (``size``, ``sha256``) inside the
-        block. None: no record (and any earlier sidecar of the name is removed).
+        sidecar when the block ends (staged before the rename), so the caller may complete it
+        (``size``, ``sha256``) inside the block. None: no record (and any earlier sidecar of the
+        name is removed).
     :param replace: False: never overwrite an existing local, SFTP or S3 file, raise
         :class:`DestinationTaken` instead (the check and the commit are one atomic step).
     """

@@ -7,10 +7,12 @@ bytes live and committed with them:
 * ``s3://``, ``gs://``, ``azure://``: user metadata of the object (``memories-source``,
   ``memories-evidence``, ``memories-size``; on Azure ``memories_source``...), set when the upload
   starts and committed atomically with the object; an object rewritten by anything else loses it.
-* local paths and ``sftp://``: a sidecar ``.<name>.memories.json`` beside the file, written
-  (atomically) right after the file is renamed into place. It also holds the sha256 and what
-  ``stat`` said of the file then (size, mtime, inode locally): a file changed or replaced since
-  no longer matches, and is then only accepted when its sha256 still equals the recorded one.
+* local paths and ``sftp://``: a sidecar ``.<name>.memories.json`` beside the file, staged as
+  ``.<name>.memories.json.<random>.part`` before the file is renamed into place and renamed itself
+  right after (a writer cut off between the two leaves the staged one, which a later run reads as
+  the record when its ``stat`` is the file's). It also holds the sha256 and what ``stat`` said of
+  the file then (size, mtime, inode locally): a file changed or replaced since no longer matches,
+  and is then only accepted when its sha256 still equals the recorded one.
 
 A record is only ever written after the whole body was received and checked, so an object or a
 sidecar naming a source means: these are all the bytes the service sent for that source.
