@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -29,6 +30,29 @@ def dag_test(dag: Any, **kwargs: Any) -> Any:
     """``dag.test(**kwargs)`` on Airflow 2.11 and 3.x (deferred tasks run their triggers inline).
 
     The metadata DB must exist (``airflow db migrate``). Returns the finished DagRun.
+
+    :raises RuntimeError: naming the DB and ``airflow db migrate`` when the DB has no tables yet.
     """
+    require_metadata_db()
     register_dag(dag)
     return dag.test(**kwargs)
+
+
+def require_metadata_db() -> None:
+    """Raise, naming the DB and the command that creates it, when Airflow's metadata DB has no tables.
+
+    ``dag.test()`` on a DB never migrated fails deep in SQLAlchemy ("no such table: dag_bundle"),
+    which tells a first-time user nothing.
+    """
+    import sqlalchemy
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        bind = session.get_bind()
+        if sqlalchemy.inspect(bind).has_table("dag_run"):
+            return
+        url = bind.engine.url.render_as_string(hide_password=True)
+    raise RuntimeError(
+        f"Airflow's metadata DB ({url}) has no tables: run `airflow db migrate` once with this "
+        f"AIRFLOW_HOME ({os.environ.get('AIRFLOW_HOME', '~/airflow')}) before dag_test()"
+    )

@@ -13,3 +13,36 @@ def test_run_dag_fixture_runs_a_dag_defined_in_a_test(run_dag):
     with DAG("smoke", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
         _Answer(task_id="t")
     assert run_dag(dag).state == "success"
+
+
+def test_dag_test_on_a_db_never_migrated_says_to_migrate_it(tmp_path):
+    # A user's first DAG test, with a fresh AIRFLOW_HOME: the error names the DB and the command,
+    # not SQLAlchemy's "no such table".
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import pendulum\n"
+        "from airflow import DAG\n"
+        "from airflow.providers.common.compat.sdk import BaseOperator\n"
+        "from memories_provider.testing import dag_test\n"
+        "with DAG('fresh', start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:\n"
+        "    BaseOperator(task_id='t')\n"
+        "try:\n"
+        "    dag_test(dag)\n"
+        "except RuntimeError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240, check=True
+    ).stdout
+    (line,) = [line for line in out.splitlines() if line.startswith("ERR ")]
+    assert f"sqlite:///{tmp_path}/airflow.db" in line
+    assert "run `airflow db migrate` once" in line
+    assert "dag_run" not in line
