@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from memories_provider.client.errors import MemoriesInvalidRequestError
 from memories_provider.storage.errors import StoreUnavailableError
 
 
@@ -24,6 +25,35 @@ class BadInputError(AirflowFailException, ValueError):
 
     Still a ``ValueError``, as the check that found it raised, for code that catches that.
     """
+
+
+class RefusedError(AirflowFailException, MemoriesInvalidRequestError):
+    """memories.ai refused the request itself (an unknown or malformed id: ``0001``/``0003``, HTTP 400,
+    not found): asked again, it answers the same, so the task fails at once.
+
+    Still the :class:`MemoriesInvalidRequestError` it was, with the service's ``code``,
+    ``http_status`` and ``endpoint``, for code that catches that.
+    """
+
+
+@contextlib.contextmanager
+def refusal_fails_at_once(what: str) -> Iterator[None]:
+    """Turn a :class:`MemoriesInvalidRequestError` into :class:`RefusedError` naming ``what``.
+
+    :param what: the input the request was about, as the error should name it (``"video VI…"``).
+    """
+    try:
+        yield
+    except RefusedError:
+        raise
+    except MemoriesInvalidRequestError as err:
+        refused = RefusedError(
+            f"memories.ai refused {what}: {err.message}; asking again cannot change that",
+            code=err.code,
+            http_status=err.http_status,
+            endpoint=err.endpoint,
+        )
+        raise refused from err
 
 
 def flags(**values: object) -> None:

@@ -31,7 +31,7 @@ from memories_provider.operators._download_source import (
     select_source,
 )
 from memories_provider.operators._progress import TransferProgress
-from memories_provider.preflight import bad_input_fails_at_once, flags
+from memories_provider.preflight import bad_input_fails_at_once, flags, refusal_fails_at_once
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -217,10 +217,12 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             self._lineage_namespace = namespace_of(hook)
             # The scope the request uses, named as the upload operator names its output.
             self._lineage_unique_id = source.unique_id or hook.config.unique_id
-        plan = _DownloadPlan(hook, source, self._facts(hook, source), destination, transport)
-        result = None if self.overwrite else self._skip_or_fail(plan, found)
-        if result is None:
-            result = self._download(plan)
+        # An unknown or malformed id is refused the same way on every try: no retries spent on it.
+        with refusal_fails_at_once(source.label):
+            plan = _DownloadPlan(hook, source, self._facts(hook, source), destination, transport)
+            result = None if self.overwrite else self._skip_or_fail(plan, found)
+            if result is None:
+                result = self._download(plan)
         self._result = result
         annotate_outlets(
             self,

@@ -83,10 +83,32 @@ def test_dag_test_fails_cleanly_on_unknown_video(emu: Any, run_dag: Any, tmp_pat
     from memories_provider.operators.download import MemoriesDownloadOperator
 
     dag_id = f"download_dag_fail_{os.getpid()}"
+    retry = {"retries": 2, "retry_delay": datetime.timedelta(0)}
     with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
         MemoriesDownloadOperator(
-            task_id="download", video_no="VI000000000000000001", destination=str(tmp_path / "x.mp4")
+            task_id="unknown", video_no="VI000000000000000001", destination=str(tmp_path / "x.mp4"), **retry
         )
+        # A malformed id the client lets through: the service refuses it (0001), on every try.
+        MemoriesDownloadOperator(task_id="malformed", video_no="VI0", destination=f"{tmp_path}/", **retry)
     dagrun = run_dag(dag)
     assert str(dagrun.state).endswith("failed"), dagrun.state
+    # No retries spent on a refusal that cannot change: one metadata call each, no download.
+    for ti in dagrun.get_task_instances():
+        assert str(ti.state).endswith("failed") and ti.try_number == 1, (ti.task_id, ti.state, ti.try_number)
+    assert emu.control.count("get_metadata") == 2
+    assert emu.control.count("download") == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refusal_names_the_source_and_keeps_the_service_code(emu: Any, tmp_path: Path) -> None:
+    import pytest
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from downloads import run_download
+
+    from memories_provider.client import MemoriesNotFoundError
+
+    with pytest.raises(AirflowFailException) as info:
+        run_download(video_no="VI000000000000000001", destination=f"{tmp_path}/")
+    assert str(info.value).startswith("memories.ai refused video VI000000000000000001: video not found;")
+    assert info.value.code == "0001" and info.value.endpoint == "get_metadata"
+    assert isinstance(info.value.__cause__, MemoriesNotFoundError)
