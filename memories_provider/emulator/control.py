@@ -179,6 +179,8 @@ class EmulatorHandle:
     :param url: origin, e.g. ``http://127.0.0.1:54321``.
     :param api_key: a key it accepts.
     :param data_dir: where it keeps uploaded bytes.
+    :param pid: the emulator's process id when it runs in a child process
+        (:func:`~memories_provider.emulator.emulator_process`); ``None`` in this process.
     """
 
     url: str
