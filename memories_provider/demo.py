@@ -1,7 +1,7 @@
 """``make demo``: the example pipeline end to end on the local emulator and the local filesystem.
 
 Generates a small sample video, starts the emulator in a child process, runs the
-``memories_video_pipeline`` DAG (upload → deferrable wait for ``PARSE`` → download) with
+``memories_video_pipeline`` DAG (upload → deferrable wait for ``PARSE`` → download → export) with
 ``dag.test()`` in a throw-away Airflow home under ``demo-output/``, prints a summary, and always
 stops the emulator — also on Ctrl-C or a failure.
 
