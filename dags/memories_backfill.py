@@ -47,6 +47,8 @@ DOC_MD = """
 * `source_prefix`: a local folder or an `s3://bucket/prefix/` holding `.mp4`, `.mov`, `.mkv`
   or `.avi` files (searched recursively).
 * `destination_prefix`: a folder URI ending in `/` (local, `s3://`, `gs://`, `azure://`, `sftp://`).
+* `export_prefix`: a folder URI ending in `/` for `<run_id>.jsonl`, the captions and transcripts
+  of every `PARSE` video of the scope.
 
 **Produces** one mapped `upload` per video not yet at the destination (XCom: its `video_no`),
 one `wait_for_parse` for all of them, and one mapped `download` per video, written to
