@@ -97,7 +97,8 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     Modes: ``deferrable=True`` checks once on the worker, then waits in the triggerer (no worker
     slot; all waiting videos of a connection share one poller, ~ceil(N/200) requests per
     interval); ``mode="reschedule"`` frees the slot between checks; ``mode="poke"`` holds it.
-    A timeout ends as :class:`AirflowSensorTimeout` in every mode (skipped with ``soft_fail``).
+    A timeout ends as :class:`AirflowSensorTimeout` in every mode; with ``soft_fail`` a timeout or
+    a failed video skips the task instead, in every mode (as Airflow's sensors do).
 
     :param video_no: one video id (templated); or use ``video_nos``.
     :param video_nos: several video ids (templated; e.g. an upload's mapped XCom).
@@ -194,11 +195,22 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         self.__dict__["_started"] = time.time()
         if not self.deferrable:
             return super().execute(context)
-        with bad_input_fails_at_once():
-            ids = self._ids
         # The trigger's deadline is the one the worker-side check started with, not a fresh window.
         end_time = self.__dict__["_started"] + self.timeout
-        result = self.poke(context)
+        try:
+            with bad_input_fails_at_once():
+                ids = self._ids
+            result = self.poke(context)
+        except AirflowSkipException:
+            raise
+        except Exception as err:
+            # What BaseSensorOperator.execute makes of a failed poke (and resume_execution of a
+            # failed trigger event): the worker-side check must not fail where a later one skips.
+            if getattr(self, "never_fail", False):
+                raise AirflowSkipException(f"{err} (never_fail)") from err
+            if self.soft_fail and isinstance(err, (AirflowFailException, AirflowSensorTimeout)):
+                raise AirflowSkipException(f"{err} (soft_fail)") from err
+            raise
         if isinstance(result, PokeReturnValue):
             return result.xcom_value
         self.defer(

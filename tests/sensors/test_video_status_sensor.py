@@ -273,3 +273,17 @@ def test_check_videos_batches_by_200_and_names_unknown_ids(emu: Any) -> None:
     assert "unknown video" in str(info.value) and real not in str(info.value)
     # one single-id round, then 250 ids in ceil(250/200) = 2 requests
     assert emu.control.count("list_videos") == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_soft_fail_skips_a_failed_video_in_every_mode(emu: Any, run_dag: Any, mode: dict) -> None:
+    """Airflow's soft_fail skips a sensor whose check fails: the deferrable check on the worker too,
+    as it does when the video fails later, in the trigger."""
+    bad = upload(emu)
+    emu.control.set_status(bad, "FAILED", cause="corrupt file")
+    name = next(iter(mode))
+    run = run_dag(
+        _dag(f"wait_soft_failed_{name}", video_no=bad, poke_interval=0.2, timeout=30, soft_fail=True, **mode)
+    )
+    assert str(_ti(run).state) == "skipped"
+    assert emu.control.count("list_videos") == 1  # the one check that saw FAILED
