@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -337,35 +339,71 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (MemoriesRateLimitError, MemoriesServerError, MemoriesConnectionError))
 
 
-def normalize_video_nos(video_no: Any, video_nos: Any) -> list[str]:
+#: A private video id as the spec gives it: ``VI`` and 18 digits (``VI568102998803353600``).
+VIDEO_NO_PATTERN = re.compile(r"VI\d{18}")
+
+#: Most characters of a bad value an error quotes.
+_QUOTED = 80
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 5] + "...'"
+
+
+def normalize_video_nos(video_no: Any, video_nos: Any, *, strict: bool = False) -> list[str]:
     """Exactly one of ``video_no`` (a string) or ``video_nos`` (a non-empty list), deduplicated in order.
 
-    :raises ValueError: naming the parameters when both or neither are given, or an id is empty.
+    Each id is stripped of surrounding whitespace. A list that a template rendered as text
+    (``"['VI1', 'VI2']"``, without ``render_template_as_native_obj``) is read back as the list.
+
+    :param strict: each id must be a private video id as documented, ``VI`` and 18 digits (else
+        any non-empty string).
+    :raises ValueError: naming the parameter and the rule, before any request: both or neither
+        given, an empty list, or an id that is not a video id.
     """
     given_one = video_no not in (None, "")
     given_many = video_nos not in (None, "", [], ())
     if given_one == given_many:
         raise ValueError("give exactly one of `video_no` or `video_nos`")
-    ids: Any = [video_no] if given_one else video_nos
     name = "video_no" if given_one else "video_nos"
+    ids: Any = video_no if given_one else video_nos
     if isinstance(ids, str):
-        ids = [ids]
-    if not isinstance(ids, (list, tuple)):
+        text = ids.strip()
+        if text.startswith("["):
+            try:
+                ids = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise ValueError(f"`{name}` must be a list of video ids, got {_quoted(text)}") from None
+            if not isinstance(ids, list):
+                raise ValueError(f"`{name}` must be a list of video ids, got {_quoted(text)}")
+        else:
+            ids = [text]
+    elif not isinstance(ids, (list, tuple)):
         try:
-            ids = list(ids)
+            ids = list(ids)  # e.g. a mapped task's XCom (a lazy sequence)
         except TypeError:
-            raise ValueError(f"`video_nos` must be a list of video ids, got {video_nos!r}") from None
-    cleaned: dict[str, None] = {}  # ordered; compared after stripping: " VI1" is VI1
+            raise ValueError(f"`{name}` must be a video id or a list of them, got {_quoted(ids)}") from None
+    if not ids:
+        raise ValueError(f"`{name}` is an empty list: no video to wait for")
+    cleaned: dict[str, None] = {}
     for item in ids:
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"`{name}` must hold non-empty video ids, got {item!r}")
-        cleaned[item.strip()] = None
+        video = item.strip() if isinstance(item, str) else item
+        if not isinstance(video, str) or not video:
+            raise ValueError(f"`{name}` must hold non-empty video ids, got {_quoted(item)}")
+        if strict and not VIDEO_NO_PATTERN.fullmatch(video):
+            raise ValueError(
+                f"`{name}` must hold video ids ('VI' and 18 digits, e.g. 'VI568102998803353600'), "
+                f"got {_quoted(item)}"
+            )
+        cleaned[video] = None
     return list(cleaned)
 
 
 __all__ = [
     "BATCH_SIZE",
     "NOT_LISTED",
+    "VIDEO_NO_PATTERN",
     "StatusCheck",
     "StatusRound",
     "WaitOutcome",

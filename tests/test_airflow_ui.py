@@ -71,6 +71,12 @@ HOPELESS = {
         {"video_no": "{{ 'VI/../x' }}", "destination": "{{ params.out }}"},
     ),
     "sensor with an empty id": (MemoriesVideoStatusSensor, {"video_nos": ["{{ params.blank }}"]}),
+    "sensor with a malformed id": (MemoriesVideoStatusSensor, {"video_no": "{{ 'VI12 ' }}"}),
+    "deferrable sensor with a malformed id": (
+        MemoriesVideoStatusSensor,
+        {"video_nos": ["VI568102998803353600", "{{ 'VI/../x' }}"], "deferrable": True},
+    ),
+    "sensor with an empty rendered list": (MemoriesVideoStatusSensor, {"video_nos": "{{ [] }}"}),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -166,3 +167,65 @@ def test_an_infrastructure_404_is_not_blamed_on_the_ids_asked_for(memories_emula
         with pytest.raises(MemoriesRouteNotFoundError, match="HTTP 404"):
             StatusCheck(ids, None)(client.list_videos)
         assert memories_emulator.control.count("list_videos") == 1
+
+
+ID1, ID2 = "VI568102998803353600", "VI568102998803353601"
+
+
+@pytest.mark.parametrize(
+    ("video_no", "video_nos", "expected"),
+    [
+        pytest.param(f" {ID1}\n", None, [ID1], id="one id, whitespace stripped"),
+        pytest.param(None, [ID1, f" {ID1} ", ID2], [ID1, ID2], id="duplicates once, also when padded"),
+        pytest.param(None, f"['{ID1}', '{ID2}']", [ID1, ID2], id="a list a template rendered as text"),
+        pytest.param(None, f" ['{ID2}', '{ID1}', '{ID2}']\n", [ID2, ID1], id="rendered, padded, repeated"),
+        pytest.param(None, (v for v in [ID1, ID2]), [ID1, ID2], id="any iterable (a lazy XCom)"),
+        pytest.param(None, ID2, [ID2], id="video_nos as one id"),
+    ],
+)
+def test_video_ids_are_normalized(video_no, video_nos, expected):
+    from memories_provider.status import normalize_video_nos
+
+    assert normalize_video_nos(video_no, video_nos, strict=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("video_no", "video_nos", "named", "rule"),
+    [
+        (None, "[]", "`video_nos`", "empty list"),
+        (None, "[VI1, VI2]", "`video_nos`", "list of video ids"),
+        (None, "{'a': 1}", "`video_nos`", "'VI' and 18 digits"),
+        (None, f"('{ID1}',)", "`video_nos`", "'VI' and 18 digits"),  # not a list: one bad id
+        (None, "[1, 2]", "`video_nos`", "non-empty video ids"),
+        (None, [ID1, "VI1"], "`video_nos`", "'VI' and 18 digits"),
+        (None, [ID1, ""], "`video_nos`", "non-empty video ids"),
+        (None, [ID1, None], "`video_nos`", "non-empty video ids"),
+        (None, f"{ID1},{ID2}", "`video_nos`", "'VI' and 18 digits"),
+        ("vi568102998803353600", None, "`video_no`", "'VI' and 18 digits"),
+        ("VI/../x", None, "`video_no`", "'VI' and 18 digits"),
+        (f"{ID1}0", None, "`video_no`", "'VI' and 18 digits"),
+        (f"[{ID1}", None, "`video_no`", "list of video ids"),
+    ],
+)
+def test_what_is_not_a_video_id_is_refused_naming_the_parameter(video_no, video_nos, named, rule):
+    from memories_provider.status import normalize_video_nos
+
+    with pytest.raises(ValueError, match=re.escape(named)) as info:
+        normalize_video_nos(video_no, video_nos, strict=True)
+    assert rule in str(info.value)
+
+
+def test_without_strict_any_non_empty_id_is_taken():
+    from memories_provider.status import normalize_video_nos
+
+    assert normalize_video_nos(None, "['VI1', ' VI1', 'x']") == ["VI1", "x"]
+    with pytest.raises(ValueError, match="non-empty video ids"):
+        normalize_video_nos(None, ["VI1", " "])
+
+
+def test_a_huge_bad_value_is_quoted_short():
+    from memories_provider.status import normalize_video_nos
+
+    with pytest.raises(ValueError) as info:
+        normalize_video_nos(None, [ID1] * 5000 + ["x" * 10_000], strict=True)
+    assert len(str(info.value)) < 200

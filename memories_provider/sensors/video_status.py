@@ -100,8 +100,10 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     A timeout ends as :class:`AirflowSensorTimeout` in every mode; with ``soft_fail`` a timeout or
     a failed video skips the task instead, in every mode (as Airflow's sensors do).
 
-    :param video_no: one video id (templated); or use ``video_nos``.
-    :param video_nos: several video ids (templated; e.g. an upload's mapped XCom).
+    :param video_no: one video id, ``VI`` and 18 digits (templated); or use ``video_nos``.
+    :param video_nos: several video ids (templated; e.g. an upload's mapped XCom, also when the
+        template renders it as text, ``"['VI…', 'VI…']"``); duplicates are waited for once.
+        Malformed ids, or an empty list, fail the task at once, before any request.
     :param unique_id: namespace of the videos (templated); defaults to the connection's.
     :param memories_conn_id: the memories.ai connection.
     :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
@@ -135,7 +137,7 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
 
     @property
     def _ids(self) -> list[str]:
-        return normalize_video_nos(self.video_no, self.video_nos)
+        return normalize_video_nos(self.video_no, self.video_nos, strict=True)
 
     def _check(self, context: Context) -> StatusCheck:
         # Kept across the pokes of one process (poke mode): a round paused by a transient error is

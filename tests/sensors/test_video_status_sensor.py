@@ -287,3 +287,32 @@ def test_soft_fail_skips_a_failed_video_in_every_mode(emu: Any, run_dag: Any, mo
     )
     assert str(_ti(run).state) == "skipped"
     assert emu.control.count("list_videos") == 1  # the one check that saw FAILED
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ids_a_template_rendered_as_text_are_waited_for(emu: Any, run_dag: Any, mode: dict) -> None:
+    """Without render_template_as_native_obj, an XCom list renders as "['VI…', 'VI…']": it is
+    read back as the list, not sent to the service as one id (which refused it)."""
+    from airflow import DAG
+    from airflow.providers.common.compat.sdk import task
+
+    first, second = upload(emu), upload(emu)
+    name = next(iter(mode))
+    with DAG(f"wait_rendered_{name}", start_date=pendulum.datetime(2024, 1, 1), schedule=None) as dag:
+
+        @task
+        def ids() -> list[str]:
+            return [first, second, first]
+
+        ids() >> MemoriesVideoStatusSensor(
+            task_id="wait",
+            video_nos="{{ ti.xcom_pull(task_ids='ids') }}",
+            poke_interval=0.2,
+            timeout=30,
+            **mode,
+        )
+    run = run_dag(dag)
+    assert run.state == "success"
+    assert [v["video_no"] for v in _ti(run).xcom_pull(task_ids="wait")] == [first, second]
+    [request] = emu.control.request_log("list_videos")
+    assert sorted(request["video_nos"]) == sorted([first, second])
