@@ -154,7 +154,7 @@ def config_from_connection(
     password: str | None,
     host: str | None,
     port: int | None,
-    extra: dict[str, Any],
+    extra: dict[str, Any] | None,
 ) -> MemoriesConnectionConfig:
     """Validate a ``memories`` connection's fields and turn them into client settings.
 
@@ -163,7 +163,7 @@ def config_from_connection(
     :param host: v1 origin with scheme (a path is allowed); empty means ``https://api.memories.ai``.
     :param port: optional port added to ``host``.
     :param extra: the connection's extras (``v2_host``, ``timeout``, ``upload_timeout``,
-        ``max_retries``, ``unique_id``, ``blob_download_api``).
+        ``max_retries``, ``unique_id``, ``blob_download_api``): a JSON object, or ``None``.
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
     """
     # Imported here: get_provider_info imports this module during provider discovery, and the
@@ -176,6 +176,14 @@ def config_from_connection(
             f"{connection_label(conn_id)}: the API key (field 'password') {problem}"
         )
     api_key = str(password).strip()
+    if extra is None:  # the JSON "null"
+        extra = {}
+    if not isinstance(extra, dict):
+        # Airflow passes on whatever JSON the field holds; a list or a string has no named settings.
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: field 'extra' must be a JSON object such as "
+            f'{{"unique_id": "team-a"}}, got a JSON {_json_kind(extra)}'
+        )
 
     origin = _with_port(_origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port)
 
@@ -198,6 +206,17 @@ def config_from_connection(
         unique_id=unique_id,
         blob_download_api="v1" if api == "v1" else "v2",
     )
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type name of a decoded value (never the value: it could hold the key)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else type(value).__name__
 
 
 def _with_port(origin: str, port: int | None) -> str:

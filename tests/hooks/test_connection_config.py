@@ -197,3 +197,18 @@ def test_a_key_pasted_into_a_host_field_is_not_quoted(field, password):
     assert not any(pasted[i : i + 8] in message for i in range(len(pasted) - 7)), message
     with pytest.raises(MemoriesConnectionConfigError, match=r"got 'api\.memories\.ai'"):
         parse(host="api.memories.ai")  # a host name is still quoted back
+
+
+@pytest.mark.parametrize("extra", [[1, 2], "just text", 5, None], ids=["list", "string", "number", "null"])
+def test_extras_that_are_not_a_json_object_name_the_field(monkeypatch, extra):
+    """Airflow hands them over as they are: they used to end in "'list' object has no attribute 'get'"
+    (retried by tasks, shown as such by the Test button)."""
+    conn = {"conn_type": "memories", "password": KEY, "extra": json.dumps(extra)}
+    monkeypatch.setenv("AIRFLOW_CONN_ODD_EXTRA", json.dumps(conn))
+    if extra is None:  # JSON null: no extras at all
+        assert MemoriesHook("odd_extra").config.unique_id == "default"
+        return
+    with pytest.raises(MemoriesConnectionConfigError, match=r"'odd_extra'.*'extra' must be a JSON object"):
+        MemoriesHook("odd_extra").config  # noqa: B018
+    ok, message = MemoriesHook("odd_extra").test_connection()
+    assert not ok and "'extra' must be a JSON object" in message and KEY not in message
