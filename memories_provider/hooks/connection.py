@@ -111,13 +111,21 @@ def _origin(value: str, *, conn_id: str, field_name: str) -> str:
             f"{connection_label(conn_id)}: field {field_name!r} must be an http(s) URL with a scheme, "
             f"e.g. 'https://api.memories.ai', got {_shown(value)}"
         )
+    if "?" in value or "#" in value:
+        # The API paths are appended to it: a query would end up in the middle of every URL. Not
+        # quoted: a query is where a key pasted in ("?api_key=...") would be.
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: field {field_name!r} must not contain a query ('?') or a "
+            "fragment ('#'); give only the origin, e.g. 'https://api.memories.ai'"
+        )
     if "@" in parts.netloc:
         # The API authenticates by the key alone; user-info would only travel into logs and lineage.
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: field {field_name!r} must not contain 'user:password@' "
             "(put the API key in the password field)"
         )
-    return value
+    # Scheme and host name are case-insensitive: 'HTTPS://API.memories.ai' is the real service too.
+    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
 
 
 def _api_url(origin: str, path: str) -> str:
@@ -231,9 +239,11 @@ def _v2_origin(extra: dict[str, Any], origin: str, *, conn_id: str) -> str:
     """The v2 API's origin: extra ``v2_host``, else the real service's v2 host or the v1 host."""
     v2_host = _extra(extra, "v2_host")
     if v2_host is None:
+        # The host may be given as the v1 base URL (copied from the docs): v2 is beside it.
+        base = origin.removesuffix(V1_PATH)
         # The real service splits v1 and v2 across two hosts; anything else (a proxy, the
         # emulator) serves both from the v1 host, so don't send v2 calls to the real service.
-        return DEFAULT_V2_HOST if origin == DEFAULT_HOST else origin
+        return DEFAULT_V2_HOST if base == DEFAULT_HOST else base
     return _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
 
 

@@ -212,3 +212,45 @@ def test_extras_that_are_not_a_json_object_name_the_field(monkeypatch, extra):
         MemoriesHook("odd_extra").config  # noqa: B018
     ok, message = MemoriesHook("odd_extra").test_connection()
     assert not ok and "'extra' must be a JSON object" in message and KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("host", "v1", "v2"),
+    [
+        (
+            "https://api.memories.ai/serve/api/v1/",  # the v1 base URL, copied from the docs
+            "https://api.memories.ai/serve/api/v1",
+            "https://mavi-backend.memories.ai/serve/api/v2",
+        ),
+        (
+            "HTTPS://API.Memories.AI/",  # host names are case-insensitive
+            "https://api.memories.ai/serve/api/v1",
+            "https://mavi-backend.memories.ai/serve/api/v2",
+        ),
+        (
+            "http://127.0.0.1:8787/serve/api/v1",
+            "http://127.0.0.1:8787/serve/api/v1",
+            "http://127.0.0.1:8787/serve/api/v2",
+        ),
+        (
+            "https://proxy.example/memories/serve/api/v1",
+            "https://proxy.example/memories/serve/api/v1",
+            "https://proxy.example/memories/serve/api/v2",
+        ),
+    ],
+)
+def test_a_host_given_as_the_v1_base_url_still_finds_the_v2_api(host, v1, v2):
+    """It used to become '<host>/serve/api/v1/serve/api/v2' (or the real v1 host's own v2 path)."""
+    c = parse(host=host)
+    assert (c.base_url, c.v2_base_url) == (v1, v2)
+
+
+@pytest.mark.parametrize("field", ["host", "v2_host"])
+@pytest.mark.parametrize("suffix", ["?region=eu", "#v1", "/?", f"/?api_key={KEY}"])
+def test_a_host_with_a_query_or_fragment_is_refused_without_quoting_it(field, suffix):
+    """The API paths are appended to the host: a query there would end up in the middle of the URL."""
+    url = "https://api.memories.ai" + suffix
+    kw = {"host": url} if field == "host" else {"extra": {"v2_host": url}}
+    with pytest.raises(MemoriesConnectionConfigError, match=f"field '{field}'.*query") as info:
+        parse(**kw)
+    assert suffix not in str(info.value) and KEY not in str(info.value)

@@ -221,3 +221,20 @@ def test_test_connection_never_raises_and_never_quotes_the_key(memories_emulator
     ok, message = MemoriesHook("echoed").test_connection()
     assert not ok and "Authentication failed" in message and "Authorization: ***" in message
     assert not any(key[i : i + 8] in message for i in range(len(key) - 7))
+
+
+def test_a_host_given_as_the_v1_base_url_reaches_both_apis(memories_emulator, monkeypatch):
+    conn = {
+        "conn_type": "memories",
+        "password": memories_emulator.api_key,
+        "host": memories_emulator.v1_url + "/",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FROM_DOCS", json.dumps(conn))
+    hook = MemoriesHook("from_docs")
+    try:
+        assert isinstance(hook.list_unique_ids(), list)  # v1 reached
+        asset = memories_emulator.control.add_asset(b"asset-bytes", "a.mp4", "video/mp4")
+        with hook.download_asset(asset["asset_id"]) as resp:  # v2: it went to '.../v1/serve/api/v2'
+            assert b"".join(resp.iter_chunks()) == b"asset-bytes"
+    finally:
+        hook.close()
