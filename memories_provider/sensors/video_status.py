@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +191,15 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
             raise self._timed_out(check)
         self.log.info("%s; checking again in %gs", outcome.message, self.poke_interval)
         return False
+
+    def _get_next_poke_interval(
+        self, started_at: Any, run_duration: Callable[[], float], poke_count: int
+    ) -> float:
+        # Airflow waits a whole interval even when the timeout comes first: the wait would end an
+        # interval late (an hour's poke_interval on a minute's timeout). The last check, at the
+        # deadline, sends nothing and raises the timeout naming what was last seen.
+        interval = super()._get_next_poke_interval(started_at, run_duration, poke_count)
+        return max(0.0, min(float(interval), float(self.timeout) - run_duration()))
 
     def execute(self, context: Context) -> Any:
         """Poke/reschedule as usual, or check once and defer — within the same ``timeout``."""

@@ -316,3 +316,27 @@ def test_ids_a_template_rendered_as_text_are_waited_for(emu: Any, run_dag: Any, 
     assert [v["video_no"] for v in _ti(run).xcom_pull(task_ids="wait")] == [first, second]
     [request] = emu.control.request_log("list_videos")
     assert sorted(request["video_nos"]) == sorted([first, second])
+
+
+@pytest.mark.parametrize("mode", MODES[:2])
+def test_the_timeout_is_not_stretched_by_a_long_poke_interval(emu: Any, run_dag: Any, mode: dict) -> None:
+    """Airflow waits a whole poke_interval between checks, past the timeout if it is longer: the
+    wait must end at its timeout, not an interval later."""
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    FAILURES.clear()
+    name = next(iter(mode))
+    started = time.monotonic()
+    run = run_dag(
+        _dag(
+            f"wait_long_interval_{name}",
+            video_no=video_no,
+            poke_interval=90,
+            timeout=2,
+            on_failure_callback=_record_failure,
+            **mode,
+        )
+    )
+    assert (run.state, FAILURES) == ("failed", ["AirflowSensorTimeout"])
+    assert time.monotonic() - started < 60  # a 2 s timeout, not the 90 s interval
+    assert emu.control.count("list_videos") == 1  # the deadline check at 2 s sends nothing
