@@ -20,6 +20,8 @@ DEFAULT_HOST = "https://api.memories.ai"
 DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
 V1_PATH = "/serve/api/v1"
 V2_PATH = "/serve/api/v2"
+#: The real service's domain: its hosts are only ever spoken to over https.
+_SERVICE_DOMAIN = "memories.ai"
 DEFAULT_TIMEOUT = 60.0
 #: The service stores an upload (or fetches the URL) before answering; a timed-out upload is
 #: not retried, and an Airflow task retry could then create a second billed video.
@@ -123,6 +125,12 @@ def _origin(value: str, *, conn_id: str, field_name: str) -> str:
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: field {field_name!r} must not contain 'user:password@' "
             "(put the API key in the password field)"
+        )
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() == "http" and (host == _SERVICE_DOMAIN or host.endswith("." + _SERVICE_DOMAIN)):
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: field {field_name!r} must use https:// for memories.ai "
+            "(over http:// the API key would travel unencrypted)"
         )
     # Scheme and host name are case-insensitive: 'HTTPS://API.memories.ai' is the real service too.
     return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()

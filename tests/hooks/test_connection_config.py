@@ -254,3 +254,20 @@ def test_a_host_with_a_query_or_fragment_is_refused_without_quoting_it(field, su
     with pytest.raises(MemoriesConnectionConfigError, match=f"field '{field}'.*query") as info:
         parse(**kw)
     assert suffix not in str(info.value) and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"host": "http://api.memories.ai"}, "'host'"),
+        ({"host": "HTTP://API.memories.ai:80/serve/api/v1"}, "'host'"),
+        ({"extra": {"v2_host": "http://mavi-backend.memories.ai"}}, "'v2_host'"),
+    ],
+)
+def test_plain_http_to_the_real_service_is_refused(kw, field):
+    """The key travels in a header: over http to memories.ai anyone on the path reads it."""
+    with pytest.raises(MemoriesConnectionConfigError, match="https") as info:
+        parse(**kw)
+    assert field in str(info.value) and KEY not in str(info.value)
+    # local hosts and proxies keep http
+    parse(host="http://127.0.0.1:8787", extra={"v2_host": "http://memories.ai.example"})
