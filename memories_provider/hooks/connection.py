@@ -107,8 +107,15 @@ def _shown(value: str) -> str:
 
 def _origin(value: str, *, conn_id: str, field_name: str) -> str:
     value = value.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError on a port out of range or not a number)
+    except ValueError:
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: field {field_name!r} is not a URL: its port is not a "
+            "number from 1 to 65535, or a bracket of an IPv6 address is missing"
+        ) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: field {field_name!r} must be an http(s) URL with a scheme, "
             f"e.g. 'https://api.memories.ai', got {_shown(value)}"
@@ -201,7 +208,9 @@ def config_from_connection(
             f'{{"unique_id": "team-a"}}, got a JSON {_json_kind(extra)}'
         )
 
-    origin = _with_port(_origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port)
+    origin = _with_port(
+        _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port, conn_id=conn_id
+    )
 
     v2_origin = _v2_origin(extra, origin, conn_id=conn_id)
 
@@ -235,11 +244,15 @@ def _json_kind(value: Any) -> str:
     return "string" if isinstance(value, str) else type(value).__name__
 
 
-def _with_port(origin: str, port: int | None) -> str:
+def _with_port(origin: str, port: int | None, *, conn_id: str) -> str:
     """``origin`` with the connection's Port added, unless the host already names one."""
     parts = urlsplit(origin)
     if not port or parts.port is not None:
         return origin
+    if not 0 < int(port) <= 65535:
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: field 'port' must be a number from 1 to 65535 (or empty)"
+        )
     return parts._replace(netloc=f"{parts.netloc}:{int(port)}").geturl()
 
 

@@ -271,3 +271,22 @@ def test_plain_http_to_the_real_service_is_refused(kw, field):
     assert field in str(info.value) and KEY not in str(info.value)
     # local hosts and proxies keep http
     parse(host="http://127.0.0.1:8787", extra={"v2_host": "http://memories.ai.example"})
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"host": "http://127.0.0.1:99999"}, "'host'"),
+        ({"host": "http://127.0.0.1:abc"}, "'host'"),
+        ({"host": "http://[::1"}, "'host'"),  # was a bare "Invalid IPv6 URL"
+        ({"host": "http://127.0.0.1", "port": 99999}, "'port'"),
+        ({"host": "http://127.0.0.1", "port": -1}, "'port'"),
+        ({"extra": {"v2_host": "http://127.0.0.1:70000"}}, "'v2_host'"),
+    ],
+)
+def test_a_port_that_cannot_be_is_refused_naming_the_field(kw, field):
+    """It used to be accepted and fail each request as a transport error (retried) — or raise a
+    ValueError naming neither the connection nor the field."""
+    with pytest.raises(MemoriesConnectionConfigError, match="port") as info:
+        parse(**kw)
+    assert field in str(info.value) and "'mem'" in str(info.value)
