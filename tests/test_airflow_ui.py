@@ -375,3 +375,13 @@ def test_the_fired_event_is_one_short_line() -> None:
     assert "status=success" in line and "VI0" in line and "(+3 more)" in line
     assert len(line) < 150 and "x" * 20 not in line
     assert event.payload["videos"] == videos  # what the task receives is unchanged
+
+
+def test_a_blank_unique_id_fails_the_sensor_at_once_naming_it(emu: Any, run_dag: Any) -> None:
+    """It reached the service, which refused every batch; the sensor then blamed each video id."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    sensor = MemoriesVideoStatusSensor(task_id="w", video_no="VI568102998803353600", unique_id="  ")
+    with pytest.raises(AirflowFailException, match="`unique_id`"):
+        sensor.execute({})
+    assert emu.control.request_log() == []

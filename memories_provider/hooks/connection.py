@@ -218,7 +218,7 @@ def config_from_connection(
     upload_timeout = _seconds(extra, "upload_timeout", DEFAULT_UPLOAD_TIMEOUT, conn_id=conn_id)
 
     max_retries = _max_retries(extra, conn_id=conn_id)
-    unique_id = str(_extra(extra, "unique_id") or DEFAULT_UNIQUE_ID)
+    unique_id = _unique_id(extra, conn_id=conn_id)
     api = _blob_download_api(extra, conn_id=conn_id)
 
     return MemoriesConnectionConfig(
@@ -266,6 +266,20 @@ def _v2_origin(extra: dict[str, Any], origin: str, *, conn_id: str) -> str:
         # emulator) serves both from the v1 host, so don't send v2 calls to the real service.
         return DEFAULT_V2_HOST if base == DEFAULT_HOST else base
     return _origin(str(v2_host), conn_id=conn_id, field_name="v2_host")
+
+
+def _unique_id(extra: dict[str, Any], *, conn_id: str) -> str:
+    """Extra ``unique_id``: a name that is not blank (default :data:`DEFAULT_UNIQUE_ID`)."""
+    raw = _extra(extra, "unique_id")
+    if raw is None:
+        return DEFAULT_UNIQUE_ID
+    # The service refuses a blank one on every call; a JSON object would be sent as its repr.
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)) or not str(raw).strip():
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: extra 'unique_id' must be a name that is not blank, "
+            f"e.g. 'team-a' (or empty for {DEFAULT_UNIQUE_ID!r})"
+        )
+    return str(raw)
 
 
 def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:

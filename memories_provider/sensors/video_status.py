@@ -137,6 +137,16 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
 
     @property
     def _ids(self) -> list[str]:
+        """The ids to wait for; raises ``ValueError`` on bad ids or a blank ``unique_id``."""
+        unique_id = self.unique_id
+        if unique_id is not None and (
+            not isinstance(unique_id, str) or (unique_id and not unique_id.strip())
+        ):
+            # The service refuses a blank one on every call; the wait would blame each id in turn.
+            raise ValueError(
+                f"`unique_id` must be a name that is not blank, or empty for the connection's "
+                f"default, got {unique_id!r}"
+            )
         return normalize_video_nos(self.video_no, self.video_nos, strict=True)
 
     def _check(self, context: Context) -> StatusCheck:

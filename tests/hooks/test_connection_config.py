@@ -290,3 +290,12 @@ def test_a_port_that_cannot_be_is_refused_naming_the_field(kw, field):
     with pytest.raises(MemoriesConnectionConfigError, match="port") as info:
         parse(**kw)
     assert field in str(info.value) and "'mem'" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["   ", {"team": "a"}, ["a"], True])
+def test_a_default_unique_id_that_is_blank_or_not_text_is_refused(value):
+    """It was sent as it was ('   ', "{'team': 'a'}"): refused by the service on every call, which
+    a status wait blamed on each video id in turn."""
+    with pytest.raises(MemoriesConnectionConfigError, match="'unique_id'"):
+        parse(extra={"unique_id": value})
+    assert parse(extra={"unique_id": 7}).unique_id == "7"  # a number is a name like any other
