@@ -193,7 +193,13 @@ def config_from_connection(
     # client package brings aiohttp and requests with it.
     from memories_provider.client.protocol import api_key_problem
 
-    problem = api_key_problem(password or "")
+    # The header's own words pasted along with the key (the API takes the raw key, no "Bearer").
+    prefix = re.match(r"\s*(bearer|authorization\s*:)\s", password or "", re.IGNORECASE)
+    problem = (
+        f"starts with {prefix.group(1)!r}: give the raw key ('sk-...') alone"
+        if prefix
+        else api_key_problem(password or "")
+    )
     if problem is not None:
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: the API key (field 'password') {problem}"

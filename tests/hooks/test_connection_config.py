@@ -299,3 +299,11 @@ def test_a_default_unique_id_that_is_blank_or_not_text_is_refused(value):
     with pytest.raises(MemoriesConnectionConfigError, match="'unique_id'"):
         parse(extra={"unique_id": value})
     assert parse(extra={"unique_id": 7}).unique_id == "7"  # a number is a name like any other
+
+
+@pytest.mark.parametrize("password", [f"Bearer {KEY}", f"bearer  {KEY}\n", f"Authorization: {KEY}"])
+def test_a_key_pasted_with_its_header_says_so(password):
+    """The API takes the raw key: 'Bearer sk-…' was refused only as 'contains a space'."""
+    with pytest.raises(MemoriesConnectionConfigError, match="raw key") as info:
+        parse(password=password)
+    assert "'password'" in str(info.value) and KEY not in str(info.value)
