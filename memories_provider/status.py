@@ -383,7 +383,9 @@ def normalize_video_nos(video_no: Any, video_nos: Any, *, strict: bool = False) 
         try:
             ids = list(ids)  # e.g. a mapped task's XCom (a lazy sequence)
         except TypeError:
-            raise ValueError(f"`{name}` must be a video id or a list of them, got {_quoted(ids)}") from None
+            raise ValueError(
+                f"`{name}` must be a list of video ids (or one id), got {_quoted(ids)}"
+            ) from None
     if not ids:
         raise ValueError(f"`{name}` is an empty list: no video to wait for")
     cleaned: dict[str, None] = {}

@@ -229,3 +229,10 @@ def test_a_huge_bad_value_is_quoted_short():
     with pytest.raises(ValueError) as info:
         normalize_video_nos(None, [ID1] * 5000 + ["x" * 10_000], strict=True)
     assert len(str(info.value)) < 200
+
+
+def test_a_video_nos_that_is_neither_an_id_nor_a_list_is_refused_naming_it():
+    from memories_provider.status import normalize_video_nos
+
+    with pytest.raises(ValueError, match="`video_nos` must be a list of video ids"):
+        normalize_video_nos(None, 5)
