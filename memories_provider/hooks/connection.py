@@ -297,9 +297,12 @@ def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, got {raw!r}"
         ) from None
-    if max_retries < 0:
+    if not 0 <= max_retries <= MAX_FORM_RETRIES:
+        # The form's bound holds for connections from env vars and secrets backends too: with
+        # backoff capped at 60 s, 10**9 retries turn a lasting outage into a task that never ends.
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'max_retries' must be >= 0, got {max_retries}"
+            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number from 0 to "
+            f"{MAX_FORM_RETRIES}, got {max_retries}"
         )
     return max_retries
 

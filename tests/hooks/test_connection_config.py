@@ -74,6 +74,7 @@ def test_extras_are_typed_and_legacy_prefixed_names_accepted():
         ({"extra": {"upload_timeout": -5}}, "'upload_timeout'"),
         ({"extra": {"max_retries": "2.5"}}, "'max_retries'"),
         ({"extra": {"max_retries": -1}}, "'max_retries'"),
+        ({"extra": {"max_retries": 10**9}}, "'max_retries' must be a whole number from 0 to 20"),
         ({"extra": {"blob_download_api": "v3"}}, "'blob_download_api'"),
     ],
 )
