@@ -10,7 +10,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    BaseOperator,
+    conf,
+)
 
 from memories_provider.client import MemoriesError, MemoriesNotFoundError, Transcript, Video, VideoStatus
 from memories_provider.client.deadline import within
@@ -42,6 +48,7 @@ from memories_provider.storage.destinations import (
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import survey
 from memories_provider.storage.uris import redact_uri
+from memories_provider.triggers.video_status import short_ids
 from memories_provider.types import ExportResult, VideoStatusEvent
 
 if TYPE_CHECKING:
@@ -68,6 +75,10 @@ class _ExportPlan:
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
 _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
+
+
+class _NothingExported(Exception):
+    """Every video was left out: the write is aborted, so no empty file replaces the destination."""
 
 
 def _task_instance_mark(context: Context) -> Provenance | None:
@@ -164,7 +175,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         before any output is fetched, naming them and their status), ``"wait"`` (poll their status
         every ``poll_interval`` seconds until all are ``PARSE``, up to ``wait_timeout``; a
         ``FAILED`` or unknown video fails the task) or ``"skip"`` (export the others; the skipped
-        ids, and those of videos deleted during the export, are in the result's ``skipped``).
+        ids, and those of videos deleted during the export, are in the result's ``skipped``;
+        when none is left, nothing is written and the task is skipped).
     :param wait_timeout: seconds ``not_parsed="wait"`` waits at most, counted from the start of the
         try (a deferred wait included; a retry of the task waits again). It bounds the waiting; the
         first status check, like the export itself, is bounded by the connection's retry policy.
@@ -359,10 +371,17 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                         self._exported.append(video.video_no)
                         if len(self._exported) % _LOG_EVERY == 0:
                             self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
+                    if skipped and not self._exported:
+                        raise _NothingExported  # aborts the write: the destination stays as it was
                     writer.close()
                 except BaseException:
                     writer.abandon()
                     raise
+        except _NothingExported:
+            raise AirflowSkipException(
+                f"every video was left out ({short_ids(skipped)}): nothing exported, and {shown} was "
+                "left as it was rather than replaced by an empty file"
+            ) from None
         except DestinationTaken:
             raise AirflowFailException(
                 f"{shown} was created by another writer during the export (overwrite=False); it was "

@@ -176,6 +176,26 @@ def test_not_parsed_skip(emu: Any, three: list[str], tmp_path: Path) -> None:
     assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
 
 
+@pytest.mark.parametrize("previous", [None, b'{"an": "earlier export"}\n'])
+def test_not_parsed_skip_of_every_video_leaves_the_destination_as_it_was(
+    emu: Any, three: list[str], tmp_path: Path, previous: bytes | None
+) -> None:
+    # Nothing to export is not an empty export: a good earlier file is not replaced by nothing,
+    # and the task is skipped (its downstream loads have nothing new either).
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    target = tmp_path / "x.jsonl"
+    if previous is not None:
+        target.write_bytes(previous)
+    emu.control.set_status(three[1], "UNPARSE")
+    with pytest.raises(AirflowSkipException, match="every video was left out") as info:
+        run(video_nos=[three[1], "VI000000000000000001"], not_parsed="skip", destination=str(target))
+    assert three[1] in str(info.value) and "left as it was" in str(info.value)
+    assert files_in(tmp_path) == ([] if previous is None else ["x.jsonl"])
+    if previous is not None:
+        assert target.read_bytes() == previous
+
+
 def test_not_parsed_wait_reuses_the_status_check(
     emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
