@@ -282,7 +282,7 @@ class AsyncMemoriesClient(core.ClientCore):
         try:
             return await _read_limited(response, limit)
         except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor_for(spec)) from exc
         finally:
             response.close()
 

@@ -296,6 +296,10 @@ class ClientCore:
         log.debug("memories.ai %s %s", spec.method, spec.endpoint)
         return headers
 
+    def _redactor_for(self, spec: protocol.RequestSpec) -> Redactor:
+        """The redaction of what ``spec`` leads to: the key, and the secrets the request carries."""
+        return self._redactor.with_secrets(*spec.secrets) if spec.secrets else self._redactor
+
     def _send_errors(
         self,
         spec: protocol.RequestSpec,
@@ -303,7 +307,7 @@ class ClientCore:
         transport_error: Callable[[BaseException, str, Redactor], Exception],
     ) -> SendErrors:
         """Around a send: the HTTP library's ``errors`` become the client's (``transport_error``)."""
-        return SendErrors(spec.endpoint, errors, transport_error, self._redactor)
+        return SendErrors(spec.endpoint, errors, transport_error, self._redactor_for(spec))
 
     @staticmethod
     def _form_body(spec: protocol.RequestSpec) -> bytes | None:
@@ -341,7 +345,7 @@ class ClientCore:
         """The result of a JSON answer (``read`` applied to its ``data``), or its error raised."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
         return protocol.read_response(
-            protocol.Answer(status, headers, content, spec.endpoint, self._redactor), read=read
+            protocol.Answer(status, headers, content, spec.endpoint, self._redactor_for(spec)), read=read
         )
 
     def _download_refused(

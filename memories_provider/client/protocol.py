@@ -41,7 +41,7 @@ from memories_provider.client.models import (
     Video,
     VideoPage,
 )
-from memories_provider.redaction import MASK, NO_SECRETS, Redactor
+from memories_provider.redaction import MASK, MIN_FRAGMENT, NO_SECRETS, Redactor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -128,16 +128,19 @@ class RequestSpec:
     :param slow_answer: whether the server may take long to answer once the body is sent (it
         stores an upload, or fetches a whole URL, before replying): the client waits
         ``upload_timeout`` instead of ``timeout`` for the response.
+    :param secrets: secrets this request carries besides the API key (a presigned URL's token,
+        sent to ``upload_url``): redacted, like the key, from every error and log line it leads to.
     """
 
     endpoint: str
     method: str
     url: str
     json_body: Any = None
-    form: Sequence[tuple[str, str]] | None = None
+    form: Sequence[tuple[str, str]] | None = field(default=None, repr=False)
     idempotent: bool = True
     download: bool = False
     slow_answer: bool = False
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 # --------------------------------------------------------------------------- settings
@@ -304,6 +307,24 @@ def _shown_url(url: str) -> str:
     return NO_SECRETS.redact(url)
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """What of ``url`` may be a credential: its query and fragment (a presigned URL's signature, a
+    token, SAS ``sig``), each of their values of :data:`~memories_provider.redaction.MIN_FRAGMENT`
+    or more characters as sent and decoded, and a ``user:password@`` password. A server that
+    could not fetch the URL may quote it in its error."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return ()
+    found: list[str] = [parts.query, parts.fragment, password or ""]
+    for piece in (parts.query, parts.fragment):
+        for pair in piece.split("&"):
+            value = pair.partition("=")[2]
+            found += [value, unquote(value), unquote(value.replace("+", " "))]
+    return tuple(dict.fromkeys(s for s in found if len(s) >= MIN_FRAGMENT))
+
+
 def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:
     """``POST {v1}/upload_url`` with a url-encoded form: ``url`` first, then the metadata ``fields``.
 
@@ -320,7 +341,13 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
         )
     form = [("url", url), *fields]
     return RequestSpec(
-        UPLOAD_URL, "POST", f"{base_url}/upload_url", form=form, idempotent=False, slow_answer=True
+        UPLOAD_URL,
+        "POST",
+        f"{base_url}/upload_url",
+        form=form,
+        idempotent=False,
+        slow_answer=True,
+        secrets=url_secrets(url),
     )
 
 

@@ -403,7 +403,7 @@ class MemoriesClient(core.ClientCore):
         try:
             return _read_limited(response, limit, spec.endpoint)
         except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, spec.endpoint, self._redactor) from exc
+            raise _transport_error(exc, spec.endpoint, self._redactor_for(spec)) from exc
         finally:
             response.close()
 

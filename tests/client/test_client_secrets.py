@@ -9,6 +9,7 @@ line (the retry warnings included) hold neither the key nor any 8 characters of 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -165,3 +166,59 @@ async def test_a_file_name_or_type_echoing_the_key_is_redacted(emu):
         assert b"".join(resp.iter_chunks()) == b"bytes"
     async with async_client(emu) as aclient, aclient.download_asset(asset["asset_id"]) as aresp:
         assert (aresp.filename, aresp.content_type) == ("clip-***.mp4", "video/mp4; note=***")
+
+
+#: A presigned GET URL, as S3 makes them: its query is a credential for as long as it lives.
+SIGNATURE = "5f2b8c9e0d4a7f1b3c6e9a2d5f8b1c4e7a0d3f6b9c2e5a8d1f4b7c0e3a6d9f2b"
+CREDENTIAL = "AKIAEXAMPLE7QX9/20240101/us-east-1/s3/aws4_request"
+PRESIGNED = (
+    "https://bucket.s3.amazonaws.com/clip.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    f"&X-Amz-Credential={CREDENTIAL.replace('/', '%2F')}&X-Amz-Expires=3600"
+    f"&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}"
+)
+
+
+def _url_quoting_service(codes: list[str]) -> type:
+    """A memories.ai whose upload_url answers ``codes`` in turn, each error quoting the URL it was
+    given both as sent and decoded (``could not fetch ...``), as a careless server would."""
+    from urllib.parse import parse_qs
+
+    from local_http import QuietHandler
+
+    class Service(QuietHandler):
+        def do_POST(self) -> None:
+            form = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            url = parse_qs(form)["url"][0]
+            code = codes.pop(0) if codes else "0001"
+            msg = f"url: could not fetch {url} (form was {form})"
+            body = json.dumps({"code": code, "msg": msg, "data": None, "success": False, "failed": True})
+            self.send_body(200, {"Content-Type": "application/json"}, body.encode())
+
+    return Service
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_presigned_url_quoted_back_by_upload_url_is_redacted(kind, caplog):
+    # The URL handed to upload_url carries a signature that opens the bucket's object to anyone
+    # until it expires; a refusal quoting it must not put it into the task log, XCom or a trace.
+    from local_http import LocalServer
+
+    caplog.set_level(logging.WARNING, logger="memories_provider")
+    fast = RetryPolicy(max_retries=1, initial_delay=0.01, jitter=False, documented_limits=False)
+    with LocalServer(_url_quoting_service(["0429", "0001"])) as server:
+        base = f"{server.url}/serve/api/v1"
+        if kind == "sync":
+            with (
+                MemoriesClient(CANARY, base_url=base, retry=fast) as client,
+                pytest.raises(MemoriesError) as info,
+            ):
+                client.upload_video_from_url(PRESIGNED)
+        else:
+            async with AsyncMemoriesClient(CANARY, base_url=base, retry=fast) as aclient:
+                with pytest.raises(MemoriesError) as info:
+                    await aclient.upload_video_from_url(PRESIGNED)
+    assert "could not fetch https://bucket.s3.amazonaws.com/clip.mp4?***" in info.value.message
+    secrets = (SIGNATURE, CREDENTIAL)
+    assert error_leaks(info.value, *secrets) == [], info.value.message
+    assert "retrying" in caplog.text  # the 0429's warning quoted the URL too
+    assert leaks(caplog.text, *secrets) == []
