@@ -43,8 +43,19 @@ class VideoUpload:
             raise MemoriesInvalidArgumentError(
                 f"`content_type` must start with 'video/', got {self.content_type!r}"
             )
+        if self.content_type and not _one_header_line(self.content_type):
+            # It goes verbatim into the part's header: a line break would add headers or parts.
+            raise MemoriesInvalidArgumentError(
+                "`content_type` must be one line of printable ASCII (a media type such as "
+                f"'video/mp4'), got {self.content_type!r}"
+            )
         if self.progress is not None and not callable(self.progress):
             raise TypeError("`progress` must be callable (it is called with the bytes sent so far)")
+
+
+def _one_header_line(value: str) -> bool:
+    """Whether ``value`` can be sent as a header value as it is: printable ASCII, no line break."""
+    return value.isascii() and all(" " <= char < "\x7f" for char in value)
 
 
 def upload_arguments(

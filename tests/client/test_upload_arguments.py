@@ -42,3 +42,14 @@ def test_a_value_built_by_hand_is_checked_too() -> None:
         VideoUpload("v.mp4", metadata={"tags": ["a"]})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`progress` must be callable"):
         upload_arguments("v.mp4", progress=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["video/mp4\r\nX-Injected: 1", "video/mp4\n\r\n--b\r\n", "video/mp4\x00", "video/mp4é"]
+)
+def test_a_content_type_that_is_not_one_header_line_is_refused_before_sending(content_type: str) -> None:
+    # The override goes verbatim into the file part's header: a line break there adds headers,
+    # or whole form fields, to the billed upload.
+    with pytest.raises(MemoriesInvalidArgumentError, match="`content_type` must be one line"):
+        upload_arguments(io.BytesIO(b"v"), filename="v.mp4", size=1, content_type=content_type)
+    assert upload_arguments("v.mp4", content_type="video/mp4; codecs=avc1").content_type
