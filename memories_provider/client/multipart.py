@@ -31,9 +31,18 @@ def find_source_error(exc: BaseException) -> SourceSizeError | None:
     return None
 
 
+#: WHATWG form encoding of names/filenames in a part header escapes the quote and line breaks;
+#: the other control characters (NUL, ESC ...) are escaped the same way, since servers refuse a
+#: header holding them (the whole upload, after its body has gone out).
+_HEADER_ESCAPES = {
+    **{code: f"%{code:02X}" for code in (*range(0x20), 0x7F)},
+    ord("\t"): "\t",  # allowed in a header value
+    ord('"'): "%22",
+}
+
+
 def _quote(value: str) -> str:
-    # WHATWG form encoding of names/filenames in a part header: escape the quote and line breaks.
-    return value.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+    return value.translate(_HEADER_ESCAPES)
 
 
 def file_size(fileobj: BinaryIO) -> int | None:

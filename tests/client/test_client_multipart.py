@@ -93,3 +93,14 @@ def test_file_size_of_real_file_and_bytesio(tmp_path):
     buf.seek(1)
     assert file_size(buf) == 5
     assert buf.tell() == 1
+
+
+def test_control_characters_in_a_file_name_are_escaped_and_the_upload_is_taken(client, memories_emulator):
+    # A NUL, ESC or other control character in a part header makes servers refuse the request
+    # (the emulator's parser with a 500) once the whole body has gone out, which the operator
+    # cannot tell from a lost answer. Escaped like the line breaks and quotes, the upload is taken.
+    name = 'a\x00b\x1b[31m"\r\n\x7ftab\t.mp4'
+    result = client.upload_video(io.BytesIO(b"v" * 100), filename=name, size=100)
+    [stored] = memories_emulator.control.videos()
+    assert stored["video_no"] == result.video_no
+    assert stored["filename"] == "a%00b%1B[31m%22%0D%0A%7Ftab\t.mp4"
