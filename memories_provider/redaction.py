@@ -27,7 +27,7 @@ import html
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 #: What a redacted secret (or URL credential) is replaced with.
 MASK = "***"
@@ -198,7 +198,25 @@ class Redactor:
         return self.redact(repr(self.excerpt(text, limit)))
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """What of ``url`` may be a credential: its query and fragment (a presigned URL's signature, a
+    token, SAS ``sig``), each of their values of :data:`MIN_FRAGMENT`
+    or more characters as sent and decoded, and a ``user:password@`` password. A server that
+    could not fetch the URL may quote it in its error."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return ()
+    found: list[str] = [parts.query, parts.fragment, password or ""]
+    for piece in (parts.query, parts.fragment):
+        for pair in piece.split("&"):
+            value = pair.partition("=")[2]
+            found += [value, unquote(value), unquote(value.replace("+", " "))]
+    return tuple(dict.fromkeys(s for s in found if len(s) >= MIN_FRAGMENT))
+
+
 #: Redacts URL credentials only: for text where no other secret is known.
 NO_SECRETS = Redactor()
 
-__all__ = ["MASK", "MIN_EDGE", "MIN_FRAGMENT", "NO_SECRETS", "Redactor", "secret_forms"]
+__all__ = ["MASK", "MIN_EDGE", "MIN_FRAGMENT", "NO_SECRETS", "Redactor", "secret_forms", "url_secrets"]

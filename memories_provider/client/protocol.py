@@ -41,7 +41,7 @@ from memories_provider.client.models import (
     Video,
     VideoPage,
 )
-from memories_provider.redaction import MASK, MIN_FRAGMENT, NO_SECRETS, Redactor
+from memories_provider.redaction import MASK, NO_SECRETS, Redactor, url_secrets
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -305,24 +305,6 @@ def _shown_url(url: str) -> str:
     if cut >= 0:
         url = url[: cut + 1] + MASK
     return NO_SECRETS.redact(url)
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """What of ``url`` may be a credential: its query and fragment (a presigned URL's signature, a
-    token, SAS ``sig``), each of their values of :data:`~memories_provider.redaction.MIN_FRAGMENT`
-    or more characters as sent and decoded, and a ``user:password@`` password. A server that
-    could not fetch the URL may quote it in its error."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return ()
-    found: list[str] = [parts.query, parts.fragment, password or ""]
-    for piece in (parts.query, parts.fragment):
-        for pair in piece.split("&"):
-            value = pair.partition("=")[2]
-            found += [value, unquote(value), unquote(value.replace("+", " "))]
-    return tuple(dict.fromkeys(s for s in found if len(s) >= MIN_FRAGMENT))
 
 
 def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]]) -> RequestSpec:

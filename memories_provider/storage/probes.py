@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from memories_provider.redaction import Redactor, url_secrets
 from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family
 
@@ -145,20 +146,28 @@ def http_size(uri: str, params: dict[str, Any]) -> int | None:
         "timeout": params.get("timeout"),
         "auth": (params["user"], params.get("password") or "") if params.get("user") else None,
     }
-    response = requests.head(uri, headers=params.get("headers"), **request)
-    _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
-    length = _digits(response.headers.get("Content-Length"))
-    if response.status_code < 400 and length is not None:
-        return length
-    # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
-    # (405) or omit its length: ask for the first byte and read the total from Content-Range.
-    headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
-    with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
-        answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
-        _check_http(uri, ranged.status_code, answers, refusable=False)
-        if ranged.status_code == 206:
-            return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
-        return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+    failure: requests.RequestException
+    try:
+        response = requests.head(uri, headers=params.get("headers"), **request)
+        _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
+        length = _digits(response.headers.get("Content-Length"))
+        if response.status_code < 400 and length is not None:
+            return length
+        # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
+        # (405) or omit its length: ask for the first byte and read the total from Content-Range.
+        headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
+        with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
+            answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
+            _check_http(uri, ranged.status_code, answers, refusable=False)
+            if ranged.status_code == 206:
+                return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
+            return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+    except requests.RequestException as err:
+        failure = err
+    # Raised outside the handler, with no cause: requests quotes the URL, a presigned one's
+    # signature included ("Max retries exceeded with url: /clip.mp4?X-Amz-Signature=...").
+    text = Redactor(url_secrets(uri)).redact(str(failure))
+    raise StoreUnavailableError(f"`source` {redact_uri(uri)!r} cannot be reached: {text}")
 
 
 def _check_http(uri: str, status: int, answers: str, *, refusable: bool) -> None:

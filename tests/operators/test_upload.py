@@ -224,6 +224,31 @@ def test_presigned_http_source_is_uploaded_with_its_secrets_kept_out_of_xcom_log
     assert (dataset.namespace, dataset.name) == (f"http://{presigned_base}", "/in/clip.mp4")
 
 
+@pytest.mark.parametrize("stream_http", [False, True])
+def test_an_unreachable_presigned_source_fails_without_its_signature_and_is_retried(
+    emu: Any, stream_http: bool
+) -> None:
+    # requests quotes the URL it could not reach ("Max retries exceeded with url: /clip.mp4?
+    # X-Amz-Signature=..."), and Airflow logs the traceback, causes included.
+    import socket
+    import traceback
+
+    from leaks import leaks
+
+    from memories_provider.storage.errors import StoreUnavailableError
+
+    signature = "5f2b8c9e0d4a7f1b3c6e9a2d5f8b1c4e7a0d3f6b"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there: the connection is refused
+    source = f"http://127.0.0.1:{port}/clip.mp4?X-Amz-Expires=600&X-Amz-Signature={signature}"
+    with pytest.raises(StoreUnavailableError, match="cannot be reached") as info:
+        run(source=source, stream_http=stream_http)
+    assert not isinstance(info.value, AirflowFailException)  # the source's host may come back
+    assert leaks("".join(traceback.format_exception(info.value)), signature) == []
+    assert emu.control.request_log() == []
+
+
 # ---------------------------------------------------------------------------- validation
 
 
