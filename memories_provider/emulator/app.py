@@ -25,7 +25,14 @@ import aiohttp
 from aiohttp import web
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
-from memories_provider.emulator.faults import DOWNLOAD_BODY_KINDS, EARLY_KINDS, NO_FAULT, Fault, FaultBook
+from memories_provider.emulator.faults import (
+    DOWNLOAD_BODY_KINDS,
+    EARLY_KINDS,
+    NO_FAULT,
+    REFUSING_ENDPOINTS,
+    Fault,
+    FaultBook,
+)
 from memories_provider.emulator.index_outputs import AUDIO, KINDS, VISUAL, index_data
 from memories_provider.emulator.ratelimit import SlidingWindowLimiter
 from memories_provider.emulator.state import (
@@ -361,7 +368,12 @@ class Emulator:
                 wait = self.limiter.acquire(endpoint, self.config.rate_limits.get(endpoint))
                 if wait is not None:
                     raise ApiError(LIMITED, RATE_LIMIT_MSG, retry_after=wait)
-                reply = await handler(request, entry)
+                reply: Reply
+                if fault is not None and fault.kind == "json_error" and endpoint in REFUSING_ENDPOINTS:
+                    await request.release()  # refused unread: the answer below replaces any
+                    reply = JsonReply({})
+                else:
+                    reply = await handler(request, entry)
             except ApiError as exc:
                 await request.release()  # drain an unread upload so the client sees the answer
                 reply = self._error_reply(exc, version, request)

@@ -37,6 +37,10 @@ LATE_KINDS = frozenset({"drop_mid_body", "slow_body", "json_error", "accept_then
 #: ``after`` bytes with neither Content-Length nor chunking (the end is the connection closing).
 #: ``json_error`` (above) also takes ``content_type`` ("" sends none) and ``msg_key`` ("message").
 DOWNLOAD_BODY_KINDS = frozenset({"html_page", "empty_body", "cut_unframed"})
+#: Where ``json_error`` refuses the request instead of replacing its answer: an upload answered
+#: with an error was not accepted (spec: every accepted upload answers its video), so it is
+#: neither stored nor billed. Elsewhere the request is handled and only its answer is replaced.
+REFUSING_ENDPOINTS = frozenset({"upload", "upload_url"})
 DOWNLOAD_ENDPOINTS = frozenset({"download", "v2_download"})
 #: ``none`` answers normally: queued first, it aims the next fault at a later call.
 NO_FAULT = "none"

@@ -124,6 +124,21 @@ def test_accept_then_drop_stores_the_upload(api, memories_emulator):
     assert v["size"] == 2_000_000
 
 
+@pytest.mark.parametrize("endpoint", ["upload", "upload_url"])
+def test_json_error_on_an_upload_refuses_it_and_stores_nothing(api, memories_emulator, endpoint):
+    # An upload answered with an error was not accepted (spec): a stored, billed video behind a
+    # 0001 is a state the service never shows, and a client test built on it would be wrong.
+    memories_emulator.control.inject_fault(endpoint, "json_error", code="0001", msg="bad request")
+    if endpoint == "upload":
+        resp = api.upload_raw(data=b"x" * 2_000_000)
+    else:
+        resp = api.v1("POST", "upload_url", data={"url": "http://127.0.0.1:9/clip.mp4"})
+    assert api.error(resp) == (200, "0001", "bad request")
+    assert memories_emulator.control.videos() == []
+    api.upload()  # the next upload is served as usual
+    assert len(memories_emulator.control.videos()) == 1
+
+
 def test_accept_then_drop_only_for_uploads(memories_emulator):
     with pytest.raises(ValueError, match="upload"):
         memories_emulator.control.inject_fault("list_videos", "accept_then_drop")
