@@ -88,6 +88,11 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
 _FIRST_LOOK = 10.0
 
 
+def _resized(recorded: int | None, now: int | None) -> bool:
+    """Whether the source's size now differs from the one recorded with its video (both known)."""
+    return recorded is not None and now is not None and recorded != now
+
+
 def _bytes(size: int | None) -> str:
     return "size unknown" if size is None else f"{size} bytes"
 
@@ -355,7 +360,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 upload_time=previous.create_time,
             )
             if book is not None and plan.tag is not None:
-                self._note(book, AttemptRecord(tag=plan.tag, size=previous.size, video_no=previous.video_no))
+                # The source's size, as _send records it: what a later clear compares with.
+                size = plan.source.size if plan.source.size is not None else previous.size
+                self._note(book, AttemptRecord(tag=plan.tag, size=size, video_no=previous.video_no))
         else:
             try:
                 uploaded = self._send(hook, plan, book)
@@ -395,6 +402,18 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 f"Could not read what earlier attempts of this task recorded ({err}); not uploading "
                 "blind, since one of them may already have been billed"
             ) from err
+        if record is not None and record.video_no and _resized(record.size, plan.source.size):
+            # The source at this URI is no longer the file that video holds (a clear after the
+            # file was replaced): reusing the video would report success for other bytes.
+            self.log.warning(
+                "%s was uploaded by an earlier attempt from %s; %s now has %s: it changed, so it is "
+                "uploaded again",
+                record.video_no,
+                _bytes(record.size),
+                redact_uri(plan.source.uri),
+                _bytes(plan.source.size),
+            )
+            return None
         if record is not None and record.video_no:
             try:
                 return hook.get_video(record.video_no, unique_id=unique_id)
@@ -418,7 +437,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)
 
-        return tagged_video(hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log)
+        return tagged_video(
+            hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log, plan.source.size
+        )
 
     def _looking_since(
         self, context: Context, book: RecordBook, record: AttemptRecord, resumed_since: float | None
@@ -792,20 +813,38 @@ MAX_TAG_CONFIRMATIONS = 5
 
 
 def tagged_video(
-    candidates: Iterable[Video], tag: str, confirm: Callable[[str], Video], log: Any
+    candidates: Iterable[Video],
+    tag: str,
+    confirm: Callable[[str], Video],
+    log: Any,
+    size: int | None = None,
 ) -> Video | None:
     """The first of ``candidates`` (a ``list_videos(tag=...)`` listing) that really carries ``tag``.
 
     The filter is not trusted: a listed video counts only if its tags hold ``tag``; one listed
     without tags is confirmed with ``confirm`` (``get_metadata``). On any doubt — tags still
-    unknown, the video gone, too many to confirm — it is not reused.
+    unknown, the video gone, too many to confirm — it is not reused. With ``size`` (the source's),
+    a tagged video of another size holds an earlier version of the file and is passed over.
     """
     from memories_provider.client import MemoriesNotFoundError
+
+    def same_file(video: Video) -> bool:
+        if _resized(video.size, size):
+            log.info(
+                "%s carries this task's tag but holds %s, not this source's %s",
+                video.video_no,
+                _bytes(video.size),
+                _bytes(size),
+            )
+            return False
+        return True
 
     confirmed = 0
     for video in candidates:
         if tag in video.tags:
-            return video
+            if same_file(video):
+                return video
+            continue
         if video.tags:
             continue  # tagged, but not ours: the service ignored the filter
         if confirmed >= MAX_TAG_CONFIRMATIONS:
@@ -817,7 +856,9 @@ def tagged_video(
         except MemoriesNotFoundError:
             continue
         if tag in full.tags:
-            return full
+            if same_file(full):
+                return full
+            continue
         if not full.tags:
             log.warning(
                 "%s is listed for tag %s but its tags are unknown; not reusing it", video.video_no, tag

@@ -442,6 +442,35 @@ def test_state_store_short_cuts_the_tag_lookup(emu: Any, video: Path) -> None:
     assert emu.control.count("upload") == 1
 
 
+def test_a_clear_after_the_source_was_replaced_uploads_the_new_file(emu: Any, video: Path) -> None:
+    # The record says which video this task instance uploaded. When the file at the same URI has
+    # another size now, that video does not hold it: reusing it would report success for other bytes.
+    store = Store()
+    first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    same, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert same == first and emu.control.count("upload") == 1  # unchanged: reused, not paid again
+    video.write_bytes(VIDEO + b"\x00" * 5)
+    second, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert second != first
+    assert {v["video_no"]: v["size"] for v in stored(emu)} == {first: len(VIDEO), second: len(VIDEO) + 5}
+    assert store["memories_video_no"]["video_no"] == second
+    third, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert third == second and emu.control.count("upload") == 2
+
+
+def test_without_a_record_the_tag_lookup_passes_over_an_earlier_version_of_the_file(
+    emu: Any, video: Path
+) -> None:
+    # No record (Airflow < 3.3 deletes it on success): a clear finds its video by tag, and a
+    # tagged video of another size holds an earlier version of the file at this URI.
+    first, _ = run(source=str(video))
+    video.write_bytes(VIDEO + b"\x00" * 5)
+    second, _ = run(source=str(video))
+    again, _ = run(source=str(video))
+    assert second != first and again == second
+    assert {v["video_no"]: v["size"] for v in stored(emu)} == {first: len(VIDEO), second: len(VIDEO) + 5}
+
+
 def test_a_record_from_an_older_version_is_still_honoured(emu: Any, upload_video: Any, video: Path) -> None:
     # Before the send record, the store held only {"video_no", "tag"} of an answered upload.
     from memories_provider.operators._upload_args import idempotency_tag
