@@ -273,6 +273,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
     def _export(self, context: Context, *, end_time: float) -> ExportResult:
         """The export, with ``end_time`` (epoch seconds) as the deadline of ``not_parsed="wait"``."""
+        # This try's alone: dag.test() runs every try on a shallow copy of one operator, whose list
+        # this would otherwise be (an earlier try's videos would count as exported by this one).
+        self._exported = []
         plan = self._preflight(context)
         shown = redact_uri(plan.destination)
         if plan.found:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -876,3 +877,22 @@ def test_a_retry_replaces_its_own_earlier_export_in_s3_and_nobody_elses(
         _export_as(_ti("manual__2"), video_nos=three[:1], **common)
     again = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read()
     assert again == body
+
+
+def test_a_second_try_on_the_same_operator_counts_only_its_own_videos(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    # dag.test() runs each try on a shallow copy of the one operator: what an earlier try exported
+    # must not make this try's "every video left out" an empty export replacing the file.
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    target = tmp_path / "x.jsonl"
+    op = MemoriesExportOperator(
+        task_id="export", video_nos=[three[0]], not_parsed="skip", destination=str(target)
+    )
+    assert copy.copy(op).execute(context={})["videos"] == 1
+    first = target.read_bytes()
+    emu.control.set_status(three[0], "UNPARSE")
+    with pytest.raises(AirflowSkipException, match="every video was left out"):
+        copy.copy(op).execute(context={})
+    assert target.read_bytes() == first
