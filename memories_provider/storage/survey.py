@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import stat as stat_module
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: At most this many files sharing a prefix are inspected (one request each on S3).
 MAX_CANDIDATES = 100
+#: A record and what ``stat`` said of its file when it was written.
+_Record = tuple[Provenance, dict[str, int]]
 _PROBE = ".memories-probe"
 #: Azure answers to a credential that may write but not read (a write-only SAS): not a failure.
 _AZURE_WRITE_ONLY = frozenset({"AuthorizationPermissionMismatch", "AuthorizationFailure"})
@@ -213,26 +216,51 @@ def _local_existing(uri: str) -> Existing | None:
     if stat_module.S_ISDIR(info.st_mode):
         return None  # a folder named like the file: not a candidate (a file destination was refused above)
     directory, name = os.path.split(path)
+    directory = directory or "."
     now = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
-    found = _existing(uri, info.st_size, _local_record(os.path.join(directory, sidecar_name(name))), now)
-    if found.intact:
-        return found
-    # A writer killed between the rename and its record's: the record it staged, if it is this file's.
-    pattern = _temp_name_pattern(sidecar_name(name))
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        staged = sorted(entry.path for entry in entries if pattern.fullmatch(entry.name))
-    for candidate in staged[:_MAX_STAGED]:
-        record = _local_record(candidate)
-        if record is not None and record[1] == now:
-            return _existing(uri, info.st_size, record, now)
-    return found
+    return _recorded(
+        uri,
+        name,
+        now,
+        read=lambda sidecar: _local_record(os.path.join(directory, sidecar)),
+        listdir=lambda: os.listdir(directory),
+    )
 
 
 #: Staged records of one file looked at (normally none; one per writer killed at that moment).
 _MAX_STAGED = 8
 
 
-def _local_record(path: str) -> tuple[Provenance, dict[str, int]] | None:
+def _recorded(
+    uri: str,
+    name: str,
+    now: dict[str, int],
+    *,
+    read: Callable[[str], _Record | None],
+    listdir: Callable[[], list[str]],
+) -> Existing:
+    """The file ``name`` (``now``: its stat) with its record: its sidecar's, or else the one a writer
+    cut off between the file's rename and the record's (killed, connection lost) left staged, if
+    that record's stat is this file's.
+
+    :param read: the record in a file of the folder, by name; None if there is none.
+    :param listdir: the names in the folder (only listed when the sidecar does not prove the file).
+    """
+    found = _existing(uri, now["size"], read(sidecar_name(name)), now)
+    if found.intact:
+        return found
+    pattern = _temp_name_pattern(sidecar_name(name))
+    names: list[str] = []
+    with contextlib.suppress(OSError):  # an unreadable folder (execute-only): no staged record
+        names = listdir()
+    for candidate in sorted(entry for entry in names if pattern.fullmatch(entry))[:_MAX_STAGED]:
+        record = read(candidate)
+        if record is not None and record[1] == now:
+            return _existing(uri, now["size"], record, now)
+    return found
+
+
+def _local_record(path: str) -> _Record | None:
     """The record in the sidecar file ``path`` (not followed if a symlink); None if there is none."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -241,9 +269,7 @@ def _local_record(path: str) -> tuple[Provenance, dict[str, int]] | None:
     return None
 
 
-def _existing(
-    uri: str, size: int, record: tuple[Provenance, dict[str, int]] | None, now: dict[str, int]
-) -> Existing:
+def _existing(uri: str, size: int, record: _Record | None, now: dict[str, int]) -> Existing:
     if record is None:
         return Existing(uri, size, None, intact=False)
     provenance, then = record
@@ -309,24 +335,17 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
     if stat_module.S_ISDIR(info.st_mode or 0):
         return None
     directory, _, name = path.rpartition("/")
-    size = int(info.st_size or 0)
-    now = {"size": size, "mtime": int(info.st_mtime or 0)}
-    found = _existing(uri, size, _sftp_record(sftp, f"{directory}/{sidecar_name(name)}"), now)
-    if found.intact:
-        return found
-    # A connection lost (or a worker killed) between the rename and its record's: the record staged.
-    pattern = _temp_name_pattern(sidecar_name(name))
-    staged: list[str] = []
-    with contextlib.suppress(OSError):
-        staged = sorted(entry for entry in sftp.listdir(directory or "/") if pattern.fullmatch(entry))
-    for candidate in staged[:_MAX_STAGED]:
-        record = _sftp_record(sftp, f"{directory}/{candidate}")
-        if record is not None and record[1] == now:
-            return _existing(uri, size, record, now)
-    return found
+    now = {"size": int(info.st_size or 0), "mtime": int(info.st_mtime or 0)}
+    return _recorded(
+        uri,
+        name,
+        now,
+        read=lambda sidecar: _sftp_record(sftp, f"{directory}/{sidecar}"),
+        listdir=lambda: sftp.listdir(directory or "/"),
+    )
 
 
-def _sftp_record(sftp: Any, path: str) -> tuple[Provenance, dict[str, int]] | None:
+def _sftp_record(sftp: Any, path: str) -> _Record | None:
     """The record in the sidecar file ``path`` over SFTP; None if there is none."""
     with contextlib.suppress(OSError), sftp.open(path, "rb") as side:
         return Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))

@@ -585,3 +585,23 @@ def test_an_sftp_download_cut_between_the_file_and_its_record_is_still_proven(
     result = run(**{**kwargs, "overwrite": False})
     assert result["skipped"] is True and result["sha256"] == sha(data)
     assert scripted.downloads == ["VI1"]  # the retry downloads (and pays) nothing
+
+
+def test_a_folder_that_cannot_be_listed_only_loses_the_staged_records(
+    scripted: ScriptedService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execute-only folder: the file can be stat'ed but the folder not listed for staged
+    records; the file is then one with no record (it failed with UnboundLocalError). Root reads
+    every folder here, so the listing is made to fail."""
+    scripted.add("VI1", os.urandom(SIZE))
+    target = tmp_path / "v.mp4"
+    target.write_bytes(os.urandom(SIZE))
+
+    def denied(path: Any = ".") -> Any:
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    monkeypatch.setattr(os, "listdir", denied)
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(AirflowFailException, match="with no record of what it holds"):
+        run(video_no="VI1", destination=str(target))
+    assert scripted.downloads == []
