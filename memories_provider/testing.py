@@ -45,11 +45,13 @@ def require_metadata_db() -> None:
     which tells a first-time user nothing.
     """
     import sqlalchemy
+    from airflow.models.base import metadata
     from airflow.utils.session import create_session
 
     with create_session() as session:
         bind = session.get_bind()
-        if sqlalchemy.inspect(bind).has_table("dag_run"):
+        # In the schema Airflow's tables live in ([database] sql_alchemy_schema), not the default one.
+        if sqlalchemy.inspect(bind).has_table("dag_run", schema=metadata.schema):
             return
         url = bind.engine.url.render_as_string(hide_password=True)
     raise RuntimeError(

@@ -46,3 +46,18 @@ def test_dag_test_on_a_db_never_migrated_says_to_migrate_it(tmp_path):
     assert f"sqlite:///{tmp_path}/airflow.db" in line
     assert "run `airflow db migrate` once" in line
     assert "dag_run" not in line
+
+
+def test_the_metadata_db_check_looks_in_airflows_schema(airflow_db, monkeypatch):
+    # With [database] sql_alchemy_schema set (Postgres), the tables are in that schema, not the
+    # connection's default one: the check must look there, or it refuses a migrated DB. SQLite's
+    # always-present "temp" schema stands for a configured schema that holds no tables.
+    import pytest
+    from airflow.models.base import metadata
+
+    from memories_provider.testing import require_metadata_db
+
+    require_metadata_db()  # the migrated test DB, default schema
+    monkeypatch.setattr(metadata, "schema", "temp")
+    with pytest.raises(RuntimeError, match="has no tables"):
+        require_metadata_db()
