@@ -340,7 +340,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 #: A private video id as the spec gives it: ``VI`` and 18 digits (``VI568102998803353600``).
-VIDEO_NO_PATTERN = re.compile(r"VI\d{18}")
+VIDEO_NO_PATTERN = re.compile(r"VI[0-9]{18}")  # not \d, which takes any Unicode digit
 
 #: Most characters of a bad value an error quotes.
 _QUOTED = 80

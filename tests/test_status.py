@@ -204,6 +204,7 @@ def test_video_ids_are_normalized(video_no, video_nos, expected):
         ("vi568102998803353600", None, "`video_no`", "'VI' and 18 digits"),
         ("VI/../x", None, "`video_no`", "'VI' and 18 digits"),
         (f"{ID1}0", None, "`video_no`", "'VI' and 18 digits"),
+        ("VI" + "\u0663" * 18, None, "`video_no`", "'VI' and 18 digits"),  # Arabic-Indic digits
         (f"[{ID1}", None, "`video_no`", "list of video ids"),
     ],
 )
