@@ -36,7 +36,7 @@ def test_a_moment_ahead_is_waited_for() -> None:
         run = MemoriesPauseTrigger(time.time() + 3600, {}).run()
         try:
             await asyncio.wait_for(run.__anext__(), seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             return False
         finally:
             await run.aclose()
