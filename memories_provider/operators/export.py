@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import math
 import time
@@ -393,15 +392,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         return writer.rows, out.bytes
 
     def _ids(self) -> list[str]:
-        video_nos: Any = self.video_nos
-        if isinstance(video_nos, str) and video_nos.strip().startswith("["):
-            # A template rendered as text ("['VI1', 'VI2']"), without render_template_as_native_obj.
-            try:
-                video_nos = ast.literal_eval(video_nos.strip())
-            except (ValueError, SyntaxError):
-                raise ValueError(f"`video_nos` must be a list of video ids, got {video_nos!r}") from None
+        # normalize_video_nos also reads back a list a template rendered as text ("['VI1', 'VI2']").
         try:
-            return normalize_video_nos(self.video_no, video_nos)
+            return normalize_video_nos(self.video_no, self.video_nos)
         except ValueError as err:
             raise ValueError(f"{err} (or all_parsed=True)") from None
 

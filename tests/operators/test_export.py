@@ -896,3 +896,13 @@ def test_a_second_try_on_the_same_operator_counts_only_its_own_videos(
     with pytest.raises(AirflowSkipException, match="every video was left out"):
         copy.copy(op).execute(context={})
     assert target.read_bytes() == first
+
+
+def test_ids_a_template_rendered_as_text_are_exported(emu: Any, three: list[str], tmp_path: Path) -> None:
+    # Without render_template_as_native_obj an XCom list renders as "['VI…', 'VI…']".
+    target = tmp_path / "x.jsonl"
+    result = run(video_nos=str([three[0], three[2], three[0]]), destination=str(target))
+    assert result["videos"] == 2
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
+    with pytest.raises(ValueError, match=r"`video_nos` must be a list of video ids.*\(or all_parsed=True\)"):
+        run(video_nos=f"['{three[0]}'", destination=str(target))
