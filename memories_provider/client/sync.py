@@ -522,8 +522,8 @@ class MemoriesClient(core.ClientCore):
 
     def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos, 100 ids per request. Unknown ids are not an error (per the current docs);
-        an older edition's ``0409`` for deleting twice is not one either once ``list_videos`` shows
-        none of the batch left (it is raised if any is).
+        an older edition's ``0409`` for deleting twice is not one either once ``list_videos`` counts
+        none of the batch left (it is raised if any is listed, or the listing gives no count).
 
         :param video_nos: ids to delete.
         :param unique_id: their scope.
