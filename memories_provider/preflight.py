@@ -56,6 +56,23 @@ def refusal_fails_at_once(what: str) -> Iterator[None]:
         raise refused from err
 
 
+def checked_unique_id(unique_id: object) -> str | None:
+    """A task's ``unique_id``: ``None`` (or ``""``, as an empty template renders) for the
+    connection's default, else the name as given.
+
+    The service refuses a blank name on every call, and a non-string would be sent as its repr:
+    both raise ``ValueError`` naming ``unique_id``.
+    """
+    if unique_id is None or unique_id == "":
+        return None
+    if not isinstance(unique_id, str) or not unique_id.strip():
+        raise ValueError(
+            f"`unique_id` must be a name that is not blank, or empty for the connection's default, "
+            f"got {unique_id!r}"
+        )
+    return unique_id
+
+
 def flags(**values: object) -> None:
     """Check that each named argument is ``True`` or ``False``.
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from memories_provider.client.protocol import check_blob, check_id
+from memories_provider.preflight import checked_unique_id
 from memories_provider.storage.destinations import prefixed_name, sanitize_filename
 
 if TYPE_CHECKING:
@@ -127,7 +128,10 @@ def select_source(
         got = ", ".join(kinds) if kinds else "none"
         raise ValueError(f"give exactly one of `video_no`, `asset_id` or `bucket`+`blob` (got: {got})")
     if kinds[0] == "video_no":
-        return DownloadSource("video", video_no=check("video_no", video_no), unique_id=unique_id or None)
+        video = check("video_no", video_no)
+        return DownloadSource(
+            "video", video_no=video, unique_id=checked_unique_id(unique_id) if rendered else unique_id or None
+        )
     if kinds[0] == "asset_id":
         return DownloadSource("asset", asset_id=check("asset_id", asset_id))
     return DownloadSource("blob", bucket=check("bucket", bucket), blob=check("blob", blob))

@@ -34,7 +34,7 @@ from memories_provider.operators._export_rows import (
     row_writer,
     rows_of,
 )
-from memories_provider.preflight import bad_input_fails_at_once, flags
+from memories_provider.preflight import bad_input_fails_at_once, checked_unique_id, flags
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -69,6 +69,7 @@ class _ExportPlan:
     found: bool  # something not written by this task instance is there (overwrite=False)
     replace: bool  # overwrite=True, or what is there is an earlier try's own export
     mark: Provenance | None  # recorded with the export when overwrite=False
+    unique_id: str | None  # None: the connection's
 
 
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
@@ -288,7 +289,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         skipped: list[str] = []
         try:
             self._namespace = namespace_of(hook)
-            scope = self._scope = self.unique_id or hook.config.unique_id
+            scope = self._scope = plan.unique_id or hook.config.unique_id
             ids = plan.video_nos
             videos = (
                 self._listed(hook, scope)
@@ -331,6 +332,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         """
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
+            unique_id = checked_unique_id(self.unique_id)
             destination = str(self.destination)
             check_destination(destination)
             if is_folder(destination):
@@ -351,7 +353,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 "%s is an earlier try's export of this task instance: replacing it", redact_uri(destination)
             )
         found = bool(existing) and not own
-        return _ExportPlan(ids, destination, file_format, transport, found, self.overwrite or own, mark)
+        return _ExportPlan(
+            ids, destination, file_format, transport, found, self.overwrite or own, mark, unique_id
+        )
 
     def _write(
         self, hook: MemoriesHook, plan: _ExportPlan, videos: Iterable[Video], scope: str, skipped: list[str]

@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import (
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
-from memories_provider.preflight import bad_input_fails_at_once
+from memories_provider.preflight import bad_input_fails_at_once, checked_unique_id
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 from memories_provider.types import VideoStatusEvent
@@ -138,15 +138,9 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     @property
     def _ids(self) -> list[str]:
         """The ids to wait for; raises ``ValueError`` on bad ids or a blank ``unique_id``."""
-        unique_id = self.unique_id
-        if unique_id is not None and (
-            not isinstance(unique_id, str) or (unique_id and not unique_id.strip())
-        ):
-            # The service refuses a blank one on every call; the wait would blame each id in turn.
-            raise ValueError(
-                f"`unique_id` must be a name that is not blank, or empty for the connection's "
-                f"default, got {unique_id!r}"
-            )
+        checked_unique_id(
+            self.unique_id
+        )  # a blank one is refused on every call: each id would be blamed in turn
         return normalize_video_nos(self.video_no, self.video_nos, strict=True)
 
     def _check(self, context: Context) -> StatusCheck:
