@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from memories_provider.client.errors import MemoriesInvalidRequestError
+from memories_provider.client.errors import MemoriesInvalidArgumentError, MemoriesInvalidRequestError
 from memories_provider.storage.errors import StoreUnavailableError
 
 
@@ -46,6 +46,8 @@ def refusal_fails_at_once(what: str) -> Iterator[None]:
         yield
     except RefusedError:
         raise
+    except MemoriesInvalidArgumentError as err:  # our own check, before any request: not the service's
+        raise BadInputError(str(err)) from err
     except MemoriesInvalidRequestError as err:
         refused = RefusedError(
             f"memories.ai refused {what}: {err.message}; asking again cannot change that",

@@ -36,7 +36,7 @@ from memories_provider.operators._upload_args import (
     check_size,
     idempotency_tag,
 )
-from memories_provider.preflight import bad_input_fails_at_once, flags
+from memories_provider.preflight import bad_input_fails_at_once, flags, refusal_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, stat_storage_file
 from memories_provider.storage.uris import redact_uri, scheme_family
@@ -365,7 +365,10 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 self._note(book, AttemptRecord(tag=plan.tag, size=size, video_no=previous.video_no))
         else:
             try:
-                uploaded = self._send(hook, plan, book)
+                # A request the service refuses (0001/0003, HTTP 400) is refused again: no retry
+                # sends the whole file once more for the same answer.
+                with refusal_fails_at_once(f"the upload of {shown}"):
+                    uploaded = self._send(hook, plan, book)
             except MemoriesRateLimitError as err:
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries

@@ -42,6 +42,16 @@ def test_airflow_retry_after_a_lost_response_uploads_once(emu: Any, video: Path,
     assert emu.control.count("upload") == 1
 
 
+def test_an_upload_the_service_refuses_fails_on_its_first_try(emu: Any, video: Path, run_dag: Any) -> None:
+    # 0001: a rule of the service's the pre-flight checks did not know. Asked again, it answers
+    # the same: a retry would only send the whole file once more (and spend a rate-limit slot).
+    emu.control.inject_fault("upload", "json_error", code="0001", msg="unsupported codec")
+    run = run_dag(_dag("memories_upload_refused", source=str(video)))
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "upload"]
+    assert (str(ti.state), ti.try_number) == ("failed", 1)
+    assert emu.control.count("upload") == 1 and emu.control.videos() == []
+
+
 def test_deferrable_rate_limit_wait_runs_through_the_trigger(emu: Any, video: Path, run_dag: Any) -> None:
     emu.control.inject_fault("upload", "code_0429", count=1, retry_after=1)
     run = run_dag(_dag("memories_upload_deferred", source=str(video), deferrable=True))
