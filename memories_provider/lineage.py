@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from memories_provider.storage.destinations import canonical_uri
-from memories_provider.storage.uris import SCHEME_FAMILY, scheme_of
+from memories_provider.storage.uris import SCHEME_FAMILY, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -38,13 +38,14 @@ def lineage_dataset(uri: str) -> tuple[str, str]:
     """(namespace, name) of a storage URI, per the OpenLineage dataset naming conventions."""
     canonical = canonical_uri(uri)
     scheme = scheme_of(canonical)
-    parts = urlsplit(canonical)
+    # Credentials and presigned tokens stay out of lineage: no user-info, no query string.
+    parts = urlsplit(split_userinfo(canonical)[1])
     family = SCHEME_FAMILY.get(scheme)
     if family == "file":
         return "file", parts.path
     if family == "sftp":
         return f"{scheme}://{parts.hostname or ''}:{parts.port or 22}", parts.path
-    host = parts.netloc.rpartition("@")[2]  # credentials and presigned tokens stay out of lineage
+    host = parts.netloc
     if family == "http":
         return f"{parts.scheme}://{host}", parts.path
     return f"{scheme}://{host}", parts.path.lstrip("/")

@@ -13,6 +13,8 @@ from memories_provider.lineage import lineage_dataset, video_dataset_name
         ("/data/a.mp4", ("file", "/data/a.mp4")),
         ("file:///data/a.mp4", ("file", "/data/a.mp4")),
         ("s3://key:secret@bucket/in/a.mp4", ("s3://bucket", "in/a.mp4")),
+        ("s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bucket/in/a.mp4", ("s3://bucket", "in/a.mp4")),  # '/' in a secret
+        ("s3://bucket/in/a:b@c.mp4", ("s3://bucket", "in/a:b@c.mp4")),
         ("gs://bucket/a.mp4", ("gs://bucket", "a.mp4")),
         ("sftp://me:pw@host/in/a.mp4", ("sftp://host:22", "/in/a.mp4")),
         ("ssh://host:2222/a.mp4", ("ssh://host:2222", "/a.mp4")),

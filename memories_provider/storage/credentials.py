@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family
+from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -118,13 +118,15 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
     from airflow.providers.common.compat.sdk import mask_secret
 
     try:
-        parts = urlsplit(uri)
-        password = parts.password
+        userinfo, bare = split_userinfo(uri)
+        parts = urlsplit(bare)
     except ValueError:  # not a URI we can split: nothing to find in it
         return
+    username, has_password, password_text = (userinfo or "").partition(":")
+    password = password_text if has_password else None
     secrets = [password, unquote(password or ""), parts.query]
-    if parts.username and password is None and parts.scheme.lower() not in LOGIN_SCHEMES:
-        secrets.append(parts.username)  # https://<token>@host: a lone user-info is often a token
+    if username and password is None and parts.scheme.lower() not in LOGIN_SCHEMES:
+        secrets.append(username)  # https://<token>@host: a lone user-info is often a token
     # Single values only where the name says credential: masking "video" everywhere would hurt.
     secrets += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_NAME.search(name)]
     if params:

@@ -71,6 +71,34 @@ def local_path(uri: str) -> str | None:
     return None
 
 
+def split_userinfo(uri: str) -> tuple[str | None, str]:
+    """``(user-info, uri without it)``; user-info is ``None`` when ``uri`` has none.
+
+    An S3 URI's user-info is found as smart-open finds it: everything before the first ``@`` when
+    that holds a ``:`` and no ``/`` before it (an AWS secret key often holds ``/``, which
+    ``urlsplit`` would take for the start of the path). Elsewhere it is the network location up
+    to its last ``@``. Local paths and ``file://`` URIs have none.
+
+    :raises ValueError: for a URI ``urlsplit`` cannot split (an unbalanced ``[`` in the host).
+    """
+    scheme = scheme_of(uri)
+    if SCHEME_FAMILY.get(scheme) == "file":
+        return None, uri
+    parts = urlsplit(uri)
+    if SCHEME_FAMILY.get(scheme) == "s3":
+        location = parts.netloc + parts.path
+        maybe_auth, at, rest = location.partition("@")
+        maybe_id, colon, _ = maybe_auth.partition(":")
+        if at and colon and "/" not in maybe_id:
+            netloc, slash, path = rest.partition("/")
+            return maybe_auth, urlunsplit((parts.scheme, netloc, slash + path, parts.query, parts.fragment))
+        return None, uri
+    if "@" not in parts.netloc:
+        return None, uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return userinfo, urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` fit for logs, XCom, lineage, events and errors: user-info and query string masked.
 
@@ -84,16 +112,17 @@ def redact_uri(uri: str) -> str:
     if scheme_of(uri) in ("", "file"):
         return uri
     try:
-        parts = urlsplit(uri)
+        userinfo, bare = split_userinfo(uri)
+        parts = urlsplit(bare)
     except ValueError:  # e.g. an unbalanced "[" in the host: show nothing after the scheme
         return f"{uri.partition('://')[0]}://{MASK}"
     netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
+    if userinfo is not None:
+        host = netloc
         user, has_password, _ = userinfo.partition(":")
         if scheme_of(uri) in LOGIN_SCHEMES and user:
             # A login name, needed to use the URI again: only the password is a secret.
-            netloc = f"{user}:{MASK}@{host}" if has_password else netloc
+            netloc = f"{user}:{MASK}@{host}" if has_password else f"{user}@{host}"
         else:  # elsewhere a lone user-info is often a token (https://<token>@host)
             netloc = f"{MASK}@{host}"
     query = MASK if parts.query else ""

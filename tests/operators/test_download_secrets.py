@@ -108,6 +108,10 @@ def test_the_password_is_registered_with_airflows_masker_before_anything_is_open
     credentials.mask_credentials(f"https://host/x.mp4?X-Amz-Signature={token}&format={plain}")
     assert token not in redact(f"sig {token}")
     assert redact(plain) == plain_before  # only values named like credentials
+    # An AWS secret key holding '/' (smart-open reads it as credentials; urlsplit would cut it there)
+    secret = f"wJalr/{secrets.token_hex(8)}"
+    credentials.mask_credentials(f"s3://AKIAEXAMPLE:{secret}@bucket/in/clip.mp4")
+    assert secret not in redact(f"key {secret}")
 
 
 @pytest.mark.parametrize("operator", ["upload", "download"])

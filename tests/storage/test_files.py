@@ -201,6 +201,11 @@ def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned,
         ("https://ghp_T0KEN@host/clip.mp4", "https://***@host/clip.mp4"),  # a token as user name
         ("azure://c/b.mp4?sv=1&sig=tok", "azure://c/b.mp4?***"),
         ("s3://bucket/in/clip.mp4", "s3://bucket/in/clip.mp4"),
+        # An AWS secret key often holds '/': smart-open still reads it as credentials, urlsplit as a path.
+        ("s3://AKIAEXAMPLE:wJalr/XUtn+FEMI@bucket/in/clip.mp4", "s3://***@bucket/in/clip.mp4"),
+        ("s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bucket/c.mp4?versionId=v", "s3://***@bucket/c.mp4?***"),
+        ("s3://bucket/in/a:b@c.mp4", "s3://bucket/in/a:b@c.mp4"),  # '@' in a key is no user-info
+        ("ftp://alice:pw@files.example/x.mp4", "ftp://***@files.example/x.mp4"),
         ("/data/what?.mp4", "/data/what?.mp4"),
         ("file:///data/what?.mp4", "file:///data/what?.mp4"),
     ],
