@@ -267,6 +267,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         self.poll_interval = float(poll_interval)
         self.timeout = float(timeout)
         self.lost_answer_grace = float(lost_answer_grace)
+        self._video_no: str | None = None  # this task instance's video, for lineage
 
     # ------------------------------------------------------------------ validation
 
@@ -373,7 +374,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries
             self.log.info("Uploaded %s as %s", shown, uploaded.video_no)
-        video_no = uploaded.video_no
+        video_no = self._video_no = uploaded.video_no
         result = {**uploaded.to_dict(), "source": shown, "reused": previous is not None}
         context["ti"].xcom_push(key="upload_result", value=result)
         if self.wait_for_parse:
@@ -788,6 +789,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             raise AirflowException(f"the wait for PARSE ended without naming the video: {event!r}")
         tag = self._tag(context)
         self._finish(record_book(context, tag) if tag is not None else None)
+        self._video_no = video_no
         return video_no
 
     # ------------------------------------------------------------------ lineage
@@ -802,7 +804,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         namespace, name = lineage_dataset(str(self.source))
         inputs = [Dataset(namespace=namespace, name=name)]
         outputs = []
-        video_no = task_instance.xcom_pull(task_ids=task_instance.task_id, key="return_value")
+        # What this instance returned, not an XCom pull: for a mapped task that pull gives every
+        # instance's video (Airflow 3) or the first one's (Airflow 2), not this instance's.
+        video_no = self._video_no
         if video_no:
             hook = self.hook
             scope = self.unique_id or hook.config.unique_id

@@ -612,6 +612,28 @@ def test_openlineage_names_the_source_and_the_video(emu: Any, moto_s3_server: An
     assert output.name == f"video/default/{video_no}" and output.namespace.startswith("memories")
 
 
+def test_openlineage_of_a_mapped_upload_names_its_own_video(emu: Any, tmp_path: Path) -> None:
+    # Mapped (.expand(source=...)), ti.xcom_pull(task_ids=<own task_id>) returns every instance's
+    # video on Airflow 3 (a list: XCom.get_all) and the first instance's on Airflow 2: not this one's.
+    pytest.importorskip("airflow.providers.openlineage")
+    videos = []
+    for i in range(2):
+        source = tmp_path / f"clip{i}.mp4"
+        source.write_bytes(VIDEO + bytes([i]))
+        op = MemoriesUploadOperator(task_id="upload", source=str(source))
+        videos.append(op.execute({"ti": _TaskInstance(), "task_state_store": Store()}))
+    assert videos[0] != videos[1]
+
+    class MappedTI:
+        task_id, map_index = "upload", 1
+
+        def xcom_pull(self, task_ids: str, key: str = "return_value", **kwargs: Any) -> Any:
+            return list(videos)
+
+    [output] = op.get_openlineage_facets_on_complete(MappedTI()).outputs
+    assert output.name == f"video/default/{videos[1]}"
+
+
 def test_upload_reports_progress_up_to_the_full_size(emu: Any, tmp_path: Path, monkeypatch) -> None:
     from memories_provider.operators import upload
 
