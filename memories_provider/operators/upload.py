@@ -35,6 +35,7 @@ from memories_provider.operators._upload_args import (
     URL_UPLOAD_SOFT_LIMIT,
     check_size,
     idempotency_tag,
+    rendered_tags,
 )
 from memories_provider.preflight import bad_input_fails_at_once, flags, refusal_fails_at_once
 from memories_provider.status import StatusCheck, is_transient
@@ -286,7 +287,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
     def _plan(self, context: Context) -> _Plan:
         source_uri = str(self.source).strip()
-        metadata = UploadMetadata(**{name: getattr(self, name) for name in UploadMetadata.field_names()})
+        fields = {name: getattr(self, name) for name in UploadMetadata.field_names()}
+        metadata = UploadMetadata(**{**fields, "tags": rendered_tags(fields["tags"])})
         via_url = scheme_family(source_uri) == "http" and not self.stream_http
         if via_url and (self.source_conn_id or self.transport_params):
             raise ValueError(

@@ -86,6 +86,17 @@ def test_local_path_upload_returns_video_no_and_pushes_result(emu: Any, video: P
     assert set(result) == RESULT_KEYS and result["upload_time"] == v["create_time"]
 
 
+def test_tags_a_template_rendered_as_text_are_read_back_as_the_list(emu: Any, video: Path) -> None:
+    # tags="{{ dag_run.conf['tags'] }}" without render_template_as_native_obj renders "['cam-1', 'night']";
+    # it was sent as one tag of that text. "[draft]" is no list: it stays one tag.
+    run(source=str(video), tags="['cam-1', 'night']")
+    [v] = stored(emu)
+    assert {"cam-1", "night"} <= set(v["tags"]) and "['cam-1', 'night']" not in v["tags"]
+    from memories_provider.operators._upload_args import rendered_tags
+
+    assert rendered_tags("[draft]") == "[draft]" and rendered_tags(["a"]) == ["a"]
+
+
 def test_file_uri_and_compressed_looking_name(emu: Any, tmp_path: Path) -> None:
     path = tmp_path / "a b.MOV"
     path.write_bytes(VIDEO)
