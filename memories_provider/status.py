@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import collections
 import random
 import re
@@ -22,6 +21,7 @@ from memories_provider.client import (
     VideoStatus,
 )
 from memories_provider.client.deadline import within
+from memories_provider.templating import rendered_list
 
 #: Largest ``video_nos`` filter sent in one ``list_videos`` call (also its page size). The spec caps
 #: neither; 200 is the page size one edition uses by default. A service that lists fewer rows than
@@ -371,11 +371,8 @@ def normalize_video_nos(video_no: Any, video_nos: Any, *, strict: bool = False) 
     if isinstance(ids, str):
         text = ids.strip()
         if text.startswith("["):
-            try:
-                ids = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                raise ValueError(f"`{name}` must be a list of video ids, got {_quoted(text)}") from None
-            if not isinstance(ids, list):
+            ids = rendered_list(text)
+            if ids is None:
                 raise ValueError(f"`{name}` must be a list of video ids, got {_quoted(text)}")
         else:
             ids = [text]

@@ -7,9 +7,10 @@ operator parameter and the rule, so a bad backfill fails at once without spendin
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from typing import Any
+
+from memories_provider.templating import rendered_list
 
 #: Largest file the service accepts: "3 GB", read strictly (decimal, 3 * 10**9 bytes, like the
 #: spec's $0.12/GB): a bigger file is refused here rather than streamed whole and refused there.
@@ -38,11 +39,5 @@ def idempotency_tag(*, dag_id: str, task_id: str, run_id: str, map_index: int, s
 def rendered_tags(tags: Any) -> Any:
     """``tags`` as given, or the list a template rendered as text (``"['a', 'b']"``, without
     ``render_template_as_native_obj``) read back as that list; a tag like ``"[draft]"`` stays one tag."""
-    if isinstance(tags, str) and tags.strip().startswith("["):
-        try:
-            value = ast.literal_eval(tags.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return tags
-        if isinstance(value, list):
-            return value
-    return tags
+    listed = rendered_list(tags)
+    return tags if listed is None else listed
