@@ -83,6 +83,16 @@ def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> M
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
 
 
+def _send_error(exc: BaseException, endpoint: str, redactor: Redactor) -> Exception:
+    """The error for a send that failed: a redirect loop is the server's answer, not a broken
+    connection (the other client's error for it too, not retried); else :func:`_transport_error`."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        last = exc.history[-1].status if exc.history else None
+        _scrub(exc, redactor)
+        return protocol.too_many_redirects(last, endpoint)
+    return _transport_error(exc, endpoint, redactor)
+
+
 def _redirect_guard(redactor: Redactor) -> aiohttp.TraceConfig:
     """Tracing that refuses to follow a redirect to a location quoting the API key (raised before
     aiohttp reads the location)."""
@@ -266,7 +276,7 @@ class AsyncMemoriesClient(core.ClientCore):
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
-        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
             return await self._get_session().request(
                 spec.method,
                 url,
@@ -276,6 +286,8 @@ class AsyncMemoriesClient(core.ClientCore):
                 proxy=proxy,
                 proxy_auth=proxy_auth,
                 timeout=timeouts,
+                # aiohttp counts the first answer among its max_redirects, requests does not.
+                max_redirects=protocol.MAX_REDIRECTS + 1,
             )
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:

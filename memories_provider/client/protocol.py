@@ -591,18 +591,51 @@ def normalize_code(code: Any) -> str | None:
     return str(code).strip() or None
 
 
-def redirect_refusal(status: int, location: str | None, redactor: Redactor) -> MemoriesResponseError | None:
-    """The error for a redirect to a ``location`` that quotes the API key, else ``None``.
+#: Redirects followed for one request, by both clients; one more is refused (:func:`too_many_redirects`).
+MAX_REDIRECTS = 10
 
-    Following it would put the key in a URL: in the HTTP library's DEBUG log and errors, in every
-    proxy's and server's access log. The key is looked for as :meth:`Redactor.reveals` does, in
-    the location as sent and percent-decoded; the location itself is never quoted.
+
+def redirect_refusal(status: int, location: str | None, redactor: Redactor) -> MemoriesResponseError | None:
+    """The error for a redirect not to follow, else ``None`` (both clients ask before following one).
+
+    Refused: a ``location`` that quotes the API key (following it would put the key in a URL: in
+    the HTTP library's DEBUG log and errors, in every proxy's and server's access log; looked for
+    as :meth:`Redactor.reveals` does, as sent and percent-decoded), one that is not a URL, and one
+    whose scheme is not ``http``/``https``. The location itself is never quoted. The answer is the
+    server's, not a broken connection: the error is a :class:`MemoriesResponseError` carrying the
+    status, never retried, whichever HTTP library would otherwise have complained in its own way.
     """
-    if not location or not (redactor.reveals(location) or redactor.reveals(unquote(location))):
+    if not location:
         return None
+    if redactor.reveals(location) or redactor.reveals(unquote(location)):
+        reason = "quotes the API key"
+    else:
+        try:
+            scheme = urlsplit(location.strip()).scheme.lower()
+        except ValueError:
+            scheme = None
+        if scheme is None:
+            reason = "is not a URL"
+        elif scheme not in ("", "http", "https"):
+            reason = "is not an http(s) URL"
+        else:
+            return None
     return MemoriesResponseError(
-        f"HTTP {status}: the answer redirects to a location that quotes the API key; not followed",
+        f"HTTP {status}: the answer redirects to a location that {reason}; not followed",
         http_status=status,
+    )
+
+
+def too_many_redirects(status: int | None, endpoint: str) -> MemoriesResponseError:
+    """The error for a request redirected more than :data:`MAX_REDIRECTS` times (a redirect loop).
+
+    :param status: the status of the last redirect.
+    :param endpoint: logical endpoint name.
+    """
+    return MemoriesResponseError(
+        f"HTTP {status}: redirected more than {MAX_REDIRECTS} times; not followed further",
+        http_status=status,
+        endpoint=endpoint,
     )
 
 

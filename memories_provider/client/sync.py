@@ -8,7 +8,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -22,7 +21,6 @@ from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
     MemoriesNotFoundError,
-    MemoriesResponseError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -105,24 +103,18 @@ class _KeyAuth(requests.auth.AuthBase):
 
 
 class _Session(requests.Session):
-    """A session that refuses to follow a redirect to a location quoting the API key, or to one
-    that is not a URL (an error of the client's, not urllib's bare ``ValueError``)."""
+    """A session that refuses to follow a redirect :func:`protocol.redirect_refusal` refuses
+    (the same refusals, with the same errors, as the async client's), and follows at most
+    :data:`protocol.MAX_REDIRECTS`."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self._redactor = redactor
+        self.max_redirects = protocol.MAX_REDIRECTS
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         target = super().get_redirect_target(resp)
         error = protocol.redirect_refusal(resp.status_code, target, self._redactor)
-        if error is None and target is not None:
-            try:
-                urlsplit(target)
-            except ValueError:  # requests would let urllib's bare ValueError out
-                error = MemoriesResponseError(
-                    f"HTTP {resp.status_code}: the answer redirects to a location that is not a URL",
-                    http_status=resp.status_code,
-                )
         if error is not None:
             resp.close()
             raise error
@@ -166,6 +158,16 @@ def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> M
         return MemoriesTimeoutError(f"timed out waiting for the response: {text}", endpoint=endpoint)
     sent = not _never_connected(exc)
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint, request_sent=sent)
+
+
+def _send_error(exc: BaseException, endpoint: str, redactor: Redactor) -> Exception:
+    """The error for a send that failed: a redirect loop is the server's answer, not a broken
+    connection (the other client's error for it too, not retried); else :func:`_transport_error`."""
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        last = exc.response.status_code if exc.response is not None else None
+        core.scrub_chain(exc, redactor)
+        return protocol.too_many_redirects(last, endpoint)
+    return _transport_error(exc, endpoint, redactor)
 
 
 _TRANSPORT_ERRORS = (
@@ -388,7 +390,7 @@ class MemoriesClient(core.ClientCore):
         headers = self._request_headers(spec, body)
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
-        with self._send_errors(spec, _TRANSPORT_ERRORS, _transport_error):
+        with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
             return self._session.request(
                 spec.method,
                 spec.url,
