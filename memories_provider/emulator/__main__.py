@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from memories_provider.emulator.config import DEFAULT_API_KEY
+from memories_provider.emulator.config import DEFAULT_API_KEY, EmulatorConfig
 from memories_provider.emulator.control import EmulatorHandle
 from memories_provider.emulator.server import build_config, serve_forever
 
@@ -47,11 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = build_config(
+def _config(args: argparse.Namespace) -> EmulatorConfig:
+    return build_config(
         api_keys=args.api_keys or [DEFAULT_API_KEY],
         rate_limits=not args.no_rate_limits,
         parse_delay=args.parse_delay,
@@ -62,6 +59,24 @@ def main(argv: list[str] | None = None) -> int:
         echo_requests=args.echo_requests,
         metadata_before_parse=args.metadata_before_parse,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, got {args.port}")
+    if not isinstance(logging.getLevelName(args.log_level.upper()), int):
+        parser.error(
+            f"--log-level must be a logging level (DEBUG, INFO, WARNING, ERROR), got {args.log_level!r}"
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = _config(args)
+    except ValueError as exc:  # the message starts with the setting's name; show it as its flag
+        name, _, rest = str(exc).partition(" ")
+        parser.error(f"--{name.rstrip(':').replace('_', '-')}{':' if name.endswith(':') else ''} {rest}")
     temp = args.data_dir is None
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="memories-emulator-"))
 

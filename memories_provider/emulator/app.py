@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, resolve_rate_limits
+from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, check_config, resolve_rate_limits
 from memories_provider.emulator.faults import (
     DOWNLOAD_BODY_KINDS,
     EARLY_KINDS,
@@ -232,6 +232,22 @@ class _Sink:
                 await self._pending
         self._file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    """A control call's JSON object; anything else is the caller's mistake (HTTP 400), not a 500."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body: not valid JSON"}), content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body: must be a JSON object, got {type(body).__name__}"}),
+            content_type="application/json",
+        )
+    return body
 
 
 def _filename_from_response(resp: aiohttp.ClientResponse, url: str) -> str:
@@ -1142,40 +1158,34 @@ class Emulator:
         return web.json_response({**self.config.to_dict(), "balance": self.credits})
 
     async def c_configure(self, request: web.Request) -> web.Response:
-        """``POST /_emulator/config``: change only the keys sent."""
-        body = await request.json()
+        """``POST /_emulator/config``: change only the keys sent, all of them or (refused) none."""
+        body = await _control_body(request)
+        config = self.config.copy()
         try:
             for key, value in body.items():
                 if key == "rate_limits":
-                    self.config.rate_limits = resolve_rate_limits(value)
-                    self.limiter.reset()
+                    config.rate_limits = resolve_rate_limits(value)
                 elif key == "credits":
-                    self.config.credits = None if value is None else float(value)
-                    self.credits = self.config.credits
-                elif key in ("fail_pattern", "no_audio_pattern") and value is not None:
-                    re.compile(value)
-                    setattr(self.config, key, value)
-                elif key == "index_edition" and value not in ("current", "older"):
-                    raise ValueError("index_edition must be 'current' or 'older'")
-                elif key == "index_segments" and (not isinstance(value, int) or value < 0):
-                    raise ValueError("index_segments must be an integer >= 0")
+                    config.credits = value if value is None or isinstance(value, bool) else float(value)
                 elif key in ("api_keys", "permission_denied"):
-                    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                        raise ValueError(f"{key} must be a list of strings")
-                    if key == "permission_denied" and (unknown := set(value) - set(ENDPOINTS)):
-                        raise ValueError(f"permission_denied: unknown endpoints {sorted(unknown)}")
-                    setattr(self.config, key, list(value))
-                elif key in self.config.__dataclass_fields__:
-                    setattr(self.config, key, value)
+                    setattr(config, key, list(value) if isinstance(value, list) else value)
+                elif key in config.__dataclass_fields__:
+                    setattr(config, key, value)
                 else:
                     raise ValueError(f"unknown setting {key!r}")
-        except (ValueError, TypeError, re.error) as exc:
+            check_config(config)
+        except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        self.config = config
+        if "rate_limits" in body:
+            self.limiter.reset()
+        if "credits" in body:
+            self.credits = config.credits
         return web.json_response({**self.config.to_dict(), "balance": self.credits})
 
     async def c_inject_fault(self, request: web.Request) -> web.Response:
         """``POST /_emulator/faults`` with ``{"endpoint", "kind", "count", "params"}``."""
-        body = await request.json()
+        body = await _control_body(request)
         try:
             self.faults.add(
                 body["endpoint"],
@@ -1184,7 +1194,9 @@ class Emulator:
                 body.get("params"),
                 every=int(body.get("every", 1)),
             )
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
+            return web.json_response({"error": f"{exc.args[0]}: required"}, status=400)
+        except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.faults.pending())
 
@@ -1203,7 +1215,7 @@ class Emulator:
         video = self.videos.get(request.match_info["video_no"])
         if video is None:
             return web.json_response({"error": "video not found"}, status=404)
-        body = await request.json()
+        body = await _control_body(request)
         status = body.get("status")
         if status not in STATUSES:
             return web.json_response({"error": f"status must be one of {STATUSES}"}, status=400)
@@ -1219,7 +1231,7 @@ class Emulator:
         video = self.videos.get(request.match_info["video_no"])
         if video is None:
             return web.json_response({"error": "video not found"}, status=404)
-        body = await request.json()
+        body = await _control_body(request)
         if not isinstance(body, dict) or set(body) - set(KINDS):
             return web.json_response({"error": f"body: an object with keys among {KINDS}"}, status=400)
         for kind, items in body.items():
@@ -1230,7 +1242,7 @@ class Emulator:
 
     async def c_set_statuses(self, request: web.Request) -> web.Response:
         """``POST /_emulator/statuses`` with ``{"video_nos": [...], "status", "cause"}``: all at once."""
-        body = await request.json()
+        body = await _control_body(request)
         status, nos = body.get("status"), body.get("video_nos")
         if status not in STATUSES or not isinstance(nos, list):
             return web.json_response({"error": f"need video_nos and a status of {STATUSES}"}, status=400)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +126,85 @@ class EmulatorConfig:
         data = dataclasses.asdict(self)
         data["rate_limits"] = {k: list(v) for k, v in self.rate_limits.items()}
         return data
+
+
+_FLAGS = (
+    "chunked_downloads",
+    "callback_on_upload",
+    "account_disabled",
+    "echo_requests",
+    "metadata_before_parse",
+)
+#: Non-negative numbers, and whether None is allowed.
+_AMOUNTS = {
+    "parse_delay": False,
+    "credits": True,
+    "upload_cost": False,
+    "download_cost_per_gb": False,
+    "retry_after": True,
+    "segment_seconds": False,
+}
+#: Integers with their minimum, and whether None is allowed.
+_COUNTS = {
+    "indexing_cap": (0, True),
+    "max_upload_bytes": (1, False),
+    "max_page_size": (1, True),
+    "index_segments": (0, False),
+}
+
+
+def check_config(config: EmulatorConfig) -> None:
+    """Refuse a configuration the emulator could not run with, naming the setting and the rule.
+
+    One check for the CLI, ``run_emulator`` and the control API's ``configure``: a bad value is
+    refused where it is given, not met later as an HTTP 500 on some API call.
+    """
+    for name in _FLAGS:
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be true or false, got {getattr(config, name)!r}")
+    for name, nullable in _AMOUNTS.items():
+        value = getattr(config, name)
+        if value is None and nullable:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            rule = "a finite number >= 0" + (" or null" if nullable else "")
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+    for name, (minimum, nullable) in _COUNTS.items():
+        value = getattr(config, name)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            rule = f"an integer >= {minimum}" + (" or null" if nullable else "")
+            raise ValueError(f"{name} must be {rule}, got {value!r}")
+    for name in ("fail_pattern", "no_audio_pattern"):
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a regular expression (a string) or null, got {value!r}")
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{name}: not a valid regular expression ({exc})") from None
+    if config.index_edition not in ("current", "older"):
+        raise ValueError(f"index_edition must be 'current' or 'older', got {config.index_edition!r}")
+    keys = config.api_keys
+    if isinstance(keys, str) or not isinstance(keys, list) or not keys:
+        raise ValueError("api_keys must be a non-empty list of strings")
+    if not all(isinstance(k, str) and k.strip() for k in keys):
+        raise ValueError("api_keys must be a non-empty list of non-blank strings")
+    denied = config.permission_denied
+    if isinstance(denied, str) or not isinstance(denied, list) or not all(isinstance(e, str) for e in denied):
+        raise ValueError("permission_denied must be a list of endpoint names")
+    if unknown := set(denied) - set(ENDPOINTS):
+        raise ValueError(
+            f"permission_denied: unknown endpoints {sorted(unknown)}; known: {', '.join(ENDPOINTS)}"
+        )
 
 
 def resolve_rate_limits(value: Any) -> dict[str, tuple[int, float]]:

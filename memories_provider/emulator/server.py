@@ -19,6 +19,7 @@ from memories_provider.emulator.app import Emulator
 from memories_provider.emulator.config import (
     DEFAULT_API_KEY,
     EmulatorConfig,
+    check_config,
     resolve_rate_limits,
     server_defaults,
 )
@@ -30,11 +31,15 @@ log = logging.getLogger(__name__)
 def build_config(
     *, api_keys: list[str] | None = None, rate_limits: Any = True, **settings: Any
 ) -> EmulatorConfig:
-    """An :class:`EmulatorConfig` from keyword settings (``rate_limits`` as in ``configure``)."""
+    """An :class:`EmulatorConfig` from keyword settings (``rate_limits`` as in ``configure``).
+
+    :raises ValueError: a setting the emulator cannot run with (named, with its rule).
+    """
     config = server_defaults(**settings)
     config.rate_limits = resolve_rate_limits(rate_limits)
     if api_keys:
         config.api_keys = list(api_keys)
+    check_config(config)
     return config
 
 
