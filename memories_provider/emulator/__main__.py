@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--{name.rstrip(':').replace('_', '-')}{':' if name.endswith(':') else ''} {rest}")
     temp = args.data_dir is None
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="memories-emulator-"))
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--data-dir: cannot create {data_dir}: {exc.strerror or exc}")
 
     def announce(port: int) -> None:
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
@@ -88,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         serve_forever(args.host, args.port, data_dir, config, announce)
+    except OSError as exc:  # the port is taken, the address is not this machine's, ...
+        print(
+            f"memories emulator: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it
         pass
     finally:

@@ -346,6 +346,9 @@ class Emulator:
     async def _cleanup(self, app: web.Application) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        # Callbacks still in flight are cut, not awaited: a receiver that never answers would
+        # otherwise hold the emulator's stop for the callback's 30 s timeout.
+        self._cancel_callbacks()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
@@ -708,6 +711,10 @@ class Emulator:
         self._last_callback[video.video_no] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _cancel_callbacks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
     async def _post_callback(
         self, url: str, record: dict[str, Any], previous: asyncio.Task[Any] | None
@@ -1140,6 +1147,7 @@ class Emulator:
         self.unique_ids.clear()
         self.requests.clear()
         self.callbacks.clear()
+        self._cancel_callbacks()  # the previous test's receiver must not get them after the reset
         self._last_callback.clear()
         self.faults.reset()
         self.limiter.reset()

@@ -50,7 +50,11 @@ async def _start_site(emulator: Emulator, host: str, port: int) -> tuple[web.App
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=256)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # e.g. the port is in use: close what setup opened (its HTTP session)
+        await runner.cleanup()
+        raise
     server = site._server
     assert server is not None
     bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
@@ -90,6 +94,9 @@ class EmulatorThread:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            self._thread.join()
+            if self._owns_dir:  # nothing was served; leave nothing behind
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             raise self._error
         return EmulatorHandle(f"http://{self.host}:{self.port}", self.config.api_keys[0], self.data_dir)
 
