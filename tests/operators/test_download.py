@@ -725,12 +725,15 @@ def test_openlineage_names_the_video_in_the_connections_scope_as_the_upload_oper
     (downloaded,) = download.get_openlineage_facets_on_complete(None).inputs
     assert downloaded.name == f"video/team-a/{video_no}"
 
-    class _UploadTaskInstance:  # what the upload operator's lineage reads: its XCom return value
+    class _UploadTaskInstance:  # what the upload operator's execute needs of its task instance
         task_id = "up"
 
-        def xcom_pull(self, task_ids: str, key: str) -> str:
-            return str(video_no)
+        def xcom_push(self, key: str, value: Any) -> None:
+            pass
 
-    upload = MemoriesUploadOperator(task_id="up", source=str(tmp_path / "v.mp4"))
-    (uploaded,) = upload.get_openlineage_facets_on_complete(_UploadTaskInstance()).outputs
-    assert (downloaded.namespace, downloaded.name) == (uploaded.namespace, uploaded.name)
+    ti = _UploadTaskInstance()
+    upload = MemoriesUploadOperator(task_id="up", source=str(tmp_path / "v.mp4"), idempotent=False)
+    uploaded_no = upload.execute({"ti": ti})
+    (uploaded,) = upload.get_openlineage_facets_on_complete(ti).outputs
+    # The same scope, named the same way: the download's input and the upload's output line up.
+    assert (uploaded.namespace, uploaded.name) == (downloaded.namespace, f"video/team-a/{uploaded_no}")
