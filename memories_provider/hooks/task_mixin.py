@@ -1,8 +1,10 @@
-"""The ``hook`` every memories.ai operator and sensor has, as Airflow's official providers give it."""
+"""The ``hook`` every memories.ai operator and sensor has, as Airflow's official providers give it,
+and the masking of credentials in its URI-valued template fields."""
 
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any, ClassVar
 
 from memories_provider.hooks.memories import MemoriesHook
 
@@ -14,11 +16,33 @@ class MemoriesHookMixin:
 
     Put it before ``BaseOperator``/``BaseSensorOperator`` in the bases; the task sets
     ``memories_conn_id`` in its constructor.
+
+    The credentials of its :attr:`uri_template_fields` (``sftp://user:pw@``, a presigned URL's
+    signature, an Azure SAS) are registered with Airflow's secret masker before and after their
+    templates are rendered: Airflow stores the rendered template fields (shown in the UI) and logs a
+    template that fails to render through that masker, before ``execute`` runs.
     """
 
     memories_conn_id: str
+    #: Template fields holding a URI whose credentials must be masked.
+    uri_template_fields: ClassVar[tuple[str, ...]] = ()
 
     @cached_property
     def hook(self) -> MemoriesHook:
         """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
         return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    # Airflow's one renderer of template fields: ``render_template_fields`` calls it for a task, and
+    # a mapped task's ``render_template_fields`` calls it on the unmapped task directly.
+    def _do_render_template_fields(self, parent: Any, *args: Any, **kwargs: Any) -> None:
+        if parent is self:
+            self._mask_uri_fields()
+        super()._do_render_template_fields(parent, *args, **kwargs)  # type: ignore[misc]
+        if parent is self:
+            self._mask_uri_fields()
+
+    def _mask_uri_fields(self) -> None:
+        from memories_provider.storage.credentials import mask_uri_secrets
+
+        for name in self.uri_template_fields:
+            mask_uri_secrets(getattr(self, name, None))

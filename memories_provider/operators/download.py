@@ -145,6 +145,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
     ``{"bytes", "sha256", "content_type", "source"}`` as extra.
     """
 
+    uri_template_fields = ("destination",)
     template_fields: Sequence[str] = ("destination", "video_no", "asset_id", "bucket", "blob", "unique_id")
     ui_color = "#c8e6ff"
 

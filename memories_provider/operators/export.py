@@ -198,6 +198,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
     the destination, its event carries ``{"rows", "videos", "bytes", "format"}`` as extra.
     """
 
+    uri_template_fields = ("destination",)
     template_fields: Sequence[str] = ("destination", "video_no", "video_nos", "unique_id")
     ui_color = "#d7f0dc"
 

@@ -202,6 +202,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     (presigned tokens) masked.
     """
 
+    uri_template_fields = ("source", "callback")
     template_fields: Sequence[str] = (
         "source",
         "unique_id",

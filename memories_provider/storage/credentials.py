@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family, split_userinfo
+from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -133,6 +133,14 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
         secrets.append(params.get("password"))
     for secret in dict.fromkeys(s for s in secrets if isinstance(s, str) and s):
         mask_secret(secret)
+
+
+def mask_uri_secrets(value: object) -> None:
+    """:func:`mask_credentials` for a value a user gave as a URI (a template field): nothing for a
+    local path, a ``file://`` URI or a value that is no string (a ``?`` or ``@`` in a file name is
+    part of the name, not a credential)."""
+    if isinstance(value, str) and scheme_of(value) not in ("", "file"):
+        mask_credentials(value)
 
 
 def require_connection(conn_id: str, conn_param: str) -> Connection:
