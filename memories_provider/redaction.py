@@ -6,7 +6,8 @@ line or a trigger event goes through a :class:`Redactor` that knows the secrets 
 
 1. every secret is removed, in each form it can be echoed in (as sent, URL-encoded with upper- or
    lower-case hex, JSON-escaped (``\\/`` and HTML-safe ``\\u003c`` escapes included) or
-   Python-escaped, HTML-escaped, inside base64) — and so is every run of
+   Python-escaped, HTML-escaped, inside base64), in any ASCII letter case (a server or a log
+   pipeline that upper- or lower-cases what it quotes) — and so is every run of
    :data:`MIN_FRAGMENT` or more characters of one (a server that truncated its own echo);
 2. credentials in URLs (``scheme://user:password@``) are removed whatever they are;
 3. only then is the text cut, and a cut never ends in the first :data:`MIN_EDGE` or more
@@ -61,6 +62,13 @@ def _base64_cores(secret: bytes) -> set[str]:
 #: Gson's also ``=`` and ``'``.
 _HTML_SAFE_JSON = ({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}, {"=": "\\u003d", "'": "\\u0027"})
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+#: ASCII letters to lower case, nothing else: a folded text keeps its length, so what is found in
+#: the folded text is cut out of the text at the same place.
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(text: str) -> str:
+    return text.translate(_FOLD)
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -104,9 +112,16 @@ class Redactor:
         # Longest first, so a form containing a shorter one is replaced whole.
         self._forms = sorted((f for f in forms if f), key=len, reverse=True)
         self._short = [f for f in self._forms if len(f) < MIN_FRAGMENT]
+        self._short_re = (
+            re.compile("|".join(map(re.escape, self._short)), re.IGNORECASE | re.ASCII)
+            if self._short
+            else None
+        )
+        self._folded_forms = sorted({_fold(f) for f in self._forms}, key=len, reverse=True)
+        # Matched in the case-folded text: an echo in upper or lower case is the secret too.
         self._grams = {
             form[i : i + MIN_FRAGMENT]
-            for form in self._forms
+            for form in self._folded_forms
             if len(form) >= MIN_FRAGMENT
             for i in range(len(form) - MIN_FRAGMENT + 1)
         }
@@ -126,8 +141,8 @@ class Redactor:
         if not self._forms:
             return text
         text = self._redact_fragments(text)
-        for form in self._short:
-            text = text.replace(form, MASK)
+        if self._short_re is not None:
+            text = self._short_re.sub(MASK, text)
         return text
 
     def reveals(self, text: str | bytes) -> bool:
@@ -142,22 +157,26 @@ class Redactor:
             return False
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")
-        if any(len(form) >= MIN_EDGE and form in text for form in self._short):
+        folded = _fold(text)
+        if any(len(form) >= MIN_EDGE and _fold(form) in folded for form in self._short):
             return True
         return self._redact_fragments(text) != text
 
     def _redact_fragments(self, text: str) -> str:
         if not self._grams or len(text) < MIN_FRAGMENT:
             return text
+        folded = _fold(text)
         pieces: list[str] = []
         start = i = 0
         end = len(text) - MIN_FRAGMENT
         while i <= end:
-            if text[i : i + MIN_FRAGMENT] not in self._grams:
+            if folded[i : i + MIN_FRAGMENT] not in self._grams:
                 i += 1
                 continue
             stop = i + MIN_FRAGMENT
-            while stop - MIN_FRAGMENT + 1 <= end and text[stop - MIN_FRAGMENT + 1 : stop + 1] in self._grams:
+            while (
+                stop - MIN_FRAGMENT + 1 <= end and folded[stop - MIN_FRAGMENT + 1 : stop + 1] in self._grams
+            ):
                 stop += 1
             pieces += [text[start:i], MASK]
             start = i = stop
@@ -188,8 +207,8 @@ class Redactor:
     def _drop_partial_tail(self, text: str) -> str:
         """``text`` without a trailing beginning (``MIN_EDGE`` or more characters) of a secret."""
         for size in range(min(len(text), self._longest - 1), MIN_EDGE - 1, -1):
-            tail = text[-size:]
-            if any(form.startswith(tail) for form in self._forms):
+            tail = _fold(text[-size:])
+            if any(form.startswith(tail) for form in self._folded_forms):
                 return text[:-size] + MASK
         return text
 

@@ -150,6 +150,31 @@ async def test_download_errors_are_redacted(emu, kind):
     assert all(error_leaks(err, CANARY) == [] for err in errors), [e.message for e in errors]
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_error_quoting_the_key_upper_or_lower_cased_is_redacted(emu, kind):
+    # A server (or a log pipeline in front of it) that changes the case of what it quotes: the
+    # message the client raises must not carry the key in any case, nor a case-changed prefix at
+    # its cut.
+    folded = (CANARY.upper(), CANARY.lower(), CANARY.swapcase())
+    msg = "bad key " + " / ".join(folded) + " end"
+    emu.control.inject_fault("list_videos", "json_error", code="0001", msg=msg)
+    emu.control.inject_fault("list_videos", "json_error", code="0001", msg="x" * 190 + CANARY.upper())
+    errors = []
+    for _ in range(2):
+        if kind == "sync":
+            with sync_client(emu) as client, pytest.raises(MemoriesError) as info:
+                client.list_videos()
+        else:
+            async with async_client(emu) as aclient:
+                with pytest.raises(MemoriesError) as info:
+                    await aclient.list_videos()
+        errors.append(info.value)
+    assert errors[0].message.startswith("bad key *** / *** / *** end")
+    for err in errors:
+        texts = [str(err), repr(err), *map(str, err.args), err.message]
+        assert [piece for text in texts for piece in leaks(text.lower(), CANARY.lower())] == [], err.message
+
+
 def test_echo_mode_off_echoes_nothing(memories_emulator):
     memories_emulator.control.inject_fault("list_videos", "http_500")
     resp = requests.post(

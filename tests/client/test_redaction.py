@@ -136,6 +136,16 @@ def test_short_secrets_are_redacted_whole_and_never_left_at_the_cut():
     assert tiny.redact("key ab1 is ab1") == "key *** is ***"
 
 
+def test_a_case_changed_echo_is_redacted_whole_in_pieces_and_at_the_cut():
+    redactor = Redactor([KEY, "pw9Zk6"])
+    for form in (KEY.upper(), KEY.lower(), KEY.swapcase()):
+        assert redactor.redact(f"a {form} b") == "a *** b", form
+        assert redactor.reveals(f"a {form} b")
+        assert redactor.excerpt(f"token {form[:6]}", 200) == "token ***"  # a cut prefix, in its case
+    assert redactor.redact("PW9ZK6 and pw9zk6") == "*** and ***"  # a short secret too
+    assert redactor.redact("Video VI0001 was not found") == "Video VI0001 was not found"
+
+
 def test_several_secrets_and_url_credentials():
     redactor = Redactor([KEY, None, "", "HUNTER2pw"]).with_secrets("an0ther-s3cret")
     text = (
