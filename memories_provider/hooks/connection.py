@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from memories_provider.redaction import NO_SECRETS
+from memories_provider.redaction import MIN_FRAGMENT, NO_SECRETS
 
 DEFAULT_HOST = "https://api.memories.ai"
 DEFAULT_V2_HOST = "https://mavi-backend.memories.ai"
@@ -103,6 +103,16 @@ def _shown(value: str) -> str:
     if "://" not in value and "." not in head and ":" not in head:
         return "a value that is not one (not shown: it may be a key pasted into the wrong field)"
     return repr(NO_SECRETS.redact(value))
+
+
+def _shown_setting(value: Any) -> str:
+    """A setting's value quoted for an error when it is short; a longer one is not shown: it may
+    be the API key pasted into the wrong field, and Airflow's secret masker would not recognise it
+    once changed (``blob_download_api`` is lower-cased before it is checked)."""
+    text = str(value)
+    if len(text) < MIN_FRAGMENT:
+        return repr(value)
+    return f"a value of {len(text)} characters (not shown: it may be a key pasted into the wrong field)"
 
 
 def _origin(value: str, *, conn_id: str, field_name: str) -> str:
@@ -295,7 +305,8 @@ def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:
         max_retries = DEFAULT_MAX_RETRIES if raw is None else int(str(raw))
     except ValueError:
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, got {raw!r}"
+            f"{connection_label(conn_id)}: extra 'max_retries' must be a whole number, "
+            f"got {_shown_setting(raw)}"
         ) from None
     if not 0 <= max_retries <= MAX_FORM_RETRIES:
         # The form's bound holds for connections from env vars and secrets backends too: with
@@ -312,7 +323,8 @@ def _blob_download_api(extra: dict[str, Any], *, conn_id: str) -> str:
     api = str(_extra(extra, "blob_download_api") or "v2").lower()
     if api not in ("v1", "v2"):
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', got {api!r}"
+            f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', "
+            f"got {_shown_setting(api)}"
         )
     return api
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from airflow.providers.common.compat.sdk import Connection
+from leaks import leaks
 
 from memories_provider.hooks.connection import (
     MemoriesConnectionConfigError,
@@ -84,6 +85,23 @@ def test_bad_fields_name_the_field_and_never_the_key(kw, field):
     assert field in str(info.value)
     assert "'mem'" in str(info.value)
     assert KEY not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["max_retries", "blob_download_api", "v2_host", "timeout", "upload_timeout"])
+def test_a_key_pasted_into_an_extra_is_not_quoted_in_any_case(name):
+    # A copy-paste accident: the key in a setting's field. The error names the field and shows the
+    # key in no letter case (blob_download_api is lower-cased before it is checked: Airflow's
+    # secret masker, which registers string extras, would not recognise it).
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(extra={name: KEY.swapcase()})
+    assert f"'{name}'" in str(info.value)
+    assert leaks(str(info.value).lower(), KEY.lower()) == [], str(info.value)
+
+
+def test_a_short_bad_setting_is_still_quoted():
+    for name, value in (("max_retries", "2.5"), ("blob_download_api", "v3")):
+        with pytest.raises(MemoriesConnectionConfigError, match=f"got '{value}'"):
+            parse(extra={name: value})
 
 
 def test_repr_hides_the_key():
