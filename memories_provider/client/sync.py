@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import requests
+import urllib3
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -78,14 +79,44 @@ for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.response"
     logging.getLogger(_name).addFilter(_URLLIB3_REDACTION)
 
 
+def _never_dumped(cls: type[Any]) -> type[Any]:
+    """``cls`` (a urllib3 connection class) whose ``debuglevel`` is always 0.
+
+    ``http.client`` prints each request and answer, headers included, to stdout when
+    ``HTTPConnection.debuglevel`` is set (the requests docs' recipe for debugging): our
+    ``Authorization`` header and a server's echo of it, on no logger that any masker or filter
+    sees. The client's connections never dump; urllib3's DEBUG log (filtered above) still shows
+    each request line.
+    """
+    return type(cls.__name__, (cls,), {"debuglevel": property(lambda self: 0, lambda self, value: None)})
+
+
+class _QuietHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _never_dumped(urllib3.HTTPConnectionPool.ConnectionCls)
+
+
+class _QuietHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _never_dumped(urllib3.HTTPSConnectionPool.ConnectionCls)
+
+
+_QUIET_POOLS = {"http": _QuietHTTPPool, "https": _QuietHTTPSPool}
+
+
 class _LargeBlockAdapter(HTTPAdapter):
-    """Sends request bodies in 1 MiB blocks (urllib3's default 16 KiB caps upload throughput)."""
+    """Sends request bodies in 1 MiB blocks (urllib3's default 16 KiB caps upload throughput),
+    over connections that never print the wire (:func:`_never_dumped`)."""
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         pool_kwargs.setdefault("blocksize", BLOCK_SIZE)
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _QUIET_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _QUIET_POOLS
+        return manager
 
 
 class _KeyAuth(requests.auth.AuthBase):

@@ -223,3 +223,30 @@ def test_the_urllib3_log_filter_survives_a_client_made_in_another_thread_meanwhi
         client.close()
     assert fired and made  # the other thread did make its client in the middle of the look
     assert kept is True and record.getMessage() == "pool is full"
+
+
+def test_http_clients_wire_dump_never_prints_the_key(
+    memories_emulator: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # http.client's own wire dump, switched on as the requests docs' recipe does it, prints each
+    # request and answer to stdout (no logger, so no masker): the key sent in Authorization, and
+    # echoed back in a 500's body. The sync client's connections keep the dump off; the library's
+    # other connections still print theirs.
+    import http.client
+
+    import requests
+
+    emu = memories_emulator
+    emu.control.configure(api_keys=[CANARY], echo_requests=True)
+    emu.control.inject_fault("list_videos", "http_500")
+    monkeypatch.setattr(http.client.HTTPConnection, "debuglevel", 1)
+    with MemoriesClient(
+        CANARY, base_url=emu.v1_url, v2_base_url=emu.v2_url, timeout=10, retry=NO_RETRY
+    ) as client:
+        with pytest.raises(MemoriesError):
+            client.list_videos()
+        assert client.list_unique_ids() == []
+    requests.get(f"{emu.url}/_emulator/health", headers={"X-Probe": "wire-dump-on"}, timeout=10)
+    out, err = capfd.readouterr()
+    assert "wire-dump-on" in out  # the dump itself is on: the probe's own request was printed
+    assert leaks(out + err, CANARY) == []
