@@ -21,6 +21,7 @@ from memories_provider.client.protocol import (
     MAX_CAMERA_MODEL_CHARS,
     MAX_TAGS,
     is_http_url,
+    shown_url,
 )
 
 #: The form's spelling of ``datetime_taken`` (``yyyy-MM-dd HH:mm:ss``).
@@ -135,7 +136,7 @@ def _callback(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not is_http_url(value):
-        raise _invalid(f"`callback` must be an http(s) URL with a host, got {value!r}")
+        raise _invalid(f"`callback` must be an http(s) URL with a host, got {shown_url(str(value))!r}")
     if len(value) > MAX_CALLBACK_CHARS:
         raise _invalid(f"`callback` may be at most {MAX_CALLBACK_CHARS} characters, got {len(value)}")
     return value

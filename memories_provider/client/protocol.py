@@ -298,7 +298,7 @@ def is_http_url(url: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _shown_url(url: str) -> str:
+def shown_url(url: str) -> str:
     """``url`` fit for an error: its user-info masked, and what follows a ``?`` or ``#`` (a presigned
     URL's signature, a token) replaced with ``***``."""
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
@@ -319,7 +319,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
         # against the one-a-minute limit (and maybe billed).
         raise MemoriesInvalidArgumentError(
             f"`url` must be an http(s) URL with a host, which the service fetches with an "
-            f"unauthenticated GET; got {_shown_url(str(url))!r}"
+            f"unauthenticated GET; got {shown_url(str(url))!r}"
         )
     form = [("url", url), *fields]
     return RequestSpec(

@@ -147,6 +147,21 @@ def test_a_callback_without_a_host_is_refused_before_any_request(
     assert memories_emulator.control.request_log() == []
 
 
+@pytest.mark.parametrize(
+    "callback", ["hooks.example.com/cb?token=TOKENsecret123", "ftp://ops:PASSWORDsecret@hooks.example.com/cb"]
+)
+def test_a_refused_callback_is_quoted_without_its_credentials(
+    client, memories_emulator, make_video, callback
+):
+    # A callback receiver's URL often carries a token or a password; the refusal shows the URL
+    # with them masked, as an upload_url refusal shows its url.
+    path, _ = make_video()
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"^`callback`") as info:
+        client.upload_video(path, callback=callback)
+    assert "secret" not in str(info.value) and "***" in str(info.value), str(info.value)
+    assert memories_emulator.control.request_log() == []
+
+
 @pytest.mark.parametrize("content_type", ["application/octet-stream", "text/plain", "videos/mp4"])
 def test_a_content_type_override_that_is_not_video_is_refused_before_any_request(
     client, memories_emulator, make_video, content_type
