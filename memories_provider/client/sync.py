@@ -91,15 +91,16 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
     return type(cls.__name__, (cls,), {"debuglevel": property(lambda self: 0, lambda self, value: None)})
 
 
-class _QuietHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _never_dumped(urllib3.HTTPConnectionPool.ConnectionCls)
+def _quiet_pool(pool: type[Any]) -> type[Any]:
+    """``pool`` over :func:`_never_dumped` connections, under the same name (urllib3's errors name
+    the pool: ``HTTPSConnectionPool(host=...): Max retries exceeded``)."""
+    return type(pool.__name__, (pool,), {"ConnectionCls": _never_dumped(pool.ConnectionCls)})
 
 
-class _QuietHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _never_dumped(urllib3.HTTPSConnectionPool.ConnectionCls)
-
-
-_QUIET_POOLS = {"http": _QuietHTTPPool, "https": _QuietHTTPSPool}
+_QUIET_POOLS = {
+    "http": _quiet_pool(urllib3.HTTPConnectionPool),
+    "https": _quiet_pool(urllib3.HTTPSConnectionPool),
+}
 
 
 class _LargeBlockAdapter(HTTPAdapter):
