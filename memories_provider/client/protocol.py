@@ -198,7 +198,7 @@ def normalize_base_url(url: str, *, name: str = "base_url") -> str:
     """Check a base URL has an http(s) scheme and a host; strip the trailing slash."""
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{name} must be an http(s) URL with a host, got {url!r}")
+        raise ValueError(f"{name} must be an http(s) URL with a host, got {shown_url(str(url))!r}")
     return url.rstrip("/")
 
 

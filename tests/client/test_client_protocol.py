@@ -256,6 +256,15 @@ def test_base_url_needs_scheme_and_host(url):
         protocol.normalize_base_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["ftp://ops:PASSWORDsecret@proxy.example", "api.memories.ai?api_key=sk-secret-1234"]
+)
+def test_a_refused_base_url_is_quoted_without_its_credentials(url):
+    with pytest.raises(ValueError, match="base_url") as info:
+        MemoriesClient("sk-test", base_url=url)
+    assert "secret" not in str(info.value) and "***" in str(info.value), str(info.value)
+
+
 def test_json_error_envelope_detection_for_downloads():
     assert protocol.looks_like_error_envelope(envelope("0001", "video not found"))
     assert not protocol.looks_like_error_envelope(b'{"some": "json file"}')
