@@ -9,7 +9,9 @@ line or a trigger event goes through a :class:`Redactor` that knows the secrets 
    Python-escaped, HTML-escaped, inside base64), in any ASCII letter case (a server or a log
    pipeline that upper- or lower-cases what it quotes) — and so is every run of
    :data:`MIN_FRAGMENT` or more characters of one (a server that truncated its own echo);
-2. credentials in URLs (``scheme://user:password@``) are removed whatever they are;
+2. credentials in URLs are removed whatever they are: ``scheme://user:password@``, and the value
+   of a query parameter named like one (``X-Amz-Signature=``, ``sig=``, ``token=``, ``api_key=``:
+   :data:`CREDENTIAL_PARAM`), e.g. a presigned URL the service redirected a download to;
 3. only then is the text cut, and a cut never ends in the first :data:`MIN_EDGE` or more
    characters of a secret (``...Authorization: sk-SE`` would survive every masker, which look
    for whole secrets).
@@ -39,6 +41,17 @@ MIN_EDGE = 4
 
 # ``scheme://user:password@`` (or just ``user@``) in free text: the user-info is dropped.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]*@")
+#: Names of query parameters that carry credentials: X-Amz-Signature/-Credential/-Security-Token,
+#: X-Goog-Signature, an Azure SAS ``sig``, ``token``, ``api_key``, ``password``...
+CREDENTIAL_PARAM = re.compile(r"(?i)sig|token|key|secret|credential|password|auth")
+# ``?name=value`` / ``&name=value`` in free text (a URL in a log line or an error).
+_QUERY_PARAM = re.compile(r"([?&])([^=&?#\s'\"<>]+)=([^&#\s'\"<>]*)")
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    if not match.group(3) or not CREDENTIAL_PARAM.search(match.group(2)):
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}={MASK}"
 
 
 def _base64_cores(secret: bytes) -> set[str]:
@@ -136,8 +149,11 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret (whole, encoded, or any run of 8+ characters of one) and
-        every ``user:password@`` of a URL replaced by ``***``."""
+        every URL credential (``user:password@``, a credential query parameter's value) replaced
+        by ``***``."""
         text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
+        if "=" in text:
+            text = _QUERY_PARAM.sub(_mask_param, text)
         if not self._forms:
             return text
         text = self._redact_fragments(text)
@@ -238,4 +254,13 @@ def url_secrets(url: str) -> tuple[str, ...]:
 #: Redacts URL credentials only: for text where no other secret is known.
 NO_SECRETS = Redactor()
 
-__all__ = ["MASK", "MIN_EDGE", "MIN_FRAGMENT", "NO_SECRETS", "Redactor", "secret_forms", "url_secrets"]
+__all__ = [
+    "CREDENTIAL_PARAM",
+    "MASK",
+    "MIN_EDGE",
+    "MIN_FRAGMENT",
+    "NO_SECRETS",
+    "Redactor",
+    "secret_forms",
+    "url_secrets",
+]

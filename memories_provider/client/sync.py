@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 class _Urllib3Redaction(logging.Filter):
-    """Redacts the secrets of every live sync client from urllib3's log records.
+    """Redacts the secrets of every live sync client, and URL credentials, from urllib3's log records.
 
     urllib3 logs what the server sent when it cannot parse it (``Failed to parse headers ...,
     unparsed data: 'Authorization sk-...'``, a WARNING with its traceback) and, at DEBUG, each
@@ -57,9 +57,9 @@ class _Urllib3Redaction(logging.Filter):
                 continue
 
     def filter(self, record: logging.LogRecord) -> bool:
-        redactors = self._live()
-        if not redactors:
-            return True
+        # URL credentials whatever they are (NO_SECRETS): at DEBUG urllib3 logs each request line,
+        # the query of a presigned URL a download was redirected to included.
+        redactors = [*self._live(), NO_SECRETS]
         try:
             text = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:

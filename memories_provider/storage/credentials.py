@@ -8,11 +8,11 @@ Storage providers (amazon, google, sftp) are imported only when a connection of 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from memories_provider.redaction import CREDENTIAL_PARAM
 from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     ),
     "file": frozenset(),
 }
-# Query parameters holding credentials: X-Amz-Signature/-Credential/-Security-Token, X-Goog-*, sig...
-_CREDENTIAL_NAME = re.compile(r"(?i)sig|token|key|secret|credential|password|auth")
 #: Seconds an HTTP(S) read may stall: smart-open's HTTP transport has no timeout by default.
 HTTP_TIMEOUT = 60.0
 
@@ -128,7 +126,7 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
     if username and password is None and parts.scheme.lower() not in LOGIN_SCHEMES:
         secrets.append(username)  # https://<token>@host: a lone user-info is often a token
     # Single values only where the name says credential: masking "video" everywhere would hurt.
-    secrets += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_NAME.search(name)]
+    secrets += [value for name, value in parse_qsl(parts.query) if CREDENTIAL_PARAM.search(name)]
     if params:
         secrets.append(params.get("password"))
     for secret in dict.fromkeys(s for s in secrets if isinstance(s, str) and s):

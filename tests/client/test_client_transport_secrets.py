@@ -250,3 +250,30 @@ def test_http_clients_wire_dump_never_prints_the_key(
     out, err = capfd.readouterr()
     assert "wire-dump-on" in out  # the dump itself is on: the probe's own request was printed
     assert leaks(out + err, CANARY) == []
+
+
+SIGNATURE = "fe3c0a7d9b1e4f2a8c6d5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e"
+
+
+class _PresignedStorage(QuietHandler):
+    """A storage server answering any GET with a small video."""
+
+    def do_GET(self) -> None:
+        self.send_body(200, {"Content-Type": "video/mp4"}, b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+
+
+def test_a_download_redirected_to_a_presigned_url_logs_no_signature(caplog: pytest.LogCaptureFixture) -> None:
+    # The service may answer a download with a redirect to its storage, signed in the query: a
+    # bearer credential for the video while it lasts. urllib3 logs each request line at DEBUG.
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    with LocalServer(_PresignedStorage) as storage:
+        target = f"{storage.url}/v.mp4?X-Amz-Expires=300&X-Amz-Signature={SIGNATURE}&sig={SIGNATURE[::-1]}"
+        with LocalServer(_redirecting(target)) as api:
+            settings = {"base_url": f"{api.url}/serve/api/v1", "v2_base_url": f"{api.url}/serve/api/v2"}
+            with (
+                MemoriesClient(CANARY, timeout=10, retry=NO_RETRY, **settings) as client,
+                client.download_asset("re_1") as response,
+            ):
+                assert b"".join(response.iter_chunks()).startswith(b"\x00\x00\x00\x18ftyp")
+    assert '"GET /v.mp4?X-Amz-Expires=300&X-Amz-Signature=***&sig=*** HTTP/1.1" 200' in caplog.text
+    assert leaks(caplog.text, SIGNATURE, SIGNATURE[::-1]) == []

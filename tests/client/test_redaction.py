@@ -146,6 +146,19 @@ def test_a_case_changed_echo_is_redacted_whole_in_pieces_and_at_the_cut():
     assert redactor.redact("Video VI0001 was not found") == "Video VI0001 was not found"
 
 
+def test_credential_query_parameters_are_masked_whatever_their_value():
+    text = (
+        "GET https://b.s3.amazonaws.com/v.mp4?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abc123 ; "
+        "https://acct.blob.core.windows.net/c/v.mp4?sv=2024&sig=Zm9v%3D and "
+        "/x?api_key=sk-1&video_no=VI1&page=2"
+    )
+    assert NO_SECRETS.redact(text) == (
+        "GET https://b.s3.amazonaws.com/v.mp4?X-Amz-Credential=***&X-Amz-Signature=*** ; "
+        "https://acct.blob.core.windows.net/c/v.mp4?sv=2024&sig=*** and "
+        "/x?api_key=***&video_no=VI1&page=2"
+    )
+
+
 def test_several_secrets_and_url_credentials():
     redactor = Redactor([KEY, None, "", "HUNTER2pw"]).with_secrets("an0ther-s3cret")
     text = (
