@@ -62,6 +62,7 @@ from memories_provider.emulator.validation import (
     unknown_fields,
     upload_metadata,
 )
+from memories_provider.redaction import NO_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -729,8 +730,9 @@ class Emulator:
                 record["http_status"] = resp.status
                 await resp.read()
         except Exception as exc:  # a dead callback receiver must never hurt the service
-            record["error"] = repr(exc)
-            log.warning("callback to %s failed: %r", url, exc)
+            # A receiver's URL often carries its credentials (user-info, ?token=): logged masked.
+            record["error"] = NO_SECRETS.redact(repr(exc))
+            log.warning("callback to %s failed: %s", NO_SECRETS.redact(url), record["error"])
 
     def _unparsed(self) -> list[Video]:
         for video in self.videos.values():

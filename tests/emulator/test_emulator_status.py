@@ -129,3 +129,15 @@ def test_callback_on_upload_sends_unparse_first(api, memories_emulator, receiver
     d = api.upload(callback=receiver.url)
     assert receiver.next()["json"] == {"videoNo": d["videoNo"], "status": "UNPARSE"}
     assert receiver.next()["json"] == {"videoNo": d["videoNo"], "status": "PARSE"}
+
+
+def test_a_dead_callback_receivers_credentials_are_not_logged(api, memories_emulator, caplog):
+    # The emulator's own log, shown to whoever runs it: a receiver's password and token masked.
+    url = "http://ops:PASSWORDsecret@127.0.0.1:9/hook?token=TOKENsecret&run=7"
+    with caplog.at_level(logging.WARNING, logger="memories_provider.emulator"):
+        api.upload(callback=url)
+        (refused,) = settled_callbacks(memories_emulator, 1)
+    assert refused["url"] == url and "Connect" in refused["error"]  # the control API keeps it whole
+    logged = [r.getMessage() for r in caplog.records if "callback to" in r.getMessage()]
+    assert logged == [f"callback to http://***@127.0.0.1:9/hook?token=***&run=7 failed: {refused['error']}"]
+    assert "secret" not in caplog.text
