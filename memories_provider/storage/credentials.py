@@ -107,9 +107,10 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
 
     The URI's password (``sftp://user:pw@host``), a lone user name outside SSH URIs
     (``https://<token>@host``), its query string, the query values named like
-    credentials (presigned signatures and tokens, SAS ``sig``) and a ``password`` in ``params``:
-    whatever a storage library then logs or puts in an exception (smart-open logs its arguments
-    at DEBUG) is masked in task logs. Airflow registers connection passwords itself when it reads
+    credentials (presigned signatures and tokens, SAS ``sig``), a ``password`` in ``params`` and
+    a ``password`` or ``passphrase`` in its ``connect_kwargs`` (SFTP): whatever a storage library
+    then logs or puts in an exception (smart-open logs its arguments at DEBUG) is masked in task
+    logs. Airflow registers connection passwords itself when it reads
     them. What the provider shows itself goes through
     :func:`~memories_provider.storage.uris.redact_uri`.
     """
@@ -128,7 +129,10 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
     # Single values only where the name says credential: masking "video" everywhere would hurt.
     secrets += [value for name, value in parse_qsl(parts.query) if CREDENTIAL_PARAM.search(name)]
     if params:
-        secrets.append(params.get("password"))
+        # SFTP: a password at the top or in paramiko's connect_kwargs, a key file's passphrase.
+        connect = params.get("connect_kwargs")
+        connect = connect if isinstance(connect, dict) else {}
+        secrets += [params.get("password"), connect.get("password"), connect.get("passphrase")]
     for secret in dict.fromkeys(s for s in secrets if isinstance(s, str) and s):
         mask_secret(secret)
 

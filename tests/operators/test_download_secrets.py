@@ -114,6 +114,16 @@ def test_the_password_is_registered_with_airflows_masker_before_anything_is_open
     assert secret not in redact(f"key {secret}")
 
 
+def test_an_sftp_password_or_passphrase_in_connect_kwargs_is_registered_with_the_masker() -> None:
+    # smart-open logs its arguments, transport_params included, at DEBUG: paramiko's own
+    # connect_kwargs carry a password or a key file's passphrase as often as the URI does.
+    password, passphrase = f"ckPASS-{secrets.token_hex(8)}", f"ckPHRASE-{secrets.token_hex(8)}"
+    connect = {"password": password, "passphrase": passphrase, "look_for_keys": False}
+    uri = "sftp://bob@127.0.0.1:2222/in/clip.mp4"
+    credentials.transport_params_for(uri, conn_id=None, transport_params={"connect_kwargs": connect})
+    assert redact(f"connect_kwargs {password} {passphrase}") == "connect_kwargs *** ***"
+
+
 @pytest.mark.parametrize("operator", ["upload", "download"])
 def test_an_unsupported_scheme_error_does_not_quote_the_password(operator: str, password: str) -> None:
     uri = f"ftp://alice:{password}@files.example/x.mp4"
