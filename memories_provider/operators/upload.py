@@ -156,7 +156,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     one task instance running at once (a zombie worker still uploading), ``idempotent=False``, a
     video the service accepted but does not list by ``lost_answer_grace`` seconds after the retry
     began looking, and (before Airflow 3.3) someone deleting the Variable. Clearing a task for a
-    *new* run uploads again (different ``run_id``), and so does a changed ``source``.
+    *new* run uploads again (different ``run_id``), and so does a changed ``source`` (another
+    URI, or a file at the same URI whose size differs from the one the earlier attempt sent).
 
     **Rate limits.** The service allows about one upload per minute per account. A rejected
     (``0429``) upload is retried with backoff honouring ``Retry-After``; with ``deferrable=True``
@@ -409,13 +410,13 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 f"Could not read what earlier attempts of this task recorded ({err}); not uploading "
                 "blind, since one of them may already have been billed"
             ) from err
-        if record is not None and record.video_no and _resized(record.size, plan.source.size):
-            # The source at this URI is no longer the file that video holds (a clear after the
-            # file was replaced): reusing the video would report success for other bytes.
+        if record is not None and _resized(record.size, plan.source.size):
+            # The source at this URI is no longer the file the earlier attempt sent (replaced before
+            # a clear or a retry): that upload, answered or not, billed or not, holds other bytes,
+            # and reusing it would report success for them.
             self.log.warning(
-                "%s was uploaded by an earlier attempt from %s; %s now has %s: it changed, so it is "
-                "uploaded again",
-                record.video_no,
+                "An earlier attempt sent %s (%s); %s now has %s: it changed, so it is uploaded again",
+                record.video_no or "its upload, unanswered",
                 _bytes(record.size),
                 redact_uri(plan.source.uri),
                 _bytes(plan.source.size),

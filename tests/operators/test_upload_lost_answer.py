@@ -563,3 +563,23 @@ def test_judge_takes_the_oldest_of_two_tagged_uploads() -> None:
     newer = _video("VI2", status="PARSE", tags=["airflow-x"], create_time=1_000_900)
     older = _video("VI1", status="PARSE", tags=["airflow-x"], create_time=1_000_100)
     assert judge([newer, older], record, lambda v: _video(v)).ours == older
+
+
+def test_a_source_resized_after_a_lost_answer_is_uploaded_again_not_taken_for_the_old_video(
+    held: Any, video: Path
+) -> None:
+    # Attempt 1 sent the file and lost the answer; the service kept it. Before the retry the file
+    # at the same URI is replaced by a longer one. The earlier video (our tag, PARSE) holds the old
+    # bytes: reusing it would report success for bytes the source no longer has — as an answered
+    # record of another size is never reused.
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    held.control.set_status(earlier["video_no"], "PARSE")
+    longer = VIDEO + b"\x00" * 1024
+    video.write_bytes(longer)
+    video_no, ti = attempt(store, 2, source=str(video))
+    assert video_no != earlier["video_no"] and ti.xcom["upload_result"]["reused"] is False
+    videos = {v["video_no"]: v for v in held.control.videos()}
+    assert videos[video_no]["size"] == len(longer)
+    assert held.control.count("upload") == 2
