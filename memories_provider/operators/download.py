@@ -44,7 +44,7 @@ from memories_provider.storage.destinations import (
     local_path,
     resolve_transport,
 )
-from memories_provider.storage.provenance import Existing, Provenance
+from memories_provider.storage.provenance import Existing, Provenance, writer_mark
 from memories_provider.storage.survey import sha256_of, survey
 from memories_provider.storage.uris import redact_uri, scheme_family
 from memories_provider.types import DownloadResult
@@ -79,6 +79,7 @@ class _DownloadPlan:
     destination: str
     transport: ResolvedTransport
     stale: set[str] = field(default_factory=set)
+    writer: str | None = None  # this task instance's mark, recorded with the file
 
 
 class _BodyInterrupted(Exception):
@@ -132,8 +133,10 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
     :param overwrite: ``False`` (default): a file already there is kept when its record proves it
         holds this source (nothing is downloaded, ``skipped=True``); an earlier download of the same
         video that the service has changed since is replaced; anything else there (no record,
-        another source, bytes changed since) fails the task before any download. ``True``: always
-        download and replace atomically.
+        another source, bytes changed since) fails the task before any download. ``True``:
+        download and replace atomically, except on a retry the file an earlier try of this task
+        instance committed (its record names this task instance, and the service reports the source
+        unchanged): that try failed after its commit, and downloading again would bill it twice.
     :param verify_size: also check the body against the size ``get_metadata`` reports for a video
         (the only check of a body sent without ``Content-Length``).
     :param checksum: ``"sha256"`` (computed while streaming, and kept in the local/SFTP record so
@@ -210,9 +213,12 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             transport = resolve_transport(
                 destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
             )
+            writer, retry = _writer_of(context)
+            # overwrite=True looks only on a retry, for what an earlier try of this task committed.
+            inspect = not self.overwrite or (retry and writer is not None)
             # The destination is proven writable here, before anything is asked of the service.
-            prefix = f"{source.name_key}." if is_folder(destination) and not self.overwrite else None
-            found = survey(destination, transport=transport, prefix=prefix, inspect=not self.overwrite)
+            prefix = f"{source.name_key}." if is_folder(destination) and inspect else None
+            found = survey(destination, transport=transport, prefix=prefix, inspect=inspect)
             self._source = source
             hook = self.hook
             self._lineage_namespace = namespace_of(hook)
@@ -220,8 +226,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             self._lineage_unique_id = source.unique_id or hook.config.unique_id
         # An unknown or malformed id is refused the same way on every try: no retries spent on it.
         with refusal_fails_at_once(source.label):
-            plan = _DownloadPlan(hook, source, self._facts(hook, source), destination, transport)
-            result = None if self.overwrite else self._skip_or_fail(plan, found)
+            facts = self._facts(hook, source)
+            plan = _DownloadPlan(hook, source, facts, destination, transport, writer=writer)
+            result = self._earlier_try(plan, found) if self.overwrite else self._skip_or_fail(plan, found)
             if result is None:
                 result = self._download(plan)
         self._result = result
@@ -248,6 +255,47 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         return facts_of(hook.get_video(str(source.video_no), unique_id=source.unique_id))
 
     # ------------------------------------------------------------------ what is there already
+
+    def _earlier_try(self, plan: _DownloadPlan, found: list[Existing]) -> DownloadResult | None:
+        """With ``overwrite=True``: the file an earlier try of this task instance committed, still
+        holding the source as the service has it now; ``None`` downloads (and replaces).
+
+        That try failed after its commit (its success never reported: a worker lost, a callback or
+        an XCom push failing): downloading again would bill the same bytes twice. A file anyone
+        else wrote is replaced, as ``overwrite=True`` promises.
+        """
+        source, facts = plan.source, plan.facts
+        for existing in found:
+            record = existing.provenance
+            if (
+                record is None
+                or plan.writer is None
+                or record.writer != plan.writer
+                or record.source != source.identity
+                or not same_evidence(record.evidence, facts.evidence)
+                or (record.size is not None and record.size != existing.size)
+            ):
+                continue
+            if not existing.intact and (
+                record.sha256 is None or sha256_of(existing.uri, transport=plan.transport) != record.sha256
+            ):
+                continue
+            self.log.info(
+                "Keeping %s: an earlier try of this task instance downloaded %s there (%d bytes, per its "
+                "record) and the service reports it unchanged; nothing downloaded",
+                redact_uri(existing.uri),
+                source.label,
+                existing.size,
+            )
+            return {
+                "uri": existing.uri,
+                "bytes": existing.size,
+                "sha256": record.sha256,
+                "content_type": None,
+                "filename": basename_of(existing.uri),
+                "skipped": True,
+            }
+        return None
 
     def _skip_or_fail(self, plan: _DownloadPlan, found: list[Existing]) -> DownloadResult | None:
         """The skip result when a file there is proven to hold the source as the service has it now.
@@ -365,7 +413,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 else destination
             )
             replace = self.overwrite or uri in plan.stale
-            return self._stream(resp, plan.source, plan.facts, uri, plan.transport, replace=replace)
+            return self._stream(
+                resp, plan.source, plan.facts, uri, plan.transport, replace=replace, mark=plan.writer
+            )
 
     def _stream(
         self,
@@ -375,6 +425,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         uri: str,
         transport: ResolvedTransport,
         replace: bool = True,
+        mark: str | None = None,
     ) -> DownloadResult:
         known = facts.size if self.verify_size else None
         # Checked before anything is written: a Content-Length that disagrees with the service's
@@ -387,7 +438,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         self.log.info("Downloading %s to %s (%s bytes)", source.label, shown, size)
         # Object stores take the record when the upload starts; sidecars when the block ends (staged
         # before the rename, named after it).
-        provenance = Provenance(source.identity, facts.evidence, size=expected)
+        provenance = Provenance(source.identity, facts.evidence, size=expected, writer=mark)
         writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
         local = local_path(uri) is not None
         depth = _LOCAL_WRITE_AHEAD_CHUNKS if local else _WRITE_AHEAD_CHUNKS
@@ -469,6 +520,22 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             namespace, name = lineage_dataset(uri)
             outputs.append(Dataset(namespace=namespace, name=name))
         return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def _writer_of(context: Any) -> tuple[str | None, bool]:
+    """This task instance's mark (None outside a task), and whether an earlier try of it ran."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None:
+        return None, False
+    map_index = getattr(ti, "map_index", None)
+    mark = writer_mark(
+        str(getattr(ti, "dag_id", "")),
+        str(getattr(ti, "task_id", "")),
+        str(getattr(ti, "run_id", "")),
+        -1 if map_index is None else int(map_index),
+    )
+    try_number = getattr(ti, "try_number", None)
+    return mark, isinstance(try_number, int) and try_number > 1
 
 
 def _holds_the_same(there: Existing, ours: Provenance, transport: ResolvedTransport) -> bool:

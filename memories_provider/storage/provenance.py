@@ -5,8 +5,9 @@ So every file the download operator writes carries a :class:`Provenance` record,
 bytes live and committed with them:
 
 * ``s3://``, ``gs://``, ``azure://``: user metadata of the object (``memories-source``,
-  ``memories-evidence``, ``memories-size``; on Azure ``memories_source``...), set when the upload
-  starts and committed atomically with the object; an object rewritten by anything else loses it.
+  ``memories-evidence``, ``memories-size``, ``memories-writer``; on Azure ``memories_source``...),
+  set when the upload starts and committed atomically with the object; an object rewritten by
+  anything else loses it.
 * local paths and ``sftp://``: a sidecar ``.<name>.memories.json`` beside the file, staged as
   ``.<name>.memories.json.<random>.part`` before the file is renamed into place and renamed itself
   right after (a writer cut off between the two leaves the staged one, which a later run reads as
@@ -20,6 +21,7 @@ sidecar naming a source means: these are all the bytes the service sent for that
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ SOURCE_KEY = "memories-source"
 EVIDENCE_KEY = "memories-evidence"
 SIZE_KEY = "memories-size"
 SHA256_KEY = "memories-sha256"
+WRITER_KEY = "memories-writer"
 #: Largest sidecar read back (a record is a few hundred bytes).
 MAX_SIDECAR_BYTES = 64 * 1024
 _SIDECAR_SUFFIX = ".memories.json"
@@ -47,12 +50,15 @@ class Provenance:
     :param size: the file's size in bytes (the expected size when the writer starts, if known).
     :param sha256: the file's sha256 (hex), once known; object stores do not keep it (their
         metadata is fixed before the first byte).
+    :param writer: which task instance wrote it (:func:`writer_mark`), when one did: a retry of
+        that task instance finds the download an earlier try committed before failing.
     """
 
     source: str
     evidence: str = ""
     size: int | None = None
     sha256: str | None = None
+    writer: str | None = None
 
     def to_metadata(self) -> dict[str, str]:
         """Object-store user metadata (ASCII strings)."""
@@ -61,6 +67,8 @@ class Provenance:
             meta[SIZE_KEY] = str(self.size)
         if self.sha256:
             meta[SHA256_KEY] = self.sha256
+        if self.writer:
+            meta[WRITER_KEY] = self.writer
         return meta
 
     @classmethod
@@ -76,6 +84,7 @@ class Provenance:
             evidence=str(folded.get(EVIDENCE_KEY) or ""),
             size=_int_or_none(folded.get(SIZE_KEY)),
             sha256=str(folded[SHA256_KEY]) if folded.get(SHA256_KEY) else None,
+            writer=str(folded[WRITER_KEY]) if folded.get(WRITER_KEY) else None,
         )
 
     def to_sidecar(self, stat: Mapping[str, int]) -> bytes:
@@ -97,6 +106,12 @@ class Provenance:
         if record is None or not isinstance(stat, dict):
             return None
         return record, {str(k): int(v) for k, v in stat.items() if isinstance(v, int)}
+
+
+def writer_mark(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
+    """A task instance's mark in the records it writes: the same on every try, unique otherwise."""
+    who = "\0".join((dag_id, task_id, run_id, str(map_index)))
+    return "ti-" + hashlib.sha256(who.encode()).hexdigest()[:40]
 
 
 def _int_or_none(value: Any) -> int | None:

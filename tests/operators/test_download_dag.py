@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+from downloads import run_download
+
 DATA = os.urandom(256 * 1024 + 1)
 
 
@@ -112,3 +115,46 @@ def test_a_refusal_names_the_source_and_keeps_the_service_code(emu: Any, tmp_pat
     assert str(info.value).startswith("memories.ai refused video VI000000000000000001: video not found;")
     assert info.value.code == "0001" and info.value.endpoint == "get_metadata"
     assert isinstance(info.value.__cause__, MemoriesNotFoundError)
+
+
+@pytest.mark.parametrize("folder", [False, True], ids=["file", "folder"])
+def test_overwrite_retry_after_a_commit_keeps_its_own_download_and_pays_once(
+    emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path, folder: bool
+) -> None:
+    # overwrite=True replaces what another run wrote there, even the same video's proven bytes;
+    # then the try fails after its commit (here post_execute; a worker lost or an XCom push
+    # failing alike). The Airflow retry found its own file and downloaded it again: billed twice.
+    from datetime import timedelta
+
+    from airflow import DAG
+
+    from memories_provider.operators.download import MemoriesDownloadOperator
+
+    video_no = upload_video(DATA, "clip.mp4")
+    destination = str(tmp_path / "out") + ("/" if folder else ".mp4")
+    earlier = run_download(video_no=video_no, destination=destination)  # another run's copy
+    failures: list[int] = []
+
+    def fail_once_after_the_commit(context: Any, result: Any = None) -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("lost after the commit")
+
+    dag_id = f"download_overwrite_retry_{os.getpid()}_{int(folder)}"
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+        MemoriesDownloadOperator(
+            task_id="download",
+            video_no=video_no,
+            destination=destination,
+            overwrite=True,
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+            post_execute=fail_once_after_the_commit,
+        )
+    run = run_dag(dag)
+    assert str(run.state).endswith("success"), run.state
+    assert failures == [1]
+    assert emu.control.count("download") == 2  # the other run's and try 1's; try 2 kept try 1's file
+    assert Path(earlier["uri"].removeprefix("file://")).read_bytes() == DATA
+    [ti] = run.get_task_instances()
+    assert ti.try_number == 2
