@@ -801,8 +801,8 @@ def file_labels(headers: Mapping[str, str], redactor: Redactor = NO_SECRETS) -> 
     Both come from the server (the file name from ``Content-Disposition``, not sanitised): like
     any text taken from a response they are redacted.
     """
-    content_type = _header(headers, "Content-Type")
-    filename = parse_content_disposition(_header(headers, "Content-Disposition"))
+    content_type = _latin1_header(_header(headers, "Content-Type"))
+    filename = parse_content_disposition(_latin1_header(_header(headers, "Content-Disposition")))
     return (
         None if content_type is None else redactor.redact(content_type),
         None if filename is None else redactor.redact(filename),
@@ -1144,6 +1144,22 @@ def read_unique_ids(data: Any) -> list[str]:
 # --------------------------------------------------------------------------- Content-Disposition
 
 _PARAM_RE = re.compile(r"""\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)""")
+
+
+def _latin1_header(value: str | None) -> str | None:
+    """A header value as http.client (the sync client) decodes it: each byte one Latin-1 character.
+
+    aiohttp decodes header bytes as UTF-8 with ``surrogateescape``: a byte that is not UTF-8 came
+    out as a lone surrogate, which no file name, log or XCom can encode, and the two clients named
+    the same file differently. Valid UTF-8 ends the same either way (:func:`_repair_latin1`).
+    """
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    return value
 
 
 def parse_content_disposition(value: str | None) -> str | None:

@@ -127,8 +127,9 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
             continue
         # Both separators, whatever the OS: keep only the last component.
         base = candidate.replace("\\", "/").rsplit("/", 1)[-1]
-        # Drop control and format characters (NUL, newlines, bidi overrides...).
-        base = "".join(ch for ch in base if unicodedata.category(ch) not in {"Cc", "Cf"})
+        # Drop control and format characters (NUL, newlines, bidi overrides...) and lone surrogates
+        # (bytes a decoder escaped), which no file system, log or XCom can encode.
+        base = "".join(ch for ch in base if unicodedata.category(ch) not in {"Cc", "Cf", "Cs"})
         base = base.translate(_URI_UNSAFE).strip().lstrip(".").strip()
         # Windows drops trailing dots and spaces ("a.mp4." is "a.mp4" there).
         base = base.rstrip(". ")

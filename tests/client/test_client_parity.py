@@ -172,3 +172,50 @@ def test_refused_redirects_are_response_errors_not_retried(name, requests_seen):
     assert outcome[0] == "MemoriesResponseError"
     assert outcome[3] == 302
     assert outcome[-1] == requests_seen
+
+
+def _filenames(header: str) -> tuple[str | None, str | None]:
+    """The file name each client reads from a download's ``Content-Disposition`` (sent as Latin-1:
+    each character one byte on the wire)."""
+
+    def scripted() -> Scripted:
+        server = Scripted()
+        server.reply(MP4, headers={"Content-Type": "video/mp4", "Content-Disposition": header})
+        return server
+
+    server = scripted()
+    try:
+        with MemoriesClient(KEY, **_settings(server)) as client, client.download_video("VI1") as response:
+            sync = response.filename
+    finally:
+        server.close()
+
+    async def play(server: Scripted) -> str | None:
+        async with (
+            AsyncMemoriesClient(KEY, **_settings(server)) as client,
+            client.download_video("VI1") as response,
+        ):
+            return response.filename
+
+    server = scripted()
+    try:
+        aio = asyncio.run(play(server))
+    finally:
+        server.close()
+    return sync, aio
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('attachment; filename="\xffclip.mp4"', "\xffclip.mp4"),  # a byte that is not UTF-8
+        ('attachment; filename="\xc3\xa9\xff.mp4"', "\xc3\xa9\xff.mp4"),  # UTF-8, then a stray byte
+        ('attachment; filename="\xc3\xa9.mp4"', "\xe9.mp4"),  # raw UTF-8 is repaired by both
+    ],
+)
+def test_both_clients_read_the_same_file_name_from_raw_header_bytes(header: str, expected: str) -> None:
+    # aiohttp decoded the header as UTF-8 with surrogateescape: the async client named the file
+    # '\udcffclip.mp4', a lone surrogate that no file name, log line or XCom can encode.
+    sync, aio = _filenames(header)
+    assert sync == aio == expected
+    expected.encode("utf-8")

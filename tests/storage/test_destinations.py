@@ -44,6 +44,8 @@ from memories_provider.storage.destinations import (
         ("x\u202egnp.mp4", "xgnp.mp4"),  # right-to-left override
         ("what?is#this%.mp4", "what_is_this_.mp4"),
         ("vidéo 東京.mp4", "vidéo 東京.mp4"),
+        ("\udcffclip.mp4", "clip.mp4"),  # a lone surrogate (a byte decoded with surrogateescape)
+        ("\udcff", "fallback.mp4"),
     ],
 )
 def test_sanitize_filename_keeps_a_single_safe_component(hostile: str | None, expected: str) -> None:
