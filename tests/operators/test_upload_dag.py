@@ -325,3 +325,28 @@ def test_records_kept_as_variables_where_there_is_no_state_store(
     [v] = emu.control.videos()
     assert len(between) == 1 and record_variable(v) in between[0]  # written before the send
     assert record_variable(v) not in leftover_records() and emu.control.count("upload") == 1
+
+
+def test_a_source_replaced_by_a_longer_file_before_the_retry_is_uploaded_again(
+    emu: Any, video: Path, run_dag: Any
+) -> None:
+    # Try 1 sends the file and loses the answer (the service keeps it, and parses it: its tag is
+    # readable). Before try 2 the file at the same path is replaced by a longer one. The earlier
+    # video holds the old bytes: try 2 returned it as this source's upload.
+    emu.control.inject_fault("upload", "accept_then_drop")
+    longer = VIDEO + b"e" * 1000
+
+    def replace_the_source(context: Any) -> None:
+        video.write_bytes(longer)
+
+    run = run_dag(
+        _lost_answer_dag(
+            "memories_lost_resized", video, deferrable=False, on_retry_callback=replace_the_source
+        )
+    )
+    assert _retry_state(run) == ("success", 2), _task_state(run)
+    assert emu.control.count("upload") == 2
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "upload"]
+    result = ti.xcom_pull(task_ids="upload", key="upload_result")
+    sizes = {v["video_no"]: v["size"] for v in emu.control.videos()}
+    assert result["reused"] is False and sizes[result["video_no"]] == len(longer)
