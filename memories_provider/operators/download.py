@@ -214,11 +214,8 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
             )
             writer, retry = _writer_of(context)
-            # overwrite=True looks only on a retry, for what an earlier try of this task committed.
-            inspect = not self.overwrite or (retry and writer is not None)
             # The destination is proven writable here, before anything is asked of the service.
-            prefix = f"{source.name_key}." if is_folder(destination) and inspect else None
-            found = survey(destination, transport=transport, prefix=prefix, inspect=inspect)
+            found = self._survey(destination, transport, source, look_for_own=retry and writer is not None)
             self._source = source
             hook = self.hook
             self._lineage_namespace = namespace_of(hook)
@@ -255,6 +252,26 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         return facts_of(hook.get_video(str(source.video_no), unique_id=source.unique_id))
 
     # ------------------------------------------------------------------ what is there already
+
+    def _survey(
+        self, destination: str, transport: ResolvedTransport, source: DownloadSource, *, look_for_own: bool
+    ) -> list[Existing]:
+        """Prove the destination writable and list what is there: for ``overwrite=False`` always, for
+        ``overwrite=True`` only on a retry (``look_for_own``), and then at best: a credential that may
+        write but not read (a write-only S3 policy or SAS) replaces as it always did."""
+        folder_prefix = f"{source.name_key}." if is_folder(destination) else None
+        if not self.overwrite:
+            return survey(destination, transport=transport, prefix=folder_prefix)
+        if look_for_own:
+            try:
+                return survey(destination, transport=transport, prefix=folder_prefix)
+            except Exception as err:
+                self.log.warning(
+                    "Could not look at %s for an earlier try's download (%s); downloading",
+                    redact_uri(destination),
+                    err,
+                )
+        return survey(destination, transport=transport, inspect=False)
 
     def _earlier_try(self, plan: _DownloadPlan, found: list[Existing]) -> DownloadResult | None:
         """With ``overwrite=True``: the file an earlier try of this task instance committed, still

@@ -158,3 +158,65 @@ def test_overwrite_retry_after_a_commit_keeps_its_own_download_and_pays_once(
     assert Path(earlier["uri"].removeprefix("file://")).read_bytes() == DATA
     [ti] = run.get_task_instances()
     assert ti.try_number == 2
+
+
+class _WriteOnly:
+    """A boto3 S3 client whose credential may write but not read (a write-only bucket policy):
+    HeadObject and ListObjectsV2 are denied, as S3 denies them. moto enforces no IAM policies
+    by default, so the denial is played here; every other call goes to moto."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _denied(self, operation: str) -> Any:
+        from botocore.exceptions import ClientError
+
+        error = {"Code": "AccessDenied", "Message": "Access Denied"}
+        raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 403}}, operation)
+
+    def head_object(self, **kwargs: Any) -> Any:
+        return self._denied("HeadObject")
+
+    def list_objects_v2(self, **kwargs: Any) -> Any:
+        return self._denied("ListObjectsV2")
+
+
+def test_overwrite_retry_with_a_write_only_credential_still_downloads(
+    emu: Any, upload_video: Any, run_dag: Any, moto_s3_server: Any, s3_bucket: str
+) -> None:
+    # Looking for an earlier try's file is a saving, not a precondition: a credential that may
+    # not read the destination replaces it as overwrite=True always did (it failed for good).
+    from datetime import timedelta
+
+    from airflow import DAG
+
+    from memories_provider.operators.download import MemoriesDownloadOperator
+
+    video_no = upload_video(DATA, "clip.mp4")
+    failures: list[int] = []
+
+    def fail_once_after_the_commit(context: Any, result: Any = None) -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("lost after the commit")
+
+    dag_id = f"download_overwrite_write_only_{os.getpid()}"
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
+        MemoriesDownloadOperator(
+            task_id="download",
+            video_no=video_no,
+            destination=f"s3://{s3_bucket}/out/clip.mp4",
+            transport_params={"client": _WriteOnly(moto_s3_server.client())},
+            overwrite=True,
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+            post_execute=fail_once_after_the_commit,
+        )
+    run = run_dag(dag)
+    assert str(run.state).endswith("success"), run.state
+    assert emu.control.count("download") == 2  # nothing could be looked at: downloaded again
+    body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="out/clip.mp4")["Body"].read()
+    assert body == DATA
