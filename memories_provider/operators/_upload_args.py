@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from memories_provider.storage.uris import scheme_family
 from memories_provider.templating import rendered_list
 
 #: Largest file the service accepts: "3 GB", read strictly (decimal, 3 * 10**9 bytes, like the
@@ -31,7 +32,13 @@ def check_size(size: int | None, uri: str) -> None:
 
 
 def idempotency_tag(*, dag_id: str, task_id: str, run_id: str, map_index: int, source: str) -> str:
-    """A tag naming one task instance's upload of one source: the same on every try, unique otherwise."""
+    """A tag naming one task instance's upload of one source: the same on every try, unique otherwise.
+
+    An http(s) source counts without its query string and fragment: a presigned URL rendered at
+    run time is signed anew (date, expiry, signature) on every try, and is still the same file.
+    """
+    if scheme_family(source) == "http":
+        source = source.split("#", 1)[0].split("?", 1)[0]
     key = "\x1f".join((dag_id, task_id, run_id, str(map_index), source))
     return IDEMPOTENCY_TAG_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32]
 

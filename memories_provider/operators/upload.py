@@ -129,7 +129,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     idempotency key, and it shows a video's tags only once the video is ``PARSE`` (minutes after
     the upload; never when it ``FAILED``), so a retry cannot find a just-accepted upload by its
     tag. Instead each attempt *records* what it is about to send — its idempotency tag
-    (``airflow-<hash>`` of dag, task, run, map index and source, also sent as a tag), the size and
+    (``airflow-<hash>`` of dag, task, run, map index and source — an http(s) source without its
+    query string, which a presigned URL changes on every try — also sent as a tag), the size and
     the time it started — before sending, and the ``video_no`` as soon as the answer arrives. The
     record lives in the task state store on Airflow >= 3.3 and in an Airflow Variable
     ``memories_upload_attempt__<tag>`` before (deleted when the task succeeds). A later attempt of

@@ -583,3 +583,27 @@ def test_a_source_resized_after_a_lost_answer_is_uploaded_again_not_taken_for_th
     videos = {v["video_no"]: v for v in held.control.videos()}
     assert videos[video_no]["size"] == len(longer)
     assert held.control.count("upload") == 2
+
+
+def test_a_presigned_url_signed_anew_for_the_retry_still_finds_the_lost_upload(
+    held: Any, video: Path, after_first_look: Any
+) -> None:
+    # A presigned source rendered at run time carries a new date and signature on every try. The
+    # idempotency tag hashed the whole URI: the retry's tag was another one, so it found neither the
+    # record of the lost upload (kept under the old tag) nor the video (tagged with the old tag),
+    # and paid for the same file again.
+    def presigned(base: str, when: str, signature: str) -> str:
+        query = f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date={when}&X-Amz-Expires=900"
+        query += f"&X-Amz-Signature={signature}"
+        return f"{base}/clip.mp4?{query}"
+
+    with LocalServer(folder_handler(video.parent)) as server:
+        store = Store()
+        held.control.inject_fault("upload_url", "accept_then_drop")
+        with pytest.raises(MemoriesConnectionError):
+            attempt(store, source=presigned(server.url, "20260101T000000Z", "a" * 64))
+        [earlier] = held.control.videos()
+        after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
+        video_no, _ = attempt(store, 2, source=presigned(server.url, "20260101T001500Z", "b" * 64))
+    assert video_no == earlier["video_no"]
+    assert held.control.count("upload_url") == 1
