@@ -26,15 +26,20 @@ def could_be_ours(video: Video, record: AttemptRecord) -> bool:
 
     It must have been created after the upload started (less :data:`CLOCK_SKEW_MS`) and, when
     the record knows the size, be exactly that size. A video without ``create_time`` or ``size``
-    cannot be ruled out.
+    cannot be ruled out. (A listed video whose tags hold the record's is ours by those alone, of
+    the same size: see :func:`judge`.)
     """
     too_early = (
         record.started_ms is not None
         and video.create_time is not None
         and video.create_time < record.started_ms - CLOCK_SKEW_MS
     )
-    other_size = record.size is not None and video.size is not None and video.size != record.size
-    return not too_early and not other_size
+    return not too_early and not _other_size(video, record)
+
+
+def _other_size(video: Video, record: AttemptRecord) -> bool:
+    """Whether ``video`` and the upload ``record`` describes have sizes, and they differ."""
+    return record.size is not None and video.size is not None and video.size != record.size
 
 
 @dataclass
@@ -67,9 +72,15 @@ def judge(listed: Iterable[Video], record: AttemptRecord, confirm: Callable[[str
     """
     verdict = Verdict()
     for video in listed:
+        tags = video.tags
+        if record.tag in tags and not _other_size(video, record):
+            # Our tag proves it, whenever the clocks say it was made (a worker's clock may run
+            # ahead of the service's by more than CLOCK_SKEW_MS).
+            if verdict.ours is None or _older(video, verdict.ours):
+                verdict.ours = video
+            continue
         if not could_be_ours(video, record):
             continue
-        tags = video.tags
         if not tags and video.status is VideoStatus.PARSE:
             try:
                 video = confirm(video.video_no)

@@ -139,7 +139,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     * finds an answered record: reuses that video (one ``get_metadata``);
     * finds an unanswered one (the earlier attempt's body went out, the answer never came): lists
       the scope and takes as candidates the videos of the same size created after that attempt
-      started (less 5 minutes for the service's clock). A candidate whose tags hold ours is reused;
+      started (less 5 minutes for the service's clock). A video of that size whose tags hold ours
+      is reused, whenever it was created (clocks may differ by more);
       one whose tags are someone else's is ignored; one still ``UNPARSE`` cannot be told apart
       yet, so the attempt waits — deferred, on the status trigger, when ``deferrable`` — until it
       is parsed, for at most ``timeout`` seconds. A candidate whose tags can never be read (it

@@ -607,3 +607,25 @@ def test_a_presigned_url_signed_anew_for_the_retry_still_finds_the_lost_upload(
         video_no, _ = attempt(store, 2, source=presigned(server.url, "20260101T001500Z", "b" * 64))
     assert video_no == earlier["video_no"]
     assert held.control.count("upload_url") == 1
+
+
+def test_a_video_carrying_our_tag_is_ours_whatever_the_clocks_say(held: Any, video: Path) -> None:
+    # The worker's clock ran 10 minutes ahead of the service's (more than CLOCK_SKEW_MS): the earlier
+    # upload's create_time falls before the recorded start less the skew. It was ruled out as a
+    # candidate before its tags were read, although they prove it is ours: the retry paid again.
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    held.control.set_status(earlier["video_no"], "PARSE")
+    store["memories_video_no"]["started_ms"] += 2 * CLOCK_SKEW_MS
+    video_no, ti = attempt(store, 2, source=str(video))
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert held.control.count("upload") == 1
+
+
+def test_judge_takes_a_tagged_video_of_our_size_whenever_it_was_created() -> None:
+    record = AttemptRecord(tag="airflow-x", size=10, started_ms=1_000_000)
+    early = _video("VI1", status="PARSE", tags=["airflow-x"], create_time=1_000_000 - 2 * CLOCK_SKEW_MS)
+    resized = _video("VI2", status="PARSE", tags=["airflow-x"], size=11)  # an older version of the file
+    verdict = judge([resized, early], record, lambda v: _video(v))
+    assert verdict.ours == early and not verdict.foreign
