@@ -146,16 +146,20 @@ def http_size(uri: str, params: dict[str, Any]) -> int | None:
         "timeout": params.get("timeout"),
         "auth": (params["user"], params.get("password") or "") if params.get("user") else None,
     }
+    # The length of the bytes themselves: requests accepts gzip by default, and a server that
+    # compresses would give the compressed length, which neither the stream read (smart-open asks
+    # for ``identity``) nor the file the service fetches has. The user's own headers win.
+    asked = {"Accept-Encoding": "identity", **(params.get("headers") or {})}
     failure: requests.RequestException
     try:
-        response = requests.head(uri, headers=params.get("headers"), **request)
+        response = requests.head(uri, headers=asked, **request)
         _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
         length = _digits(response.headers.get("Content-Length"))
         if response.status_code < 400 and length is not None:
             return length
         # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
         # (405) or omit its length: ask for the first byte and read the total from Content-Range.
-        headers = {**(params.get("headers") or {}), "Range": "bytes=0-0"}
+        headers = {**asked, "Range": "bytes=0-0"}
         with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
             answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
             _check_http(uri, ranged.status_code, answers, refusable=False)

@@ -9,13 +9,14 @@ in-memory task state store; ``test_upload_dag.py`` runs the same stories through
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
-from local_http import LocalServer, folder_handler
+from local_http import LocalServer, QuietHandler, folder_handler
 from test_upload import VIDEO, Store, _TaskInstance
 
 from memories_provider.client import (
@@ -378,13 +379,13 @@ def test_url_upload_lost_answer_is_found_by_the_size_the_url_reported(
         _url_upload_story(held, f"{server.url}/clip.mp4", after_first_look)
 
 
-def _url_upload_story(held: Any, url: str, after_first_look: Any) -> None:
+def _url_upload_story(held: Any, url: str, after_first_look: Any, earlier_videos: int = 0) -> None:
     store = Store()
     held.control.inject_fault("upload_url", "accept_then_drop")
     with pytest.raises(MemoriesConnectionError):
         attempt(store, source=url)
     assert store["memories_video_no"]["size"] == len(VIDEO)  # from HEAD
-    [earlier] = held.control.videos()
+    earlier = held.control.videos()[earlier_videos]
     after_first_look(lambda: held.control.set_status(earlier["video_no"], "PARSE"))
     video_no, _ = attempt(store, 2, source=url)
     assert video_no == earlier["video_no"] and held.control.count("upload_url") == 1
@@ -629,3 +630,41 @@ def test_judge_takes_a_tagged_video_of_our_size_whenever_it_was_created() -> Non
     resized = _video("VI2", status="PARSE", tags=["airflow-x"], size=11)  # an older version of the file
     verdict = judge([resized, early], record, lambda v: _video(v))
     assert verdict.ours == early and not verdict.foreign
+
+
+class _Gzipping(QuietHandler):
+    """Serves VIDEO gzip-encoded to a client that accepts gzip (as some application servers do for
+    any content type), as it is to one that asks for ``identity``."""
+
+    def _answer(self, with_body: bool) -> None:
+        encoded = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        body = gzip.compress(VIDEO) if encoded else VIDEO
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        if encoded:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(False)
+
+    def do_GET(self) -> None:
+        self._answer(True)
+
+
+def test_an_http_source_is_sized_by_its_bytes_not_by_a_compressed_answer(
+    held: Any, after_first_look: Any
+) -> None:
+    # The size probe's HEAD accepted gzip, so a server that compresses answered with the length of
+    # the compressed body. Streamed (stream_http), the file then read longer than its size and
+    # every try failed; fetched by the service (upload_url), the record held a size no video has,
+    # so after a lost answer the retry found no candidate and uploaded (paid) again.
+    with LocalServer(_Gzipping) as server:
+        url = f"{server.url}/clip.mp4"
+        video_no, _ = attempt(Store(), source=url, stream_http=True)
+        assert [v["size"] for v in held.control.videos() if v["video_no"] == video_no] == [len(VIDEO)]
+        held.control.set_status(video_no, "PARSE")  # its tag shows it is not the URL upload's
+        _url_upload_story(held, f"{server.url}/fetched/clip.mp4", after_first_look, earlier_videos=1)
