@@ -135,8 +135,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         video that the service has changed since is replaced; anything else there (no record,
         another source, bytes changed since) fails the task before any download. ``True``:
         download and replace atomically, except on a retry the file an earlier try of this task
-        instance committed (its record names this task instance, and the service reports the source
-        unchanged): that try failed after its commit, and downloading again would bill it twice.
+        instance committed since it was last cleared (its record says so, and the service reports
+        the source unchanged): that try failed after its commit, and downloading again would bill
+        it twice. A clear downloads again.
     :param verify_size: also check the body against the size ``get_metadata`` reports for a video
         (the only check of a body sent without ``Content-Length``).
     :param checksum: ``"sha256"`` (computed while streaming, and kept in the local/SFTP record so
@@ -213,7 +214,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             transport = resolve_transport(
                 destination, conn_id=self.destination_conn_id, transport_params=self.transport_params
             )
-            writer, retry = _writer_of(context)
+            writer, retry = _writer_of(context, self.retries or 0)
             # The destination is proven writable here, before anything is asked of the service.
             found = self._survey(destination, transport, source, look_for_own=retry and writer is not None)
             self._source = source
@@ -539,20 +540,35 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-def _writer_of(context: Any) -> tuple[str | None, bool]:
-    """This task instance's mark (None outside a task), and whether an earlier try of it ran."""
+def _writer_of(context: Any, retries: int) -> tuple[str | None, bool]:
+    """This task instance's mark (None outside a task, or when Airflow does not say since which try
+    it runs), and whether an earlier try ran since it was last cleared.
+
+    A clear sets ``max_tries`` to the last try plus ``retries``, so the first try since then is
+    ``max_tries - retries + 1`` (Airflow's own reckoning): a retry shares its mark, a clear does not.
+    """
     ti = context.get("ti") if hasattr(context, "get") else None
-    if ti is None:
+    try_number = getattr(ti, "try_number", None)
+    max_tries = getattr(ti, "max_tries", None)
+    if not (_count(try_number) and _count(max_tries) and _count(retries)):
         return None, False
+    assert isinstance(try_number, int) and isinstance(max_tries, int)
+    first_try = max(max_tries - retries + 1, 1)
+    if try_number < first_try:
+        return None, False  # not Airflow's reckoning: no mark rather than a wrong one
     map_index = getattr(ti, "map_index", None)
     mark = writer_mark(
         str(getattr(ti, "dag_id", "")),
         str(getattr(ti, "task_id", "")),
         str(getattr(ti, "run_id", "")),
         -1 if map_index is None else int(map_index),
+        first_try,
     )
-    try_number = getattr(ti, "try_number", None)
-    return mark, isinstance(try_number, int) and try_number > 1
+    return mark, try_number > first_try
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _holds_the_same(there: Existing, ours: Provenance, transport: ResolvedTransport) -> bool:

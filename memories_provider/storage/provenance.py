@@ -50,8 +50,8 @@ class Provenance:
     :param size: the file's size in bytes (the expected size when the writer starts, if known).
     :param sha256: the file's sha256 (hex), once known; object stores do not keep it (their
         metadata is fixed before the first byte).
-    :param writer: which task instance wrote it (:func:`writer_mark`), when one did: a retry of
-        that task instance finds the download an earlier try committed before failing.
+    :param writer: which task instance wrote it, and since which clear (:func:`writer_mark`), when
+        one did: a retry finds the download an earlier try committed before failing.
     """
 
     source: str
@@ -108,9 +108,10 @@ class Provenance:
         return record, {str(k): int(v) for k, v in stat.items() if isinstance(v, int)}
 
 
-def writer_mark(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
-    """A task instance's mark in the records it writes: the same on every try, unique otherwise."""
-    who = "\0".join((dag_id, task_id, run_id, str(map_index)))
+def writer_mark(dag_id: str, task_id: str, run_id: str, map_index: int, first_try: int) -> str:
+    """A task instance's mark in the records it writes: the same on every retry since ``first_try``
+    (the first try since it was last cleared), another after a clear, unique otherwise."""
+    who = "\0".join((dag_id, task_id, run_id, str(map_index), str(first_try)))
     return "ti-" + hashlib.sha256(who.encode()).hexdigest()[:40]
 
 

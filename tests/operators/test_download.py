@@ -737,3 +737,32 @@ def test_openlineage_names_the_video_in_the_connections_scope_as_the_upload_oper
     (uploaded,) = upload.get_openlineage_facets_on_complete(ti).outputs
     # The same scope, named the same way: the download's input and the upload's output line up.
     assert (uploaded.namespace, uploaded.name) == (downloaded.namespace, f"video/team-a/{uploaded_no}")
+
+
+class _Try:
+    """The task instance Airflow hands a try: ``max_tries`` as a clear leaves it (the last try plus
+    ``retries``), so ``max_tries - retries + 1`` is the first try since the clear."""
+
+    def __init__(self, try_number: int, max_tries: int) -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index = "dag", "download", "run-1", -1
+        self.try_number, self.max_tries = try_number, max_tries
+
+
+def test_overwrite_keeps_a_retrys_own_file_but_a_clear_downloads_again(
+    emu: Any, upload: Any, tmp_path: Path
+) -> None:
+    # The documented way to force a fresh copy (bytes replaced service-side under the same facts)
+    # is overwrite=True: a clear of the very task instance that wrote the file must still download.
+    video_no = upload()
+    target = str(tmp_path / "v.mp4")
+
+    def execute(ti: _Try, overwrite: bool) -> dict[str, Any]:
+        op = MemoriesDownloadOperator(
+            task_id="download", video_no=video_no, destination=target, overwrite=overwrite, retries=1
+        )
+        return dict(op.execute({"ti": ti}))
+
+    assert execute(_Try(1, max_tries=1), overwrite=False)["skipped"] is False  # written by try 1
+    assert execute(_Try(2, max_tries=2), overwrite=True)["skipped"] is False  # cleared: try 2 is first
+    assert execute(_Try(3, max_tries=2), overwrite=True)["skipped"] is True  # a retry of try 2: its file
+    assert emu.control.count("download") == 2
