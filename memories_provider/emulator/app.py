@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from memories_provider.emulator.config import ENDPOINTS, EmulatorConfig, check_config, resolve_rate_limits
 from memories_provider.emulator.faults import (
@@ -831,12 +832,12 @@ class Emulator:
         if not request.content_type.startswith("multipart/form-data"):
             raise bad("upload: body must be multipart/form-data with a 'file' part")
         self._check_upload_allowed()
-        reader = await request.multipart()
         fields: dict[str, list[str]] = {}
         sink: _Sink | None = None
         filename = content_type = ""
         error: ApiError | None = None
         try:
+            reader = await request.multipart()
             while True:
                 part = await reader.next()
                 if part is None:
@@ -886,6 +887,12 @@ class Emulator:
                 entry["ignored_fields"] = ignored
             video = await self._store_video(sink, filename, content_type, meta, None)
             sink = None
+        except (ValueError, BadHttpMessage) as exc:
+            # Only the multipart reader raises these here: a body that is not the multipart it says
+            # it is (no boundary parameter, no opening or closing boundary). The client's mistake,
+            # answered 0001 like any other bad request, not an HTTP 500.
+            self._refund(self.config.upload_cost)
+            raise bad(f"upload: malformed multipart/form-data body ({exc})") from None
         except BaseException:
             self._refund(self.config.upload_cost)
             raise

@@ -103,6 +103,30 @@ def test_not_multipart(api):
     _bad(api, api.v1("POST", "upload", data={"unique_id": "x"}), "multipart/form-data")
 
 
+_FILE_PART = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+    b"Content-Type: video/mp4\r\n\r\nvideo-bytes\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", _FILE_PART + b"--b--\r\n"),  # no boundary parameter
+        ("multipart/form-data; boundary=b", b"not multipart at all"),  # no opening boundary
+        ("multipart/form-data; boundary=b", _FILE_PART),  # no closing boundary
+        ("multipart/form-data; boundary=b", _FILE_PART[:-2]),  # the file part cut short
+    ],
+)
+def test_malformed_multipart_is_a_bad_request_not_a_500(api, memories_emulator, content_type, body):
+    memories_emulator.control.configure(credits=1.0)
+    resp = api.v1("POST", "upload", data=body, headers={"Content-Type": content_type})
+    _bad(api, resp, "upload", "malformed multipart/form-data")
+    assert memories_emulator.control.videos() == []
+    assert memories_emulator.control.config()["balance"] == 1.0  # the upload's cost is given back
+    assert not list((memories_emulator.data_dir / "files").iterdir())  # no partial file left
+
+
 def test_two_file_parts(api):
     files = [
         ("file", ("a.mp4", io.BytesIO(b"1"), "video/mp4")),
@@ -136,6 +160,8 @@ def test_default_size_cap_is_3_gb_read_strictly(memories_emulator):
         ({"datetime_taken": "2024-05-01T10:11:12"}, ["datetime_taken", "yyyy-MM-dd HH:mm:ss"]),
         ({"datetime_taken": "2024-13-01 10:11:12"}, ["datetime_taken"]),
         ({"datetime_taken": "2024-5-1 10:11:12"}, ["datetime_taken"]),
+        # Full-width digits: not yyyy-MM-dd HH:mm:ss, though \\d and strptime both take them.
+        ({"datetime_taken": "\uff12\uff10\uff12\uff14-05-01 10:11:12"}, ["datetime_taken"]),
         ({"camera_model": "m" * 201}, ["camera_model", "200"]),
         ({"latitude": "north"}, ["latitude", "decimal"]),
         # "decimal numbers (sent as form strings)": not an exponent form, nor Python's "1_0".
