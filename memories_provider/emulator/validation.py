@@ -19,8 +19,9 @@ MAX_CALLBACK = 299
 MAX_CAMERA_MODEL = 200
 MAX_TAGS = 20
 MAX_DELETE = 100
-_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-_VIDEO_NO_RE = re.compile(r"^VI\d{18}$")
+#: ASCII digits only: ``\d`` alone also takes full-width digits (U+FF10..), and so does strptime.
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
+_VIDEO_NO_RE = re.compile(r"VI[0-9]{18}")
 _TAG_INDEX_RE = re.compile(r"^tags\[(\d+)\]$")
 _DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
@@ -114,7 +115,7 @@ def upload_metadata(fields: dict[str, list[str]]) -> dict[str, Any]:
     meta["datetime_taken"] = None
     if taken is not None:
         try:
-            if not _DATETIME_RE.match(taken):
+            if not _DATETIME_RE.fullmatch(taken):
                 raise ValueError
             parsed = datetime.strptime(taken, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
         except ValueError:
@@ -187,15 +188,16 @@ def check_video_no(value: Any, name: str = "video_no") -> str:
     """A required ``VI`` + 18 digits id."""
     if value is None or value == "":
         raise bad(f"{name}: required")
-    if not isinstance(value, str) or not _VIDEO_NO_RE.match(value):
+    if not isinstance(value, str) or not _VIDEO_NO_RE.fullmatch(value):
         raise bad(f"{name}: must be 'VI' followed by 18 digits, got {value!r}")
     return value
 
 
 def _int(body: dict[str, Any], name: str, default: int | None, minimum: int | None) -> int | None:
-    value = body.get(name, default)
+    # An explicit null is the field left out, as for every other list_videos field.
+    value = body.get(name)
     if value is None:
-        return None
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(f"{name}: must be an integer, got {value!r}")
     if minimum is not None and value < minimum:

@@ -206,6 +206,29 @@ def test_list_rules(api, body, words):
     assert all(w in msg for w in words), msg
 
 
+def test_list_null_page_and_size_are_the_defaults(api):
+    # An explicit null is the field left out, as for the filters; it was an HTTP 500 (None * int).
+    for i in range(3):
+        api.upload(f"v{i}.mp4")
+    resp = api.v1("POST", "list_videos", json={"page": None, "size": None, "datetime_taken": None})
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert (data["current_page"], data["page_size"], data["total_count"]) == (1, 20, 3)
+
+
+@pytest.mark.parametrize(
+    "video_no",
+    [
+        "VI" + "\uff11" * 18,  # full-width digits: \\d matches them
+        "VI" + "1" * 18 + "\n",  # $ matched before a trailing line break
+    ],
+)
+def test_video_no_is_vi_and_18_ascii_digits(api, video_no):
+    status, code, msg = api.error(api.v1("GET", "get_metadata", params={"video_no": video_no}))
+    assert (status, code) == (200, "0001")
+    assert "18 digits" in msg, msg
+
+
 def test_list_rejects_malformed_json(api):
     resp = api.v1("POST", "list_videos", data=b"{nope", headers={"Content-Type": "application/json"})
     assert api.error(resp)[1:] == ("0001", "body: not valid JSON")
