@@ -945,11 +945,15 @@ class Emulator:
                         raise bad(f"url: did not return a video (Content-Type {ctype or 'none'!r})")
                     check_filename(filename)
                     ctype = "video/mp4"
-                sink = _Sink(self.files_dir, self.config.max_upload_bytes)
+                cap = min(self.config.max_upload_bytes, self.config.max_url_upload_bytes)
+                sink = _Sink(self.files_dir, cap)
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     await sink.feed(chunk)
                     if sink.too_big:
-                        raise bad(f"url: the file is larger than {self.config.max_upload_bytes} bytes")
+                        raise bad(
+                            f"url: the file is larger than {cap} bytes, the most a URL upload may be "
+                            "without special permission; upload the file itself instead"
+                        )
             if sink.size == 0:
                 raise bad("url: the file is empty")
             video = await self._store_video(sink, filename, ctype, meta, url)

@@ -47,6 +47,9 @@ SPEC_RATE_LIMITS: dict[str, tuple[int, float]] = {
 #: other GB ($0.12/GB of downloads) is decimal. Read as GiB, files of 3.0-3.22 * 10**9 bytes would
 #: pass here and be streamed in full to a service that may refuse them.
 DEFAULT_MAX_UPLOAD_BYTES = 3 * 10**9
+#: "One doc edition caps URL uploads at 1 GB without special permission": the strict reading again
+#: (decimal GB), as the service may refuse a bigger file fetched through ``upload_url``.
+DEFAULT_MAX_URL_UPLOAD_BYTES = 10**9
 
 
 @dataclass
@@ -64,6 +67,8 @@ class EmulatorConfig:
     :param fail_pattern: regex searched in the original filename; matches end ``FAILED`` with a cause.
     :param retry_after: seconds sent as ``Retry-After`` with injected ``code_0429``/``http_429`` faults.
     :param max_upload_bytes: largest accepted upload.
+    :param max_url_upload_bytes: largest file ``upload_url`` accepts (1 GB: the edition that caps URL
+        uploads without special permission; the smaller of this and ``max_upload_bytes`` applies).
     :param callback_on_upload: also POST the callback with ``UNPARSE`` right after an upload is accepted
         (the docs say callbacks may come more than once; receivers must be idempotent).
     :param account_disabled: answer every API call with ``0403`` (account disabled).
@@ -101,6 +106,7 @@ class EmulatorConfig:
     fail_pattern: str | None = None
     retry_after: float | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_url_upload_bytes: int = DEFAULT_MAX_URL_UPLOAD_BYTES
     callback_on_upload: bool = False
     account_disabled: bool = False
     permission_denied: list[str] = field(default_factory=list)
@@ -148,6 +154,7 @@ _AMOUNTS = {
 _COUNTS = {
     "indexing_cap": (0, True),
     "max_upload_bytes": (1, False),
+    "max_url_upload_bytes": (1, False),
     "max_page_size": (1, True),
     "index_segments": (0, False),
 }

@@ -230,6 +230,25 @@ def test_upload_url_rules(api, data, words):
     _bad(api, api.v1("POST", "upload_url", data=data), *words)
 
 
+def test_upload_url_is_capped_at_1_gb_by_default(api, memories_emulator):
+    # Spec: one edition caps URL uploads at 1 GB without special permission; the emulator is strict
+    # (it took URL uploads up to the 3 GB file cap, so a client never met the refusal).
+    assert memories_emulator.control.config()["max_url_upload_bytes"] == 10**9
+    memories_emulator.control.configure(max_url_upload_bytes=1000)
+    control = memories_emulator.control
+    small = control.add_asset(b"v" * 1000, "small.mp4", content_type="video/mp4")
+    big = control.add_asset(b"v" * 1001, "big.mp4", content_type="video/mp4")
+    assert (
+        api.v1("POST", "upload_url", data={"url": control.public_url(small["asset_id"])}).json()["code"]
+        == "0000"
+    )
+    resp = api.v1("POST", "upload_url", data={"url": control.public_url(big["asset_id"])})
+    _bad(api, resp, "url", "larger than 1000 bytes", "upload the file itself")
+    assert [v["filename"] for v in control.videos()] == ["small.mp4"]
+    # The file upload keeps its own, bigger cap.
+    assert api.upload("direct.mp4", b"v" * 1001)["videoNo"]
+
+
 def test_upload_url_needs_form_encoding(api):
     _bad(api, api.v1("POST", "upload_url", json={"url": "http://x/a.mp4"}), "x-www-form-urlencoded")
 
