@@ -261,6 +261,21 @@ def check_blob(blob: Any) -> str:
     return blob
 
 
+def check_unique_id(unique_id: Any) -> str | None:
+    """``unique_id`` as sent: ``None`` (the service's ``default``) or a non-empty string.
+
+    Spec: "non-empty if sent"; the service refuses ``""`` after the request, which for a list or a
+    download is a call spent on the rate limit.
+
+    :raises MemoriesInvalidArgumentError: naming ``unique_id`` and the rule.
+    """
+    if unique_id is not None and (not isinstance(unique_id, str) or not unique_id.strip()):
+        raise MemoriesInvalidArgumentError(
+            f"`unique_id` must be a non-empty string when given, got {unique_id!r}"
+        )
+    return unique_id
+
+
 # --------------------------------------------------------------------------- request builders
 
 
@@ -336,7 +351,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
 def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
     """``GET {v1}/get_metadata?video_no=&unique_id=``."""
     check_id("video_no", video_no)
-    query = _query([("video_no", video_no), ("unique_id", unique_id)])
+    query = _query([("video_no", video_no), ("unique_id", check_unique_id(unique_id))])
     return RequestSpec(GET_METADATA, "GET", f"{base_url}/get_metadata?{query}")
 
 
@@ -378,19 +393,50 @@ def list_videos_request(
     unknown = [name for name in filters if name not in VIDEO_FILTERS]
     if unknown:
         raise TypeError(f"list_videos() got an unexpected keyword argument {unknown[0]!r}")
-    if page < 1 or size < 1:
-        raise ValueError("page and size must be positive")
+    for name, number in (("page", page), ("size", size)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise MemoriesInvalidArgumentError(f"`{name}` must be an integer >= 1, got {number!r}")
     optional: dict[str, Any] = {name: filters.get(name) for name in VIDEO_FILTERS}
     if (optional["latitude"] is None) != (optional["longitude"] is None):
-        raise ValueError("latitude and longitude must be given together")
+        raise MemoriesInvalidArgumentError("`latitude` and `longitude` must be given together")
     if isinstance(optional["video_nos"], str):
         optional["video_nos"] = [optional["video_nos"]]  # one id, as delete_videos takes it
     elif optional["video_nos"] is not None:
         optional["video_nos"] = list(optional["video_nos"])
     optional["status"] = getattr(optional["status"], "value", optional["status"])
+    _check_filters(optional)
     body: dict[str, Any] = {"page": page, "size": size}
     body.update({k: v for k, v in optional.items() if v is not None})
     return RequestSpec(LIST_VIDEOS, "POST", f"{base_url}/list_videos", json_body=body)
+
+
+def _check_filters(filters: dict[str, Any]) -> None:
+    """The ``list_videos`` filters' types, checked before the request: the body is JSON, so a wrong
+    type (or a NaN, which is not JSON at all) would be refused by the service after a call spent.
+
+    :raises MemoriesInvalidArgumentError: naming the filter and its rule.
+    """
+    check_unique_id(filters["unique_id"])
+    for name in ("video_name", "video_no", "status", "camera_model", "tag"):
+        value = filters[name]
+        if value is not None and not isinstance(value, str):
+            raise MemoriesInvalidArgumentError(f"`{name}` must be a string, got {value!r}")
+    nos = filters["video_nos"]
+    if nos is not None and not all(isinstance(n, str) and n.strip() for n in nos):
+        raise MemoriesInvalidArgumentError(f"`video_nos` must hold non-empty id strings, got {nos!r}")
+    taken = filters["datetime_taken"]
+    if taken is not None and (isinstance(taken, bool) or not isinstance(taken, int)):
+        raise MemoriesInvalidArgumentError(f"`datetime_taken` must be an integer (epoch ms), got {taken!r}")
+    for name, bound in (("latitude", 90.0), ("longitude", 180.0)):
+        value = filters[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MemoriesInvalidArgumentError(f"`{name}` must be a number, got {value!r}")
+        if not math.isfinite(value) or abs(value) > bound:
+            raise MemoriesInvalidArgumentError(
+                f"`{name}` must be between -{bound:g} and {bound:g}, got {value!r}"
+            )
 
 
 def list_unique_ids_request(base_url: str) -> RequestSpec:
@@ -408,7 +454,7 @@ def delete_batches(video_nos: Iterable[str]) -> list[list[str]]:
 
 def delete_videos_request(base_url: str, video_nos: Sequence[str], unique_id: str | None) -> RequestSpec:
     """``POST {v1}/delete_videos?unique_id=`` with a raw JSON array (idempotent per the current docs)."""
-    query = _query([("unique_id", unique_id)])
+    query = _query([("unique_id", check_unique_id(unique_id))])
     url = f"{base_url}/delete_videos" + (f"?{query}" if query else "")
     return RequestSpec(DELETE_VIDEOS, "POST", url, json_body=list(video_nos))
 
@@ -417,8 +463,9 @@ def download_video_request(base_url: str, video_no: str, unique_id: str | None) 
     """A: ``POST {v1}/download`` with JSON ``{video_no, unique_id}``."""
     check_id("video_no", video_no)
     body = {"video_no": video_no}
-    if unique_id is not None:
-        body["unique_id"] = unique_id
+    scope = check_unique_id(unique_id)
+    if scope is not None:
+        body["unique_id"] = scope
     return RequestSpec(DOWNLOAD, "POST", f"{base_url}/download", json_body=body, download=True)
 
 
@@ -460,7 +507,7 @@ def transcript_request(
     check_kind(kind)
     check_id("video_no", video_no)
     endpoint = GET_VIDEO_CAPTION if kind == "visual" else GET_AUDIO_TRANSCRIPTION
-    query = _query([("video_no", video_no), ("unique_id", unique_id)])
+    query = _query([("video_no", video_no), ("unique_id", check_unique_id(unique_id))])
     return RequestSpec(endpoint, "GET", f"{base_url}/{endpoint}?{query}")
 
 

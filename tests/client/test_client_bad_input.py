@@ -53,3 +53,52 @@ async def test_a_refused_url_is_named_without_its_query(client, aclient, memorie
         assert "5ecret5ig" not in str(error) and "AKIAEXAMPLE" not in str(error)
         assert "htps://bucket.s3.example.com/v.mp4?***" in str(error)
     assert memories_emulator.control.count("upload_url") == 0
+
+
+_VNO = "VI" + "1" * 18
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # Each was sent, and refused by the service after a call spent on the 5/s limit (or, for
+        # page="2", a bare TypeError from comparing it with 1; a NaN made the body invalid JSON).
+        ({"page": "2"}, r"`page` must be an integer >= 1, got '2'"),
+        ({"page": True}, r"`page` must be an integer >= 1"),
+        ({"size": 10.5}, r"`size` must be an integer >= 1"),
+        ({"size": 0}, r"`size` must be an integer >= 1"),
+        ({"unique_id": ""}, r"`unique_id` must be a non-empty string"),
+        ({"tag": 5}, r"`tag` must be a string"),
+        ({"status": 1}, r"`status` must be a string"),
+        ({"video_nos": [1]}, r"`video_nos` must hold non-empty id strings"),
+        ({"datetime_taken": "1700000000000"}, r"`datetime_taken` must be an integer \(epoch ms\)"),
+        ({"latitude": "1", "longitude": 2.0}, r"`latitude` must be a number"),
+        ({"latitude": float("nan"), "longitude": 2.0}, r"`latitude` must be between -90 and 90"),
+        ({"latitude": 1.0, "longitude": 181}, r"`longitude` must be between -180 and 180"),
+        ({"latitude": 1.0}, r"`latitude` and `longitude` must be given together"),
+    ],
+)
+async def test_bad_list_filters_are_refused_before_they_are_sent(
+    client, aclient, memories_emulator, kwargs, match
+):
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        client.list_videos(**kwargs)
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        await aclient.list_videos(**kwargs)
+    assert memories_emulator.control.count("list_videos") == 0
+
+
+async def test_an_empty_unique_id_is_refused_before_it_is_sent(client, aclient, memories_emulator):
+    # Spec: unique_id is "non-empty if sent"; each of these sent "" and met the service's refusal.
+    calls = [
+        ("get_metadata", lambda c: c.get_video(_VNO, unique_id="")),
+        ("delete_videos", lambda c: c.delete_videos([_VNO], unique_id="")),
+        ("get_audio_transcription", lambda c: c.get_audio_transcription(_VNO, unique_id=" ")),
+        ("download", lambda c: c.download_video(_VNO, unique_id="")),
+    ]
+    for endpoint, call in calls:
+        with pytest.raises(MemoriesInvalidArgumentError, match="`unique_id` must be a non-empty string"):
+            call(client)
+        with pytest.raises(MemoriesInvalidArgumentError, match="`unique_id` must be a non-empty string"):
+            await call(aclient)
+        assert memories_emulator.control.count(endpoint) == 0, endpoint
