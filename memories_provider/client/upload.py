@@ -49,6 +49,11 @@ class VideoUpload:
                 "`content_type` must be one line of printable ASCII (a media type such as "
                 f"'video/mp4'), got {self.content_type!r}"
             )
+        if self.content_type:
+            # The media type in lowercase (its case means nothing by RFC, but the service's rule is
+            # "starts with video/"), its parameters as given.
+            media, sep, params = self.content_type.strip().partition(";")
+            object.__setattr__(self, "content_type", media.strip().lower() + sep + params)
         if self.progress is not None and not callable(self.progress):
             raise TypeError("`progress` must be callable (it is called with the bytes sent so far)")
 

@@ -73,8 +73,10 @@ def check_filename(filename: str | None) -> str:
 
 
 def check_video_content_type(content_type: str | None) -> str:
-    """The file part's Content-Type must start with ``video/``."""
-    if not content_type or not content_type.lower().startswith("video/"):
+    """The file part's Content-Type must start with ``video/``: read to the letter, lowercase (media
+    types are case-insensitive by RFC, but the spec's rule is a prefix, and a service comparing it
+    as one refuses ``Video/MP4``)."""
+    if not content_type or not content_type.startswith("video/"):
         raise bad(f"file: Content-Type must start with 'video/', got {content_type or 'none'!r}")
     return content_type
 

@@ -171,4 +171,8 @@ def test_a_content_type_override_that_is_not_video_is_refused_before_any_request
     with pytest.raises(MemoriesInvalidArgumentError, match=r"^`content_type`"):
         client.upload_video(path, content_type=content_type)
     assert memories_emulator.control.request_log() == []
-    client.upload_video(path, content_type="Video/MP4")  # "start with": case is not the point
+    # Sent as "video/mp4": the media type's case means nothing by RFC, but the service's rule is a
+    # prefix, and the emulator (strict) now refuses "Video/MP4" as such a service would.
+    client.upload_video(path, content_type=" Video/MP4; codecs=avc1")
+    (stored,) = memories_emulator.control.videos()
+    assert stored["content_type"] == "video/mp4; codecs=avc1"

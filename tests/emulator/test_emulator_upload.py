@@ -86,6 +86,8 @@ def _bad(api, resp, *words):
         ("clip.txt", "video/mp4", b"x", ["file", "clip.txt", ".mp4"]),
         ("clip", "video/mp4", b"x", ["file", "extension"]),
         ("clip.mp4", "application/octet-stream", b"x", ["Content-Type", "video/"]),
+        # "must start with video/", read to the letter: case-sensitive.
+        ("clip.mp4", "Video/MP4", b"x", ["Content-Type", "video/", "Video/MP4"]),
         ("clip.mp4", "video/mp4", b"", ["file", "empty"]),
     ],
 )
