@@ -90,9 +90,20 @@ class JsonReply:
 
 @dataclass
 class FileReply:
-    """A file answer (a download) before faults are applied."""
+    """A file answer (a download) before faults are applied.
+
+    :param disposition: whether to send ``Content-Disposition`` (the spec: "may be absent on A").
+    """
 
     asset: Asset
+    disposition: bool = True
+
+    def headers(self) -> dict[str, str]:
+        """``Content-Type`` and, unless left out, ``Content-Disposition`` with the original name."""
+        headers = {"Content-Type": self.asset.content_type}
+        if self.disposition:
+            headers["Content-Disposition"] = content_disposition(self.asset.filename)
+        return headers
 
 
 Reply = JsonReply | FileReply
@@ -544,10 +555,7 @@ class Emulator:
         if not isinstance(reply, FileReply):  # the request failed: its error, unchanged
             return await self._render(request, reply, None, entry)
         asset = reply.asset
-        headers = {
-            "Content-Type": asset.content_type,
-            "Content-Disposition": content_disposition(asset.filename),
-        }
+        headers = reply.headers()
         if fault.kind == "empty_body":
             return self._raw(request, entry, 200, headers, b"")
         after = max(0, min(int(fault.params.get("after", min(asset.size // 2, CHUNK))), asset.size))
@@ -578,10 +586,7 @@ class Emulator:
             return web.Response(body=body, status=reply.status, headers=headers)
         asset = reply.asset
         entry["http_status"] = 200
-        headers = {
-            "Content-Type": asset.content_type,
-            "Content-Disposition": content_disposition(asset.filename),
-        }
+        headers = reply.headers()
         conditional = any(h in request.headers for h in _CONDITIONAL_HEADERS)
         if kind in ("drop_mid_body", "slow_body") or self.config.chunked_downloads or conditional:
             # By hand: the spec documents no Range or conditional requests, so always the whole file.
@@ -1080,9 +1085,9 @@ class Emulator:
         self.blobs.pop((video.asset.bucket, video.asset.blob), None)
         video.asset.path.unlink(missing_ok=True)
 
-    def _download(self, asset: Asset) -> FileReply:
+    def _download(self, asset: Asset, *, disposition: bool = True) -> FileReply:
         self._charge(self.config.download_cost_per_gb * asset.size / 1e9, "download")
-        return FileReply(asset)
+        return FileReply(asset, disposition)
 
     async def download_by_video(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``POST /download`` with ``{"video_no", "unique_id"}`` (A)."""
@@ -1091,7 +1096,8 @@ class Emulator:
             raise bad("body: must be a JSON object with video_no")
         video_no = check_video_no(body.get("video_no"))
         video = self._find_video(video_no, unique_id_value(body.get("unique_id")))
-        return self._download(video.asset)
+        # "Content-Disposition ... (original name; may be absent on A)": the strict pick is absent.
+        return self._download(video.asset, disposition=self.config.video_download_disposition)
 
     async def download_by_blob(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET download?bucket=&blob=`` on v1 (B) and v2 (D)."""

@@ -86,6 +86,9 @@ class EmulatorConfig:
     :param max_page_size: answer ``list_videos`` with at most this many rows a page, whatever
         ``size`` asked for, and report it as ``page_size`` — as an edition with an undocumented cap
         might (the spec documents none: ``None``, the default, caps nothing). For testing clients.
+    :param video_download_disposition: send ``Content-Disposition`` (the original name) with a
+        download by ``video_no`` (A) too. The spec says it "may be absent on A": off by default, so
+        clients meet the file without a name; B, C and D always send it.
     :param index_segments: segments in each index output (captions, transcription) of a parsed video.
     :param segment_seconds: length of each of those segments.
     :param no_audio_pattern: regex searched in the original filename; matching videos have no audio
@@ -113,6 +116,7 @@ class EmulatorConfig:
     echo_requests: bool = False
     metadata_before_parse: bool = False
     max_page_size: int | None = None
+    video_download_disposition: bool = False
     index_segments: int = 3
     segment_seconds: float = 7.0
     no_audio_pattern: str | None = None
@@ -140,6 +144,7 @@ _FLAGS = (
     "account_disabled",
     "echo_requests",
     "metadata_before_parse",
+    "video_download_disposition",
 )
 #: Non-negative numbers, and whether None is allowed.
 _AMOUNTS = {

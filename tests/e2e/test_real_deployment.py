@@ -231,9 +231,10 @@ def test_example_dags_on_a_real_scheduler_and_triggerer(deployment: dict[str, An
     assert rows and {r["video_no"] for r in rows} == {export_video}
     assert {r["kind"] for r in rows} == {"visual", "audio"}
 
-    # Into a folder, the pipeline's file is named after its video: <video_no>.clip.mp4.
+    # Into a folder, the pipeline's file is named after its video: <video_no>.mp4 (a download by
+    # video_no comes without Content-Disposition, as the spec allows: named from its Content-Type).
     (single_video,) = [v["video_no"] for v in emu.control.videos() if v["filename"] == "clip.mp4"]
-    assert sha256_of(single_out / f"{single_video}.clip.mp4") == sha256_of(single)
+    assert sha256_of(single_out / f"{single_video}.mp4") == sha256_of(single)
     for name, data in sources.items():
         assert sha256_of(backfill_out / name) == hashlib.sha256(data).hexdigest()
     for sub in ("conn", "uri"):  # folders too: <asset_id>.canary.mp4

@@ -337,6 +337,21 @@ def test_asset_id_to_folder_uses_content_disposition_after_the_id(emu: Any, tmp_
     assert files_in(tmp_path) == [name]
 
 
+def test_video_no_to_folder_without_content_disposition_is_named_by_id_and_type(
+    emu: Any, upload: Any, tmp_path: Path
+) -> None:
+    # Spec: Content-Disposition "may be absent on A" (the emulator, strict, leaves it out): the
+    # file is then <video_no>.<extension of the Content-Type>, and a second run finds it by id.
+    video_no = upload()
+    result = run(video_no=video_no, destination=f"{tmp_path}/")
+    name = f"{video_no}.mp4"
+    assert result["filename"] == name and result["uri"] == f"{tmp_path}/{name}"
+    assert (tmp_path / name).read_bytes() == VIDEO
+    assert run(video_no=video_no, destination=f"{tmp_path}/")["skipped"] is True
+    assert files_in(tmp_path) == [name]
+    assert emu.control.count("download") == 1
+
+
 @pytest.mark.parametrize("api", ["v2", "v1"])
 def test_bucket_blob_to_local_file(
     api: str, memories_emulator: Any, set_memories_conn: Any, tmp_path: Path

@@ -49,6 +49,8 @@ def sha(data: bytes) -> str:
 def test_same_name_same_size_different_videos_never_share_a_file(
     emu: Any, upload_video: Any, tmp_path: Path
 ) -> None:
+    # Download A names the file ("may be absent on A": the strict emulator leaves it out by default).
+    emu.control.configure(video_download_disposition=True)
     datas = [os.urandom(SIZE) for _ in range(3)]
     video_nos = [upload_video(data, "clip.mp4") for data in datas]
     folder = str(tmp_path / "out") + "/"
@@ -82,6 +84,8 @@ def test_file_destination_holding_another_video_names_both(
 
 def test_a_replaced_video_is_not_skipped_as_the_old_one(emu: Any, upload_video: Any, tmp_path: Path) -> None:
     """The service's way to replace a video: delete it, upload the new file (same name, same size)."""
+    # Download A names the file ("may be absent on A": the strict emulator leaves it out by default).
+    emu.control.configure(video_download_disposition=True)
     old_data, new_data = os.urandom(SIZE), os.urandom(SIZE)
     old = upload_video(old_data, "clip.mp4")
     folder = str(tmp_path) + "/"
@@ -249,6 +253,8 @@ def _results(dagrun: Any) -> list[dict[str, Any]]:
 def test_fifty_videos_ten_sharing_a_name_mapped_into_one_folder_twice(
     emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path
 ) -> None:
+    # Download A names the file ("may be absent on A": the strict emulator leaves it out by default).
+    emu.control.configure(video_download_disposition=True)
     datas = [os.urandom(SIZE) for _ in range(50)]
     names = ["clip.mp4" if i < 10 else f"v{i:02d}.mp4" for i in range(50)]
     video_nos = [upload_video(data, name) for data, name in zip(datas, names, strict=True)]
