@@ -113,10 +113,19 @@ def _number(value: Any) -> float | None:
     return result if math.isfinite(result) else None
 
 
+_INT_TEXT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
 def _int(value: Any) -> int | None:
-    """An int from a JSON number or a numeric string (``"1700000000000"``, ``"12.0"``)."""
+    """An int from a JSON number or a numeric string (``"1700000000000"``, ``"12.0"``).
+
+    A string of digits is read exactly (through a float, ``"9007199254740993"`` would come back as
+    ...992: a size one byte off, which the download's size check would then hold against the file).
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if isinstance(value, str) and _INT_TEXT_RE.fullmatch(text := value.strip()):
+        return int(text)
     number = _number(value)
     return None if number is None else int(number)
 

@@ -116,6 +116,14 @@ def test_video_from_older_string_fields_and_null_cause():
     assert video.cause is None
 
 
+def test_string_integers_are_read_exactly():
+    # Older editions send size and times as strings: past 2**53 a float cannot hold every integer
+    # (size "9007199254740993" was read as ...992).
+    video = Video.from_api({"video_no": "VI3", "size": "9007199254740993", "create_time": " 1700000000001 "})
+    assert (video.size, video.create_time) == (9007199254740993, 1700000000001)
+    assert Video.from_api({"video_no": "VI3", "size": "2048.0"}).size == 2048
+
+
 def test_video_from_camel_case_with_cause():
     video = Video.from_api(
         {"videoNo": "VI3", "videoName": "n", "status": "FAIL", "cause": "codec unsupported"}
