@@ -8,7 +8,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from memories_provider.client.errors import MemoriesInvalidArgumentError
 from memories_provider.client.multipart import file_size
+from memories_provider.client.protocol import MAX_UPLOAD_BYTES
+
+
+def _check_size(size: int, what: str) -> None:
+    """At most 3 GB: a bigger file would be streamed whole, then refused (and the time spent)."""
+    if size > MAX_UPLOAD_BYTES:
+        raise MemoriesInvalidArgumentError(
+            f"`file` {what}has {size} bytes; memories.ai accepts at most {MAX_UPLOAD_BYTES} bytes (3 GB)"
+        )
 
 
 @dataclass
@@ -34,6 +44,7 @@ def open_upload_stream(
             actual = os.fstat(fh.fileno()).st_size if size is None else size
             if actual <= 0:
                 raise ValueError(f"the file to upload is empty: {path}")
+            _check_size(actual, f"{path!r} ")
             yield UploadStream(fh, filename or os.path.basename(path), actual)
         return
     name = filename
@@ -49,4 +60,5 @@ def open_upload_stream(
         raise ValueError("size is required for a file object whose size cannot be determined (not seekable)")
     if size <= 0:
         raise ValueError("the file to upload is empty")
+    _check_size(size, f"{name!r} ")
     yield UploadStream(file, name, size)

@@ -83,6 +83,9 @@ RATE_LIMIT_INTERVAL = {
 DEFAULT_UPLOAD_TIMEOUT = 600.0
 
 MAX_DELETE_BATCH = 100
+#: Largest file ``upload`` accepts: "max 3 GB", read strictly (decimal, 3 * 10**9 bytes, like the
+#: spec's $0.12/GB): a bigger file is refused before it is streamed whole and refused there.
+MAX_UPLOAD_BYTES = 3 * 10**9
 MAX_TAGS = 20
 MAX_CALLBACK_CHARS = 299
 MAX_CAMERA_MODEL_CHARS = 200

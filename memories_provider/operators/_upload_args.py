@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from memories_provider.client.protocol import MAX_UPLOAD_BYTES
 from memories_provider.storage.uris import scheme_family
 from memories_provider.templating import rendered_list
 
-#: Largest file the service accepts: "3 GB", read strictly (decimal, 3 * 10**9 bytes, like the
-#: spec's $0.12/GB): a bigger file is refused here rather than streamed whole and refused there.
-MAX_UPLOAD_BYTES = 3 * 10**9
+# MAX_UPLOAD_BYTES (3 GB) is the client's: one cap, checked by the client for every upload and
+# here, earlier, from the source's stat/HEAD/object metadata.
 #: Largest file one edition of the docs allows through ``upload_url`` without special permission (1 GB).
 URL_UPLOAD_SOFT_LIMIT = 10**9
 IDEMPOTENCY_TAG_PREFIX = "airflow-"

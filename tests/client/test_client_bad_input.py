@@ -3,6 +3,8 @@ rule (against the emulator, which counts the requests it gets)."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from memories_provider.client import MemoriesInvalidArgumentError
@@ -102,3 +104,31 @@ async def test_an_empty_unique_id_is_refused_before_it_is_sent(client, aclient, 
         with pytest.raises(MemoriesInvalidArgumentError, match="`unique_id` must be a non-empty string"):
             await call(aclient)
         assert memories_emulator.control.count(endpoint) == 0, endpoint
+
+
+def _sparse_file_over_3_gb(tmp_path):
+    path = tmp_path / "big.mp4"
+    with open(path, "wb") as fh:  # sparse: no 3 GB written to disk
+        fh.truncate(3 * 10**9 + 1)
+    return path
+
+
+async def test_a_file_over_3_gb_is_refused_before_it_is_sent(client, aclient, memories_emulator, tmp_path):
+    # Spec: "max 3 GB" (read strictly, 3 * 10**9 bytes). The client streamed such a file whole, and
+    # only then did the service refuse it.
+    path = _sparse_file_over_3_gb(tmp_path)
+    match = r"`file` .*big\.mp4.* has 3000000001 bytes; memories.ai accepts at most 3000000000 bytes \(3 GB\)"
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        client.upload_video(path)
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        await aclient.upload_video(path)
+    assert memories_emulator.control.count("upload") == 0
+
+
+def test_a_file_object_over_3_gb_is_refused_before_it_is_sent(client, memories_emulator, tmp_path):
+    path = _sparse_file_over_3_gb(tmp_path)
+    with open(path, "rb") as fh, pytest.raises(MemoriesInvalidArgumentError, match="3000000001 bytes"):
+        client.upload_video(fh)  # its size from fstat
+    with pytest.raises(MemoriesInvalidArgumentError, match="3000000001 bytes"):
+        client.upload_video(io.BytesIO(b"v"), filename="v.mp4", size=3 * 10**9 + 1)  # a declared size
+    assert memories_emulator.control.count("upload") == 0
