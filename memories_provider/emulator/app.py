@@ -274,6 +274,15 @@ def _filename_from_response(resp: aiohttp.ClientResponse, url: str) -> str:
     return os.path.basename(unquote(urlsplit(url).path)) or "video"
 
 
+def query_value(request: web.Request, name: str) -> str | None:
+    """The one value of a query parameter (None when absent); sending it twice is refused, as the
+    form fields are (a Spring ``@RequestParam`` would join both values with a comma, not pick one)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad(f"{name}: sent {len(values)} times; send it once")
+    return values[0] if values else None
+
+
 class Emulator:
     """All state of one emulated account plus the aiohttp application serving it.
 
@@ -986,8 +995,8 @@ class Emulator:
 
     async def get_metadata(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET /get_metadata?video_no=&unique_id=``."""
-        video_no = check_video_no(request.query.get("video_no"))
-        unique_id = unique_id_value(request.query.get("unique_id"))
+        video_no = check_video_no(query_value(request, "video_no"))
+        unique_id = unique_id_value(query_value(request, "unique_id"))
         video = self._find_video(video_no, unique_id)
         return ok(self._video_dict(video))
 
@@ -1067,7 +1076,7 @@ class Emulator:
 
     async def delete_videos(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``POST /delete_videos?unique_id=``: body a JSON array; unknown ids are ignored."""
-        unique_id = unique_id_value(request.query.get("unique_id"))
+        unique_id = unique_id_value(query_value(request, "unique_id"))
         ids = delete_ids(await self._json_body(request, None))
         for video_no in ids:
             video = self.videos.get(video_no)
@@ -1101,8 +1110,8 @@ class Emulator:
 
     async def download_by_blob(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET download?bucket=&blob=`` on v1 (B) and v2 (D)."""
-        bucket = request.query.get("bucket", "")
-        blob = request.query.get("blob", "")
+        bucket = query_value(request, "bucket") or ""
+        blob = query_value(request, "blob") or ""
         if not bucket.strip():
             raise bad("Bucket cannot be null or empty")
         if not blob.strip():
@@ -1133,8 +1142,8 @@ class Emulator:
         return ok(data)
 
     def _index_video(self, request: web.Request) -> Video:
-        video_no = check_video_no(request.query.get("video_no"))
-        return self._find_video(video_no, unique_id_value(request.query.get("unique_id")))
+        video_no = check_video_no(query_value(request, "video_no"))
+        return self._find_video(video_no, unique_id_value(query_value(request, "unique_id")))
 
     async def video_caption(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET {v1}/get_video_caption?video_no=&unique_id=``: what is seen, segment by segment."""
@@ -1146,7 +1155,7 @@ class Emulator:
 
     async def older_video_transcription(self, request: web.Request, entry: dict[str, Any]) -> Reply:
         """``GET /serve/api/video/get_video_transcription?video_no=`` (older edition; no unique_id)."""
-        video_no = check_video_no(request.query.get("video_no"))
+        video_no = check_video_no(query_value(request, "video_no"))
         video = self.videos.get(video_no)
         if video is None:
             raise bad("video not found")

@@ -206,6 +206,24 @@ def test_list_rules(api, body, words):
     assert all(w in msg for w in words), msg
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("get_metadata", "video_no=VI{no}&video_no=VI000000000000000001", "video_no"),
+        ("get_metadata", "video_no=VI{no}&unique_id=a&unique_id=b", "unique_id"),
+        ("get_video_caption", "video_no=VI{no}&video_no=VI{no}", "video_no"),
+        ("download", "bucket=b&bucket=c&blob=x.mp4", "bucket"),
+        ("download", "bucket=b&blob=x.mp4&blob=y.mp4", "blob"),
+    ],
+)
+def test_a_query_parameter_sent_twice_is_refused(api, path, query, name):
+    # As form fields sent twice are: the emulator used the first value and ignored the other.
+    no = api.upload()["videoNo"][2:]
+    status, code, msg = api.error(api.s.get(f"{api.emu.v1_url}/{path}?{query.format(no=no)}", timeout=30))
+    assert (status, code) == (200, "0001")
+    assert msg == f"{name}: sent 2 times; send it once"
+
+
 def test_list_null_page_and_size_are_the_defaults(api):
     # An explicit null is the field left out, as for the filters; it was an HTTP 500 (None * int).
     for i in range(3):
