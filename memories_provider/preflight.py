@@ -16,7 +16,13 @@ from collections.abc import Iterator
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from memories_provider.client.errors import MemoriesInvalidArgumentError, MemoriesInvalidRequestError
+from memories_provider.client.errors import (
+    MemoriesAuthError,
+    MemoriesError,
+    MemoriesInsufficientCreditsError,
+    MemoriesInvalidArgumentError,
+    MemoriesInvalidRequestError,
+)
 from memories_provider.storage.errors import StoreUnavailableError
 
 
@@ -34,6 +40,54 @@ class RefusedError(AirflowFailException, MemoriesInvalidRequestError):
     Still the :class:`MemoriesInvalidRequestError` it was, with the service's ``code``,
     ``http_status`` and ``endpoint``, for code that catches that.
     """
+
+
+class AccountRefusedError(AirflowFailException, MemoriesAuthError):
+    """memories.ai refused the key or the account (``0401`` key invalid, ``0403`` account disabled,
+    ``9009`` permission denied, HTTP 401/403): the spec says fail fast, so the task fails at once
+    instead of sending the same key again after each ``retry_delay``. Fixing it (a new key in the
+    connection, an enabled account) is a person's job; clear the task once it is done.
+
+    Still the :class:`MemoriesAuthError` it was, with the service's ``code``, ``http_status`` and
+    ``endpoint``.
+    """
+
+
+class CreditsRefusedError(AirflowFailException, MemoriesInsufficientCreditsError):
+    """memories.ai refused the request for want of credits (``0402``): fail fast (spec), as
+    :class:`AccountRefusedError`. Still the :class:`MemoriesInsufficientCreditsError` it was."""
+
+
+def account_refusal(err: MemoriesError) -> AirflowFailException | None:
+    """The task-failing twin of an auth or credits refusal, else ``None``."""
+    if isinstance(err, (AccountRefusedError, CreditsRefusedError)):
+        return err
+    kind: type[AccountRefusedError] | type[CreditsRefusedError]
+    if isinstance(err, MemoriesAuthError):
+        kind, fix = AccountRefusedError, "fix the key or the account"
+    elif isinstance(err, MemoriesInsufficientCreditsError):
+        kind, fix = CreditsRefusedError, "add credits to the account"
+    else:
+        return None
+    return kind(
+        f"{err.message}; retrying the task cannot change that ({fix}, then clear the task)",
+        code=err.code,
+        http_status=err.http_status,
+        endpoint=err.endpoint,
+    )
+
+
+@contextlib.contextmanager
+def account_refusal_fails_at_once() -> Iterator[None]:
+    """Turn an auth or credits refusal (``0401``/``0402``/``0403``/``9009``, HTTP 401/402/403) into
+    an :class:`AirflowFailException` (:func:`account_refusal`): Airflow does not retry it."""
+    try:
+        yield
+    except MemoriesError as err:
+        refused = account_refusal(err)
+        if refused is None or refused is err:
+            raise
+        raise refused from err
 
 
 @contextlib.contextmanager

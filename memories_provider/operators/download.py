@@ -31,7 +31,12 @@ from memories_provider.operators._download_source import (
     select_source,
 )
 from memories_provider.operators._progress import TransferProgress
-from memories_provider.preflight import bad_input_fails_at_once, flags, refusal_fails_at_once
+from memories_provider.preflight import (
+    account_refusal_fails_at_once,
+    bad_input_fails_at_once,
+    flags,
+    refusal_fails_at_once,
+)
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -222,8 +227,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
             self._lineage_namespace = namespace_of(hook)
             # The scope the request uses, named as the upload operator names its output.
             self._lineage_unique_id = source.unique_id or hook.config.unique_id
-        # An unknown or malformed id is refused the same way on every try: no retries spent on it.
-        with refusal_fails_at_once(source.label):
+        # An unknown or malformed id, a refused key or account, is refused the same way on every
+        # try: no retries spent on it.
+        with account_refusal_fails_at_once(), refusal_fails_at_once(source.label):
             facts = self._facts(hook, source)
             plan = _DownloadPlan(hook, source, facts, destination, transport, writer=writer)
             result = self._earlier_try(plan, found) if self.overwrite else self._skip_or_fail(plan, found)

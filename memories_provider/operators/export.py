@@ -34,7 +34,12 @@ from memories_provider.operators._export_rows import (
     row_writer,
     rows_of,
 )
-from memories_provider.preflight import bad_input_fails_at_once, checked_unique_id, flags
+from memories_provider.preflight import (
+    account_refusal_fails_at_once,
+    bad_input_fails_at_once,
+    checked_unique_id,
+    flags,
+)
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
     DestinationTaken,
@@ -252,7 +257,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
-        return self._export(context, end_time=time.time() + self.wait_timeout)
+        with account_refusal_fails_at_once():  # a refused key or account: no retry changes that
+            return self._export(context, end_time=time.time() + self.wait_timeout)
 
     def execute_complete(
         self, context: Context, event: VideoStatusEvent, end_time: float | None = None
@@ -268,9 +274,10 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             )
         # The wait's deadline stands. Only dag.test() drops a fired deferral's kwargs: a fresh
         # window then, which the statuses just found all PARSE make moot.
-        return self._export(
-            context, end_time=end_time if end_time is not None else time.time() + self.wait_timeout
-        )
+        with account_refusal_fails_at_once():
+            return self._export(
+                context, end_time=end_time if end_time is not None else time.time() + self.wait_timeout
+            )
 
     def _export(self, context: Context, *, end_time: float) -> ExportResult:
         """The export, with ``end_time`` (epoch seconds) as the deadline of ``not_parsed="wait"``."""

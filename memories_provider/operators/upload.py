@@ -37,7 +37,12 @@ from memories_provider.operators._upload_args import (
     idempotency_tag,
     rendered_tags,
 )
-from memories_provider.preflight import bad_input_fails_at_once, flags, refusal_fails_at_once
+from memories_provider.preflight import (
+    account_refusal_fails_at_once,
+    bad_input_fails_at_once,
+    flags,
+    refusal_fails_at_once,
+)
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, stat_storage_file
 from memories_provider.storage.uris import redact_uri, scheme_family
@@ -345,6 +350,13 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
     def _upload_or_reuse(
         self, context: Context, *, rate_limited: int, looking_since: float | None = None
+    ) -> str:
+        # A refused key, account or balance (0401/0402/0403/9009) is refused again on every retry.
+        with account_refusal_fails_at_once():
+            return self._upload_or_reuse_once(context, rate_limited=rate_limited, looking_since=looking_since)
+
+    def _upload_or_reuse_once(
+        self, context: Context, *, rate_limited: int, looking_since: float | None
     ) -> str:
         with bad_input_fails_at_once():  # no retry fixes bad arguments or a misconfigured connection
             plan = self._plan(context)

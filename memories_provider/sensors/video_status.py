@@ -20,7 +20,11 @@ from airflow.providers.common.compat.sdk import (
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
-from memories_provider.preflight import bad_input_fails_at_once, checked_unique_id
+from memories_provider.preflight import (
+    account_refusal_fails_at_once,
+    bad_input_fails_at_once,
+    checked_unique_id,
+)
 from memories_provider.status import StatusCheck, normalize_video_nos
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 from memories_provider.types import VideoStatusEvent
@@ -182,7 +186,9 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         if left <= 0:
             raise self._timed_out(check)
         try:
-            outcome = check(self.hook.list_videos, seconds=left)
+            # A refused key, account or balance is refused again on every poke and every retry.
+            with account_refusal_fails_at_once():
+                outcome = check(self.hook.list_videos, seconds=left)
         finally:
             self.hook.close()  # no pooled session kept open between pokes (a poke may be minutes apart)
         if self.reschedule:

@@ -34,6 +34,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Literal
 
 from memories_provider.client import (
     AsyncMemoriesClient,
@@ -44,6 +45,7 @@ from memories_provider.client import (
 )
 from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.preflight import account_refusal
 from memories_provider.status import (
     NOT_LISTED,
     StatusRound,
@@ -355,7 +357,13 @@ class StatusPoller:
         if not self._live():
             return failures  # the waits ended meanwhile (e.g. their deadline cut the request short)
         if not is_transient(err):
-            self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
+            # A refused key, account or balance fails every wait for good ("failed": no task retry
+            # sends the same key again); anything else is an error the task's retries may outlast.
+            refused = account_refusal(err)
+            status: Literal["failed", "error"] = "error" if refused is None else "failed"
+            self._finish_all(
+                {"status": status, "message": f"status polling failed: {refused or err}", "videos": []}
+            )
             return -1
         if isinstance(err, MemoriesRateLimitError):
             pause = self.pacer.on_rate_limit(err.retry_after)

@@ -349,3 +349,44 @@ def test_the_timeout_is_not_stretched_by_a_long_poke_interval(
     assert (run.state, FAILURES) == ("failed", ["AirflowSensorTimeout"])
     assert waits and max(waits) <= 2  # never past the 2 s timeout, although the interval is 90 s
     assert emu.control.count("list_videos") == 1  # the deadline check at 2 s sends nothing
+
+
+#: Refusals of the key or the account (spec: "fail fast, no retry"), as the emulator configures them.
+ACCOUNT_REFUSALS = [
+    pytest.param({"account_disabled": True}, "0403", id="0403-account-disabled"),
+    pytest.param({"permission_denied": ["list_videos"]}, "9009", id="9009-permission-denied"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("refusal", "code"), ACCOUNT_REFUSALS)
+def test_a_refused_account_fails_at_once_without_retries(
+    emu: Any, run_dag: Any, mode: dict, refusal: dict, code: str
+) -> None:
+    """A refused key or account is refused on every retry: the task fails on its first try.
+
+    The refusal comes after the first check saw the video unparsed, so the deferrable sensor meets
+    it in the trigger, the others in a later poke.
+    """
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    FAILURES.clear()
+    MESSAGES.clear()
+    name = f"wait_refused_{next(iter(mode))}_{code}"
+    retries = {"retries": 2, "retry_delay": timedelta(0)}  # a retry would run at once, and show
+    with after_first_status_check(emu, lambda: emu.control.configure(**refusal)):
+        run = run_dag(
+            _dag(
+                name,
+                video_no=video_no,
+                poke_interval=0.2,
+                timeout=60,
+                on_failure_callback=_record_failure,
+                **retries,
+                **mode,
+            )
+        )
+    ti = _ti(run)
+    assert (run.state, ti.try_number) == ("failed", 1)  # no retry spent
+    assert FAILURES and all(f in ("AccountRefusedError", "AirflowFailException") for f in FAILURES), FAILURES
+    assert f"code={code}" in MESSAGES[-1]

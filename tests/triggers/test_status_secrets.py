@@ -54,7 +54,7 @@ async def test_the_triggers_warnings_and_event_are_clean(echo, video, caplog):
     async for event in trigger.run():
         payload = event.payload
         break
-    assert payload["status"] == "error" and "API key invalid" in payload["message"]
+    assert payload["status"] == "failed" and "API key invalid" in payload["message"]
     assert leaks(json.dumps(payload), CANARY) == [] and leaks(payload["message"], CANARY) == []
     assert echo.control.count("list_videos") == 3  # the 500 and the 0429 were retried, the 401 ended it
     assert "Authorization: ***" in caplog.text and leaks(caplog.text, CANARY) == []

@@ -219,12 +219,14 @@ async def test_poller_logs_are_not_attributed_to_the_trigger_that_started_it(emu
     assert (trigger_log.trigger_id, poller_log.trigger_id) == (1, None)
 
 
-async def test_auth_error_ends_the_wait_with_error(emu, monkeypatch):
+async def test_auth_error_ends_the_wait_as_failed(emu, monkeypatch):
+    # "failed", not "error": a wrong key is refused on every retry (spec: fail fast), so the
+    # resumed task fails without spending its retries (AirflowFailException).
     use_emulator_conn(monkeypatch, emu, "wrong_key", password="sk-wrong")
     event = await first_event(
         MemoriesVideoStatusTrigger(["VI1"], memories_conn_id="wrong_key", poll_interval=0.05)
     )
-    assert event["status"] == "error"
+    assert event["status"] == "failed" and "code=0401" in event["message"]
     assert "sk-wrong" not in event["message"]
 
 
