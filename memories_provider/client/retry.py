@@ -103,17 +103,35 @@ class RetryPolicy:
         A ``Retry-After`` carried by ``error`` (a rate limit or a 5xx) wins, capped by
         ``max_retry_after``; otherwise ``initial_delay * multiplier ** (attempt - 1)`` capped by
         ``max_delay``, with jitter, and for a rate-limit error at least the endpoint's documented
-        interval (see ``documented_limits``).
+        interval (see ``documented_limits``). With ``jitter`` a wait of at least a ``Retry-After``
+        or an interval is spread above it too (see :meth:`_not_before`), never below it.
         """
         retry_after = (
             error.retry_after if isinstance(error, (MemoriesRateLimitError, MemoriesServerError)) else None
         )
         if retry_after is not None:
-            return float(min(max(retry_after, 0.0), self.max_retry_after))
+            return self._not_before(min(max(retry_after, 0.0), self.max_retry_after), attempt)
         delay = self.backoff(attempt)
         if self.documented_limits and isinstance(error, MemoriesRateLimitError):
-            delay = max(delay, RATE_LIMIT_INTERVAL.get(error.endpoint or "", 0.0))
+            interval = RATE_LIMIT_INTERVAL.get(error.endpoint or "", 0.0)
+            if delay < interval:
+                return self._not_before(interval, attempt)
         return float(delay)
+
+    def _not_before(self, floor: float, attempt: int) -> float:
+        """A wait of at least ``floor`` (a ``Retry-After``, an endpoint's documented interval).
+
+        With ``jitter`` it is spread over ``[floor, floor + spread]``, ``spread`` the larger of the
+        policy's own delay and a quarter of ``floor``, and capped by ``max_retry_after`` (never
+        below ``floor``): every client of an account that a storm of ``0429`` turned away together
+        is told the same ``Retry-After``, and waiting exactly that long would bring them all back
+        in the same instant, to be turned away together again.
+        """
+        if not self.jitter:
+            return float(floor)
+        nominal = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
+        spread = random.uniform(0.0, max(nominal, floor / 4))
+        return float(max(floor, min(floor + spread, self.max_retry_after)))
 
     def backoff(self, attempt: int) -> float:
         """The policy's own delay after failed attempt number ``attempt`` (1-based), whatever the error:

@@ -11,7 +11,8 @@ resumes at the batch that failed. A batch refused for a bad id is split until th
 only the waits holding it fail. Rounds start a poll interval apart (at once when a round took longer).
 
 Requests of one connection are paced by :class:`_Pacer`, from the service's answers only: each
-``0429`` halves the rate and holds requests back for its ``Retry-After``, each success adds a little
+``0429`` halves the rate and holds requests back for its ``Retry-After`` (spread a little above it,
+so that triggerers turned away together do not come back together), each success adds a little
 back, so several triggerers sharing one account settle just under its limit without talking to
 each other. Other transient errors (5xx, timeouts) back off and resume the round; they never end a
 wait. Each wait fires its own ``timeout`` at its ``end_time`` even while a request is in flight,
@@ -31,6 +32,7 @@ import contextvars
 import dataclasses
 import logging
 import math
+import random
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -84,6 +86,9 @@ MAX_BACKOFF = 300.0
 #: (:attr:`RetryPolicy.max_retry_after`). The pacer outlives every wait of its connection in this
 #: triggerer, so an unbounded one ("Retry-After: 1e9") would starve all later waits of it.
 MAX_RETRY_AFTER = RetryPolicy.max_retry_after
+#: A pause after ``0429`` lasts its ``Retry-After`` (or a spacing) times a random factor in
+#: [1, 1 + PAUSE_SPREAD] (at most :data:`MAX_RETRY_AFTER`).
+PAUSE_SPREAD = 0.25
 
 
 @dataclass(eq=False)
@@ -148,7 +153,10 @@ class _Pacer:
             self.rate = max(MIN_RATE, self.rate * SLOW_START_EXIT)
         elif now >= self.cut_until:
             self.rate = max(MIN_RATE, self.rate * RATE_DECREASE)
-        pause = max(min(retry_after or 0.0, MAX_RETRY_AFTER), 1 / self.rate)
+        floor = max(min(retry_after or 0.0, MAX_RETRY_AFTER), 1 / self.rate)
+        # Spread above the floor: the triggerers of an account that one storm turned away are all
+        # told the same Retry-After, and would otherwise all come back in the same instant.
+        pause = max(floor, min(floor * random.uniform(1.0, 1.0 + PAUSE_SPREAD), MAX_RETRY_AFTER))
         self.cut_until = max(self.cut_until, now + pause)
         self.next_slot = max(self.next_slot, now + pause)
         return pause

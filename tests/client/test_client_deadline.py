@@ -149,3 +149,36 @@ def test_an_upload_whose_answer_is_cut_at_the_deadline_is_not_said_unsent(memori
         client.upload_video(path, progress=last_bytes_after_the_deadline)
     assert len(emu.control.videos()) == 1  # it arrived, and was billed
     assert info.value.request_sent
+
+
+#: Clients of one account turned away together by a storm, each told ``Retry-After: 0.05``.
+HERD = 8
+
+
+def _sleeps(caplog) -> list[float]:
+    """The sleeps the retry loop announced ("retrying in 0.06s")."""
+    return [
+        r.args[-1] for r in caplog.records if r.name == "memories_provider.client" and "retrying in" in r.msg
+    ]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_clients_told_the_same_retry_after_do_not_come_back_together(memories_emulator, caplog, kind):
+    """A storm of 0429 on a shared account tells every client the same Retry-After: each waits at
+    least that long, but not all exactly that long (they would be turned away together again)."""
+    emu = memories_emulator
+    caplog.set_level("WARNING", logger="memories_provider.client")
+    policy = RetryPolicy(max_retries=1, initial_delay=0.01)  # jittered, as the connection's is
+    for _ in range(HERD):  # one 0429 then an answer for each client
+        emu.control.inject_fault("list_videos", "code_0429", retry_after=0.05)
+        emu.control.inject_fault("list_videos", "none")
+        if kind == "sync":
+            with MemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as client:
+                client.list_videos()
+        else:
+            async with AsyncMemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as aclient:
+                await aclient.list_videos()
+    sleeps = _sleeps(caplog)
+    assert len(sleeps) == HERD
+    assert all(s >= 0.05 for s in sleeps)  # Retry-After honoured
+    assert len(set(sleeps)) > 1  # spread above it

@@ -64,8 +64,15 @@ def test_jitter_stays_within_half_to_full_delay():
 
 def test_retry_after_wins_over_backoff_and_is_capped():
     policy = RetryPolicy(initial_delay=0.01, jitter=True, max_retry_after=30.0)
-    assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=7.0)) == 7.0
+    # Jittered above Retry-After, never below it (clients told the same value do not come back
+    # together; it was returned as is), by up to a quarter of it here, and never past the cap.
+    waits = {policy.delay_for(1, MemoriesRateLimitError("x", retry_after=7.0)) for _ in range(50)}
+    assert all(7.0 <= w <= 7.0 + 7.0 / 4 for w in waits) and len(waits) > 1
     assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=120.0)) == 30.0
+    assert all(
+        29.0 <= policy.delay_for(1, MemoriesRateLimitError("x", retry_after=29.0)) <= 30.0 for _ in range(50)
+    )
+    assert RetryPolicy(jitter=False).delay_for(1, MemoriesRateLimitError("x", retry_after=7.0)) == 7.0
     assert policy.delay_for(1, MemoriesRateLimitError("x", retry_after=None)) <= 0.01
 
 
@@ -116,6 +123,12 @@ def test_rate_limit_without_retry_after_waits_the_documented_interval():
     assert policy.delay_for(1, MemoriesRateLimitError("x", endpoint="upload", retry_after=2.0)) == 2.0
     fast = RetryPolicy(initial_delay=0.01, jitter=False, documented_limits=False)
     assert fast.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="upload")) == 0.01
+    # Jittered: uploads turned away in the same minute do not all come back in the same instant.
+    jittered = RetryPolicy(initial_delay=1.0)
+    waits = {
+        jittered.delay_for(1, MemoriesRateLimitError("x", code="0429", endpoint="upload")) for _ in range(50)
+    }
+    assert all(60.0 <= w <= 75.0 for w in waits) and len(waits) > 1
 
 
 def test_backoff_is_the_formula_without_retry_after():

@@ -462,3 +462,12 @@ async def test_a_wait_polling_every_hour_does_not_hold_back_one_that_polls_often
     finally:
         slow.cancel()
         await asyncio.gather(slow, return_exceptions=True)
+
+
+def test_pacers_told_the_same_retry_after_do_not_come_back_together():
+    # Triggerers sharing an account, turned away by one storm with the same Retry-After: each
+    # holds back at least that long, not all exactly that long (they would meet the limit again
+    # together).
+    pauses = [_poller._Pacer().on_rate_limit(10.0) for _ in range(20)]
+    assert all(10.0 <= p <= 10.0 * (1 + _poller.PAUSE_SPREAD) for p in pauses)
+    assert len(set(pauses)) > 1
