@@ -8,7 +8,13 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    BaseOperator,
+    conf,
+)
 
 from memories_provider.client import (
     MemoriesConnectionError,
@@ -328,6 +334,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> str:
         """Validate, reuse a previous attempt's video or upload, then optionally wait for parsing."""
+        self.__dict__["_try_started"] = time.time()
         return self._upload_or_reuse(context, rate_limited=0)
 
     def execute_after_rate_limit(self, context: Context, event: Any = None, rate_limited: int = 0) -> str:
@@ -337,6 +344,16 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         kwargs); ``rate_limited`` is the kwarg of a deferral made by an earlier version.
         """
         counted = event.get("rate_limited") if isinstance(event, dict) else None
+        started = event.get("started_at") if isinstance(event, dict) else None
+        self.__dict__["_try_started"] = float(started) if isinstance(started, (int, float)) else time.time()
+        left = self._execution_time_left()
+        if left is not None and left <= 0:
+            # The trigger fired late (a busy triggerer): Airflow 3 would give this resumed run a
+            # whole new execution_timeout.
+            raise AirflowTaskTimeout(
+                f"execution_timeout ({self.execution_timeout}) passed while the upload waited out a "
+                "rate limit; not uploading"
+            )
         return self._upload_or_reuse(
             context, rate_limited=counted if isinstance(counted, int) else rate_limited
         )
@@ -723,6 +740,14 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             progress.update(size or 0, final=True)
             return result
 
+    def _execution_time_left(self) -> float | None:
+        """Seconds left of ``execution_timeout`` in this try, counted from its first ``execute``
+        (``None`` without one)."""
+        if self.execution_timeout is None:
+            return None
+        started = float(self.__dict__.setdefault("_try_started", time.time()))
+        return self.execution_timeout.total_seconds() - (time.time() - started)
+
     def _defer_for_rate_limit(
         self, hook: MemoriesHook, err: MemoriesRateLimitError, rate_limited: int
     ) -> None:
@@ -732,6 +757,23 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         from memories_provider.triggers.pause import MemoriesPauseTrigger
 
         delay = RetryPolicy(max_retries=max_retries).delay_for(rate_limited + 1, err)
+        payload: dict[str, Any] = {"rate_limited": rate_limited + 1}
+        timeout: timedelta | None = None
+        left = self._execution_time_left()
+        if left is not None:
+            # Airflow 3 neither counts a deferral against execution_timeout nor keeps it across one
+            # (the resumed run gets a whole new one): the wait ends within it, or is not made.
+            if delay >= left:
+                self.log.warning(
+                    "Upload rate-limited (%s); waiting %.1fs would outlast execution_timeout (%.1fs "
+                    "left): not waiting",
+                    err,
+                    delay,
+                    max(left, 0.0),
+                )
+                return
+            payload["started_at"] = self.__dict__["_try_started"]
+            timeout = timedelta(seconds=left)
         self.log.warning(
             "Upload rate-limited (%s); waiting %.1fs deferred (retry %d of %d)",
             err,
@@ -740,8 +782,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             max_retries,
         )
         self.defer(
-            trigger=MemoriesPauseTrigger(time.time() + delay, {"rate_limited": rate_limited + 1}),
+            trigger=MemoriesPauseTrigger(time.time() + delay, payload),
             method_name="execute_after_rate_limit",
+            timeout=timeout,
         )
 
     # ------------------------------------------------------------------ waiting for PARSE

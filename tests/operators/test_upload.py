@@ -13,7 +13,12 @@ from typing import Any
 
 import pendulum
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    TaskDeferred,
+)
 from connections import use_emulator_conn
 from local_http import LocalServer, folder_handler
 
@@ -530,6 +535,42 @@ def test_deferrable_waits_out_a_rate_limit_on_a_time_trigger(emu: Any, video: Pa
     video_no = getattr(op, deferred.method_name)(context, deferred.trigger.payload)
     assert [v["video_no"] for v in stored(emu)] == [video_no]
     assert emu.control.count("list_videos") == 2  # a tag lookup each time, no candidate search
+
+
+def test_a_deferred_rate_limit_wait_ends_within_the_execution_timeout(emu: Any, video: Path) -> None:
+    # Airflow 3 neither counts a deferral against execution_timeout nor keeps what is left of it
+    # for the resumed run: the pause itself must end within it, with a deferral timeout to match.
+    from datetime import timedelta
+
+    emu.control.inject_fault("upload", "code_0429", count=1, retry_after=7)
+    op = MemoriesUploadOperator(
+        task_id="upload", source=str(video), deferrable=True, execution_timeout=timedelta(seconds=600)
+    )
+    context = {"ti": _TaskInstance(), "task_state_store": Store()}
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    deferred = info.value
+    started = deferred.trigger.payload["started_at"]
+    assert deferred.timeout is not None and deferred.timeout <= timedelta(seconds=600)
+    assert deferred.trigger.fire_at < started + 600
+    # The trigger fired after the execution_timeout (a busy triggerer): nothing more is sent.
+    late = {**deferred.trigger.payload, "started_at": started - 601}
+    with pytest.raises(AirflowTaskTimeout, match="execution_timeout"):
+        op.execute_after_rate_limit(context, late)
+    assert emu.control.count("upload") == 1
+
+
+def test_a_rate_limit_wait_past_the_execution_timeout_is_not_made(emu: Any, video: Path) -> None:
+    from datetime import timedelta
+
+    # Retry-After 7 s, 5 s of execution_timeout left at most: deferring would end past it.
+    emu.control.inject_fault("upload", "code_0429", count=1, retry_after=7)
+    op = MemoriesUploadOperator(
+        task_id="upload", source=str(video), deferrable=True, execution_timeout=timedelta(seconds=5)
+    )
+    with pytest.raises(MemoriesRateLimitError):
+        op.execute({"ti": _TaskInstance(), "task_state_store": Store()})
+    assert emu.control.count("upload") == 1 and stored(emu) == []
 
 
 def test_rate_limits_exhausted_fail_with_the_typed_error(emu: Any, video: Path, monkeypatch) -> None:
