@@ -8,6 +8,7 @@ send it with their library and hand the status, headers and body back here to ge
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import math
 import re
@@ -603,6 +604,10 @@ class Answer:
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # aiohttp's multidict: every value sent, joined as requests joins them
+        values = getall(name, [])
+        return ", ".join(values) if values else None
     value = headers.get(name)
     if value is None:
         lowered = name.lower()
@@ -613,9 +618,24 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/invalid."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent/invalid.
+
+    Sent more than once (a proxy adding its own), the values arrive joined by commas (as
+    ``requests`` joins them, and :func:`_header` does for aiohttp's): the longest wait asked for
+    counts, the same in both clients.
+    """
     if value is None:
         return None
+    if "," not in value:
+        return _parse_one_retry_after(value, now)
+    parts = [p.strip() for p in value.split(",")]
+    # Each part alone (delta-seconds), and each two neighbours joined (an HTTP date holds a comma).
+    pieces = parts + [f"{a}, {b}" for a, b in itertools.pairwise(parts)]
+    waits = [w for w in (_parse_one_retry_after(p, now) for p in pieces if p) if w is not None]
+    return max(waits) if waits else None
+
+
+def _parse_one_retry_after(value: str, now: float | None) -> float | None:
     value = value.strip()
     try:
         seconds = float(value)

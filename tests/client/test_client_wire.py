@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from memories_provider.client import (
     MemoriesDuplicateError,
     MemoriesError,
     MemoriesIncompleteBodyError,
+    MemoriesRateLimitError,
     MemoriesResponseError,
     MemoriesTimeoutError,
     RetryPolicy,
@@ -61,7 +63,8 @@ class Scripted:
                 self.send_response(status)
                 declared = headers.pop("X-Declared-Length", None)
                 for k, v in headers.items():
-                    self.send_header(k, v)
+                    for each in v if isinstance(v, list) else [v]:  # a list: the header sent once per value
+                        self.send_header(k, each)
                 self.send_header("Content-Length", declared or str(len(payload)))
                 if declared:
                     self.send_header("Connection", "close")
@@ -78,7 +81,7 @@ class Scripted:
         self.v2 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v2"
 
     def reply(
-        self, payload, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0.0
+        self, payload, status: int = 200, headers: dict[str, Any] | None = None, delay: float = 0.0
     ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         hdrs = {"Content-Type": "application/json"} if not isinstance(payload, bytes) else {}
@@ -347,6 +350,30 @@ async def test_async_503_retry_after_sets_the_retry_delay(wire, caplog, body, he
         assert await c.list_unique_ids() == ["a"]
     assert len(wire.requests) == 2
     assert "retrying in 0.20s" in caplog.text
+
+
+#: ``Retry-After`` sent twice (a proxy adding its own to the service's), then again as HTTP dates.
+TWICE = [
+    pytest.param(["0.05", "7"], 7.0, id="delta-seconds"),
+    pytest.param(["7", "junk"], 7.0, id="one-unreadable"),
+    pytest.param(["Wed, 21 Oct 2015 07:28:00 GMT", "7"], 7.0, id="past-date-and-delta"),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), TWICE)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_retry_after_sent_twice_is_read_alike_by_both_clients(wire, kind, values, expected):
+    # requests joins repeated headers ("0.05, 7"), which the sync client could not read (so it
+    # ignored both); aiohttp's get() gave the first (0.05 s). The longest wait asked for counts.
+    wire.reply({"code": "0429", "msg": "busy", "data": None}, headers={"Retry-After": values})
+    with pytest.raises(MemoriesRateLimitError) as info:
+        if kind == "sync":
+            with MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
+                c.list_unique_ids()
+        else:
+            async with AsyncMemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as ac:
+                await ac.list_unique_ids()
+    assert info.value.retry_after == expected
 
 
 # ---------------------------------------------------------------------------- upload timeout
