@@ -6,7 +6,8 @@ import asyncio
 import math
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -245,6 +246,23 @@ class MemoriesHook(BaseHook):
     def list_videos(self, *, unique_id: str | None = None, **filters: Any) -> VideoPage:
         """One page of videos (filters as in :meth:`MemoriesClient.list_videos`)."""
         return self.client.list_videos(unique_id=self._scope(unique_id), **filters)
+
+    @contextmanager
+    def status_lister(self) -> Iterator[Callable[..., VideoPage]]:
+        """:meth:`list_videos` for the one check a deferrable wait makes on the worker before it
+        hands the wait to the trigger: a rate limit (``0429``) is raised at once, as the transient
+        error it is (the check says "not yet" and the task defers), not slept out in the worker
+        slot the deferral is meant to free, up to ``max_retries`` ``Retry-After`` s long. The
+        trigger's pacer, shared by every wait of the connection, paces rate limits instead. Other
+        transient errors are retried as the connection says.
+        """
+        policy = replace(self.retry_policy(self.config), retry_rate_limits=False)
+        with self.new_client(retry=policy) as client:
+
+            def list_videos(*, unique_id: str | None = None, **filters: Any) -> VideoPage:
+                return client.list_videos(unique_id=self._scope(unique_id), **filters)
+
+            yield list_videos
 
     def iter_videos(
         self, *, unique_id: str | None = None, page_size: int = 100, **filters: Any

@@ -511,7 +511,12 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             try:
                 bounded = self.not_parsed == "wait" and not first
                 with within(deadline - time.monotonic() if bounded else None):
-                    run_round(hook.list_videos, round_, scope)
+                    if self.deferrable and self.not_parsed == "wait":
+                        # Unanswered, it defers: no 0429 slept out in the slot deferring frees.
+                        with hook.status_lister() as list_videos:
+                            run_round(list_videos, round_, scope)
+                    else:
+                        run_round(hook.list_videos, round_, scope)
                 return round_.found, round_.rejected
             except MemoriesError as err:
                 # Waiting, a transient error is one more reason to poll again; otherwise the

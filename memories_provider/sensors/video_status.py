@@ -188,7 +188,11 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         try:
             # A refused key, account or balance is refused again on every poke and every retry.
             with account_refusal_fails_at_once():
-                outcome = check(self.hook.list_videos, seconds=left)
+                if self.deferrable:  # the check before deferring: no 0429 slept out in this slot
+                    with self.hook.status_lister() as list_videos:
+                        outcome = check(list_videos, seconds=left)
+                else:
+                    outcome = check(self.hook.list_videos, seconds=left)
         finally:
             self.hook.close()  # no pooled session kept open between pokes (a poke may be minutes apart)
         if self.reschedule:

@@ -284,6 +284,28 @@ def test_deferrable_wait_defers_when_the_first_check_goes_unanswered(
     assert files_in(tmp_path) == []
 
 
+def test_deferrable_wait_does_not_sleep_out_a_rate_limit_in_the_worker(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    """0429 on the worker's check: deferred at once (the trigger's pacer paces rate limits), not
+    after the connection's 3 retries, each sleeping its Retry-After in the worker slot."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    emu.control.inject_fault("list_videos", "code_0429", count=50, retry_after=1)
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute({})
+    assert info.value.trigger.video_nos == three
+    assert emu.control.count("list_videos") == 1
+    assert files_in(tmp_path) == []
+
+
 def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
     emu: Any, three: list[str], tmp_path: Path
 ) -> None:

@@ -390,3 +390,23 @@ def test_a_refused_account_fails_at_once_without_retries(
     assert (run.state, ti.try_number) == ("failed", 1)  # no retry spent
     assert FAILURES and all(f in ("AccountRefusedError", "AirflowFailException") for f in FAILURES), FAILURES
     assert f"code={code}" in MESSAGES[-1]
+
+
+def test_the_check_before_deferring_does_not_sleep_out_a_rate_limit_in_the_worker(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deferrable: a 0429 on the worker's one check is "not yet" at once, and the wait defers; the
+    connection's retries would hold the worker slot max_retries Retry-After's long (the trigger's
+    pacer paces rate limits without a slot)."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    use_emulator_conn(monkeypatch, emu, max_retries=2)
+    video_no = upload(emu)
+    emu.control.inject_fault("list_videos", "code_0429", count=10, retry_after=1)
+    sensor = MemoriesVideoStatusSensor(
+        task_id="wait", video_no=video_no, deferrable=True, poke_interval=5, timeout=600
+    )
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({})
+    assert info.value.trigger.video_nos == [video_no]
+    assert emu.control.count("list_videos") == 1  # no retry slept out on the worker
