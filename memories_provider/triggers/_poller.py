@@ -87,7 +87,8 @@ MAX_BACKOFF = 300.0
 #: triggerer, so an unbounded one ("Retry-After: 1e9") would starve all later waits of it.
 MAX_RETRY_AFTER = RetryPolicy.max_retry_after
 #: A pause after ``0429`` lasts its ``Retry-After`` (or a spacing) times a random factor in
-#: [1, 1 + PAUSE_SPREAD] (at most :data:`MAX_RETRY_AFTER`).
+#: [1, 1 + PAUSE_SPREAD] (at most :data:`MAX_RETRY_AFTER`); so does a back-off after another
+#: transient error.
 PAUSE_SPREAD = 0.25
 
 
@@ -354,7 +355,8 @@ class StatusPoller:
         """Deal with a failed request; returns the transient failures in a row, or -1 to stop polling.
 
         A refused batch is split (the round goes on); a rate limit slows the pacer; another
-        transient error backs off, ``interval * 2**failures`` and never sooner than ``Retry-After``.
+        transient error backs off, ``interval * 2**failures`` and never sooner than ``Retry-After``,
+        spread up to :data:`PAUSE_SPREAD` above that.
         Anything else ends every wait with ``error``.
         """
         self.last_error = str(err)
@@ -387,6 +389,9 @@ class StatusPoller:
         delay = policy.backoff(min(failures, 8))  # interval * 2**failures, at most MAX_BACKOFF
         # The service said how long to stay away: never come back sooner.
         delay = max(delay, min(err.retry_after or 0.0, MAX_RETRY_AFTER))
+        # Spread above it, as a rate-limit pause is: triggerers that one outage failed together
+        # would otherwise all come back at the same instant.
+        delay *= random.uniform(1.0, 1.0 + PAUSE_SPREAD)
         log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
         await self._sleep(delay)
         return failures

@@ -471,3 +471,33 @@ def test_pacers_told_the_same_retry_after_do_not_come_back_together():
     pauses = [_poller._Pacer().on_rate_limit(10.0) for _ in range(20)]
     assert all(10.0 <= p <= 10.0 * (1 + _poller.PAUSE_SPREAD) for p in pauses)
     assert len(set(pauses)) > 1
+
+
+async def test_pollers_failed_together_by_an_outage_do_not_come_back_together(emu, new_video, monkeypatch):
+    # Two pollers (two scopes) meet the same 503: each backs off at least interval * 2, not both
+    # exactly that long (triggerers would come back in lockstep when the service does).
+    backoffs: list[float] = []
+    sleep = _poller.StatusPoller._sleep
+
+    async def spy(self, seconds, **kwargs):
+        if kwargs.get("also") is None:  # not the sleep between rounds
+            backoffs.append(seconds)
+        await sleep(self, seconds, **kwargs)
+
+    monkeypatch.setattr(_poller.StatusPoller, "_sleep", spy)
+    scoped = {u: new_video(hold=False, unique_id=u) for u in ("a", "b", "c", "d")}
+    emu.control.inject_fault("list_videos", "http_503", count=len(scoped))
+    interval = 0.02
+    events = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                first_event(MemoriesVideoStatusTrigger([v], unique_id=u, poll_interval=interval))
+                for u, v in scoped.items()
+            )
+        ),
+        60,
+    )
+    assert {e["status"] for e in events} == {"success"}
+    assert len(backoffs) == len(scoped)
+    assert all(2 * interval <= b <= 2 * interval * (1 + _poller.PAUSE_SPREAD) for b in backoffs)
+    assert len(set(backoffs)) > 1
