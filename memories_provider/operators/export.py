@@ -257,6 +257,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> ExportResult:
         """Check everything that can fail without the service, then stream the rows and commit."""
+        self.__dict__["_try_started"] = time.time()  # where execution_timeout counts from
         with account_refusal_fails_at_once():  # a refused key or account: no retry changes that
             return self._export(context, end_time=time.time() + self.wait_timeout)
 
@@ -475,7 +476,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             waiting, first = pending, False
 
     def _defer_for(self, pending: list[str], scope: str, end_time: float) -> NoReturn:
-        from memories_provider.sensors.video_status import deferral_timeout
+        from memories_provider.sensors.video_status import deferral_timeout, execution_time_left
         from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
 
         self.log.info(
@@ -493,7 +494,11 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             ),
             method_name="execute_complete",
             kwargs={"end_time": end_time},
-            timeout=deferral_timeout(end_time, self.poll_interval),
+            timeout=deferral_timeout(
+                end_time,
+                self.poll_interval,
+                execution_left=execution_time_left(self, self.__dict__.get("_try_started")),
+            ),
         )
         raise AssertionError("defer() raises TaskDeferred")  # typed so on Airflow 3 only
 

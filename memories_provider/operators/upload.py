@@ -652,7 +652,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             ),
             method_name="execute_after_candidates",
             kwargs={"since": since},
-            timeout=deferral_timeout(deadline, self.poll_interval),
+            timeout=deferral_timeout(
+                deadline, self.poll_interval, execution_left=self._execution_time_left()
+            ),
         )
 
     def _defer_a_while(self, seconds: float, since: float) -> None:
@@ -828,7 +830,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             method_name="execute_complete",
             kwargs={"video_no": video_no},
             # The trigger's own timeout event comes first; Airflow's is only a backstop (as in the sensor).
-            timeout=deferral_timeout(end_time, self.poll_interval),
+            timeout=deferral_timeout(
+                end_time, self.poll_interval, execution_left=self._execution_time_left()
+            ),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent, video_no: str = "") -> str:

@@ -59,15 +59,32 @@ def deferral_margin(poll_interval: float) -> float:
 _MAX_DEFERRAL_SECONDS = 1e13
 
 
-def deferral_timeout(end_time: float, poll_interval: float) -> timedelta:
+def deferral_timeout(
+    end_time: float, poll_interval: float, *, execution_left: float | None = None
+) -> timedelta:
     """Airflow's deferral timeout for a wait whose trigger fires its own ``timeout`` event at
     ``end_time`` (epoch seconds): only a backstop, the time left plus :func:`deferral_margin`.
 
     If Airflow's won the race it would fail the task with a ``TaskDeferralError`` (Airflow 2),
     spending retries, instead of ending as the wait's own timeout.
+
+    :param execution_left: seconds left of the task's ``execution_timeout`` (see
+        :func:`execution_time_left`), which the deferral must not outlast: Airflow 2 caps a
+        deferral by it, Airflow 3 does not (and gives the resumed run a whole new one).
     """
     left = max(0.0, end_time - time.time()) + deferral_margin(poll_interval)
+    if execution_left is not None:
+        left = min(left, max(execution_left, 0.0))
     return timedelta(seconds=min(left, _MAX_DEFERRAL_SECONDS))
+
+
+def execution_time_left(task: Any, started: float | None) -> float | None:
+    """Seconds left of ``task.execution_timeout`` counted from ``started`` (epoch seconds: the
+    start of this try's first run), ``None`` without one (or without a known start)."""
+    limit = getattr(task, "execution_timeout", None)
+    if limit is None or started is None:
+        return None
+    return float(limit.total_seconds()) - (time.time() - started)
 
 
 def handle_status_event(event: VideoStatusEvent, *, soft_fail: bool = False) -> list[dict[str, Any]]:
@@ -248,7 +265,11 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
             ),
             method_name="execute_complete",
             # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout).
-            timeout=deferral_timeout(end_time, self.poke_interval),
+            timeout=deferral_timeout(
+                end_time,
+                self.poke_interval,
+                execution_left=execution_time_left(self, self.__dict__["_started"]),
+            ),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent) -> list[dict[str, Any]]:

@@ -306,6 +306,29 @@ def test_deferrable_wait_does_not_sleep_out_a_rate_limit_in_the_worker(
     assert files_in(tmp_path) == []
 
 
+def test_a_deferred_wait_does_not_outlast_the_execution_timeout(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    """Airflow 3 does not cap a deferral by execution_timeout (Airflow 2 did): the export does."""
+    from datetime import timedelta
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    emu.control.set_status(three[1], "UNPARSE")
+    operator = MemoriesExportOperator(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        wait_timeout=3600,
+        execution_timeout=timedelta(seconds=120),
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute({})
+    assert info.value.timeout is not None and info.value.timeout <= timedelta(seconds=120)
+
+
 def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
     emu: Any, three: list[str], tmp_path: Path
 ) -> None:

@@ -410,3 +410,22 @@ def test_the_check_before_deferring_does_not_sleep_out_a_rate_limit_in_the_worke
         sensor.execute({})
     assert info.value.trigger.video_nos == [video_no]
     assert emu.control.count("list_videos") == 1  # no retry slept out on the worker
+
+
+def test_the_deferral_does_not_outlast_the_execution_timeout(emu: Any) -> None:
+    """Airflow 3 does not cap a deferral by execution_timeout (Airflow 2 did): the sensor does."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    sensor = MemoriesVideoStatusSensor(
+        task_id="wait",
+        video_no=video_no,
+        deferrable=True,
+        poke_interval=45,
+        timeout=3600,
+        execution_timeout=timedelta(seconds=120),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({})
+    assert info.value.timeout is not None and info.value.timeout <= timedelta(seconds=120)
