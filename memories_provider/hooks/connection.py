@@ -227,8 +227,11 @@ def config_from_connection(
     origin = _with_port(
         _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port, conn_id=conn_id
     )
+    _not_the_other_api(origin, conn_id=conn_id, field_name="host", own=V1_PATH)
 
     v2_origin = _v2_origin(extra, origin, conn_id=conn_id)
+    if _extra(extra, "v2_host") is not None:
+        _not_the_other_api(v2_origin, conn_id=conn_id, field_name="v2_host", own=V2_PATH)
 
     timeout = _seconds(extra, "timeout", DEFAULT_TIMEOUT, conn_id=conn_id)
     upload_timeout = _seconds(extra, "upload_timeout", DEFAULT_UPLOAD_TIMEOUT, conn_id=conn_id)
@@ -247,6 +250,40 @@ def config_from_connection(
         unique_id=unique_id,
         blob_download_api="v1" if api == "v1" else "v2",
     )
+
+
+#: For each API path, the real service's host of that API and, for the other one, its host and path.
+_OTHER_API = {
+    V1_PATH: (
+        urlsplit(DEFAULT_HOST).hostname,
+        V2_PATH,
+        urlsplit(DEFAULT_V2_HOST).hostname,
+        "extra 'v2_host'",
+    ),
+    V2_PATH: (urlsplit(DEFAULT_V2_HOST).hostname, V1_PATH, urlsplit(DEFAULT_HOST).hostname, "field 'host'"),
+}
+
+
+def _not_the_other_api(origin: str, *, conn_id: str, field_name: str, own: str) -> None:
+    """Refuse an origin that belongs to the other API version: its base URL (``…/serve/api/v2`` in
+    the v1 host, ``…/serve/api/v1`` in ``v2_host``) or the real service's host of the other API.
+
+    Appended to, such a URL gives ``…/serve/api/v1/serve/api/v2``; the real service's v1 host does
+    not serve v2 (and the reverse): every call would end in a 404 that names no field.
+    """
+    own_host, other_path, other_host, other_field = _OTHER_API[own]
+    parts = urlsplit(origin)
+    where = "field 'host'" if field_name == "host" else f"extra {field_name!r}"
+    if parts.path.rstrip("/").endswith(other_path) or (
+        parts.hostname == other_host and parts.hostname != own_host
+    ):
+        version, other_version = ("v1", "v2") if own == V1_PATH else ("v2", "v1")
+        example = DEFAULT_HOST if own == V1_PATH else DEFAULT_V2_HOST
+        raise MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)}: {where} must be the {version} API's origin, e.g. "
+            f"{example!r}; it names the {other_version} API ({other_path} or its host), which "
+            f"belongs in {other_field}"
+        )
 
 
 def _json_kind(value: Any) -> str:

@@ -326,3 +326,37 @@ def test_a_key_pasted_with_its_header_says_so(password):
     with pytest.raises(MemoriesConnectionConfigError, match="raw key") as info:
         parse(password=password)
     assert "'password'" in str(info.value) and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        # The v2 base URL, or the real service's v2 host, in the v1 Host field ...
+        ({"host": "https://mavi-backend.memories.ai/serve/api/v2"}, "field 'host'"),
+        ({"host": "https://proxy.example/serve/api/v2/"}, "field 'host'"),
+        ({"host": "https://mavi-backend.memories.ai"}, "field 'host'"),
+        # ... and the v1 base URL, or the real service's v1 host, in extra v2_host.
+        ({"extra": {"v2_host": "https://api.memories.ai/serve/api/v1"}}, "extra 'v2_host'"),
+        ({"extra": {"v2_host": "http://127.0.0.1:8787/serve/api/v1/"}}, "extra 'v2_host'"),
+        ({"extra": {"v2_host": "https://api.memories.ai"}}, "extra 'v2_host'"),
+    ],
+)
+def test_the_other_api_versions_url_is_refused_naming_the_field(kw, field):
+    # Before, each was accepted and built '.../serve/api/v2/serve/api/v1' (or sent v2 calls to the
+    # v1 host): every call then failed with a 404 that named no field.
+    with pytest.raises(MemoriesConnectionConfigError, match=f"{field} must be the v[12] API's origin") as err:
+        parse(**kw)
+    assert KEY not in str(err.value)
+
+
+def test_each_api_versions_own_url_is_still_accepted():
+    c = parse(
+        host="https://api.memories.ai/serve/api/v1/",
+        extra={"v2_host": "https://mavi-backend.memories.ai/serve/api/v2/"},
+    )
+    assert (c.base_url, c.v2_base_url) == (
+        "https://api.memories.ai/serve/api/v1",
+        "https://mavi-backend.memories.ai/serve/api/v2",
+    )
+    same = parse(host="http://127.0.0.1:8787", extra={"v2_host": "http://127.0.0.1:8787"})
+    assert same.v2_base_url == "http://127.0.0.1:8787/serve/api/v2"
