@@ -50,8 +50,8 @@ from memories_provider.preflight import (
     refusal_fails_at_once,
 )
 from memories_provider.status import StatusCheck, is_transient
-from memories_provider.storage.files import StorageFile, stat_storage_file
-from memories_provider.storage.uris import redact_uri, scheme_family
+from memories_provider.storage.files import StorageFile, source_family, stat_storage_file
+from memories_provider.storage.uris import redact_uri
 from memories_provider.types import VideoStatusEvent
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         source_uri = str(self.source).strip()
         fields = {name: getattr(self, name) for name in UploadMetadata.field_names()}
         metadata = UploadMetadata(**{**fields, "tags": rendered_tags(fields["tags"])})
-        via_url = scheme_family(source_uri) == "http" and not self.stream_http
+        via_url = source_family(source_uri) == "http" and not self.stream_http
         if via_url and (self.source_conn_id or self.transport_params):
             raise ValueError(
                 "`source_conn_id`/`transport_params` cannot be used when the service fetches an http(s) "

@@ -47,7 +47,13 @@ from memories_provider.storage import probes
 from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.s3_part_checksums import precompute_part_checksums
-from memories_provider.storage.uris import local_path, redact_uri, scheme_of, schemes_of
+from memories_provider.storage.uris import (
+    local_path,
+    redact_uri,
+    scheme_of,
+    schemes_of,
+    windows_path_problem,
+)
 from memories_provider.storage.write_behind import open_write_behind
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,9 @@ def check_destination(uri: str) -> None:
     """Raise ``ValueError`` for an empty destination or one we cannot write atomically."""
     if not uri or not uri.strip():
         raise ValueError("`destination` must be a non-empty path or URI")
+    problem = windows_path_problem(uri, "destination")
+    if problem is not None:
+        raise ValueError(problem)
     scheme = scheme_of(uri)
     if scheme not in SUPPORTED_SCHEMES:
         raise ValueError(

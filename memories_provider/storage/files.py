@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
 from memories_provider.storage.probes import stored_size
-from memories_provider.storage.uris import local_path, redact_uri, scheme_family
+from memories_provider.storage.uris import local_path, redact_uri, scheme_family, windows_path_problem
 
 __all__ = ["StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
 
@@ -53,6 +53,18 @@ def storage_file_name(uri: str) -> str:
     return posixpath.basename(unquote(path).rstrip("/"))
 
 
+def source_family(uri: str) -> str:
+    """:func:`scheme_family` of an upload's ``source``; a Windows path or an unsupported scheme
+    raises ``ValueError`` naming ``source``."""
+    problem = windows_path_problem(uri, "source")
+    if problem is not None:
+        raise ValueError(problem)
+    try:
+        return scheme_family(uri)
+    except ValueError as err:
+        raise ValueError(f"`source`: {err}") from None
+
+
 def _local_path(uri: str) -> str:
     path = local_path(uri)
     assert path is not None
@@ -77,7 +89,7 @@ def stat_storage_file(
     """
     if not uri or not str(uri).strip():
         raise ValueError("`source` must be a non-empty path or URI")
-    family = scheme_family(uri)
+    family = source_family(uri)
     name = storage_file_name(uri)
     shown = redact_uri(uri)
     if not name:

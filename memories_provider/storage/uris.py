@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memories_provider.redaction import MASK
@@ -58,6 +59,30 @@ def scheme_family(uri: str) -> str:
             f"unsupported URI scheme {scheme!r} in {redact_uri(uri)!r}; use a local path, file://, "
             "s3://, gs://, azure://, sftp:// or http(s)://"
         ) from None
+
+
+#: A Windows drive (``C:\\``, ``C:/``) or UNC (``\\\\server``) path: on a POSIX worker it is a
+#: relative file name, so reading fails with "does not exist" and writing makes a file called
+#: ``C:\\out\\`` in the worker's working folder.
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\")
+
+
+def windows_path_problem(uri: str, param: str) -> str | None:
+    """Why ``uri``, given as ``param``, is a Windows path a POSIX worker cannot use; else ``None``.
+
+    A drive letter or UNC prefix always is; for a ``destination``, so is any backslash (it would
+    become part of a file name, not a folder).
+    """
+    text = str(uri).strip()
+    if scheme_of(text) != "":
+        return None
+    if _WINDOWS_PATH.match(text) or (param == "destination" and "\\" in text):
+        return (
+            f"`{param}` {text!r} is a Windows path; the worker runs on a POSIX system, where it names "
+            "a file in the worker's working folder: give a path with '/' (e.g. '/data/clip.mp4') or a "
+            "URI (file://, s3://, gs://, azure://, sftp://)"
+        )
+    return None
 
 
 def local_path(uri: str) -> str | None:

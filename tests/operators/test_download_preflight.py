@@ -67,6 +67,20 @@ def test_folder_destination_that_is_a_file(emu: Any, ids: dict[str, str], tmp_pa
     fails_before_any_request(emu, "is an existing file", destination=str(tmp_path / "a-file") + "/", **ids)
 
 
+@pytest.mark.parametrize("destination", ["C:\\out\\", "D:/out/clip.mp4", "out\\clip.mp4", "\\\\nas\\out\\"])
+def test_windows_path_is_refused(
+    emu: Any, ids: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, destination: str
+) -> None:
+    # Before, the download went through and wrote a file named 'C:\out\' (or 'out\clip.mp4')
+    # in the worker's working folder.
+    monkeypatch.chdir(tmp_path)
+    error = fails_before_any_request(
+        emu, "`destination` .* is a Windows path", destination=destination, **ids
+    )
+    assert "POSIX" in str(error)
+    assert list(tmp_path.iterdir()) == []
+
+
 @contextlib.contextmanager
 def _unwritable(folder: Path) -> Iterator[None]:
     """Make ``folder`` refuse new files, even to root (immutable attribute) when chmod is not enough."""

@@ -690,6 +690,8 @@ def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, 
         ({"video_nos": ["VI1", "a/b"]}, "video_no"),
         ({"video_no": "VI1", "destination": "{dir}/folder/"}, "not the folder"),
         ({"video_no": "VI1", "destination": "ftp://host/x.jsonl"}, "scheme"),
+        # Before, exported into a file named 'C:\lake\x.jsonl' in the worker's working folder.
+        ({"video_no": "VI1", "destination": "C:\\lake\\x.jsonl"}, "`destination` .* is a Windows path"),
         ({"video_no": "VI1", "transport_params": {"min_part_size": 1}}, "transport_params"),
         ({"video_no": "VI1", "destination": "{dir}/exists.jsonl", "overwrite": False}, "already exists"),
         ({"video_no": "VI1", "destination": "{dir}/afile/x.jsonl"}, "destination"),

@@ -275,6 +275,12 @@ def test_an_unreachable_presigned_source_fails_without_its_signature_and_is_retr
         ({"source": "{tmp}/missing.mp4"}, "`source`"),
         ({"source": "{tmp}/empty.mp4"}, "`source`"),
         ({"source": "{tmp}"}, "`source`"),
+        # Named: before, the scheme's error did not say which parameter held it.
+        ({"source": "ftp://host/clip.mp4"}, "`source`: unsupported URI scheme 'ftp'"),
+        # Not "does not exist": on a POSIX worker a Windows path is a file name in the working folder.
+        ({"source": "C:\\videos\\clip.mp4"}, "is a Windows path"),
+        ({"source": "D:/videos/clip.mp4"}, "`source` 'D:/videos/clip.mp4' is a Windows path"),
+        ({"source": "\\\\nas\\share\\clip.mp4"}, "is a Windows path"),
         ({"tags": [f"t{i}" for i in range(20)]}, "`tags`"),
         ({"tags": [""]}, "`tags`"),
         ({"callback": "https://example.com/" + "x" * 300}, "`callback`"),
