@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 
 from memories_provider.client import (
     AsyncMemoriesClient,
@@ -138,10 +138,21 @@ class MemoriesHook(BaseHook):
             conn_id=self.memories_conn_id, password=conn.password, host=conn.host, port=conn.port, extra=extra
         )
 
+    def _undefined(self) -> MemoriesConnectionConfigError:
+        """The error for a ``memories_conn_id`` that names no connection, saying how to define it."""
+        conn_id = self.memories_conn_id
+        return MemoriesConnectionConfigError(
+            f"{connection_label(conn_id)} is not defined (parameter `memories_conn_id`): create it in "
+            f"Admin > Connections with type memories.ai, or set AIRFLOW_CONN_{conn_id.upper()}"
+        )
+
     @cached_property
     def config(self) -> MemoriesConnectionConfig:
         """Validated settings of the connection (looked up once per hook)."""
-        conn = self.get_connection(self.memories_conn_id)
+        try:
+            conn = self.get_connection(self.memories_conn_id)
+        except AirflowNotFoundException:
+            raise self._undefined() from None
         if conn.password:  # masked before validation, so no error path can show it
             mask_secret(conn.password)
         config = self._config_from(conn, conn.extra_dejson)
@@ -154,7 +165,10 @@ class MemoriesHook(BaseHook):
             return self.config
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
-        conn = await get_async_connection(self.memories_conn_id, hook=self)
+        try:
+            conn = await get_async_connection(self.memories_conn_id, hook=self)
+        except AirflowNotFoundException:
+            raise self._undefined() from None
         if conn.password:
             await _amask_secret(conn.password)
         config = self._config_from(conn, await get_async_extra_dejson(conn))
@@ -333,7 +347,10 @@ class MemoriesHook(BaseHook):
         password: str | None = None
         origin = "the service"
         try:
-            password = self.get_connection(self.memories_conn_id).password
+            try:
+                password = self.get_connection(self.memories_conn_id).password
+            except AirflowNotFoundException:
+                raise self._undefined() from None
             config = self.config
             origin = _origin_of(config.base_url)
             client = MemoriesClient(
