@@ -7,13 +7,14 @@ Storage providers (amazon, google, sftp) are imported only when a connection of 
 
 from __future__ import annotations
 
+import importlib
 import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from memories_provider.redaction import CREDENTIAL_PARAM
-from memories_provider.storage.uris import LOGIN_SCHEMES, scheme_family, scheme_of, split_userinfo
+from memories_provider.storage.uris import LOGIN_SCHEMES, redact_uri, scheme_family, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -67,6 +68,35 @@ def validate_transport_params(uri: str, transport_params: dict[str, Any] | None)
     return dict(transport_params)
 
 
+#: For each storage family: the module its transport cannot work without, and the extra that installs it.
+_LIBRARIES: dict[str, tuple[str, str, str]] = {
+    "s3": ("boto3", "boto3", "s3"),
+    "gs": ("google.cloud.storage", "google-cloud-storage", "gcs"),
+    "azure": ("azure.storage.blob", "azure-storage-blob", "azure"),
+    "sftp": ("paramiko", "paramiko", "sftp"),
+}
+
+
+def require_library(uri: str, param: str) -> None:
+    """Raise ``ValueError`` naming ``param``, the library and the extra to install when the storage
+    library ``uri`` needs is missing — before a connection is read or anything is sent.
+
+    Without it, a missing library showed as another problem (no Azure credentials), as smart-open's
+    advice (``pip install smart_open[ssh]``), or as a raw ``ModuleNotFoundError``.
+    """
+    family = scheme_family(uri)
+    if family not in _LIBRARIES:
+        return
+    module, package, extra = _LIBRARIES[family]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"`{param}` {redact_uri(uri)!r} needs {package} for {scheme_of(uri)}:// URIs, which is not "
+            f"installed: pip install 'airflow-provider-memories[{extra}]'"
+        ) from None
+
+
 def transport_params_for(
     uri: str,
     *,
@@ -85,6 +115,7 @@ def transport_params_for(
     :param transport_params: extra smart-open parameters; validated per scheme.
     :param conn_param: the operator parameter naming the connection, quoted in errors.
     """
+    require_library(uri, conn_param.removesuffix("_conn_id"))
     user = validate_transport_params(uri, transport_params)
     family = scheme_family(uri)
     params: dict[str, Any] = {}
