@@ -205,9 +205,14 @@ def config_from_connection(
 
     # The header's own words pasted along with the key (the API takes the raw key, no "Bearer").
     prefix = re.match(r"\s*(bearer|authorization\s*:)\s", password or "", re.IGNORECASE)
+    stripped = (password or "").strip()
+    # Quotes copied along with the key (from JSON, a shell line, a .env file) would be sent in the header.
+    quoted = len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "\"'`"
     problem = (
         f"starts with {prefix.group(1)!r}: give the raw key ('sk-...') alone"
         if prefix
+        else "is wrapped in quotes: give the key without them"
+        if quoted
         else api_key_problem(password or "")
     )
     if problem is not None:
@@ -357,7 +362,7 @@ def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:
 
 def _blob_download_api(extra: dict[str, Any], *, conn_id: str) -> str:
     """Extra ``blob_download_api``: ``v1`` or ``v2`` (default)."""
-    api = str(_extra(extra, "blob_download_api") or "v2").lower()
+    api = str(_extra(extra, "blob_download_api") or "v2").strip().lower()
     if api not in ("v1", "v2"):
         raise MemoriesConnectionConfigError(
             f"{connection_label(conn_id)}: extra 'blob_download_api' must be 'v1' or 'v2', "

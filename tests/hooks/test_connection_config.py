@@ -360,3 +360,17 @@ def test_each_api_versions_own_url_is_still_accepted():
     )
     same = parse(host="http://127.0.0.1:8787", extra={"v2_host": "http://127.0.0.1:8787"})
     assert same.v2_base_url == "http://127.0.0.1:8787/serve/api/v2"
+
+
+@pytest.mark.parametrize("password", [f'"{KEY}"', f"'{KEY}'\n", f" `{KEY}` "])
+def test_a_key_pasted_with_its_quotes_says_so(password):
+    # Before, accepted and sent quotes and all: every call failed with 0401, naming no field.
+    with pytest.raises(MemoriesConnectionConfigError, match="wrapped in quotes") as info:
+        parse(password=password)
+    assert "'password'" in str(info.value) and KEY not in str(info.value)
+
+
+def test_blob_download_api_forgives_surrounding_whitespace():
+    # Before, ' v1 ' (a copy-paste) was refused as "must be 'v1' or 'v2', got ' v1 '".
+    assert parse(extra={"blob_download_api": " v1 "}).blob_download_api == "v1"
+    assert parse(extra={"blob_download_api": "V2\n"}).blob_download_api == "v2"
