@@ -53,7 +53,8 @@ DOC_MD = """
 **Produces** one mapped `upload` per video not yet at the destination (XCom: its `video_no`),
 one `wait_for_parse` for all of them, and one mapped `download` per video, written to
 `destination_prefix` + its path relative to `source_prefix`. Re-running skips what is there.
-A missing `source_prefix` or a `destination_prefix` without `/` fails `list_new_videos` at once.
+A `destination_prefix` or `export_prefix` without its final `/` is refused by the *Trigger* form
+(and `airflow dags trigger`); a missing `source_prefix` fails `list_new_videos` at once.
 """
 
 with DAG(
@@ -74,11 +75,13 @@ with DAG(
         "destination_prefix": Param(
             str(PROJECT / "demo-output" / "backfill-out") + "/",
             type="string",
+            pattern="^.+/$",
             description="folder URI ending in /",
         ),
         "export_prefix": Param(
             str(PROJECT / "demo-output" / "backfill-index") + "/",
             type="string",
+            pattern="^.+/$",  # the run's file name is appended to it
             description="folder URI ending in /: one <run>.jsonl of all parsed videos per run",
         ),
     },

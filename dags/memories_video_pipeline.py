@@ -83,6 +83,9 @@ with DAG(
         "export_folder": Param(
             str(PROJECT / "demo-output" / "exports") + "/",
             type="string",
+            # The file name is appended to it: without the '/', "out" would give "outVI….jsonl".
+            pattern="^.+/$",
+            title="Export folder",
             description="folder (ending in /) for <video_no>.jsonl: the video's captions and transcript",
         ),
     },

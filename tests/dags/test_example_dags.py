@@ -98,3 +98,24 @@ def test_backfill_uploads_each_file_once_and_skips_done_ones(
     assert emu.control.count("upload") == 4  # only the new file
     assert (dst / "v3.mp4").read_bytes() == b"new one" * 100
     assert len(list(idx.iterdir())) == 2  # one dataset per run, the second with all four videos
+
+
+def test_video_pipeline_refuses_an_export_folder_without_its_slash(
+    emu: Any, dagbag: Any, run_dag: Any, tmp_path: Path
+) -> None:
+    # Before, "<tmp>/idx" was accepted and the export went to a file "<tmp>/idxVI….jsonl" beside
+    # the folder the user named.
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"p" * 1000)
+    with pytest.raises(Exception, match="export_folder") as info:
+        run_dag(
+            dagbag.get_dag("memories_video_pipeline"),
+            run_conf={
+                "source": str(source),
+                "destination": f"{tmp_path}/out/",
+                "export_folder": f"{tmp_path}/idx",
+            },
+        )
+    assert "ParamValidationError" in type(info.value).__name__ or "Param" in str(info.value)
+    assert emu.control.request_log() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
