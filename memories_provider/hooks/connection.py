@@ -116,37 +116,40 @@ def _shown_setting(value: Any) -> str:
 
 
 def _origin(value: str, *, conn_id: str, field_name: str) -> str:
+    # The Host is a standard field; v2_host an extra, named as the other extras are.
+    where = "field 'host'" if field_name == "host" else f"extra {field_name!r}"
+    example = DEFAULT_HOST if field_name == "host" else DEFAULT_V2_HOST
     value = value.strip().rstrip("/")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (raises ValueError on a port out of range or not a number)
     except ValueError:
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: field {field_name!r} is not a URL: its port is not a "
+            f"{connection_label(conn_id)}: {where} is not a URL: its port is not a "
             "number from 1 to 65535, or a bracket of an IPv6 address is missing"
         ) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: field {field_name!r} must be an http(s) URL with a scheme, "
-            f"e.g. 'https://api.memories.ai', got {_shown(value)}"
+            f"{connection_label(conn_id)}: {where} must be an http(s) URL with a scheme, "
+            f"e.g. {example!r}, got {_shown(value)}"
         )
     if "?" in value or "#" in value:
         # The API paths are appended to it: a query would end up in the middle of every URL. Not
         # quoted: a query is where a key pasted in ("?api_key=...") would be.
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: field {field_name!r} must not contain a query ('?') or a "
-            "fragment ('#'); give only the origin, e.g. 'https://api.memories.ai'"
+            f"{connection_label(conn_id)}: {where} must not contain a query ('?') or a "
+            f"fragment ('#'); give only the origin, e.g. {example!r}"
         )
     if "@" in parts.netloc:
         # The API authenticates by the key alone; user-info would only travel into logs and lineage.
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: field {field_name!r} must not contain 'user:password@' "
+            f"{connection_label(conn_id)}: {where} must not contain 'user:password@' "
             "(put the API key in the password field)"
         )
     host = (parts.hostname or "").lower()
     if parts.scheme.lower() == "http" and (host == _SERVICE_DOMAIN or host.endswith("." + _SERVICE_DOMAIN)):
         raise MemoriesConnectionConfigError(
-            f"{connection_label(conn_id)}: field {field_name!r} must use https:// for memories.ai "
+            f"{connection_label(conn_id)}: {where} must use https:// for memories.ai "
             "(over http:// the API key would travel unencrypted)"
         )
     # Scheme and host name are case-insensitive: 'HTTPS://API.memories.ai' is the real service too.

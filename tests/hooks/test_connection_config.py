@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from airflow.providers.common.compat.sdk import Connection
@@ -270,7 +271,7 @@ def test_a_host_with_a_query_or_fragment_is_refused_without_quoting_it(field, su
     """The API paths are appended to the host: a query there would end up in the middle of the URL."""
     url = "https://api.memories.ai" + suffix
     kw = {"host": url} if field == "host" else {"extra": {"v2_host": url}}
-    with pytest.raises(MemoriesConnectionConfigError, match=f"field '{field}'.*query") as info:
+    with pytest.raises(MemoriesConnectionConfigError, match=f"(field|extra) '{field}'.*query") as info:
         parse(**kw)
     assert suffix not in str(info.value) and KEY not in str(info.value)
 
@@ -374,3 +375,18 @@ def test_blob_download_api_forgives_surrounding_whitespace():
     # Before, ' v1 ' (a copy-paste) was refused as "must be 'v1' or 'v2', got ' v1 '".
     assert parse(extra={"blob_download_api": " v1 "}).blob_download_api == "v1"
     assert parse(extra={"blob_download_api": "V2\n"}).blob_download_api == "v2"
+
+
+def test_a_bad_v2_host_is_named_as_an_extra_with_a_v2_example():
+    # Before: "field 'v2_host' must be an http(s) URL with a scheme, e.g. 'https://api.memories.ai'",
+    # the v1 host as the example, which the v2_host check now refuses.
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        parse(extra={"v2_host": "127.0.0.1:8787"})
+    assert str(info.value) == (
+        "Connection 'mem': extra 'v2_host' must be an http(s) URL with a scheme, "
+        "e.g. 'https://mavi-backend.memories.ai', got '127.0.0.1:8787'"
+    )
+    with pytest.raises(
+        MemoriesConnectionConfigError, match=re.escape("e.g. 'https://mavi-backend.memories.ai'")
+    ):
+        parse(extra={"v2_host": "https://mavi-backend.memories.ai/?x=1"})
