@@ -12,7 +12,9 @@ is left to the retries.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
+from datetime import timedelta
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
@@ -154,3 +156,26 @@ def bad_input_fails_at_once() -> Iterator[None]:
         raise
     except ValueError as err:
         raise BadInputError(str(err)) from err
+
+
+def seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """A duration parameter in seconds: a number, or a ``timedelta`` as Airflow's sensors take for
+    ``poke_interval`` and ``timeout``. It must be finite and above 0 (or 0 too, with ``zero``).
+
+    :raises ValueError: naming ``name`` and the rule (a string, ``None``, ``True``, NaN or infinity).
+    """
+    given = value
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        rule = ">= 0" if zero else "> 0"
+        raise ValueError(
+            f"`{name}` must be a finite number of seconds {rule} (or a timedelta), got {given!r}"
+        )
+    return float(value)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
@@ -39,6 +39,7 @@ from memories_provider.preflight import (
     bad_input_fails_at_once,
     checked_unique_id,
     flags,
+    seconds,
 )
 from memories_provider.status import StatusRound, is_transient, normalize_video_nos, run_round, shown_status
 from memories_provider.storage.destinations import (
@@ -182,10 +183,11 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         ``FAILED`` or unknown video fails the task) or ``"skip"`` (export the others; the skipped
         ids, and those of videos deleted during the export, are in the result's ``skipped``;
         when none is left, nothing is written and the task is skipped).
-    :param wait_timeout: seconds ``not_parsed="wait"`` waits at most, counted from the start of the
-        try (a deferred wait included; a retry of the task waits again). It bounds the waiting; the
-        first status check, like the export itself, is bounded by the connection's retry policy.
-    :param poll_interval: seconds between status checks while waiting.
+    :param wait_timeout: seconds (or a ``timedelta``) ``not_parsed="wait"`` waits at most, counted
+        from the start of the try (a deferred wait included; a retry of the task waits again). It
+        bounds the waiting; the first status check, like the export itself, is bounded by the
+        connection's retry policy.
+    :param poll_interval: seconds (or a ``timedelta``) between status checks while waiting.
     :param deferrable: with ``not_parsed="wait"``, wait in the triggerer (the status trigger the
         sensor uses; no worker slot held) once the first check has found videos not parsed yet, or
         could not get an answer; defaults to ``[operators] default_deferrable``. On resume, the
@@ -218,8 +220,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         kinds: str | Sequence[str] = "both",
         file_format: str | None = None,
         not_parsed: str = "fail",
-        wait_timeout: float = 3600.0,
-        poll_interval: float = 30.0,
+        wait_timeout: float | timedelta = 3600.0,
+        poll_interval: float | timedelta = 30.0,
         overwrite: bool = True,
         memories_conn_id: str = DEFAULT_CONN_ID,
         destination_conn_id: str | None = None,
@@ -230,9 +232,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         super().__init__(**kwargs)
         flags(all_parsed=all_parsed, overwrite=overwrite, deferrable=deferrable)
         _check_arguments(destination, video_no, video_nos, all_parsed, file_format, not_parsed)
-        for name, value in (("wait_timeout", wait_timeout), ("poll_interval", poll_interval)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-                raise ValueError(f"`{name}` must be a positive, finite number of seconds, got {value!r}")
+        wait_timeout = seconds("wait_timeout", wait_timeout)
+        poll_interval = seconds("poll_interval", poll_interval)
         self.kinds = _kinds(kinds)
         self.destination = destination
         self.video_no = video_no

@@ -48,6 +48,7 @@ from memories_provider.preflight import (
     bad_input_fails_at_once,
     flags,
     refusal_fails_at_once,
+    seconds,
 )
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, source_family, stat_storage_file
@@ -119,14 +120,13 @@ class _Plan:
     tag: str | None
 
 
-def _check_waits(poll_interval: float, timeout: float, lost_answer_grace: float) -> None:
-    """The constructor's checks of the waiting parameters (seconds)."""
-    if not poll_interval > 0:  # (NaN included)
-        raise ValueError(f"`poll_interval` must be > 0 seconds, got {poll_interval!r}")
-    if not timeout > 0:
-        raise ValueError(f"`timeout` must be > 0 seconds, got {timeout!r}")
-    if isinstance(lost_answer_grace, bool) or not lost_answer_grace >= 0:
-        raise ValueError(f"`lost_answer_grace` must be >= 0 seconds, got {lost_answer_grace!r}")
+def _check_waits(poll_interval: Any, timeout: Any, lost_answer_grace: Any) -> tuple[float, float, float]:
+    """The constructor's checks of the waiting parameters: seconds (or timedeltas), as floats."""
+    return (
+        seconds("poll_interval", poll_interval),
+        seconds("timeout", timeout),
+        seconds("lost_answer_grace", lost_answer_grace, zero=True),
+    )
 
 
 class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
@@ -202,12 +202,14 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         mean "not yet" until ``timeout``; ``FAILED`` fails at once, with the service's cause.
     :param deferrable: wait for rate limits, for parsing and for an earlier attempt's candidate
         videos in the triggerer, not in a worker slot; defaults to ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status checks while waiting for parsing or for candidates.
-    :param timeout: seconds to wait for parsing before failing; also the longest a retry waits for
-        an earlier attempt's candidate videos to be parsed before failing undecided.
-    :param lost_answer_grace: seconds a retry keeps looking for an earlier attempt's unanswered
-        upload in the listing before it concludes nothing arrived and uploads (capped by
-        ``timeout``). The retry itself starts ``retry_delay`` after the attempt failed.
+    :param poll_interval: seconds (or a ``timedelta``) between status checks while waiting for parsing
+        or for candidates.
+    :param timeout: seconds (or a ``timedelta``) to wait for parsing before failing; also the
+        longest a retry waits for an earlier attempt's candidate videos to be parsed before failing
+        undecided.
+    :param lost_answer_grace: seconds (or a ``timedelta``) a retry keeps looking for an earlier
+        attempt's unanswered upload in the listing before it concludes nothing arrived and uploads
+        (capped by ``timeout``). The retry itself starts ``retry_delay`` after the attempt failed.
 
     Returns (XCom ``return_value``) the ``video_no``; the upload result goes to XCom key
     ``upload_result``, of the same shape whether uploaded or reused: ``{"video_no", "video_name",
@@ -248,9 +250,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         idempotent: bool = True,
         wait_for_parse: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 30.0,
-        timeout: float = 2 * 60 * 60,
-        lost_answer_grace: float = 120.0,
+        poll_interval: float | timedelta = 30.0,
+        timeout: float | timedelta = 2 * 60 * 60,
+        lost_answer_grace: float | timedelta = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -262,7 +264,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             wait_for_parse=wait_for_parse,
             deferrable=deferrable,
         )
-        _check_waits(poll_interval, timeout, lost_answer_grace)
+        poll_interval, timeout, lost_answer_grace = _check_waits(poll_interval, timeout, lost_answer_grace)
         self.source = source
         self.memories_conn_id = memories_conn_id
         self.unique_id = unique_id

@@ -336,7 +336,7 @@ def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     for name in ("wait_timeout", "poll_interval"):
-        with pytest.raises(ValueError, match=f"`{name}` must be a positive, finite number of seconds"):
+        with pytest.raises(ValueError, match=f"`{name}` must be a finite number of seconds > 0"):
             MemoriesExportOperator(
                 task_id="e", video_nos=three, destination="/tmp/x.jsonl", **{name: float("inf")}
             )
