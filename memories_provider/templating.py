@@ -19,3 +19,22 @@ def rendered_list(value: Any) -> list[Any] | None:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
     return parsed if isinstance(parsed, list) else None
+
+
+def single_value(name: str, value: Any, *, operator: str) -> str:
+    """``value`` as the one path, URI or id ``name`` takes (a ``Path`` becomes its text).
+
+    A list — given as one, or a list a template rendered as text (``"['a.mp4', 'b.mp4']"``) — is
+    the mistake of passing many values to a task that takes one: refused naming ``name`` and how
+    to run one task per value (task mapping), instead of being read as one odd path or id.
+
+    :param operator: the operator's class name, for the mapping example.
+    :raises ValueError: naming ``name``.
+    """
+    listed = list(value) if isinstance(value, (list, tuple)) else rendered_list(value)
+    if listed is not None:
+        raise ValueError(
+            f"`{name}` takes one value, got a list of {len(listed)}: to run one task per value, map "
+            f"the task, e.g. {operator}.partial(task_id=...).expand({name}=<the list>)"
+        )
+    return str(value)

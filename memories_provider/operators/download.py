@@ -52,6 +52,7 @@ from memories_provider.storage.destinations import (
 from memories_provider.storage.provenance import Existing, Provenance, writer_mark
 from memories_provider.storage.survey import sha256_of, survey
 from memories_provider.storage.uris import redact_uri, scheme_family
+from memories_provider.templating import single_value
 from memories_provider.types import DownloadResult
 
 if TYPE_CHECKING:
@@ -206,6 +207,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
     def execute(self, context: Context) -> DownloadResult:
         """Check the destination, download (or skip), then attach the result to outlet events."""
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
+            for name in ("video_no", "asset_id", "destination"):
+                if getattr(self, name) is not None:
+                    single_value(name, getattr(self, name), operator=type(self).__name__)
             source = select_source(
                 video_no=self.video_no,
                 asset_id=self.asset_id,

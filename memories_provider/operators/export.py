@@ -53,6 +53,7 @@ from memories_provider.storage.destinations import (
 from memories_provider.storage.provenance import Existing, Provenance
 from memories_provider.storage.survey import survey
 from memories_provider.storage.uris import redact_uri
+from memories_provider.templating import single_value
 from memories_provider.triggers.video_status import short_ids
 from memories_provider.types import ExportResult, VideoStatusEvent
 
@@ -343,7 +344,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else [check_id("video_no", v) for v in self._ids()]
             unique_id = checked_unique_id(self.unique_id)
-            destination = str(self.destination)
+            destination = single_value("destination", self.destination, operator=type(self).__name__)
             check_destination(destination)
             if is_folder(destination):
                 raise ValueError(

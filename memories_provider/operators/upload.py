@@ -53,6 +53,7 @@ from memories_provider.preflight import (
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, source_family, stat_storage_file
 from memories_provider.storage.uris import redact_uri
+from memories_provider.templating import single_value
 from memories_provider.types import VideoStatusEvent
 
 if TYPE_CHECKING:
@@ -303,7 +304,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         )
 
     def _plan(self, context: Context) -> _Plan:
-        source_uri = str(self.source).strip()
+        source_uri = single_value("source", self.source, operator=type(self).__name__).strip()
         fields = {name: getattr(self, name) for name in UploadMetadata.field_names()}
         metadata = UploadMetadata(**{**fields, "tags": rendered_tags(fields["tags"])})
         via_url = source_family(source_uri) == "http" and not self.stream_http
