@@ -191,6 +191,7 @@ def config_from_connection(
     host: str | None,
     port: int | None,
     extra: dict[str, Any] | None,
+    schema: str | None = None,
 ) -> MemoriesConnectionConfig:
     """Validate a ``memories`` connection's fields and turn them into client settings.
 
@@ -200,6 +201,8 @@ def config_from_connection(
     :param port: optional port added to ``host``.
     :param extra: the connection's extras (``v2_host``, ``timeout``, ``upload_timeout``,
         ``max_retries``, ``unique_id``, ``blob_download_api``): a JSON object, or ``None``.
+    :param schema: the path of a URI-form connection (``memories://https://:key@host/prefix``), which
+        Airflow stores apart from the host (the form hides the field): appended to the host's path.
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
     """
     # Imported here: get_provider_info imports this module during provider discovery, and the
@@ -232,9 +235,12 @@ def config_from_connection(
             f'{{"unique_id": "team-a"}}, got a JSON {_json_kind(extra)}'
         )
 
-    origin = _with_port(
-        _origin(host or DEFAULT_HOST, conn_id=conn_id, field_name="host"), port, conn_id=conn_id
-    )
+    host = host or DEFAULT_HOST
+    if schema and schema.strip("/"):
+        # Airflow splits a URI's path off into the schema: "memories://https://:key@proxy/memories"
+        # has host "https://proxy" and schema "memories". Without it the prefix was dropped unseen.
+        host = f"{host.strip().rstrip('/')}/{schema.strip('/')}"
+    origin = _with_port(_origin(host, conn_id=conn_id, field_name="host"), port, conn_id=conn_id)
     _not_the_other_api(origin, conn_id=conn_id, field_name="host", own=V1_PATH)
 
     v2_origin = _v2_origin(extra, origin, conn_id=conn_id)

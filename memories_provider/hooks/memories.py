@@ -135,7 +135,12 @@ class MemoriesHook(BaseHook):
 
     def _config_from(self, conn: Connection, extra: dict[str, Any]) -> MemoriesConnectionConfig:
         return config_from_connection(
-            conn_id=self.memories_conn_id, password=conn.password, host=conn.host, port=conn.port, extra=extra
+            conn_id=self.memories_conn_id,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            extra=extra,
+            schema=conn.schema,
         )
 
     def _undefined(self) -> MemoriesConnectionConfigError:

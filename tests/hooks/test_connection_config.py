@@ -390,3 +390,39 @@ def test_a_bad_v2_host_is_named_as_an_extra_with_a_v2_example():
         MemoriesConnectionConfigError, match=re.escape("e.g. 'https://mavi-backend.memories.ai'")
     ):
         parse(extra={"v2_host": "https://mavi-backend.memories.ai/?x=1"})
+
+
+@pytest.mark.parametrize(
+    ("uri", "v1"),
+    [
+        # Airflow puts a URI's path in the (hidden) schema field: the prefix was dropped unseen, and
+        # every call went to https://proxy.example/serve/api/v1 instead.
+        (
+            "memories://https://:sk-abc123@proxy.example/memories",
+            "https://proxy.example/memories/serve/api/v1",
+        ),
+        (
+            "memories://https://:sk-abc123@proxy.example:8443/a/b/",
+            "https://proxy.example:8443/a/b/serve/api/v1",
+        ),
+        # The v1 base URL as the README allows it, in URI form: not doubled.
+        (
+            "memories://https://:sk-abc123@api.memories.ai/serve/api/v1",
+            "https://api.memories.ai/serve/api/v1",
+        ),
+        ("memories://https://:sk-abc123@api.memories.ai", "https://api.memories.ai/serve/api/v1"),
+    ],
+)
+def test_a_path_prefix_in_the_uri_form_is_kept(monkeypatch, uri, v1):
+    monkeypatch.setenv("AIRFLOW_CONN_MEM_PREFIX", uri)
+    assert MemoriesHook("mem_prefix").config.base_url == v1
+
+
+def test_a_host_with_a_path_survives_the_uri_round_trip():
+    # What `airflow connections export --format uri` (get_uri) writes and a secrets backend reads back.
+    conn = Connection(conn_id="rt", conn_type="memories", host="https://proxy.example/memories", password=KEY)
+    back = Connection(conn_id="rt", uri=conn.get_uri())
+    c = parse(
+        password=back.password, host=back.host, port=back.port, extra=back.extra_dejson, schema=back.schema
+    )
+    assert c.base_url == "https://proxy.example/memories/serve/api/v1"
