@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import ssl
@@ -143,6 +144,26 @@ class MemoriesHook(BaseHook):
             schema=conn.schema,
         )
 
+    def _check_extra_json(self, conn: Connection) -> None:
+        """Refuse extras that are not JSON, naming the field; Airflow would log a traceback and
+        hand over ``{}``, and every setting in them would be dropped unseen."""
+        raw = conn.extra
+        if not isinstance(raw, str) or not raw.strip():
+            return
+        try:
+            json.loads(raw)
+        except ValueError as err:
+            where = (
+                f" ({err.msg} at line {err.lineno}, column {err.colno})"
+                if isinstance(err, json.JSONDecodeError)
+                else ""
+            )
+            # The text itself is not quoted: it may hold a key pasted into the wrong field.
+            raise MemoriesConnectionConfigError(
+                f"{connection_label(self.memories_conn_id)}: field 'extra' is not valid JSON{where}; "
+                'it must be a JSON object such as {"unique_id": "team-a"}'
+            ) from None
+
     def _undefined(self) -> MemoriesConnectionConfigError:
         """The error for a ``memories_conn_id`` that names no connection, saying how to define it."""
         conn_id = self.memories_conn_id
@@ -160,6 +181,7 @@ class MemoriesHook(BaseHook):
             raise self._undefined() from None
         if conn.password:  # masked before validation, so no error path can show it
             mask_secret(conn.password)
+        self._check_extra_json(conn)
         config = self._config_from(conn, conn.extra_dejson)
         mask_secret(config.api_key)
         return config
@@ -176,6 +198,7 @@ class MemoriesHook(BaseHook):
             raise self._undefined() from None
         if conn.password:
             await _amask_secret(conn.password)
+        self._check_extra_json(conn)
         config = self._config_from(conn, await get_async_extra_dejson(conn))
         await _amask_secret(config.api_key)
         self.__dict__["config"] = config

@@ -426,3 +426,29 @@ def test_a_host_with_a_path_survives_the_uri_round_trip():
         password=back.password, host=back.host, port=back.port, extra=back.extra_dejson, schema=back.schema
     )
     assert c.base_url == "https://proxy.example/memories/serve/api/v1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ('{"unique_id": "team-a",}', "line 1, column 24"),  # a trailing comma
+        ("{'unique_id': 'team-a'}", "line 1, column 2"),  # Python quotes
+        ("unique_id=team-a", "line 1, column 1"),
+        (f'{{"v2_host": "https://x.example", "note": "{KEY}"', "line 1, column"),  # cut short
+    ],
+)
+async def test_extras_that_are_not_json_are_refused_naming_the_field(monkeypatch, caplog, extra, where):
+    # Before, Airflow logged a traceback and handed over {}: the hook ran with unique_id 'default',
+    # the default hosts and timeouts, and Test said "Connected".
+    conn = {"conn_type": "memories", "password": KEY, "host": "http://127.0.0.1:9", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_JSON", json.dumps(conn))
+    expected = "Connection 'bad_json': field 'extra' is not valid JSON ("
+    with pytest.raises(MemoriesConnectionConfigError) as info:
+        MemoriesHook("bad_json").config  # noqa: B018
+    message = str(info.value)
+    assert message.startswith(expected) and where in message and message.endswith('{"unique_id": "team-a"}')
+    assert KEY not in message and "team-a'" not in message
+    with pytest.raises(MemoriesConnectionConfigError) as async_info:
+        await MemoriesHook("bad_json").aget_config()
+    assert str(async_info.value) == message
+    assert MemoriesHook("bad_json").test_connection() == (False, message)
