@@ -65,6 +65,13 @@ def source_family(uri: str) -> str:
         raise ValueError(f"`source`: {err}") from None
 
 
+def _resolved_as(uri: str) -> str:
+    """`` (looked for at /abs/path)`` when a relative or ``~`` path resolved to another spelling on
+    this worker, whose working folder and home are rarely the ones the DAG's author had in mind."""
+    path = _local_path(uri)
+    return "" if path == uri.strip() or "://" in uri else f" (looked for at {path!r} on this worker)"
+
+
 def _local_path(uri: str) -> str:
     path = local_path(uri)
     assert path is not None
@@ -101,7 +108,7 @@ def stat_storage_file(
     params = _source_params(uri, conn_id, transport_params)
     size = stored_size(uri, params)
     if size is None and family != "http":  # an HTTP server may just not tell
-        raise ValueError(f"`source` {shown!r} does not exist")
+        raise ValueError(f"`source` {shown!r} does not exist{_resolved_as(uri) if family == 'file' else ''}")
     if size == 0:
         raise ValueError(f"`source` {shown!r} is empty (0 bytes)")
     return StorageFile(uri=uri, name=name, size=size, transport_params=params)

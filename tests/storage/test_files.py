@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from local_http import LocalServer, folder_handler
@@ -248,3 +250,19 @@ def test_users_transport_params_win_over_the_connection(moto_s3_server):
         transport_params={"client": sentinel, "min_part_size": 7},
     )
     assert params == {"client": sentinel, "min_part_size": 7}
+
+
+@pytest.mark.parametrize("spelling", ["clip.mp4", "./in/clip.mp4", "~/clip-that-is-not-there.mp4"])
+def test_a_relative_or_home_source_that_does_not_exist_says_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    # Before: "`source` 'clip.mp4' does not exist" — relative to what, on which machine, unsaid.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = os.path.abspath(os.path.expanduser(spelling))
+    with pytest.raises(ValueError) as info:
+        stat_storage_file(spelling)
+    assert (
+        str(info.value) == f"`source` {spelling!r} does not exist (looked for at {expected!r} on this worker)"
+    )
+    assert expected.startswith(str(tmp_path))
