@@ -124,6 +124,21 @@ def split_userinfo(uri: str) -> tuple[str | None, str]:
     return userinfo, urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def _unencoded_userinfo(uri: str) -> tuple[str, str] | None:
+    """``(user, what follows the '@')`` when ``uri``'s user-info is ``user:password`` with a ``/``,
+    ``?`` or ``#`` left unencoded in the password, where ``urlsplit`` ends the host and would show
+    the rest of the password as path, query or fragment; ``None`` otherwise (a port is no password).
+    """
+    _, sep, raw = uri.partition("://")
+    head, at, rest = raw.partition("@")
+    user, colon, password = head.partition(":")
+    if not (sep and at and colon) or re.search(r"[/?#]", user) or not re.search(r"[/?#]", password):
+        return None
+    if re.match(r"\d*(?:[/?#]|$)", password):  # host:port/path with an '@' further on
+        return None
+    return user, rest
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` fit for logs, XCom, lineage, events and errors: user-info and query string masked.
 
@@ -136,6 +151,12 @@ def redact_uri(uri: str) -> str:
     uri = str(uri)
     if scheme_of(uri) in ("", "file"):
         return uri
+    broken = _unencoded_userinfo(uri)
+    if broken is not None:
+        user, rest = broken
+        shown = redact_uri(f"{scheme_of(uri)}://{rest}").partition("://")[2]
+        login = f"{user}:{MASK}@" if scheme_of(uri) in LOGIN_SCHEMES and user else f"{MASK}@"
+        return f"{uri.partition('://')[0]}://{login}{shown}"
     try:
         userinfo, bare = split_userinfo(uri)
         parts = urlsplit(bare)

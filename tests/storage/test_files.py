@@ -208,6 +208,12 @@ def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned,
         ("s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bucket/c.mp4?versionId=v", "s3://***@bucket/c.mp4?***"),
         ("s3://bucket/in/a:b@c.mp4", "s3://bucket/in/a:b@c.mp4"),  # '@' in a key is no user-info
         ("ftp://alice:pw@files.example/x.mp4", "ftp://***@files.example/x.mp4"),
+        # A password with '/', '?' or '#' left unencoded: urlsplit ends the host there.
+        ("sftp://bob:p/w0rd@host/x.mp4", "sftp://bob:***@host/x.mp4"),
+        ("https://u:p?w0rd@host/x.mp4", "https://***@host/x.mp4"),
+        ("ftp://u:p#w0rd@host/x.mp4?t=1", "ftp://***@host/x.mp4?***"),
+        ("sftp://host:22/in/a@b.mp4", "sftp://host:22/in/a@b.mp4"),  # a port, then '@' in the path
+        ("https://host:8443/a?b=c@d", "https://host:8443/a?***"),
         ("/data/what?.mp4", "/data/what?.mp4"),
         ("file:///data/what?.mp4", "file:///data/what?.mp4"),
     ],
