@@ -20,8 +20,6 @@ from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
-    MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -326,6 +324,9 @@ class AsyncMemoriesClient(core.ClientCore):
 
         return await self._run(spec, attempt)
 
+    async def _step(self, step: core.Call) -> Any:
+        return await self._call(step.spec, step.read)
+
     # ------------------------------------------------------------------ uploads
 
     @with_parameters_of(upload_arguments)
@@ -369,11 +370,7 @@ class AsyncMemoriesClient(core.ClientCore):
 
     async def get_video(self, video_no: str, *, unique_id: str | None = None) -> Video:
         """Status and metadata of one video (``get_metadata``); see ``MemoriesClient.get_video``."""
-        spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
-        video: Video | None = await self._call(spec, protocol.read_video)
-        if video is None:
-            raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
-        return video
+        return await core.afollow(core.get_video_plan(self.base_url, video_no, unique_id), self._step)
 
     async def list_videos(
         self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
@@ -400,14 +397,7 @@ class AsyncMemoriesClient(core.ClientCore):
 
     async def delete_videos(self, video_nos: Iterable[str], *, unique_id: str | None = None) -> None:
         """Delete videos, 100 ids per request; see ``MemoriesClient.delete_videos``."""
-        for batch in protocol.delete_batches(video_nos):
-            spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            try:
-                await self._call(spec)
-            except MemoriesDuplicateError:
-                listing = await self.list_videos(size=len(batch), unique_id=unique_id, video_nos=batch)
-                if not core.none_left(listing):
-                    raise
+        await core.afollow(core.delete_videos_plan(self.base_url, video_nos, unique_id), self._step)
 
     # ------------------------------------------------------------------ index outputs
 
@@ -415,13 +405,8 @@ class AsyncMemoriesClient(core.ClientCore):
         self, video_no: str, kind: TranscriptKind, *, unique_id: str | None = None
     ) -> Transcript:
         """One index output of a video; see ``MemoriesClient.get_transcript``."""
-        routes = self._transcript_routes
-        specs = routes.specs(kind, video_no, unique_id)
-        for spec in specs:
-            with routes.trying(spec, specs):
-                result: Transcript = await self._call(spec, protocol.transcript_reader(kind, video_no))
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        plan = core.transcript_plan(self._transcript_routes, kind, video_no, unique_id)
+        return await core.afollow(plan, self._step)
 
     async def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
         """Visual captions (scene descriptions) of a video; see :meth:`get_transcript`."""

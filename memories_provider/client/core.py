@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from memories_provider.client import protocol
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
-from memories_provider.client.errors import MemoriesError, MemoriesResponseError
-from memories_provider.client.models import VideoPage
+from memories_provider.client.errors import (
+    MemoriesDuplicateError,
+    MemoriesError,
+    MemoriesNotFoundError,
+    MemoriesResponseError,
+)
+from memories_provider.client.models import Transcript, TranscriptKind, Video, VideoPage
 from memories_provider.client.multipart import MultipartBody, find_source_error
 from memories_provider.client.retry import RetryPolicy
 from memories_provider.redaction import NO_SECRETS, Redactor
@@ -83,6 +89,94 @@ def none_left(listing: VideoPage) -> bool:
     proves nothing: the refusal stands.
     """
     return not listing.videos and listing.total_count == 0
+
+
+@dataclass(frozen=True)
+class Call:
+    """One JSON call a :data:`Plan` asks its client to make: ``spec`` sent (with its retries), its
+    ``data`` read by ``read``. The client sends the result back into the plan, or throws the error."""
+
+    spec: protocol.RequestSpec
+    read: Callable[[Any], Any] | None = None
+
+
+_T = TypeVar("_T")
+
+#: A call sequence decided once for both clients: a generator that yields each :class:`Call`, is
+#: sent its result or thrown its error, and returns the operation's result. The sync client runs
+#: it with ``_follow``, the async one with ``await _follow`` (the only places that differ: I/O).
+Plan = Generator[Call, Any, _T]
+
+
+def follow(plan: Plan[_T], call: Callable[[Call], Any]) -> _T:
+    """Run ``plan`` on the sync client: each :class:`Call` made by ``call``, its result sent back
+    into the plan, its error thrown into it (where the plan handles it or lets it rise)."""
+    try:
+        step = next(plan)
+        while True:
+            try:
+                result = call(step)
+            except Exception as exc:
+                step = plan.throw(exc)
+            else:
+                step = plan.send(result)
+    except StopIteration as stop:
+        done: _T = stop.value
+        return done
+
+
+async def afollow(plan: Plan[_T], call: Callable[[Call], Awaitable[Any]]) -> _T:
+    """:func:`follow` for the async client (``call`` awaited)."""
+    try:
+        step = next(plan)
+        while True:
+            try:
+                result = await call(step)
+            except Exception as exc:
+                step = plan.throw(exc)
+            else:
+                step = plan.send(result)
+    except StopIteration as stop:
+        done: _T = stop.value
+        return done
+
+
+def get_video_plan(base_url: str, video_no: str, unique_id: str | None) -> Plan[Video]:
+    """``get_metadata``; ``data: null`` is a video that does not exist."""
+    spec = protocol.get_metadata_request(base_url, video_no, unique_id)
+    video: Video | None = yield Call(spec, protocol.read_video)
+    if video is None:
+        raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
+    return video
+
+
+def delete_videos_plan(base_url: str, video_nos: Iterable[str], unique_id: str | None) -> Plan[None]:
+    """``delete_videos``, 100 ids a request. Older docs answer ``0409`` to deleting twice: the batch
+    is then done if ``list_videos`` shows none of it left (see :func:`none_left`), else it stands."""
+    for batch in protocol.delete_batches(video_nos):
+        try:
+            yield Call(protocol.delete_videos_request(base_url, batch, unique_id))
+        except MemoriesDuplicateError:
+            size = len(batch)
+            spec = protocol.list_videos_request(
+                base_url, page=1, size=size, unique_id=unique_id, video_nos=batch
+            )
+            listing: VideoPage = yield Call(spec, protocol.video_page_reader(1, size))
+            if not none_left(listing):
+                raise
+
+
+def transcript_plan(
+    routes: protocol.TranscriptRoutes, kind: TranscriptKind, video_no: str, unique_id: str | None
+) -> Plan[Transcript]:
+    """One index output, asked of the current path, then the older edition's (see
+    :class:`protocol.TranscriptRoutes`)."""
+    specs = routes.specs(kind, video_no, unique_id)
+    for spec in specs:
+        with routes.trying(spec, specs):
+            transcript: Transcript = yield Call(spec, protocol.transcript_reader(kind, video_no))
+            return transcript
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class DownloadCore:

@@ -20,8 +20,6 @@ from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
-    MemoriesDuplicateError,
-    MemoriesNotFoundError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -463,6 +461,9 @@ class MemoriesClient(core.ClientCore):
     def _call(self, spec: protocol.RequestSpec, read: Callable[[Any], Any] | None = None) -> Any:
         return self._run(spec, lambda: self._json_attempt(spec, read=read))
 
+    def _step(self, step: core.Call) -> Any:
+        return self._call(step.spec, step.read)
+
     # ------------------------------------------------------------------ uploads
 
     @with_parameters_of(upload_arguments)
@@ -519,11 +520,7 @@ class MemoriesClient(core.ClientCore):
         :param unique_id: its scope.
         :raises MemoriesNotFoundError: when the video does not exist.
         """
-        spec = protocol.get_metadata_request(self.base_url, video_no, unique_id)
-        video: Video | None = self._call(spec, protocol.read_video)
-        if video is None:
-            raise MemoriesNotFoundError(f"video {video_no} not found", endpoint=spec.endpoint)
-        return video
+        return core.follow(core.get_video_plan(self.base_url, video_no, unique_id), self._step)
 
     def list_videos(
         self, *, page: int = 1, size: int = 100, **filters: Unpack[protocol.VideoFilters]
@@ -562,15 +559,7 @@ class MemoriesClient(core.ClientCore):
         :param video_nos: ids to delete.
         :param unique_id: their scope.
         """
-        for batch in protocol.delete_batches(video_nos):
-            spec = protocol.delete_videos_request(self.base_url, batch, unique_id)
-            try:
-                self._call(spec)
-            except MemoriesDuplicateError:
-                # Older docs: 0409 for deleting twice. Done if none of the batch is listed any more.
-                listing = self.list_videos(size=len(batch), unique_id=unique_id, video_nos=batch)
-                if not core.none_left(listing):
-                    raise
+        core.follow(core.delete_videos_plan(self.base_url, video_nos, unique_id), self._step)
 
     # ------------------------------------------------------------------ index outputs
 
@@ -588,13 +577,8 @@ class MemoriesClient(core.ClientCore):
         :param kind: ``"visual"`` or ``"audio"``.
         :param unique_id: its scope.
         """
-        routes = self._transcript_routes
-        specs = routes.specs(kind, video_no, unique_id)
-        for spec in specs:
-            with routes.trying(spec, specs):
-                result: Transcript = self._call(spec, protocol.transcript_reader(kind, video_no))
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        plan = core.transcript_plan(self._transcript_routes, kind, video_no, unique_id)
+        return core.follow(plan, self._step)
 
     def get_video_caption(self, video_no: str, *, unique_id: str | None = None) -> Transcript:
         """Visual captions (scene descriptions) of a video; see :meth:`get_transcript`."""

@@ -62,6 +62,47 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
         "delete_videos",
         (["VI1"],),
     ),
+    # The multi-call operations (core.*_plan): each request's path and the outcome must agree.
+    "0409 on delete, none left": (
+        lambda s: (
+            s.reply({"code": "0409", "msg": "dup", "data": None}),
+            s.reply(ok({"videos": [], "current_page": "1", "page_size": "1", "total_count": "0"})),
+        ),
+        "delete_videos",
+        (["VI1"],),
+    ),
+    "0409 on delete, the listing fails": (
+        lambda s: (
+            s.reply({"code": "0409", "msg": "dup", "data": None}),
+            s.reply({"code": "0401", "msg": "bad key", "data": None}),
+        ),
+        "delete_videos",
+        (["VI1"],),
+    ),
+    "0409 on the second delete batch, none left": (
+        lambda s: (
+            s.reply(ok(None)),
+            s.reply({"code": "0409", "msg": "dup", "data": None}),
+            s.reply(ok({"videos": [], "current_page": "1", "page_size": "1", "total_count": "0"})),
+        ),
+        "delete_videos",
+        ([f"VI{n}" for n in range(101)],),
+    ),
+    "get_video: data null": (lambda s: s.reply(ok(None)), "get_video", ("VI1",)),
+    "captions: 404, then the older path answers": (
+        lambda s: (
+            s.reply(b"", status=404),
+            s.reply(ok({"video_no": "VI1", "transcriptions": [{"index": 0, "content": "a cat"}]})),
+        ),
+        "get_video_caption",
+        ("VI1",),
+    ),
+    "captions: 404 on both paths": (
+        lambda s: (s.reply(b"", status=404), s.reply(b"", status=404)),
+        "get_video_caption",
+        ("VI1",),
+    ),
+    "audio: 404, no older path": (lambda s: s.reply(b"", status=404), "get_audio_transcription", ("VI1",)),
     "presigned URL echoed in msg": (
         lambda s: s.reply({"code": "0001", "msg": f"bad url {PRESIGNED}", "data": None}),
         "upload_video_from_url",
@@ -86,14 +127,16 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
 
 
 def _outcome(error: BaseException | None, result: Any, server: Scripted) -> tuple[Any, ...]:
+    paths = [request["path"] for request in server.requests]
     if error is None:
-        return ("returned", result, len(server.requests))
+        return ("returned", result, paths, len(server.requests))
     return (
         type(error).__name__,
         str(error),
         getattr(error, "code", None),
         getattr(error, "http_status", None),
         getattr(error, "endpoint", None),
+        paths,
         len(server.requests),
     )
 
