@@ -24,12 +24,8 @@ def memories_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Itera
     from memories_provider.emulator.server import EmulatorThread
 
     server = EmulatorThread("127.0.0.1", 0, tmp_path_factory.mktemp("memories-emulator"), fixture_defaults())
-    handle = server.start()
-    try:
+    with server.serving() as handle:
         yield handle
-    finally:
-        handle.control.close()
-        server.stop()
 
 
 @pytest.fixture

@@ -100,6 +100,16 @@ class EmulatorThread:
             raise self._error
         return EmulatorHandle(f"http://{self.host}:{self.port}", self.config.api_keys[0], self.data_dir)
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[EmulatorHandle]:
+        """Serve for the ``with`` block: started, then its control client closed and the thread stopped."""
+        handle = self.start()
+        try:
+            yield handle
+        finally:
+            handle.control.close()
+            self.stop()
+
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -147,13 +157,8 @@ def run_emulator(
     ...     os.environ["AIRFLOW_CONN_MEMORIES_DEFAULT"] = emu.conn_uri
     """
     config = build_config(api_keys=api_keys or [DEFAULT_API_KEY], rate_limits=rate_limits, **settings)
-    server = EmulatorThread(host, port, data_dir, config)
-    handle = server.start()
-    try:
+    with EmulatorThread(host, port, data_dir, config).serving() as handle:
         yield handle
-    finally:
-        handle.control.close()
-        server.stop()
 
 
 def serve_forever(host: str, port: int, data_dir: Path, config: EmulatorConfig, announce: Any) -> None:
