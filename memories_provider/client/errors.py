@@ -163,6 +163,7 @@ __all__ = [
     "MemoriesError",
     "MemoriesIncompleteBodyError",
     "MemoriesInsufficientCreditsError",
+    "MemoriesInvalidArgumentError",
     "MemoriesInvalidRequestError",
     "MemoriesNotFoundError",
     "MemoriesRateLimitError",
