@@ -3,10 +3,8 @@ alarm in the task log, short Test messages, a form that refuses what cannot work
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from importlib import metadata
@@ -17,6 +15,7 @@ import airflow
 import pendulum
 import pytest
 from connections import emulator_conn, use_emulator_conn
+from local_http import LocalServer, QuietHandler
 
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators.download import MemoriesDownloadOperator
@@ -115,26 +114,17 @@ def busy_server() -> Iterator[tuple[str, list[str]]]:
     """An HTTP server answering 503 to everything: a source that may be readable later."""
     seen: list[str] = []
 
-    class Busy(http.server.BaseHTTPRequestHandler):
+    class Busy(QuietHandler):
+        protocol_version = "HTTP/1.0"
+
         def _busy(self) -> None:
             seen.append(self.command)
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.send_body(503, {}, b"")
 
         do_HEAD = do_GET = _busy
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LocalServer(Busy) as server:
+        yield f"{server.url}/clip.mp4", seen
 
 
 def test_a_source_that_may_come_back_keeps_its_retries(emu: Any, run_dag: Any, busy_server: Any) -> None:

@@ -7,12 +7,11 @@ import email.policy
 import json
 import logging
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from local_http import LocalServer, QuietHandler
 
 from memories_provider import __version__
 from memories_provider.client import (
@@ -40,12 +39,7 @@ class Scripted:
         self.responses: list[tuple[int, dict[str, str], bytes, float]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -74,11 +68,10 @@ class Scripted:
 
             do_GET = do_POST = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.v1 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v1"
-        self.v2 = f"http://127.0.0.1:{self.server.server_port}/serve/api/v2"
+        self._server = LocalServer(Handler, poll_interval=0.05)
+        self._server.__enter__()
+        self.v1 = f"{self._server.url}/serve/api/v1"
+        self.v2 = f"{self._server.url}/serve/api/v2"
 
     def reply(
         self, payload, status: int = 200, headers: dict[str, Any] | None = None, delay: float = 0.0
@@ -89,8 +82,7 @@ class Scripted:
         self.responses.append((status, hdrs, body, delay))
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.__exit__(None, None, None)
 
 
 @pytest.fixture

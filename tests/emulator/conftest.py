@@ -7,11 +7,11 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
+from local_http import LocalServer, QuietHandler
 
 
 class Api:
@@ -66,39 +66,72 @@ def api(memories_emulator) -> Iterator[Api]:
 
 
 class Receiver:
-    """A tiny local HTTP server recording callback POSTs into a queue."""
+    """A callback receiver on 127.0.0.1 (served by :class:`local_http.LocalServer`).
 
-    def __init__(self) -> None:
+    Each POST is recorded in ``posts`` (its JSON and Content-Type) and ``got`` is set. It is
+    answered ``status``; or, with ``hold``, never: the receiver keeps the connection open and sets
+    ``closed`` once the emulator drops it (a receiver that hangs, until :meth:`close`).
+    """
+
+    def __init__(self, *, hold: bool = False) -> None:
         self.posts: queue.Queue[dict] = queue.Queue()
         self.status = 200
+        self.got = threading.Event()
+        self.closed = threading.Event()
+        self._release = threading.Event()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
+            protocol_version = "HTTP/1.0"  # one callback a connection
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self.send_response(outer.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                outer.posts.put({"json": json.loads(body), "content_type": self.headers["Content-Type"]})
+                post = {"json": json.loads(body), "content_type": self.headers["Content-Type"]}
+                if hold:
+                    outer.posts.put(post)
+                    outer.got.set()
+                    outer._hold(self.connection)
+                    return
+                self.send_body(outer.status, {}, b"")
+                outer.posts.put(post)
+                outer.got.set()
 
-            def log_message(self, *args: Any) -> None:
-                pass
+        self._server = LocalServer(Handler, poll_interval=0.02)
+        self._server.__enter__()
+        self.url = f"{self._server.url}/hook"
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
+    def _hold(self, connection: Any) -> None:
+        """Wait, without answering, until the peer closes ``connection`` or :meth:`close` is called."""
+        connection.settimeout(0.05)
+        while not self._release.is_set():
+            try:
+                if connection.recv(1) == b"":
+                    self.closed.set()
+                    return
+            except TimeoutError:
+                continue
+            except OSError:
+                self.closed.set()
+                return
 
     def next(self, timeout: float = 10.0) -> dict:
         return self.posts.get(timeout=timeout)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._release.set()
+        self._server.__exit__(None, None, None)
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def silent_receiver() -> Iterator[Receiver]:
+    """A receiver that takes a callback POST and never answers (``Receiver(hold=True)``)."""
+    r = Receiver(hold=True)
     yield r
     r.close()

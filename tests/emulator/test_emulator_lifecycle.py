@@ -7,7 +7,6 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -51,52 +50,6 @@ def test_cli_refuses_a_data_dir_it_cannot_create(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--port", "0", "--data-dir", str(blocker / "store")])
     assert exc.value.code == 2 and "--data-dir: cannot create" in capsys.readouterr().err
-
-
-class _SilentReceiver:
-    """Takes a callback POST and never answers; notes when the emulator closes the connection."""
-
-    def __init__(self) -> None:
-        self.got = threading.Event()
-        self.closed = threading.Event()
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.got.set()
-                self.connection.settimeout(0.05)
-                while not outer.release.is_set():
-                    try:
-                        if self.connection.recv(1) == b"":
-                            outer.closed.set()
-                            return
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        outer.closed.set()
-                        return
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def silent_receiver() -> Iterator[_SilentReceiver]:
-    r = _SilentReceiver()
-    yield r
-    r.close()
 
 
 def _upload_with_callback(emu: Any, url: str) -> None:
