@@ -478,31 +478,23 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             waiting, first = pending, False
 
     def _defer_for(self, pending: list[str], scope: str, end_time: float) -> NoReturn:
-        from memories_provider.sensors.video_status import deferral_timeout, execution_time_left
-        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+        from memories_provider.sensors.video_status import defer_until_parsed, execution_time_left
 
         self.log.info(
             "%d video(s) not PARSE yet (%s); waiting for them in the triggerer",
             len(pending),
             ", ".join(pending[:10]),
         )
-        self.defer(
-            trigger=MemoriesVideoStatusTrigger(
-                video_nos=pending,
-                memories_conn_id=self.memories_conn_id,
-                unique_id=scope,
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-            ),
+        defer_until_parsed(
+            self,
+            pending,
+            scope,
+            poll_interval=self.poll_interval,
+            end_time=end_time,
+            execution_left=execution_time_left(self, self.__dict__.get("_try_started")),
             method_name="execute_complete",
             kwargs={"end_time": end_time},
-            timeout=deferral_timeout(
-                end_time,
-                self.poll_interval,
-                execution_left=execution_time_left(self, self.__dict__.get("_try_started")),
-            ),
         )
-        raise AssertionError("defer() raises TaskDeferred")  # typed so on Airflow 3 only
 
     def _statuses(
         self, hook: MemoriesHook, video_nos: list[str], scope: str, deadline: float, *, first: bool

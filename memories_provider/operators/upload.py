@@ -642,22 +642,17 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     def _defer_for_candidates(
         self, video_nos: list[str], unique_id: str | None, since: float, deadline: float
     ) -> None:
-        from memories_provider.sensors.video_status import deferral_timeout
-        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+        from memories_provider.sensors.video_status import defer_until_parsed
 
-        self.defer(
-            trigger=MemoriesVideoStatusTrigger(
-                video_nos=video_nos,
-                memories_conn_id=self.memories_conn_id,
-                unique_id=unique_id,
-                poll_interval=self.poll_interval,
-                end_time=deadline,
-            ),
+        defer_until_parsed(
+            self,
+            video_nos,
+            unique_id,
+            poll_interval=self.poll_interval,
+            end_time=deadline,
+            execution_left=self._execution_time_left(),
             method_name="execute_after_candidates",
             kwargs={"since": since},
-            timeout=deferral_timeout(
-                deadline, self.poll_interval, execution_left=self._execution_time_left()
-            ),
         )
 
     def _defer_a_while(self, seconds: float, since: float) -> None:
@@ -818,24 +813,18 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 time.sleep(min(self.poll_interval, remaining))
 
     def _defer_for_parse(self, video_no: str, unique_id: str | None, remaining: float) -> None:
-        from memories_provider.sensors.video_status import deferral_timeout
-        from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
+        from memories_provider.sensors.video_status import defer_until_parsed
 
-        end_time = time.time() + remaining
-        self.defer(
-            trigger=MemoriesVideoStatusTrigger(
-                video_nos=[video_no],
-                memories_conn_id=self.memories_conn_id,
-                unique_id=unique_id,
-                poll_interval=self.poll_interval,
-                end_time=end_time,
-            ),
+        # The trigger's own timeout event comes first; Airflow's is only a backstop (as in the sensor).
+        defer_until_parsed(
+            self,
+            [video_no],
+            unique_id,
+            poll_interval=self.poll_interval,
+            end_time=time.time() + remaining,
+            execution_left=self._execution_time_left(),
             method_name="execute_complete",
             kwargs={"video_no": video_no},
-            # The trigger's own timeout event comes first; Airflow's is only a backstop (as in the sensor).
-            timeout=deferral_timeout(
-                end_time, self.poll_interval, execution_left=self._execution_time_left()
-            ),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent, video_no: str = "") -> str:

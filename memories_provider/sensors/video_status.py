@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -76,6 +76,39 @@ def deferral_timeout(
     if execution_left is not None:
         left = min(left, max(execution_left, 0.0))
     return timedelta(seconds=min(left, _MAX_DEFERRAL_SECONDS))
+
+
+def defer_until_parsed(
+    task: Any,
+    video_nos: Sequence[str],
+    unique_id: str | None,
+    *,
+    poll_interval: float,
+    end_time: float,
+    execution_left: float | None,
+    method_name: str,
+    kwargs: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Defer ``task`` (an operator with a ``memories_conn_id``) to a :class:`MemoriesVideoStatusTrigger`
+    waiting for ``video_nos`` to be ``PARSE`` until ``end_time`` (epoch seconds), resuming in
+    ``method_name`` with ``kwargs``: the deferral the sensor, the export and the upload all make.
+
+    The trigger fires its own timeout event at ``end_time``; Airflow's deferral timeout is only a
+    backstop (see :func:`deferral_timeout`, which ``execution_left`` caps).
+    """
+    task.defer(
+        trigger=MemoriesVideoStatusTrigger(
+            video_nos=list(video_nos),
+            memories_conn_id=task.memories_conn_id,
+            unique_id=unique_id,
+            poll_interval=poll_interval,
+            end_time=end_time,
+        ),
+        method_name=method_name,
+        kwargs=kwargs,
+        timeout=deferral_timeout(end_time, poll_interval, execution_left=execution_left),
+    )
+    raise AssertionError("defer() raises TaskDeferred")  # typed so on Airflow 3 only
 
 
 def execution_time_left(task: Any, started: float | None) -> float | None:
@@ -255,21 +288,15 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
             raise
         if isinstance(result, PokeReturnValue):
             return result.xcom_value
-        self.defer(
-            trigger=MemoriesVideoStatusTrigger(
-                video_nos=ids,
-                memories_conn_id=self.memories_conn_id,
-                unique_id=self.unique_id,
-                poll_interval=self.poke_interval,
-                end_time=end_time,
-            ),
+        # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout).
+        defer_until_parsed(
+            self,
+            ids,
+            self.unique_id,
+            poll_interval=self.poke_interval,
+            end_time=end_time,
+            execution_left=execution_time_left(self, self.__dict__["_started"]),
             method_name="execute_complete",
-            # The trigger fires its own timeout event at end_time (→ AirflowSensorTimeout).
-            timeout=deferral_timeout(
-                end_time,
-                self.poke_interval,
-                execution_left=execution_time_left(self, self.__dict__["_started"]),
-            ),
         )
 
     def execute_complete(self, context: Context, event: VideoStatusEvent) -> list[dict[str, Any]]:
