@@ -315,14 +315,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 source.label,
                 existing.size,
             )
-            return {
-                "uri": existing.uri,
-                "bytes": existing.size,
-                "sha256": record.sha256,
-                "content_type": None,
-                "filename": basename_of(existing.uri),
-                "skipped": True,
-            }
+            return _downloaded(existing.uri, existing.size, record.sha256, None, skipped=True)
         return None
 
     def _skip_or_fail(self, plan: _DownloadPlan, found: list[Existing]) -> DownloadResult | None:
@@ -347,14 +340,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                     redact_uri(existing.uri),
                     existing.size,
                 )
-                return {
-                    "uri": existing.uri,
-                    "bytes": existing.size,
-                    "sha256": record.sha256,
-                    "content_type": None,
-                    "filename": basename_of(existing.uri),
-                    "skipped": True,
-                }
+                return _downloaded(existing.uri, existing.size, record.sha256, None, skipped=True)
         if doubts:
             raise doubts[0]
         for existing, record in proven:
@@ -618,13 +604,15 @@ def _pump(
     return done
 
 
-def _downloaded(uri: str, size: int, sha256: str | None, content_type: str | None) -> DownloadResult:
-    """The result of a download that wrote ``uri``."""
+def _downloaded(
+    uri: str, size: int, sha256: str | None, content_type: str | None, *, skipped: bool = False
+) -> DownloadResult:
+    """The result of a download that wrote ``uri`` (``skipped``: found there, kept, nothing downloaded)."""
     return {
         "uri": uri,
         "bytes": size,
         "sha256": sha256,
         "content_type": content_type,
         "filename": basename_of(uri),
-        "skipped": False,
+        "skipped": skipped,
     }
