@@ -20,6 +20,7 @@ from memories_provider.client import protocol
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
+    MemoriesConnectionError,
     MemoriesDuplicateError,
     MemoriesError,
     MemoriesNotFoundError,
@@ -450,6 +451,20 @@ class ClientCore:
         return protocol.download_error(
             protocol.Answer(status, headers, content, spec.endpoint, self._redactor)
         )
+
+    def _sniff_broken(
+        self,
+        spec: protocol.RequestSpec,
+        status: int,
+        headers: Mapping[str, str],
+        received: int,
+        exc: BaseException,
+        transport_error: Callable[[BaseException, str, Redactor], MemoriesConnectionError],
+    ) -> Exception:
+        """The error for a connection that broke after ``received`` bytes, while the first bytes of a
+        download were read: ``exc`` mapped by ``transport_error``, counted against Content-Length."""
+        error = transport_error(exc, spec.endpoint, self._redactor)
+        return protocol.broken_sniff_error(received, content_length(headers), error, status=status)
 
     def _check_download(
         self,

@@ -604,9 +604,9 @@ class MemoriesClient(core.ClientCore):
                     sniffer.feed(response.raw.read1(protocol.MAX_ERROR_BYTES, decode_content=True))
             except _TRANSPORT_ERRORS as exc:
                 response.close()
-                error = _transport_error(exc, spec.endpoint, self._redactor)
-                expected = core.content_length(headers)
-                raise protocol.broken_sniff_error(sniffer.received, expected, error, status=status) from exc
+                raise self._sniff_broken(
+                    spec, status, headers, sniffer.received, exc, _transport_error
+                ) from exc
             self._check_download(spec, status, headers, sniffer, response.close)
             return DownloadResponse(response, spec.endpoint, sniffer.prefix, sniffer.complete, self._redactor)
 
