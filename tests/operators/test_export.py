@@ -226,37 +226,42 @@ def test_not_parsed_wait_reuses_the_status_check(
     assert [e.get("video_nos") for e in emu.control.request_log("list_videos")] == [three, [three[1]]]
 
 
-def test_not_parsed_wait_deferrable_defers_after_one_check_and_writes_nothing(
-    emu: Any, three: list[str], tmp_path: Path
-) -> None:
-    import time
-
+def _deferral(three: list[str], destination: Path, **kwargs: Any) -> Any:
+    """The ``TaskDeferred`` a deferrable export waiting for ``three`` raises (``kwargs``: more settings)."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    emu.control.set_status(three[1], "UNPARSE")
-    emu.control.set_status(three[2], "UNPARSE")
     operator = MemoriesExportOperator(
         task_id="export",
         video_nos=three,
         not_parsed="wait",
         deferrable=True,
-        wait_timeout=600,
-        poll_interval=45,
-        destination=str(tmp_path / "out" / "x.jsonl"),
+        destination=str(destination),
+        **kwargs,
     )
-    before = time.time()
     with pytest.raises(TaskDeferred) as info:
         operator.execute({})
+    return info.value
+
+
+def test_not_parsed_wait_deferrable_defers_after_one_check_and_writes_nothing(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    import time
+
+    emu.control.set_status(three[1], "UNPARSE")
+    emu.control.set_status(three[2], "UNPARSE")
+    before = time.time()
+    deferred = _deferral(three, tmp_path / "out" / "x.jsonl", wait_timeout=600, poll_interval=45)
     after = time.time()
-    trigger = info.value.trigger
+    trigger = deferred.trigger
     # The trigger waits for the videos not parsed yet, in the export's scope, by its deadline.
     assert trigger.video_nos == [three[1], three[2]] and trigger.unique_id == "default"
     assert trigger.poll_interval == 45
     assert before + 600 <= trigger.end_time <= after + 600
-    assert info.value.method_name == "execute_complete"
-    assert info.value.kwargs == {"end_time": trigger.end_time}  # the deadline survives the resume
+    assert deferred.method_name == "execute_complete"
+    assert deferred.kwargs == {"end_time": trigger.end_time}  # the deadline survives the resume
     # Airflow's own deferral timeout is a backstop beyond end_time: max(60 s, 2 poll intervals).
-    margin = info.value.timeout.total_seconds() - 90
+    margin = deferred.timeout.total_seconds() - 90
     assert trigger.end_time - after <= margin <= trigger.end_time - before
     # One status check on the worker; no output fetched, nothing written.
     assert emu.control.count("list_videos") == 1
@@ -268,19 +273,9 @@ def test_deferrable_wait_defers_when_the_first_check_goes_unanswered(
     emu: Any, three: list[str], tmp_path: Path
 ) -> None:
     """5xx on every try of the worker's check: the trigger (which retries them) waits, not the worker."""
-    from airflow.providers.common.compat.sdk import TaskDeferred
-
     emu.control.inject_fault("list_videos", "http_500", count=50)
-    operator = MemoriesExportOperator(
-        task_id="export",
-        video_nos=three,
-        not_parsed="wait",
-        deferrable=True,
-        destination=str(tmp_path / "x.jsonl"),
-    )
-    with pytest.raises(TaskDeferred) as info:
-        operator.execute({})
-    assert info.value.trigger.video_nos == three  # none confirmed: all are waited for
+    deferred = _deferral(three, tmp_path / "x.jsonl")
+    assert deferred.trigger.video_nos == three  # none confirmed: all are waited for
     assert emu.control.count("list_videos") == 4  # one try and the connection's 3 retries, no more
     assert files_in(tmp_path) == []
 
@@ -290,19 +285,9 @@ def test_deferrable_wait_does_not_sleep_out_a_rate_limit_in_the_worker(
 ) -> None:
     """0429 on the worker's check: deferred at once (the trigger's pacer paces rate limits), not
     after the connection's 3 retries, each sleeping its Retry-After in the worker slot."""
-    from airflow.providers.common.compat.sdk import TaskDeferred
-
     emu.control.inject_fault("list_videos", "code_0429", count=50, retry_after=1)
-    operator = MemoriesExportOperator(
-        task_id="export",
-        video_nos=three,
-        not_parsed="wait",
-        deferrable=True,
-        destination=str(tmp_path / "x.jsonl"),
-    )
-    with pytest.raises(TaskDeferred) as info:
-        operator.execute({})
-    assert info.value.trigger.video_nos == three
+    deferred = _deferral(three, tmp_path / "x.jsonl")
+    assert deferred.trigger.video_nos == three
     assert emu.control.count("list_videos") == 1
     assert files_in(tmp_path) == []
 
@@ -313,45 +298,24 @@ def test_a_deferred_wait_does_not_outlast_the_execution_timeout(
     """Airflow 3 does not cap a deferral by execution_timeout (Airflow 2 did): the export does."""
     from datetime import timedelta
 
-    from airflow.providers.common.compat.sdk import TaskDeferred
-
     emu.control.set_status(three[1], "UNPARSE")
-    operator = MemoriesExportOperator(
-        task_id="export",
-        video_nos=three,
-        not_parsed="wait",
-        deferrable=True,
-        wait_timeout=3600,
-        execution_timeout=timedelta(seconds=120),
-        destination=str(tmp_path / "x.jsonl"),
+    deferred = _deferral(
+        three, tmp_path / "x.jsonl", wait_timeout=3600, execution_timeout=timedelta(seconds=120)
     )
-    with pytest.raises(TaskDeferred) as info:
-        operator.execute({})
-    assert info.value.timeout is not None and info.value.timeout <= timedelta(seconds=120)
+    assert deferred.timeout is not None and deferred.timeout <= timedelta(seconds=120)
 
 
 def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
     emu: Any, three: list[str], tmp_path: Path
 ) -> None:
-    from airflow.providers.common.compat.sdk import TaskDeferred
-
     for name in ("wait_timeout", "poll_interval"):
         with pytest.raises(ValueError, match=f"`{name}` must be a finite number of seconds > 0"):
             MemoriesExportOperator(
                 task_id="e", video_nos=three, destination="/tmp/x.jsonl", **{name: float("inf")}
             )
     emu.control.set_status(three[0], "UNPARSE")
-    operator = MemoriesExportOperator(
-        task_id="export",
-        video_nos=three,
-        not_parsed="wait",
-        deferrable=True,
-        wait_timeout=1e14,  # beyond what a timedelta holds
-        destination=str(tmp_path / "x.jsonl"),
-    )
-    with pytest.raises(TaskDeferred) as info:
-        operator.execute({})
-    assert info.value.trigger.end_time > 1e14 and info.value.timeout.total_seconds() == 1e13
+    deferred = _deferral(three, tmp_path / "x.jsonl", wait_timeout=1e14)  # beyond what a timedelta holds
+    assert deferred.trigger.end_time > 1e14 and deferred.timeout.total_seconds() == 1e13
 
 
 def test_deferrable_only_defers_what_it_waits_for(emu: Any, three: list[str], tmp_path: Path) -> None:
