@@ -117,22 +117,16 @@ def test_a_refusal_names_the_source_and_keeps_the_service_code(emu: Any, tmp_pat
     assert isinstance(info.value.__cause__, MemoriesNotFoundError)
 
 
-@pytest.mark.parametrize("folder", [False, True], ids=["file", "folder"])
-def test_overwrite_retry_after_a_commit_keeps_its_own_download_and_pays_once(
-    emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path, folder: bool
-) -> None:
-    # overwrite=True replaces what another run wrote there, even the same video's proven bytes;
-    # then the try fails after its commit (here post_execute; a worker lost or an XCom push
-    # failing alike). The Airflow retry found its own file and downloaded it again: billed twice.
+def _run_failing_once_after_the_commit(run_dag: Any, dag_id: str, **download: Any) -> tuple[Any, list[int]]:
+    """Run a DAG whose download (``overwrite=True``, one retry; ``download``: its other settings)
+    fails its first try after the commit (post_execute; a worker lost or an XCom push failing
+    alike): the run and the failures seen."""
     from datetime import timedelta
 
     from airflow import DAG
 
     from memories_provider.operators.download import MemoriesDownloadOperator
 
-    video_no = upload_video(DATA, "clip.mp4")
-    destination = str(tmp_path / "out") + ("/" if folder else ".mp4")
-    earlier = run_download(video_no=video_no, destination=destination)  # another run's copy
     failures: list[int] = []
 
     def fail_once_after_the_commit(context: Any, result: Any = None) -> None:
@@ -140,18 +134,32 @@ def test_overwrite_retry_after_a_commit_keeps_its_own_download_and_pays_once(
             failures.append(1)
             raise RuntimeError("lost after the commit")
 
-    dag_id = f"download_overwrite_retry_{os.getpid()}_{int(folder)}"
     with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
         MemoriesDownloadOperator(
             task_id="download",
-            video_no=video_no,
-            destination=destination,
             overwrite=True,
             retries=1,
             retry_delay=timedelta(seconds=0),
             post_execute=fail_once_after_the_commit,
+            **download,
         )
-    run = run_dag(dag)
+    return run_dag(dag), failures
+
+
+@pytest.mark.parametrize("folder", [False, True], ids=["file", "folder"])
+def test_overwrite_retry_after_a_commit_keeps_its_own_download_and_pays_once(
+    emu: Any, upload_video: Any, run_dag: Any, tmp_path: Path, folder: bool
+) -> None:
+    # overwrite=True replaces what another run wrote there, even the same video's proven bytes;
+    # then the try fails after its commit (here post_execute; a worker lost or an XCom push
+    # failing alike). The Airflow retry found its own file and downloaded it again: billed twice.
+    video_no = upload_video(DATA, "clip.mp4")
+    destination = str(tmp_path / "out") + ("/" if folder else ".mp4")
+    earlier = run_download(video_no=video_no, destination=destination)  # another run's copy
+    dag_id = f"download_overwrite_retry_{os.getpid()}_{int(folder)}"
+    run, failures = _run_failing_once_after_the_commit(
+        run_dag, dag_id, video_no=video_no, destination=destination
+    )
     assert str(run.state).endswith("success"), run.state
     assert failures == [1]
     assert emu.control.count("download") == 2  # the other run's and try 1's; try 2 kept try 1's file
@@ -189,33 +197,14 @@ def test_overwrite_retry_with_a_write_only_credential_still_downloads(
 ) -> None:
     # Looking for an earlier try's file is a saving, not a precondition: a credential that may
     # not read the destination replaces it as overwrite=True always did (it failed for good).
-    from datetime import timedelta
-
-    from airflow import DAG
-
-    from memories_provider.operators.download import MemoriesDownloadOperator
-
     video_no = upload_video(DATA, "clip.mp4")
-    failures: list[int] = []
-
-    def fail_once_after_the_commit(context: Any, result: Any = None) -> None:
-        if not failures:
-            failures.append(1)
-            raise RuntimeError("lost after the commit")
-
-    dag_id = f"download_overwrite_write_only_{os.getpid()}"
-    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2025, 1, 1), catchup=False) as dag:
-        MemoriesDownloadOperator(
-            task_id="download",
-            video_no=video_no,
-            destination=f"s3://{s3_bucket}/out/clip.mp4",
-            transport_params={"client": _WriteOnly(moto_s3_server.client())},
-            overwrite=True,
-            retries=1,
-            retry_delay=timedelta(seconds=0),
-            post_execute=fail_once_after_the_commit,
-        )
-    run = run_dag(dag)
+    run, _ = _run_failing_once_after_the_commit(
+        run_dag,
+        f"download_overwrite_write_only_{os.getpid()}",
+        video_no=video_no,
+        destination=f"s3://{s3_bucket}/out/clip.mp4",
+        transport_params={"client": _WriteOnly(moto_s3_server.client())},
+    )
     assert str(run.state).endswith("success"), run.state
     assert emu.control.count("download") == 2  # nothing could be looked at: downloaded again
     body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="out/clip.mp4")["Body"].read()
