@@ -1,4 +1,5 @@
-"""What the sync and async clients share: settings, request headers, reading answers, paging, checks.
+"""What the sync and async clients share: settings, request headers, reading answers, paging, checks,
+and the operations that take more than one call (the plans: :data:`Plan`).
 
 Sans-IO like :mod:`protocol`: neither ``requests`` nor ``aiohttp`` is imported here, so each
 client loads without the other's library. :class:`ClientCore` holds every decision that does not
@@ -105,7 +106,7 @@ _T = TypeVar("_T")
 
 #: A call sequence decided once for both clients: a generator that yields each :class:`Call`, is
 #: sent its result or thrown its error, and returns the operation's result. The sync client runs
-#: it with ``_follow``, the async one with ``await _follow`` (the only places that differ: I/O).
+#: it with :func:`follow`, the async one with :func:`afollow` (they differ only by an ``await``).
 Plan = Generator[Call, Any, _T]
 
 
