@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from memories_provider.client import protocol
+from memories_provider.client import MemoriesDuplicateError, MemoriesNotFoundError, core, protocol
 from memories_provider.client.core import PageCursor, none_left
 from memories_provider.client.models import VideoPage
 
@@ -137,3 +137,53 @@ async def test_async_delete_takes_0409_as_done_once_a_listing_shows_the_batch_go
     assert memories_emulator.control.count("delete_videos") == 3
     asked = [r.get("video_nos") for r in memories_emulator.control.request_log("list_videos")]
     assert asked == [ids[:100], ids[100:]]
+
+
+def _answers(*answers):
+    """A ``call`` for a plan: each Call answered in turn (an exception is raised), the Calls kept."""
+    calls: list[core.Call] = []
+    queue = list(answers)
+
+    def call(step: core.Call):
+        calls.append(step)
+        answer = queue.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    return call, calls
+
+
+def _listing(*video_nos: str) -> VideoPage:
+    return VideoPage(videos=[], current_page=1, page_size=1, total_count=len(video_nos))
+
+
+@pytest.mark.parametrize("driver", ["follow", "afollow"])
+async def test_both_drivers_run_a_plan_alike(driver: str) -> None:
+    """follow and afollow send each result into the plan and throw each error into it: the plan
+    handles it (0409, then a listing showing none left: done) or lets it rise (one left)."""
+
+    async def run(plan, call):
+        if driver == "follow":
+            return core.follow(plan, call)
+
+        async def acall(step):
+            return call(step)
+
+        return await core.afollow(plan, acall)
+
+    ids = [f"VI{n}" for n in range(101)]
+    duplicate = MemoriesDuplicateError("dup", code="0409")
+    call, calls = _answers(None, duplicate, _listing())
+    assert await run(core.delete_videos_plan("http://h/serve/api/v1", ids, "u"), call) is None
+    assert [c.spec.endpoint for c in calls] == ["delete_videos", "delete_videos", "list_videos"]
+    assert calls[2].spec.json_body["video_nos"] == ids[100:]
+
+    call, calls = _answers(duplicate, _listing("VI0"))
+    with pytest.raises(MemoriesDuplicateError) as info:
+        await run(core.delete_videos_plan("http://h/serve/api/v1", ids[:1], "u"), call)
+    assert info.value is duplicate and len(calls) == 2
+
+    call, _ = _answers(None)
+    with pytest.raises(MemoriesNotFoundError, match="video VI1 not found"):
+        await run(core.get_video_plan("http://h/serve/api/v1", "VI1", None), call)
