@@ -743,10 +743,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     def _execution_time_left(self) -> float | None:
         """Seconds left of ``execution_timeout`` in this try, counted from its first ``execute``
         (``None`` without one)."""
-        if self.execution_timeout is None:
-            return None
-        started = float(self.__dict__.setdefault("_try_started", time.time()))
-        return self.execution_timeout.total_seconds() - (time.time() - started)
+        from memories_provider.sensors.video_status import execution_time_left
+
+        return execution_time_left(self, float(self.__dict__.setdefault("_try_started", time.time())))
 
     def _defer_for_rate_limit(
         self, hook: MemoriesHook, err: MemoriesRateLimitError, rate_limited: int
