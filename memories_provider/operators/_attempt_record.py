@@ -1,8 +1,9 @@
 """What one task instance's upload attempts tell their retries: kept where an Airflow retry finds it.
 
 Before an attempt sends an upload it records *what* it sends (the idempotency tag, the size, the
-time it started); when the answer arrives it adds the ``video_no``. A retry that finds a record
-without an answer knows that an earlier attempt may have been billed, and when it started.
+source's version marks, the time it started); when the answer arrives it adds the ``video_no``. A
+retry that finds a record without an answer knows that an earlier attempt may have been billed, and
+when it started; one that finds the source's version marks changed knows it is another file.
 
 Where the record lives:
 
@@ -39,6 +40,9 @@ class AttemptRecord:
 
     :param tag: the idempotency tag the upload carries (names task instance and source).
     :param size: bytes of the source sent (``None`` when unknown, e.g. a URL without a size).
+    :param source_version: the source's version marks when it was sent (``StorageFile.version``:
+        mtime and inode, ETag, generation ...); ``None`` when the storage gave none, and in records
+        written before they were kept (those are compared by size alone).
     :param started_ms: this worker's clock (epoch ms) just before the upload was sent.
     :param video_no: the service's answer; ``None`` while none has arrived.
     :param looking_try: the try that began looking for this unanswered upload, and
@@ -48,6 +52,7 @@ class AttemptRecord:
 
     tag: str
     size: int | None = None
+    source_version: dict[str, str] | None = None
     started_ms: int | None = None
     video_no: str | None = None
     looking_try: int | None = None
@@ -69,9 +74,20 @@ class AttemptRecord:
 
         since = data.get("looking_since")
         video_no = data.get("video_no")
+        marks = data.get("source_version")
+        version = (
+            {
+                str(k): str(v)
+                for k, v in marks.items()
+                if isinstance(v, (str, int)) and not isinstance(v, bool)
+            }
+            if isinstance(marks, dict)
+            else {}
+        )
         return cls(
             tag=data["tag"],
             size=number("size"),
+            source_version=version or None,
             started_ms=number("started_ms"),
             video_no=str(video_no) if video_no else None,
             looking_try=number("looking_try"),
@@ -79,6 +95,20 @@ class AttemptRecord:
             if isinstance(since, (int, float)) and not isinstance(since, bool)
             else None,
         )
+
+
+def changed_marks(recorded: dict[str, str] | None, now: dict[str, str]) -> list[str]:
+    """The version marks that both ``recorded`` and ``now`` hold, and that differ: the source was
+    written since (empty when they agree, or share none — an old record, a storage that tells
+    nothing beyond the size)."""
+    if not recorded:
+        return []
+    return sorted(key for key, value in recorded.items() if key in now and now[key] != value)
+
+
+def shared_marks(recorded: dict[str, str] | None, now: dict[str, str]) -> list[str]:
+    """The version marks both hold: what the comparison could rest on besides the size."""
+    return sorted(set(recorded or {}) & set(now))
 
 
 class RecordBook(Protocol):

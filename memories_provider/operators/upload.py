@@ -33,7 +33,14 @@ from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
-from memories_provider.operators._attempt_record import STATE_KEY, AttemptRecord, RecordBook, record_book
+from memories_provider.operators._attempt_record import (
+    STATE_KEY,
+    AttemptRecord,
+    RecordBook,
+    changed_marks,
+    record_book,
+    shared_marks,
+)
 from memories_provider.operators._lost_upload import Verdict, describe, judge, when
 from memories_provider.operators._progress import TransferProgress
 from memories_provider.operators._upload_args import (
@@ -107,6 +114,15 @@ def _resized(recorded: int | None, now: int | None) -> bool:
     return recorded is not None and now is not None and recorded != now
 
 
+def _rewritten(record: AttemptRecord, source: StorageFile) -> str | None:
+    """How the source's version marks differ from those ``record`` holds (``etag "a" -> "b"``), or
+    ``None`` when none that both hold differs."""
+    changed = changed_marks(record.source_version, source.version)
+    if not changed or record.source_version is None:
+        return None
+    return ", ".join(f"{key} {record.source_version[key]} -> {source.version[key]}" for key in changed)
+
+
 def _bytes(size: int | None) -> str:
     return "size unknown" if size is None else f"{size} bytes"
 
@@ -142,11 +158,19 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     the upload; never when it ``FAILED``), so a retry cannot find a just-accepted upload by its
     tag. Instead each attempt *records* what it is about to send — its idempotency tag
     (``airflow-<hash>`` of dag, task, run, map index and source — an http(s) source without its
-    query string, which a presigned URL changes on every try — also sent as a tag), the size and
-    the time it started — before sending, and the ``video_no`` as soon as the answer arrives. The
-    record lives in the task state store on Airflow >= 3.3 and in an Airflow Variable
-    ``memories_upload_attempt__<tag>`` before (deleted when the task succeeds). A later attempt of
-    the same task instance then:
+    query string, which a presigned URL changes on every try — also sent as a tag), the size, the
+    source's version marks and the time it started — before sending, and the ``video_no`` as soon
+    as the answer arrives. The record lives in the task state store on Airflow >= 3.3 and in an
+    Airflow Variable ``memories_upload_attempt__<tag>`` before (deleted when the task succeeds).
+
+    The version marks are what the storage's size answer tells for free: local ``mtime_ns`` and
+    inode, SFTP ``mtime`` (whole seconds), S3 ``ETag`` and ``VersionId``, GCS ``generation``, Azure
+    ``ETag``, HTTP ``ETag`` and ``Last-Modified``. A later attempt of the same task instance whose
+    source has another size, or a mark that differs from the recorded one, has another file: it
+    uploads it (and logs which mark changed). Where there is no mark to compare (a storage that
+    gives none, a record written before marks were kept, the tag lookup) the size alone decides,
+    as the log says; a file rewritten with the same bytes counts as changed. Otherwise the
+    attempt:
 
     * finds an answered record: reuses that video (one ``get_metadata``);
     * finds an unanswered one (the earlier attempt's body went out, the answer never came): lists
@@ -171,7 +195,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     video the service accepted but does not list by ``lost_answer_grace`` seconds after the retry
     began looking, and (before Airflow 3.3) someone deleting the Variable. Clearing a task for a
     *new* run uploads again (different ``run_id``), and so does a changed ``source`` (another
-    URI, or a file at the same URI whose size differs from the one the earlier attempt sent).
+    URI, or a file at the same URI whose size or version marks differ from those the earlier
+    attempt sent).
 
     **Rate limits.** The service allows about one upload per minute per account. A rejected
     (``0429``) upload is retried with backoff honouring ``Retry-After``; with ``deferrable=True``
@@ -399,9 +424,18 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 upload_time=previous.create_time,
             )
             if book is not None and plan.tag is not None:
-                # The source's size, as _send records it: what a later clear compares with.
+                # The source's size and version marks, as _send records them: what a later clear
+                # compares with.
                 size = plan.source.size if plan.source.size is not None else previous.size
-                self._note(book, AttemptRecord(tag=plan.tag, size=size, video_no=previous.video_no))
+                self._note(
+                    book,
+                    AttemptRecord(
+                        tag=plan.tag,
+                        size=size,
+                        source_version=plan.source.version or None,
+                        video_no=previous.video_no,
+                    ),
+                )
         else:
             try:
                 # A request the service refuses (0001/0003, HTTP 400) is refused again: no retry
@@ -456,6 +490,29 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 _bytes(plan.source.size),
             )
             return None
+        rewritten = _rewritten(record, plan.source) if record is not None else None
+        if record is not None and rewritten is not None:
+            # Same size, other bytes: the file was written since the earlier attempt sent it (replaced
+            # between the tries). Its upload, answered or not, holds the old bytes.
+            self.log.warning(
+                "An earlier attempt sent %s (%s) from %s, which has been written since (%s): it is "
+                "another file now, so it is uploaded again. The earlier upload, if memories.ai got "
+                "it, holds the old bytes and is left as it is",
+                record.video_no or "its upload, unanswered",
+                _bytes(record.size),
+                redact_uri(plan.source.uri),
+                rewritten,
+            )
+            return None
+        if record is not None and not shared_marks(record.source_version, plan.source.version):
+            self.log.info(
+                "%s: nothing but its size to compare with the earlier attempt's record (%s); it is "
+                "taken for the file that attempt sent because the sizes match",
+                redact_uri(plan.source.uri),
+                "the storage gives no version marks"
+                if record.source_version or not plan.source.version
+                else "a record written before version marks were kept",
+            )
         if record is not None and record.video_no:
             try:
                 return hook.get_video(record.video_no, unique_id=unique_id)
@@ -670,7 +727,12 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         """Record the send, upload, record the answer; forget the record if it surely did not arrive."""
         record = None
         if book is not None and plan.tag is not None:
-            record = AttemptRecord(tag=plan.tag, size=plan.source.size, started_ms=int(time.time() * 1000))
+            record = AttemptRecord(
+                tag=plan.tag,
+                size=plan.source.size,
+                source_version=plan.source.version or None,
+                started_ms=int(time.time() * 1000),
+            )
             try:
                 book.save(record)
             except Exception as err:

@@ -3,7 +3,8 @@ downloading it, then opened as a stream.
 
 Any URI smart-open reads (local path, ``file://``, ``s3://``, ``gs://``, ``azure://``,
 ``sftp://``, ``http(s)://``); compression is always disabled so ``clip.mp4.gz`` is sent byte
-for byte rather than silently decompressed. The size comes from :mod:`~memories_provider.storage.probes`.
+for byte rather than silently decompressed. The size and the version marks come from
+:mod:`~memories_provider.storage.probes`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.probes import stored_size
+from memories_provider.storage.probes import stored_stat
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family, windows_path_problem
 
 __all__ = ["StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
@@ -30,6 +31,9 @@ class StorageFile:
     :param uri: its URI as given.
     :param name: its file name (last path segment), used as the upload's filename.
     :param size: its size in bytes; ``None`` only for an HTTP file whose server gives no length.
+    :param version: what the storage's answer said of this version of the file besides its size
+        (:attr:`~memories_provider.storage.probes.StoredStat.version`: mtime and inode, ETag,
+        generation ...); empty when it said nothing more.
     :param transport_params: the smart-open settings it was looked up with (credentials, and the
         storage client itself), so that :meth:`open` reads it with the same ones; never shown.
     """
@@ -38,6 +42,7 @@ class StorageFile:
     name: str
     size: int | None
     transport_params: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    version: dict[str, str] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[BinaryIO]:
@@ -106,12 +111,14 @@ def stat_storage_file(
         if os.path.isdir(_local_path(uri)):
             raise ValueError(f"`source` {uri!r} is a folder, not a video file")
     params = _source_params(uri, conn_id, transport_params)
-    size = stored_size(uri, params)
+    stat = stored_stat(uri, params)
+    size = None if stat is None else stat.size
     if size is None and family != "http":  # an HTTP server may just not tell
         raise ValueError(f"`source` {shown!r} does not exist{_resolved_as(uri) if family == 'file' else ''}")
     if size == 0:
         raise ValueError(f"`source` {shown!r} is empty (0 bytes)")
-    return StorageFile(uri=uri, name=name, size=size, transport_params=params)
+    version = {} if stat is None else stat.version
+    return StorageFile(uri=uri, name=name, size=size, transport_params=params, version=version)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Storage probes: the size of what is stored at a URI, asked without reading a byte of it.
+"""Storage probes: the size of what is stored at a URI, asked without reading a byte of it, and
+the version marks the same answer gives for free (see :class:`StoredStat`).
 
 One probe per scheme family of :data:`~memories_provider.storage.uris.SCHEME_FAMILY`: ``stat``,
 S3 ``HeadObject``, GCS and Azure blob properties, SFTP ``stat``, HTTP ``HEAD`` (or a one-byte
@@ -14,6 +15,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from memories_provider.redaction import Redactor, url_secrets
@@ -21,6 +23,7 @@ from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family
 
 __all__ = [
+    "StoredStat",
     "azure_size",
     "free_space",
     "gcs_size",
@@ -29,7 +32,32 @@ __all__ = [
     "s3_size",
     "sftp_size",
     "stored_size",
+    "stored_stat",
 ]
+
+
+@dataclass(frozen=True)
+class StoredStat:
+    """What one probe learnt of a stored file.
+
+    :param size: bytes (``None``: an HTTP server that gives no length).
+    :param version: marks the storage changes whenever the file is written, as strings — local
+        ``mtime_ns`` and ``inode``; SFTP ``mtime`` (seconds); S3 ``etag`` and ``version_id``
+        (versioned buckets); GCS ``generation``; Azure ``etag``; HTTP ``etag`` and
+        ``last_modified`` — only those the storage gave. Empty when it gave none.
+    """
+
+    size: int | None
+    version: dict[str, str] = field(default_factory=dict)
+
+
+def stored_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """The size and version marks of what is stored at ``uri``; ``None`` when nothing is (an HTTP
+    resource always answers, or raises: see :func:`http_size`).
+
+    :raises ValueError: for a scheme outside the table.
+    """
+    return _PROBES[scheme_family(uri)](uri, params)
 
 
 def stored_size(uri: str, params: dict[str, Any]) -> int | None:
@@ -38,7 +66,13 @@ def stored_size(uri: str, params: dict[str, Any]) -> int | None:
 
     :raises ValueError: for a scheme outside the table.
     """
-    return _PROBES[scheme_family(uri)](uri, params)
+    stat = stored_stat(uri, params)
+    return None if stat is None else stat.size
+
+
+def _marks(**values: Any) -> dict[str, str]:
+    """The version marks given (``None`` and empty ones left out), as strings."""
+    return {key: str(value) for key, value in values.items() if value not in (None, "")}
 
 
 def free_space(folder: str) -> int | None:
@@ -61,13 +95,32 @@ def free_space(folder: str) -> int | None:
 
 def local_size(uri: str, params: dict[str, Any]) -> int | None:
     """A local path's or ``file://`` URI's size; ``None`` unless it is a regular file."""
+    return _size(local_stat(uri, params))
+
+
+def local_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """A local file's size, ``mtime_ns`` and inode (``stat``); ``None`` unless it is a regular file."""
+    import stat as stat_module
+
     path = local_path(uri)
     assert path is not None
-    return os.path.getsize(path) if os.path.isfile(path) else None
+    try:
+        info = os.stat(path)
+    except OSError:  # missing, or unreadable: as os.path.isfile says
+        return None
+    if not stat_module.S_ISREG(info.st_mode):
+        return None
+    # An inode of 0 (some filesystems, Windows before Python 3.12) says nothing.
+    return StoredStat(info.st_size, _marks(mtime_ns=info.st_mtime_ns, inode=info.st_ino or None))
 
 
 def sftp_size(uri: str, params: dict[str, Any]) -> int | None:
     """An ``sftp://`` (``ssh://``, ``scp://``) file's size from ``stat`` over SFTP."""
+    return _size(sftp_stat(uri, params))
+
+
+def sftp_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """An SFTP file's size and ``mtime`` (whole seconds: SFTP v3 gives no finer, and no inode)."""
     import smart_open
 
     try:
@@ -79,14 +132,23 @@ def sftp_size(uri: str, params: dict[str, Any]) -> int | None:
             return None
         raise
     with fh:
-        size = fh.stat().st_size
+        attributes = fh.stat()
         with contextlib.suppress(Exception):
             fh.sftp.close()
-        return int(size) if size is not None else None
+        size = attributes.st_size
+        if size is None:
+            return None
+        return StoredStat(int(size), _marks(mtime=getattr(attributes, "st_mtime", None)))
 
 
 def s3_size(uri: str, params: dict[str, Any]) -> int | None:
     """An S3 object's ``ContentLength`` from ``HeadObject`` with ``params["client"]``."""
+    return _size(s3_stat(uri, params))
+
+
+def s3_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """An S3 object's ``ContentLength``, ``ETag`` and ``VersionId`` (versioned buckets only), from
+    ``HeadObject``."""
     from smart_open import s3
 
     parsed = s3.parse_uri(uri)
@@ -98,11 +160,24 @@ def s3_size(uri: str, params: dict[str, Any]) -> int | None:
         if code in {"404", "NoSuchKey", "NotFound"}:
             return None
         raise
-    return int(head["ContentLength"])
+    return StoredStat(
+        int(head["ContentLength"]),
+        _marks(etag=head.get("ETag"), version_id=_real_version(head.get("VersionId"))),
+    )
+
+
+def _real_version(version_id: Any) -> Any:
+    """S3's ``VersionId``, but not ``"null"`` (an object written before versioning was enabled)."""
+    return None if version_id == "null" else version_id
 
 
 def gcs_size(uri: str, params: dict[str, Any]) -> int | None:
     """A GCS blob's size (``params["client"]`` or the default ``storage.Client()``)."""
+    return _size(gcs_stat(uri, params))
+
+
+def gcs_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """A GCS blob's size and ``generation`` (new on every write of the object)."""
     from smart_open import gcs
 
     parsed = gcs.parse_uri(uri)
@@ -112,11 +187,18 @@ def gcs_size(uri: str, params: dict[str, Any]) -> int | None:
 
         client = storage.Client()
     blob = client.bucket(parsed["bucket_id"]).get_blob(parsed["blob_id"])
-    return None if blob is None else int(blob.size)
+    if blob is None:
+        return None
+    return StoredStat(int(blob.size), _marks(generation=blob.generation))
 
 
 def azure_size(uri: str, params: dict[str, Any]) -> int | None:
     """An Azure blob's size from its properties (needs ``params["client"]``)."""
+    return _size(azure_stat(uri, params))
+
+
+def azure_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
+    """An Azure blob's size and ``ETag`` (new on every write) from its properties."""
     from azure.core.exceptions import ResourceNotFoundError
     from smart_open import azure
 
@@ -126,9 +208,10 @@ def azure_size(uri: str, params: dict[str, Any]) -> int | None:
         raise ValueError("azure:// destinations need a `destination_conn_id` or transport_params['client']")
     blob = client.get_blob_client(parsed["container_id"], parsed["blob_id"])
     try:
-        return int(blob.get_blob_properties().size)
+        properties = blob.get_blob_properties()
     except ResourceNotFoundError:
         return None
+    return StoredStat(int(properties.size), _marks(etag=properties.etag))
 
 
 def http_size(uri: str, params: dict[str, Any]) -> int | None:
@@ -139,6 +222,12 @@ def http_size(uri: str, params: dict[str, Any]) -> int | None:
     :raises ValueError: naming ``source`` when the server says it does not exist or refuses it.
     :raises StoreUnavailableError: on ``429`` or ``5xx`` (a later try may read it).
     """
+    return http_stat(uri, params).size
+
+
+def http_stat(uri: str, params: dict[str, Any]) -> StoredStat:
+    """An ``http(s)://`` resource's length (see :func:`http_size`), ``ETag`` and ``Last-Modified``,
+    from the answer the length was read from."""
     import requests
 
     request: dict[str, Any] = {
@@ -156,16 +245,17 @@ def http_size(uri: str, params: dict[str, Any]) -> int | None:
         _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
         length = _digits(response.headers.get("Content-Length"))
         if response.status_code < 400 and length is not None:
-            return length
+            return StoredStat(length, _http_marks(response.headers))
         # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
         # (405) or omit its length: ask for the first byte and read the total from Content-Range.
         headers = {**asked, "Range": "bytes=0-0"}
         with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
             answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
             _check_http(uri, ranged.status_code, answers, refusable=False)
+            marks = _http_marks(ranged.headers)
             if ranged.status_code == 206:
-                return _digits(ranged.headers.get("Content-Range", "").rpartition("/")[2])
-            return _digits(ranged.headers.get("Content-Length"))  # the server ignored Range
+                return StoredStat(_digits(ranged.headers.get("Content-Range", "").rpartition("/")[2]), marks)
+            return StoredStat(_digits(ranged.headers.get("Content-Length")), marks)  # Range ignored
     except requests.RequestException as err:
         failure = err
     # Raised outside the handler, with no cause: requests quotes the URL, a presigned one's
@@ -185,16 +275,24 @@ def _check_http(uri: str, status: int, answers: str, *, refusable: bool) -> None
     raise error(f"`source` {shown!r} cannot be read: {answers}")
 
 
+def _http_marks(headers: Any) -> dict[str, str]:
+    return _marks(etag=headers.get("ETag"), last_modified=headers.get("Last-Modified"))
+
+
+def _size(stat: StoredStat | None) -> int | None:
+    return None if stat is None else stat.size
+
+
 def _digits(value: str | None) -> int | None:
     value = (value or "").strip()
     return int(value) if value.isdigit() else None
 
 
-_PROBES: dict[str, Callable[[str, dict[str, Any]], int | None]] = {
-    "file": local_size,
-    "s3": s3_size,
-    "gs": gcs_size,
-    "azure": azure_size,
-    "sftp": sftp_size,
-    "http": http_size,
+_PROBES: dict[str, Callable[[str, dict[str, Any]], StoredStat | None]] = {
+    "file": local_stat,
+    "s3": s3_stat,
+    "gs": gcs_stat,
+    "azure": azure_stat,
+    "sftp": sftp_stat,
+    "http": http_stat,
 }

@@ -361,7 +361,8 @@ def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any
     [tag] = [t for t in v["tags"] if t.startswith("airflow-")]
     # Recorded before sending, with no answer: the retry knows what to look for, and from when.
     record = store["memories_video_no"]
-    assert set(record) == {"tag", "size", "started_ms"} and record["tag"] == tag
+    assert set(record) == {"tag", "size", "source_version", "started_ms"} and record["tag"] == tag
+    assert set(record["source_version"]) == {"mtime_ns", "inode"}  # what tells this file from another
     assert record["size"] == len(VIDEO) and record["started_ms"] <= v["create_time"]
     retry = _TaskInstance(try_number=2)
     video_no = MemoriesUploadOperator(task_id="upload", source=str(video)).execute(
@@ -378,7 +379,12 @@ def test_retry_after_an_accepted_but_unanswered_upload_reuses_the_video(emu: Any
         "source": str(video),
         "reused": True,
     }
-    assert store["memories_video_no"] == {"tag": tag, "size": len(VIDEO), "video_no": video_no}
+    assert store["memories_video_no"] == {
+        "tag": tag,
+        "size": len(VIDEO),
+        "source_version": record["source_version"],
+        "video_no": video_no,
+    }
 
 
 def test_tag_lookup_reuses_only_a_video_that_carries_the_tag(

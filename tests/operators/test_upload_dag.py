@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -350,3 +352,28 @@ def test_a_source_replaced_by_a_longer_file_before_the_retry_is_uploaded_again(
     result = ti.xcom_pull(task_ids="upload", key="upload_result")
     sizes = {v["video_no"]: v["size"] for v in emu.control.videos()}
     assert result["reused"] is False and sizes[result["video_no"]] == len(longer)
+
+
+def test_a_source_replaced_by_another_file_of_the_same_size_before_the_retry_is_uploaded_again(
+    emu: Any, video: Path, run_dag: Any
+) -> None:
+    # As above, but the new file has the very size of the old one: size and tag both matched, and
+    # try 2 returned try 1's video, which holds the old bytes.
+    emu.control.inject_fault("upload", "accept_then_drop")
+
+    def replace_the_source(context: Any) -> None:
+        fresh = video.with_name("fresh.mp4")
+        fresh.write_bytes(OTHER)
+        os.replace(fresh, video)
+
+    run = run_dag(
+        _lost_answer_dag(
+            "memories_lost_replaced", video, deferrable=False, on_retry_callback=replace_the_source
+        )
+    )
+    assert _retry_state(run) == ("success", 2), _task_state(run)
+    assert emu.control.count("upload") == 2
+    [ti] = [t for t in run.get_task_instances() if t.task_id == "upload"]
+    result = ti.xcom_pull(task_ids="upload", key="upload_result")
+    shas = {v["video_no"]: v["sha256"] for v in emu.control.videos()}
+    assert result["reused"] is False and shas[result["video_no"]] == hashlib.sha256(OTHER).hexdigest()

@@ -10,7 +10,9 @@ in-memory task state store; ``test_upload_dag.py`` runs the same stories through
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -668,3 +670,108 @@ def test_an_http_source_is_sized_by_its_bytes_not_by_a_compressed_answer(
         assert [v["size"] for v in held.control.videos() if v["video_no"] == video_no] == [len(VIDEO)]
         held.control.set_status(video_no, "PARSE")  # its tag shows it is not the URL upload's
         _url_upload_story(held, f"{server.url}/fetched/clip.mp4", after_first_look, earlier_videos=1)
+
+
+# ---------------------------------------------------------------------------- same size, other bytes
+
+
+def replace(path: Path, data: bytes) -> None:
+    """A new version lands at ``path`` as new versions usually do: written beside it, renamed over it."""
+    fresh = path.with_name("fresh-" + path.name)
+    fresh.write_bytes(data)
+    os.replace(fresh, path)
+
+
+def sha256_of(held: Any, video_no: str) -> str:
+    return str({v["video_no"]: v["sha256"] for v in held.control.videos()}[video_no])
+
+
+def test_a_source_replaced_by_a_same_size_file_after_a_lost_answer_is_uploaded_again(
+    held: Any, video: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    # Attempt 1 sent the file and lost the answer; the service kept it and parsed it (our tag
+    # shows). Before the retry another file of the same size took its place. Size and tag both
+    # matched: the retry reported success for a video of the old bytes.
+    store = Store()
+    lost_first_attempt(held, store, video)
+    [earlier] = held.control.videos()
+    held.control.set_status(earlier["video_no"], "PARSE")
+    replace(video, OTHER)
+    video_no, ti = attempt(store, 2, source=str(video))
+    assert video_no != earlier["video_no"] and ti.xcom["upload_result"]["reused"] is False
+    assert sha256_of(held, video_no) == hashlib.sha256(OTHER).hexdigest()
+    assert held.control.count("upload") == 2
+    assert "has been written since (inode" in capsys.readouterr().out + caplog.text
+
+
+def test_a_source_replaced_by_a_same_size_file_after_an_answered_upload_is_uploaded_again(
+    emu: Any, video: Path
+) -> None:
+    # The answer was recorded (a retry after a wait for PARSE ran out, or a clear on Airflow >= 3.3,
+    # whose record outlives success): the recorded video was reused for whatever file had that size.
+    store = Store()
+    first, _ = attempt(store, source=str(video))
+    replace(video, OTHER)
+    again, ti = attempt(store, 2, source=str(video))
+    assert again != first and ti.xcom["upload_result"]["reused"] is False
+    assert sha256_of(emu, again) == hashlib.sha256(OTHER).hexdigest()
+    # Untouched since: the next try reuses the new upload (its record holds the new marks).
+    third, ti = attempt(store, 3, source=str(video))
+    assert third == again and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 2
+
+
+def test_a_record_written_before_version_marks_were_kept_is_still_reused_by_its_size(
+    emu: Any, video: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    store = Store()
+    first, _ = attempt(store, source=str(video))
+    record = store["memories_video_no"]
+    assert set(record["source_version"]) == {"mtime_ns", "inode"}
+    del record["source_version"]  # as the previous version wrote it: tag, size, started_ms, video_no
+    again, ti = attempt(store, 2, source=str(video))
+    assert again == first and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 1
+    assert "a record written before version marks were kept" in capsys.readouterr().out + caplog.text
+    assert store["memories_video_no"]["source_version"] == record_marks(video)  # recorded from now on
+
+
+def record_marks(path: Path) -> dict[str, str]:
+    info = path.stat()
+    return {"mtime_ns": str(info.st_mtime_ns), "inode": str(info.st_ino)}
+
+
+def test_an_s3_source_replaced_by_a_same_size_object_after_a_lost_answer_is_uploaded_again(
+    held: Any, moto_s3_server: Any, s3_bucket: str
+) -> None:
+    client = moto_s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    source = {"source": f"s3://{s3_bucket}/in/clip.mp4", "source_conn_id": moto_s3_server.conn_id}
+    store = Store()
+    held.control.inject_fault("upload", "accept_then_drop")
+    with pytest.raises(MemoriesConnectionError):
+        attempt(store, **source)
+    [earlier] = held.control.videos()
+    assert set(store["memories_video_no"]["source_version"]) == {"etag"}
+    held.control.set_status(earlier["video_no"], "PARSE")
+    client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=OTHER)  # same key, same size
+    video_no, ti = attempt(store, 2, **source)
+    assert video_no != earlier["video_no"] and ti.xcom["upload_result"]["reused"] is False
+    assert sha256_of(held, video_no) == hashlib.sha256(OTHER).hexdigest()
+    assert attempt(store, 3, **source)[0] == video_no  # untouched since: reused
+    assert held.control.count("upload") == 2
+
+
+def test_version_marks_are_compared_where_both_records_have_them() -> None:
+    from memories_provider.operators._attempt_record import changed_marks
+
+    old = AttemptRecord.from_json({"tag": "airflow-x", "size": 3, "video_no": "VI1"})  # before marks
+    assert old is not None and old.source_version is None
+    odd = AttemptRecord.from_json(
+        {"tag": "airflow-x", "source_version": {"etag": '"a"', "x": True, "y": None}}
+    )
+    assert odd is not None and odd.source_version == {"etag": '"a"'}  # an unknown shape is no mark
+    assert AttemptRecord.from_json({"tag": "airflow-x", "source_version": "etag"}).source_version is None  # type: ignore[union-attr]
+    assert changed_marks(None, {"etag": '"b"'}) == []  # an old record: the size alone decides
+    assert changed_marks({"etag": '"a"', "version_id": "1"}, {"etag": '"a"'}) == []  # one lost: not a change
+    assert changed_marks({"etag": '"a"', "version_id": "1"}, {"etag": '"b"', "version_id": "1"}) == ["etag"]

@@ -272,3 +272,114 @@ def test_a_relative_or_home_source_that_does_not_exist_says_where_it_was_looked_
         str(info.value) == f"`source` {spelling!r} does not exist (looked for at {expected!r} on this worker)"
     )
     assert expected.startswith(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- version marks
+# What each storage tells of a file's version in the answer that sizes it: the upload records it,
+# and a retry compares it, to tell a file replaced by another of the same size.
+
+OTHER = bytes(reversed(DATA))  # the same size, other bytes
+assert len(OTHER) == len(DATA) and OTHER != DATA
+
+
+def test_a_local_file_is_versioned_by_mtime_and_inode(tmp_path):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(DATA)
+    first = stat_storage_file(str(path))
+    assert set(first.version) == {"mtime_ns", "inode"}
+    assert stat_storage_file(path.as_uri()).version == first.version  # untouched: the same marks
+    fresh = tmp_path / "fresh.mp4"
+    fresh.write_bytes(OTHER)
+    os.replace(fresh, path)  # how a new version usually lands: written beside it, renamed over it
+    second = stat_storage_file(str(path))
+    assert second.size == first.size and second.version["inode"] != first.version["inode"]
+    os.utime(path, ns=(int(first.version["mtime_ns"]) + 10**9,) * 2)  # rewritten in place a second later
+    assert stat_storage_file(str(path)).version["mtime_ns"] != second.version["mtime_ns"]
+
+
+def test_an_s3_object_is_versioned_by_etag_and_version_id(moto_s3_server, s3_bucket):
+    client = moto_s3_server.client()
+    uri = f"s3://{s3_bucket}/in/clip.mp4"
+    client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=DATA)
+    first = stat_storage_file(uri, conn_id=moto_s3_server.conn_id)
+    assert set(first.version) == {"etag"}  # an unversioned bucket has no VersionId ("null" is none)
+    assert stat_storage_file(uri, conn_id=moto_s3_server.conn_id).version == first.version
+    client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=OTHER)
+    second = stat_storage_file(uri, conn_id=moto_s3_server.conn_id)
+    assert second.size == first.size and second.version["etag"] != first.version["etag"]
+    client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    try:
+        client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=OTHER)
+        versioned = stat_storage_file(uri, conn_id=moto_s3_server.conn_id)
+        assert versioned.version["etag"] == second.version["etag"]  # the same bytes again
+        assert versioned.version["version_id"] not in ("", "null")  # a new version all the same
+    finally:
+        for version in client.list_object_versions(Bucket=s3_bucket).get("Versions", []):
+            client.delete_object(Bucket=s3_bucket, Key=version["Key"], VersionId=version["VersionId"])
+
+
+def test_a_gcs_blob_is_versioned_by_its_generation(gcs_server, gcs_bucket):
+    blob = gcs_server.client().bucket(gcs_bucket).blob("clip.mp4")
+    blob.upload_from_string(DATA)
+    uri = f"gs://{gcs_bucket}/clip.mp4"
+    first = stat_storage_file(uri)
+    assert set(first.version) == {"generation"}
+    assert stat_storage_file(uri).version == first.version
+    blob.upload_from_string(OTHER)
+    second = stat_storage_file(uri)
+    assert second.size == first.size and second.version != first.version
+
+
+def test_an_azure_blob_is_versioned_by_its_etag(azurite, azure_container):
+    from azure.storage.blob import BlobServiceClient
+
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        azure_container, "clip.mp4"
+    )
+    blob.upload_blob(DATA)
+    uri = f"azure://{azure_container}/clip.mp4"
+    first = stat_storage_file(uri, conn_id=azurite.conn_id)
+    assert set(first.version) == {"etag"}
+    assert stat_storage_file(uri, conn_id=azurite.conn_id).version == first.version
+    blob.upload_blob(OTHER, overwrite=True)
+    second = stat_storage_file(uri, conn_id=azurite.conn_id)
+    assert second.size == first.size and second.version != first.version
+
+
+def test_an_sftp_file_is_versioned_by_its_mtime_in_whole_seconds(sshd):
+    path = sshd.root / "versioned.mp4"
+    path.write_bytes(DATA)
+    uri = sshd.uri(str(path))
+    first = stat_storage_file(uri, conn_id=sshd.conn_id)
+    assert set(first.version) == {"mtime"}  # SFTP v3 gives no inode and no finer time
+    path.write_bytes(OTHER)
+    later = int(first.version["mtime"]) + 5
+    os.utime(path, (later, later))  # replaced 5 s later (within the same second it goes unseen)
+    second = stat_storage_file(uri, conn_id=sshd.conn_id)
+    assert second.size == first.size and second.version == {"mtime": str(later)}
+
+
+def test_an_http_file_is_versioned_by_etag_and_last_modified(tmp_path):
+    class Tagged(BaseHTTPRequestHandler):
+        etag = '"v1"'
+
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA)))
+            self.send_header("ETag", Tagged.etag)
+            self.send_header("Last-Modified", "Mon, 30 Nov 2026 12:00:00 GMT")
+            self.end_headers()
+
+    with LocalServer(Tagged) as server:
+        uri = f"{server.url}/clip.mp4"
+        first = stat_storage_file(uri)
+        assert first.version == {"etag": '"v1"', "last_modified": "Mon, 30 Nov 2026 12:00:00 GMT"}
+        Tagged.etag = '"v2"'
+        assert stat_storage_file(uri).version["etag"] == '"v2"'
+    # A plain file server gives Last-Modified (whole seconds) and no ETag.
+    (tmp_path / "clip.mp4").write_bytes(DATA)
+    with LocalServer(folder_handler(tmp_path)) as server:
+        assert set(stat_storage_file(f"{server.url}/clip.mp4").version) == {"last_modified"}
