@@ -164,8 +164,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
     Airflow Variable ``memories_upload_attempt__<tag>`` before (deleted when the task succeeds).
 
     The version marks are what the storage's size answer tells for free: local ``mtime_ns`` and
-    inode, SFTP ``mtime`` (whole seconds), S3 ``ETag`` and ``VersionId``, GCS ``generation``, Azure
-    ``ETag``, HTTP ``ETag`` and ``Last-Modified``. A later attempt of the same task instance whose
+    inode (compared only on the worker that read it), SFTP ``mtime`` (whole seconds), S3 ``ETag``
+    and ``VersionId``, GCS ``generation``, Azure ``ETag``, HTTP ``ETag`` and ``Last-Modified``. A
+    later attempt of the same task instance whose
     source has another size, or a mark that differs from the recorded one, has another file: it
     uploads it (and logs which mark changed). Where there is no mark to compare (a storage that
     gives none, a record written before marks were kept, the tag lookup) the size alone decides,

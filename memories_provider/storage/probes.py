@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class StoredStat:
 
     :param size: bytes (``None``: an HTTP server that gives no length).
     :param version: marks the storage changes whenever the file is written, as strings — local
-        ``mtime_ns`` and ``inode``; SFTP ``mtime`` (seconds); S3 ``etag`` and ``version_id``
+        ``mtime_ns`` and ``inode@<host>``; SFTP ``mtime`` (seconds); S3 ``etag`` and ``version_id``
         (versioned buckets); GCS ``generation``; Azure ``etag``; HTTP ``etag`` and
         ``last_modified`` — only those the storage gave. Empty when it gave none.
     """
@@ -99,7 +100,8 @@ def local_size(uri: str, params: dict[str, Any]) -> int | None:
 
 
 def local_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
-    """A local file's size, ``mtime_ns`` and inode (``stat``); ``None`` unless it is a regular file."""
+    """A local file's size, ``mtime_ns`` and inode (``stat``; the inode as ``inode@<host name>``);
+    ``None`` unless it is a regular file."""
     import stat as stat_module
 
     path = local_path(uri)
@@ -110,8 +112,14 @@ def local_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
         return None
     if not stat_module.S_ISREG(info.st_mode):
         return None
+    # The inode is named by the machine that read it: another worker's copy of the path, or the
+    # same network or FUSE mount seen from another worker (gcsfuse numbers inodes per mount), has
+    # other inode numbers for the same file, so only marks read on the same machine are compared.
     # An inode of 0 (some filesystems, Windows before Python 3.12) says nothing.
-    return StoredStat(info.st_size, _marks(mtime_ns=info.st_mtime_ns, inode=info.st_ino or None))
+    marks = _marks(mtime_ns=info.st_mtime_ns)
+    if info.st_ino:
+        marks[f"inode@{socket.gethostname()}"] = str(info.st_ino)
+    return StoredStat(info.st_size, marks)
 
 
 def sftp_size(uri: str, params: dict[str, Any]) -> int | None:

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -701,7 +702,7 @@ def test_a_source_replaced_by_a_same_size_file_after_a_lost_answer_is_uploaded_a
     assert video_no != earlier["video_no"] and ti.xcom["upload_result"]["reused"] is False
     assert sha256_of(held, video_no) == hashlib.sha256(OTHER).hexdigest()
     assert held.control.count("upload") == 2
-    assert "has been written since (inode" in capsys.readouterr().out + caplog.text
+    assert "has been written since (inode@" in capsys.readouterr().out + caplog.text
 
 
 def test_a_source_replaced_by_a_same_size_file_after_an_answered_upload_is_uploaded_again(
@@ -727,7 +728,7 @@ def test_a_record_written_before_version_marks_were_kept_is_still_reused_by_its_
     store = Store()
     first, _ = attempt(store, source=str(video))
     record = store["memories_video_no"]
-    assert set(record["source_version"]) == {"mtime_ns", "inode"}
+    assert set(record["source_version"]) == {"mtime_ns", f"inode@{socket.gethostname()}"}
     del record["source_version"]  # as the previous version wrote it: tag, size, started_ms, video_no
     again, ti = attempt(store, 2, source=str(video))
     assert again == first and ti.xcom["upload_result"]["reused"] is True
@@ -738,7 +739,7 @@ def test_a_record_written_before_version_marks_were_kept_is_still_reused_by_its_
 
 def record_marks(path: Path) -> dict[str, str]:
     info = path.stat()
-    return {"mtime_ns": str(info.st_mtime_ns), "inode": str(info.st_ino)}
+    return {"mtime_ns": str(info.st_mtime_ns), f"inode@{socket.gethostname()}": str(info.st_ino)}
 
 
 def test_an_s3_source_replaced_by_a_same_size_object_after_a_lost_answer_is_uploaded_again(
@@ -775,3 +776,22 @@ def test_version_marks_are_compared_where_both_records_have_them() -> None:
     assert changed_marks(None, {"etag": '"b"'}) == []  # an old record: the size alone decides
     assert changed_marks({"etag": '"a"', "version_id": "1"}, {"etag": '"a"'}) == []  # one lost: not a change
     assert changed_marks({"etag": '"a"', "version_id": "1"}, {"etag": '"b"', "version_id": "1"}) == ["etag"]
+
+
+def test_a_retry_on_another_worker_compares_the_mtime_not_the_inode(
+    emu: Any, video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The source is one file on a mount every worker sees (NFS, gcsfuse, s3fs); the retry runs on
+    # another worker, whose mount numbers the same file's inode otherwise (gcsfuse numbers them per
+    # mount). Taking that for a new file would upload, and pay for, the same bytes again.
+    monkeypatch.setattr(socket, "gethostname", lambda: "worker-1")
+    store = Store()
+    first, _ = attempt(store, source=str(video))
+    marks = store["memories_video_no"]["source_version"]
+    marks["inode@worker-1"] = str(int(marks["inode@worker-1"]) + 1000)  # as worker 1's mount said
+    monkeypatch.setattr(socket, "gethostname", lambda: "worker-2")
+    again, ti = attempt(store, 2, source=str(video))
+    assert again == first and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 1
+    # The record now holds worker 2's inode, which counts for a later try there.
+    assert set(store["memories_video_no"]["source_version"]) == {"mtime_ns", "inode@worker-2"}
