@@ -156,13 +156,15 @@ def s3_size(uri: str, params: dict[str, Any]) -> int | None:
 
 def s3_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
     """An S3 object's ``ContentLength``, ``ETag`` and ``VersionId`` (versioned buckets only), from
-    ``HeadObject``."""
+    ``HeadObject`` — of the version ``params["version_id"]`` pins, if any."""
     from smart_open import s3
 
     parsed = s3.parse_uri(uri)
     client = params["client"]  # transport_params_for provides one
     try:
-        head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"])
+        # The version smart-open reads (transport_params["version_id"]), not the latest one.
+        pinned = {"VersionId": params["version_id"]} if params.get("version_id") else {}
+        head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"], **pinned)
     except Exception as err:
         code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
         if code in {"404", "NoSuchKey", "NotFound"}:

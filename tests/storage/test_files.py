@@ -385,3 +385,21 @@ def test_an_http_file_is_versioned_by_etag_and_last_modified(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(DATA)
     with LocalServer(folder_handler(tmp_path)) as server:
         assert set(stat_storage_file(f"{server.url}/clip.mp4").version) == {"last_modified"}
+
+
+def test_an_s3_source_pinned_to_a_version_is_sized_and_versioned_as_that_version(moto_s3_server, s3_bucket):
+    # transport_params={"version_id": ...} makes smart-open read that version; HeadObject asked for
+    # the latest one, whose size (sent as the upload's length) and marks are another file's.
+    client = moto_s3_server.client()
+    client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    try:
+        pinned = client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=DATA)["VersionId"]
+        client.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=DATA + b"newer")
+        uri = f"s3://{s3_bucket}/in/clip.mp4"
+        info = stat_storage_file(uri, conn_id=moto_s3_server.conn_id, transport_params={"version_id": pinned})
+        assert info.size == len(DATA) and info.version["version_id"] == pinned
+        with info.open() as fh:
+            assert fh.read() == DATA
+    finally:
+        for version in client.list_object_versions(Bucket=s3_bucket).get("Versions", []):
+            client.delete_object(Bucket=s3_bucket, Key=version["Key"], VersionId=version["VersionId"])
