@@ -795,3 +795,26 @@ def test_a_retry_on_another_worker_compares_the_mtime_not_the_inode(
     assert emu.control.count("upload") == 1
     # The record now holds worker 2's inode, which counts for a later try there.
     assert set(store["memories_video_no"]["source_version"]) == {"mtime_ns", "inode@worker-2"}
+
+
+def test_a_url_source_replaced_by_a_same_size_file_after_a_lost_answer_is_fetched_again(
+    held: Any, video: Path
+) -> None:
+    # upload_url: the service fetches the URL. A plain file server gives Last-Modified (whole
+    # seconds) and no ETag; the file replaced a few seconds after try 1 is another Last-Modified.
+    with LocalServer(folder_handler(video.parent)) as server:
+        url = f"{server.url}/clip.mp4"
+        store = Store()
+        held.control.inject_fault("upload_url", "accept_then_drop")
+        with pytest.raises(MemoriesConnectionError):
+            attempt(store, source=url)
+        assert set(store["memories_video_no"]["source_version"]) == {"last_modified"}
+        [earlier] = held.control.videos()
+        held.control.set_status(earlier["video_no"], "PARSE")
+        replace(video, OTHER)
+        later = video.stat().st_mtime + 5
+        os.utime(video, (later, later))
+        video_no, ti = attempt(store, 2, source=url)
+    assert video_no != earlier["video_no"] and ti.xcom["upload_result"]["reused"] is False
+    assert sha256_of(held, video_no) == hashlib.sha256(OTHER).hexdigest()
+    assert held.control.count("upload_url") == 2
