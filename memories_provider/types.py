@@ -14,12 +14,20 @@ __all__ = ["DownloadResult", "ExportResult", "VideoStatusEvent", "WaitStatus"]
 WaitStatus = Literal["success", "failed", "timeout", "error"]
 
 
-class VideoStatusEvent(TypedDict):
+class _VideoStatusEventExtras(TypedDict, total=False):
+    #: On a ``failed`` event, what the service refused: ``"account"`` (the key or the account)
+    #: or ``"credits"``; absent when a video failed.
+    refused: Literal["account", "credits"]
+
+
+class VideoStatusEvent(_VideoStatusEventExtras):
     """The payload of :class:`~memories_provider.triggers.video_status.MemoriesVideoStatusTrigger`'s event.
 
     :param status: ``success`` (all ``PARSE``), ``failed``, ``timeout`` or ``error``.
     :param message: a sentence for the task log (the failed video and its cause, or who still waits).
     :param videos: on ``success``, the videos' metadata in the order they were asked for.
+    :param refused: on ``failed``, ``"account"`` or ``"credits"`` when the service refused the key,
+        the account or the balance rather than a video failing (optional key).
     """
 
     status: WaitStatus

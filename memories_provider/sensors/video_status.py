@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -21,6 +22,8 @@ from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
 from memories_provider.preflight import (
+    AccountRefusedError,
+    CreditsRefusedError,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
     checked_unique_id,
@@ -123,15 +126,21 @@ def execution_time_left(task: Any, started: float | None) -> float | None:
 def handle_status_event(event: VideoStatusEvent, *, soft_fail: bool = False) -> list[dict[str, Any]]:
     """Turn a :class:`MemoriesVideoStatusTrigger` event into a result or the matching exception.
 
-    ``success`` → the videos' metadata; ``failed`` → :class:`AirflowFailException` (no retries);
-    ``timeout`` → :class:`AirflowSensorTimeout` (:class:`AirflowSkipException` with ``soft_fail``);
-    anything else → :class:`AirflowException`.
+    ``success`` → the videos' metadata; ``failed`` → :class:`AirflowFailException` (no retries),
+    :class:`AccountRefusedError`/:class:`CreditsRefusedError` when the service refused the key, the
+    account or the balance; ``timeout`` → :class:`AirflowSensorTimeout`
+    (:class:`AirflowSkipException` with ``soft_fail``); anything else → :class:`AirflowException`.
     """
     status = event.get("status")
     message = str(event.get("message") or "")
     if status == "success":
         return list(event.get("videos") or [])
     if status == "failed":
+        refused = event.get("refused")
+        if refused == "account":
+            raise AccountRefusedError(message)
+        if refused == "credits":
+            raise CreditsRefusedError(message)
         raise AirflowFailException(message)
     if status == "timeout":
         if soft_fail:
@@ -152,7 +161,9 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     slot; all waiting videos of a connection share one poller, ~ceil(N/200) requests per
     interval); ``mode="reschedule"`` frees the slot between checks; ``mode="poke"`` holds it.
     A timeout ends as :class:`AirflowSensorTimeout` in every mode; with ``soft_fail`` a timeout or
-    a failed video skips the task instead, in every mode (as Airflow's sensors do).
+    a failed video skips the task instead, in every mode (as Airflow's sensors do). A refused key,
+    account or balance fails the task at once (no retries) even with ``soft_fail``: it says nothing
+    about the videos, and a skip would hide it (``never_fail`` still skips it, as any error).
 
     :param video_no: one video id, ``VI`` and 18 digits (templated); or use ``video_nos``.
     :param video_nos: several video ids (templated; e.g. an upload's mapped XCom, also when the
@@ -265,8 +276,36 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         interval = super()._get_next_poke_interval(started_at, run_duration, poke_count)
         return max(0.0, min(float(interval), float(self.timeout) - run_duration()))
 
+    @contextlib.contextmanager
+    def _refusals_not_skipped(self) -> Iterator[None]:
+        """A refused key, account or balance fails the task even with ``soft_fail``.
+
+        Airflow's sensors skip on every :class:`AirflowFailException` under ``soft_fail`` (in
+        ``execute`` and ``resume_execution``); these refusals are ones too, so that no retry sends
+        the same key again, but they say nothing about the videos waited for: a skip would hide a
+        wrong key as "nothing to wait for" and skip everything downstream. ``never_fail`` (skip on
+        any error) still skips them.
+        """
+        try:
+            yield
+        except AirflowSkipException as skip:
+            cause = skip.__cause__
+            if isinstance(cause, (AccountRefusedError, CreditsRefusedError)) and not getattr(
+                self, "never_fail", False
+            ):
+                raise cause from cause.__cause__
+            raise
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        with self._refusals_not_skipped():
+            return super().resume_execution(next_method, next_kwargs, context)
+
     def execute(self, context: Context) -> Any:
         """Poke/reschedule as usual, or check once and defer — within the same ``timeout``."""
+        with self._refusals_not_skipped():
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> Any:
         self.__dict__["_started"] = time.time()
         if not self.deferrable:
             return super().execute(context)

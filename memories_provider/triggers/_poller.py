@@ -36,7 +36,6 @@ import random
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal
 
 from memories_provider.client import (
     AsyncMemoriesClient,
@@ -47,7 +46,7 @@ from memories_provider.client import (
 )
 from memories_provider.client.deadline import within
 from memories_provider.hooks.memories import MemoriesHook
-from memories_provider.preflight import account_refusal
+from memories_provider.preflight import CreditsRefusedError, account_refusal
 from memories_provider.status import (
     NOT_LISTED,
     StatusRound,
@@ -370,10 +369,14 @@ class StatusPoller:
             # A refused key, account or balance fails every wait for good ("failed": no task retry
             # sends the same key again); anything else is an error the task's retries may outlast.
             refused = account_refusal(err)
-            status: Literal["failed", "error"] = "error" if refused is None else "failed"
-            self._finish_all(
-                {"status": status, "message": f"status polling failed: {refused or err}", "videos": []}
-            )
+            event: VideoStatusEvent = {
+                "status": "error" if refused is None else "failed",
+                "message": f"status polling failed: {refused or err}",
+                "videos": [],
+            }
+            if refused is not None:  # the sensor fails for it even with soft_fail (not a failed video)
+                event["refused"] = "credits" if isinstance(refused, CreditsRefusedError) else "account"
+            self._finish_all(event)
             return -1
         if isinstance(err, MemoriesRateLimitError):
             pause = self.pacer.on_rate_limit(err.retry_after)

@@ -392,6 +392,41 @@ def test_a_refused_account_fails_at_once_without_retries(
     assert f"code={code}" in MESSAGES[-1]
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("refused_first", [True, False], ids=["first-check", "later-check"])
+def test_a_refused_key_fails_even_with_soft_fail(
+    emu: Any, run_dag: Any, mode: dict, refused_first: bool
+) -> None:
+    """soft_fail skips a sensor whose videos failed or did not come in time; a refused key says
+    nothing about the videos: skipped, it would read as "nothing to wait for" and skip everything
+    downstream. It fails, on its first try, in every mode: met in the first check (on the worker,
+    deferrable included) or in a later one (the trigger's, when deferrable)."""
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+    FAILURES.clear()
+    name = f"wait_refused_soft_{next(iter(mode))}_{refused_first}"
+    dag = _dag(
+        name,
+        video_no=video_no,
+        poke_interval=0.2,
+        timeout=60,
+        soft_fail=True,
+        retries=2,
+        retry_delay=timedelta(0),
+        on_failure_callback=_record_failure,
+        **mode,
+    )
+    if refused_first:
+        emu.control.configure(account_disabled=True)
+        run = run_dag(dag)
+    else:
+        with after_first_status_check(emu, lambda: emu.control.configure(account_disabled=True)):
+            run = run_dag(dag)
+    ti = _ti(run)
+    assert (str(ti.state), ti.try_number) == ("failed", 1)
+    assert FAILURES == ["AccountRefusedError"]
+
+
 def test_the_check_before_deferring_does_not_sleep_out_a_rate_limit_in_the_worker(
     emu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
