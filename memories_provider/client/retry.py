@@ -38,7 +38,7 @@ from typing import Any
 
 import tenacity
 
-from memories_provider.client.deadline import sleep_would_pass
+from memories_provider.client.deadline import sleep_would_pass, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesIncompleteBodyError,
@@ -126,12 +126,19 @@ class RetryPolicy:
         below ``floor``): every client of an account that a storm of ``0429`` turned away together
         is told the same ``Retry-After``, and waiting exactly that long would bring them all back
         in the same instant, to be turned away together again.
+
+        Under a caller's deadline that the floor leaves time before, the spread takes at most half
+        of that time: the retry the ``Retry-After`` allows is made, with time left for the request
+        (a spread past the deadline would give it up, see :class:`_StopAtDeadline`).
         """
         if not self.jitter:
             return float(floor)
         nominal = min(self.max_delay, self.initial_delay * self.multiplier ** max(attempt - 1, 0))
-        spread = random.uniform(0.0, max(nominal, floor / 4))
-        return float(max(floor, min(floor + spread, self.max_retry_after)))
+        high = min(floor + max(nominal, floor / 4), self.max_retry_after)
+        left = time_left()
+        if left is not None and floor < left:
+            high = min(high, floor + (left - floor) / 2)
+        return float(max(floor, random.uniform(floor, max(floor, high))))
 
     def backoff(self, attempt: int) -> float:
         """The policy's own delay after failed attempt number ``attempt`` (1-based), whatever the error:

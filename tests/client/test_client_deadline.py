@@ -182,3 +182,25 @@ async def test_clients_told_the_same_retry_after_do_not_come_back_together(memor
     assert len(sleeps) == HERD
     assert all(s >= 0.05 for s in sleeps)  # Retry-After honoured
     assert len(set(sleeps)) > 1  # spread above it
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_the_spread_above_retry_after_does_not_give_up_a_retry_the_deadline_allows(
+    memories_emulator, kind
+):
+    """Told Retry-After: 0.05 with 3 s left, the retry fits: its spread must not push the sleep past
+    the deadline, where the retry loop gives up and raises the 0429. A policy whose own delay is
+    long (100 s) spread it over up to 100 s, so nearly every call gave up."""
+    emu = memories_emulator
+    policy = RetryPolicy(max_retries=1, initial_delay=100.0, max_delay=100.0)  # jittered
+    for _ in range(3):
+        emu.control.inject_fault("list_videos", "code_0429", retry_after=0.05)
+        emu.control.inject_fault("list_videos", "none")
+        if kind == "sync":
+            with MemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as client, within(3):
+                client.list_videos()
+        else:
+            async with AsyncMemoriesClient(emu.api_key, base_url=emu.v1_url, retry=policy) as aclient:
+                with within(3):
+                    await aclient.list_videos()
+    assert emu.control.count("list_videos") == 6  # each call retried once, and answered
