@@ -818,10 +818,11 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             return
         from memories_provider.triggers.pause import MemoriesPauseTrigger
 
-        delay = RetryPolicy(max_retries=max_retries).delay_for(rate_limited + 1, err)
+        left = self._execution_time_left()
+        with within(left):  # the spread above Retry-After leaves the wait within execution_timeout
+            delay = RetryPolicy(max_retries=max_retries).delay_for(rate_limited + 1, err)
         payload: dict[str, Any] = {"rate_limited": rate_limited + 1}
         timeout: timedelta | None = None
-        left = self._execution_time_left()
         if left is not None:
             # Airflow 3 neither counts a deferral against execution_timeout nor keeps it across one
             # (the resumed run gets a whole new one): the wait ends within it, or is not made.
