@@ -23,6 +23,7 @@ from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.hooks.task_mixin import MemoriesHookMixin
 from memories_provider.preflight import (
     AccountRefusedError,
+    BadInputError,
     CreditsRefusedError,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
@@ -162,8 +163,10 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     interval); ``mode="reschedule"`` frees the slot between checks; ``mode="poke"`` holds it.
     A timeout ends as :class:`AirflowSensorTimeout` in every mode; with ``soft_fail`` a timeout or
     a failed video skips the task instead, in every mode (as Airflow's sensors do). A refused key,
-    account or balance fails the task at once (no retries) even with ``soft_fail``: it says nothing
-    about the videos, and a skip would hide it (``never_fail`` still skips it, as any error).
+    account or balance, and a mistake in the task or its connection (a malformed id, a
+    ``memories_conn_id`` that names no connection), fail the task at once (no retries) even with
+    ``soft_fail``: they say nothing about the videos, and a skip would hide them (``never_fail``
+    still skips them, as any error).
 
     :param video_no: one video id, ``VI`` and 18 digits (templated); or use ``video_nos``.
     :param video_nos: several video ids (templated; e.g. an upload's mapped XCom, also when the
@@ -278,19 +281,19 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
 
     @contextlib.contextmanager
     def _refusals_not_skipped(self) -> Iterator[None]:
-        """A refused key, account or balance fails the task even with ``soft_fail``.
+        """A refused key, account or balance, or bad input, fails the task even with ``soft_fail``.
 
         Airflow's sensors skip on every :class:`AirflowFailException` under ``soft_fail`` (in
-        ``execute`` and ``resume_execution``); these refusals are ones too, so that no retry sends
-        the same key again, but they say nothing about the videos waited for: a skip would hide a
-        wrong key as "nothing to wait for" and skip everything downstream. ``never_fail`` (skip on
-        any error) still skips them.
+        ``execute`` and ``resume_execution``); these are ones too, so that no retry sends the same
+        key or the same mistake again, but they say nothing about the videos waited for: a skip
+        would hide a wrong key or a misnamed connection as "nothing to wait for" and skip
+        everything downstream. ``never_fail`` (skip on any error) still skips them.
         """
         try:
             yield
         except AirflowSkipException as skip:
             cause = skip.__cause__
-            if isinstance(cause, (AccountRefusedError, CreditsRefusedError)) and not getattr(
+            if isinstance(cause, (AccountRefusedError, CreditsRefusedError, BadInputError)) and not getattr(
                 self, "never_fail", False
             ):
                 raise cause from cause.__cause__

@@ -427,6 +427,43 @@ def test_a_refused_key_fails_even_with_soft_fail(
     assert FAILURES == ["AccountRefusedError"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        pytest.param({"memories_conn_id": "no_such_connection"}, id="undefined-connection"),
+        pytest.param({"video_no": "VI123"}, id="malformed-id"),
+    ],
+)
+def test_a_mistake_in_the_task_fails_even_with_soft_fail(
+    emu: Any, run_dag: Any, mode: dict, mistake: dict
+) -> None:
+    """A misnamed connection or a malformed id is no video that failed or came late: with
+    soft_fail it fails, on its first try and before any request, rather than skip."""
+    FAILURES.clear()
+    MESSAGES.clear()
+    kwargs = {"video_no": upload(emu), **mistake}
+    name = f"wait_mistake_soft_{next(iter(mode))}_{sorted(mistake)[0]}"
+    run = run_dag(
+        _dag(
+            name,
+            poke_interval=0.2,
+            timeout=60,
+            soft_fail=True,
+            retries=2,
+            retry_delay=timedelta(0),
+            on_failure_callback=_record_failure,
+            **kwargs,
+            **mode,
+        )
+    )
+    ti = _ti(run)
+    assert (str(ti.state), ti.try_number) == ("failed", 1)
+    assert FAILURES == ["BadInputError"]
+    assert f"`{next(iter(mistake))}`" in MESSAGES[-1]  # the parameter is named
+    assert emu.control.count("list_videos") == 0
+
+
 def test_the_check_before_deferring_does_not_sleep_out_a_rate_limit_in_the_worker(
     emu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
