@@ -387,11 +387,18 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             context, rate_limited=counted if isinstance(counted, int) else rate_limited
         )
 
-    def execute_after_candidates(self, context: Context, event: Any = None, since: float = 0.0) -> str:
+    def execute_after_candidates(
+        self, context: Context, event: Any = None, since: float = 0.0, started_at: float | None = None
+    ) -> str:
         """Resume looking for an earlier attempt's unanswered upload after a deferred wait.
 
         Whatever the trigger's event says, the next round lists the scope again and decides.
+        ``started_at`` (the try's first ``execute``) keeps ``execution_timeout`` counting from
+        there: the deferrals that follow (another wait, a rate limit, the wait for ``PARSE``) end
+        within it, as after a rate-limit wait.
         """
+        if isinstance(started_at, (int, float)):
+            self.__dict__["_try_started"] = float(started_at)
         return self._upload_or_reuse(context, rate_limited=0, looking_since=since or None)
 
     def _upload_or_reuse(
@@ -710,7 +717,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             end_time=deadline,
             execution_left=self._execution_time_left(),
             method_name="execute_after_candidates",
-            kwargs={"since": since},
+            kwargs=self._candidates_kwargs(since),
         )
 
     def _defer_a_while(self, seconds: float, since: float) -> None:
@@ -719,8 +726,13 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         self.defer(
             trigger=TimeDeltaTrigger(timedelta(seconds=max(seconds, 0.0))),
             method_name="execute_after_candidates",
-            kwargs={"since": since},
+            kwargs=self._candidates_kwargs(since),
         )
+
+    def _candidates_kwargs(self, since: float) -> dict[str, Any]:
+        """What a resumed look for candidates needs: when it began, and when this try began."""
+        self._execution_time_left()  # records the try's start if not yet known
+        return {"since": since, "started_at": self.__dict__["_try_started"]}
 
     # ------------------------------------------------------------------ sending
 

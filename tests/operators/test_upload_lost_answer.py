@@ -124,11 +124,34 @@ def test_deferrable_retry_waits_for_the_candidates_on_the_status_trigger(held: A
     # Resumed while still UNPARSE (e.g. the trigger timed out early): it defers again, same deadline.
     with pytest.raises(TaskDeferred) as again:
         op.execute_after_candidates(context, None, **deferred.kwargs)
-    assert again.value.kwargs == {"since": since}
+    assert again.value.kwargs == {"since": since, "started_at": deferred.kwargs["started_at"]}
     held.control.set_status(earlier["video_no"], "PARSE")
     assert (
         op.execute_after_candidates(context, {"status": "success"}, **deferred.kwargs) == earlier["video_no"]
     )
+    assert held.control.count("upload") == 1
+
+
+def test_the_execution_timeout_survives_a_wait_for_candidates(held: Any, video: Path) -> None:
+    # Airflow 3 gives a resumed run a whole new execution_timeout: the try's start must ride along,
+    # or each deferral after a wait for candidates (another wait, a rate limit, PARSE) starts afresh.
+    from datetime import timedelta
+
+    store = Store()
+    lost_first_attempt(held, store, video)
+    kwargs: dict[str, Any] = dict(task_id="upload", source=str(video), deferrable=True, timeout=600, **QUICK)
+    op = MemoriesUploadOperator(execution_timeout=timedelta(seconds=600), **kwargs)
+    context = {"ti": _TaskInstance(try_number=2), "task_state_store": store}
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context)
+    started = info.value.kwargs["started_at"]
+    # Resumed 590 s into the try, in a new process (a new operator), still UNPARSE: it defers again
+    # for at most the 10 s of execution_timeout left, not a new 600.
+    resumed = MemoriesUploadOperator(execution_timeout=timedelta(seconds=600), **kwargs)
+    with pytest.raises(TaskDeferred) as again:
+        resumed.execute_after_candidates(context, None, **{**info.value.kwargs, "started_at": started - 590})
+    assert again.value.timeout is not None and again.value.timeout <= timedelta(seconds=10)
+    assert again.value.kwargs["started_at"] == started - 590
     assert held.control.count("upload") == 1
 
 
