@@ -392,6 +392,20 @@ def test_a_refused_account_fails_at_once_without_retries(
     assert f"code={code}" in MESSAGES[-1]
 
 
+def _soft_fail_dag(dag_id: str, **sensor_kwargs: Any):  # type: ignore[no-untyped-def]
+    """A soft_fail sensor with retries that would run at once (and show), failures recorded."""
+    return _dag(
+        dag_id,
+        poke_interval=0.2,
+        timeout=60,
+        soft_fail=True,
+        retries=2,
+        retry_delay=timedelta(0),
+        on_failure_callback=_record_failure,
+        **sensor_kwargs,
+    )
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("refused_first", [True, False], ids=["first-check", "later-check"])
 def test_a_refused_key_fails_even_with_soft_fail(
@@ -405,17 +419,7 @@ def test_a_refused_key_fails_even_with_soft_fail(
     emu.control.set_status(video_no, "UNPARSE")
     FAILURES.clear()
     name = f"wait_refused_soft_{next(iter(mode))}_{refused_first}"
-    dag = _dag(
-        name,
-        video_no=video_no,
-        poke_interval=0.2,
-        timeout=60,
-        soft_fail=True,
-        retries=2,
-        retry_delay=timedelta(0),
-        on_failure_callback=_record_failure,
-        **mode,
-    )
+    dag = _soft_fail_dag(name, video_no=video_no, **mode)
     if refused_first:
         emu.control.configure(account_disabled=True)
         run = run_dag(dag)
@@ -444,19 +448,7 @@ def test_a_mistake_in_the_task_fails_even_with_soft_fail(
     MESSAGES.clear()
     kwargs = {"video_no": upload(emu), **mistake}
     name = f"wait_mistake_soft_{next(iter(mode))}_{sorted(mistake)[0]}"
-    run = run_dag(
-        _dag(
-            name,
-            poke_interval=0.2,
-            timeout=60,
-            soft_fail=True,
-            retries=2,
-            retry_delay=timedelta(0),
-            on_failure_callback=_record_failure,
-            **kwargs,
-            **mode,
-        )
-    )
+    run = run_dag(_soft_fail_dag(name, **kwargs, **mode))
     ti = _ti(run)
     assert (str(ti.state), ti.try_number) == ("failed", 1)
     assert FAILURES == ["BadInputError"]
