@@ -264,9 +264,19 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             return self._export(context, end_time=time.time() + self.wait_timeout)
 
     def execute_complete(
-        self, context: Context, event: VideoStatusEvent, end_time: float | None = None
+        self,
+        context: Context,
+        event: VideoStatusEvent,
+        end_time: float | None = None,
+        started_at: float | None = None,
     ) -> ExportResult:
-        """Resume after a deferred wait for parsing: export, or fail as the wait ended."""
+        """Resume after a deferred wait for parsing: export, or fail as the wait ended.
+
+        ``started_at`` (the try's first ``execute``) keeps ``execution_timeout`` counting from there
+        for a further wait (Airflow 3 gives the resumed run a whole new one).
+        """
+        if isinstance(started_at, (int, float)):
+            self.__dict__["_try_started"] = float(started_at)
         status = event.get("status") if isinstance(event, dict) else None
         message = str(event.get("message") or "") if isinstance(event, dict) else repr(event)
         if status == "failed":  # a failed or unknown video: no retry changes that
@@ -493,7 +503,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             end_time=end_time,
             execution_left=execution_time_left(self, self.__dict__.get("_try_started")),
             method_name="execute_complete",
-            kwargs={"end_time": end_time},
+            kwargs={"end_time": end_time, "started_at": self.__dict__.get("_try_started")},
         )
 
     def _statuses(

@@ -259,7 +259,9 @@ def test_not_parsed_wait_deferrable_defers_after_one_check_and_writes_nothing(
     assert trigger.poll_interval == 45
     assert before + 600 <= trigger.end_time <= after + 600
     assert deferred.method_name == "execute_complete"
-    assert deferred.kwargs == {"end_time": trigger.end_time}  # the deadline survives the resume
+    # The deadline survives the resume, and so does the try's start (execution_timeout counts from it).
+    assert deferred.kwargs == {"end_time": trigger.end_time, "started_at": deferred.kwargs["started_at"]}
+    assert before <= deferred.kwargs["started_at"] <= after
     # Airflow's own deferral timeout is a backstop beyond end_time: max(60 s, 2 poll intervals).
     margin = deferred.timeout.total_seconds() - 90
     assert trigger.end_time - after <= margin <= trigger.end_time - before
@@ -303,6 +305,34 @@ def test_a_deferred_wait_does_not_outlast_the_execution_timeout(
         three, tmp_path / "x.jsonl", wait_timeout=3600, execution_timeout=timedelta(seconds=120)
     )
     assert deferred.timeout is not None and deferred.timeout <= timedelta(seconds=120)
+
+
+def test_a_further_deferred_wait_does_not_get_a_new_execution_timeout(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    """Resumed in a new process (a new operator, as on Airflow 3) 110 s into a try of 120 s, with a
+    video still not parsed: the wait defers again for the 10 s left, not for a new 120."""
+    from datetime import timedelta
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    emu.control.set_status(three[1], "UNPARSE")
+    kwargs: dict[str, Any] = dict(
+        task_id="export",
+        video_nos=three,
+        not_parsed="wait",
+        deferrable=True,
+        wait_timeout=3600,
+        execution_timeout=timedelta(seconds=120),
+        destination=str(tmp_path / "x.jsonl"),
+    )
+    with pytest.raises(TaskDeferred) as info:
+        MemoriesExportOperator(**kwargs).execute({})
+    resume = {**info.value.kwargs, "started_at": info.value.kwargs["started_at"] - 110}
+    with pytest.raises(TaskDeferred) as again:
+        MemoriesExportOperator(**kwargs).execute_complete({}, {"status": "success"}, **resume)
+    assert again.value.timeout is not None and again.value.timeout <= timedelta(seconds=10)
+    assert files_in(tmp_path) == []
 
 
 def test_wait_timeouts_must_be_finite_and_a_huge_one_still_defers(
