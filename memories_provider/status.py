@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import random
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from memories_provider.client import (
     VideoStatus,
 )
 from memories_provider.client.deadline import within
+from memories_provider.client.protocol import VIDEO_NO_PATTERN, check_video_no, quoted
 from memories_provider.templating import rendered_list
 
 #: Largest ``video_nos`` filter sent in one ``list_videos`` call (also its page size). The spec caps
@@ -339,26 +339,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (MemoriesRateLimitError, MemoriesServerError, MemoriesConnectionError))
 
 
-#: A private video id as the spec gives it: ``VI`` and 18 digits (``VI568102998803353600``).
-VIDEO_NO_PATTERN = re.compile(r"VI[0-9]{18}")  # not \d, which takes any Unicode digit
-
-#: Most characters of a bad value an error quotes.
-_QUOTED = 80
-
-
-def _quoted(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _QUOTED else text[: _QUOTED - 5] + "...'"
-
-
-def normalize_video_nos(video_no: Any, video_nos: Any, *, strict: bool = False) -> list[str]:
+def normalize_video_nos(video_no: Any, video_nos: Any) -> list[str]:
     """Exactly one of ``video_no`` (a string) or ``video_nos`` (a non-empty list), deduplicated in order.
 
     Each id is stripped of surrounding whitespace. A list that a template rendered as text
     (``"['VI1', 'VI2']"``, without ``render_template_as_native_obj``) is read back as the list.
 
-    :param strict: each id must be a private video id as documented, ``VI`` and 18 digits (else
-        any non-empty string).
+    Each id must be a private video id as documented, ``VI`` and 18 digits
+    (:func:`~memories_provider.client.protocol.check_video_no`, the client's own check).
+
     :raises ValueError: naming the parameter and the rule, before any request: both or neither
         given, an empty list, or an id that is not a video id.
     """
@@ -373,29 +362,20 @@ def normalize_video_nos(video_no: Any, video_nos: Any, *, strict: bool = False) 
         if text.startswith("["):
             ids = rendered_list(text)
             if ids is None:
-                raise ValueError(f"`{name}` must be a list of video ids, got {_quoted(text)}")
+                raise ValueError(f"`{name}` must be a list of video ids, got {quoted(text)}")
         else:
             ids = [text]
     elif not isinstance(ids, (list, tuple)):
         try:
             ids = list(ids)  # e.g. a mapped task's XCom (a lazy sequence)
         except TypeError:
-            raise ValueError(
-                f"`{name}` must be a list of video ids (or one id), got {_quoted(ids)}"
-            ) from None
+            raise ValueError(f"`{name}` must be a list of video ids (or one id), got {quoted(ids)}") from None
     if not ids:
         raise ValueError(f"`{name}` is an empty list: no video to wait for")
     cleaned: dict[str, None] = {}
     for item in ids:
         video = item.strip() if isinstance(item, str) else item
-        if not isinstance(video, str) or not video:
-            raise ValueError(f"`{name}` must hold non-empty video ids, got {_quoted(item)}")
-        if strict and not VIDEO_NO_PATTERN.fullmatch(video):
-            raise ValueError(
-                f"`{name}` must hold video ids ('VI' and 18 digits, e.g. 'VI568102998803353600'), "
-                f"got {_quoted(item)}"
-            )
-        cleaned[video] = None
+        cleaned[check_video_no(video, name)] = None
     return list(cleaned)
 
 

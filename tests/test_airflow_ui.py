@@ -19,6 +19,7 @@ from local_http import LocalServer, QuietHandler
 
 from memories_provider.hooks.memories import MemoriesHook
 from memories_provider.operators.download import MemoriesDownloadOperator
+from memories_provider.operators.export import MemoriesExportOperator
 from memories_provider.operators.upload import MemoriesUploadOperator
 from memories_provider.sensors.video_status import MemoriesVideoStatusSensor
 
@@ -63,11 +64,26 @@ HOPELESS = {
     ),
     "destination is a folder": (
         MemoriesDownloadOperator,
-        {"video_no": "VI1", "destination": "{{ params.folder }}"},
+        {"video_no": "VI568102998803353600", "destination": "{{ params.folder }}"},
     ),
     "bad video_no": (
         MemoriesDownloadOperator,
         {"video_no": "{{ 'VI/../x' }}", "destination": "{{ params.out }}"},
+    ),
+    # The documented id shapes ('VI' + 18 digits, 're_' + digits), checked once rendered: before,
+    # the download asked get_metadata (or the v2 download) and the export get_video_caption, and
+    # the service refused the id.
+    "download with a malformed video_no": (
+        MemoriesDownloadOperator,
+        {"video_no": "{{ 'VI1' }}", "destination": "{{ params.out }}"},
+    ),
+    "download with a malformed asset_id": (
+        MemoriesDownloadOperator,
+        {"asset_id": "{{ 're_x' }}", "destination": "{{ params.out }}"},
+    ),
+    "export with a malformed id": (
+        MemoriesExportOperator,
+        {"video_nos": ["VI568102998803353600", "{{ 'VI1' }}"], "destination": "{{ params.out }}x.jsonl"},
     ),
     "sensor with an empty id": (MemoriesVideoStatusSensor, {"video_nos": ["{{ params.blank }}"]}),
     "sensor with a malformed id": (MemoriesVideoStatusSensor, {"video_no": "{{ 'VI12 ' }}"}),

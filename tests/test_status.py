@@ -187,7 +187,7 @@ ID1, ID2 = "VI568102998803353600", "VI568102998803353601"
 def test_video_ids_are_normalized(video_no, video_nos, expected):
     from memories_provider.status import normalize_video_nos
 
-    assert normalize_video_nos(video_no, video_nos, strict=True) == expected
+    assert normalize_video_nos(video_no, video_nos) == expected
 
 
 @pytest.mark.parametrize(
@@ -197,10 +197,10 @@ def test_video_ids_are_normalized(video_no, video_nos, expected):
         (None, "[VI1, VI2]", "`video_nos`", "list of video ids"),
         (None, "{'a': 1}", "`video_nos`", "'VI' and 18 digits"),
         (None, f"('{ID1}',)", "`video_nos`", "'VI' and 18 digits"),  # not a list: one bad id
-        (None, "[1, 2]", "`video_nos`", "non-empty video ids"),
+        (None, "[1, 2]", "`video_nos`", "'VI' and 18 digits"),
         (None, [ID1, "VI1"], "`video_nos`", "'VI' and 18 digits"),
-        (None, [ID1, ""], "`video_nos`", "non-empty video ids"),
-        (None, [ID1, None], "`video_nos`", "non-empty video ids"),
+        (None, [ID1, ""], "`video_nos`", "'VI' and 18 digits"),
+        (None, [ID1, None], "`video_nos`", "'VI' and 18 digits"),
         (None, f"{ID1},{ID2}", "`video_nos`", "'VI' and 18 digits"),
         ("vi568102998803353600", None, "`video_no`", "'VI' and 18 digits"),
         ("VI/../x", None, "`video_no`", "'VI' and 18 digits"),
@@ -213,23 +213,15 @@ def test_what_is_not_a_video_id_is_refused_naming_the_parameter(video_no, video_
     from memories_provider.status import normalize_video_nos
 
     with pytest.raises(ValueError, match=re.escape(named)) as info:
-        normalize_video_nos(video_no, video_nos, strict=True)
+        normalize_video_nos(video_no, video_nos)
     assert rule in str(info.value)
-
-
-def test_without_strict_any_non_empty_id_is_taken():
-    from memories_provider.status import normalize_video_nos
-
-    assert normalize_video_nos(None, "['VI1', ' VI1', 'x']") == ["VI1", "x"]
-    with pytest.raises(ValueError, match="non-empty video ids"):
-        normalize_video_nos(None, ["VI1", " "])
 
 
 def test_a_huge_bad_value_is_quoted_short():
     from memories_provider.status import normalize_video_nos
 
     with pytest.raises(ValueError) as info:
-        normalize_video_nos(None, [ID1] * 5000 + ["x" * 10_000], strict=True)
+        normalize_video_nos(None, [ID1] * 5000 + ["x" * 10_000])
     assert len(str(info.value)) < 200
 
 

@@ -246,6 +246,51 @@ def check_id(name: str, value: Any) -> str:
     return value
 
 
+#: A private video id as the spec gives it: ``VI`` and 18 digits (``VI568102998803353600``).
+VIDEO_NO_PATTERN = re.compile(r"VI[0-9]{18}")  # not \d, which takes any Unicode digit
+#: A v2 asset id as the spec gives it: ``re_`` and digits.
+ASSET_ID_PATTERN = re.compile(r"re_[0-9]+")
+
+#: Most characters of a bad value an error quotes.
+_QUOTED = 80
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)``, cut to :data:`_QUOTED` characters, for an error message."""
+    text = repr(value)
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 5] + "...'"
+
+
+def check_video_no(value: Any, name: str = "video_no") -> str:
+    """``value`` as a private video id a caller gave: ``VI`` and 18 digits, nothing around it.
+
+    The one check of every ``video_no`` a user hands over (client, hook, operators, sensor), made
+    before any request: a malformed id would be refused by the service after a call spent on the
+    rate limit. Ids read from answers are never checked (the client is tolerant of what it reads).
+
+    :param name: the caller's parameter, for the message (``video_nos`` for an item of a list).
+    :raises MemoriesInvalidArgumentError: naming ``name`` and the rule.
+    """
+    if not isinstance(value, str) or not VIDEO_NO_PATTERN.fullmatch(value):
+        what = "hold video ids" if name.endswith("s") else "be a video id"
+        raise MemoriesInvalidArgumentError(
+            f"`{name}` must {what} ('VI' and 18 digits, e.g. 'VI568102998803353600'), got {quoted(value)}"
+        )
+    return value
+
+
+def check_asset_id(value: Any, name: str = "asset_id") -> str:
+    """``value`` as a v2 asset id a caller gave: ``re_`` and digits (see :func:`check_video_no`).
+
+    :raises MemoriesInvalidArgumentError: naming ``name`` and the rule.
+    """
+    if not isinstance(value, str) or not ASSET_ID_PATTERN.fullmatch(value):
+        raise MemoriesInvalidArgumentError(
+            f"`{name}` must be an asset id ('re_' and digits, e.g. 're_1234'), got {quoted(value)}"
+        )
+    return value
+
+
 def check_blob(blob: Any) -> str:
     """``blob`` as a storage path: ``/``-separated segments, none empty, ``.`` or ``..``.
 
@@ -354,7 +399,7 @@ def upload_url_request(base_url: str, url: str, fields: Sequence[tuple[str, str]
 
 def get_metadata_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
     """``GET {v1}/get_metadata?video_no=&unique_id=``."""
-    check_id("video_no", video_no)
+    check_video_no(video_no)
     query = _query([("video_no", video_no), ("unique_id", check_unique_id(unique_id))])
     return RequestSpec(GET_METADATA, "GET", f"{base_url}/get_metadata?{query}")
 
@@ -421,13 +466,14 @@ def _check_filters(filters: dict[str, Any]) -> None:
     :raises MemoriesInvalidArgumentError: naming the filter and its rule.
     """
     check_unique_id(filters["unique_id"])
-    for name in ("video_name", "video_no", "status", "camera_model", "tag"):
+    for name in ("video_name", "status", "camera_model", "tag"):
         value = filters[name]
         if value is not None and not isinstance(value, str):
             raise MemoriesInvalidArgumentError(f"`{name}` must be a string, got {value!r}")
-    nos = filters["video_nos"]
-    if nos is not None and not all(isinstance(n, str) and n.strip() for n in nos):
-        raise MemoriesInvalidArgumentError(f"`video_nos` must hold non-empty id strings, got {nos!r}")
+    if filters["video_no"] is not None:
+        check_video_no(filters["video_no"])
+    for video_no in filters["video_nos"] or ():
+        check_video_no(video_no, "video_nos")
     taken = filters["datetime_taken"]
     if taken is not None and (isinstance(taken, bool) or not isinstance(taken, int)):
         raise MemoriesInvalidArgumentError(f"`datetime_taken` must be an integer (epoch ms), got {taken!r}")
@@ -449,10 +495,11 @@ def list_unique_ids_request(base_url: str) -> RequestSpec:
 
 
 def delete_batches(video_nos: Iterable[str]) -> list[list[str]]:
-    """Split ids into batches of at most 100 (the documented maximum per request)."""
+    """Split ids into batches of at most 100 (the documented maximum per request), each checked
+    (:func:`check_video_no`) before the first batch is sent."""
     if isinstance(video_nos, str):
         video_nos = [video_nos]
-    ids = list(video_nos)
+    ids = [check_video_no(video_no, "video_nos") for video_no in video_nos]
     return [ids[i : i + MAX_DELETE_BATCH] for i in range(0, len(ids), MAX_DELETE_BATCH)]
 
 
@@ -465,7 +512,7 @@ def delete_videos_request(base_url: str, video_nos: Sequence[str], unique_id: st
 
 def download_video_request(base_url: str, video_no: str, unique_id: str | None) -> RequestSpec:
     """A: ``POST {v1}/download`` with JSON ``{video_no, unique_id}``."""
-    check_id("video_no", video_no)
+    check_video_no(video_no)
     body = {"video_no": video_no}
     scope = check_unique_id(unique_id)
     if scope is not None:
@@ -488,7 +535,7 @@ def download_blob_request(
 
 def download_asset_request(v2_base_url: str, asset_id: str) -> RequestSpec:
     """C: ``GET {v2}/{asset_id}/download``."""
-    check_id("asset_id", asset_id)
+    check_asset_id(asset_id)
     return RequestSpec(
         V2_DOWNLOAD, "GET", f"{v2_base_url}/{quote(asset_id, safe='')}/download", download=True
     )
@@ -509,7 +556,7 @@ def transcript_request(
 ) -> RequestSpec:
     """``GET {v1}/get_video_caption`` (visual) or ``GET {v1}/get_audio_transcription`` (audio)."""
     check_kind(kind)
-    check_id("video_no", video_no)
+    check_video_no(video_no)
     endpoint = GET_VIDEO_CAPTION if kind == "visual" else GET_AUDIO_TRANSCRIPTION
     query = _query([("video_no", video_no), ("unique_id", check_unique_id(unique_id))])
     return RequestSpec(endpoint, "GET", f"{base_url}/{endpoint}?{query}")
@@ -521,7 +568,7 @@ def older_caption_request(base_url: str, video_no: str) -> RequestSpec | None:
     Its path sits beside the v1 base (``.../serve/api/v1`` → ``.../serve/api/video/...``); ``None``
     when ``base_url`` does not end in ``/v1`` (no older path can be derived from it).
     """
-    check_id("video_no", video_no)
+    check_video_no(video_no)
     root, sep, last = base_url.rstrip("/").rpartition("/")
     if not sep or last != "v1":
         return None

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from memories_provider.client.protocol import check_blob, check_id
+from memories_provider.client.protocol import check_asset_id, check_blob, check_id, check_video_no
 from memories_provider.preflight import checked_unique_id
 from memories_provider.storage.destinations import prefixed_name, sanitize_filename
+from memories_provider.templating import rendered_list
 
 if TYPE_CHECKING:
     from memories_provider.client import DownloadResponse, Video
@@ -107,16 +108,21 @@ def select_source(
     unique_id: Any = None,
     rendered: bool = True,
 ) -> DownloadSource:
-    """Validate that exactly one of video_no / asset_id / bucket+blob is given, each a safe path
-    segment (blob: segments), before any request.
+    """Validate that exactly one of video_no / asset_id / bucket+blob is given before any request:
+    ``video_no`` a video id (``VI`` and 18 digits), ``asset_id`` an asset id (``re_`` and digits),
+    each stripped of surrounding whitespace; ``bucket`` a safe path segment, ``blob`` segments.
 
     :param rendered: False at DAG parse time: values still to be rendered (templates, XComArgs)
         are checked only for presence; execute() checks them again once rendered.
     """
 
     def check(name: str, value: Any) -> Any:
-        if not rendered and _unrendered(value):
-            return value
+        if not rendered and (_unrendered(value) or rendered_list(value) is not None):
+            return value  # a list as text: execute() says it is many values (single_value)
+        if name == "video_no":  # the format the spec gives, as the sensor and the client check it
+            return check_video_no(value.strip() if isinstance(value, str) else value)
+        if name == "asset_id":
+            return check_asset_id(value.strip() if isinstance(value, str) else value)
         return check_blob(value) if name == "blob" else check_id(name, value)
 
     kinds = [name for name, ok in (("video_no", _given(video_no)), ("asset_id", _given(asset_id))) if ok]

@@ -209,7 +209,7 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         checked_unique_id(
             self.unique_id
         )  # a blank one is refused on every call: each id would be blamed in turn
-        return normalize_video_nos(self.video_no, self.video_nos, strict=True)
+        return normalize_video_nos(self.video_no, self.video_nos)
 
     def _check(self, context: Context) -> StatusCheck:
         # Kept across the pokes of one process (poke mode): a round paused by a transient error is

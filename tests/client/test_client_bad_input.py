@@ -72,7 +72,9 @@ _VNO = "VI" + "1" * 18
         ({"unique_id": ""}, r"`unique_id` must be a non-empty string"),
         ({"tag": 5}, r"`tag` must be a string"),
         ({"status": 1}, r"`status` must be a string"),
-        ({"video_nos": [1]}, r"`video_nos` must hold non-empty id strings"),
+        ({"video_nos": [1]}, r"`video_nos` must hold video ids \(.VI. and 18 digits"),
+        ({"video_nos": ["VI1"]}, r"`video_nos` must hold video ids \(.VI. and 18 digits"),
+        ({"video_no": " VI568102998803353600"}, r"`video_no` must be a video id \(.VI. and 18 digits"),
         ({"datetime_taken": "1700000000000"}, r"`datetime_taken` must be an integer \(epoch ms\)"),
         ({"latitude": "1", "longitude": 2.0}, r"`latitude` must be a number"),
         ({"latitude": float("nan"), "longitude": 2.0}, r"`latitude` must be between -90 and 90"),
@@ -104,6 +106,52 @@ async def test_an_empty_unique_id_is_refused_before_it_is_sent(client, aclient, 
         with pytest.raises(MemoriesInvalidArgumentError, match="`unique_id` must be a non-empty string"):
             await call(aclient)
         assert memories_emulator.control.count(endpoint) == 0, endpoint
+
+
+#: Ids of the wrong shape (spec: a video id is "VI" + 18 digits, an asset id "re_" + digits).
+_BAD_VIDEO_NOS = [
+    "VI1",
+    "vi568102998803353600",
+    _VNO + "0",
+    " " + _VNO,
+    "VI" + "\u0663" * 18,
+    568102998803353600,
+]
+
+
+@pytest.mark.parametrize("bad", _BAD_VIDEO_NOS, ids=repr)
+async def test_a_malformed_video_no_is_refused_before_it_is_sent(client, aclient, memories_emulator, bad):
+    # Each was sent, and the service refused it after a call spent on the rate limit (a download
+    # on the 12-a-minute one): the sensor alone checked the documented shape, before any request.
+    calls = [
+        ("video_no", lambda c: c.get_video(bad)),
+        ("video_no", lambda c: c.get_video_caption(bad)),
+        ("video_no", lambda c: c.get_audio_transcription(bad)),
+        ("video_no", lambda c: c.download_video(bad)),
+        ("video_no", lambda c: c.list_videos(video_no=bad)),
+        ("video_nos", lambda c: c.list_videos(video_nos=[_VNO, bad])),
+        # The bad id in the second batch of 100: the first batch is not sent either.
+        ("video_nos", lambda c: c.delete_videos([_VNO] * 100 + [bad])),
+    ]
+    for name, call in calls:
+        rule = rf"`{name}` must (be a video id|hold video ids) \('VI' and 18 digits"
+        with pytest.raises(MemoriesInvalidArgumentError, match=rule):
+            call(client)
+        with pytest.raises(MemoriesInvalidArgumentError, match=rule):
+            result = call(aclient)
+            if hasattr(result, "__await__"):
+                await result
+    assert memories_emulator.control.request_log() == []
+
+
+@pytest.mark.parametrize("bad", ["re_", "RE_1", "re_1a", "asset_1", "1", " re_1", 1], ids=repr)
+async def test_a_malformed_asset_id_is_refused_before_it_is_sent(client, aclient, memories_emulator, bad):
+    rule = r"`asset_id` must be an asset id \('re_' and digits"
+    with pytest.raises(MemoriesInvalidArgumentError, match=rule):
+        client.download_asset(bad)
+    with pytest.raises(MemoriesInvalidArgumentError, match=rule):
+        aclient.download_asset(bad)
+    assert memories_emulator.control.request_log() == []
 
 
 def _sparse_file_over_3_gb(tmp_path):

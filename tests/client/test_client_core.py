@@ -105,9 +105,20 @@ def test_list_videos_refuses_an_unknown_filter_before_sending() -> None:
     with pytest.raises(TypeError, match="'colour'"):
         protocol.list_videos_request("http://x/serve/api/v1", page=1, size=1, colour="red")  # type: ignore[call-arg]
     spec = protocol.list_videos_request(
-        "http://x/serve/api/v1", page=1, size=5, tag="t", unique_id="u", video_nos=("a", "b")
+        "http://x/serve/api/v1",
+        page=1,
+        size=5,
+        tag="t",
+        unique_id="u",
+        video_nos=("VI000000000000000001", "VI000000000000000002"),
     )
-    assert spec.json_body == {"page": 1, "size": 5, "unique_id": "u", "video_nos": ["a", "b"], "tag": "t"}
+    assert spec.json_body == {
+        "page": 1,
+        "size": 5,
+        "unique_id": "u",
+        "video_nos": ["VI000000000000000001", "VI000000000000000002"],
+        "tag": "t",
+    }
     assert list(spec.json_body) == ["page", "size", "unique_id", "video_nos", "tag"]
 
 

@@ -57,9 +57,13 @@ def test_upload_result_from_camel_case_with_string_time():
 
 def test_upload_result_from_snake_case_with_number_time():
     result = UploadResult.from_api(
-        {"video_no": "VI1", "video_name": "n", "status": "UNPARSE", "upload_time": 5}
+        {"video_no": "VI000000000000000001", "video_name": "n", "status": "UNPARSE", "upload_time": 5}
     )
-    assert (result.video_no, result.upload_time, result.status) == ("VI1", 5, VideoStatus.UNPARSE)
+    assert (result.video_no, result.upload_time, result.status) == (
+        "VI000000000000000001",
+        5,
+        VideoStatus.UNPARSE,
+    )
 
 
 def test_upload_result_without_id_is_rejected():
@@ -68,7 +72,7 @@ def test_upload_result_without_id_is_rejected():
 
 
 FULL_METADATA = {
-    "video_no": "VI1",
+    "video_no": "VI000000000000000001",
     "video_name": "clip.mp4",
     "duration": 12.5,
     "size": 1048576,
@@ -102,7 +106,7 @@ def test_video_from_snake_case_numbers():
 def test_video_from_older_string_fields_and_null_cause():
     video = Video.from_api(
         {
-            "video_no": "VI2",
+            "video_no": "VI000000000000000002",
             "video_name": "n",
             "duration": "7",
             "size": "2048",
@@ -119,20 +123,28 @@ def test_video_from_older_string_fields_and_null_cause():
 def test_string_integers_are_read_exactly():
     # Older editions send size and times as strings: past 2**53 a float cannot hold every integer
     # (size "9007199254740993" was read as ...992).
-    video = Video.from_api({"video_no": "VI3", "size": "9007199254740993", "create_time": " 1700000000001 "})
+    video = Video.from_api(
+        {"video_no": "VI000000000000000003", "size": "9007199254740993", "create_time": " 1700000000001 "}
+    )
     assert (video.size, video.create_time) == (9007199254740993, 1700000000001)
-    assert Video.from_api({"video_no": "VI3", "size": "2048.0"}).size == 2048
+    assert Video.from_api({"video_no": "VI000000000000000003", "size": "2048.0"}).size == 2048
 
 
 def test_video_from_camel_case_with_cause():
     video = Video.from_api(
-        {"videoNo": "VI3", "videoName": "n", "status": "FAIL", "cause": "codec unsupported"}
+        {"videoNo": "VI000000000000000003", "videoName": "n", "status": "FAIL", "cause": "codec unsupported"}
     )
-    assert (video.video_no, video.status, video.cause) == ("VI3", VideoStatus.FAILED, "codec unsupported")
+    assert (video.video_no, video.status, video.cause) == (
+        "VI000000000000000003",
+        VideoStatus.FAILED,
+        "codec unsupported",
+    )
 
 
 def test_video_bad_numbers_become_none_and_bucket_absent():
-    video = Video.from_api({"video_no": "VI4", "duration": "", "size": "n/a", "status": "UNPARSE"})
+    video = Video.from_api(
+        {"video_no": "VI000000000000000004", "duration": "", "size": "n/a", "status": "UNPARSE"}
+    )
     assert (video.duration, video.size, video.bucket, video.blob, video.tags) == (None, None, None, None, ())
 
 
@@ -147,7 +159,9 @@ def test_video_bad_numbers_become_none_and_bucket_absent():
     ],
 )
 def test_video_tags_keep_every_named_tag(tags: Any, expected: tuple[str, ...]) -> None:
-    assert Video.from_api({"video_no": "VI5", "status": "PARSE", "tags": tags}).tags == expected
+    assert (
+        Video.from_api({"video_no": "VI000000000000000005", "status": "PARSE", "tags": tags}).tags == expected
+    )
 
 
 def test_video_to_dict_is_json_safe_and_round_trips():
@@ -163,12 +177,12 @@ def test_video_page_numbers_and_strings():
             "current_page": "2",
             "page_size": "10",
             "total_count": "11",
-            "videos": [{"video_no": "VI1", "status": "PARSE"}],
+            "videos": [{"video_no": "VI000000000000000001", "status": "PARSE"}],
         }
     )
     assert (page.current_page, page.page_size, page.total_count) == (2, 10, 11)
-    assert [v.video_no for v in page.videos] == ["VI1"]
-    assert page.to_dict()["videos"][0]["video_no"] == "VI1"
+    assert [v.video_no for v in page.videos] == ["VI000000000000000001"]
+    assert page.to_dict()["videos"][0]["video_no"] == "VI000000000000000001"
 
 
 def test_video_page_empty_data_uses_request_values():

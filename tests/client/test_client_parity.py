@@ -60,7 +60,7 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
             s.reply(ok({"videos": [], "current_page": "1", "page_size": "1", "total_count": "1"})),
         ),
         "delete_videos",
-        (["VI1"],),
+        (["VI000000000000000001"],),
     ),
     # The multi-call operations (core.*_plan): each request's path and the outcome must agree.
     "0409 on delete, none left": (
@@ -152,7 +152,7 @@ def _sync(script, method: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         with MemoriesClient(KEY, **_settings(server)) as client:
             try:
                 if method == "download":
-                    with client.download_video("VI1") as response:
+                    with client.download_video("VI000000000000000001") as response:
                         size = next(iter(args), None)
                         result: Any = sum(map(len, response.iter_chunks(expected_size=size)))
                 else:
@@ -172,7 +172,7 @@ def _async(script, method: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         async with AsyncMemoriesClient(KEY, **_settings(server)) as client:
             try:
                 if method == "download":
-                    async with client.download_video("VI1") as response:
+                    async with client.download_video("VI000000000000000001") as response:
                         result: Any = 0
                         async for chunk in response.iter_chunks(expected_size=next(iter(args), None)):
                             result += len(chunk)
@@ -228,7 +228,10 @@ def _filenames(header: str) -> tuple[str | None, str | None]:
 
     server = scripted()
     try:
-        with MemoriesClient(KEY, **_settings(server)) as client, client.download_video("VI1") as response:
+        with (
+            MemoriesClient(KEY, **_settings(server)) as client,
+            client.download_video("VI000000000000000001") as response,
+        ):
             sync = response.filename
     finally:
         server.close()
@@ -236,7 +239,7 @@ def _filenames(header: str) -> tuple[str | None, str | None]:
     async def play(server: Scripted) -> str | None:
         async with (
             AsyncMemoriesClient(KEY, **_settings(server)) as client,
-            client.download_video("VI1") as response,
+            client.download_video("VI000000000000000001") as response,
         ):
             return response.filename
 

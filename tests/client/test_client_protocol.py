@@ -197,22 +197,27 @@ def test_blob_query_keeps_slashes_and_encodes_the_rest():
 
 def test_request_specs_for_each_endpoint():
     base = "http://h/serve/api/v1"
-    assert protocol.get_metadata_request(base, "VI1", None).url == f"{base}/get_metadata?video_no=VI1"
-    assert protocol.get_metadata_request(base, "VI1", "my scope").url.endswith("unique_id=my%20scope")
+    assert (
+        protocol.get_metadata_request(base, "VI000000000000000001", None).url
+        == f"{base}/get_metadata?video_no=VI000000000000000001"
+    )
+    assert protocol.get_metadata_request(base, "VI000000000000000001", "my scope").url.endswith(
+        "unique_id=my%20scope"
+    )
     body = protocol.list_videos_request(
-        base, page=2, size=10, video_nos=["VI1", "VI2"], status=None
+        base, page=2, size=10, video_nos=["VI000000000000000001", "VI000000000000000002"], status=None
     ).json_body
-    assert body == {"page": 2, "size": 10, "video_nos": ["VI1", "VI2"]}
-    delete = protocol.delete_videos_request(base, ["VI1"], "u")
+    assert body == {"page": 2, "size": 10, "video_nos": ["VI000000000000000001", "VI000000000000000002"]}
+    delete = protocol.delete_videos_request(base, ["VI000000000000000001"], "u")
     assert (delete.url, delete.json_body, delete.idempotent) == (
         f"{base}/delete_videos?unique_id=u",
-        ["VI1"],
+        ["VI000000000000000001"],
         True,
     )
-    dl = protocol.download_video_request(base, "VI1", "default")
+    dl = protocol.download_video_request(base, "VI000000000000000001", "default")
     assert (dl.method, dl.json_body, dl.download) == (
         "POST",
-        {"video_no": "VI1", "unique_id": "default"},
+        {"video_no": "VI000000000000000001", "unique_id": "default"},
         True,
     )
     assert protocol.download_asset_request("http://h/v2", "re_1").url == "http://h/v2/re_1/download"
@@ -224,7 +229,7 @@ def test_request_specs_for_each_endpoint():
 
 
 def test_delete_batches_chunk_by_100():
-    batches = protocol.delete_batches(f"VI{i}" for i in range(250))
+    batches = protocol.delete_batches(f"VI{i:018d}" for i in range(250))
     assert [len(b) for b in batches] == [100, 100, 50]
     assert protocol.delete_batches([]) == []
 

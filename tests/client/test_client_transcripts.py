@@ -55,7 +55,7 @@ def test_not_parsed_gives_no_segments_and_unknown_video_raises(client, memories_
 
 
 def test_bad_input_is_refused_before_any_request(client, memories_emulator):
-    for bad in ("", "../x", "a/b", "VI1\n"):
+    for bad in ("", "../x", "a/b", "VI000000000000000001\n"):
         with pytest.raises(ValueError, match="video_no"):
             client.get_video_caption(bad)
     with pytest.raises(ValueError, match="kind"):
@@ -135,14 +135,17 @@ def test_dropped_connection_mid_body_is_retried(client, memories_emulator, make_
 def test_an_answer_naming_another_video_is_refused() -> None:
     from memories_provider.client import protocol
 
-    body = b'{"code": "0000", "msg": "ok", "data": {"videoNo": "VI2", "transcriptions": []}}'
-    with pytest.raises(MemoriesResponseError, match="not 'VI1'"):
+    body = b'{"code": "0000", "msg": "ok", "data": {"videoNo": "VI000000000000000002", "transcriptions": []}}'
+    with pytest.raises(MemoriesResponseError, match="not 'VI000000000000000001'"):
         protocol.read_response(
             protocol.Answer(200, {}, body, endpoint="get_video_caption"),
-            read=protocol.transcript_reader("visual", "VI1"),
+            read=protocol.transcript_reader("visual", "VI000000000000000001"),
         )
-    same = b'{"code": "0000", "data": {"videoNo": "VI1", "transcriptions": null, "createTime": "17"}}'
-    reader = protocol.transcript_reader("audio", "VI1")
+    same = (
+        b'{"code": "0000", "data": '
+        b'{"videoNo": "VI000000000000000001", "transcriptions": null, "createTime": "17"}}'
+    )
+    reader = protocol.transcript_reader("audio", "VI000000000000000001")
     read = protocol.read_response(protocol.Answer(200, {}, same, endpoint="x"), read=reader)
     assert (read.segments, read.create_time) == ((), 17)
 

@@ -109,10 +109,23 @@ def test_headers_auth_and_user_agent(wire):
 def test_upload_multipart_shape(wire, tmp_path):
     path = tmp_path / "Clip.MKV"
     path.write_bytes(b"\x1a\x45\xdf\xa3" + b"k" * 10_000)
-    wire.reply(ok({"videoNo": "VI1", "videoName": "n", "videoStatus": "UNPARSE", "uploadTime": "17"}))
+    wire.reply(
+        ok(
+            {
+                "videoNo": "VI000000000000000001",
+                "videoName": "n",
+                "videoStatus": "UNPARSE",
+                "uploadTime": "17",
+            }
+        )
+    )
     with MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
         result = c.upload_video(path, unique_id="u", tags=["a", "b"], retain_original_video=True)
-    assert (result.video_no, result.status, result.upload_time) == ("VI1", VideoStatus.UNPARSE, 17)
+    assert (result.video_no, result.status, result.upload_time) == (
+        "VI000000000000000001",
+        VideoStatus.UNPARSE,
+        17,
+    )
     request = wire.requests[0]
     assert request["path"] == "/serve/api/v1/upload"
     assert "Transfer-Encoding" not in request["headers"]
@@ -140,13 +153,13 @@ def test_older_string_fields_and_v2_integer_codes(wire):
                 "total_count": "3",
                 "videos": [
                     {
-                        "video_no": "VI1",
+                        "video_no": "VI000000000000000001",
                         "status": "PARSE_ERROR",
                         "cause": "null",
                         "size": "10",
                         "duration": "1.5",
                     },
-                    {"video_no": "VI2", "status": "FAIL", "cause": "bad codec"},
+                    {"video_no": "VI000000000000000002", "status": "FAIL", "cause": "bad codec"},
                 ],
             }
         )
@@ -159,16 +172,16 @@ def test_older_string_fields_and_v2_integer_codes(wire):
                 "currentPage": 2,
                 "pageSize": 2,
                 "totalCount": 3,
-                "videos": [{"videoNo": "VI3", "status": "PARSE"}],
+                "videos": [{"videoNo": "VI000000000000000003", "status": "PARSE"}],
             },
         }
     )
     with MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
         videos = list(c.iter_videos(page_size=2))
     assert [(v.video_no, v.status, v.cause) for v in videos] == [
-        ("VI1", VideoStatus.FAILED, None),
-        ("VI2", VideoStatus.FAILED, "bad codec"),
-        ("VI3", VideoStatus.PARSE, None),
+        ("VI000000000000000001", VideoStatus.FAILED, None),
+        ("VI000000000000000002", VideoStatus.FAILED, "bad codec"),
+        ("VI000000000000000003", VideoStatus.PARSE, None),
     ]
     assert (videos[0].size, videos[0].duration) == (10, 1.5)
     assert [json.loads(r["body"])["page"] for r in wire.requests] == [1, 2]
@@ -180,7 +193,7 @@ def test_html_error_page_is_quoted_not_a_traceback(wire):
         MemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c,
         pytest.raises(MemoriesResponseError) as info,
     ):
-        c.get_video("VI1")
+        c.get_video("VI000000000000000001")
     assert "HTTP 503" in str(info.value) and "<html>Service Unavailable" in str(info.value)
 
 
@@ -221,12 +234,16 @@ async def test_async_short_body_is_incomplete(wire):
 async def test_async_upload_has_exact_length_and_form_for_url(wire, tmp_path):
     path = tmp_path / "a.mp4"
     path.write_bytes(b"a" * 3_000_000)
-    wire.reply(ok({"videoNo": "VI1", "videoName": "n", "videoStatus": "UNPARSE", "uploadTime": 1}))
-    wire.reply(ok({"videoNo": "VI2", "videoName": "m", "videoStatus": "UNPARSE", "uploadTime": 2}))
+    wire.reply(
+        ok({"videoNo": "VI000000000000000001", "videoName": "n", "videoStatus": "UNPARSE", "uploadTime": 1})
+    )
+    wire.reply(
+        ok({"videoNo": "VI000000000000000002", "videoName": "m", "videoStatus": "UNPARSE", "uploadTime": 2})
+    )
     async with AsyncMemoriesClient("k", base_url=wire.v1, retry=NO_RETRY) as c:
         first = await c.upload_video(path)
         second = await c.upload_video_from_url("https://example.com/v.mp4", tags=["t1", "t2"])
-    assert (first.video_no, second.video_no) == ("VI1", "VI2")
+    assert (first.video_no, second.video_no) == ("VI000000000000000001", "VI000000000000000002")
     upload, by_url = wire.requests
     assert "Transfer-Encoding" not in upload["headers"]
     assert int(upload["headers"]["Content-Length"]) == len(upload["body"]) > 3_000_000
@@ -243,7 +260,7 @@ MALFORMED = [
     ("upload_video", {"videoName": "n", "videoStatus": "UNPARSE"}),
     ("upload_video_from_url", {"videoName": "n"}),
     ("get_video", {"name": "clip.mp4"}),
-    ("get_video", ["VI1"]),
+    ("get_video", ["VI000000000000000001"]),
     ("list_videos", {"videos": [{"status": "PARSE"}]}),
     ("list_videos", "page one"),
     ("list_unique_ids", {"unique_ids": "default"}),
@@ -256,7 +273,7 @@ def _sync_call(client, name, video):
     if name == "upload_video_from_url":
         return client.upload_video_from_url("https://example.com/v.mp4")
     if name == "get_video":
-        return client.get_video("VI1")
+        return client.get_video("VI000000000000000001")
     if name == "list_videos":
         return client.list_videos()
     return client.list_unique_ids()
@@ -268,7 +285,7 @@ async def _async_call(client, name, video):
     if name == "upload_video_from_url":
         return await client.upload_video_from_url("https://example.com/v.mp4")
     if name == "get_video":
-        return await client.get_video("VI1")
+        return await client.get_video("VI000000000000000001")
     if name == "list_videos":
         return await client.list_videos()
     return await client.list_unique_ids()
@@ -370,28 +387,28 @@ async def test_a_retry_after_sent_twice_is_read_alike_by_both_clients(wire, kind
 
 # ---------------------------------------------------------------------------- upload timeout
 
-ACCEPTED = ok({"videoNo": "VI1", "videoName": "n", "videoStatus": "UNPARSE"})
+ACCEPTED = ok({"videoNo": "VI000000000000000001", "videoName": "n", "videoStatus": "UNPARSE"})
 
 
 def test_sync_uploads_wait_upload_timeout_other_calls_timeout(wire, video):
     # The server answers after 1 s: longer than timeout (0.3 s), shorter than upload_timeout (5 s).
-    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI1"})):
+    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI000000000000000001"})):
         wire.reply(answer, delay=1.0)
     with MemoriesClient("k", base_url=wire.v1, timeout=0.3, upload_timeout=5, retry=NO_RETRY) as c:
-        assert c.upload_video(video).video_no == "VI1"
-        assert c.upload_video_from_url("https://example.com/v.mp4").video_no == "VI1"
+        assert c.upload_video(video).video_no == "VI000000000000000001"
+        assert c.upload_video_from_url("https://example.com/v.mp4").video_no == "VI000000000000000001"
         with pytest.raises(MemoriesTimeoutError):
-            c.get_video("VI1")
+            c.get_video("VI000000000000000001")
 
 
 async def test_async_uploads_wait_upload_timeout_other_calls_timeout(wire, video):
-    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI1"})):
+    for answer in (ACCEPTED, ACCEPTED, ok({"video_no": "VI000000000000000001"})):
         wire.reply(answer, delay=1.0)
     async with AsyncMemoriesClient("k", base_url=wire.v1, timeout=0.3, upload_timeout=5, retry=NO_RETRY) as c:
-        assert (await c.upload_video(video)).video_no == "VI1"
-        assert (await c.upload_video_from_url("https://example.com/v.mp4")).video_no == "VI1"
+        assert (await c.upload_video(video)).video_no == "VI000000000000000001"
+        assert (await c.upload_video_from_url("https://example.com/v.mp4")).video_no == "VI000000000000000001"
         with pytest.raises(MemoriesTimeoutError):
-            await c.get_video("VI1")
+            await c.get_video("VI000000000000000001")
 
 
 # ---------------------------------------------------------------------------- HTTP 401/403

@@ -64,6 +64,20 @@ def test_every_operation_round_trips(hook, memories_emulator, video_file):
         hook.get_video(up.video_no, unique_id="team")
 
 
+def test_a_malformed_id_is_refused_by_the_hook_as_by_the_operators(hook, memories_emulator):
+    # A direct hook user got the service's refusal after a request spent (a download's on the
+    # 12-a-minute limit); the format is checked once, in the client, before any request.
+    from memories_provider.client import MemoriesInvalidArgumentError
+
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`video_no` must be a video id \('VI' and 18"):
+        hook.download_video("VI1")
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`video_no` must be a video id \('VI' and 18"):
+        hook.get_transcript("VI1", "audio")
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`asset_id` must be an asset id \('re_'"):
+        hook.download_asset("re_x")
+    assert memories_emulator.control.request_log() == []
+
+
 def test_unique_id_defaults_to_the_connection(memories_emulator, monkeypatch, video_file):
     use_emulator_conn(monkeypatch, memories_emulator, "scoped", unique_id="from-conn")
     hook = MemoriesHook("scoped")

@@ -56,8 +56,8 @@ def under(folder: Path, where: str) -> str:
     "ids",
     [
         {},
-        {"video_no": "VI1", "asset_id": "re_1"},
-        {"video_no": "VI1", "bucket": "b", "blob": "x"},
+        {"video_no": "VI000000000000000001", "asset_id": "re_1"},
+        {"video_no": "VI000000000000000001", "bucket": "b", "blob": "x"},
         {"bucket": "b"},
         {"blob": "x"},
         {"asset_id": "re_1", "blob": "x"},
@@ -146,9 +146,11 @@ def test_missing_storage_provider_fails_before_any_request(
 
 def test_bad_checksum_and_destination_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checksum"):
-        MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "x"), video_no="VI1", checksum="md5")
+        MemoriesDownloadOperator(
+            task_id="t", destination=str(tmp_path / "x"), video_no="VI000000000000000001", checksum="md5"
+        )
     with pytest.raises(ValueError, match="destination"):
-        MemoriesDownloadOperator(task_id="t", destination="", video_no="VI1")
+        MemoriesDownloadOperator(task_id="t", destination="", video_no="VI000000000000000001")
 
 
 def test_template_fields() -> None:
@@ -305,7 +307,7 @@ def test_a_content_length_at_odds_with_the_metadata_is_named_not_the_disk(
         with pytest.raises(
             MemoriesError, match=r"Content-Length 1000000000000000 disagrees .*\(1048576 bytes\)"
         ):
-            run(video_no="VI1", destination=str(tmp_path / "out" / "v.mp4"))
+            run(video_no="VI000000000000000001", destination=str(tmp_path / "out" / "v.mp4"))
     assert files_in(tmp_path / "out") == []
 
 
@@ -498,7 +500,12 @@ class _LyingServer(LocalServer):
             def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if "/get_metadata" in self.path:  # honest about the size (unless told): only the body lies
-                    data = {"video_no": "VI1", "size": size, "status": "PARSE", "create_time": 1}
+                    data = {
+                        "video_no": "VI000000000000000001",
+                        "size": size,
+                        "status": "PARSE",
+                        "create_time": 1,
+                    }
                     envelope = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
                     self.send_body(200, {"Content-Type": "application/json"}, envelope)
                     return
@@ -529,7 +536,9 @@ def short_body_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LyingServer]
 
 
 @pytest.mark.parametrize(
-    "ids", [{"video_no": "VI1"}, {"asset_id": "re_1"}, {"bucket": "b", "blob": "v.mp4"}], ids=str
+    "ids",
+    [{"video_no": "VI000000000000000001"}, {"asset_id": "re_1"}, {"bucket": "b", "blob": "v.mp4"}],
+    ids=str,
 )
 @pytest.mark.parametrize("where", ["out/s.mp4", "out/"])
 def test_body_shorter_than_content_length_fails_and_leaves_nothing(

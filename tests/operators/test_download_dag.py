@@ -91,14 +91,18 @@ def test_dag_test_fails_cleanly_on_unknown_video(emu: Any, run_dag: Any, tmp_pat
         MemoriesDownloadOperator(
             task_id="unknown", video_no="VI000000000000000001", destination=str(tmp_path / "x.mp4"), **retry
         )
-        # A malformed id the client lets through: the service refuses it (0001), on every try.
-        MemoriesDownloadOperator(task_id="malformed", video_no="VI0", destination=f"{tmp_path}/", **retry)
+        # A malformed id, known once rendered: refused before any request (before, the client let
+        # it through and the service refused it with 0001, after a get_metadata call).
+        MemoriesDownloadOperator(
+            task_id="malformed", video_no="{{ 'VI0' }}", destination=f"{tmp_path}/", **retry
+        )
     dagrun = run_dag(dag)
     assert str(dagrun.state).endswith("failed"), dagrun.state
-    # No retries spent on a refusal that cannot change: one metadata call each, no download.
+    # No retries spent on a refusal that cannot change: no download; the unknown id costs one
+    # metadata call, the malformed one none.
     for ti in dagrun.get_task_instances():
         assert str(ti.state).endswith("failed") and ti.try_number == 1, (ti.task_id, ti.state, ti.try_number)
-    assert emu.control.count("get_metadata") == 2
+    assert [r["endpoint"] for r in emu.control.request_log()] == ["get_metadata"]
     assert emu.control.count("download") == 0
     assert list(tmp_path.iterdir()) == []
 

@@ -163,7 +163,7 @@ def test_windows_reserved_names_are_sanitised(emu: Any, tmp_path: Path, served: 
         ({"asset_id": ".."}, "`asset_id`"),
         ({"asset_id": "re_1/../re_2"}, "`asset_id`"),
         ({"video_no": ".."}, "`video_no`"),
-        ({"video_no": "VI1/x"}, "`video_no`"),
+        ({"video_no": "VI000000000000000001/x"}, "`video_no`"),
         ({"bucket": "..", "blob": "a.mp4"}, "`bucket`"),
         ({"bucket": "b/c", "blob": "a.mp4"}, "`bucket`"),
         ({"bucket": "b", "blob": "a/../b.mp4"}, "`blob`"),
@@ -183,6 +183,41 @@ def test_unsafe_ids_fail_before_any_request(
     with pytest.raises(ValueError, match=match):  # as rendered from a template
         op.execute(context={})
     assert emu.control.request_log() == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [
+        # Spec: a video id is 'VI' + 18 digits, an asset id 're_' + digits. Before, only the sensor
+        # checked: the download asked get_metadata (or the v2 download) for these, and the service
+        # refused them after a call spent on its rate limit.
+        ({"video_no": "VI1"}, r"`video_no` must be a video id \('VI' and 18 digits"),
+        ({"video_no": "vi568102998803353600"}, r"`video_no` must be a video id"),
+        ({"video_no": "VI5681029988033536001"}, r"`video_no` must be a video id"),
+        ({"asset_id": "re_"}, r"`asset_id` must be an asset id \('re_' and digits"),
+        ({"asset_id": "asset-7"}, r"`asset_id` must be an asset id"),
+    ],
+)
+def test_malformed_ids_fail_before_any_request(
+    emu: Any, tmp_path: Path, ids: dict[str, str], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "x.mp4"), **ids)
+    op = MemoriesDownloadOperator(task_id="t", destination=str(tmp_path / "x.mp4"), video_no="{{ x }}")
+    op.video_no, op.asset_id = ids.get("video_no"), ids.get("asset_id")
+    with pytest.raises(ValueError, match=match):  # as rendered from a template
+        op.execute(context={})
+    assert emu.control.request_log() == []
+
+
+def test_a_rendered_id_is_taken_without_the_whitespace_around_it(
+    emu: Any, upload_video: Any, tmp_path: Path
+) -> None:
+    # The sensor strips a rendered id ("{{ ... }}\n" in a multi-line template); the download did
+    # not, and the service refused " VI..." as no video id.
+    video_no = upload_video(b"x" * 10)
+    result = run(video_no=f" {video_no}\n", destination=str(tmp_path / "v.mp4"))
+    assert result["skipped"] is False and (tmp_path / "v.mp4").read_bytes() == b"x" * 10
 
 
 @pytest.fixture(params=["s3", "gs"])
@@ -351,16 +386,16 @@ def test_a_video_the_service_changed_is_downloaded_again(
     scripted: ScriptedService, tmp_path: Path, change: dict[str, Any]
 ) -> None:
     old, new = os.urandom(SIZE), os.urandom(SIZE)  # same size: only the service's facts can tell
-    scripted.add("VI1", old)
+    scripted.add("VI000000000000000001", old)
     folder = str(tmp_path) + "/"
-    run(video_no="VI1", destination=folder)
-    scripted.add("VI1", new, **{"create_time": 1, "blob": "videos/x/clip.mp4", **change})
-    result = run(video_no="VI1", destination=folder)
+    run(video_no="VI000000000000000001", destination=folder)
+    scripted.add("VI000000000000000001", new, **{"create_time": 1, "blob": "videos/x/clip.mp4", **change})
+    result = run(video_no="VI000000000000000001", destination=folder)
     assert result["skipped"] is False
-    assert (tmp_path / "VI1.clip.mp4").read_bytes() == new
-    assert scripted.downloads == ["VI1", "VI1"]
-    again = run(video_no="VI1", destination=folder)  # and the new record holds
-    assert again["skipped"] is True and scripted.downloads == ["VI1", "VI1"]
+    assert (tmp_path / "VI000000000000000001.clip.mp4").read_bytes() == new
+    assert scripted.downloads == ["VI000000000000000001", "VI000000000000000001"]
+    again = run(video_no="VI000000000000000001", destination=folder)  # and the new record holds
+    assert again["skipped"] is True and scripted.downloads == ["VI000000000000000001", "VI000000000000000001"]
 
 
 def test_the_documented_limit_same_facts_other_bytes_is_skipped(
@@ -368,12 +403,15 @@ def test_the_documented_limit_same_facts_other_bytes_is_skipped(
 ) -> None:
     """Bytes swapped service-side under the same id, size, create_time, bucket and blob: nothing short
     of a (billed) download can tell, so the skip holds. README: use overwrite=True to force."""
-    scripted.add("VI1", os.urandom(SIZE))
-    run(video_no="VI1", destination=str(tmp_path / "v.mp4"))
-    scripted.add("VI1", os.urandom(SIZE))
-    assert run(video_no="VI1", destination=str(tmp_path / "v.mp4"))["skipped"] is True
-    assert run(video_no="VI1", destination=str(tmp_path / "v.mp4"), overwrite=True)["skipped"] is False
-    assert scripted.downloads == ["VI1", "VI1"]
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
+    run(video_no="VI000000000000000001", destination=str(tmp_path / "v.mp4"))
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
+    assert run(video_no="VI000000000000000001", destination=str(tmp_path / "v.mp4"))["skipped"] is True
+    assert (
+        run(video_no="VI000000000000000001", destination=str(tmp_path / "v.mp4"), overwrite=True)["skipped"]
+        is False
+    )
+    assert scripted.downloads == ["VI000000000000000001", "VI000000000000000001"]
 
 
 _OTHER_WORKER = """
@@ -405,14 +443,18 @@ def _other_worker(outcome: dict[str, Any], **kwargs: Any) -> Any:
 
 def test_two_videos_racing_for_one_file_name(scripted: ScriptedService, tmp_path: Path) -> None:
     first, second = os.urandom(SIZE), os.urandom(SIZE)
-    scripted.add("VI1", first)
-    scripted.add("VI2", second)
+    scripted.add("VI000000000000000001", first)
+    scripted.add("VI000000000000000002", second)
     target = tmp_path / "v.mp4"
     other: dict[str, Any] = {}
-    # VI1 finds the name free, and while half its body is out another worker writes VI2 there.
-    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=str(target))
-    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
-        run(video_no="VI1", destination=str(target))
+    # VI…01 finds the name free, and while half its body is out another worker writes VI…02 there.
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000002", destination=str(target)
+    )
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds video VI000000000000000002"
+    ):
+        run(video_no="VI000000000000000001", destination=str(target))
     assert other["skipped"] is False and other["sha256"] == sha(second)
     assert target.read_bytes() == second  # not clobbered
     assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == [".v.mp4.memories.json"]
@@ -420,30 +462,36 @@ def test_two_videos_racing_for_one_file_name(scripted: ScriptedService, tmp_path
 
 def test_two_downloads_of_one_video_racing_both_succeed(scripted: ScriptedService, tmp_path: Path) -> None:
     data = os.urandom(SIZE)
-    scripted.add("VI1", data)
+    scripted.add("VI000000000000000001", data)
     target = tmp_path / "v.mp4"
     other: dict[str, Any] = {}
-    scripted.halfway["VI1"] = _other_worker(other, video_no="VI1", destination=str(target))
-    result = run(video_no="VI1", destination=str(target))
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000001", destination=str(target)
+    )
+    result = run(video_no="VI000000000000000001", destination=str(target))
     assert "error" not in other, other
     assert result["sha256"] == other["sha256"] == sha(data)
     assert target.read_bytes() == data
     assert visible(tmp_path) == ["v.mp4"]
-    assert scripted.downloads == ["VI1", "VI1"]
+    assert scripted.downloads == ["VI000000000000000001", "VI000000000000000001"]
 
 
 def test_two_videos_racing_for_one_s3_key(
     scripted: ScriptedService, moto_s3_server: Any, s3_bucket: str
 ) -> None:
     first, second = os.urandom(SIZE), os.urandom(SIZE)
-    scripted.add("VI1", first)
-    scripted.add("VI2", second)
+    scripted.add("VI000000000000000001", first)
+    scripted.add("VI000000000000000002", second)
     uri = f"s3://{s3_bucket}/v.mp4"
     settings = {"destination_conn_id": moto_s3_server.conn_id}
     other: dict[str, Any] = {}
-    scripted.halfway["VI1"] = _other_worker(other, video_no="VI2", destination=uri, **settings)
-    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds video VI2"):
-        run(video_no="VI1", destination=uri, **settings)
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000002", destination=uri, **settings
+    )
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds video VI000000000000000002"
+    ):
+        run(video_no="VI000000000000000001", destination=uri, **settings)
     assert other["sha256"] == sha(second)
     client = moto_s3_server.client()
     assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == second
@@ -474,23 +522,30 @@ def test_two_downloads_of_one_video_racing_without_checksums_both_succeed(
     scripted: ScriptedService, tmp_path: Path
 ) -> None:
     """With checksum=None there is no digest to compare: the winner's record proves the same source
-    (the loser failed for good, 'holds video VI1, not what video VI1 sent')."""
+    (the loser failed for good, 'holds video VI…01, not what video VI…01 sent')."""
     data = os.urandom(SIZE)
-    scripted.add("VI1", data)
-    scripted.add("VI2", os.urandom(SIZE))
+    scripted.add("VI000000000000000001", data)
+    scripted.add("VI000000000000000002", os.urandom(SIZE))
     target = tmp_path / "v.mp4"
     other: dict[str, Any] = {}
-    scripted.halfway["VI1"] = _other_worker(other, video_no="VI1", destination=str(target), checksum=None)
-    result = run(video_no="VI1", destination=str(target), checksum=None)
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000001", destination=str(target), checksum=None
+    )
+    result = run(video_no="VI000000000000000001", destination=str(target), checksum=None)
     assert "error" not in other, other
     assert result["skipped"] is False and result["bytes"] == SIZE and result["sha256"] is None
     assert target.read_bytes() == data
-    assert scripted.downloads == ["VI1", "VI1"]
+    assert scripted.downloads == ["VI000000000000000001", "VI000000000000000001"]
     # Another video still fails the race, record or not.
     target.unlink()
-    scripted.halfway["VI2"] = _other_worker(other, video_no="VI1", destination=str(target), checksum=None)
-    with pytest.raises(AirflowFailException, match="holds video VI1, not what video VI2 sent"):
-        run(video_no="VI2", destination=str(target), checksum=None)
+    scripted.halfway["VI000000000000000002"] = _other_worker(
+        other, video_no="VI000000000000000001", destination=str(target), checksum=None
+    )
+    with pytest.raises(
+        AirflowFailException,
+        match="holds video VI000000000000000001, not what video VI000000000000000002 sent",
+    ):
+        run(video_no="VI000000000000000002", destination=str(target), checksum=None)
     assert target.read_bytes() == data
 
 
@@ -521,10 +576,10 @@ def test_a_worker_killed_between_the_file_and_its_record_is_still_proven(
     old, new = os.urandom(SIZE), os.urandom(SIZE)
     target = tmp_path / "v.mp4"
     if earlier:  # an earlier state of the video is there, with its record: replaced, then killed
-        scripted.add("VI1", old)
-        run(video_no="VI1", destination=str(target))
-    scripted.add("VI1", new, create_time=2)
-    kwargs = {"video_no": "VI1", "destination": str(target)}
+        scripted.add("VI000000000000000001", old)
+        run(video_no="VI000000000000000001", destination=str(target))
+    scripted.add("VI000000000000000001", new, create_time=2)
+    kwargs = {"video_no": "VI000000000000000001", "destination": str(target)}
     proc = subprocess.run([sys.executable, "-c", _KILLED_AT_COMMIT, json.dumps(kwargs)], timeout=300)
     assert proc.returncode == -9
     assert target.read_bytes() == new
@@ -532,23 +587,23 @@ def test_a_worker_killed_between_the_file_and_its_record_is_still_proven(
     result = run(**kwargs)
     assert result["skipped"] is True and result["sha256"] == sha(new)
     assert scripted.downloads == downloads  # not downloaded (billed) again
-    # Another video's retry at that name is still refused: the staged record names VI1.
-    scripted.add("VI2", os.urandom(SIZE))
-    with pytest.raises(AirflowFailException, match="holds video VI1"):
-        run(video_no="VI2", destination=str(target))
+    # Another video's retry at that name is still refused: the staged record names VI000000000000000001.
+    scripted.add("VI000000000000000002", os.urandom(SIZE))
+    with pytest.raises(AirflowFailException, match="holds video VI000000000000000001"):
+        run(video_no="VI000000000000000002", destination=str(target))
 
 
 def test_a_staged_record_of_another_file_proves_nothing(scripted: ScriptedService, tmp_path: Path) -> None:
     """A record staged for a file that never took the name (or was replaced since) is not this file's."""
-    scripted.add("VI1", os.urandom(SIZE))
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
     target = tmp_path / "v.mp4"
-    run(video_no="VI1", destination=str(target))
+    run(video_no="VI000000000000000001", destination=str(target))
     side = tmp_path / ".v.mp4.memories.json"
     staged = tmp_path / f".{side.name}.0123456789ab.part"
     os.rename(side, staged)
     target.write_bytes(os.urandom(SIZE))  # same size, new bytes; the inode is kept but mtime is not
     with pytest.raises(AirflowFailException, match="with no record of what it holds"):
-        run(video_no="VI1", destination=str(target))
+        run(video_no="VI000000000000000001", destination=str(target))
 
 
 _KILLED_AT_SFTP_COMMIT = """
@@ -575,11 +630,11 @@ def test_an_sftp_download_cut_between_the_file_and_its_record_is_still_proven(
     scripted: ScriptedService, sshd: Any, overwrite: bool
 ) -> None:
     data = os.urandom(SIZE)
-    scripted.add("VI1", data)
+    scripted.add("VI000000000000000001", data)
     target = sshd.root / f"cut-{overwrite}" / "v.mp4"
     target.parent.mkdir()
     kwargs = {
-        "video_no": "VI1",
+        "video_no": "VI000000000000000001",
         "destination": sshd.uri(str(target)),
         "destination_conn_id": sshd.conn_id,
         "overwrite": overwrite,
@@ -590,7 +645,7 @@ def test_an_sftp_download_cut_between_the_file_and_its_record_is_still_proven(
     assert not (target.parent / ".v.mp4.memories.json").exists()
     result = run(**{**kwargs, "overwrite": False})
     assert result["skipped"] is True and result["sha256"] == sha(data)
-    assert scripted.downloads == ["VI1"]  # the retry downloads (and pays) nothing
+    assert scripted.downloads == ["VI000000000000000001"]  # the retry downloads (and pays) nothing
 
 
 def test_a_folder_that_cannot_be_listed_only_loses_the_staged_records(
@@ -599,7 +654,7 @@ def test_a_folder_that_cannot_be_listed_only_loses_the_staged_records(
     """An execute-only folder: the file can be stat'ed but the folder not listed for staged
     records; the file is then one with no record (it failed with UnboundLocalError). Root reads
     every folder here, so the listing is made to fail."""
-    scripted.add("VI1", os.urandom(SIZE))
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
     target = tmp_path / "v.mp4"
     target.write_bytes(os.urandom(SIZE))
 
@@ -609,5 +664,5 @@ def test_a_folder_that_cannot_be_listed_only_loses_the_staged_records(
     monkeypatch.setattr(os, "listdir", denied)
     monkeypatch.setattr(os, "scandir", denied)
     with pytest.raises(AirflowFailException, match="with no record of what it holds"):
-        run(video_no="VI1", destination=str(target))
+        run(video_no="VI000000000000000001", destination=str(target))
     assert scripted.downloads == []

@@ -661,14 +661,14 @@ def test_hostile_text_in_parquet(emu: Any, upload_video: Any, tmp_path: Path) ->
     ("kwargs", "message"),
     [
         ({}, "exactly one"),
-        ({"video_no": "VI1", "all_parsed": True}, "exactly one"),
-        ({"video_no": "VI1", "video_nos": ["VI2"]}, "exactly one"),
-        ({"video_no": "VI1", "kinds": "subtitles"}, "kinds"),
-        ({"video_no": "VI1", "kinds": []}, "kinds"),
-        ({"video_no": "VI1", "file_format": "csv"}, "file_format"),
-        ({"video_no": "VI1", "not_parsed": "ignore"}, "not_parsed"),
-        ({"video_no": "VI1", "poll_interval": 0}, "poll_interval"),
-        ({"video_no": "VI1", "destination": ""}, "destination"),
+        ({"video_no": "VI000000000000000001", "all_parsed": True}, "exactly one"),
+        ({"video_no": "VI000000000000000001", "video_nos": ["VI000000000000000002"]}, "exactly one"),
+        ({"video_no": "VI000000000000000001", "kinds": "subtitles"}, "kinds"),
+        ({"video_no": "VI000000000000000001", "kinds": []}, "kinds"),
+        ({"video_no": "VI000000000000000001", "file_format": "csv"}, "file_format"),
+        ({"video_no": "VI000000000000000001", "not_parsed": "ignore"}, "not_parsed"),
+        ({"video_no": "VI000000000000000001", "poll_interval": 0}, "poll_interval"),
+        ({"video_no": "VI000000000000000001", "destination": ""}, "destination"),
     ],
 )
 def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
@@ -680,15 +680,25 @@ def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"video_no": "../VI1"}, "video_no"),
-        ({"video_nos": ["VI1", "a/b"]}, "video_no"),
-        ({"video_no": "VI1", "destination": "{dir}/folder/"}, "not the folder"),
-        ({"video_no": "VI1", "destination": "ftp://host/x.jsonl"}, "scheme"),
+        ({"video_no": "../VI000000000000000001"}, "video_no"),
+        ({"video_nos": ["VI000000000000000001", "a/b"]}, "video_no"),
+        # Spec: 'VI' + 18 digits. Before, the export asked list_videos about them and the service
+        # refused them (the sensor alone checked the shape).
+        ({"video_no": "VI1"}, r"`video_no` must be a video id \('VI' and 18 digits"),
+        ({"video_nos": ["VI000000000000000001", "VI2 x"]}, r"`video_nos` must hold video ids \('VI' and 18"),
+        ({"video_no": "VI000000000000000001", "destination": "{dir}/folder/"}, "not the folder"),
+        ({"video_no": "VI000000000000000001", "destination": "ftp://host/x.jsonl"}, "scheme"),
         # Before, exported into a file named 'C:\lake\x.jsonl' in the worker's working folder.
-        ({"video_no": "VI1", "destination": "C:\\lake\\x.jsonl"}, "`destination` .* is a Windows path"),
-        ({"video_no": "VI1", "transport_params": {"min_part_size": 1}}, "transport_params"),
-        ({"video_no": "VI1", "destination": "{dir}/exists.jsonl", "overwrite": False}, "already exists"),
-        ({"video_no": "VI1", "destination": "{dir}/afile/x.jsonl"}, "destination"),
+        (
+            {"video_no": "VI000000000000000001", "destination": "C:\\lake\\x.jsonl"},
+            "`destination` .* is a Windows path",
+        ),
+        ({"video_no": "VI000000000000000001", "transport_params": {"min_part_size": 1}}, "transport_params"),
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/exists.jsonl", "overwrite": False},
+            "already exists",
+        ),
+        ({"video_no": "VI000000000000000001", "destination": "{dir}/afile/x.jsonl"}, "destination"),
     ],
 )
 def test_bad_input_fails_before_any_request(
@@ -791,7 +801,7 @@ def test_integers_no_int64_holds_do_not_fail_a_parquet_export(
 def test_an_id_named_twice_is_exported_once_and_a_non_list_is_refused(
     emu: Any, three: list[str], tmp_path: Path
 ) -> None:
-    # Ids were deduplicated before being stripped: "VI1" and "VI1 " (a template's trailing space)
+    # Ids were deduplicated before being stripped: "VI…01" and "VI…01 " (a template's trailing space)
     # both stayed, and the video's rows were written twice.
     from airflow.providers.common.compat.sdk import AirflowFailException
 

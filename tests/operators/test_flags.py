@@ -12,8 +12,8 @@ from memories_provider.operators.upload import MemoriesUploadOperator
 
 BASE: dict[type, dict[str, Any]] = {
     MemoriesUploadOperator: {"source": "/data/clip.mp4"},
-    MemoriesDownloadOperator: {"video_no": "VI1", "destination": "/data/out/"},
-    MemoriesExportOperator: {"video_no": "VI1", "destination": "/data/index.jsonl"},
+    MemoriesDownloadOperator: {"video_no": "VI000000000000000001", "destination": "/data/out/"},
+    MemoriesExportOperator: {"video_no": "VI000000000000000001", "destination": "/data/index.jsonl"},
 }
 FLAGS = [
     (MemoriesUploadOperator, "stream_http"),

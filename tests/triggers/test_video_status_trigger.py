@@ -39,11 +39,13 @@ async def first_event(trigger: MemoriesVideoStatusTrigger) -> dict:
 
 
 def test_serialize_round_trips_plain_json():
-    trigger = MemoriesVideoStatusTrigger(["VI1", "VI2"], "mem", "u", 7.5, 1700000000.0)
+    trigger = MemoriesVideoStatusTrigger(
+        ["VI000000000000000001", "VI000000000000000002"], "mem", "u", 7.5, 1700000000.0
+    )
     path, kwargs = trigger.serialize()
     assert path == "memories_provider.triggers.video_status.MemoriesVideoStatusTrigger"
     assert kwargs == {
-        "video_nos": ["VI1", "VI2"],
+        "video_nos": ["VI000000000000000001", "VI000000000000000002"],
         "memories_conn_id": "mem",
         "unique_id": "u",
         "poll_interval": 7.5,
@@ -224,7 +226,7 @@ async def test_auth_error_ends_the_wait_as_failed(emu, monkeypatch):
     # resumed task fails without spending its retries (AirflowFailException).
     use_emulator_conn(monkeypatch, emu, "wrong_key", password="sk-wrong")
     event = await first_event(
-        MemoriesVideoStatusTrigger(["VI1"], memories_conn_id="wrong_key", poll_interval=0.05)
+        MemoriesVideoStatusTrigger(["VI000000000000000001"], memories_conn_id="wrong_key", poll_interval=0.05)
     )
     assert event["status"] == "failed" and "code=0401" in event["message"]
     assert "sk-wrong" not in event["message"]
