@@ -114,12 +114,22 @@ def refusal_fails_at_once(what: str) -> Iterator[None]:
         raise refused from err
 
 
-def checked_unique_id(unique_id: object) -> str | None:
+#: What a template renders for a value that is not there: Python's ``None``, JSON's ``null``.
+MISSING_VALUE_TEXTS = frozenset({"None", "null"})
+
+
+def checked_unique_id(unique_id: object, *, templated: bool = False) -> str | None:
     """A task's ``unique_id``: ``None`` (or ``""``, as an empty template renders) for the
     connection's default, else the name as given.
 
     The service refuses a blank name on every call, and a non-string would be sent as its repr:
-    both raise ``ValueError`` naming ``unique_id``.
+    both raise ``ValueError`` naming ``unique_id``. So does ``"None"`` or ``"null"`` rendered from
+    a template (``{{ ti.xcom_pull(...) }}`` of a value that is not there): the service would take
+    it as a name, and an upload would create a ``unique_id`` of that name. Given as such (not from
+    a template), it is a name like any other.
+
+    :param templated: whether the value was rendered from a template (see
+        :meth:`~memories_provider.hooks.task_mixin.MemoriesHookMixin.rendered_from_template`).
     """
     if unique_id is None or unique_id == "":
         return None
@@ -128,7 +138,21 @@ def checked_unique_id(unique_id: object) -> str | None:
             f"`unique_id` must be a name that is not blank, or empty for the connection's default, "
             f"got {unique_id!r}"
         )
+    refuse_missing_value_text(unique_id, templated=templated)
     return unique_id
+
+
+def refuse_missing_value_text(unique_id: object, *, templated: bool) -> None:
+    """Refuse a ``unique_id`` that a template rendered as ``"None"`` or ``"null"`` (see
+    :func:`checked_unique_id`; the upload, whose other rules are the client's, calls it alone).
+
+    :raises ValueError: naming ``unique_id``.
+    """
+    if templated and isinstance(unique_id, str) and unique_id.strip() in MISSING_VALUE_TEXTS:
+        raise ValueError(
+            f"`unique_id` rendered to {unique_id!r}, the text of a missing value (an XCom or a param "
+            "that is not there?): refused rather than taken as a name"
+        )
 
 
 def flags(**values: object) -> None:

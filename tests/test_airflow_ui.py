@@ -92,6 +92,28 @@ HOPELESS = {
         {"video_nos": ["VI568102998803353600", "{{ 'VI/../x' }}"], "deferrable": True},
     ),
     "sensor with an empty rendered list": (MemoriesVideoStatusSensor, {"video_nos": "{{ [] }}"}),
+    # A template of a value that is not there renders the text 'None': the upload created a
+    # unique_id named 'None', the other tasks looked for the video there (and failed, retrying).
+    "upload into a unique_id rendered None": (
+        MemoriesUploadOperator,
+        {"source": "{{ params.video }}", "unique_id": "{{ params.nothing }}"},
+    ),
+    "download from a unique_id rendered None": (
+        MemoriesDownloadOperator,
+        {
+            "video_no": "VI568102998803353600",
+            "destination": "{{ params.out }}",
+            "unique_id": "{{ params.nothing }}",
+        },
+    ),
+    "export of a unique_id rendered None": (
+        MemoriesExportOperator,
+        {"all_parsed": True, "destination": "{{ params.out }}x.jsonl", "unique_id": "{{ params.nothing }}"},
+    ),
+    "sensor in a unique_id rendered null": (
+        MemoriesVideoStatusSensor,
+        {"video_no": "VI568102998803353600", "unique_id": "{{ params.nothing | tojson }}"},
+    ),
 }
 
 
@@ -109,11 +131,22 @@ def test_hopeless_input_fails_on_the_first_try_without_a_request(
         "folder": str(tmp_path / "folder"),
         "out": str(tmp_path / "out") + "/",
         "blank": "",
+        "nothing": None,
     }
     ti = _run_one(run_dag, f"ui_hopeless_{case.replace(' ', '_')}", operator, params=params, **kwargs)
     assert str(ti.state) == "failed"
     assert ti.try_number == 1, "a hopeless input was retried"
     assert emu.control.request_log() == []  # refused before any request
+
+
+def test_a_unique_id_typed_as_none_is_a_name(emu: Any, run_dag: Any, video: Path) -> None:
+    # Only a template's 'None' is refused: typed as such, it is a name like any other.
+    hook = MemoriesHook()
+    video_no = hook.upload_video(str(video), unique_id="None").video_no
+    ti = _run_one(
+        run_dag, "ui_none_as_a_name", MemoriesVideoStatusSensor, video_no=video_no, unique_id="None"
+    )
+    assert str(ti.state) == "success"
 
 
 def test_a_misconfigured_connection_fails_on_the_first_try(

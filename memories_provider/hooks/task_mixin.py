@@ -37,12 +37,29 @@ class MemoriesHookMixin:
     def _do_render_template_fields(self, parent: Any, *args: Any, **kwargs: Any) -> None:
         if parent is self:
             self._mask_uri_fields()
+            fields = getattr(self, "template_fields", ())
+            self.__dict__["_from_template"] = frozenset(
+                name for name in fields if _is_template(getattr(self, name, None))
+            )
         super()._do_render_template_fields(parent, *args, **kwargs)  # type: ignore[misc]
         if parent is self:
             self._mask_uri_fields()
+
+    def rendered_from_template(self, name: str) -> bool:
+        """Whether template field ``name`` held a template (or an XCom reference) before rendering:
+        its value is what the template gave (``"None"`` for a value that was not there), not one
+        the DAG's author typed."""
+        return name in self.__dict__.get("_from_template", ())
 
     def _mask_uri_fields(self) -> None:
         from memories_provider.storage.credentials import mask_uri_secrets
 
         for name in self.uri_template_fields:
             mask_uri_secrets(getattr(self, name, None))
+
+
+def _is_template(value: Any) -> bool:
+    """A Jinja template text, or a reference resolved at run time (an ``XComArg``)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return hasattr(value, "resolve")

@@ -107,6 +107,7 @@ def select_source(
     blob: Any,
     unique_id: Any = None,
     rendered: bool = True,
+    unique_id_templated: bool = False,
 ) -> DownloadSource:
     """Validate that exactly one of video_no / asset_id / bucket+blob is given before any request:
     ``video_no`` a video id (``VI`` and 18 digits), ``asset_id`` an asset id (``re_`` and digits),
@@ -114,6 +115,8 @@ def select_source(
 
     :param rendered: False at DAG parse time: values still to be rendered (templates, XComArgs)
         are checked only for presence; execute() checks them again once rendered.
+    :param unique_id_templated: ``unique_id`` was rendered from a template (see
+        :func:`~memories_provider.preflight.checked_unique_id`).
     """
 
     def check(name: str, value: Any) -> Any:
@@ -135,9 +138,10 @@ def select_source(
         raise ValueError(f"give exactly one of `video_no`, `asset_id` or `bucket`+`blob` (got: {got})")
     if kinds[0] == "video_no":
         video = check("video_no", video_no)
-        return DownloadSource(
-            "video", video_no=video, unique_id=checked_unique_id(unique_id) if rendered else unique_id or None
-        )
+        scope = unique_id or None
+        if rendered:
+            scope = checked_unique_id(unique_id, templated=unique_id_templated)
+        return DownloadSource("video", video_no=video, unique_id=scope)
     if kinds[0] == "asset_id":
         return DownloadSource("asset", asset_id=check("asset_id", asset_id))
     return DownloadSource("blob", bucket=check("bucket", bucket), blob=check("blob", blob))

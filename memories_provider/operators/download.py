@@ -216,6 +216,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 bucket=self.bucket,
                 blob=self.blob,
                 unique_id=self.unique_id,
+                unique_id_templated=self.rendered_from_template("unique_id"),
             )
             destination = str(self.destination)
             check_destination(destination)

@@ -359,7 +359,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         """
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else self._ids()
-            unique_id = checked_unique_id(self.unique_id)
+            unique_id = checked_unique_id(self.unique_id, templated=self.rendered_from_template("unique_id"))
             destination = single_value("destination", self.destination, operator=type(self).__name__)
             check_destination(destination)
             if is_folder(destination):

@@ -55,6 +55,7 @@ from memories_provider.preflight import (
     bad_input_fails_at_once,
     flags,
     refusal_fails_at_once,
+    refuse_missing_value_text,
     seconds,
 )
 from memories_provider.status import StatusCheck, is_transient
@@ -331,6 +332,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
     def _plan(self, context: Context) -> _Plan:
         source_uri = single_value("source", self.source, operator=type(self).__name__).strip()
+        # A template's "None" would create a unique_id of that name.
+        refuse_missing_value_text(self.unique_id, templated=self.rendered_from_template("unique_id"))
         fields = {name: getattr(self, name) for name in UploadMetadata.field_names()}
         metadata = UploadMetadata(**{**fields, "tags": rendered_tags(fields["tags"])})
         via_url = source_family(source_uri) == "http" and not self.stream_http

@@ -206,9 +206,8 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     @property
     def _ids(self) -> list[str]:
         """The ids to wait for; raises ``ValueError`` on bad ids or a blank ``unique_id``."""
-        checked_unique_id(
-            self.unique_id
-        )  # a blank one is refused on every call: each id would be blamed in turn
+        # A blank one is refused on every call: each id would be blamed in turn.
+        checked_unique_id(self.unique_id, templated=self.rendered_from_template("unique_id"))
         return normalize_video_nos(self.video_no, self.video_nos)
 
     def _check(self, context: Context) -> StatusCheck:

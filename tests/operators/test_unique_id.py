@@ -47,3 +47,16 @@ def test_an_empty_unique_id_means_the_connections(emu: Any, tmp_path: Path, uplo
     poked = sensor.poke({})
     assert not isinstance(poked, bool) and poked.is_done
     assert [v["video_no"] for v in poked.xcom_value] == [video_no]
+
+
+@pytest.mark.parametrize("text", ["None", "null", " None\n"])
+def test_a_templates_none_is_refused_naming_unique_id_but_a_typed_one_is_a_name(text: str) -> None:
+    # A template of a value that is not there renders 'None' ('null' through tojson): taken as a
+    # name, an upload created a unique_id called 'None'. The tasks' refusals are run for real in
+    # tests/test_airflow_ui.py (HOPELESS); here, the rule and its message.
+    from memories_provider.preflight import checked_unique_id
+
+    with pytest.raises(ValueError, match=r"`unique_id` rendered to .* the text of a missing value"):
+        checked_unique_id(text, templated=True)
+    assert checked_unique_id(text) == text
+    assert checked_unique_id("Nonesuch", templated=True) == "Nonesuch"
