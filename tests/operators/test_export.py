@@ -967,3 +967,45 @@ def test_ids_a_template_rendered_as_text_are_exported(emu: Any, three: list[str]
     assert read_jsonl(target.read_bytes()) == expected_rows(emu, [three[0], three[2]])
     with pytest.raises(ValueError, match=r"`video_nos` must be a list of video ids.*\(or all_parsed=True\)"):
         run(video_nos=f"['{three[0]}'", destination=str(target))
+
+
+# ---------------------------------------------------------------------------- ids the service sends
+
+
+def test_all_parsed_leaves_out_a_listed_id_it_cannot_send_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The client reads the ids the service sends as they come, but sends only ids of the documented
+    # shape ('VI' + 18 digits). A scope listing a row of another shape (which the strict emulator
+    # never does: a scripted service here) is exported without it, said in the log and in
+    # `skipped`, instead of the whole export failing on an id the user never typed.
+    from connections import point_memories_default_at
+    from local_http import LocalServer, QuietHandler
+
+    good, odd = "VI568102998803353600", "VI-7"
+    asked: list[str] = []
+
+    class Scripted(QuietHandler):
+        def _json(self, data: Any) -> None:
+            body = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
+            self.send_body(200, {"Content-Type": "application/json"}, body)
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            asked.append(self.path)
+            rows = [{"video_no": v, "video_name": "x.mp4", "status": "PARSE"} for v in (good, odd)]
+            page = {"current_page": request["page"], "page_size": request["size"], "total_count": 2}
+            self._json({**page, "videos": rows if request["page"] == 1 else []})
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            segments = [{"index": 0, "content": "hello", "startTime": "0", "endTime": "1"}]
+            self._json({"videoNo": good, "transcriptions": segments, "createTime": "1"})
+
+    with LocalServer(Scripted) as server:
+        point_memories_default_at(monkeypatch, server.url)
+        result = run(all_parsed=True, kinds=["visual"], destination=str(tmp_path / "x.jsonl"))
+    assert result["skipped"] == [odd] and result["videos"] == 1
+    rows = read_jsonl((tmp_path / "x.jsonl").read_bytes())
+    assert [(r["video_no"], r["text"]) for r in rows] == [(good, "hello")]
+    assert not any(odd in path for path in asked)  # never sent back
