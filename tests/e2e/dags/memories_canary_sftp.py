@@ -3,8 +3,8 @@
 ``to_sftp_conn`` takes the password from the ``canary_sftp`` connection (``destination_conn_id``);
 ``to_sftp_uri`` has it inside the destination URI (rendered from the same connection), the
 issue's ``sftp://alice:HUNTER2pw@host/x.mp4``. The key file authenticates in both; the password
-is only there to be looked for afterwards. Each task may be refused once (an injected 401) and
-retried.
+is only there to be looked for afterwards. One task is refused (an injected 401): a key refusal
+fails it at once, its retry unused; its error text, echoing the key, is looked through too.
 """
 
 from __future__ import annotations
