@@ -274,6 +274,29 @@ def _filename_from_response(resp: aiohttp.ClientResponse, url: str) -> str:
     return os.path.basename(unquote(urlsplit(url).path)) or "video"
 
 
+#: Largest JSON body read to see which videos a call names (for a fault aimed at one video).
+_NAMING_BODY_MAX = 1024 * 1024
+
+
+async def _named_videos(request: web.Request) -> list[str]:
+    """The video ids a call names: the query's ``video_no`` and a JSON body's ``video_no``,
+    ``video_nos`` or bare id array (the body is read once; the handler reads it again from aiohttp's
+    cache). Anything else (a multipart upload, a body too large or not JSON) names none."""
+    names: list[str] = list(request.query.getall("video_no", []))
+    if request.content_type == "application/json" and (request.content_length or 0) <= _NAMING_BODY_MAX:
+        try:
+            body = json.loads(await request.read() or b"null")
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            single, many = body.get("video_no"), body.get("video_nos")
+            names += [single] if isinstance(single, str) else []
+            names += [v for v in many if isinstance(v, str)] if isinstance(many, list) else []
+        elif isinstance(body, list):
+            names += [v for v in body if isinstance(v, str)]
+    return list(dict.fromkeys(names))
+
+
 def query_value(request: web.Request, name: str) -> str | None:
     """The one value of a query parameter (None when absent); sending it twice is refused, as the
     form fields are (a Spring ``@RequestParam`` would join both values with a comma, not pick one)."""
@@ -391,7 +414,12 @@ class Emulator:
             self.requests.append(entry)
             if len(self.requests) > _MAX_LOG:  # a long-running demo server must not grow forever
                 del self.requests[: _MAX_LOG // 10]
-            fault = self.faults.take(endpoint)
+            named: list[str] = []
+            if self.faults.aimed(endpoint):  # read what the call names only for a fault aimed at a video
+                named = await _named_videos(request)
+                if endpoint == "list_videos" and named:
+                    entry["video_nos"] = named  # also when the fault answers instead of the handler
+            fault = self.faults.take(endpoint, frozenset(named))
             if fault is not None and fault.kind == NO_FAULT:
                 fault = None  # a call let through, so that the next fault hits a later one
             if fault is not None:
@@ -1229,6 +1257,7 @@ class Emulator:
                 int(body.get("count", 1)),
                 body.get("params"),
                 every=int(body.get("every", 1)),
+                video_no=body.get("video_no"),
             )
         except KeyError as exc:
             return web.json_response({"error": f"{exc.args[0]}: required"}, status=400)

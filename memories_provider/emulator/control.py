@@ -98,17 +98,35 @@ class EmulatorControl:
         return dict(self._call("GET", "/config"))
 
     def inject_fault(
-        self, endpoint: str, kind: str, *, count: int = 1, every: int = 1, **params: Any
+        self,
+        endpoint: str,
+        kind: str,
+        *,
+        count: int = 1,
+        every: int = 1,
+        video_no: str | None = None,
+        **params: Any,
     ) -> None:
         """Make ``count`` calls of ``endpoint`` fail with ``kind`` (see the README for kinds).
 
         :param every: hit one call in ``every`` (the ``every``-th, then the ``2 * every``-th ...) and
             let the calls between through; 1 (default) hits the next ``count`` calls.
+        :param video_no: hit only calls naming this video (query ``video_no``, or ``video_no``,
+            ``video_nos`` or an id array in a JSON body), e.g. every ``list_videos`` batch holding
+            one bad row; the other calls pass untouched and are not counted.
         :param params: per kind: ``retry_after`` (``code_0429``, ``http_429``),
             ``auth_at`` (with ``echo_requests``: the character of the body where the echoed key
             starts), ``delay`` (``slow_body``), ``code``/``msg`` (``json_error``).
         """
-        body = {"endpoint": endpoint, "kind": kind, "count": count, "every": every, "params": params}
+        body: dict[str, Any] = {
+            "endpoint": endpoint,
+            "kind": kind,
+            "count": count,
+            "every": every,
+            "params": params,
+        }
+        if video_no is not None:
+            body["video_no"] = video_no
         self._call("POST", "/faults", json=body)
 
     def pending_faults(self) -> dict[str, list[dict[str, Any]]]:

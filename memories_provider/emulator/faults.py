@@ -1,7 +1,11 @@
 """Injected faults: per endpoint, a queue of ``(kind, remaining count, params)`` consumed one per call.
 
 A fault may target only some calls: with ``every=n`` it hits one call in ``n`` (the n-th, 2n-th ...)
-and lets the others through, until it has hit ``count`` calls.
+and lets the others through, until it has hit ``count`` calls. With ``video_no=...`` it hits only
+calls that name that video (in the query's ``video_no``, or the JSON body's ``video_no``,
+``video_nos`` or id array): the others pass untouched and are not counted, as with a service that
+fails on one bad row — a ``list_videos`` naming it among 200 ids fails, the same call without it
+does not.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ REFUSING_ENDPOINTS = frozenset({"upload", "upload_url"})
 DOWNLOAD_ENDPOINTS = frozenset({"download", "v2_download"})
 #: ``none`` answers normally: queued first, it aims the next fault at a later call.
 NO_FAULT = "none"
+#: Endpoints whose requests name videos by ``video_no`` (query or JSON body): where a fault may be
+#: aimed at one video. Uploads name none (the service makes the id), nor do v2 downloads (assets).
+NAMING_ENDPOINTS = frozenset(
+    {
+        "get_metadata",
+        "list_videos",
+        "delete_videos",
+        "download",
+        "get_video_caption",
+        "get_audio_transcription",
+        "get_video_transcription",
+    }
+)
 KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS | {NO_FAULT}
 
 
@@ -56,6 +73,7 @@ class Fault:
     params: dict[str, Any] = field(default_factory=dict)
     every: int = 1
     passed: int = 0  # calls let through since the last hit
+    video_no: str | None = None  # hit only calls naming this video
 
 
 class FaultBook:
@@ -75,10 +93,12 @@ class FaultBook:
         count: int = 1,
         params: dict[str, Any] | None = None,
         every: int = 1,
+        video_no: str | None = None,
     ) -> None:
         """Queue ``kind`` for ``count`` calls of ``endpoint`` (after faults already queued).
 
         :param every: hit one call in ``every`` (the last of each ``every`` calls), let the others through.
+        :param video_no: hit only calls that name this video; the others pass and are not counted.
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}")
@@ -94,14 +114,32 @@ class FaultBook:
             raise ValueError("count must be >= 1")
         if every < 1:
             raise ValueError("every must be >= 1")
-        self._queues[endpoint].append(Fault(kind, count, dict(params or {}), every=every))
+        if video_no is not None:
+            if not isinstance(video_no, str) or not video_no:
+                raise ValueError("video_no must be a non-empty string")
+            if endpoint not in NAMING_ENDPOINTS:
+                raise ValueError(
+                    f"video_no: {endpoint} requests name no video; "
+                    f"aim at one of {', '.join(sorted(NAMING_ENDPOINTS))}"
+                )
+        self._queues[endpoint].append(Fault(kind, count, dict(params or {}), every=every, video_no=video_no))
 
-    def take(self, endpoint: str) -> Fault | None:
-        """Consume one call's worth of the first pending fault of ``endpoint``."""
+    def aimed(self, endpoint: str) -> bool:
+        """Whether the next fault of ``endpoint`` hits only calls naming a video (see :meth:`take`)."""
+        queue = self._queues.get(endpoint)
+        return queue is not None and bool(queue) and queue[0].video_no is not None
+
+    def take(self, endpoint: str, named: frozenset[str] = frozenset()) -> Fault | None:
+        """Consume one call's worth of the first pending fault of ``endpoint``.
+
+        :param named: the videos the call names; a fault aimed at another video lets it through.
+        """
         queue = self._queues.get(endpoint)
         if not queue:
             return None
         fault = queue[0]
+        if fault.video_no is not None and fault.video_no not in named:
+            return None
         if fault.passed + 1 < fault.every:
             fault.passed += 1
             return None
@@ -114,7 +152,11 @@ class FaultBook:
     def pending(self) -> dict[str, list[dict[str, Any]]]:
         """JSON view of what is still queued."""
         return {
-            ep: [{"kind": f.kind, "count": f.count, "params": f.params, "every": f.every} for f in q]
+            ep: [
+                {"kind": f.kind, "count": f.count, "params": f.params, "every": f.every}
+                | ({"video_no": f.video_no} if f.video_no is not None else {})
+                for f in q
+            ]
             for ep, q in self._queues.items()
             if q
         }

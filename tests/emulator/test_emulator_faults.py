@@ -139,6 +139,31 @@ def test_json_error_on_an_upload_refuses_it_and_stores_nothing(api, memories_emu
     assert len(memories_emulator.control.videos()) == 1
 
 
+def test_a_fault_aimed_at_one_video_hits_only_the_calls_naming_it(api, memories_emulator):
+    # One bad row: every list_videos batch holding it fails, the same calls without it do not.
+    ok, bad = api.upload()["videoNo"], api.upload()["videoNo"]
+    memories_emulator.control.inject_fault("list_videos", "http_500", count=3, video_no=bad)
+    memories_emulator.control.inject_fault("get_metadata", "http_503", video_no=bad)
+    assert memories_emulator.control.pending_faults()["list_videos"][0]["video_no"] == bad
+    calls = [[ok], [ok, bad], [ok], [bad], {"video_no": bad}, [ok, bad], [bad]]
+    codes = []
+    for ids in calls:
+        body = ids if isinstance(ids, dict) else {"video_nos": ids}
+        codes.append(api.v1("POST", "list_videos", json=body).status_code)
+    assert codes == [200, 500, 200, 500, 500, 200, 200]  # three hits, then the fault is spent
+    log = memories_emulator.control.request_log("list_videos")
+    assert [r.get("fault") for r in log] == [None, "http_500", None, "http_500", "http_500", None, None]
+    assert log[1]["video_nos"] == [ok, bad]  # what the faulted call named is in the log too
+    assert api.v1("GET", "get_metadata", params={"video_no": ok}).json()["code"] == "0000"
+    assert api.v1("GET", "get_metadata", params={"video_no": bad}).status_code == 503
+    assert memories_emulator.control.pending_faults() == {}
+
+
+def test_a_fault_is_aimed_at_a_video_only_where_calls_name_videos(memories_emulator):
+    with pytest.raises(ValueError, match="upload requests name no video"):
+        memories_emulator.control.inject_fault("upload", "http_500", video_no="VI" + "1" * 18)
+
+
 def test_accept_then_drop_only_for_uploads(memories_emulator):
     with pytest.raises(ValueError, match="upload"):
         memories_emulator.control.inject_fault("list_videos", "accept_then_drop")
