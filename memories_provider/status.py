@@ -150,8 +150,18 @@ class StatusRound:
     :param video_nos: the ids to check (duplicates are asked once).
     :param size: most ids per request.
     :param start: the batch to begin with (the others follow in order, wrapping around).
+    A batch that fails for another reason may be set aside (:meth:`set_aside`) so that it does not
+    hold back the batches after it: asked again after them, split in halves when the service is
+    known to answer other batches, down to a lone id that is left out of the round
+    (:attr:`unanswered`).
+
+    :param video_nos: the ids to check (duplicates are asked once).
+    :param size: most ids per request.
+    :param start: the batch to begin with (the others follow in order, wrapping around).
     :param missing_is_pending: a lone id refused as *not found* is only not listed yet (see
         :func:`evaluate`), not rejected.
+    :param alone: ids asked one per request, after the batches (e.g. ids whose batches failed
+        before: they no longer take 199 others down with them).
     """
 
     def __init__(
@@ -161,12 +171,15 @@ class StatusRound:
         size: int = BATCH_SIZE,
         start: int = 0,
         missing_is_pending: bool = False,
+        alone: Iterable[str] = (),
     ) -> None:
-        groups = list(batches(list(dict.fromkeys(video_nos)), size))
+        singles = list(dict.fromkeys(alone))
+        lone = set(singles)
+        groups = list(batches([v for v in dict.fromkeys(video_nos) if v not in lone], size))
         if groups:
             start %= len(groups)
             groups = groups[start:] + groups[:start]
-        self._todo: collections.deque[list[str]] = collections.deque(groups)
+        self._todo: collections.deque[list[str]] = collections.deque(groups + [[v] for v in singles])
         self.missing_is_pending = missing_is_pending
         #: Videos listed so far, by id.
         self.found: dict[str, Video] = {}
@@ -174,6 +187,8 @@ class StatusRound:
         self.rejected: dict[str, str] = {}
         #: Ids answered so far (listed or not, or refused).
         self.asked: set[str] = set()
+        #: Ids left out of the round: asked alone, and the request failed (see :meth:`set_aside`).
+        self.unanswered: set[str] = set()
 
     @property
     def done(self) -> bool:
@@ -225,6 +240,25 @@ class StatusRound:
         if not (self.missing_is_pending and isinstance(error, MemoriesNotFoundError)):
             self.rejected[batch[0]] = getattr(error, "message", None) or str(error)
         return True
+
+    def set_aside(self, batch: list[str], *, split: bool) -> str | None:
+        """Move ``batch``, whose request failed (transiently), behind the round's other batches.
+
+        :param split: ask it as two halves (the service answers other batches, so one of its ids
+            may be what fails it); else whole, once the others are asked.
+        :returns: the id left out of the round, when ``batch`` held it alone (it goes to
+            :attr:`unanswered`; the next round asks it again).
+        """
+        self._pop(batch)
+        if len(batch) == 1:
+            self.unanswered.add(batch[0])
+            return batch[0]
+        if split:
+            half = len(batch) // 2
+            self._todo.extend([batch[:half], batch[half:]])
+        else:
+            self._todo.append(batch)
+        return None
 
     def _pop(self, batch: list[str]) -> None:
         if not self._todo or self._todo[0] != batch:

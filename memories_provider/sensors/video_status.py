@@ -156,7 +156,9 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     Succeeds when every video is ``PARSE`` and returns their metadata (XCom ``return_value``, a
     list of dicts). A ``FAILED``/``PARSE_ERROR``/``FAIL`` video, or an id the service does not know,
     fails the task at once without retries, naming the video and the service's ``cause``. Transient
-    errors (5xx, timeouts, ``0429``) never fail the wait: it polls again until ``timeout``.
+    errors (5xx, timeouts, ``0429``) never fail the wait: it polls again until ``timeout`` (deferred,
+    one video whose own status request keeps failing while others are answered fails the attempt,
+    retryably, naming it: see :class:`MemoriesVideoStatusTrigger`).
 
     Modes: ``deferrable=True`` checks once on the worker, then waits in the triggerer (no worker
     slot; all waiting videos of a connection share one poller, ~ceil(N/200) requests per

@@ -6,17 +6,24 @@ them together with ``list_videos(video_nos=[...])``, at most 200 ids per request
 videos cost about ceil(N/200) requests per poll interval instead of N.
 
 A round (:class:`~memories_provider.status.StatusRound`) asks its batches one after another; each
-answer settles at once the waits it completes, and a round interrupted by a transient error
-resumes at the batch that failed. A batch refused for a bad id is split until that id is alone:
-only the waits holding it fail. Rounds start a poll interval apart (at once when a round took longer).
+answer settles at once the waits it completes. A batch refused for a bad id is split until that id
+is alone: only the waits holding it fail. A batch that fails transiently (5xx, timeout) is asked
+again after the round's other batches, so one batch that keeps failing never holds back the others:
+when the request just before it was answered (the service is up; the trouble is this batch's own)
+it is split in halves, down to the id that fails it, which later rounds ask alone. An id whose lone
+request fails :data:`MAX_LONE_FAILURES` rounds in a row, each time right after the service answered
+another request, ends the waits holding it with ``error`` (the task's retries apply), naming it and
+the error; an outage, where nothing is answered, never does. Rounds start a poll interval apart (at
+once when a round took longer).
 
 Requests of one connection are paced by :class:`_Pacer`, from the service's answers only: each
 ``0429`` halves the rate and holds requests back for its ``Retry-After`` (spread a little above it,
 so that triggerers turned away together do not come back together), each success adds a little
 back, so several triggerers sharing one account settle just under its limit without talking to
-each other. Other transient errors (5xx, timeouts) back off and resume the round; they never end a
-wait. Each wait fires its own ``timeout`` at its ``end_time`` even while a request is in flight,
-naming the videos still waiting and the status last seen; and no request outlasts the latest
+each other. Other transient errors (5xx, timeouts) back off, unless the request before was
+answered, and go on with the round; they never end a wait but as said above. Each wait fires
+its own ``timeout`` at its ``end_time`` even while a request is in flight, naming the videos
+still waiting and the status last seen; and no request outlasts the latest
 ``end_time`` of the waits it serves. A trigger that is cancelled simply leaves; when the last one
 leaves, the loop wakes, ends and closes its HTTP session.
 
@@ -89,6 +96,11 @@ MAX_RETRY_AFTER = RetryPolicy.max_retry_after
 #: [1, 1 + PAUSE_SPREAD] (at most :data:`MAX_RETRY_AFTER`); so does a back-off after another
 #: transient error.
 PAUSE_SPREAD = 0.25
+#: Rounds in a row an id's own request may fail (transiently, right after the service answered
+#: another request) before the waits holding it end with ``error``. Not sooner: a 5xx is usually
+#: a blip; not never: a row the service cannot list would otherwise hold its waits, silently, until
+#: their timeouts (a sensor's default is 7 days).
+MAX_LONE_FAILURES = 10
 
 
 @dataclass(eq=False)
@@ -204,6 +216,11 @@ class StatusPoller:
         self.last_seen: dict[str, str] = {}
         #: Why the last request failed, while no request has succeeded since.
         self.last_error: str | None = None
+        #: id -> rounds in a row its lone request failed while the service answered others; such
+        #: ids are asked alone (a bad row must not fail the 199 ids batched with it).
+        self.strikes: dict[str, int] = {}
+        # Whether the last request was answered: a failure right after one is the batch's own.
+        self._answered_last = False
         self._waiters: list[_Waiter] = []
         self._by_id: dict[str, list[_Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -328,7 +345,8 @@ class StatusPoller:
                 round_started = time.monotonic()
                 self._interval = min(w.poll_interval for w in waiters)
                 self.last_seen = {v: s for v, s in self.last_seen.items() if v in self._by_id}
-                round_ = StatusRound(sorted(self._by_id))
+                self.strikes = {v: n for v, n in self.strikes.items() if v in self._by_id}
+                round_ = StatusRound(sorted(self._by_id), alone=sorted(self.strikes))
             if round_.next_batch(self._wanted) is not None and not await self._paced():
                 continue  # the last waiter left while the pacer held us back: the loop ends
             batch = round_.next_batch(self._wanted)  # again: waits may have ended meanwhile
@@ -337,12 +355,15 @@ class StatusPoller:
             try:
                 page = await self._list(client, batch, scope)
             except MemoriesError as err:
-                failures = await self._failed(err, batch, round_, failures)
+                failures = await self._failed(err, batch, round_, failures, probe=(client, scope))
                 if failures < 0:
                     return
                 continue
             failures = 0
             self.last_error = None
+            self._answered_last = True
+            for video_no in batch:
+                self.strikes.pop(video_no, None)
             self.pacer.on_answer()
             videos = round_.answered(batch, page)
             self.last_seen.update((v, NOT_LISTED) for v in batch if v in round_.asked)
@@ -350,16 +371,27 @@ class StatusPoller:
                 self.last_seen[video.video_no] = shown_status(video)
             self._settle(batch, round_)
 
-    async def _failed(self, err: MemoriesError, batch: list[str], round_: StatusRound, failures: int) -> int:
+    async def _failed(
+        self,
+        err: MemoriesError,
+        batch: list[str],
+        round_: StatusRound,
+        failures: int,
+        *,
+        probe: tuple[AsyncMemoriesClient, str],
+    ) -> int:
         """Deal with a failed request; returns the transient failures in a row, or -1 to stop polling.
 
         A refused batch is split (the round goes on); a rate limit slows the pacer; another
-        transient error backs off, ``interval * 2**failures`` and never sooner than ``Retry-After``,
-        spread up to :data:`PAUSE_SPREAD` above that.
+        transient error sets the batch aside (see :meth:`StatusRound.set_aside`): split, at once,
+        when the request before was answered; else whole, after a back-off of
+        ``interval * 2**failures`` and never sooner than ``Retry-After``, spread up to
+        :data:`PAUSE_SPREAD` above that.
         Anything else ends every wait with ``error``.
         """
         self.last_error = str(err)
         if round_.refused(batch, err):
+            self._answered_last = True
             self.pacer.on_answer()
             self._settle(batch, round_)
             return failures
@@ -386,6 +418,24 @@ class StatusPoller:
                 pause,
             )
             return failures  # the same batch, once the pacer allows
+        # The service answered the request just before this one: this batch's own trouble (one
+        # row it cannot list?). Ask the others first, and split it to find the id that fails it.
+        evidenced, self._answered_last = self._answered_last, False
+        if not evidenced and len(batch) == 1 and batch[0] in self.strikes:
+            # An id already found failing its batches, and nothing answered just before (its wait
+            # may be the last one): does the service answer a listing that does not name it?
+            evidenced = await self._answers_others(*probe)
+        lone = round_.set_aside(batch, split=evidenced)
+        if evidenced:
+            if lone is not None:
+                self._strike(lone, err)
+            log.warning(
+                "memories.ai status check of %d video(s) failed (%s) while others were answered; "
+                "asking the other batches first",
+                len(batch),
+                err,
+            )
+            return failures
         failures += 1
         interval = min((w.poll_interval for w in self._live()), default=1.0)
         policy = RetryPolicy(initial_delay=2 * interval, max_delay=MAX_BACKOFF, jitter=False)
@@ -398,6 +448,38 @@ class StatusPoller:
         log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
         await self._sleep(delay)
         return failures
+
+    async def _answers_others(self, client: AsyncMemoriesClient, scope: str) -> bool:
+        """Whether the service answers a status request right now that names none of our ids
+        (one row of the scope), in the pacer's next slot."""
+        if not await self._paced():
+            return False
+        self.requests += 1
+        try:
+            with within(self._time_left()):
+                await client.list_videos(page=1, size=1, unique_id=scope)
+        except MemoriesRateLimitError as err:
+            self.pacer.on_rate_limit(err.retry_after)
+            return False
+        except MemoriesError:
+            return False
+        self.pacer.on_answer()
+        return True
+
+    def _strike(self, video_no: str, err: MemoriesError) -> None:
+        """``video_no``'s lone request failed right after another was answered: count it, and end
+        the waits holding it once that has happened :data:`MAX_LONE_FAILURES` rounds in a row."""
+        strikes = self.strikes[video_no] = self.strikes.get(video_no, 0) + 1
+        if strikes < MAX_LONE_FAILURES:
+            return
+        message = (
+            f"memories.ai failed every status check of {video_no} ({strikes} in a row, asked alone, "
+            f"while it answered the other videos'): {err}"
+        )
+        log.error("%s; ending the waits for it", message)
+        for waiter in list(self._by_id.get(video_no, ())):
+            if not waiter.future.done():
+                waiter.future.set_result({"status": "error", "message": message, "videos": []})
 
     async def _list(self, client: AsyncMemoriesClient, batch: list[str], scope: str) -> VideoPage:
         self.requests += 1

@@ -49,7 +49,10 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
     All triggers of the same connection and ``unique_id`` in one triggerer share one polling
     loop (see :mod:`memories_provider.triggers._poller`): N waiting videos cost about
     ceil(N/200) ``list_videos`` requests per poll interval, paced under the documented 5/s.
-    Transient errors (5xx, timeouts, ``0429``) are retried with back-off and never end the wait.
+    Transient errors (5xx, timeouts, ``0429``) are retried with back-off and never end the wait,
+    with one exception: a video whose own status request keeps failing while the service answers
+    the others' (a row it cannot list) ends the waits holding it with ``error``, naming it, after
+    ``MAX_LONE_FAILURES`` rounds; it never holds back the other videos' checks meanwhile.
     The kwargs are plain JSON — the API key is looked up (asynchronously) from the connection.
 
     Unlike the usual one-session-per-``run()`` trigger, the HTTP session belongs to the shared

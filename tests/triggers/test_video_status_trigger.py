@@ -119,21 +119,27 @@ async def test_a_round_resumes_at_the_batch_that_failed(emu, new_video, fault):
     assert sorted(asked) == sorted(ids)
 
 
-async def test_a_round_whose_third_of_five_batches_keeps_failing_delivers_the_first_two(emu, new_video):
+async def test_a_batch_one_id_keeps_failing_holds_back_no_other_wait_and_that_id_is_reported(emu, new_video):
+    # Every list_videos naming one id fails (a row the service cannot list): its batch, the third
+    # of five, fails every time. The other 999 waits still end, and the wait holding that id ends
+    # with an error naming it, not silently at its timeout.
     ids = sorted(new_video(hold=False) for _ in range(5 * BATCH_SIZE))
-    emu.control.inject_fault("list_videos", "none", count=2)
-    emu.control.inject_fault("list_videos", "http_503", count=10_000)
-    tasks = {
-        v: asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([v], poll_interval=0.05)))
-        for v in ids
-    }
-    await wait_until(lambda: emu.control.count("list_videos") >= 4)  # batch 3 failed, and again
-    done = [v for v, task in tasks.items() if task.done()]
-    assert done == ids[: 2 * BATCH_SIZE]  # the first two batches' waits ended; nobody else's could
-    assert {tasks[v].result()["status"] for v in done} == {"success"}
-    for task in tasks.values():
-        task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    bad = ids[2 * BATCH_SIZE + 17]
+    emu.control.inject_fault("list_videos", "http_500", count=10**6, video_no=bad)
+    waits = [first_event(MemoriesVideoStatusTrigger([v], poll_interval=0.05)) for v in ids]
+    events = dict(zip(ids, await asyncio.wait_for(asyncio.gather(*waits), 120), strict=True))
+    poisoned = events.pop(bad)
+    assert {e["status"] for e in events.values()} == {"success"}
+    assert poisoned["status"] == "error"
+    assert bad in poisoned["message"] and "500" in poisoned["message"]
+    assert not any(v in poisoned["message"] for v in events)  # only the id that fails is named
+    log = emu.control.request_log("list_videos")
+    failed = [r for r in log if r.get("fault")]
+    assert all(bad in r["video_nos"] for r in failed)
+    # Split down to the id (one failure a level), then asked alone once a round until reported.
+    alone = [r for r in failed if r["video_nos"] == [bad]]
+    assert len(alone) == _poller.MAX_LONE_FAILURES
+    assert len(failed) <= math.ceil(math.log2(BATCH_SIZE)) + 1 + _poller.MAX_LONE_FAILURES
 
 
 async def test_a_service_that_caps_list_videos_pages_still_ends_every_wait(emu, new_video):
