@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -108,6 +109,10 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
 #: Seconds the look of an execution that starts at or after its deadline (a deferred wait resumed
 #: on its timeout) gets: enough for one listing, far less than a Retry-After storm.
 _FIRST_LOOK = 10.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _resized(recorded: int | None, now: int | None) -> bool:
@@ -377,15 +382,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         """
         counted = event.get("rate_limited") if isinstance(event, dict) else None
         started = event.get("started_at") if isinstance(event, dict) else None
-        self.__dict__["_try_started"] = float(started) if isinstance(started, (int, float)) else time.time()
-        left = self._execution_time_left()
-        if left is not None and left <= 0:
-            # The trigger fired late (a busy triggerer): Airflow 3 would give this resumed run a
-            # whole new execution_timeout.
-            raise AirflowTaskTimeout(
-                f"execution_timeout ({self.execution_timeout}) passed while the upload waited out a "
-                "rate limit; not uploading"
-            )
+        self._resume_try(started, "waited out a rate limit")
         return self._upload_or_reuse(
             context, rate_limited=counted if isinstance(counted, int) else rate_limited
         )
@@ -396,13 +393,34 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         """Resume looking for an earlier attempt's unanswered upload after a deferred wait.
 
         Whatever the trigger's event says, the next round lists the scope again and decides.
-        ``started_at`` (the try's first ``execute``) keeps ``execution_timeout`` counting from
-        there: the deferrals that follow (another wait, a rate limit, the wait for ``PARSE``) end
-        within it, as after a rate-limit wait.
+        ``since`` and ``started_at`` (the try's start, for ``execution_timeout``) come back as the
+        deferral's kwargs, or in the event of a pause (``dag.test()`` hands over the event alone).
         """
-        if isinstance(started_at, (int, float)):
-            self.__dict__["_try_started"] = float(started_at)
+        carried = event if isinstance(event, dict) else {}
+        if started_at is None:
+            started_at = carried.get("started_at")
+        if not since and _is_number(carried.get("since")):
+            since = float(carried["since"])
+        self._resume_try(started_at, "looked for an earlier attempt's upload")
         return self._upload_or_reuse(context, rate_limited=0, looking_since=since or None)
+
+    def _resume_try(self, started_at: Any, waited: str) -> None:
+        """Carry the try's start across a deferral (Airflow 3 gives a resumed run a whole new
+        execution_timeout); raise :class:`AirflowTaskTimeout` when it passed during the wait (a
+        trigger that fired late, a busy triggerer), before anything is sent."""
+        self.__dict__["_try_started"] = float(started_at) if _is_number(started_at) else time.time()
+        left = self._execution_time_left()
+        if left is not None and left <= 0:
+            raise AirflowTaskTimeout(
+                f"execution_timeout ({self.execution_timeout}) passed while the upload {waited}; "
+                "not uploading"
+            )
+
+    def _carried_start(self) -> dict[str, float]:
+        """``{"started_at": ...}`` for a deferral's kwargs or event, when an execution_timeout runs."""
+        if self.execution_timeout is None:
+            return {}
+        return {"started_at": float(self.__dict__.setdefault("_try_started", time.time()))}
 
     def _upload_or_reuse(
         self, context: Context, *, rate_limited: int, looking_since: float | None = None
@@ -720,22 +738,28 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             end_time=deadline,
             execution_left=self._execution_time_left(),
             method_name="execute_after_candidates",
-            kwargs=self._candidates_kwargs(since),
+            kwargs={"since": since, **self._carried_start()},
         )
 
     def _defer_a_while(self, seconds: float, since: float) -> None:
-        from airflow.providers.common.compat.standard.triggers import TimeDeltaTrigger
+        from memories_provider.triggers.pause import MemoriesPauseTrigger
 
+        # A pause whose event carries `since` and the try's start: dag.test() hands the resumed
+        # method the event alone, without the kwargs.
+        carried = {"since": since, **self._carried_start()}
+        left = self._execution_time_left()
+        if left is not None and left <= 0:
+            raise AirflowTaskTimeout(
+                f"execution_timeout ({self.execution_timeout}) passed while the upload looked for an "
+                "earlier attempt's upload; not uploading"
+            )
         self.defer(
-            trigger=TimeDeltaTrigger(timedelta(seconds=max(seconds, 0.0))),
+            trigger=MemoriesPauseTrigger(time.time() + max(seconds, 0.0), carried),
             method_name="execute_after_candidates",
-            kwargs=self._candidates_kwargs(since),
+            kwargs=carried,
+            timeout=None if left is None else timedelta(seconds=max(left, 0.0)),
         )
 
-    def _candidates_kwargs(self, since: float) -> dict[str, Any]:
-        """What a resumed look for candidates needs: when it began, and when this try began."""
-        self._execution_time_left()  # records the try's start if not yet known
-        return {"since": since, "started_at": self.__dict__["_try_started"]}
 
     # ------------------------------------------------------------------ sending
 

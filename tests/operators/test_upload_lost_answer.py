@@ -155,6 +155,56 @@ def test_the_execution_timeout_survives_a_wait_for_candidates(held: Any, video: 
     assert held.control.count("upload") == 1
 
 
+def test_the_execution_timeout_survives_the_deferred_wait_for_candidates(held: Any, video: Path) -> None:
+    # Airflow 3 gives a resumed run a whole new execution_timeout: the try's start rides with the
+    # deferral, and a resume that finds it passed (a trigger that fired late) uploads nothing.
+    from datetime import timedelta
+
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    store = Store()
+    lost_first_attempt(held, store, video)
+    kwargs: dict[str, Any] = {"source": str(video), "deferrable": True, "timeout": 3600, **QUICK}
+    window = timedelta(seconds=600)
+    context = {"ti": _TaskInstance(try_number=2), "task_state_store": store}
+    with pytest.raises(TaskDeferred) as info:
+        MemoriesUploadOperator(task_id="upload", execution_timeout=window, **kwargs).execute(context)
+    deferred = info.value
+    started = deferred.kwargs["started_at"]
+    assert deferred.timeout is not None and deferred.timeout <= window
+    resumed = MemoriesUploadOperator(task_id="upload", execution_timeout=window, **kwargs)  # a new process
+    late = {**deferred.kwargs, "started_at": started - 601}
+    with pytest.raises(AirflowTaskTimeout, match="execution_timeout"):
+        resumed.execute_after_candidates(context, {"status": "success"}, **late)
+    assert held.control.count("upload") == 1
+
+
+def test_the_execution_timeout_survives_the_deferred_grace_for_a_late_listing(emu: Any, video: Path) -> None:
+    # Nothing listed yet: the retry waits out the grace on a pause whose event carries the try's
+    # start and `since` (dag.test() hands the resumed method the event alone).
+    from datetime import timedelta
+
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    from memories_provider.triggers.pause import MemoriesPauseTrigger
+
+    store = Store()
+    lost_first_attempt(emu, store, video, fault="drop_before_response")
+    kwargs: dict[str, Any] = {"source": str(video), "deferrable": True, "timeout": 3600}
+    kwargs |= {"poll_interval": 0.05, "lost_answer_grace": 60, "execution_timeout": timedelta(seconds=600)}
+    context = {"ti": _TaskInstance(try_number=2), "task_state_store": store}
+    with pytest.raises(TaskDeferred) as info:
+        MemoriesUploadOperator(task_id="upload", **kwargs).execute(context)
+    pause = info.value.trigger
+    assert isinstance(pause, MemoriesPauseTrigger)
+    assert info.value.timeout is not None and info.value.timeout <= timedelta(seconds=600)
+    assert pause.payload["started_at"] <= pause.fire_at < pause.payload["started_at"] + 600
+    late = {**pause.payload, "started_at": pause.payload["started_at"] - 601}
+    with pytest.raises(AirflowTaskTimeout, match="execution_timeout"):
+        MemoriesUploadOperator(task_id="upload", **kwargs).execute_after_candidates(context, late)
+    assert emu.control.count("upload") == 1 and emu.control.videos() == []
+
+
 def test_the_deadline_survives_deferral(held: Any, video: Path) -> None:
     # `since` comes back from the trigger: a resumed retry does not restart its timeout.
     store = Store()
