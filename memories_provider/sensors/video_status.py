@@ -92,13 +92,15 @@ def defer_until_parsed(
     execution_left: float | None,
     method_name: str,
     kwargs: dict[str, Any] | None = None,
+    missing_is_pending: bool = False,
 ) -> NoReturn:
     """Defer ``task`` (an operator with a ``memories_conn_id``) to a :class:`MemoriesVideoStatusTrigger`
     waiting for ``video_nos`` to be ``PARSE`` until ``end_time`` (epoch seconds), resuming in
     ``method_name`` with ``kwargs``: the deferral the sensor, the export and the upload all make.
 
     The trigger fires its own timeout event at ``end_time``; Airflow's deferral timeout is only a
-    backstop (see :func:`deferral_timeout`, which ``execution_left`` caps).
+    backstop (see :func:`deferral_timeout`, which ``execution_left`` caps). ``missing_is_pending``:
+    a video not listed yet is waited for (one just uploaded), not failed as unknown.
     """
     task.defer(
         trigger=MemoriesVideoStatusTrigger(
@@ -107,6 +109,7 @@ def defer_until_parsed(
             unique_id=unique_id,
             poll_interval=poll_interval,
             end_time=end_time,
+            missing_is_pending=missing_is_pending,
         ),
         method_name=method_name,
         kwargs=kwargs,

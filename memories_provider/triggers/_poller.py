@@ -112,6 +112,7 @@ class _Waiter:
     end_time: float | None
     future: asyncio.Future[VideoStatusEvent]
     deadline: asyncio.TimerHandle | None = None
+    missing_is_pending: bool = False  # a video not listed is not listed *yet* (just uploaded)
 
 
 @dataclass(eq=False)
@@ -239,9 +240,17 @@ class StatusPoller:
         )
 
     async def wait(
-        self, video_nos: list[str], *, poll_interval: float, end_time: float | None
+        self,
+        video_nos: list[str],
+        *,
+        poll_interval: float,
+        end_time: float | None,
+        missing_is_pending: bool = False,
     ) -> VideoStatusEvent:
         """Wait until ``video_nos`` are all ``PARSE``, one failed, or ``end_time`` passed.
+
+        :param missing_is_pending: a video not listed keeps the wait going (see
+            :func:`~memories_provider.status.evaluate`) instead of failing it as unknown.
 
         Returns the trigger event payload ``{"status", "message", "videos"}``.
         """
@@ -251,6 +260,7 @@ class StatusPoller:
             poll_interval=poll_interval,
             end_time=end_time,
             future=loop.create_future(),
+            missing_is_pending=missing_is_pending,
         )
         if end_time is not None:
             # A timer, not a check between rounds: a stalled request must not outlast the deadline.
@@ -493,7 +503,12 @@ class StatusPoller:
         for waiter in waiters:
             if not all(v in round_.asked for v in waiter.video_nos):
                 continue
-            outcome = evaluate(waiter.video_nos, round_.found, rejected=round_.rejected)
+            outcome = evaluate(
+                waiter.video_nos,
+                round_.found,
+                missing_is_pending=waiter.missing_is_pending,
+                rejected=round_.rejected,
+            )
             if outcome.status != "pending":
                 waiter.future.set_result(
                     {"status": outcome.status, "message": outcome.message, "videos": outcome.videos}

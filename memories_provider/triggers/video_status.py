@@ -72,6 +72,8 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
     :param unique_id: namespace of the videos; ``None`` uses the connection's default.
     :param poll_interval: seconds between two status checks.
     :param end_time: epoch seconds (UTC) after which the trigger fires ``timeout``; ``None``: never.
+    :param missing_is_pending: a video not listed is "not listed yet" (keep waiting), not unknown
+        (``failed``): for a video just uploaded, which the service may list only a little later.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
         unique_id: str | None = None,
         poll_interval: float = 30.0,
         end_time: float | None = None,
+        missing_is_pending: bool = False,
     ) -> None:
         super().__init__()
         if not video_nos:
@@ -90,19 +93,21 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
         self.unique_id = unique_id
         self.poll_interval = float(poll_interval)
         self.end_time = None if end_time is None else float(end_time)
+        self.missing_is_pending = bool(missing_is_pending)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and JSON kwargs (never the key)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "video_nos": list(self.video_nos),
-                "memories_conn_id": self.memories_conn_id,
-                "unique_id": self.unique_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-            },
-        )
+        """Class path and JSON kwargs (never the key); ``missing_is_pending`` only when set, so the
+        kwargs of the usual trigger are those earlier versions stored."""
+        kwargs: dict[str, Any] = {
+            "video_nos": list(self.video_nos),
+            "memories_conn_id": self.memories_conn_id,
+            "unique_id": self.unique_id,
+            "poll_interval": self.poll_interval,
+            "end_time": self.end_time,
+        }
+        if self.missing_is_pending:
+            kwargs["missing_is_pending"] = True
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Join the shared poller and yield its verdict for our videos as the one event."""
@@ -120,5 +125,10 @@ class MemoriesVideoStatusTrigger(BaseTrigger):
             short_ids(self.video_nos),
             self.poll_interval,
         )
-        event = await poller.wait(self.video_nos, poll_interval=self.poll_interval, end_time=self.end_time)
+        event = await poller.wait(
+            self.video_nos,
+            poll_interval=self.poll_interval,
+            end_time=self.end_time,
+            missing_is_pending=self.missing_is_pending,
+        )
         yield VideoStatusTriggerEvent(payload=event)

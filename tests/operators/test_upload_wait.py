@@ -26,9 +26,8 @@ def _uploaded(emu: Any) -> str:
     return video_no
 
 
-@pytest.mark.parametrize("deferrable", [False, True])
 def test_wait_for_parse_ends_by_its_timeout_under_a_0429_storm(
-    emu: Any, set_memories_conn: Callable[..., None], deferrable: bool, caplog: pytest.LogCaptureFixture
+    emu: Any, set_memories_conn: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("WARNING", logger="memories_provider.client")
     set_memories_conn(max_retries=5)  # five retries, each honouring the 4 s Retry-After
@@ -36,12 +35,10 @@ def test_wait_for_parse_ends_by_its_timeout_under_a_0429_storm(
     emu.control.inject_fault("list_videos", "code_0429", count=10_000, retry_after=4)
     timeout, interval = 2.0, 0.5
     op = MemoriesUploadOperator(
-        task_id="upload", source="x.mp4", poll_interval=interval, timeout=timeout, deferrable=deferrable
+        task_id="upload", source="x.mp4", poll_interval=interval, timeout=timeout, deferrable=False
     )
     hook = MemoriesHook()
     try:
-        # Deferrable: while the video has not been listed the wait stays on the worker (the trigger
-        # would fail an unlisted id), so the storm is met there too.
         with pytest.raises(AirflowException) as info:
             op._wait_for_parse(hook, video_no, None)
     finally:
@@ -56,3 +53,26 @@ def test_wait_for_parse_ends_by_its_timeout_under_a_0429_storm(
     assert 1 <= len(times) <= math.floor(timeout / interval) + 1
     retries = [r for r in caplog.records if r.name == "memories_provider.client" and "retrying in" in r.msg]
     assert retries == []
+
+
+def test_deferrable_wait_for_parse_defers_at_once_under_a_0429_storm_even_before_it_is_listed(
+    emu: Any, set_memories_conn: Callable[..., None]
+) -> None:
+    # The check before deferring sleeps out no Retry-After in the worker slot, and a video not
+    # listed yet is waited for on the trigger (which keeps waiting for it), not on the worker.
+    set_memories_conn(max_retries=5)  # five retries, each honouring the 600 s Retry-After
+    video_no = _uploaded(emu)
+    emu.control.inject_fault("list_videos", "code_0429", count=10_000, retry_after=600)
+    op = MemoriesUploadOperator(
+        task_id="upload", source="x.mp4", poll_interval=30, timeout=5, deferrable=True
+    )
+    hook = MemoriesHook()
+    try:
+        with pytest.raises(TaskDeferred) as info:
+            op._wait_for_parse(hook, video_no, None)
+    finally:
+        hook.close()
+    trigger = info.value.trigger
+    assert trigger.video_nos == [video_no] and trigger.missing_is_pending is True
+    assert trigger.serialize()[1]["missing_is_pending"] is True
+    assert emu.control.count("list_videos") == 1  # one check, its 0429 not retried here

@@ -177,6 +177,19 @@ async def test_a_0429_storm_ends_at_end_time_and_says_no_status_was_seen(emu, ne
     assert emu.control.count("list_videos") == 1
 
 
+async def test_a_video_not_listed_yet_keeps_a_missing_is_pending_wait_going(emu):
+    # The upload's wait for a video it just uploaded: not listed is "not yet", not unknown.
+    unlisted = "VI" + "9" * 18
+    trigger = MemoriesVideoStatusTrigger(
+        [unlisted], poll_interval=0.05, end_time=time.time() + 0.5, missing_is_pending=True
+    )
+    kwargs = trigger.serialize()[1]
+    assert kwargs["missing_is_pending"] is True
+    event = await asyncio.wait_for(first_event(MemoriesVideoStatusTrigger(**kwargs)), 60)
+    assert event["status"] == "timeout"
+    assert f"not listed: {unlisted}" in event["message"]  # asked, and not listed: still waiting
+
+
 async def test_timeout_at_end_time(emu, new_video):
     video_no = new_video(hold=True)
     trigger = MemoriesVideoStatusTrigger([video_no], poll_interval=3600, end_time=time.time() + 0.3)
