@@ -189,6 +189,8 @@ class StatusRound:
         self.asked: set[str] = set()
         #: Ids left out of the round: asked alone, and the request failed (see :meth:`set_aside`).
         self.unanswered: set[str] = set()
+        #: Whether the last request of the round was answered (the service is up).
+        self.answered_last = False
 
     @property
     def done(self) -> bool:
@@ -211,6 +213,7 @@ class StatusRound:
     def answered(self, batch: list[str], page: VideoPage) -> list[Video]:
         """Record the answer to ``batch`` (the batch :meth:`next_batch` returned); returns its videos."""
         self._pop(batch)
+        self.answered_last = True
         asked = set(batch)
         videos = [v for v in page.videos if v.video_no in asked]
         listed = {v.video_no for v in videos}
@@ -232,6 +235,7 @@ class StatusRound:
         if not isinstance(error, MemoriesInvalidRequestError):
             return False
         self._pop(batch)
+        self.answered_last = True
         if len(batch) > 1:
             half = len(batch) // 2
             self._todo.extendleft([batch[half:], batch[:half]])  # asked next, first half first
@@ -250,6 +254,7 @@ class StatusRound:
             :attr:`unanswered`; the next round asks it again).
         """
         self._pop(batch)
+        self.answered_last = False
         if len(batch) == 1:
             self.unanswered.add(batch[0])
             return batch[0]
@@ -269,15 +274,21 @@ class StatusRound:
 def run_round(list_videos: Callable[..., VideoPage], round_: StatusRound, unique_id: str | None) -> None:
     """Ask ``round_``'s batches in turn with a sync ``list_videos`` until it is done.
 
+    A batch that failed transiently (not a rate limit) is set aside behind the others
+    (:meth:`StatusRound.set_aside`, split when the request before it was answered): the next call
+    goes on with the other batches, so one batch that keeps failing does not starve them.
+
     :raises MemoriesError: the first error that is not a refused id; the round can be resumed.
     """
     while (batch := round_.next_batch()) is not None:
         try:
             page = list_videos(video_nos=batch, size=len(batch), unique_id=unique_id)
         except MemoriesError as err:
-            if not round_.refused(batch, err):
-                raise
-            continue
+            if round_.refused(batch, err):
+                continue
+            if is_transient(err) and not isinstance(err, MemoriesRateLimitError):
+                round_.set_aside(batch, split=round_.answered_last)
+            raise
         round_.answered(batch, page)
 
 
@@ -336,8 +347,8 @@ class StatusCheck:
         finally:
             self.last_seen.update((v, NOT_LISTED) for v in round_.asked.difference(round_.found))
             self.last_seen.update((v, shown_status(video)) for v, video in round_.found.items())
-        self.last_error = None if error is None else str(error)
-        if error is None:
+        if error is None and not round_.unanswered:
+            self.last_error = None
             self._round = None
             return evaluate(
                 self.video_nos,
@@ -345,11 +356,20 @@ class StatusCheck:
                 missing_is_pending=self.missing_is_pending,
                 rejected=round_.rejected,
             )
+        if error is None:
+            # Over, but with ids whose own requests failed: not "unknown", only not answered. The
+            # next call starts a new round, which asks them again (last_error still says why).
+            self._round = None
+        else:
+            self.last_error = str(error)
         partial = evaluate(self.video_nos, round_.found, missing_is_pending=True, rejected=round_.rejected)
         if partial.status == "failed":
             return partial
         return WaitOutcome(
-            "pending", f"status check failed ({error}); polling again", partial.videos, partial.unlisted
+            "pending",
+            f"status check failed ({self.last_error}); polling again",
+            partial.videos,
+            partial.unlisted,
         )
 
     def timeout_message(self, waited: float) -> str:

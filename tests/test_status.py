@@ -170,6 +170,30 @@ def test_an_infrastructure_404_is_not_blamed_on_the_ids_asked_for(memories_emula
         assert memories_emulator.control.count("list_videos") == 1
 
 
+def test_repeated_checks_go_on_with_the_other_batches_when_one_id_fails_its_batch(
+    memories_emulator, tmp_path, monkeypatch
+):
+    # A poking sensor (or the upload's wait on the worker) keeps one StatusCheck: a batch that
+    # fails every time (one row the service cannot list) must not be the only one ever asked again.
+    from memories_provider import status
+    from memories_provider.client import MemoriesClient, RetryPolicy
+    from memories_provider.status import BATCH_SIZE, StatusCheck
+
+    monkeypatch.setattr(status.random, "randrange", lambda n: 0)  # the round starts at the bad batch
+    settings = {"base_url": memories_emulator.v1_url, "v2_base_url": memories_emulator.v2_url}
+    with MemoriesClient(memories_emulator.api_key, retry=RetryPolicy(max_retries=0), **settings) as client:
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(b"\x00video" * 100)
+        ids = sorted(client.upload_video(str(path)).video_no for _ in range(2 * BATCH_SIZE + 1))
+        bad = ids[0]
+        memories_emulator.control.inject_fault("list_videos", "http_500", count=10**6, video_no=bad)
+        check = StatusCheck(ids, None)
+        outcomes = [check(client.list_videos) for _ in range(20)]
+    assert {o.status for o in outcomes} == {"pending"}  # never "unknown video": only not answered
+    assert bad not in check.last_seen and "HTTP 500" in (check.last_error or "")
+    assert {v: check.last_seen.get(v) for v in ids[1:]} == {v: "PARSE" for v in ids[1:]}
+
+
 ID1, ID2 = "VI568102998803353600", "VI568102998803353601"
 
 
