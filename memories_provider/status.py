@@ -326,7 +326,7 @@ class StatusCheck:
         :param list_videos: e.g. ``MemoriesHook.list_videos``.
         :param seconds: time left to the caller's deadline (see :func:`within`).
         """
-        if self._round is None:
+        if self._round is None or self._round.done:  # done: a round left with only set-aside ids
             # A fresh round starts at a random batch: callers that cannot keep a paused round (a
             # rescheduled sensor is a new process each poke) still reach every batch in time.
             count = -(-len(self.video_nos) // BATCH_SIZE)
