@@ -553,8 +553,9 @@ def test_lost_answer_grace_is_validated() -> None:
     strict=True,
     reason="Without a task state store (Airflow < 3.3) the record Variable is deleted when the task "
     "succeeds; a clear of that task instance then finds its own video only by tag, which the service "
-    "shows only once the video is PARSE (never when FAILED), so it uploads and pays again. Keeping "
-    "the answered record (and expiring old ones) is a design choice left to the maintainers.",
+    "shows only once the video is PARSE (never when FAILED), so it uploads and pays again. Not kept "
+    "on purpose: tasks there cannot list Variables, so expired records could only be removed by a "
+    "later run of the same task instance, and every instance never cleared would leave one behind.",
 )
 def test_a_clear_of_a_succeeded_upload_before_its_video_parsed_does_not_pay_again(
     held: Any, video: Path, monkeypatch: pytest.MonkeyPatch
