@@ -183,18 +183,18 @@ async def test_both_drivers_run_a_plan_alike(driver: str) -> None:
 
         return await core.afollow(plan, acall)
 
-    ids = [f"VI{n}" for n in range(101)]
+    ids = [f"VI{n:018d}" for n in range(101)]
     duplicate = MemoriesDuplicateError("dup", code="0409")
     call, calls = _answers(None, duplicate, _listing())
     assert await run(core.delete_videos_plan("http://h/serve/api/v1", ids, "u"), call) is None
     assert [c.spec.endpoint for c in calls] == ["delete_videos", "delete_videos", "list_videos"]
     assert calls[2].spec.json_body["video_nos"] == ids[100:]
 
-    call, calls = _answers(duplicate, _listing("VI0"))
+    call, calls = _answers(duplicate, _listing(ids[0]))
     with pytest.raises(MemoriesDuplicateError) as info:
         await run(core.delete_videos_plan("http://h/serve/api/v1", ids[:1], "u"), call)
     assert info.value is duplicate and len(calls) == 2
 
     call, _ = _answers(None)
-    with pytest.raises(MemoriesNotFoundError, match="video VI1 not found"):
-        await run(core.get_video_plan("http://h/serve/api/v1", "VI1", None), call)
+    with pytest.raises(MemoriesNotFoundError, match="video VI000000000000000001 not found"):
+        await run(core.get_video_plan("http://h/serve/api/v1", "VI000000000000000001", None), call)

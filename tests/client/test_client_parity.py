@@ -15,6 +15,7 @@ from test_client_wire import Scripted, ok
 
 from memories_provider.client import AsyncMemoriesClient, MemoriesClient, RetryPolicy
 
+VIDEO = "VI000000000000000001"
 KEY = "sk-parity-secret-key-0123456789"
 #: Retries allowed, without delays (Retry-After capped to 0): a scenario that is retried shows it
 #: in the request count.
@@ -60,7 +61,7 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
             s.reply(ok({"videos": [], "current_page": "1", "page_size": "1", "total_count": "1"})),
         ),
         "delete_videos",
-        (["VI000000000000000001"],),
+        ([VIDEO],),
     ),
     # The multi-call operations (core.*_plan): each request's path and the outcome must agree.
     "0409 on delete, none left": (
@@ -69,7 +70,7 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
             s.reply(ok({"videos": [], "current_page": "1", "page_size": "1", "total_count": "0"})),
         ),
         "delete_videos",
-        (["VI1"],),
+        ([VIDEO],),
     ),
     "0409 on delete, the listing fails": (
         lambda s: (
@@ -77,7 +78,7 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
             s.reply({"code": "0401", "msg": "bad key", "data": None}),
         ),
         "delete_videos",
-        (["VI1"],),
+        ([VIDEO],),
     ),
     "0409 on the second delete batch, none left": (
         lambda s: (
@@ -88,21 +89,21 @@ SCENARIOS: dict[str, tuple[Any, str, tuple[Any, ...]]] = {
         "delete_videos",
         ([f"VI{n}" for n in range(101)],),
     ),
-    "get_video: data null": (lambda s: s.reply(ok(None)), "get_video", ("VI1",)),
+    "get_video: data null": (lambda s: s.reply(ok(None)), "get_video", (VIDEO,)),
     "captions: 404, then the older path answers": (
         lambda s: (
             s.reply(b"", status=404),
-            s.reply(ok({"video_no": "VI1", "transcriptions": [{"index": 0, "content": "a cat"}]})),
+            s.reply(ok({"video_no": VIDEO, "transcriptions": [{"index": 0, "content": "a cat"}]})),
         ),
         "get_video_caption",
-        ("VI1",),
+        (VIDEO,),
     ),
     "captions: 404 on both paths": (
         lambda s: (s.reply(b"", status=404), s.reply(b"", status=404)),
         "get_video_caption",
-        ("VI1",),
+        (VIDEO,),
     ),
-    "audio: 404, no older path": (lambda s: s.reply(b"", status=404), "get_audio_transcription", ("VI1",)),
+    "audio: 404, no older path": (lambda s: s.reply(b"", status=404), "get_audio_transcription", (VIDEO,)),
     "presigned URL echoed in msg": (
         lambda s: s.reply({"code": "0001", "msg": f"bad url {PRESIGNED}", "data": None}),
         "upload_video_from_url",
@@ -152,7 +153,7 @@ def _sync(script, method: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         with MemoriesClient(KEY, **_settings(server)) as client:
             try:
                 if method == "download":
-                    with client.download_video("VI000000000000000001") as response:
+                    with client.download_video(VIDEO) as response:
                         size = next(iter(args), None)
                         result: Any = sum(map(len, response.iter_chunks(expected_size=size)))
                 else:
@@ -172,7 +173,7 @@ def _async(script, method: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         async with AsyncMemoriesClient(KEY, **_settings(server)) as client:
             try:
                 if method == "download":
-                    async with client.download_video("VI000000000000000001") as response:
+                    async with client.download_video(VIDEO) as response:
                         result: Any = 0
                         async for chunk in response.iter_chunks(expected_size=next(iter(args), None)):
                             result += len(chunk)
@@ -230,7 +231,7 @@ def _filenames(header: str) -> tuple[str | None, str | None]:
     try:
         with (
             MemoriesClient(KEY, **_settings(server)) as client,
-            client.download_video("VI000000000000000001") as response,
+            client.download_video(VIDEO) as response,
         ):
             sync = response.filename
     finally:
@@ -239,7 +240,7 @@ def _filenames(header: str) -> tuple[str | None, str | None]:
     async def play(server: Scripted) -> str | None:
         async with (
             AsyncMemoriesClient(KEY, **_settings(server)) as client,
-            client.download_video("VI000000000000000001") as response,
+            client.download_video(VIDEO) as response,
         ):
             return response.filename
 
