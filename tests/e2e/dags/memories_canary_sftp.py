@@ -3,8 +3,10 @@
 ``to_sftp_conn`` takes the password from the ``canary_sftp`` connection (``destination_conn_id``);
 ``to_sftp_uri`` has it inside the destination URI (rendered from the same connection), the
 issue's ``sftp://alice:HUNTER2pw@host/x.mp4``. The key file authenticates in both; the password
-is only there to be looked for afterwards. One task is refused (an injected 401): a key refusal
-fails it at once, its retry unused; its error text, echoing the key, is looked through too.
+is only there to be looked for afterwards. ``to_sftp_conn`` runs first and meets the injected 401:
+a key refusal fails it at once, its retry unused; its error text, echoing the key, is looked
+through too. ``to_sftp_uri`` runs after it whatever its end (``all_done``), meets a 500 that its
+client retries, and succeeds: its XCom holds the URI, password masked.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ with DAG(
     catchup=False,
     default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
 ) as dag:
-    MemoriesDownloadOperator(
+    to_sftp_conn = MemoriesDownloadOperator(
         task_id="to_sftp_conn",
         asset_id="{{ dag_run.conf['asset_id'] }}",
         destination="sftp://127.0.0.1:{{ conn.canary_sftp.port }}{{ dag_run.conf['folder'] }}conn/",
         destination_conn_id="canary_sftp",
     )
-    MemoriesDownloadOperator(
+    to_sftp_uri = MemoriesDownloadOperator(
         task_id="to_sftp_uri",
         asset_id="{{ dag_run.conf['asset_id'] }}",
         destination=SFTP + "{{ dag_run.conf['folder'] }}uri/",
         transport_params={"connect_kwargs": {"key_filename": KEY_FILE, "look_for_keys": False}},
+        trigger_rule="all_done",
     )
+    to_sftp_conn >> to_sftp_uri
