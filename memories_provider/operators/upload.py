@@ -409,12 +409,18 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         execution_timeout); raise :class:`AirflowTaskTimeout` when it passed during the wait (a
         trigger that fired late, a busy triggerer), before anything is sent."""
         self.__dict__["_try_started"] = float(started_at) if _is_number(started_at) else time.time()
+        self._time_left_or_timeout(waited)
+
+    def _time_left_or_timeout(self, waited: str) -> float | None:
+        """:meth:`_execution_time_left`; :class:`AirflowTaskTimeout` when none is left (``waited``
+        says what the upload was doing), before anything is sent or deferred."""
         left = self._execution_time_left()
         if left is not None and left <= 0:
             raise AirflowTaskTimeout(
                 f"execution_timeout ({self.execution_timeout}) passed while the upload {waited}; "
                 "not uploading"
             )
+        return left
 
     def _carried_start(self) -> dict[str, float]:
         """``{"started_at": ...}`` for a deferral's kwargs or event, when an execution_timeout runs."""
@@ -747,12 +753,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         # A pause whose event carries `since` and the try's start: dag.test() hands the resumed
         # method the event alone, without the kwargs.
         carried = {"since": since, **self._carried_start()}
-        left = self._execution_time_left()
-        if left is not None and left <= 0:
-            raise AirflowTaskTimeout(
-                f"execution_timeout ({self.execution_timeout}) passed while the upload looked for an "
-                "earlier attempt's upload; not uploading"
-            )
+        left = self._time_left_or_timeout("looked for an earlier attempt's upload")
         self.defer(
             trigger=MemoriesPauseTrigger(time.time() + max(seconds, 0.0), carried),
             method_name="execute_after_candidates",
