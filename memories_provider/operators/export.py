@@ -88,6 +88,8 @@ class _ExportPlan:
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
 _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
+#: all_parsed: listings of the scope at most (the first, and checks that it missed nothing).
+_LISTINGS = 4
 
 
 class _NothingExported(Exception):
@@ -432,12 +434,25 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
     # ------------------------------------------------------------------ which videos
 
     def _listed(self, hook: MemoriesHook, scope: str) -> Iterator[Video]:
-        """Every ``PARSE`` video of the scope, page by page (each once, should pages shift meanwhile)."""
+        """Every ``PARSE`` video of the scope, page by page, each once.
+
+        Pages are offsets into a listing that may change while it is read (a page is asked for
+        only once the previous one is exported): a video added shows twice (kept once), and a
+        video deleted moves every later one up a place, the first of the next page onto the page
+        already read. So the scope is listed again (list requests only, the outputs of new videos
+        alone are fetched) until a listing finds no video the export has not seen, up to
+        :data:`_LISTINGS` listings.
+        """
         seen: set[str] = set()
-        for video in hook.iter_videos(unique_id=scope, status=VideoStatus.PARSE.value, page_size=100):
-            if video.status is VideoStatus.PARSE and video.video_no not in seen:
-                seen.add(video.video_no)
-                yield video
+        for _ in range(_LISTINGS):
+            new = False
+            for video in hook.iter_videos(unique_id=scope, status=VideoStatus.PARSE.value, page_size=100):
+                if video.status is VideoStatus.PARSE and video.video_no not in seen:
+                    seen.add(video.video_no)
+                    new = True
+                    yield video
+            if not new:
+                return
 
     def _checked(
         self, hook: MemoriesHook, ids: list[str], scope: str, skipped: list[str], end_time: float

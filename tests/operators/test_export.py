@@ -1009,3 +1009,40 @@ def test_all_parsed_leaves_out_a_listed_id_it_cannot_send_back(
     rows = read_jsonl((tmp_path / "x.jsonl").read_bytes())
     assert [(r["video_no"], r["text"]) for r in rows] == [(good, "hello")]
     assert not any(odd in path for path in asked)  # never sent back
+
+
+# ---------------------------------------------------------------------------- all_parsed paging
+
+
+def test_all_parsed_exports_a_video_that_a_deletion_shifted_onto_a_page_already_read(
+    emu: Any, upload_video: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # list_videos pages by offset (newest first). The export lists page 2 only once page 1's
+    # videos are written; a video of page 1 deleted meanwhile moves every later one up a place,
+    # so the first of page 2 was now on page 1, already read: a video PARSE all along was left out
+    # of a file reported complete, with nothing said. Here the service pages by 2.
+    from memories_provider.hooks.memories import MemoriesHook
+
+    emu.control.configure(max_page_size=2)
+    videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(4)]
+    newest, last_of_page_one = videos[3], videos[2]
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == last_of_page_one and kind == "audio":  # page 1 done; page 2 not asked yet
+            requests.post(
+                f"{emu.v1_url}/delete_videos",
+                headers={"Authorization": emu.api_key},
+                json=[newest],
+                timeout=10,
+            ).raise_for_status()
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, destination=str(target))
+    rows = read_jsonl(target.read_bytes())
+    exported = list(dict.fromkeys(r["video_no"] for r in rows))
+    assert sorted(exported) == sorted(videos)  # the deleted one was exported before it went
+    assert len(rows) == len({(r["video_no"], r["kind"], r["index"]) for r in rows})  # each row once
+    assert (result["videos"], result["skipped"]) == (4, [])
