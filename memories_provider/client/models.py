@@ -125,7 +125,10 @@ def _int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and _INT_TEXT_RE.fullmatch(text := value.strip()):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits): unreadable
+            return None
     number = _number(value)
     return None if number is None else int(number)
 

@@ -157,3 +157,16 @@ def test_integers_too_large_for_a_float_read_as_absent(client, memories_emulator
     items = [{"index": 0, "content": "x", "startTime": 10**400, "endTime": -(10**400)}]
     memories_emulator.control.set_index_outputs(video_no, visual=items)
     assert client.get_video_caption(video_no).segments == (Segment(0, "x", None, None),)
+
+
+def test_strings_of_more_digits_than_python_converts_read_as_absent(client, memories_emulator, make_video):
+    # int() refuses a string of more than 4 300 digits (ValueError, Python >= 3.11): the answer
+    # was "undocumented data" and every export of the video failed, each retry too. Such a number
+    # is as unreadable as "abc": the index is the segment's position, the creation time absent.
+    video_no = _video(client, make_video)
+    digits = "9" * 5000
+    items = [{"index": digits, "content": "x", "startTime": digits, "endTime": "1"}]
+    memories_emulator.control.set_index_outputs(video_no, visual=items)
+    assert client.get_video_caption(video_no).segments == (Segment(0, "x", None, 1.0),)
+    data = {"videoNo": video_no, "transcriptions": [], "createTime": digits}
+    assert TranscriptModel.from_api(data, video_no=video_no, kind="audio").create_time is None
