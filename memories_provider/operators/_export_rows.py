@@ -8,12 +8,14 @@ binary file as they go (JSON Lines: one line per row; Parquet: one row group per
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from memories_provider.client import Transcript, Video
 from memories_provider.client.models import INT64_RANGE
+from memories_provider.storage.uris import redact_uri
 
 ExportFormat = Literal["jsonl", "parquet"]
 FORMATS: tuple[ExportFormat, ...] = ("jsonl", "parquet")
@@ -43,16 +45,74 @@ JSONL_WRITE_BYTES = 1024 * 1024
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+#: Compressions of JSON Lines, by the destination's suffix: readers (DuckDB, Spark, pandas,
+#: BigQuery) take a file's compression from its name, so the file is what its name says.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+#: Suffixes of compressions not written: a file so named would be taken for one.
+_OTHER_COMPRESSIONS = (".zst", ".zstd", ".lz4", ".br", ".zip", ".snappy")
+
+
+def _name_of(destination: str) -> str:
+    """The destination's name, lower case, without a URI's query."""
+    return destination.lower().split("?", 1)[0]
+
+
 def format_for(destination: str, file_format: str | None) -> ExportFormat:
-    """``file_format``, or ``parquet`` when the destination ends in ``.parquet``, else ``jsonl``.
+    """``file_format``, or ``parquet`` when the destination ends in ``.parquet`` (a compression
+    suffix aside), else ``jsonl``.
 
     :raises ValueError: naming ``file_format`` when it is neither.
     """
     if file_format is None:
-        return "parquet" if destination.lower().split("?", 1)[0].endswith(".parquet") else "jsonl"
+        name = _name_of(destination)
+        for suffix in (*COMPRESSIONS, *_OTHER_COMPRESSIONS):
+            name = name.removesuffix(suffix)
+        return "parquet" if name.endswith(".parquet") else "jsonl"
     if file_format not in FORMATS:
         raise ValueError(f"`file_format` must be 'jsonl' or 'parquet', got {file_format!r}")
     return file_format  # type: ignore[return-value]
+
+
+def compression_for(destination: str, file_format: ExportFormat) -> str | None:
+    """The compression the destination's name asks for (``gzip``, ``bz2``, ``xz``), or ``None``.
+
+    :raises ValueError: naming ``destination`` for a compressed Parquet name (Parquet compresses
+        inside the file; readers do not open a gzipped one) or a compression not written.
+    """
+    name = _name_of(destination)
+    for suffix, compression in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            if file_format == "parquet":
+                raise ValueError(
+                    f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, but Parquet is "
+                    f"compressed inside the file and readers do not open a {suffix} Parquet file: "
+                    "name it '.parquet'"
+                )
+            return compression
+    for suffix in _OTHER_COMPRESSIONS:
+        if name.endswith(suffix):
+            raise ValueError(
+                f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, a compression the "
+                "export does not write (readers would take the file for it): end it in .gz, .bz2 "
+                "or .xz to compress, or in .jsonl"
+            )
+    return None
+
+
+def compressor(compression: str, out: CountingFile) -> IO[bytes]:
+    """A file compressing what is written to it into ``out``; its ``close`` writes the end of the
+    stream and leaves ``out`` open. Nothing varies between runs (gzip: no time, no name)."""
+    if compression == "gzip":
+        return cast(
+            IO[bytes], gzip.GzipFile(fileobj=cast(IO[bytes], out), mode="wb", compresslevel=6, mtime=0)
+        )
+    if compression == "bz2":
+        import bz2
+
+        return cast(IO[bytes], bz2.BZ2File(cast(IO[bytes], out), "wb"))
+    import lzma
+
+    return cast(IO[bytes], lzma.LZMAFile(cast(IO[bytes], out), "wb"))
 
 
 def require_pyarrow() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,8 @@ from memories_provider.operators._export_rows import (
     COLUMNS,
     CountingFile,
     ExportFormat,
+    compression_for,
+    compressor,
     format_for,
     require_pyarrow,
     row_writer,
@@ -78,6 +81,7 @@ class _ExportPlan:
     video_nos: list[str] | None  # None: every parsed video of the scope
     destination: str
     file_format: ExportFormat
+    compression: str | None  # of JSON Lines, as the destination's name says (.gz, .bz2, .xz)
     transport: ResolvedTransport
     found: bool  # something not written by this task instance is there (overwrite=False)
     replace: bool  # overwrite=True, or what is there is an earlier try's own export
@@ -185,7 +189,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
     :param unique_id: the videos' scope (templated); defaults to the connection's ``unique_id``.
     :param kinds: ``"visual"``, ``"audio"``, ``"both"`` (default) or a list of them.
     :param file_format: ``"jsonl"`` or ``"parquet"``; default: ``parquet`` when the destination
-        ends in ``.parquet``, else ``jsonl``.
+        ends in ``.parquet``, else ``jsonl``. JSON Lines to a name ending in ``.gz``, ``.bz2`` or
+        ``.xz`` is compressed so; Parquet to such a name is refused.
     :param not_parsed: for named videos that are not ``PARSE``: ``"fail"`` (default: the task fails
         before any output is fetched, naming them and their status), ``"wait"`` (poll their status
         every ``poll_interval`` seconds until all are ``PARSE``, up to ``wait_timeout``; a
@@ -369,6 +374,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     f"`destination` must name a file, not the folder {redact_uri(destination)!r}"
                 )
             file_format = format_for(destination, self.file_format)
+            compression = compression_for(destination, file_format)
             if file_format == "parquet":
                 require_pyarrow()
             transport = resolve_transport(
@@ -383,7 +389,15 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             )
         found = bool(existing) and not own
         return _ExportPlan(
-            ids, destination, file_format, transport, found, self.overwrite or own, mark, unique_id
+            ids,
+            destination,
+            file_format,
+            compression,
+            transport,
+            found,
+            self.overwrite or own,
+            mark,
+            unique_id,
         )
 
     def _write(
@@ -395,8 +409,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             with atomic_writer(
                 plan.destination, transport=plan.transport, provenance=plan.mark, replace=plan.replace
             ) as fh:
-                out = CountingFile(fh)
-                writer = row_writer(plan.file_format, out)
+                out = CountingFile(fh)  # what reaches the destination
+                packer = compressor(plan.compression, out) if plan.compression else None
+                writer = row_writer(plan.file_format, CountingFile(packer) if packer else out)
                 try:
                     for video in videos:
                         transcripts = self._outputs(hook, video, scope, skipped, shown)
@@ -409,8 +424,14 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     if skipped and not self._exported:
                         raise _NothingExported  # aborts the write: the destination stays as it was
                     writer.close()
+                    if packer is not None:
+                        packer.close()  # the end of the compressed stream
                 except BaseException:
                     writer.abandon()
+                    if packer is not None:  # closed now, into nothing: never later, into the aborted object
+                        out.detach()
+                        with contextlib.suppress(Exception):
+                            packer.close()
                     raise
         except _NothingExported:
             raise AirflowSkipException(

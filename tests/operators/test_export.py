@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
 import copy
 import datetime
+import gzip
 import json
 import logging
+import lzma
 import os
 from collections.abc import Iterator
 from functools import partial
@@ -121,10 +124,10 @@ def test_parquet(emu: Any, three: list[str], tmp_path: Path) -> None:
 
 
 def test_s3(emu: Any, three: list[str], moto_s3_server: Any, s3_bucket: str) -> None:
-    uri = f"s3://{s3_bucket}/exports/index.jsonl.gz"  # .gz: written as is, never compressed
+    uri = f"s3://{s3_bucket}/exports/index.jsonl.gz"  # .gz: gzip, as every reader takes it
     result = run(video_nos=three, destination=uri, destination_conn_id=moto_s3_server.conn_id)
     body = moto_s3_server.client().get_object(Bucket=s3_bucket, Key="exports/index.jsonl.gz")["Body"].read()
-    assert read_jsonl(body) == expected_rows(emu, three)
+    assert read_jsonl(gzip.decompress(body)) == expected_rows(emu, three)
     assert (result["uri"], result["bytes"]) == (uri, len(body))
 
 
@@ -133,6 +136,30 @@ def test_gcs(emu: Any, three: list[str], gcs_server: Any, gcs_bucket: str) -> No
     body = gcs_server.client().bucket(gcs_bucket).get_blob("index.jsonl").download_as_bytes()
     assert read_jsonl(body) == expected_rows(emu, three)
     assert result["rows"] == 15
+
+
+@pytest.mark.parametrize(
+    ("suffix", "decompress"), [(".gz", gzip.decompress), (".BZ2", bz2.decompress), (".xz", lzma.decompress)]
+)
+def test_a_compressed_name_gets_a_compressed_file(
+    emu: Any, three: list[str], tmp_path: Path, suffix: str, decompress: Any
+) -> None:
+    # 'index.jsonl.gz' was written as plain JSON Lines: DuckDB, Spark, pandas and BigQuery take
+    # the compression from the name and failed on it ('not a gzip file').
+    target = tmp_path / f"index.jsonl{suffix}"
+    result = run(video_nos=three, destination=str(target))
+    data = target.read_bytes()
+    assert read_jsonl(decompress(data)) == expected_rows(emu, three)
+    assert (result["format"], result["bytes"], result["rows"]) == ("jsonl", len(data), 15)
+    assert files_in(tmp_path) == [target.name]
+    run(video_nos=three, destination=str(target))
+    assert target.read_bytes() == data  # the same bytes again: no time stamped in the header
+    emu.control.inject_fault("get_video_caption", "none", count=2)
+    emu.control.inject_fault("get_video_caption", "http_500", count=10)
+    with pytest.raises(MemoriesServerError):
+        run(video_nos=three, destination=str(target))
+    assert target.read_bytes() == data  # a failed export leaves the file as it was, and no part
+    assert files_in(tmp_path) == [target.name]
 
 
 def test_all_parsed_videos_of_the_scope(
@@ -694,6 +721,16 @@ def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, 
             "`destination` .* is a Windows path",
         ),
         ({"video_no": "VI000000000000000001", "transport_params": {"min_part_size": 1}}, "transport_params"),
+        # Parquet compresses inside the file; it was written as JSON Lines under this name.
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/x.parquet.gz"},
+            "`destination` .*x.parquet.gz.* Parquet",
+        ),
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/x.gz", "file_format": "parquet"},
+            "`destination` .* Parquet",
+        ),
+        ({"video_no": "VI000000000000000001", "destination": "{dir}/x.jsonl.zst"}, "`destination` .*zst"),
         (
             {"video_no": "VI000000000000000001", "destination": "{dir}/exists.jsonl", "overwrite": False},
             "already exists",
