@@ -423,6 +423,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                             self.log.info("%d videos, %d rows so far", len(self._exported), writer.rows)
                     if skipped and not self._exported:
                         raise _NothingExported  # aborts the write: the destination stays as it was
+                    if self.all_parsed and not self._exported:
+                        self._check_scope(hook, scope, shown)  # an unknown one aborts the write
                     writer.close()
                     if packer is not None:
                         packer.close()  # the end of the compressed stream
@@ -444,6 +446,23 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 "left as it is and nothing was written"
             ) from None
         return writer.rows, out.bytes
+
+    def _check_scope(self, hook: MemoriesHook, scope: str, shown: str) -> None:
+        """An ``all_parsed`` export that found no video: fail if ``scope`` is no scope of the account.
+
+        Scopes are case-sensitive and made by the first upload, so a misspelt one lists nothing;
+        its export would replace the last good one with an empty file, and report success.
+        """
+        scopes = hook.list_unique_ids()
+        if scope in scopes:
+            self.log.warning("No PARSE video in unique_id %r: the export has no rows", scope)
+            return
+        near = [s for s in scopes if s.casefold() == scope.casefold()]
+        raise AirflowFailException(
+            f"`unique_id` {scope!r} is not a scope of this account (no video was ever uploaded to it; "
+            f"scopes are case-sensitive{f', did you mean {near[0]!r}?' if near else ''}): nothing was "
+            f"exported and {shown} was left as it was"
+        )
 
     def _ids(self) -> list[str]:
         # normalize_video_nos also reads back a list a template rendered as text ("['VI1', 'VI2']").

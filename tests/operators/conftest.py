@@ -34,12 +34,12 @@ def emu(memories_emulator: Any, set_memories_conn: Callable[..., None]) -> Any:
 def upload_video(memories_emulator: Any) -> Callable[..., str]:
     """``upload_video(data, name="clip.mp4") -> video_no`` through the emulator's public upload endpoint."""
 
-    def _upload(data: bytes, name: str = "clip.mp4") -> str:
+    def _upload(data: bytes, name: str = "clip.mp4", unique_id: str = "default") -> str:
         resp = requests.post(
             f"{memories_emulator.v1_url}/upload",
             headers={"Authorization": memories_emulator.api_key},
             files={"file": (name, data, "video/mp4")},
-            data={"unique_id": "default"},
+            data={"unique_id": unique_id},
             timeout=60,
         )
         resp.raise_for_status()

@@ -1083,3 +1083,23 @@ def test_all_parsed_exports_a_video_that_a_deletion_shifted_onto_a_page_already_
     assert sorted(exported) == sorted(videos)  # the deleted one was exported before it went
     assert len(rows) == len({(r["video_no"], r["kind"], r["index"]) for r in rows})  # each row once
     assert (result["videos"], result["skipped"]) == (4, [])
+
+
+def test_all_parsed_of_a_scope_the_account_does_not_have_fails_and_keeps_the_old_export(
+    emu: Any, three: list[str], upload_video: Any, tmp_path: Path
+) -> None:
+    # Scopes are case-sensitive and created on first use, so a misspelt unique_id lists nothing:
+    # the export replaced the scope's last good export with an empty file and reported success.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    target = tmp_path / "all.jsonl"
+    target.write_text("last good export\n")
+    with pytest.raises(AirflowFailException, match=r"`unique_id` 'Default' .*did you mean 'default'"):
+        run(all_parsed=True, unique_id="Default", destination=str(target))
+    assert target.read_text() == "last good export\n"
+    assert files_in(tmp_path) == ["all.jsonl"]
+    # A scope that exists but has no PARSE video yet is exported as what it is: no rows.
+    pending = upload_video(b"\x02" * 10, "pending.mp4", unique_id="later")
+    emu.control.set_status(pending, "UNPARSE")
+    result = run(all_parsed=True, unique_id="later", destination=str(target))
+    assert (target.read_bytes(), result["videos"], result["skipped"]) == (b"", 0, [])
