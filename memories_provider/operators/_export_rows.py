@@ -221,8 +221,10 @@ class JsonLinesWriter(RowWriter):
         size = 0
         for row in rows:
             text = json.dumps(row, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
-            # Lone surrogates (server metadata) cannot be UTF-8: replaced rather than failing the export.
-            line = text.encode("utf-8", "replace") + b"\n"
+            try:
+                line = text.encode("utf-8") + b"\n"
+            except UnicodeEncodeError:  # a lone surrogate (server metadata)
+                line = _utf8(text).encode("utf-8") + b"\n"
             lines.append(line)
             size += len(line)
             self.rows += 1
@@ -290,8 +292,13 @@ class ParquetWriter(RowWriter):
 
 
 def _utf8(text: str) -> str:
-    """``text`` with lone surrogates (server metadata) replaced: Parquet strings must be UTF-8."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """``text`` with lone surrogates (server metadata) replaced by U+FFFD, as in a segment's text:
+    both formats are UTF-8. (``"replace"`` on encoding gives ``?``, a real character.)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def row_writer(file_format: ExportFormat, out: CountingFile) -> RowWriter:

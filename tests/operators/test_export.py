@@ -917,6 +917,32 @@ def test_json_lines_of_one_video_are_written_as_they_are_made() -> None:
     assert max(writes) <= 2 * 2**20, max(writes)
 
 
+def test_a_lone_surrogate_in_the_video_s_name_is_the_replacement_character_in_both_formats() -> None:
+    # JSON may carry "\ud800" alone in a listed name. The caption text became U+FFFD, but the name
+    # became '?', a character of its own that no reader can tell from a real question mark.
+    import io
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    from memories_provider.client import Transcript, Video
+    from memories_provider.operators._export_rows import CountingFile, JsonLinesWriter, ParquetWriter, rows_of
+
+    video = Video.from_api({"video_no": "VI000000000000000001", "video_name": "cam\ud800 1?"})
+    items = [{"index": 0, "content": "x\udfff", "startTime": "0", "endTime": "1"}]
+    transcript = Transcript.from_api({"transcriptions": items}, video_no=video.video_no, kind="visual")
+    names = []
+    for writer_class in (JsonLinesWriter, ParquetWriter):
+        sink = io.BytesIO()
+        writer = writer_class(CountingFile(sink))
+        writer.write_rows(rows_of(video, "u", [transcript]))
+        writer.close()
+        if writer_class is JsonLinesWriter:
+            (row,) = read_jsonl(sink.getvalue())
+        else:
+            (row,) = pq.read_table(io.BytesIO(sink.getvalue())).to_pylist()
+        names.append((row["video_name"], row["text"]))
+    assert names == [("cam\ufffd 1?", "x\ufffd")] * 2
+
+
 # ---------------------------------------------------------------------------- retries and overwrite=False
 
 
