@@ -266,9 +266,11 @@ class ParquetWriter(RowWriter):
 
     def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
-            self._buffer.append({k: _utf8(v) if isinstance(v, str) else v for k, v in row.items()})
+            clean = {k: _utf8(v) if isinstance(v, str) else v for k, v in row.items()}
+            self._buffer.append(clean)
             self.rows += 1
-            self._buffered_bytes += len(row["text"])
+            text = clean["text"]  # its UTF-8 bytes, as Parquet holds it (up to 4 a character)
+            self._buffered_bytes += len(text) if text.isascii() else len(text.encode("utf-8"))
             if len(self._buffer) >= self._row_group_rows or self._buffered_bytes >= PARQUET_ROW_GROUP_BYTES:
                 self._flush()
 

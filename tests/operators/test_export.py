@@ -943,6 +943,27 @@ def test_a_lone_surrogate_in_the_video_s_name_is_the_replacement_character_in_bo
     assert names == [("cam\ufffd 1?", "x\ufffd")] * 2
 
 
+def test_parquet_row_groups_are_cut_by_the_bytes_of_text_not_its_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The row group held PARQUET_ROW_GROUP_BYTES characters of text: up to four times as many
+    # bytes (and Python's copy as many again) for text outside the BMP, such as emoji.
+    import io
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    from memories_provider.operators import _export_rows
+
+    monkeypatch.setattr(_export_rows, "PARQUET_ROW_GROUP_BYTES", 1000)
+    row = {column: None for column in COLUMNS} | {"index": 0, "text": "\U0001f600" * 300}  # 1 200 bytes
+    sink = io.BytesIO()
+    writer = _export_rows.ParquetWriter(_export_rows.CountingFile(sink))
+    writer.write_rows([row] * 3)
+    writer.close()
+    parquet = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    assert parquet.metadata.num_rows == 3
+    assert parquet.metadata.num_row_groups == 3  # each row's text is over the bytes allowed
+
+
 # ---------------------------------------------------------------------------- retries and overwrite=False
 
 
