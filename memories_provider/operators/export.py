@@ -22,6 +22,7 @@ from memories_provider.client import (
     MemoriesError,
     MemoriesInvalidArgumentError,
     MemoriesNotFoundError,
+    MemoriesRouteNotFoundError,
     Transcript,
     Video,
     VideoStatus,
@@ -453,7 +454,11 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         Scopes are case-sensitive and made by the first upload, so a misspelt one lists nothing;
         its export would replace the last good one with an empty file, and report success.
         """
-        scopes = hook.list_unique_ids()
+        try:
+            scopes = hook.list_unique_ids()
+        except MemoriesRouteNotFoundError:  # a deployment without the route cannot say
+            self.log.warning("No PARSE video in unique_id %r (its scopes cannot be listed here)", scope)
+            return
         if scope in scopes:
             self.log.warning("No PARSE video in unique_id %r: the export has no rows", scope)
             return

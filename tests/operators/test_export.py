@@ -1150,3 +1150,8 @@ def test_all_parsed_of_a_scope_the_account_does_not_have_fails_and_keeps_the_old
     emu.control.set_status(pending, "UNPARSE")
     result = run(all_parsed=True, unique_id="later", destination=str(target))
     assert (target.read_bytes(), result["videos"], result["skipped"]) == (b"", 0, [])
+    # A deployment without list_unique_ids (an HTTP 404 of the route) cannot say: exported as is.
+    target.write_text("last good export\n")
+    emu.control.inject_fault("list_unique_ids", "http_404")
+    result = run(all_parsed=True, unique_id="Later", destination=str(target))
+    assert (target.read_bytes(), result["videos"]) == (b"", 0)
