@@ -133,6 +133,20 @@ def _int(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+def _whole(value: Any) -> int | None:
+    """:func:`_int` of a whole number only (``7``, ``"7"``, ``7.0``, ``"7e0"``); ``None`` for
+    ``7.9``, which :func:`_int` truncates to another number."""
+    whole = _int(value)
+    if (
+        whole is None
+        or isinstance(value, int)
+        or (isinstance(value, str) and _INT_TEXT_RE.fullmatch(value.strip()))
+    ):
+        return whole
+    number = _number(value)
+    return whole if number is not None and number.is_integer() else None
+
+
 def _video_no(data: Mapping[str, Any], missing: str) -> str:
     """The video id of an answer (``videoNo``, ``video_no`` or ``id``); ``ValueError(missing)`` if absent."""
     video_no = _text(_pick(data, "video_no", "id"))
@@ -358,7 +372,7 @@ class Segment:
     @classmethod
     def from_api(cls, item: Mapping[str, Any], position: int) -> Segment:
         """Parse one ``transcriptions`` item; numbers may be JSON numbers or strings of numbers."""
-        index = _int(_pick(item, "index"))
+        index = _whole(_pick(item, "index"))
         return cls(
             # An index no 64-bit column holds (a Parquet export's) is as unreadable as "abc".
             index=position if index is None or index not in INT64_RANGE else index,

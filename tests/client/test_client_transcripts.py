@@ -159,6 +159,19 @@ def test_integers_too_large_for_a_float_read_as_absent(client, memories_emulator
     assert client.get_video_caption(video_no).segments == (Segment(0, "x", None, None),)
 
 
+def test_an_index_that_is_not_a_whole_number_is_the_segment_s_position(client, memories_emulator, make_video):
+    # "7.9" was truncated to 7, and 9.5 to 9, the index of another segment: an export had two
+    # segments 9 of one kind. It is as unreadable as "abc" (the README: its position); 2.0 and
+    # "3e0" are whole.
+    video_no = _video(client, make_video)
+    items = [
+        {"index": index, "content": str(i), "startTime": "0", "endTime": "1"}
+        for i, index in enumerate(["0", "7.9", 2.0, "3e0", 9.5, "9"])
+    ]
+    memories_emulator.control.set_index_outputs(video_no, visual=items)
+    assert [s.index for s in client.get_video_caption(video_no).segments] == [0, 1, 2, 3, 4, 9]
+
+
 def test_strings_of_more_digits_than_python_converts_read_as_absent(client, memories_emulator, make_video):
     # int() refuses a string of more than 4 300 digits (ValueError, Python >= 3.11): the answer
     # was "undocumented data" and every export of the video failed, each retry too. Such a number
