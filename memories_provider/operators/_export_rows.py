@@ -80,23 +80,21 @@ def compression_for(destination: str, file_format: ExportFormat) -> str | None:
         inside the file; readers do not open a gzipped one) or a compression not written.
     """
     name = _name_of(destination)
-    for suffix, compression in COMPRESSIONS.items():
-        if name.endswith(suffix):
-            if file_format == "parquet":
-                raise ValueError(
-                    f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, but Parquet is "
-                    f"compressed inside the file and readers do not open a {suffix} Parquet file: "
-                    "name it '.parquet'"
-                )
-            return compression
-    for suffix in _OTHER_COMPRESSIONS:
-        if name.endswith(suffix):
-            raise ValueError(
-                f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, a compression the "
-                "export does not write (readers would take the file for it): end it in .gz, .bz2 "
-                "or .xz to compress, or in .jsonl"
-            )
-    return None
+    suffix = next((s for s in (*COMPRESSIONS, *_OTHER_COMPRESSIONS) if name.endswith(s)), None)
+    if suffix is None:
+        return None
+    if file_format == "parquet":
+        raise ValueError(
+            f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, but Parquet is compressed "
+            f"inside the file and readers do not open a {suffix} Parquet file: name it '.parquet'"
+        )
+    if suffix not in COMPRESSIONS:
+        raise ValueError(
+            f"`destination` {redact_uri(destination)!r} ends in {suffix!r}, a compression the export "
+            "does not write (readers would take the file for it): end it in .gz, .bz2 or .xz to "
+            "compress, or in .jsonl"
+        )
+    return COMPRESSIONS[suffix]
 
 
 def compressor(compression: str, out: CountingFile) -> IO[bytes]:

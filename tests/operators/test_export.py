@@ -730,7 +730,14 @@ def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, 
             {"video_no": "VI000000000000000001", "destination": "{dir}/x.gz", "file_format": "parquet"},
             "`destination` .* Parquet",
         ),
-        ({"video_no": "VI000000000000000001", "destination": "{dir}/x.jsonl.zst"}, "`destination` .*zst"),
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/x.jsonl.zst"},
+            "`destination` .*zst.*\\.gz",
+        ),
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/x.parquet.zst"},
+            "`destination` .*zst.*Parquet",
+        ),
         (
             {"video_no": "VI000000000000000001", "destination": "{dir}/exists.jsonl", "overwrite": False},
             "already exists",
