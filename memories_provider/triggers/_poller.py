@@ -232,6 +232,10 @@ class StatusPoller:
         self._faster = asyncio.Event()
         #: The interval the rounds run at now (the shortest of the live waits' when last computed).
         self._interval = math.inf
+        #: The hook whose settings the running loop uses, and the one holding the connection's new
+        #: settings once a refusal of the key found it edited (see :meth:`_edited_connection`).
+        self._hook: MemoriesHook | None = None
+        self._reconnect: MemoriesHook | None = None
 
     def __repr__(self) -> str:
         return (
@@ -320,14 +324,21 @@ class StatusPoller:
     async def _run(self) -> None:
         try:
             hook = MemoriesHook(memories_conn_id=self.memories_conn_id)
-            # unique_id=None means the connection's default scope (as on the worker), not the service's.
-            config = await hook.aget_config()
-            scope = self.unique_id or config.unique_id
-            # Rate limits come back to the loop, whose pacer learns from them; the client still
-            # retries the other transient errors of one request.
-            policy = dataclasses.replace(hook.retry_policy(config), retry_rate_limits=False)
-            async with await hook.get_async_client(retry=policy) as client:
-                await self._loop(client, scope)
+            # unique_id=None means the connection's default scope (as on the worker), not the
+            # service's; decided once, when the loop starts, even if the connection is edited later.
+            scope = self.unique_id or (await hook.aget_config()).unique_id
+            serving: MemoriesHook | None = hook
+            while serving is not None:
+                self._hook = hook = serving
+                config = await hook.aget_config()
+                # Rate limits come back to the loop, whose pacer learns from them; the client still
+                # retries the other transient errors of one request.
+                policy = dataclasses.replace(hook.retry_policy(config), retry_rate_limits=False)
+                async with await hook.get_async_client(retry=policy) as client:
+                    await self._loop(client, scope)
+                # The key was refused and the connection holds other settings now (a rotated key):
+                # go on with them, in a new session.
+                serving, self._reconnect = self._reconnect, None
         except Exception as err:  # a broken connection config: every waiter must hear about it
             log.exception("memories.ai status poller stopped")
             self._finish_all({"status": "error", "message": f"status polling failed: {err}", "videos": []})
@@ -411,6 +422,18 @@ class StatusPoller:
             # A refused key, account or balance fails every wait for good ("failed": no task retry
             # sends the same key again); anything else is an error the task's retries may outlast.
             refused = account_refusal(err)
+            if refused is not None:
+                # The waits may have been deferred long before the key was rotated: a refusal of a
+                # key the connection no longer holds says nothing about the one it holds now.
+                self._reconnect = await self._edited_connection()
+                if self._reconnect is not None:
+                    log.warning(
+                        "memories.ai refused the status check (%s); connection %r was edited since the "
+                        "poller read it: going on with its new settings",
+                        refused,
+                        self.memories_conn_id,
+                    )
+                    return -1
             event: VideoStatusEvent = {
                 "status": "error" if refused is None else "failed",
                 "message": f"status polling failed: {refused or err}",
@@ -458,6 +481,18 @@ class StatusPoller:
         log.warning("memories.ai status check failed (%s); resuming in %.1fs", err, delay)
         await self._sleep(delay)
         return failures
+
+    async def _edited_connection(self) -> MemoriesHook | None:
+        """A hook holding the connection's settings as they are now, if they differ from those the
+        loop uses (``None``: unchanged, or the connection cannot be read any more)."""
+        fresh = MemoriesHook(memories_conn_id=self.memories_conn_id)
+        try:
+            config = await fresh.aget_config()
+        except Exception as err:  # deleted or broken meanwhile: the refusal stands
+            log.warning("could not read connection %r again: %s", self.memories_conn_id, err)
+            return None
+        in_use = None if self._hook is None else await self._hook.aget_config()
+        return fresh if config != in_use else None
 
     async def _answers_others(self, client: AsyncMemoriesClient, scope: str) -> bool:
         """Whether the service answers a status request right now that names none of our ids

@@ -522,3 +522,32 @@ async def test_pollers_failed_together_by_an_outage_do_not_come_back_together(em
     assert len(backoffs) == len(scoped)
     assert all(2 * interval <= b <= 2 * interval * (1 + _poller.PAUSE_SPREAD) for b in backoffs)
     assert len(set(backoffs)) > 1
+
+
+async def test_a_key_rotated_while_triggers_wait_is_read_again_not_failed(emu, new_video, monkeypatch):
+    # An operator rotates the account's key: the connection gets the new one, then the old one is
+    # revoked. The waits deferred before (and the poller serving them) must go on with the new key,
+    # not end "failed" (no retries) for a refusal of a key the connection no longer holds.
+    held, joins_later = new_video(hold=True), new_video(hold=True)
+    first = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([held], poll_interval=0.05)))
+    await wait_until(lambda: emu.control.count("list_videos") >= 1)
+    use_emulator_conn(monkeypatch, emu, max_retries=0, password="sk-rotated-key")
+    emu.control.configure(api_keys=["sk-rotated-key"])
+    later = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([joins_later], poll_interval=0.05)))
+    await wait_until(lambda: any(r["code"] == "0401" for r in emu.control.request_log("list_videos")))
+    emu.control.set_statuses([held, joins_later], "PARSE")
+    events = await asyncio.wait_for(asyncio.gather(first, later), 30)
+    assert [e["status"] for e in events] == ["success", "success"], events
+    refused = [r for r in emu.control.request_log("list_videos") if r["code"] == "0401"]
+    assert len(refused) == 1  # the connection was read again once, not on every request
+
+
+async def test_a_key_refused_that_the_connection_still_holds_fails_the_waits(emu, new_video):
+    # The other side of the re-read: the connection unchanged, the refusal is final at once.
+    held = new_video(hold=True)
+    waiting = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([held], poll_interval=0.05)))
+    await wait_until(lambda: emu.control.count("list_videos") >= 1)
+    emu.control.configure(api_keys=["sk-someone-else"])
+    event = await asyncio.wait_for(waiting, 30)
+    assert event["status"] == "failed" and event.get("refused") == "account", event
+    assert [r["code"] for r in emu.control.request_log("list_videos")].count("0401") == 1
