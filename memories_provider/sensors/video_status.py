@@ -263,6 +263,10 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
                     outcome = check(self.hook.list_videos, seconds=left)
         finally:
             self.hook.close()  # no pooled session kept open between pokes (a poke may be minutes apart)
+            # Nor the connection's settings: a poking sensor holds its process for the whole wait,
+            # and a key rotated meanwhile (the old one revoked) would fail it at once, unretried.
+            # The next poke reads the connection as it is then, as a rescheduled one does.
+            self.__dict__.pop("hook", None)
         if self.reschedule:
             _save_last_seen(check, context, self.log)
         if outcome.status == "failed":

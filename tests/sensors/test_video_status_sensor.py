@@ -493,3 +493,28 @@ def test_the_deferral_does_not_outlast_the_execution_timeout(emu: Any) -> None:
     with pytest.raises(TaskDeferred) as info:
         sensor.execute({})
     assert info.value.timeout is not None and info.value.timeout <= timedelta(seconds=120)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_key_rotated_while_the_sensor_waits_is_read_again_not_failed(
+    emu: Any, run_dag: Any, mode: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is rotated during a long wait: the connection gets the new one, then the old one is
+    revoked. The sensor's next check uses the connection as it is now, in every mode (a poking
+    sensor holds its worker process for the whole wait): a refusal of the key it no longer holds
+    would fail the task at once, without retries."""
+    video_no = upload(emu)
+    emu.control.set_status(video_no, "UNPARSE")
+
+    def rotate() -> None:
+        use_emulator_conn(monkeypatch, emu, max_retries=0, password="sk-rotated-key")
+        emu.control.configure(api_keys=["sk-rotated-key"])
+        emu.control.set_status(video_no, "PARSE")
+
+    with after_first_status_check(emu, rotate):
+        run = run_dag(
+            _dag(f"wait_rotated_{next(iter(mode))}", video_no=video_no, poke_interval=0.2, timeout=60, **mode)
+        )
+    assert run.state == "success"
+    [video] = _ti(run).xcom_pull(task_ids="wait")
+    assert video["video_no"] == video_no
