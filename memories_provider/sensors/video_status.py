@@ -234,6 +234,12 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         started = self.__dict__.setdefault("_started", time.time())
         return float(self.timeout) - (time.time() - started)
 
+    def _looked(self, context: Context) -> bool:
+        """Whether this wait has checked the videos already (in an earlier poke of this try)."""
+        if self.__dict__.get("_has_looked"):
+            return True
+        return bool(self.reschedule and context.get("task_reschedule_count"))
+
     def _timed_out(self, check: StatusCheck) -> AirflowException:
         message = check.timeout_message(float(self.timeout))
         if self.soft_fail:
@@ -243,16 +249,22 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """One status round, ending by the sensor's timeout; transient errors count as "not yet".
 
-        Client retries and ``Retry-After`` sleeps stop at the deadline; once it has passed, the
+        Client retries and ``Retry-After`` sleeps stop at the deadline; once it has passed, a later
         poke sends nothing and raises :class:`AirflowSensorTimeout` naming each video not yet
-        ``PARSE`` with the status last seen.
+        ``PARSE`` with the status last seen. The wait's first poke always looks (see :meth:`_looked`).
         """
         with bad_input_fails_at_once():  # bad ids or a misconfigured connection: no retry helps
             check = self._check(context)
             self.hook.config  # noqa: B018 (validated before the first request)
         left = self._time_left(context)
         if left <= 0:
-            raise self._timed_out(check)
+            if self._looked(context):
+                raise self._timed_out(check)
+            # As Airflow's sensors: a wait's first poke looks whatever the timeout (``timeout=0``
+            # reads "go on if indexed already"), which is checked after it. One look, bounded by
+            # the connection's request timeout.
+            left = self.hook.config.timeout
+        self.__dict__["_has_looked"] = True
         try:
             # A refused key, account or balance is refused again on every poke and every retry.
             with account_refusal_fails_at_once():
@@ -318,6 +330,7 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
 
     def _execute(self, context: Context) -> Any:
         self.__dict__["_started"] = time.time()
+        self.__dict__.pop("_has_looked", None)  # a new try looks again
         if not self.deferrable:
             return super().execute(context)
         # The trigger's deadline is the one the worker-side check started with, not a fresh window.

@@ -518,3 +518,20 @@ def test_a_key_rotated_while_the_sensor_waits_is_read_again_not_failed(
     assert run.state == "success"
     [video] = _ti(run).xcom_pull(task_ids="wait")
     assert video["video_no"] == video_no
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_timeout_of_zero_still_checks_once(emu: Any, run_dag: Any, mode: dict) -> None:
+    """As Airflow's own sensors: the first poke runs whatever the timeout, which is checked after it.
+    ``timeout=0`` (with ``soft_fail``: "go on if it is indexed already, else skip") must not time
+    out a video that is PARSE without ever asking about it."""
+    parsed, held = upload(emu), upload(emu)
+    emu.control.set_status(held, "UNPARSE")
+    name = f"wait_zero_{next(iter(mode))}"
+    done = run_dag(_dag(f"{name}_parsed", video_no=parsed, timeout=0, soft_fail=True, **mode))
+    assert (done.state, str(_ti(done).state)) == ("success", "success")
+    [video] = _ti(done).xcom_pull(task_ids="wait")
+    assert video["video_no"] == parsed
+    late = run_dag(_dag(f"{name}_held", video_no=held, timeout=0, soft_fail=True, **mode))
+    assert str(_ti(late).state) == "skipped"
+    assert emu.control.count("list_videos") == 2  # one look each, and no more
