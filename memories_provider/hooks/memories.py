@@ -204,6 +204,21 @@ class MemoriesHook(BaseHook):
         self.__dict__["config"] = config
         return config
 
+    def edited(self) -> MemoriesHook | None:
+        """A new hook of this connection if it now holds other settings than this hook read (its
+        key rotated since, say); ``None`` when they are the same, or it cannot be read any more.
+
+        For a long wait whose requests meet a refused key: the refusal of a key the connection no
+        longer holds says nothing about the one it holds now.
+        """
+        fresh = type(self)(memories_conn_id=self.memories_conn_id)
+        try:
+            config = fresh.config
+        except Exception as err:  # deleted or broken meanwhile: the refusal stands
+            self.log.warning("Could not read connection %r again: %s", self.memories_conn_id, err)
+            return None
+        return fresh if config != self.config else None
+
     @staticmethod
     def retry_policy(config: MemoriesConnectionConfig) -> RetryPolicy:
         """The retry policy the connection asks for (its ``max_retries``)."""

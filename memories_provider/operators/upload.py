@@ -52,6 +52,7 @@ from memories_provider.operators._upload_args import (
     rendered_tags,
 )
 from memories_provider.preflight import (
+    account_refusal,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
     flags,
@@ -902,13 +903,28 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             if remaining <= 0:
                 # Not AirflowSensorTimeout: a retry re-finds the uploaded video and waits again.
                 raise AirflowException(check.timeout_message(self.timeout))
-            if self.deferrable:
-                # The one check before deferring sleeps out no 0429 in this slot (the trigger's
-                # pacer paces rate limits); not listed yet is "not yet" there too.
-                with hook.status_lister() as list_videos:
-                    outcome = check(list_videos, seconds=remaining)
-            else:
-                outcome = check(hook.list_videos, seconds=remaining)
+            try:
+                if self.deferrable:
+                    # The one check before deferring sleeps out no 0429 in this slot (the trigger's
+                    # pacer paces rate limits); not listed yet is "not yet" there too.
+                    with hook.status_lister() as list_videos:
+                        outcome = check(list_videos, seconds=remaining)
+                else:
+                    outcome = check(hook.list_videos, seconds=remaining)
+            except MemoriesError as err:
+                # A key rotated during the wait (the old one revoked): go on with the connection
+                # as it is now; an unchanged one's refusal fails the task, unretried, as before.
+                fresh = hook.edited() if account_refusal(err) is not None else None
+                if fresh is None:
+                    raise
+                self.log.warning(
+                    "%s; connection %r was edited meanwhile: checking again with it",
+                    err,
+                    self.memories_conn_id,
+                )
+                hook.close()
+                hook = self.__dict__["hook"] = fresh
+                continue
             if outcome.status == "failed":
                 raise AirflowFailException(outcome.message)
             if outcome.status == "success":

@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 )
 from connections import use_emulator_conn
 from local_http import LocalServer, folder_handler
+from status_waits import after_first_status_check
 
 from memories_provider.client import (
     MemoriesConnectionError,
@@ -640,6 +641,27 @@ def test_wait_for_parse_polls_through_a_transient_error(
     assert stored(emu)[0]["status"] == "PARSE" and video_no
     statuses = [r["http_status"] for r in emu.control.request_log("list_videos")]
     assert statuses[0] == 503 and len(statuses) >= 2
+
+
+def test_a_key_rotated_during_the_wait_for_parse_is_read_again_not_failed(
+    emu: Any, set_memories_conn: Any, video: Path
+) -> None:
+    # The video is paid for; the wait on the worker meets a rotated key (the connection holds the
+    # new one, the old one revoked): it goes on with the connection as it is now, rather than
+    # failing the task at once, unretried, for a key the connection no longer holds.
+    emu.control.configure(parse_delay=3600)
+
+    def rotate() -> None:
+        set_memories_conn(max_retries=3, password="sk-rotated-key")
+        emu.control.configure(api_keys=["sk-rotated-key"])
+        emu.control.set_statuses([v["video_no"] for v in stored(emu)], "PARSE")
+
+    with after_first_status_check(emu, rotate):
+        video_no, _ = run(source=str(video), wait_for_parse=True, poll_interval=0.05, idempotent=False)
+    assert [v["video_no"] for v in stored(emu)] == [video_no]
+    assert emu.control.count("upload") == 1
+    codes = [r["code"] for r in emu.control.request_log("list_videos")]
+    assert codes.count("0401") == 1 and codes[-1] == "0000", codes
 
 
 def test_a_video_not_listed_yet_is_waited_for_until_the_timeout(emu: Any) -> None:
