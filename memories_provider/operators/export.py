@@ -45,6 +45,7 @@ from memories_provider.operators._export_rows import (
     rows_of,
 )
 from memories_provider.preflight import (
+    account_refusal,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
     checked_unique_id,
@@ -327,10 +328,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             scope = self._scope = plan.unique_id or hook.config.unique_id
             ids = plan.video_nos
             videos = (
-                self._listed(hook, scope)
-                if ids is None
-                else self._checked(hook, ids, scope, skipped, end_time)
+                self._listed(hook, scope) if ids is None else self._checked(ids, scope, skipped, end_time)
             )
+            hook = self.hook  # (another one if the wait found the connection edited: see _statuses)
             self.log.info("Exporting %s outputs to %s (%s)", "+".join(self.kinds), shown, plan.file_format)
             rows, size = self._write(hook, plan, videos, scope, skipped)
         finally:
@@ -499,16 +499,15 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             if not new:
                 return
 
-    def _checked(
-        self, hook: MemoriesHook, ids: list[str], scope: str, skipped: list[str], end_time: float
-    ) -> list[Video]:
+    def _checked(self, ids: list[str], scope: str, skipped: list[str], end_time: float) -> list[Video]:
         """The named videos, in order, once their statuses allow the export (see ``not_parsed``);
-        with ``deferrable``, the wait for the others is deferred (nothing is written before)."""
+        with ``deferrable``, the wait for the others is deferred (nothing is written before).
+        Checked with ``self.hook``, which a wait that finds the connection edited replaces."""
         deadline = time.monotonic() + (end_time - time.time())
         ready: dict[str, Video] = {}
         waiting, first = list(ids), True
         while True:
-            answer = self._statuses(hook, waiting, scope, deadline, first=first)
+            answer = self._statuses(self.hook, waiting, scope, deadline, first=first)
             if answer is None:  # unanswered, deferrable: the trigger retries it, not a worker slot
                 self._defer_for(waiting, scope, end_time)
             found, rejected = answer
@@ -594,6 +593,19 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                         run_round(hook.list_videos, round_, scope)
                 return round_.found, round_.rejected
             except MemoriesError as err:
+                # A key rotated during the wait (the old one revoked): go on, and export, with the
+                # connection as it is now; an unchanged one's refusal fails the task as before.
+                fresh = hook.edited() if account_refusal(err) is not None else None
+                if fresh is not None:
+                    self.log.warning(
+                        "%s; connection %r was edited meanwhile: checking again with it",
+                        err,
+                        self.memories_conn_id,
+                    )
+                    hook.close()
+                    hook = self.__dict__["hook"] = fresh
+                    round_ = StatusRound(video_nos)
+                    continue
                 # Waiting, a transient error is one more reason to poll again; otherwise the
                 # client's retries are spent and the task's own retry takes over.
                 if self.not_parsed != "wait" or not is_transient(err) or time.monotonic() >= deadline:

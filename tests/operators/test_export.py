@@ -515,6 +515,28 @@ def test_video_failing_during_a_deferred_wait_fails_the_task_once_with_nothing_w
     assert emu.control.count("get_video_caption") == 0
 
 
+def test_a_key_rotated_during_the_wait_is_read_again_and_the_export_made_with_it(
+    emu: Any, three: list[str], tmp_path: Path, set_memories_conn: Any
+) -> None:
+    # not_parsed="wait" on the worker: the key is rotated meanwhile (the connection gets the new
+    # one, the old one is revoked). The wait and the export after it go on with the connection as
+    # it is now, rather than failing the task at once, unretried, for a key it no longer holds.
+    emu.control.set_status(three[1], "UNPARSE")
+    target = tmp_path / "x.jsonl"
+
+    def rotate() -> None:
+        set_memories_conn(max_retries=3, password="sk-rotated-key")
+        emu.control.configure(api_keys=["sk-rotated-key"])
+        emu.control.set_status(three[1], "PARSE")
+
+    with after_first_status_check(emu, rotate):
+        result = run(video_nos=three, not_parsed="wait", poll_interval=0.05, destination=str(target))
+    assert result["rows"] == 15
+    assert read_jsonl(target.read_bytes()) == expected_rows(emu, three)
+    codes = [r["code"] for r in emu.control.request_log("list_videos")]
+    assert codes.count("0401") == 1, codes
+
+
 # ---------------------------------------------------------------------------- failures mid-export
 
 
