@@ -106,7 +106,9 @@ def defer_until_parsed(
         trigger=MemoriesVideoStatusTrigger(
             video_nos=list(video_nos),
             memories_conn_id=task.memories_conn_id,
-            unique_id=unique_id,
+            # The scope the worker checked, never None: a triggerer's poller for "the connection's
+            # default" keeps the default it read when it started, for as long as waits keep it busy.
+            unique_id=unique_id or task.hook.config.unique_id,
             poll_interval=poll_interval,
             end_time=end_time,
             missing_is_pending=missing_is_pending,

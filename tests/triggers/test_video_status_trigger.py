@@ -13,9 +13,11 @@ import sys
 import time
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from connections import use_emulator_conn
 
 from memories_provider.client import RetryPolicy
+from memories_provider.sensors.video_status import MemoriesVideoStatusSensor
 from memories_provider.status import BATCH_SIZE
 from memories_provider.triggers import _poller
 from memories_provider.triggers.video_status import MemoriesVideoStatusTrigger
@@ -551,3 +553,24 @@ async def test_a_key_refused_that_the_connection_still_holds_fails_the_waits(emu
     event = await asyncio.wait_for(waiting, 30)
     assert event["status"] == "failed" and event.get("refused") == "account", event
     assert [r["code"] for r in emu.control.request_log("list_videos")].count("0401") == 1
+
+
+async def test_a_wait_deferred_after_the_default_unique_id_changed_is_asked_in_the_scope_checked(
+    emu, new_video, monkeypatch
+):
+    # A busy triggerer's poller for (connection, unique_id=None) lives as long as waits keep it
+    # busy, with the connection's default scope as it read it then. Its default is changed: a
+    # sensor (no unique_id) checks its new video in the new scope on the worker and defers. The
+    # trigger must ask where the worker checked, not in the poller's stale scope, where the video
+    # is unknown and its wait would fail at once, unretried.
+    held = new_video(hold=True)  # in "default", the connection's default scope
+    first = asyncio.ensure_future(first_event(MemoriesVideoStatusTrigger([held], poll_interval=0.05)))
+    await wait_until(lambda: emu.control.count("list_videos") >= 1)
+    use_emulator_conn(monkeypatch, emu, max_retries=0, unique_id="team-b")
+    moved = new_video(hold=True, unique_id="team-b")
+    sensor = MemoriesVideoStatusSensor(task_id="wait", video_no=moved, deferrable=True, poke_interval=0.05)
+    with pytest.raises(TaskDeferred) as deferred:
+        await asyncio.to_thread(sensor.execute, {})
+    emu.control.set_statuses([held, moved], "PARSE")
+    events = await asyncio.wait_for(asyncio.gather(first, first_event(deferred.value.trigger)), 30)
+    assert [e["status"] for e in events] == ["success", "success"], events
