@@ -684,7 +684,7 @@ def _sftp_atomic(
 
 def _sftp_exists(sftp: Any, path: str) -> bool:
     try:
-        sftp.stat(path)
+        sftp.lstat(path)  # a symlink to nothing holds the name too
     except OSError:
         return False
     return True

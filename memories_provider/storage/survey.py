@@ -212,6 +212,9 @@ def _local_existing(uri: str) -> Existing | None:
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
+            return Existing(uri, 0, None, intact=False)
         return None
     if stat_module.S_ISDIR(info.st_mode):
         return None  # a folder named like the file: not a candidate (a file destination was refused above)
@@ -331,6 +334,10 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
     try:
         info = sftp.stat(path)
     except OSError:
+        with contextlib.suppress(OSError):
+            if stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
+                return Existing(uri, 0, None, intact=False)
         return None
     if stat_module.S_ISDIR(info.st_mode or 0):
         return None

@@ -1,0 +1,84 @@
+"""What someone else left at a download's destination name: symlinks (dangling or pointing out of the
+folder) and FIFOs. Nothing is written through them, and a name that is taken is refused before the
+(billed) download request, not after it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+from downloads import run_download as run
+
+from memories_provider.storage.destinations import DestinationTaken, atomic_writer
+
+VIDEO = os.urandom(300_000)
+
+
+def _planted_link(folder: Path, name: str) -> tuple[Path, Path]:
+    """A symlink ``folder/name`` to a file that does not exist (outside ``folder``)."""
+    nowhere = folder.parent / f"{folder.name}-nowhere.mp4"
+    link = folder / name
+    link.symlink_to(nowhere)
+    return link, nowhere
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"])
+def test_a_dangling_symlink_at_the_name_is_refused_before_the_download(
+    emu: Any, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    # Before: nothing was seen there, the video was downloaded (and billed), then the no-clobber commit
+    # refused the name the link holds: locally "created meanwhile by another writer", over SFTP a bare
+    # OSError 'Failure' that the task's retries downloaded (and billed) again, each time.
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    extra: dict[str, Any] = {}
+    if store == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        folder = Path(sshd.root) / "dangling"
+        folder.mkdir()
+        uri = lambda path: sshd.uri(str(path))  # noqa: E731
+        extra = {"destination_conn_id": sshd.conn_id}
+    else:
+        folder = tmp_path / "out"
+        folder.mkdir()
+        uri = str
+    link, nowhere = _planted_link(folder, "a.mp4")
+    with pytest.raises(AirflowFailException, match=r"a\.mp4 already exists .* nothing was downloaded"):
+        run(asset_id=asset["asset_id"], destination=uri(link), **extra)
+    assert emu.control.count("v2_download") == 0
+    assert link.is_symlink() and not nowhere.exists()
+    # overwrite=True replaces the link itself; nothing is written where it pointed.
+    run(asset_id=asset["asset_id"], destination=uri(link), overwrite=True, **extra)
+    assert not link.is_symlink() and link.read_bytes() == VIDEO
+    assert not nowhere.exists()
+
+
+def test_a_dangling_symlink_with_the_folder_files_name_is_refused_before_the_download(
+    emu: Any, tmp_path: Path
+) -> None:
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    link, nowhere = _planted_link(folder, f"{asset['asset_id']}.a.mp4")
+    with pytest.raises(AirflowFailException, match=r"a\.mp4 already exists .* nothing was downloaded"):
+        run(asset_id=asset["asset_id"], destination=f"{folder}/")
+    assert emu.control.count("v2_download") == 0
+    assert link.is_symlink() and not nowhere.exists()
+
+
+def test_a_dangling_symlink_planted_while_an_sftp_download_writes_is_a_taken_name(sshd: Any) -> None:
+    # The no-clobber commit's rename fails; that failure was taken for the name being free (stat
+    # follows the link) and raised as a bare OSError 'Failure', which a retry downloads again for.
+    folder = Path(sshd.root) / "planted-meanwhile"
+    folder.mkdir()
+    target = folder / "a.mp4"
+    with (
+        pytest.raises(DestinationTaken),
+        atomic_writer(sshd.uri(str(target)), conn_id=sshd.conn_id, replace=False) as out,
+    ):
+        out.write(VIDEO)
+        _planted_link(folder, "a.mp4")
+    assert target.is_symlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mp4"]  # no temporary file left
