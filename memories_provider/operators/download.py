@@ -361,9 +361,12 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         shown = redact_uri(existing.uri)
         record = existing.provenance
         keep = "delete it, choose another destination, or set overwrite=True to replace it"
+        if existing.kind == "folder":  # not replaced by overwrite=True either
+            keep = "remove it or choose another destination"
         if record is None:
+            what = f"{existing.size} bytes" if existing.kind == "file" else f"a {existing.kind}"
             raise AirflowFailException(
-                f"{shown} already exists ({existing.size} bytes) with no record of what it holds, so it "
+                f"{shown} already exists ({what}) with no record of what it holds, so it "
                 f"cannot be shown to be {source.label}; nothing was downloaded: {keep}"
             )
         if record.source != source.identity:
@@ -507,7 +510,11 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 "filename": basename_of(uri),
                 "skipped": False,
             }
-        holder = describe_identity(there.provenance.source) if there and there.provenance else "other bytes"
+        holder = "other bytes"
+        if there is not None and there.kind != "file":
+            holder = f"a {there.kind}"
+        elif there is not None and there.provenance is not None:
+            holder = describe_identity(there.provenance.source)
         raise AirflowFailException(
             f"{redact_uri(uri)} was created meanwhile by another writer and holds {holder}, not what "
             f"{source.label} sent; it was left as it is and nothing was written"
@@ -570,6 +577,8 @@ def _count(value: Any) -> bool:
 
 def _holds_the_same(there: Existing, ours: Provenance, transport: ResolvedTransport) -> bool:
     """Whether ``there`` (written meanwhile by another writer) holds what ``ours`` describes."""
+    if there.kind != "file":
+        return False
     if ours.sha256 is not None:
         return sha256_of(there.uri, transport=transport) == ours.sha256
     # No digest of our own (checksum=None): the other writer's record decides, as it would a skip.

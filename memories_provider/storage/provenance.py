@@ -138,9 +138,12 @@ class Existing:
     :param intact: whether the file is still the one the record was written for: the object itself
         carries the record (object stores), or ``stat`` matches the sidecar's (local, SFTP). When
         False the record holds only if the file's sha256 still equals the recorded one.
+    :param kind: ``"file"``, or what else holds the name and can never be the download (locally
+        and over SFTP: ``"folder"``, ``"symlink to nothing"``), with no record and size 0.
     """
 
     uri: str
     size: int
     provenance: Provenance | None
     intact: bool
+    kind: str = "file"

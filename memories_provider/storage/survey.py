@@ -212,12 +212,12 @@ def _local_existing(uri: str) -> Existing | None:
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        if os.path.islink(path):
-            # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
-            return Existing(uri, 0, None, intact=False)
-        return None
+        # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
+        return _in_the_way(uri, "symlink to nothing") if os.path.islink(path) else None
     if stat_module.S_ISDIR(info.st_mode):
-        return None  # a folder named like the file: not a candidate (a file destination was refused above)
+        # A folder in a folder destination, named as its file may be (a file destination that is a
+        # folder was refused above): the file could never take its name.
+        return _in_the_way(uri, "folder")
     directory, name = os.path.split(path)
     directory = directory or "."
     now = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
@@ -272,6 +272,11 @@ def _local_record(path: str) -> _Record | None:
     return None
 
 
+def _in_the_way(uri: str, kind: str) -> Existing:
+    """Something at ``uri`` that holds the name but is no file (see :attr:`Existing.kind`)."""
+    return Existing(uri, 0, None, intact=False, kind=kind)
+
+
 def _existing(uri: str, size: int, record: _Record | None, now: dict[str, int]) -> Existing:
     if record is None:
         return Existing(uri, size, None, intact=False)
@@ -315,11 +320,9 @@ def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: 
             return [found] if found is not None else []
         if prefix is None:
             return []
-        names = sorted(
-            entry.filename
-            for entry in sftp.listdir_attr(directory)
-            if _wanted(entry.filename, prefix) and stat_module.S_ISREG(entry.st_mode or 0)
-        )
+        # Whatever the entry is (the listing's modes are lstat's: a symlink is no regular file): a
+        # symlink, a folder, anything with the name the file may get is looked at, as locally.
+        names = sorted(entry for entry in sftp.listdir(directory) if _wanted(entry, prefix))
         found_all = (
             _sftp_existing(sftp, join_folder(uri, name), f"{directory.rstrip('/')}/{name}")
             for name in names[:MAX_CANDIDATES]
@@ -337,10 +340,10 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
         with contextlib.suppress(OSError):
             if stat_module.S_ISLNK(sftp.lstat(path).st_mode or 0):
                 # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
-                return Existing(uri, 0, None, intact=False)
+                return _in_the_way(uri, "symlink to nothing")
         return None
     if stat_module.S_ISDIR(info.st_mode or 0):
-        return None
+        return _in_the_way(uri, "folder")  # as locally
     directory, _, name = path.rpartition("/")
     now = {"size": int(info.st_size or 0), "mtime": int(info.st_mtime or 0)}
     return _recorded(

@@ -666,3 +666,19 @@ def test_a_folder_that_cannot_be_listed_only_loses_the_staged_records(
     with pytest.raises(AirflowFailException, match="with no record of what it holds"):
         run(video_no="VI000000000000000001", destination=str(target))
     assert scripted.downloads == []
+
+
+def test_a_dangling_symlink_planted_while_the_video_downloads_is_named(
+    scripted: ScriptedService, tmp_path: Path
+) -> None:
+    # Before: the commit found the name taken, then hashed what was there to compare it with its
+    # own bytes, and failed with a bare FileNotFoundError (the link points nowhere).
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
+    target = tmp_path / "v.mp4"
+    scripted.halfway["VI000000000000000001"] = lambda: target.symlink_to(tmp_path / "nowhere.mp4")
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds a symlink to"
+    ):
+        run(video_no="VI000000000000000001", destination=str(target))
+    assert target.is_symlink() and not (tmp_path / "nowhere.mp4").exists()
+    assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == []

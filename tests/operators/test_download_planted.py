@@ -45,7 +45,10 @@ def test_a_dangling_symlink_at_the_name_is_refused_before_the_download(
         folder.mkdir()
         uri = str
     link, nowhere = _planted_link(folder, "a.mp4")
-    with pytest.raises(AirflowFailException, match=r"a\.mp4 already exists .* nothing was downloaded"):
+    with pytest.raises(
+        AirflowFailException,
+        match=r"a\.mp4 already exists \(a symlink to nothing\) .* nothing was downloaded",
+    ):
         run(asset_id=asset["asset_id"], destination=uri(link), **extra)
     assert emu.control.count("v2_download") == 0
     assert link.is_symlink() and not nowhere.exists()
@@ -62,7 +65,10 @@ def test_a_dangling_symlink_with_the_folder_files_name_is_refused_before_the_dow
     folder = tmp_path / "in"
     folder.mkdir()
     link, nowhere = _planted_link(folder, f"{asset['asset_id']}.a.mp4")
-    with pytest.raises(AirflowFailException, match=r"a\.mp4 already exists .* nothing was downloaded"):
+    with pytest.raises(
+        AirflowFailException,
+        match=r"a\.mp4 already exists \(a symlink to nothing\) .* nothing was downloaded",
+    ):
         run(asset_id=asset["asset_id"], destination=f"{folder}/")
     assert emu.control.count("v2_download") == 0
     assert link.is_symlink() and not nowhere.exists()
@@ -82,3 +88,43 @@ def test_a_dangling_symlink_planted_while_an_sftp_download_writes_is_a_taken_nam
         _planted_link(folder, "a.mp4")
     assert target.is_symlink()
     assert sorted(p.name for p in folder.iterdir()) == ["a.mp4"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("store", "kind"), [("local", "folder"), ("sftp", "folder"), ("sftp", "link"), ("sftp", "dangling")]
+)
+def test_anything_with_the_folder_files_name_is_refused_before_the_download(
+    emu: Any, tmp_path: Path, store: str, kind: str, request: pytest.FixtureRequest
+) -> None:
+    # Before: a folder there (locally or over SFTP), or over SFTP a symlink of any kind (the listing's
+    # modes are lstat's, and only regular files were looked at), was not seen; the video was downloaded
+    # (billed) and the commit failed: 'is an existing folder' or 'No such file', both retried, each
+    # retry billed again; a symlink to another file failed as 'created meanwhile by another writer'.
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    extra: dict[str, Any] = {}
+    if store == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        folder = Path(sshd.root) / f"entry-{kind}"
+        destination = sshd.uri(str(folder)) + "/"
+        extra = {"destination_conn_id": sshd.conn_id}
+    else:
+        folder = tmp_path / "in"
+        destination = f"{folder}/"
+    folder.mkdir()
+    name = f"{asset['asset_id']}.a.mp4"
+    other = tmp_path / "other.mp4"
+    other.write_bytes(b"other bytes")
+    if kind == "folder":
+        (folder / name).mkdir()
+        expected = r"already exists \(a folder\) .* remove it or choose another destination"
+    elif kind == "link":
+        (folder / name).symlink_to(other)
+        expected = r"already exists \(11 bytes\) with no record"
+    else:
+        _planted_link(folder, name)
+        expected = r"already exists \(a symlink to nothing\) with no record"
+    with pytest.raises(AirflowFailException, match=expected):
+        run(asset_id=asset["asset_id"], destination=destination, **extra)
+    assert emu.control.count("v2_download") == 0
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+    assert other.read_bytes() == b"other bytes"
