@@ -41,7 +41,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from memories_provider.storage import probes
 from memories_provider.storage.part_buffer import PartBuffer
@@ -95,6 +95,17 @@ def check_destination(uri: str) -> None:
             f"`destination` scheme {scheme!r} is not supported; use a local path, file://, s3://, "
             "gs://, azure:// or sftp://"
         )
+    cut = _path_cut_by(uri, scheme)
+    if cut:
+        raise ValueError(
+            f"`destination` {redact_uri(uri)!r} holds {' and '.join(repr(c) for c in cut)}, which ends the "
+            f"path of a {scheme}:// URI: the file would be written under another name"
+            + (
+                "; percent-encode it (%3F for '?', %23 for '#')"
+                if scheme != "azure"
+                else "; choose a name without it"
+            )
+        )
     if scheme not in OBJECT_STORE_SCHEMES and not is_folder(uri):
         # Written as ``.<name>.<random>.part`` and recorded in ``.<name>.memories.json`` (itself
         # written through a temporary file): those names must fit too, or the write fails only
@@ -107,6 +118,19 @@ def check_destination(uri: str) -> None:
                 f"file and the record written beside it add {_DERIVED_NAME_OVERHEAD} bytes, and a file "
                 f"name has at most {_NAME_MAX})"
             )
+
+
+def _path_cut_by(uri: str, scheme: str) -> list[str]:
+    """The characters of ``uri`` that end its path where smart-open (and :func:`local_path`) read it:
+    ``?`` and ``#`` in ``file://`` and SFTP URIs, ``?`` in ``azure://`` ones. S3 and GCS keys keep them."""
+    if scheme == "file" or scheme in SFTP_SCHEMES:
+        cutting = "?#"
+    elif scheme == "azure":
+        cutting = "?"
+    else:
+        return []
+    rest = uri.partition("://")[2]
+    return [char for char in cutting if char in rest]
 
 
 def is_folder(uri: str) -> bool:
@@ -629,7 +653,8 @@ def _sftp_paths(uri: str) -> tuple[str, str, str]:
     tmp_path = f"{directory}/{tmp_name}"
     base_uri = uri[: len(uri) - len(parts.path)] if parts.path else uri
     prefix_dir = parts.path.rpartition("/")[0]
-    return path, tmp_path, f"{base_uri}{prefix_dir}/{tmp_name}"
+    # ``name`` is decoded (``%3F`` is ``?`` in it): encoded again in the URI smart-open decodes.
+    return path, tmp_path, f"{base_uri}{prefix_dir}/{quote(tmp_name)}"
 
 
 @contextlib.contextmanager

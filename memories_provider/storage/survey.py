@@ -27,7 +27,7 @@ import socket
 import stat as stat_module
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from memories_provider.redaction import Redactor
 from memories_provider.storage.destinations import (
@@ -297,7 +297,10 @@ def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: 
     directory = directory or "/"
     probe = f"{directory.rstrip('/')}/{_PROBE}.{secrets.token_hex(6)}.part"
     try:
-        fh: Any = _smart_open_open(f"{base_uri}{probe}", "wb", compression="disable", transport_params=params)
+        # ``probe`` is a decoded path: encoded again in the URI smart-open decodes.
+        fh: Any = _smart_open_open(
+            f"{base_uri}{quote(probe)}", "wb", compression="disable", transport_params=params
+        )
     except Exception as err:  # connect, authenticate, open: paramiko's and socket errors alike
         what = f"cannot be written over SFTP in {directory!r}: {_reason(err)}"
         raise _cannot(uri, what, cause=err) from None

@@ -293,3 +293,20 @@ def test_azure_atomic_writer_commits_nothing_on_error(azurite: Any, azure_contai
         out.write(BIG)
         raise RuntimeError("boom")
     assert destination_exists(uri, conn_id=azurite.conn_id) is None
+
+
+@pytest.mark.parametrize(("encoded", "name"), [("what%3F.mp4", "what?.mp4"), ("100%2541.mp4", "100%41.mp4")])
+def test_sftp_percent_encoded_names(emu: Any, sshd: Any, encoded: str, name: str) -> None:
+    # The temporary file's URI was built from the decoded name: 'what?.mp4' cut it to '.what' (left
+    # behind for good, the download failing with 'No such file' after it was billed, on every retry),
+    # '%41' became 'A'. The probe of a folder was built from its decoded path the same way.
+    asset = emu.control.add_asset(VIDEO, "x.mp4", "video/mp4")
+    folder = sshd.root / f"per%41cent-{len(name)}"  # its URI says %2541 for '%41'
+    folder.mkdir()
+    uri = sshd.uri(f"{sshd.root}/per%2541cent-{len(name)}/{encoded}")
+    result = run(asset_id=asset["asset_id"], destination=uri, destination_conn_id=sshd.conn_id)
+    assert (folder / name).read_bytes() == VIDEO
+    assert files_in(folder) == [name]
+    again = run(asset_id=asset["asset_id"], destination=uri, destination_conn_id=sshd.conn_id)
+    assert again["skipped"] is True and again["sha256"] == result["sha256"]
+    assert emu.control.count("v2_download") == 1

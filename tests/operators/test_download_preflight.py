@@ -67,6 +67,14 @@ def test_folder_destination_that_is_a_file(emu: Any, ids: dict[str, str], tmp_pa
     fails_before_any_request(emu, "is an existing file", destination=str(tmp_path / "a-file") + "/", **ids)
 
 
+def test_a_file_uri_whose_path_a_hash_would_end(emu: Any, ids: dict[str, str], tmp_path: Path) -> None:
+    # Written to <tmp>/take (the URI's path ends at '#'), and reported as written to take#2.mp4.
+    fails_before_any_request(
+        emu, "holds '#', which ends the path", destination=f"file://{tmp_path}/take#2.mp4", **ids
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("destination", ["C:\\out\\", "D:/out/clip.mp4", "out\\clip.mp4", "\\\\nas\\out\\"])
 def test_windows_path_is_refused(
     emu: Any, ids: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, destination: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -107,6 +108,39 @@ def test_check_destination_rejects_unknown_schemes_and_empty() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         check_destination(" ")
     check_destination("s3://bucket/key")
+
+
+@pytest.mark.parametrize(
+    ("uri", "cut"),
+    [
+        ("file:///data/take#2.mp4", "'#'"),
+        ("file:///data/what?.mp4", "'?'"),
+        ("sftp://bob@host/data/take#2.mp4", "'#'"),
+        ("ssh://bob@host/data/a?b#c.mp4", "'?' and '#'"),
+        ("sftp://bob@host/data/what?/", "'?'"),
+        ("azure://container/what?.mp4", "'?'"),
+    ],
+)
+def test_check_destination_refuses_what_would_end_a_uris_path(uri: str, cut: str) -> None:
+    # smart-open (and a file:// URI's path) end the path there: 'file:///data/take#2.mp4' was written
+    # to /data/take, and reported as written to take#2.mp4.
+    with pytest.raises(ValueError, match=f"holds {re.escape(cut)}, which ends the path"):
+        check_destination(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/data/take#2.mp4",  # a plain path: no URI parsing
+        "file:///data/take%232.mp4",
+        "sftp://bob@host/data/what%3F.mp4",
+        "s3://bucket/take#2?.mp4",  # smart-open keeps them in an S3 or GCS key
+        "gs://bucket/take#2?.mp4",
+        "azure://container/take#2.mp4",  # ... and '#' in an Azure blob name
+    ],
+)
+def test_check_destination_takes_what_the_writer_keeps(uri: str) -> None:
+    check_destination(uri)
 
 
 def test_local_uri_helpers(tmp_path: Path) -> None:
