@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from memories_provider.storage.destinations import canonical_uri
-from memories_provider.storage.uris import SCHEME_FAMILY, scheme_of, split_userinfo
+from memories_provider.storage.uris import SCHEME_FAMILY, object_key, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -48,7 +48,8 @@ def lineage_dataset(uri: str) -> tuple[str, str]:
     host = parts.netloc
     if family == "http":
         return f"{parts.scheme}://{host}", parts.path
-    return f"{scheme}://{host}", parts.path.lstrip("/")
+    key = object_key(canonical)  # S3 and GCS keys keep their '?' and '#'
+    return f"{scheme}://{host}", (key if key is not None else parts.path).lstrip("/")
 
 
 def annotate_outlets(task: Any, context: Context, uri: str, extra: dict[str, Any]) -> None:

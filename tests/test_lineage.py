@@ -16,6 +16,8 @@ from memories_provider.lineage import lineage_dataset, video_dataset_name
         ("s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bucket/in/a.mp4", ("s3://bucket", "in/a.mp4")),  # '/' in a secret
         ("s3://bucket/in/a:b@c.mp4", ("s3://bucket", "in/a:b@c.mp4")),
         ("gs://bucket/a.mp4", ("gs://bucket", "a.mp4")),
+        ("s3://bucket/in/take#2?.mp4", ("s3://bucket", "in/take#2?.mp4")),  # the key, '?' and '#' included
+        ("gs://bucket/a#1.mp4", ("gs://bucket", "a#1.mp4")),
         ("sftp://me:pw@host/in/a.mp4", ("sftp://host:22", "/in/a.mp4")),
         ("ssh://host:2222/a.mp4", ("ssh://host:2222", "/a.mp4")),
         ("https://u:tok@host/in/a.mp4?X-Amz-Signature=s3cr3t", ("https://host", "/in/a.mp4")),

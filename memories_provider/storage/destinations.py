@@ -49,6 +49,7 @@ from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.s3_part_checksums import precompute_part_checksums
 from memories_provider.storage.uris import (
     local_path,
+    object_key,
     redact_uri,
     scheme_of,
     schemes_of,
@@ -224,6 +225,9 @@ def basename_of(uri: str) -> str:
     path = local_path(uri)
     if path is not None:
         return os.path.basename(path)
+    key = object_key(uri)
+    if key is not None:
+        return key.rstrip("/").rsplit("/", 1)[-1]
     return urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1] if "://" in uri else uri.rsplit("/", 1)[-1]
 
 

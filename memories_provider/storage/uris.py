@@ -124,6 +124,47 @@ def split_userinfo(uri: str) -> tuple[str | None, str]:
     return userinfo, urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+#: Families whose smart-open transport reads everything after the bucket (container) as the key:
+#: ``s3://b/take#2.mp4`` is the key ``take#2.mp4``; on Azure up to a ``?`` (the rest is ignored).
+LITERAL_KEY_FAMILIES = frozenset({"s3", "gs", "azure"})
+
+
+def _key_tail(bare: str) -> str:
+    """What follows the bucket in ``bare`` (a URI without user-info), its ``/`` included."""
+    return bare.partition("://")[2][len(urlsplit(bare).netloc) :]
+
+
+def object_key(uri: str) -> str | None:
+    """The key of an ``s3://``, ``gs://`` or ``azure://`` URI as smart-open reads it (``?`` and ``#``
+    included, but on Azure only up to a ``?``); ``None`` for other schemes.
+
+    An S3 URI naming a version (``?versionId=``, which smart-open reads) gives ``None`` too.
+
+    :raises ValueError: as :func:`split_userinfo`.
+    """
+    tail = _literal_tail(uri)
+    if tail is None:
+        return None
+    tail = tail.removeprefix("/")
+    return tail.partition("?")[0] if scheme_of(uri) == "azure" else tail
+
+
+#: smart-open reads an S3 URI's ``versionId`` query parameter as the object's version.
+_S3_VERSION_ID = re.compile(r"[?&]versionId=")
+
+
+def _literal_tail(uri: str) -> str | None:
+    """What follows the bucket when ``uri``'s key is read literally (see :func:`object_key`), else None
+    (other schemes, and an S3 URI naming a ``versionId``: a query string there)."""
+    family = SCHEME_FAMILY.get(scheme_of(uri))
+    if family not in LITERAL_KEY_FAMILIES:
+        return None
+    tail = _key_tail(split_userinfo(uri)[1])
+    if family == "s3" and _S3_VERSION_ID.search(tail):
+        return None
+    return tail
+
+
 def _unencoded_userinfo(uri: str) -> tuple[str, str] | None:
     """``(user, what follows the '@')`` when ``uri``'s user-info is ``user:password`` with a ``/``,
     ``?`` or ``#`` left unencoded in the password, where ``urlsplit`` ends the host and would show
@@ -172,4 +213,10 @@ def redact_uri(uri: str) -> str:
         else:  # elsewhere a lone user-info is often a token (https://<token>@host)
             netloc = f"{MASK}@{host}"
     query = MASK if parts.query else ""
+    tail = _literal_tail(bare)
+    if tail is not None:
+        # The key is shown as it is read, '?' and '#' included (Azure ignores what follows a '?').
+        if scheme_of(uri) == "azure" and "?" in tail:
+            return f"{parts.scheme}://{netloc}{tail.partition('?')[0]}?{MASK}"
+        return f"{parts.scheme}://{netloc}{tail}"
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -310,3 +310,18 @@ def test_sftp_percent_encoded_names(emu: Any, sshd: Any, encoded: str, name: str
     again = run(asset_id=asset["asset_id"], destination=uri, destination_conn_id=sshd.conn_id)
     assert again["skipped"] is True and again["sha256"] == result["sha256"]
     assert emu.control.count("v2_download") == 1
+
+
+@pytest.mark.parametrize("key", ["in/take#2.mp4", "in/what?.mp4"])
+def test_s3_key_with_a_hash_or_question_mark_is_reported_as_written(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, key: str
+) -> None:
+    # smart-open writes the key as given, '#' and '?' included; the result's uri and filename were
+    # read as a URL's (s3://…/in/take, take; s3://…/in/what?***, what): a later task reading the
+    # XCom went to another object.
+    asset = emu.control.add_asset(VIDEO, "x.mp4", "video/mp4")
+    uri = f"s3://{s3_bucket}/{key}"
+    result = run(asset_id=asset["asset_id"], destination=uri, destination_conn_id=moto_s3_server.conn_id)
+    assert [o["Key"] for o in moto_s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]] == [key]
+    assert result["uri"] == uri
+    assert result["filename"] == key.rsplit("/", 1)[1]

@@ -208,6 +208,11 @@ def test_http_source_refusing_head_and_get_is_named_without_its_token(presigned,
         ("s3://AKIAEXAMPLE:wJalr/XUtn+FEMI@bucket/in/clip.mp4", "s3://***@bucket/in/clip.mp4"),
         ("s3://AKIAEXAMPLE:wJalr/XUtnFEMI@bucket/c.mp4?versionId=v", "s3://***@bucket/c.mp4?***"),
         ("s3://bucket/in/a:b@c.mp4", "s3://bucket/in/a:b@c.mp4"),  # '@' in a key is no user-info
+        # smart-open keeps '?' and '#' in an S3 or GCS key (on Azure '#'): shown as the key they are part of.
+        ("s3://bucket/in/take#2.mp4", "s3://bucket/in/take#2.mp4"),
+        ("s3://k:s3cr3t@bucket/what?.mp4", "s3://***@bucket/what?.mp4"),
+        ("gs://bucket/a?b#c.mp4", "gs://bucket/a?b#c.mp4"),
+        ("azure://c/take#2.mp4", "azure://c/take#2.mp4"),
         ("ftp://alice:pw@files.example/x.mp4", "ftp://***@files.example/x.mp4"),
         # A password with '/', '?' or '#' left unencoded: urlsplit ends the host there.
         ("sftp://bob:p/w0rd@host/x.mp4", "sftp://bob:***@host/x.mp4"),
