@@ -218,7 +218,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 unique_id=self.unique_id,
                 unique_id_templated=self.rendered_from_template("unique_id"),
             )
-            destination = str(self.destination)
+            # Without the whitespace around it, as the upload's source and the ids: a template's
+            # trailing newline made 'out/\n' a file named '\n', not the folder 'out/'.
+            destination = str(self.destination).strip()
             check_destination(destination)
             # Once, before any (billed) request; reused by the checks and the writer.
             transport = resolve_transport(

@@ -368,7 +368,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         with bad_input_fails_at_once():  # no retry fixes bad arguments, destination or connection
             ids = None if self.all_parsed else self._ids()
             unique_id = checked_unique_id(self.unique_id, templated=self.rendered_from_template("unique_id"))
-            destination = single_value("destination", self.destination, operator=type(self).__name__)
+            # Without the whitespace around it, as the upload's source and every id: a template's
+            # trailing newline is no part of a file name.
+            destination = single_value("destination", self.destination, operator=type(self).__name__).strip()
             check_destination(destination)
             if is_folder(destination):
                 raise ValueError(

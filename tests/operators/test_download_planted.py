@@ -128,3 +128,19 @@ def test_anything_with_the_folder_files_name_is_refused_before_the_download(
     assert emu.control.count("v2_download") == 0
     assert sorted(p.name for p in folder.iterdir()) == [name]
     assert other.read_bytes() == b"other bytes"
+
+
+@pytest.mark.parametrize("around", ["\n", " ", "\r\n", "\t"])
+def test_a_rendered_destination_is_taken_without_the_whitespace_around_it(
+    emu: Any, tmp_path: Path, around: str
+) -> None:
+    # A template's trailing newline ("{{ var.value.out }}\n", a Variable saved with one) made
+    # 'out/\n' a file named '\n' in 'out', not a download into the folder 'out/'.
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    folder = tmp_path / "out"
+    result = run(asset_id=asset["asset_id"], destination=f"{folder}/{around}")
+    name = f"{asset['asset_id']}.a.mp4"
+    assert result["uri"] == f"{folder}/{name}"
+    assert sorted(p.name for p in folder.iterdir()) == [f".{name}.memories.json", name]
+    again = run(asset_id=asset["asset_id"], destination=f"{folder}/{around}")
+    assert again["skipped"] is True

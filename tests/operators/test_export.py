@@ -104,6 +104,16 @@ def test_exact_rows_of_three_videos_to_a_local_file(emu: Any, three: list[str], 
     assert emu.control.count("get_audio_transcription") == 3
 
 
+def test_a_rendered_destination_is_taken_without_the_whitespace_around_it(
+    emu: Any, three: list[str], tmp_path: Path
+) -> None:
+    # A template's trailing newline was kept: the export was written to a file named 'index.jsonl\n'.
+    target = tmp_path / "index.jsonl"
+    result = run(video_no=three[0], destination=f"{target}\n", file_format="jsonl")
+    assert result["uri"] == str(target)
+    assert files_in(tmp_path) == ["index.jsonl"]
+
+
 def test_one_kind_and_one_video(emu: Any, three: list[str], tmp_path: Path) -> None:
     target = tmp_path / "audio.jsonl"
     result = run(video_no=three[2], kinds="audio", destination=str(target))
