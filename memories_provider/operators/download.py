@@ -9,6 +9,7 @@ video) whose service facts (``get_metadata``'s size, create_time, bucket, blob) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from memories_provider.preflight import (
 from memories_provider.storage.background_writer import BackgroundWriter, BufferRing, Chunk
 from memories_provider.storage.destinations import (
     DestinationTaken,
+    NoRoomError,
     atomic_writer,
     basename_of,
     check_destination,
@@ -64,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["MemoriesDownloadOperator", "select_source"]
 
 _CHUNK_SIZE = 1024 * 1024
+#: A write refused for room: the filesystem or a quota is full, or the file size limit reached.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 #: Chunks received while the destination is busy (e.g. smart-open uploading an S3 part, which
 #: blocks its write()): 16 MiB lets receiving go on during a whole part of up to 16 MiB.
 _WRITE_AHEAD_CHUNKS = 16
@@ -489,6 +493,15 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 provenance.sha256 = digest.hexdigest() if digest is not None else None
         except DestinationTaken:
             return self._after_race(source, uri, transport, provenance)
+        except OSError as err:
+            if err.errno not in _NO_ROOM or isinstance(err, NoRoomError):
+                raise
+            # Mid-write (the disk or a quota filled, a file size limit): say which file, and that
+            # nothing of it is left (the writer removed its temporary file). A retry may find room.
+            raise AirflowException(
+                f"{source.label}: writing {shown} failed: {err.strerror or err}; nothing was left "
+                "there (free some space or lift the limit, or choose another destination)"
+            ) from err
         progress.update(done, final=True)
         return _downloaded(uri, done, provenance.sha256, resp.content_type)
 

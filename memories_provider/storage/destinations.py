@@ -513,6 +513,11 @@ def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> It
     _commit_local_sidecar(directory, name, pending)
 
 
+class NoRoomError(OSError):
+    """``ENOSPC`` measured before the first byte (see :func:`check_room`): its text names the file
+    and both sizes."""
+
+
 def _check_room(directory: str, path: str, size: int, free: int | None = None) -> None:
     """Fail before the first byte when ``directory``'s filesystem cannot hold ``size`` more bytes
     (the temporary file is whole before it replaces anything): ``ENOSPC``, as the write would.
@@ -522,7 +527,7 @@ def _check_room(directory: str, path: str, size: int, free: int | None = None) -
     if free is None:
         free = probes.free_space(directory)
     if free is not None and free < size:
-        raise OSError(
+        raise NoRoomError(
             errno.ENOSPC,
             f"{path}: {size} bytes to write, but its filesystem has {free} bytes free; nothing was "
             "written (free some space, or choose another destination)",

@@ -4,7 +4,10 @@ folder) and FIFOs. Nothing is written through them, and a name that is taken is 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,44 @@ def test_a_rendered_destination_is_taken_without_the_whitespace_around_it(
     assert sorted(p.name for p in folder.iterdir()) == [f".{name}.memories.json", name]
     again = run(asset_id=asset["asset_id"], destination=f"{folder}/{around}")
     assert again["skipped"] is True
+
+
+_LIMITED_WORKER = """
+import json, resource, sys
+from memories_provider.operators.download import MemoriesDownloadOperator
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail EFBIG
+try:
+    MemoriesDownloadOperator(task_id="limited", **json.loads(sys.argv[1])).execute(context={})
+    print(json.dumps({"error": None}))
+except Exception as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+"""
+
+
+@pytest.mark.parametrize("into_folder", [False, True])
+def test_a_write_refused_mid_file_names_the_destination_and_leaves_nothing(
+    emu: Any, tmp_path: Path, into_folder: bool
+) -> None:
+    # A worker whose file size limit (RLIMIT_FSIZE; ENOSPC or a quota mid-write fail the same way) is
+    # met half-way. Before: the task failed with a bare "[Errno 27] File too large", naming no file.
+    big = os.urandom(5 * 1024 * 1024 + 7)
+    asset = emu.control.add_asset(big, "a.mp4", "video/mp4")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    destination = f"{folder}/" if into_folder else str(folder / "a.mp4")
+    written = folder / (f"{asset['asset_id']}.a.mp4" if into_folder else "a.mp4")
+    kwargs = {"asset_id": asset["asset_id"], "destination": destination}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WORKER, json.dumps(kwargs), str(2 * 1024 * 1024 + 5)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    error = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
+    assert error == (
+        f"AirflowException: asset {asset['asset_id']}: writing {written} failed: File too large; nothing "
+        "was left there (free some space or lift the limit, or choose another destination)"
+    )
+    assert list(folder.iterdir()) == []  # no temporary file, no record
