@@ -305,9 +305,9 @@ class DestinationTaken(Exception):
     """A file appeared at the destination while it was being written, and ``replace=False``.
 
     Raised by :func:`atomic_writer` when committing; nothing was overwritten and the temporary
-    data (or the S3 multipart upload) is gone. Local, SFTP and S3 (``If-None-Match: *``)
-    destinations: GCS and Azure writes through smart-open have no conditional commit, there the
-    last writer wins.
+    data (or the S3 multipart upload) is gone. Local, SFTP, S3 and Azure (``If-None-Match: *``)
+    destinations: GCS writes through smart-open have no conditional commit, there the last writer
+    wins.
     """
 
     def __init__(self, uri: str) -> None:
@@ -337,7 +337,7 @@ def atomic_writer(
         sidecar when the block ends (staged before the rename), so the caller may complete it
         (``size``, ``sha256``) inside the block. None: no record (and any earlier sidecar of the
         name is removed).
-    :param replace: False: never overwrite an existing local, SFTP or S3 file, raise
+    :param replace: False: never overwrite an existing local, SFTP, S3 or Azure file, raise
         :class:`DestinationTaken` instead (the check and the commit are one atomic step).
     """
     check_destination(uri)
@@ -362,6 +362,10 @@ def atomic_writer(
                 with _s3_no_clobber(uri, params) as fh:
                     yield fh
                 return
+        elif scheme == "azure" and not replace:
+            with _azure_no_clobber(uri, params) as fh:
+                yield fh
+            return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
         # success close() completes the upload. Never let the writer be garbage-collected open.
         with _smart_open_open(uri, "wb", compression="disable", transport_params=params) as fh:
@@ -427,6 +431,29 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
             fh.terminate()
         code = str(err.response.get("Error", {}).get("Code", "")) if isinstance(err, ClientError) else ""
         if code in ("PreconditionFailed", "412"):
+            raise DestinationTaken(uri) from None
+        raise
+
+
+#: Azure's answers to a block list committed with ``If-None-Match: *`` over an existing blob.
+_AZURE_TAKEN = frozenset({"BlobAlreadyExists", "ConditionNotMet"})
+
+
+@contextlib.contextmanager
+def _azure_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """An Azure writer whose commit (the block list) fails with DestinationTaken if the blob exists
+    meanwhile; its staged blocks are left uncommitted (Azure drops them after a week)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+
+    blob_kwargs = {**(params.get("blob_kwargs") or {}), "match_condition": MatchConditions.IfMissing}
+    try:
+        with _smart_open_open(
+            uri, "wb", compression="disable", transport_params={**params, "blob_kwargs": blob_kwargs}
+        ) as fh:
+            yield fh
+    except HttpResponseError as err:
+        if getattr(err, "error_code", None) in _AZURE_TAKEN:
             raise DestinationTaken(uri) from None
         raise
 

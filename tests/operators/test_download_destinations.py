@@ -14,7 +14,12 @@ from downloads import files_in
 from downloads import run_download as run
 
 from memories_provider.client import MemoriesIncompleteBodyError
-from memories_provider.storage.destinations import UNLOCKED_TEMP_GRACE, atomic_writer, destination_exists
+from memories_provider.storage.destinations import (
+    UNLOCKED_TEMP_GRACE,
+    DestinationTaken,
+    atomic_writer,
+    destination_exists,
+)
 
 BIG = os.urandom(12 * 1024 * 1024 + 5)  # > two 5 MiB parts: a failure happens after parts were sent
 PART = {"min_part_size": 5 * 1024 * 1024}
@@ -285,6 +290,19 @@ def test_azure_file_and_failure(emu: Any, azurite: Any, azure_container: str) ->
         )
     names = [b.name for b in service.get_container_client(azure_container).list_blobs()]
     assert names == ["dir/z.mp4"]
+
+
+def test_azure_writer_never_clobbers_when_asked_not_to(azurite: Any, azure_container: str) -> None:
+    # The block list was committed over a blob that appeared meanwhile (the last writer won).
+    uri = f"azure://{azure_container}/taken.bin"
+    blob = azurite.service().get_blob_client(azure_container, "taken.bin")
+    with pytest.raises(DestinationTaken), atomic_writer(uri, conn_id=azurite.conn_id, replace=False) as out:
+        out.write(BIG)
+        blob.upload_blob(b"theirs")
+    assert blob.download_blob().readall() == b"theirs"
+    with atomic_writer(f"azure://{azure_container}/free.bin", conn_id=azurite.conn_id, replace=False) as out:
+        out.write(b"mine")  # a free name is still written
+    assert destination_exists(f"azure://{azure_container}/free.bin", conn_id=azurite.conn_id) == 4
 
 
 def test_azure_atomic_writer_commits_nothing_on_error(azurite: Any, azure_container: str) -> None:

@@ -682,3 +682,26 @@ def test_a_dangling_symlink_planted_while_the_video_downloads_is_named(
         run(video_no="VI000000000000000001", destination=str(target))
     assert target.is_symlink() and not (tmp_path / "nowhere.mp4").exists()
     assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == []
+
+
+def test_two_videos_racing_for_one_azure_blob(
+    scripted: ScriptedService, azurite: Any, azure_container: str
+) -> None:
+    # Before: Azure's block list was committed unconditionally; the slower download replaced the
+    # other's blob and both reported success, the faster one for bytes no longer there.
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", first)
+    scripted.add("VI000000000000000002", second)
+    uri = f"azure://{azure_container}/v.mp4"
+    settings = {"destination_conn_id": azurite.conn_id}
+    other: dict[str, Any] = {}
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000002", destination=uri, **settings
+    )
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds video VI000000000000000002"
+    ):
+        run(video_no="VI000000000000000001", destination=uri, **settings)
+    assert other["sha256"] == sha(second)
+    blob = azurite.service().get_blob_client(azure_container, "v.mp4")
+    assert blob.download_blob().readall() == second
