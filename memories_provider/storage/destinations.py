@@ -107,6 +107,12 @@ def check_destination(uri: str) -> None:
                 else "; choose a name without it"
             )
         )
+    if scheme == "azure" and _dot_segment(uri):
+        raise ValueError(
+            f"`destination` {redact_uri(uri)!r} has a '.' or '..' segment in its blob name: in the blob's "
+            "URL it is resolved as a relative path, so the request would name another blob (or be "
+            "refused as badly signed); give the name without it"
+        )
     if scheme not in OBJECT_STORE_SCHEMES and not is_folder(uri):
         # Written as ``.<name>.<random>.part`` and recorded in ``.<name>.memories.json`` (itself
         # written through a temporary file): those names must fit too, or the write fails only
@@ -132,6 +138,12 @@ def _path_cut_by(uri: str, scheme: str) -> list[str]:
         return []
     rest = uri.partition("://")[2]
     return [char for char in cutting if char in rest]
+
+
+def _dot_segment(uri: str) -> bool:
+    """Whether the blob name of ``uri`` (after its container) has a ``.`` or ``..`` segment."""
+    key = object_key(uri) or ""
+    return any(segment in (".", "..") for segment in key.split("/"))
 
 
 def is_folder(uri: str) -> bool:

@@ -143,6 +143,16 @@ def test_check_destination_takes_what_the_writer_keeps(uri: str) -> None:
     check_destination(uri)
 
 
+@pytest.mark.parametrize("key", ["x/../y.mp4", "./w.mp4", "in/./", "in/.."])
+def test_check_destination_refuses_dot_segments_in_an_azure_blob_name(key: str) -> None:
+    # In the blob's URL they are resolved: Azurite refused the request as badly signed (a failure
+    # its retries repeated), a server that resolves them would name another blob.
+    with pytest.raises(ValueError, match=r"has a '\.' or '\.\.' segment in its blob name"):
+        check_destination(f"azure://container/{key}")
+    check_destination(f"azure://container/{key.replace('.', 'dot')}")
+    check_destination(f"s3://bucket/{key}")  # S3 keys are taken as they are
+
+
 def test_local_uri_helpers(tmp_path: Path) -> None:
     assert local_path(f"file://{tmp_path}/a.mp4") == f"{tmp_path}/a.mp4"
     assert canonical_uri(f"{tmp_path}/a.mp4") == f"file://{tmp_path}/a.mp4"
