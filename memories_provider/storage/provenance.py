@@ -139,7 +139,8 @@ class Existing:
         carries the record (object stores), or ``stat`` matches the sidecar's (local, SFTP). When
         False the record holds only if the file's sha256 still equals the recorded one.
     :param kind: ``"file"``, or what else holds the name and can never be the download (locally
-        and over SFTP: ``"folder"``, ``"symlink to nothing"``), with no record and size 0.
+        and over SFTP: ``"folder"``, ``"symlink to nothing"``, ``"FIFO"``, ``"special file"``), with
+        no record and size 0.
     """
 
     uri: str

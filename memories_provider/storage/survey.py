@@ -214,10 +214,11 @@ def _local_existing(uri: str) -> Existing | None:
     except (FileNotFoundError, NotADirectoryError):
         # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
         return _in_the_way(uri, "symlink to nothing") if os.path.islink(path) else None
-    if stat_module.S_ISDIR(info.st_mode):
+    if not stat_module.S_ISREG(info.st_mode):
         # A folder in a folder destination, named as its file may be (a file destination that is a
-        # folder was refused above): the file could never take its name.
-        return _in_the_way(uri, "folder")
+        # folder was refused above): the file could never take its name. A FIFO or a device is no
+        # download either, and is never read (opening a FIFO blocks until someone writes to it).
+        return _in_the_way(uri, _special_kind(info.st_mode))
     directory, name = os.path.split(path)
     directory = directory or "."
     now = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ino": info.st_ino}
@@ -270,6 +271,13 @@ def _local_record(path: str) -> _Record | None:
         with open(fd, "rb") as side:
             return Provenance.from_sidecar(side.read(MAX_SIDECAR_BYTES))
     return None
+
+
+def _special_kind(mode: int) -> str:
+    """What a non-regular file is, for :attr:`Existing.kind`."""
+    if stat_module.S_ISDIR(mode):
+        return "folder"
+    return "FIFO" if stat_module.S_ISFIFO(mode) else "special file"
 
 
 def _in_the_way(uri: str, kind: str) -> Existing:
@@ -345,8 +353,8 @@ def _sftp_existing(sftp: Any, uri: str, path: str) -> Existing | None:
                 # A symlink to nothing still holds the name: no-clobber commits refuse to take it.
                 return _in_the_way(uri, "symlink to nothing")
         return None
-    if stat_module.S_ISDIR(info.st_mode or 0):
-        return _in_the_way(uri, "folder")  # as locally
+    if info.st_mode is not None and not stat_module.S_ISREG(info.st_mode):
+        return _in_the_way(uri, _special_kind(info.st_mode))  # as locally (a server may not say)
     directory, _, name = path.rpartition("/")
     now = {"size": int(info.st_size or 0), "mtime": int(info.st_mtime or 0)}
     return _recorded(

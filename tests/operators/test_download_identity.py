@@ -705,3 +705,16 @@ def test_two_videos_racing_for_one_azure_blob(
     assert other["sha256"] == sha(second)
     blob = azurite.service().get_blob_client(azure_container, "v.mp4")
     assert blob.download_blob().readall() == second
+
+
+def test_a_fifo_planted_while_the_video_downloads_is_named_not_read(
+    scripted: ScriptedService, tmp_path: Path
+) -> None:
+    # Before: the commit found the name taken and opened what was there to hash it; opening a FIFO
+    # for reading waits for a writer, so the task hung until its execution_timeout.
+    scripted.add("VI000000000000000001", os.urandom(SIZE))
+    target = tmp_path / "v.mp4"
+    scripted.halfway["VI000000000000000001"] = lambda: os.mkfifo(target)
+    with pytest.raises(AirflowFailException, match="created meanwhile by another writer and holds a FIFO"):
+        run(video_no="VI000000000000000001", destination=str(target))
+    assert visible(tmp_path) == ["v.mp4"] and hidden(tmp_path) == []

@@ -15,7 +15,8 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from downloads import run_download as run
 
-from memories_provider.storage.destinations import DestinationTaken, atomic_writer
+from memories_provider.storage.destinations import DestinationTaken, atomic_writer, resolve_transport
+from memories_provider.storage.survey import survey
 
 VIDEO = os.urandom(300_000)
 
@@ -188,3 +189,31 @@ def test_a_write_refused_mid_file_names_the_destination_and_leaves_nothing(
         "was left there (free some space or lift the limit, or choose another destination)"
     )
     assert list(folder.iterdir()) == []  # no temporary file, no record
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"])
+def test_a_fifo_at_the_name_is_named_and_never_opened(
+    emu: Any, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    # It was taken for an empty file ('already exists (0 bytes)'), and where its bytes were compared
+    # (a FIFO planted while the download wrote, its commit refused) opened for reading, which blocks
+    # until someone writes to it: the task hung until its execution_timeout.
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    extra: dict[str, Any] = {}
+    if store == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        folder = Path(sshd.root) / "fifo"
+        folder.mkdir()
+        destination = sshd.uri(str(folder / "a.mp4"))
+        extra = {"destination_conn_id": sshd.conn_id}
+    else:
+        folder = tmp_path
+        destination = str(folder / "a.mp4")
+    os.mkfifo(folder / "a.mp4")
+    with pytest.raises(AirflowFailException, match=r"a\.mp4 already exists \(a FIFO\) with no record"):
+        run(asset_id=asset["asset_id"], destination=destination, **extra)
+    assert emu.control.count("v2_download") == 0
+    found = survey(
+        destination, transport=resolve_transport(destination, conn_id=extra.get("destination_conn_id"))
+    )
+    assert [(e.kind, e.provenance) for e in found] == [("FIFO", None)]
