@@ -96,6 +96,14 @@ def check_destination(uri: str) -> None:
             f"`destination` scheme {scheme!r} is not supported; use a local path, file://, s3://, "
             "gs://, azure:// or sftp://"
         )
+    if scheme == "file":
+        host = urlsplit(uri).netloc
+        if host not in ("", "localhost"):
+            raise ValueError(
+                f"`destination` {uri!r} names the host {host!r}, which a file:// URI cannot reach: it "
+                f"would be written to {local_path(uri)!r} on this worker; write file:///abs/path (three "
+                "slashes) or a plain path"
+            )
     cut = _path_cut_by(uri, scheme)
     if cut:
         raise ValueError(

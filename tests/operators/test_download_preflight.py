@@ -67,6 +67,12 @@ def test_folder_destination_that_is_a_file(emu: Any, ids: dict[str, str], tmp_pa
     fails_before_any_request(emu, "is an existing file", destination=str(tmp_path / "a-file") + "/", **ids)
 
 
+def test_a_file_uri_with_two_slashes(emu: Any, ids: dict[str, str], tmp_path: Path) -> None:
+    # 'file://out/a.mp4' meant out/a.mp4; its 'out' is a host, and the file went to /a.mp4.
+    fails_before_any_request(emu, "names the host 'out'", destination="file://out/memories-hz-a.mp4", **ids)
+    assert not os.path.exists("/memories-hz-a.mp4")
+
+
 def test_a_file_uri_whose_path_a_hash_would_end(emu: Any, ids: dict[str, str], tmp_path: Path) -> None:
     # Written to <tmp>/take (the URI's path ends at '#'), and reported as written to take#2.mp4.
     fails_before_any_request(

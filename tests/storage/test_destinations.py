@@ -129,6 +129,24 @@ def test_check_destination_refuses_what_would_end_a_uris_path(uri: str, cut: str
 
 
 @pytest.mark.parametrize(
+    ("uri", "written_to"),
+    [
+        ("file://data/out.mp4", "/out.mp4"),
+        ("file://nas/share/videos/", "/share/videos"),
+        ("FILE://x/y", "/y"),
+    ],
+)
+def test_check_destination_refuses_a_file_uri_naming_a_host(uri: str, written_to: str) -> None:
+    # 'file://data/out.mp4' (two slashes, meaning data/out.mp4) was written to /out.mp4.
+    with pytest.raises(
+        ValueError, match=f"names the host .* would be written to '{written_to}' on this worker"
+    ):
+        check_destination(uri)
+    check_destination("file:///data/out.mp4")
+    check_destination("file://localhost/data/out.mp4")
+
+
+@pytest.mark.parametrize(
     "uri",
     [
         "/data/take#2.mp4",  # a plain path: no URI parsing
