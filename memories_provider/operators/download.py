@@ -494,6 +494,13 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         except DestinationTaken:
             return self._after_race(source, uri, transport, provenance)
         except OSError as err:
+            if isinstance(err, IsADirectoryError) and err.filename is not None:
+                # Seen before the body was read (overwrite=True looks nothing up beforehand, and a
+                # folder's file name is known only from the answer): no retry can replace a folder.
+                raise AirflowFailException(
+                    f"{source.label}: {shown} is an existing folder, which the file cannot replace; "
+                    "nothing was written: remove it or choose another destination"
+                ) from err
             if err.errno not in _NO_ROOM or isinstance(err, NoRoomError):
                 raise
             # Mid-write (the disk or a quota filled, a file size limit): say which file, and that

@@ -511,10 +511,16 @@ def _with_metadata(scheme: str, params: dict[str, Any], metadata: dict[str, str]
     return params
 
 
+def _folder_in_the_way(path: str) -> IsADirectoryError:
+    return IsADirectoryError(errno.EISDIR, "a folder has this name: no file can replace it", path)
+
+
 @contextlib.contextmanager
 def _local_atomic(path: str, provenance: Provenance | None, replace: bool) -> Iterator[IO[bytes]]:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise _folder_in_the_way(path)  # before the first byte: the rename could only fail
     name = os.path.basename(path)
     tmp_name = _temp_name(name)
     tmp = os.path.join(directory, tmp_name)
@@ -722,6 +728,8 @@ def _sftp_atomic(
     # smart-open hands back paramiko's SFTPFile (possibly proxied); its ``sftp`` is the client.
     sftp = fh.sftp
     try:
+        if _sftp_is_folder(sftp, path):
+            raise _folder_in_the_way(path)  # before the first byte: the rename could only fail
         _remove_abandoned_sftp(sftp, path, tmp_path)
         try:
             yield fh
@@ -761,6 +769,13 @@ def _sftp_atomic(
     finally:
         with contextlib.suppress(Exception):
             sftp.close()
+
+
+def _sftp_is_folder(sftp: Any, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(sftp.lstat(path).st_mode or 0)
+    except OSError:
+        return False
 
 
 def _sftp_exists(sftp: Any, path: str) -> bool:

@@ -217,3 +217,31 @@ def test_a_fifo_at_the_name_is_named_and_never_opened(
         destination, transport=resolve_transport(destination, conn_id=extra.get("destination_conn_id"))
     )
     assert [(e.kind, e.provenance) for e in found] == [("FIFO", None)]
+
+
+@pytest.mark.parametrize("store", ["local", "sftp"])
+def test_overwrite_into_a_folder_whose_file_name_is_a_folder_fails_at_once(
+    emu: Any, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    # overwrite=True looks nothing up before the request, and the file's name comes with the answer.
+    # Before: the whole body was written, then the rename onto the folder failed (IsADirectoryError
+    # locally, 'Failure' over SFTP), an error Airflow retried, each retry downloading it again.
+    asset = emu.control.add_asset(VIDEO, "a.mp4", "video/mp4")
+    extra: dict[str, Any] = {}
+    if store == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        folder = Path(sshd.root) / "overwrite-folder"
+        folder.mkdir()
+        destination = sshd.uri(str(folder)) + "/"
+        extra = {"destination_conn_id": sshd.conn_id}
+    else:
+        folder = tmp_path
+        destination = f"{folder}/"
+    name = f"{asset['asset_id']}.a.mp4"
+    (folder / name).mkdir()
+    with pytest.raises(
+        AirflowFailException, match=f"{name} is an existing folder, which the file cannot replace"
+    ):
+        run(asset_id=asset["asset_id"], destination=destination, overwrite=True, **extra)
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+    assert list((folder / name).iterdir()) == []
