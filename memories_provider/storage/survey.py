@@ -102,6 +102,13 @@ def sha256_of(uri: str, *, transport: ResolvedTransport) -> str:
     return digest.hexdigest()
 
 
+# A download may end the destination with '/' to write into the folder; an export writes one named
+# file, so the hint must hold for both.
+_EXISTING_FOLDER = (
+    "is an existing folder: name a file in it (a download may instead end it with '/' to write into it)"
+)
+
+
 def _cannot(uri: str, what: str, *, cause: BaseException | None = None) -> ValueError:
     # ``what`` may quote a storage library's error: redacted like any text we show (issue 14).
     try:
@@ -177,7 +184,7 @@ def _local_survey(uri: str, prefix: str | None, inspect: bool) -> list[Existing]
             raise _cannot(uri, "ends with '/' (a folder) but is an existing file")
     else:
         if os.path.isdir(path):
-            raise _cannot(uri, "is an existing folder: end it with '/' to download into it, or name a file")
+            raise _cannot(uri, _EXISTING_FOLDER)
         directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, exist_ok=True)
@@ -322,9 +329,7 @@ def _sftp_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: 
         if not is_folder(uri):
             with contextlib.suppress(OSError):
                 if stat_module.S_ISDIR(sftp.stat(path).st_mode or 0):
-                    raise _cannot(
-                        uri, "is an existing folder: end it with '/' to download into it, or name a file"
-                    )
+                    raise _cannot(uri, _EXISTING_FOLDER)
             if not inspect:
                 return []
             found = _sftp_existing(sftp, uri, path)

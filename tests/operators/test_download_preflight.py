@@ -49,7 +49,10 @@ def _unused_port() -> int:
 def test_existing_folder_without_trailing_slash(emu: Any, ids: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     error = fails_before_any_request(
-        emu, "is an existing folder: end it with '/'", destination=str(tmp_path / "out"), **ids
+        emu,
+        "is an existing folder: name a file in it .a download may instead end it with '/'",
+        destination=str(tmp_path / "out"),
+        **ids,
     )
     assert str(tmp_path / "out") in str(error)
     assert list((tmp_path / "out").iterdir()) == []

@@ -775,6 +775,12 @@ def test_bad_arguments_fail_at_parse_time(kwargs: dict[str, Any], message: str, 
             "already exists",
         ),
         ({"video_no": "VI000000000000000001", "destination": "{dir}/afile/x.jsonl"}, "destination"),
+        # An existing folder, no '/': the hint was the download's ("end it with '/' to download into
+        # it"), which the export then refused ("not the folder").
+        (
+            {"video_no": "VI000000000000000001", "destination": "{dir}/adir"},
+            r"`destination` .*adir' is an existing folder: name a file in it",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_request(
@@ -784,6 +790,7 @@ def test_bad_input_fails_before_any_request(
 
     (tmp_path / "exists.jsonl").write_text("x")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
     kwargs["destination"] = kwargs.get("destination", "{dir}/x.jsonl").format(dir=tmp_path)
     with pytest.raises((ValueError, AirflowFailException), match=message):
         run(**kwargs)
