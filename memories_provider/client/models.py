@@ -8,6 +8,7 @@ JSON-safe dict (for XCom) that ``from_api`` reads back.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -339,14 +340,15 @@ TRANSCRIPT_KINDS: tuple[TranscriptKind, ...] = ("visual", "audio")
 
 
 def _clean_text(value: Any) -> str:
-    """A segment's text as sent (no stripping); ``None`` is empty, lone surrogates become U+FFFD.
+    """A segment's text as sent (no stripping); ``None`` is empty, lone surrogates become U+FFFD,
+    and a value that is not a string (the spec's type) is its JSON text.
 
     JSON may carry ``"\\ud800"`` alone: Python keeps it, but no UTF-8 file (JSON Lines, Parquet)
     can hold it, and a row writer would fail half-way through an export.
     """
     if value is None:
         return ""
-    text = value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -183,3 +183,15 @@ def test_strings_of_more_digits_than_python_converts_read_as_absent(client, memo
     assert client.get_video_caption(video_no).segments == (Segment(0, "x", None, 1.0),)
     data = {"videoNo": video_no, "transcriptions": [], "createTime": digits}
     assert TranscriptModel.from_api(data, video_no=video_no, kind="audio").create_time is None
+
+
+def test_a_text_that_is_not_a_string_is_written_as_its_json(client, memories_emulator, make_video):
+    # The spec sends `content` as a string. Anything else was Python's text of it ('True',
+    # "{'a': 1}", 'None' inside a list): no JSON reader, nor the service, writes those. Its JSON
+    # text now ('true', '{"a": 1}'), the same in every export format.
+    video_no = _video(client, make_video)
+    contents = [True, {"a": 1, "é": [None]}, [1, "x"], 7, 1.5]
+    items = [{"index": i, "content": c, "startTime": "0", "endTime": "1"} for i, c in enumerate(contents)]
+    memories_emulator.control.set_index_outputs(video_no, visual=items)
+    texts = [s.text for s in client.get_video_caption(video_no).segments]
+    assert texts == ["true", '{"a": 1, "é": [null]}', '[1, "x"]', "7", "1.5"]
