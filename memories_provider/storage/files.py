@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import stat as file_mode
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -70,6 +71,27 @@ def source_family(uri: str) -> str:
         raise ValueError(f"`source`: {err}") from None
 
 
+#: What a path that exists but is no regular file (nor a folder) is, by its ``stat`` mode.
+_SPECIAL_KINDS = (
+    (file_mode.S_ISFIFO, "a FIFO (named pipe)"),
+    (file_mode.S_ISCHR, "a character device"),
+    (file_mode.S_ISBLK, "a block device"),
+    (file_mode.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_kind(path: str) -> str | None:
+    """What ``path`` is when it exists (symlinks followed) as a FIFO, device or socket; else ``None``.
+
+    Only ``stat``: opening a FIFO to look would block until someone writes to it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
+
+
 def _resolved_as(uri: str) -> str:
     """`` (looked for at /abs/path)`` when a relative or ``~`` path resolved to another spelling on
     this worker, whose working folder and home are rarely the ones the DAG's author had in mind."""
@@ -110,6 +132,12 @@ def stat_storage_file(
         validate_transport_params(uri, transport_params)
         if os.path.isdir(_local_path(uri)):
             raise ValueError(f"`source` {uri!r} is a folder, not a video file")
+        kind = special_file_kind(_local_path(uri))
+        if kind is not None:
+            raise ValueError(
+                f"`source` {uri!r} is {kind}, not a regular file: only a regular file has a size to "
+                "announce before it is sent"
+            )
     params = _source_params(uri, conn_id, transport_params)
     stat = stored_stat(uri, params)
     size = None if stat is None else stat.size
