@@ -30,6 +30,7 @@ from memories_provider.client import (
     Video,
 )
 from memories_provider.client.deadline import within
+from memories_provider.client.multipart import find_source_error
 from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
@@ -93,10 +94,14 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
     """Whether an upload that raised ``error`` certainly was not accepted (so cannot have been billed).
 
     True when the multipart body stopped before the last byte of the file (the service cannot
-    accept a body cut short), when the connection was never made, or when the service itself
-    answered with a refusal (``0429``, ``0402``, ``0001`` ...). A 5xx may come from a gateway that
-    passed the body on, and a dropped or timed-out answer says nothing: those stay unknown.
+    accept a body cut short), or before its closing boundary (the source turned out longer than
+    its size: :class:`SourceSizeError`, raised before the boundary goes out), when the connection
+    was never made, or when the service itself answered with a refusal (``0429``, ``0402``,
+    ``0001`` ...). A 5xx may come from a gateway that passed the body on, and a dropped or
+    timed-out answer says nothing: those stay unknown.
     """
+    if find_source_error(error) is not None:  # the client resends only what was surely refused
+        return True
     body_cut = not plan.via_url and plan.source.size is not None and file_bytes < plan.source.size
     if isinstance(error, MemoriesConnectionError):
         return not error.request_sent or body_cut

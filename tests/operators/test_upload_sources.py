@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_upload import run
+from test_upload import VIDEO, Store, _TaskInstance, run
+
+from memories_provider.client.multipart import SourceSizeError
+from memories_provider.operators.upload import MemoriesUploadOperator
 
 
 @pytest.fixture
@@ -54,3 +57,56 @@ def test_a_special_file_is_refused_as_not_a_regular_file(
     ):
         run(source=str(source))
     assert emu.control.request_log() == []
+
+
+# ---------------------------------------------------------------------------- sources that change
+
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def while_sending(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+    """``while_sending(action)``: run ``action`` (another process writing the source, say) once
+    the upload has handed the first block of the source to the HTTP library, before the next."""
+    from memories_provider.operators import upload
+
+    def install(action: Callable[[], None]) -> None:
+        done = [False]
+
+        class Interrupted(upload.TransferProgress):
+            def update(self, sent: int, *, final: bool = False) -> None:
+                if not done[0] and sent > 0 and not final:
+                    done[0] = True
+                    action()
+                super().update(sent, final=final)
+
+        monkeypatch.setattr(upload, "TransferProgress", Interrupted)
+
+    return install
+
+
+def _context() -> dict[str, Any]:
+    return {"ti": _TaskInstance(), "task_state_store": Store()}
+
+
+def _run(context: dict[str, Any], **kwargs: Any) -> str:
+    return MemoriesUploadOperator(task_id="upload", **kwargs).execute(context)
+
+
+def test_a_source_that_grows_while_sent_is_not_accepted_and_its_record_is_dropped(
+    emu: Any, tmp_path: Path, while_sending: Callable[[Callable[[], None]], None]
+) -> None:
+    # A file still being written by another process: the body sends the size looked up and stops
+    # before its closing boundary when more follows, so the service cannot accept it. The record
+    # of the attempt was kept ("unknown whether accepted"), as for a dropped answer, although
+    # the body never ended: a retry with no version mark to compare (an http(s) source without
+    # ETag or Last-Modified) went looking for a lost upload that cannot exist.
+    source = tmp_path / "recording.mp4"
+    source.write_bytes(VIDEO * 300)  # > 1 MiB: more than one block
+    while_sending(lambda: source.open("ab").write(b"more frames"))
+    context = _context()
+    with pytest.raises(SourceSizeError, match="longer than its given size"):
+        _run(context, source=str(source))
+    assert emu.control.videos() == []
+    assert context["task_state_store"] == {}
