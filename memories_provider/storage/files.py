@@ -10,6 +10,7 @@ for byte rather than silently decompressed. The size and the version marks come 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import stat as file_mode
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from memories_provider.client.multipart import SourceSizeError
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.probes import stored_stat
+from memories_provider.storage.probes import local_stat_of, stored_stat
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family, windows_path_problem
 
-__all__ = ["StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
+__all__ = ["SourceChangedError", "StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,16 @@ class StorageFile:
     @contextlib.contextmanager
     def open(self) -> Iterator[BinaryIO]:
         """Open the file for streaming reads (binary, compression disabled) with the settings it was
-        looked up with: one storage client per file, not one per step."""
+        looked up with: one storage client per file, not one per step.
+
+        A local file is held to what was looked up: opened without blocking, it must still be the
+        regular file of that size and those marks (``mtime_ns``, inode), and still be so when its
+        end is read — else :class:`SourceChangedError`, before the upload's body can end.
+        """
+        if scheme_family(self.uri) == "file":
+            with _open_local(self) as local:
+                yield local
+            return
         with _open(self.uri, self.transport_params) as fh:
             yield fh
 
@@ -173,6 +184,68 @@ def _source_params(uri: str, conn_id: str | None, transport_params: dict[str, An
     return transport_params_for(
         uri, conn_id=conn_id, transport_params=transport_params, conn_param="source_conn_id"
     )
+
+
+class SourceChangedError(SourceSizeError):
+    """A local ``source`` is no longer the file that was looked up: replaced or rewritten since,
+    or while it was being sent. Raised before the upload's body ends, so nothing is accepted."""
+
+
+#: Open without waiting: a FIFO put in the file's place would block ``open`` until a writer came.
+_NO_WAIT = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+@contextlib.contextmanager
+def _open_local(source: StorageFile) -> Iterator[BinaryIO]:
+    fd = os.open(_local_path(source.uri), _NO_WAIT)
+    try:
+        _check_unchanged(source, os.fstat(fd), "changed since it was looked up; nothing of it was sent")
+        local = _HeldFile(fd, source)
+    except BaseException:
+        os.close(fd)
+        raise
+    with local:
+        yield local
+
+
+class _HeldFile(io.FileIO):
+    """A local file that, once read to its end, checks it is still the file that was looked up:
+    rewritten in place while it was read (same size, other bytes), its mtime has moved."""
+
+    def __init__(self, fd: int, source: StorageFile) -> None:
+        super().__init__(fd, "rb", closefd=True)
+        self._source = source
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            _check_unchanged(
+                self._source,
+                os.fstat(self.fileno()),
+                "changed while it was being sent; the upload was stopped before its last byte, so it "
+                "cannot have been accepted",
+            )
+        return data or b""
+
+
+def _check_unchanged(source: StorageFile, info: os.stat_result, what: str) -> None:
+    """Raise :class:`SourceChangedError` unless ``info`` is of the regular file ``source`` was:
+    same size, and same version marks where ``source`` has them."""
+    shown = f"`source` {source.uri!r}"
+    kind = next((kind for test, kind in _SPECIAL_KINDS if test(info.st_mode)), None)
+    if kind is not None:
+        raise SourceChangedError(f"{shown} is {kind} now, not the regular file it was when looked up")
+    now = local_stat_of(info)
+    changes = [f"size {source.size} -> {now.size}"] if now.size != source.size else []
+    changes += [
+        f"{key} {value} -> {now.version[key]}"
+        for key, value in source.version.items()
+        if key in now.version and now.version[key] != value
+    ]
+    if changes:
+        raise SourceChangedError(f"{shown} {what} ({', '.join(changes)}); a retry uploads it as it is then")
 
 
 @contextlib.contextmanager

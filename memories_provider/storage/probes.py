@@ -30,6 +30,7 @@ __all__ = [
     "gcs_size",
     "http_size",
     "local_size",
+    "local_stat_of",
     "s3_size",
     "sftp_size",
     "stored_size",
@@ -112,6 +113,11 @@ def local_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
         return None
     if not stat_module.S_ISREG(info.st_mode):
         return None
+    return local_stat_of(info)
+
+
+def local_stat_of(info: os.stat_result) -> StoredStat:
+    """The :class:`StoredStat` of a regular file's ``stat`` (or ``fstat``) result."""
     # The inode is named by the machine that read it: another worker's copy of the path, or the
     # same network or FUSE mount seen from another worker (gcsfuse numbers inodes per mount), has
     # other inode numbers for the same file, so only marks read on the same machine are compared.

@@ -3,6 +3,7 @@ change between their look-up and their last byte sent, hostile names."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from test_upload import VIDEO, Store, _TaskInstance, run
 
 from memories_provider.client.multipart import SourceSizeError
 from memories_provider.operators.upload import MemoriesUploadOperator
+from memories_provider.storage.files import SourceChangedError
 
 
 @pytest.fixture
@@ -110,3 +112,101 @@ def test_a_source_that_grows_while_sent_is_not_accepted_and_its_record_is_droppe
         _run(context, source=str(source))
     assert emu.control.videos() == []
     assert context["task_state_store"] == {}
+
+
+@pytest.fixture
+def after_tag_lookup(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+    """``after_tag_lookup(action)``: run ``action`` once, when the upload has first looked its tag
+    up (a real listing, after the source was looked up and before it is opened)."""
+    from memories_provider.hooks.memories import MemoriesHook
+
+    real = MemoriesHook.iter_videos
+
+    def install(action: Callable[[], None]) -> None:
+        pending = [action]
+
+        def iter_videos(self: MemoriesHook, **kwargs: Any) -> Any:
+            yield from real(self, **kwargs)
+            if "tag" in kwargs and pending:
+                pending.pop()()
+
+        monkeypatch.setattr(MemoriesHook, "iter_videos", iter_videos)
+
+    return install
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """A new version lands as new versions usually do: written beside ``path``, renamed over it."""
+    fresh = path.with_name(path.name + ".part")
+    fresh.write_bytes(data)
+    os.replace(fresh, path)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_source_replaced_after_its_look_up_is_not_sent_as_the_file_looked_up(
+    emu: Any, tmp_path: Path, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # Replaced by a file of the same size between the look-up (size and marks, recorded with the
+    # upload) and the open: the new bytes went out under the old file's marks. A clear (or a retry
+    # after a later failure) then saw marks other than the recorded ones, took the file for a new
+    # version and uploaded — and paid for — the same bytes a second time.
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(VIDEO)
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: _replace(source, newer))
+    context = _context()
+    with pytest.raises(
+        SourceChangedError, match=r"`source` '.*clip\.mp4' changed since it was looked up.*inode"
+    ):
+        _run(context, source=str(source))
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    assert all(log["endpoint"] != "upload" for log in emu.control.request_log())
+    # The retry, then a clear: one upload, of the new bytes.
+    first, again = _run(context, source=str(source)), _run(context, source=str(source))
+    [video] = emu.control.videos()
+    assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
+
+
+def test_a_source_rewritten_in_place_while_sent_is_not_accepted(
+    emu: Any, tmp_path: Path, while_sending: Callable[[Callable[[], None]], None]
+) -> None:
+    # Same size, other bytes: a writer rewriting the file in place (a recorder finishing a
+    # pre-allocated file, cp over it) while it is read. The upload ended and was billed with the
+    # old head and the new tail. Now the end of the file is checked against the look-up (mtime)
+    # before the body's closing boundary goes out.
+    source = tmp_path / "clip.mp4"
+    data = VIDEO * 300  # more than one block
+    source.write_bytes(data)
+    os.utime(source, ns=(10**18, 10**18))  # any later write moves it, however coarse the clock
+
+    def rewrite() -> None:
+        with source.open("r+b") as fh:
+            fh.seek(len(data) - len(VIDEO))
+            fh.write(VIDEO[::-1])
+
+    while_sending(rewrite)
+    context = _context()
+    with pytest.raises(SourceChangedError, match=r"changed while it was being sent.*mtime_ns"):
+        _run(context, source=str(source))
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+
+
+def test_a_fifo_put_in_place_of_the_source_after_its_look_up_does_not_block(
+    emu: Any, tmp_path: Path, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # open() of a FIFO waits for a writer: the upload hung for good, its record saying "sent".
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(VIDEO)
+
+    def fifo() -> None:
+        source.unlink()
+        os.mkfifo(source)
+
+    after_tag_lookup(fifo)
+    context = _context()
+    with pytest.raises(SourceChangedError, match=r"is a FIFO .* now, not the regular file"):
+        _run(context, source=str(source))
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
