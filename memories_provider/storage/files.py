@@ -56,9 +56,14 @@ class StorageFile:
         regular file of that size and those marks (``mtime_ns``, inode), and still be so when its
         end is read — else :class:`SourceChangedError`, before the upload's body can end.
         """
-        if scheme_family(self.uri) == "file":
+        family = scheme_family(self.uri)
+        if family == "file":
             with _open_local(self) as local:
                 yield local
+            return
+        if family == "s3":
+            with _open_s3(self) as fh:
+                yield fh
             return
         with _open(self.uri, self.transport_params) as fh:
             yield fh
@@ -228,6 +233,42 @@ class _HeldFile(io.FileIO):
                 "cannot have been accepted",
             )
         return data or b""
+
+
+@contextlib.contextmanager
+def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
+    """An S3 object read as the version that was looked up: that ``VersionId`` (a versioned bucket
+    keeps it readable), else only while its ``ETag`` is still the one seen (``If-Match`` on every
+    GET smart-open makes, the first one included, which it makes on opening)."""
+    params = dict(source.transport_params)
+    etag = source.version.get("etag")
+    if source.version.get("version_id") and not params.get("version_id"):
+        params["version_id"] = source.version["version_id"]
+    elif etag:
+        kwargs = dict(params.get("client_kwargs") or {})
+        kwargs["S3.Client.get_object"] = {**kwargs.get("S3.Client.get_object", {}), "IfMatch": etag}
+        params["client_kwargs"] = kwargs
+    import smart_open
+
+    try:
+        fh: Any = smart_open.open(source.uri, "rb", compression="disable", transport_params=params)
+    except OSError as err:
+        if not _precondition_failed(err):
+            raise
+        raise SourceChangedError(
+            f"`source` {redact_uri(source.uri)!r} changed since it was looked up; nothing of it was "
+            f"sent (its ETag is no longer {etag}); a retry uploads it as it is then"
+        ) from None
+    with fh:
+        yield fh
+
+
+def _precondition_failed(err: BaseException) -> bool:
+    """Whether S3 refused a GET for its ``If-Match`` (smart-open wraps botocore's error)."""
+    response = getattr(getattr(err, "backend_error", None) or err.__cause__, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "PreconditionFailed" or status == 412
 
 
 def _check_unchanged(source: StorageFile, info: os.stat_result, what: str) -> None:

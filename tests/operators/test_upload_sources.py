@@ -210,3 +210,48 @@ def test_a_fifo_put_in_place_of_the_source_after_its_look_up_does_not_block(
     with pytest.raises(SourceChangedError, match=r"is a FIFO .* now, not the regular file"):
         _run(context, source=str(source))
     assert emu.control.videos() == [] and context["task_state_store"] == {}
+
+
+def test_an_s3_source_overwritten_after_its_look_up_is_not_sent_as_the_object_looked_up(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # HeadObject sized it and gave its ETag (recorded with the upload); the GET that streams it
+    # came later and read whatever was there then: an object of the same size written in between
+    # went out under the old ETag, and a clear then paid for the same bytes again.
+    s3 = moto_s3_server.client()
+    s3.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: s3.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=newer))
+    source, conn = f"s3://{s3_bucket}/in/clip.mp4", moto_s3_server.conn_id
+    context = _context()
+    with pytest.raises(
+        SourceChangedError, match=r"`source` 's3://.*/in/clip\.mp4' changed since it was looked up"
+    ):
+        _run(context, source=source, source_conn_id=conn)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    first, again = (
+        _run(context, source=source, source_conn_id=conn),
+        _run(context, source=source, source_conn_id=conn),
+    )
+    [video] = emu.control.videos()
+    assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
+
+
+def test_an_s3_source_in_a_versioned_bucket_is_sent_as_the_version_looked_up(
+    emu: Any, moto_s3_server: Any, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # A versioned bucket keeps the version that was looked up readable: that one is sent, under
+    # the marks recorded for it, however many versions are written meanwhile.
+    s3, bucket = moto_s3_server.client(), f"versioned-sources-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    try:
+        s3.put_object(Bucket=bucket, Key="clip.mp4", Body=VIDEO)
+        after_tag_lookup(lambda: s3.put_object(Bucket=bucket, Key="clip.mp4", Body=VIDEO[::-1]))
+        _run(_context(), source=f"s3://{bucket}/clip.mp4", source_conn_id=moto_s3_server.conn_id)
+        [video] = emu.control.videos()
+        assert video["sha256"] == _sha256(VIDEO)
+    finally:
+        for version in s3.list_object_versions(Bucket=bucket).get("Versions", []):
+            s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+        s3.delete_bucket(Bucket=bucket)
