@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from memories_provider.client.multipart import SourceSizeError
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.probes import local_stat_of, stored_stat
+from memories_provider.storage.probes import http_marks, local_stat_of, stored_stat
 from memories_provider.storage.uris import local_path, redact_uri, scheme_family, windows_path_problem
 
 __all__ = ["SourceChangedError", "StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
@@ -66,6 +66,8 @@ class StorageFile:
                 yield fh
             return
         with _open(self.uri, self.transport_params) as fh:
+            if family == "http":
+                _check_http_answer(self, fh)
             yield fh
 
 
@@ -261,6 +263,35 @@ def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
         ) from None
     with fh:
         yield fh
+
+
+def _check_http_answer(source: StorageFile, fh: Any) -> None:
+    """The GET smart-open opened must answer for the version that was looked up (HEAD or a ranged
+    GET, earlier): the same ``ETag`` and ``Last-Modified`` where both answers give one, and a whole
+    body (HTTP 200) of the same length. Raises :class:`SourceChangedError` before a byte is read."""
+    response: Any = getattr(fh, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return
+    now = http_marks(headers)
+    changes = [
+        f"{key} {value} -> {now[key]}"
+        for key, value in source.version.items()
+        if key in now and now[key] != value
+    ]
+    length = headers.get("Content-Length", "").strip()
+    if (
+        response.status_code == 200
+        and length.isdigit()
+        and source.size is not None
+        and int(length) != source.size
+    ):
+        changes.append(f"size {source.size} -> {int(length)}")
+    if changes:
+        raise SourceChangedError(
+            f"`source` {redact_uri(source.uri)!r} changed since it was looked up; nothing of it was sent "
+            f"({', '.join(changes)}); a retry uploads it as it is then"
+        )
 
 
 def _precondition_failed(err: BaseException) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "azure_size",
     "free_space",
     "gcs_size",
+    "http_marks",
     "http_size",
     "local_size",
     "local_stat_of",
@@ -261,14 +262,14 @@ def http_stat(uri: str, params: dict[str, Any]) -> StoredStat:
         _check_http(uri, response.status_code, f"HEAD answered HTTP {response.status_code}", refusable=True)
         length = _digits(response.headers.get("Content-Length"))
         if response.status_code < 400 and length is not None:
-            return StoredStat(length, _http_marks(response.headers))
+            return StoredStat(length, http_marks(response.headers))
         # Presigned S3/GCS URLs are signed for GET only (HEAD gets 403), and some servers refuse HEAD
         # (405) or omit its length: ask for the first byte and read the total from Content-Range.
         headers = {**asked, "Range": "bytes=0-0"}
         with requests.get(uri, headers=headers, stream=True, **request) as ranged:  # body never read
             answers = f"HEAD answered HTTP {response.status_code} and a ranged GET HTTP {ranged.status_code}"
             _check_http(uri, ranged.status_code, answers, refusable=False)
-            marks = _http_marks(ranged.headers)
+            marks = http_marks(ranged.headers)
             if ranged.status_code == 206:
                 return StoredStat(_digits(ranged.headers.get("Content-Range", "").rpartition("/")[2]), marks)
             return StoredStat(_digits(ranged.headers.get("Content-Length")), marks)  # Range ignored
@@ -291,7 +292,8 @@ def _check_http(uri: str, status: int, answers: str, *, refusable: bool) -> None
     raise error(f"`source` {shown!r} cannot be read: {answers}")
 
 
-def _http_marks(headers: Any) -> dict[str, str]:
+def http_marks(headers: Any) -> dict[str, str]:
+    """The version marks of an HTTP answer: its ``ETag`` and ``Last-Modified``."""
     return _marks(etag=headers.get("ETag"), last_modified=headers.get("Last-Modified"))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_http import LocalServer, QuietHandler
 from test_upload import VIDEO, Store, _TaskInstance, run
 
 from memories_provider.client.multipart import SourceSizeError
@@ -255,3 +256,39 @@ def test_an_s3_source_in_a_versioned_bucket_is_sent_as_the_version_looked_up(
         for version in s3.list_object_versions(Bucket=bucket).get("Versions", []):
             s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
         s3.delete_bucket(Bucket=bucket)
+
+
+class _ReplacedBetweenHeadAndGet(QuietHandler):
+    """An http(s) source replaced by a file of the same size between the look-up (HEAD: version
+    "v1") and the GET that streams it (version "v2")."""
+
+    def _answer(self, body: bytes, etag: str) -> None:
+        self.send_response(200)
+        for key, value in {
+            "Content-Type": "video/mp4",
+            "Content-Length": str(len(body)),
+            "ETag": etag,
+        }.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._answer(VIDEO, '"v1"')
+
+    def do_GET(self) -> None:
+        self._answer(VIDEO[::-1], '"v2"')
+
+
+def test_an_http_source_replaced_after_its_look_up_is_not_sent_as_the_file_looked_up(emu: Any) -> None:
+    # streamed through (stream_http=True): the GET's own ETag was never compared with the HEAD's,
+    # so the new bytes went out under the old ETag recorded with the upload.
+    context = _context()
+    with (
+        LocalServer(_ReplacedBetweenHeadAndGet) as server,
+        pytest.raises(SourceChangedError, match=r"changed since it was looked up.*etag \"v1\" -> \"v2\""),
+    ):
+        _run(context, source=f"{server.url}/clip.mp4", stream_http=True)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    assert all(log["endpoint"] != "upload" for log in emu.control.request_log())
