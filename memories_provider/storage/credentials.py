@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -128,6 +128,10 @@ def transport_params_for(
     if family == "http":
         params.setdefault("timeout", HTTP_TIMEOUT)
     params.update(user)
+    if family == "http" and isinstance(params.get("headers"), Mapping):
+        # The user's headers replace smart-open's own {"Accept-Encoding": "identity"}: without it
+        # the GET accepts gzip and reads compressed bytes, of another length than the size looked up.
+        params["headers"] = {"Accept-Encoding": "identity", **params["headers"]}
     if family != "file":
         mask_credentials(uri, params)
     return params

@@ -3,6 +3,7 @@ change between their look-up and their last byte sent, hostile names."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -292,3 +293,35 @@ def test_an_http_source_replaced_after_its_look_up_is_not_sent_as_the_file_looke
         _run(context, source=f"{server.url}/clip.mp4", stream_http=True)
     assert emu.control.videos() == [] and context["task_state_store"] == {}
     assert all(log["endpoint"] != "upload" for log in emu.control.request_log())
+
+
+class _Compressing(QuietHandler):
+    """Serves VIDEO gzip-compressed to whoever accepts gzip, as is to the others."""
+
+    def _answer(self) -> None:
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        body = gzip.compress(VIDEO) if gzipped else VIDEO
+        self.send_response(200)
+        headers = {"Content-Type": "video/mp4", "Content-Length": str(len(body))}
+        for key, value in {**headers, **({"Content-Encoding": "gzip"} if gzipped else {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET = _answer
+
+
+def test_an_http_source_with_headers_of_its_own_is_streamed_uncompressed(emu: Any) -> None:
+    # transport_params={"headers": ...} replaced smart-open's own {"Accept-Encoding": "identity"}:
+    # the GET then accepted gzip (requests' default) and read the compressed bytes, of another
+    # length than the look-up's (which asks for identity), failing the upload on every try.
+    with LocalServer(_Compressing) as server:
+        _run(
+            _context(),
+            source=f"{server.url}/clip.mp4",
+            stream_http=True,
+            transport_params={"headers": {"X-Trace": "upload-1"}},
+        )
+    [video] = emu.control.videos()
+    assert video["sha256"] == _sha256(VIDEO)
