@@ -15,16 +15,26 @@ from typing import BinaryIO
 BLOCK_SIZE = 1024 * 1024
 
 
-class SourceSizeError(ValueError):
+class SourceError(Exception):
+    """The caller's file object broke the body while it was being sent, before its closing
+    boundary: the service cannot accept such a body."""
+
+
+class SourceSizeError(SourceError, ValueError):
     """The file object yielded a different number of bytes than the declared ``size``."""
 
 
-def find_source_error(exc: BaseException) -> SourceSizeError | None:
-    """The caller's short/long upload source hidden inside a transport error, if that is the cause."""
+class SourceReadError(SourceError):
+    """Reading the file object failed (its storage's connection broke, say) while the body was
+    being sent; the original error is the cause."""
+
+
+def find_source_error(exc: BaseException) -> SourceError | None:
+    """The caller's failing upload source hidden inside a transport error, if that is the cause."""
     seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen:
-        if isinstance(item, SourceSizeError):
+        if isinstance(item, SourceError):
             return item
         seen.add(id(item))
         item = item.__cause__ or item.__context__
@@ -146,7 +156,7 @@ class MultipartBody:
             return chunk
         if self._file_sent < self._size:
             want = min(amount, self._size - self._file_sent)
-            chunk = self._file.read(want)
+            chunk = self._read_file(want)
             if not chunk:
                 raise SourceSizeError(
                     f"the file ended after {self._file_sent} bytes but its size was given as {self._size}"
@@ -155,13 +165,23 @@ class MultipartBody:
             if self._progress is not None:
                 self._progress(self._file_sent)
             return bytes(chunk) if not isinstance(chunk, bytes) else chunk
-        if self._tail_sent == 0 and self._size and self._file.read(1):
+        if self._tail_sent == 0 and self._size and self._read_file(1):
             raise SourceSizeError(f"the file is longer than its given size of {self._size} bytes")
         if self._tail_sent < len(self._tail):
             chunk = self._tail[self._tail_sent : self._tail_sent + amount]
             self._tail_sent += len(chunk)
             return chunk
         return b""
+
+    def _read_file(self, amount: int) -> bytes:
+        try:
+            return self._file.read(amount)
+        except SourceError:
+            raise
+        except Exception as err:  # not the transport's: told apart so no one blames the service
+            raise SourceReadError(
+                f"reading the file failed after {self._file_sent} bytes ({type(err).__name__})"
+            ) from err
 
     def __iter__(self) -> Iterator[bytes]:
         while True:

@@ -30,7 +30,7 @@ from memories_provider.client import (
     Video,
 )
 from memories_provider.client.deadline import within
-from memories_provider.client.multipart import find_source_error
+from memories_provider.client.multipart import SourceReadError, find_source_error
 from memories_provider.client.protocol import video_content_type
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
 from memories_provider.hooks.memories import MemoriesHook
@@ -61,6 +61,7 @@ from memories_provider.preflight import (
     refuse_missing_value_text,
     seconds,
 )
+from memories_provider.redaction import Redactor, url_secrets
 from memories_provider.status import StatusCheck, is_transient
 from memories_provider.storage.files import StorageFile, source_family, stat_storage_file
 from memories_provider.storage.uris import redact_uri
@@ -90,15 +91,28 @@ class _BodyProgress:
     file_bytes: int = 0
 
 
+def _source_read_failed(uri: str, err: SourceReadError) -> SourceReadError:
+    """``err`` (the body's source failed mid-read) naming ``source``, its cause's text redacted
+    (an HTTP library quotes the URL it read, a presigned signature included); raised without
+    that cause, which a traceback would print whole."""
+    cause = err.__cause__
+    told = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
+    text = Redactor(url_secrets(uri)).redact(told)
+    return SourceReadError(
+        f"`source` {redact_uri(uri)!r} could not be read while it was sent ({text}); the upload was "
+        "stopped before its last byte, so it cannot have been accepted"
+    )
+
+
 def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
     """Whether an upload that raised ``error`` certainly was not accepted (so cannot have been billed).
 
     True when the multipart body stopped before the last byte of the file (the service cannot
     accept a body cut short), or before its closing boundary (the source turned out longer than
-    its size: :class:`SourceSizeError`, raised before the boundary goes out), when the connection
-    was never made, or when the service itself answered with a refusal (``0429``, ``0402``,
-    ``0001`` ...). A 5xx may come from a gateway that passed the body on, and a dropped or
-    timed-out answer says nothing: those stay unknown.
+    its size, or failed to be read: a ``SourceError``, raised before the boundary goes out), when
+    the connection was never made, or when the service itself answered with a refusal
+    (``0429``, ``0402``, ``0001`` ...). A 5xx may come from a gateway that passed the body on, and
+    a dropped or timed-out answer says nothing: those stay unknown.
     """
     if find_source_error(error) is not None:  # the client resends only what was surely refused
         return True
@@ -838,13 +852,16 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
             self.log.info("Uploading %s (%s bytes)", shown, size)
             with plan.source.open() as fh:  # with the client the pre-flight looked it up with
-                result = client.upload_video(
-                    fh,
-                    filename=plan.source.name,
-                    size=size,
-                    metadata=metadata,
-                    progress=on_progress,
-                )
+                try:
+                    result = client.upload_video(
+                        fh,
+                        filename=plan.source.name,
+                        size=size,
+                        metadata=metadata,
+                        progress=on_progress,
+                    )
+                except SourceReadError as err:
+                    raise _source_read_failed(plan.source.uri, err) from None
             progress.update(size or 0, final=True)
             return result
 

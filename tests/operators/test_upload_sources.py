@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import socket
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import pytest
 from local_http import LocalServer, QuietHandler
 from test_upload import VIDEO, Store, _TaskInstance, run
 
-from memories_provider.client.multipart import SourceSizeError
+from memories_provider.client import MemoriesError
+from memories_provider.client.multipart import SourceReadError, SourceSizeError
 from memories_provider.operators.upload import MemoriesUploadOperator
 from memories_provider.storage.files import SourceChangedError
 
@@ -325,3 +327,37 @@ def test_an_http_source_with_headers_of_its_own_is_streamed_uncompressed(emu: An
         )
     [video] = emu.control.videos()
     assert video["sha256"] == _sha256(VIDEO)
+
+
+class _EndsEarly(QuietHandler):
+    """Announces the whole file (HEAD and GET), then closes the connection after 1.5 MB of it."""
+
+    data = VIDEO * 300
+
+    def _answer(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(self.data[:1_500_000])
+            self.close_connection = True
+
+    do_HEAD = do_GET = _answer
+
+
+def test_an_http_source_whose_body_ends_early_fails_naming_the_source(emu: Any) -> None:
+    # The read broke inside the upload's body and came out as the service's own failure:
+    # "MemoriesConnectionError: connection failed: ('Connection broken: IncompleteRead(...)')
+    # (endpoint=upload)", sending the user to look at memories.ai.
+    signature = "c2VjcmV0LXNpZ25hdHVyZQ"
+    context = _context()
+    with LocalServer(_EndsEarly) as server:
+        source = f"{server.url}/clip.mp4?X-Amz-Signature={signature}"
+        with pytest.raises(
+            SourceReadError, match=r"`source` 'http://.*/clip\.mp4.*' could not be read.*IncompleteRead"
+        ) as info:
+            _run(context, source=source, stream_http=True)
+    assert not isinstance(info.value, MemoriesError)
+    assert signature not in "".join(traceback.format_exception(info.value))
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
