@@ -22,7 +22,13 @@ from urllib.parse import unquote, urlsplit
 from memories_provider.client.multipart import SourceSizeError
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
 from memories_provider.storage.probes import http_marks, local_stat_of, stored_stat
-from memories_provider.storage.uris import local_path, redact_uri, scheme_family, windows_path_problem
+from memories_provider.storage.uris import (
+    local_path,
+    redact_uri,
+    scheme_family,
+    scheme_of,
+    windows_path_problem,
+)
 
 __all__ = ["SourceChangedError", "StorageFile", "open_storage_file", "stat_storage_file", "storage_file_name"]
 
@@ -72,9 +78,11 @@ class StorageFile:
 
 
 def storage_file_name(uri: str) -> str:
-    """The file name of ``uri`` (its last path segment, URL-decoded)."""
-    path = urlsplit(uri).path if scheme_family(uri) != "file" or "://" in uri else uri
-    return posixpath.basename(unquote(path).rstrip("/"))
+    """The file name of ``uri``: its last path segment, URL-decoded — but a plain local path is no
+    URL, and its ``%`` signs are part of the name."""
+    if scheme_of(uri) == "":  # what local_path reads as a path, not a file: URI
+        return posixpath.basename(uri.rstrip("/"))
+    return posixpath.basename(unquote(urlsplit(uri).path).rstrip("/"))
 
 
 def source_family(uri: str) -> str:

@@ -361,3 +361,26 @@ def test_an_http_source_whose_body_ends_early_fails_naming_the_source(emu: Any) 
     assert not isinstance(info.value, MemoriesError)
     assert signature not in "".join(traceback.format_exception(info.value))
     assert emu.control.videos() == [] and context["task_state_store"] == {}
+
+
+# ---------------------------------------------------------------------------- hostile names
+
+
+@pytest.mark.parametrize(
+    ("name", "sent"),
+    [
+        ("take%201.mp4", "take%201.mp4"),  # was sent as "take 1.mp4"
+        ("100%.mp4", "100%.mp4"),
+        ("a%2Fb.mp4", "a%2Fb.mp4"),  # was sent as "b.mp4"
+        ("q?#x.mp4", "q?#x.mp4"),
+        ("été 😀.MKV", "été 😀.MKV"),
+    ],
+)
+def test_a_local_file_name_is_sent_as_it_is_not_url_decoded(
+    emu: Any, tmp_path: Path, name: str, sent: str
+) -> None:
+    # A plain path is no URL: percent signs in it are part of the name (file:// URIs are decoded).
+    (tmp_path / name).write_bytes(VIDEO)
+    _run(_context(), source=str(tmp_path / name))
+    [video] = emu.control.videos()
+    assert video["filename"] == sent
