@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from memories_provider.client.multipart import SourceSizeError
 from memories_provider.storage.credentials import transport_params_for, validate_transport_params
-from memories_provider.storage.probes import http_marks, local_stat_of, stored_stat
+from memories_provider.storage.probes import StoredStat, http_marks, local_stat_of, sftp_stat_of, stored_stat
 from memories_provider.storage.uris import (
     local_path,
     redact_uri,
@@ -74,6 +74,8 @@ class StorageFile:
         with _open(self.uri, self.transport_params) as fh:
             if family == "http":
                 _check_http_answer(self, fh)
+            elif family == "sftp":
+                _check_sftp_answer(self, fh)
             yield fh
 
 
@@ -216,7 +218,7 @@ _NO_WAIT = (
 def _open_local(source: StorageFile) -> Iterator[BinaryIO]:
     fd = os.open(_local_path(source.uri), _NO_WAIT)
     try:
-        _check_unchanged(source, os.fstat(fd), "changed since it was looked up; nothing of it was sent")
+        _check_unchanged(source, os.fstat(fd), _BEFORE_SENDING)
         local = _HeldFile(fd, source)
     except BaseException:
         os.close(fd)
@@ -273,6 +275,10 @@ def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
         yield fh
 
 
+#: What a :class:`SourceChangedError` found before anything was read says happened.
+_BEFORE_SENDING = "changed since it was looked up; nothing of it was sent"
+
+
 def _check_http_answer(source: StorageFile, fh: Any) -> None:
     """The GET smart-open opened must answer for the version that was looked up (HEAD or a ranged
     GET, earlier): the same ``ETag`` and ``Last-Modified`` where both answers give one, and a whole
@@ -281,25 +287,17 @@ def _check_http_answer(source: StorageFile, fh: Any) -> None:
     headers = getattr(response, "headers", None)
     if headers is None:
         return
-    now = http_marks(headers)
-    changes = [
-        f"{key} {value} -> {now[key]}"
-        for key, value in source.version.items()
-        if key in now and now[key] != value
-    ]
     length = headers.get("Content-Length", "").strip()
-    if (
-        response.status_code == 200
-        and length.isdigit()
-        and source.size is not None
-        and int(length) != source.size
-    ):
-        changes.append(f"size {source.size} -> {int(length)}")
-    if changes:
-        raise SourceChangedError(
-            f"`source` {redact_uri(source.uri)!r} changed since it was looked up; nothing of it was sent "
-            f"({', '.join(changes)}); a retry uploads it as it is then"
-        )
+    whole = int(length) if response.status_code == 200 and length.isdigit() else None
+    _check_same(source, StoredStat(whole, http_marks(headers)), _BEFORE_SENDING)
+
+
+def _check_sftp_answer(source: StorageFile, fh: Any) -> None:
+    """The SFTP file opened must still be the one looked up (its ``stat`` over the open handle:
+    size, and ``mtime`` in whole seconds). Raises :class:`SourceChangedError` before a byte is read."""
+    now = sftp_stat_of(fh.stat())
+    if now is not None:
+        _check_same(source, now, _BEFORE_SENDING)
 
 
 def _precondition_failed(err: BaseException) -> bool:
@@ -313,19 +311,32 @@ def _precondition_failed(err: BaseException) -> bool:
 def _check_unchanged(source: StorageFile, info: os.stat_result, what: str) -> None:
     """Raise :class:`SourceChangedError` unless ``info`` is of the regular file ``source`` was:
     same size, and same version marks where ``source`` has them."""
-    shown = f"`source` {source.uri!r}"
     kind = next((kind for test, kind in _SPECIAL_KINDS if test(info.st_mode)), None)
     if kind is not None:
-        raise SourceChangedError(f"{shown} is {kind} now, not the regular file it was when looked up")
-    now = local_stat_of(info)
-    changes = [f"size {source.size} -> {now.size}"] if now.size != source.size else []
+        raise SourceChangedError(
+            f"`source` {redact_uri(source.uri)!r} is {kind} now, not the regular file it was when looked up"
+        )
+    _check_same(source, local_stat_of(info), what)
+
+
+def _check_same(source: StorageFile, now: StoredStat, what: str) -> None:
+    """Raise :class:`SourceChangedError` (``source`` ``what``, and which marks moved) when ``now``
+    has another size (if it tells one) or another value of a version mark both hold."""
+    changes = (
+        [f"size {source.size} -> {now.size}"]
+        if None not in (now.size, source.size) and now.size != source.size
+        else []
+    )
     changes += [
         f"{key} {value} -> {now.version[key]}"
         for key, value in source.version.items()
         if key in now.version and now.version[key] != value
     ]
     if changes:
-        raise SourceChangedError(f"{shown} {what} ({', '.join(changes)}); a retry uploads it as it is then")
+        told = ", ".join(changes)
+        raise SourceChangedError(
+            f"`source` {redact_uri(source.uri)!r} {what} ({told}); a retry uploads it as it is then"
+        )
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ __all__ = [
     "local_stat_of",
     "s3_size",
     "sftp_size",
+    "sftp_stat_of",
     "stored_size",
     "stored_stat",
 ]
@@ -150,10 +151,16 @@ def sftp_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
         attributes = fh.stat()
         with contextlib.suppress(Exception):
             fh.sftp.close()
-        size = attributes.st_size
-        if size is None:
-            return None
-        return StoredStat(int(size), _marks(mtime=getattr(attributes, "st_mtime", None)))
+        return sftp_stat_of(attributes)
+
+
+def sftp_stat_of(attributes: Any) -> StoredStat | None:
+    """The :class:`StoredStat` of an SFTP ``stat`` answer (paramiko's ``SFTPAttributes``); ``None``
+    when it gives no size."""
+    size = attributes.st_size
+    if size is None:
+        return None
+    return StoredStat(int(size), _marks(mtime=getattr(attributes, "st_mtime", None)))
 
 
 def s3_size(uri: str, params: dict[str, Any]) -> int | None:

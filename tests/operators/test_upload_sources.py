@@ -363,6 +363,30 @@ def test_an_http_source_whose_body_ends_early_fails_naming_the_source(emu: Any) 
     assert emu.control.videos() == [] and context["task_state_store"] == {}
 
 
+def test_an_sftp_source_replaced_after_its_look_up_is_not_sent_as_the_file_looked_up(
+    emu: Any, sshd: Any, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # SFTP's stat sized it and gave its mtime (recorded with the upload); the open came after the
+    # tag lookup and read whatever was at the path then, the new bytes going out under the old mtime.
+    path = sshd.root / "clip.mp4"
+    path.write_bytes(VIDEO)
+    os.utime(path, (10**9, 10**9))  # seconds are all SFTP tells: the new file's differ for sure
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: _replace(path, newer))
+    context, source = _context(), sshd.uri(str(path))
+    with pytest.raises(
+        SourceChangedError, match=r"`source` 'sftp://.*clip\.mp4' changed since it was looked up.*mtime"
+    ):
+        _run(context, source=source, source_conn_id=sshd.conn_id)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    first, again = (
+        _run(context, source=source, source_conn_id=sshd.conn_id),
+        _run(context, source=source, source_conn_id=sshd.conn_id),
+    )
+    [video] = emu.control.videos()
+    assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
+
+
 # ---------------------------------------------------------------------------- hostile names
 
 
