@@ -76,6 +76,8 @@ class StorageFile:
                 _check_http_answer(self, fh)
             elif family == "sftp":
                 _check_sftp_answer(self, fh)
+            elif family == "gs":
+                _check_gcs_blob(self, fh)
             yield fh
 
 
@@ -298,6 +300,14 @@ def _check_sftp_answer(source: StorageFile, fh: Any) -> None:
     now = sftp_stat_of(fh.stat())
     if now is not None:
         _check_same(source, now, _BEFORE_SENDING)
+
+
+def _check_gcs_blob(source: StorageFile, fh: Any) -> None:
+    """The blob smart-open fetched on opening must be the generation looked up (its reader
+    downloads that generation only). Raises :class:`SourceChangedError` before a byte is read."""
+    blob = getattr(fh, "_blob", None)  # google-cloud-storage's BlobReader
+    if blob is not None and blob.generation is not None:
+        _check_same(source, StoredStat(blob.size, {"generation": str(blob.generation)}), _BEFORE_SENDING)
 
 
 def _precondition_failed(err: BaseException) -> bool:

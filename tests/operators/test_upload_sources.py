@@ -387,6 +387,26 @@ def test_an_sftp_source_replaced_after_its_look_up_is_not_sent_as_the_file_looke
     assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
 
 
+def test_a_gcs_source_overwritten_after_its_look_up_is_not_sent_as_the_blob_looked_up(
+    emu: Any, gcs_server: Any, gcs_bucket: str, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # The blob's size and generation were read (and recorded with the upload) before the tag
+    # lookup; the open after it fetched the blob anew and read the generation current then.
+    blob = gcs_server.client().bucket(gcs_bucket).blob("in/clip.mp4")
+    blob.upload_from_string(VIDEO)
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: blob.upload_from_string(newer))
+    context, source = _context(), f"gs://{gcs_bucket}/in/clip.mp4"
+    with pytest.raises(
+        SourceChangedError, match=r"`source` 'gs://.*clip\.mp4' changed since it was looked up.*generation"
+    ):
+        _run(context, source=source)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    first, again = _run(context, source=source), _run(context, source=source)
+    [video] = emu.control.videos()
+    assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
+
+
 # ---------------------------------------------------------------------------- hostile names
 
 
