@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,6 +20,38 @@ def _check_size(size: int, what: str) -> None:
         raise MemoriesInvalidArgumentError(
             f"`file` {what}has {size} bytes; memories.ai accepts at most {MAX_UPLOAD_BYTES} bytes (3 GB)"
         )
+
+
+#: Open without waiting: opening a FIFO for reading blocks until a writer comes (in the async
+#: client, the whole event loop with it).
+_NO_WAIT = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+)
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (symlinks followed); else
+    :class:`MemoriesInvalidArgumentError` naming ``file``, before anything is sent."""
+    fd = os.open(path, _NO_WAIT)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((kind for test, kind in _KINDS if test(mode)), "a special file")
+            raise MemoriesInvalidArgumentError(
+                f"`file` {path!r} is {kind}, not a regular file: only a regular file has a size to "
+                "announce before it is sent"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass
@@ -40,7 +73,7 @@ def open_upload_stream(
     """
     if isinstance(file, (str, os.PathLike)):
         path = os.fspath(file)
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             actual = os.fstat(fh.fileno()).st_size if size is None else size
             if actual <= 0:
                 raise ValueError(f"the file to upload is empty: {path}")

@@ -4,6 +4,8 @@ rule (against the emulator, which counts the requests it gets)."""
 from __future__ import annotations
 
 import io
+import os
+import re
 
 import pytest
 
@@ -179,4 +181,27 @@ def test_a_file_object_over_3_gb_is_refused_before_it_is_sent(client, memories_e
         client.upload_video(fh)  # its size from fstat
     with pytest.raises(MemoriesInvalidArgumentError, match="3000000001 bytes"):
         client.upload_video(io.BytesIO(b"v"), filename="v.mp4", size=3 * 10**9 + 1)  # a declared size
+    assert memories_emulator.control.count("upload") == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda path: os.mkfifo(path), "a FIFO (named pipe)"),
+        (lambda path: path.symlink_to("/dev/zero"), "a character device"),
+    ],
+    ids=["fifo", "dev-zero"],
+)
+async def test_a_special_file_is_refused_before_it_is_sent(
+    client, aclient, memories_emulator, tmp_path, make, kind
+):
+    # A FIFO's open() waited for a writer for good (in the async client, with the event loop);
+    # /dev/zero was refused as "the file to upload is empty", naming no parameter.
+    path = tmp_path / "clip.mp4"
+    make(path)
+    match = re.escape(f"`file` '{path}' is {kind}, not a regular file")
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        client.upload_video(path)
+    with pytest.raises(MemoriesInvalidArgumentError, match=match):
+        await aclient.upload_video(str(path))
     assert memories_emulator.control.count("upload") == 0
