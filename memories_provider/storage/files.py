@@ -14,9 +14,9 @@ import io
 import os
 import posixpath
 import stat as file_mode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 from memories_provider.client.multipart import SourceSizeError
@@ -58,9 +58,12 @@ class StorageFile:
         """Open the file for streaming reads (binary, compression disabled) with the settings it was
         looked up with: one storage client per file, not one per step.
 
-        A local file is held to what was looked up: opened without blocking, it must still be the
-        regular file of that size and those marks (``mtime_ns``, inode), and still be so when its
-        end is read — else :class:`SourceChangedError`, before the upload's body can end.
+        It is held to the version that was looked up, else :class:`SourceChangedError` before the
+        upload's body can end: a local file, opened without blocking, must still be the regular
+        file of that size and marks (``mtime_ns``, inode), and an SFTP file of that size and
+        ``mtime``, when opened and when read to the end; an S3 object is read by its ``VersionId``
+        or with ``If-Match`` on its ``ETag``; a GCS blob's generation and an HTTP answer's
+        ``ETag``, ``Last-Modified`` and length are compared on opening.
         """
         family = scheme_family(self.uri)
         if family == "file":
@@ -75,7 +78,10 @@ class StorageFile:
             if family == "http":
                 _check_http_answer(self, fh)
             elif family == "sftp":
-                _check_sftp_answer(self, fh)
+                _check_sftp_answer(self, fh, _BEFORE_SENDING)
+                # Read through its handle, an SFTP file rewritten in place mixes versions.
+                yield cast(BinaryIO, _CheckedAtEnd(fh, lambda: _check_sftp_answer(self, fh, _WHILE_SENDING)))
+                return
             elif family == "gs":
                 _check_gcs_blob(self, fh)
             yield fh
@@ -240,12 +246,7 @@ class _HeldFile(io.FileIO):
     def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
         if not data and size != 0:
-            _check_unchanged(
-                self._source,
-                os.fstat(self.fileno()),
-                "changed while it was being sent; the upload was stopped before its last byte, so it "
-                "cannot have been accepted",
-            )
+            _check_unchanged(self._source, os.fstat(self.fileno()), _WHILE_SENDING)
         return data or b""
 
 
@@ -279,6 +280,11 @@ def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
 
 #: What a :class:`SourceChangedError` found before anything was read says happened.
 _BEFORE_SENDING = "changed since it was looked up; nothing of it was sent"
+#: ... and what one found once the file was read to its end.
+_WHILE_SENDING = (
+    "changed while it was being sent; the upload was stopped before its last byte, so it cannot "
+    "have been accepted"
+)
 
 
 def _check_http_answer(source: StorageFile, fh: Any) -> None:
@@ -294,12 +300,29 @@ def _check_http_answer(source: StorageFile, fh: Any) -> None:
     _check_same(source, StoredStat(whole, http_marks(headers)), _BEFORE_SENDING)
 
 
-def _check_sftp_answer(source: StorageFile, fh: Any) -> None:
+def _check_sftp_answer(source: StorageFile, fh: Any, what: str) -> None:
     """The SFTP file opened must still be the one looked up (its ``stat`` over the open handle:
-    size, and ``mtime`` in whole seconds). Raises :class:`SourceChangedError` before a byte is read."""
+    size, and ``mtime`` in whole seconds), else :class:`SourceChangedError`."""
     now = sftp_stat_of(fh.stat())
     if now is not None:
-        _check_same(source, now, _BEFORE_SENDING)
+        _check_same(source, now, what)
+
+
+class _CheckedAtEnd:
+    """``fh`` whose ``read``, once it finds the end, calls ``check`` (raising if the file moved)."""
+
+    def __init__(self, fh: Any, check: Callable[[], None]) -> None:
+        self._fh = fh
+        self._check = check
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._fh.read(size)
+        if not data and size != 0:
+            self._check()
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
 
 
 def _check_gcs_blob(source: StorageFile, fh: Any) -> None:

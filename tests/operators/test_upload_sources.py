@@ -387,6 +387,28 @@ def test_an_sftp_source_replaced_after_its_look_up_is_not_sent_as_the_file_looke
     assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
 
 
+def test_an_sftp_source_rewritten_in_place_while_sent_is_not_accepted(
+    emu: Any, sshd: Any, while_sending: Callable[[Callable[[], None]], None]
+) -> None:
+    # Read through its open handle, an SFTP file rewritten in place (same size) mixed the old head
+    # with the new tail, and the upload was billed. Its end is now checked against the look-up.
+    path = sshd.root / "clip.mp4"
+    data = VIDEO * 300  # more than one block
+    path.write_bytes(data)
+    os.utime(path, (10**9, 10**9))
+
+    def rewrite() -> None:
+        with path.open("r+b") as fh:
+            fh.seek(len(data) - len(VIDEO))
+            fh.write(VIDEO[::-1])
+
+    while_sending(rewrite)
+    context = _context()
+    with pytest.raises(SourceChangedError, match=r"changed while it was being sent.*mtime"):
+        _run(context, source=sshd.uri(str(path)), source_conn_id=sshd.conn_id)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+
+
 def test_a_gcs_source_overwritten_after_its_look_up_is_not_sent_as_the_blob_looked_up(
     emu: Any, gcs_server: Any, gcs_bucket: str, after_tag_lookup: Callable[[Callable[[], None]], None]
 ) -> None:
