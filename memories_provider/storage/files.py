@@ -128,6 +128,18 @@ def special_file_kind(path: str) -> str | None:
     return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
 
 
+def _check_readable(uri: str) -> None:
+    """A local ``source`` that exists must open for reading on this worker (without blocking):
+    ``stat`` passes a file without read permission, which would fail only after the requests
+    made before the upload."""
+    try:
+        os.close(os.open(_local_path(uri), _NO_WAIT))
+    except FileNotFoundError:
+        return  # said as "does not exist", with where it was looked for
+    except OSError as err:
+        raise ValueError(f"`source` {uri!r} cannot be read on this worker: {err.strerror or err}") from None
+
+
 def _resolved_as(uri: str) -> str:
     """`` (looked for at /abs/path)`` when a relative or ``~`` path resolved to another spelling on
     this worker, whose working folder and home are rarely the ones the DAG's author had in mind."""
@@ -174,6 +186,7 @@ def stat_storage_file(
                 f"`source` {uri!r} is {kind}, not a regular file: only a regular file has a size to "
                 "announce before it is sent"
             )
+        _check_readable(uri)
     params = _source_params(uri, conn_id, transport_params)
     stat = stored_stat(uri, params)
     size = None if stat is None else stat.size

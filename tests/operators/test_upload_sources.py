@@ -450,3 +450,24 @@ def test_a_local_file_name_is_sent_as_it_is_not_url_decoded(
     _run(_context(), source=str(tmp_path / name))
     [video] = emu.control.videos()
     assert video["filename"] == sent
+
+
+def test_a_source_that_cannot_be_read_is_refused_before_any_request(emu: Any, tmp_path: Path) -> None:
+    # stat alone passed it: the tag lookup went out, the attempt was recorded, and the open then
+    # failed with a bare "[Errno 13] Permission denied" naming no parameter, retried as if the
+    # next try could read it. A sysfs file that is write-only even for root stands in for a
+    # file without read permission (these tests may run as root, which reads anything else).
+    unreadable = Path("/sys/bus/cpu/drivers_probe")
+    try:
+        unreadable.open("rb").close()
+    except PermissionError:
+        pass
+    except OSError:
+        pytest.skip(f"{unreadable} is not here")
+    else:
+        pytest.skip(f"{unreadable} can be read here")
+    source = tmp_path / "clip.mp4"
+    source.symlink_to(unreadable)
+    with pytest.raises(ValueError, match=re.escape(f"`source` '{source}' cannot be read on this worker")):
+        _run(_context(), source=str(source))
+    assert emu.control.request_log() == []
