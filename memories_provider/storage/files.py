@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import posixpath
+import re
 import stat as file_mode
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,11 +89,45 @@ class StorageFile:
 
 
 def storage_file_name(uri: str) -> str:
-    """The file name of ``uri``: its last path segment, URL-decoded — but a plain local path is no
-    URL, and its ``%`` signs are part of the name."""
+    """The file name of ``uri``, as its storage names the file read: the last path segment of a
+    URL (``file://``, ``sftp://``, ``http(s)://``), URL-decoded; of an object key (``s3://``,
+    ``gs://``, ``azure://``) as written, since smart-open reads the key with its ``%``, ``?`` and
+    ``#``; of a plain local path as written too, a path being no URL."""
     if scheme_of(uri) == "":  # what local_path reads as a path, not a file: URI
         return posixpath.basename(uri.rstrip("/"))
+    family = scheme_family(uri)
+    if family in ("s3", "gs", "azure"):
+        return posixpath.basename(_object_key(uri, family).rstrip("/"))
     return posixpath.basename(unquote(urlsplit(uri).path).rstrip("/"))
+
+
+#: An S3 URI's ``versionId`` parameter, which smart-open takes out of the key it reads.
+_S3_VERSION_ID = re.compile(r"(?P<sep>[?&])versionId=[^&]*")
+
+
+def _object_key(uri: str, family: str) -> str:
+    """The key smart-open reads for an object-store ``uri`` (its ``parse_uri`` rules, without
+    importing the store's library): after the bucket, raw; for S3 past the credentials it may
+    carry and without ``versionId``; an Azure blob of the root container has no container."""
+    from smart_open.utils import safe_urlsplit  # no storage library needed
+
+    parts = safe_urlsplit(uri)
+    location = parts.netloc + parts.path
+    if family == "s3":
+        auth, at, rest = location.partition("@")
+        if at and ":" in auth and "/" not in auth.partition(":")[0]:
+            location = rest
+    bucket, slash, key = location.partition("/")
+    if family == "azure" and not slash:
+        return bucket
+    if family == "s3":
+        match = _S3_VERSION_ID.search(key)
+        if match:
+            after = key[match.end() :]
+            if match.group("sep") == "?" and after.startswith("&"):
+                after = "?" + after[1:]
+            key = key[: match.start()] + after
+    return key
 
 
 def source_family(uri: str) -> str:

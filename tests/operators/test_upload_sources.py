@@ -471,3 +471,16 @@ def test_a_source_that_cannot_be_read_is_refused_before_any_request(emu: Any, tm
     with pytest.raises(ValueError, match=re.escape(f"`source` '{source}' cannot be read on this worker")):
         _run(_context(), source=str(source))
     assert emu.control.request_log() == []
+
+
+@pytest.mark.parametrize("key", ["cam #3.mp4", "take%201.mp4", "what?.mp4", "été.mov"])
+def test_an_object_key_is_announced_as_it_is_written(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, key: str
+) -> None:
+    # smart-open reads an s3:// (gs://, azure://) key as written: "#", "?" and "%" included. The
+    # name sent was cut at "#" or "?" as if they began a URL's fragment or query ("cam " was then
+    # refused for its extension) and percent-decoded ("take 1.mp4").
+    moto_s3_server.client().put_object(Bucket=s3_bucket, Key=f"in/{key}", Body=VIDEO)
+    _run(_context(), source=f"s3://{s3_bucket}/in/{key}", source_conn_id=moto_s3_server.conn_id)
+    [video] = emu.control.videos()
+    assert video["filename"] == key and video["sha256"] == _sha256(VIDEO)
