@@ -305,7 +305,8 @@ def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
     GET smart-open makes, the first one included, which it makes on opening)."""
     params = dict(source.transport_params)
     etag = source.version.get("etag")
-    if source.version.get("version_id") and not params.get("version_id"):
+    pinned = params.get("version_id") or _S3_VERSION_ID.search(source.uri)  # the user's or the URI's
+    if source.version.get("version_id") and not pinned:
         params["version_id"] = source.version["version_id"]
     elif etag:
         kwargs = dict(params.get("client_kwargs") or {})

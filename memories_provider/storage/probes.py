@@ -176,8 +176,10 @@ def s3_stat(uri: str, params: dict[str, Any]) -> StoredStat | None:
     parsed = s3.parse_uri(uri)
     client = params["client"]  # transport_params_for provides one
     try:
-        # The version smart-open reads (transport_params["version_id"]), not the latest one.
-        pinned = {"VersionId": params["version_id"]} if params.get("version_id") else {}
+        # The version smart-open reads (transport_params["version_id"], else the URI's
+        # ?versionId=), not the latest one.
+        version = params.get("version_id") or parsed["version_id"]
+        pinned = {"VersionId": version} if version else {}
         head = client.head_object(Bucket=parsed["bucket_id"], Key=parsed["key_id"], **pinned)
     except Exception as err:
         code = str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
