@@ -48,6 +48,8 @@ def _open_regular(path: str) -> BinaryIO:
                 f"`file` {path!r} is {kind}, not a regular file: only a regular file has a size to "
                 "announce before it is sent"
             )
+        if hasattr(os, "O_NONBLOCK"):  # a regular file: read it blocking (a FUSE file may honour the flag)
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

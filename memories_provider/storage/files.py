@@ -275,6 +275,8 @@ def _open_local(source: StorageFile) -> Iterator[BinaryIO]:
     fd = os.open(_local_path(source.uri), _NO_WAIT)
     try:
         _check_unchanged(source, os.fstat(fd), _BEFORE_SENDING)
+        if hasattr(os, "O_NONBLOCK"):  # a regular file: read it blocking (a FUSE file may honour the flag)
+            os.set_blocking(fd, True)
         local = _HeldFile(fd, source)
     except BaseException:
         os.close(fd)
