@@ -43,11 +43,14 @@ def find_source_error(exc: BaseException) -> SourceError | None:
 
 #: WHATWG form encoding of names/filenames in a part header escapes the quote and line breaks;
 #: the other control characters (NUL, ESC ...) are escaped the same way, since servers refuse a
-#: header holding them (the whole upload, after its body has gone out).
+#: header holding them (the whole upload, after its body has gone out). A backslash is doubled:
+#: the value is a quoted-string, whose parsers (aiohttp's, Spring's ContentDisposition) read a
+#: lone one as escaping the next character and drop it.
 _HEADER_ESCAPES = {
     **{code: f"%{code:02X}" for code in (*range(0x20), 0x7F)},
     ord("\t"): "\t",  # allowed in a header value
     ord('"'): "%22",
+    ord("\\"): "\\\\",
 }
 
 

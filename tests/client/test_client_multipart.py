@@ -104,3 +104,13 @@ def test_control_characters_in_a_file_name_are_escaped_and_the_upload_is_taken(c
     [stored] = memories_emulator.control.videos()
     assert stored["video_no"] == result.video_no
     assert stored["filename"] == "a%00b%1B[31m%22%0D%0A%7Ftab\t.mp4"
+
+
+@pytest.mark.parametrize("name", ["a\\b.mp4", "C:\\videos\\clip.mp4", "x\\\\y.mov"])
+def test_a_backslash_in_a_file_name_reaches_the_service(client, memories_emulator, name):
+    # filename="..." is a quoted-string, where a backslash escapes the next character: a parser
+    # that reads it so (the emulator's; Spring's ContentDisposition, the service's framework)
+    # dropped each backslash unescaped ('a\b.mp4' was stored as 'ab.mp4'). Sent as '\\'.
+    client.upload_video(io.BytesIO(b"v" * 100), filename=name, size=100)
+    [stored] = memories_emulator.control.videos()
+    assert stored["filename"] == name
