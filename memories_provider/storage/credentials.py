@@ -46,6 +46,9 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
 }
 #: Seconds an HTTP(S) read may stall: smart-open's HTTP transport has no timeout by default.
 HTTP_TIMEOUT = 60.0
+#: Seconds an SFTP source's read may wait for its answer when the connection sets no ``timeout``:
+#: paramiko waits forever by default.
+SFTP_TIMEOUT = 60.0
 
 
 def validate_transport_params(uri: str, transport_params: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,7 +21,11 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 from memories_provider.client.multipart import SourceSizeError
-from memories_provider.storage.credentials import transport_params_for, validate_transport_params
+from memories_provider.storage.credentials import (
+    SFTP_TIMEOUT,
+    transport_params_for,
+    validate_transport_params,
+)
 from memories_provider.storage.probes import StoredStat, http_marks, local_stat_of, sftp_stat_of, stored_stat
 from memories_provider.storage.uris import (
     local_path,
@@ -79,6 +83,7 @@ class StorageFile:
             if family == "http":
                 _check_http_answer(self, fh)
             elif family == "sftp":
+                _bound_sftp_reads(fh, self.transport_params)
                 _check_sftp_answer(self, fh, _BEFORE_SENDING)
                 # Read through its handle, an SFTP file rewritten in place mixes versions.
                 yield cast(BinaryIO, _CheckedAtEnd(fh, lambda: _check_sftp_answer(self, fh, _WHILE_SENDING)))
@@ -357,6 +362,14 @@ def _check_sftp_answer(source: StorageFile, fh: Any, what: str) -> None:
     now = sftp_stat_of(fh.stat())
     if now is not None:
         _check_same(source, now, what)
+
+
+def _bound_sftp_reads(fh: Any, params: dict[str, Any]) -> None:
+    """Let each SFTP answer take at most the connection's timeout (:data:`SFTP_TIMEOUT` without
+    one): paramiko waits forever for a server that stopped answering without closing."""
+    channel = getattr(getattr(fh, "sftp", None), "get_channel", lambda: None)()
+    if channel is not None:
+        channel.settimeout(float((params.get("connect_kwargs") or {}).get("timeout") or SFTP_TIMEOUT))
 
 
 class _CheckedAtEnd:

@@ -3,11 +3,14 @@ change between their look-up and their last byte sent, hostile names."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import json
 import os
 import re
 import socket
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -504,3 +507,72 @@ def test_an_s3_version_named_in_the_uri_is_the_one_sized_and_sent(emu: Any, moto
         for version in s3.list_object_versions(Bucket=bucket).get("Versions", []):
             s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
         s3.delete_bucket(Bucket=bucket)
+
+
+class _StallingProxy:
+    """A TCP proxy to ``port`` on 127.0.0.1 that, once ``stall`` is set, stops passing on what the
+    server sends (a server or network that hangs without closing the connection)."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.stall = threading.Event()
+        self._sockets: list[socket.socket] = [self._listener]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(("127.0.0.1", self._target))
+                self._sockets += [client, server]
+                for source, sink, stalls in ((client, server, False), (server, client, True)):
+                    thread = threading.Thread(target=self._pump, args=(source, sink, stalls), daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, stalls: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if stalls and self.stall.is_set():
+                    return  # held: nothing more reaches the client, and nothing closes
+                sink.sendall(data)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_an_sftp_source_that_stalls_mid_read_fails_instead_of_hanging(
+    emu: Any, sshd: Any, monkeypatch: pytest.MonkeyPatch, while_sending: Callable[[Callable[[], None]], None]
+) -> None:
+    # paramiko waits for an SFTP answer forever: a server that stopped answering mid-read (its
+    # host frozen, a firewall dropping the flow) held the upload until execution_timeout, if any.
+    # The connection's timeout (60 s without one) now bounds each read as it bounds the connect.
+    path = sshd.root / "stalls.mp4"
+    path.write_bytes(VIDEO * 800)  # ~8 MB: many SFTP reads after the first block
+    proxy = _StallingProxy(sshd.port)
+    try:
+        conn = {
+            "conn_type": "ssh",
+            "host": "127.0.0.1",
+            "port": proxy.port,
+            "login": sshd.user,
+            "extra": {"key_file": sshd.key_file, "no_host_key_check": True, "timeout": 1},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_SFTP_STALLS", json.dumps(conn))
+        while_sending(proxy.stall.set)
+        context = _context()
+        with pytest.raises(
+            SourceReadError, match=r"`source` 'sftp://.*stalls\.mp4' could not be read while it was sent"
+        ):
+            _run(context, source=f"sftp://127.0.0.1{path}", source_conn_id="sftp_stalls")
+        assert emu.control.videos() == [] and context["task_state_store"] == {}
+    finally:
+        proxy.close()
