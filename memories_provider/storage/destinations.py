@@ -48,6 +48,7 @@ from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
 from memories_provider.storage.s3_part_checksums import precompute_part_checksums
 from memories_provider.storage.uris import (
+    file_host_problem,
     local_path,
     object_key,
     redact_uri,
@@ -96,14 +97,9 @@ def check_destination(uri: str) -> None:
             f"`destination` scheme {scheme!r} is not supported; use a local path, file://, s3://, "
             "gs://, azure:// or sftp://"
         )
-    if scheme == "file":
-        host = urlsplit(uri).netloc
-        if host not in ("", "localhost"):
-            raise ValueError(
-                f"`destination` {uri!r} names the host {host!r}, which a file:// URI cannot reach: it "
-                f"would be written to {local_path(uri)!r} on this worker; write file:///abs/path (three "
-                "slashes) or a plain path"
-            )
+    problem = file_host_problem(uri, "destination")
+    if problem is not None:
+        raise ValueError(problem)
     cut = _path_cut_by(uri, scheme)
     if cut:
         raise ValueError(

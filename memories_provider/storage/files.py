@@ -28,6 +28,7 @@ from memories_provider.storage.credentials import (
 )
 from memories_provider.storage.probes import StoredStat, http_marks, local_stat_of, sftp_stat_of, stored_stat
 from memories_provider.storage.uris import (
+    file_host_problem,
     local_path,
     redact_uri,
     scheme_family,
@@ -136,9 +137,9 @@ def _object_key(uri: str, family: str) -> str:
 
 
 def source_family(uri: str) -> str:
-    """:func:`scheme_family` of an upload's ``source``; a Windows path or an unsupported scheme
-    raises ``ValueError`` naming ``source``."""
-    problem = windows_path_problem(uri, "source")
+    """:func:`scheme_family` of an upload's ``source``; a Windows path, a ``file://`` URI naming a
+    host or an unsupported scheme raises ``ValueError`` naming ``source``."""
+    problem = windows_path_problem(uri, "source") or file_host_problem(uri, "source")
     if problem is not None:
         raise ValueError(problem)
     try:

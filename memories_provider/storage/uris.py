@@ -61,6 +61,25 @@ def scheme_family(uri: str) -> str:
         ) from None
 
 
+def file_host_problem(uri: str, param: str) -> str | None:
+    """Why ``uri``, given as ``param``, is a ``file://`` URI naming a host; else ``None``.
+
+    ``file://out/a.mp4`` (two slashes, meant as ``out/a.mp4``) names the host ``out``: its path
+    ``/a.mp4``, at the root of the worker's filesystem, is what would be read or written.
+    """
+    text = str(uri).strip()
+    if scheme_of(text) != "file":
+        return None
+    host = urlsplit(text).netloc
+    if host in ("", "localhost"):
+        return None
+    return (
+        f"`{param}` {text!r} names the host {host!r}, which a file:// URI cannot reach: it would be "
+        f"{'read from' if param == 'source' else 'written to'} {local_path(text)!r} on this worker; "
+        "write file:///abs/path (three slashes) or a plain path"
+    )
+
+
 #: A Windows drive (``C:\\``, ``C:/``) or UNC (``\\\\server``) path: on a POSIX worker it is a
 #: relative file name, so reading fails with "does not exist" and writing makes a file called
 #: ``C:\\out\\`` in the worker's working folder.

@@ -283,6 +283,8 @@ def test_an_unreachable_presigned_source_fails_without_its_signature_and_is_retr
         ({"source": "C:\\videos\\clip.mp4"}, "is a Windows path"),
         ({"source": "D:/videos/clip.mp4"}, "`source` 'D:/videos/clip.mp4' is a Windows path"),
         ({"source": "\\\\nas\\share\\clip.mp4"}, "is a Windows path"),
+        # 'file://videos/clip.mp4' (meant videos/clip.mp4) names the host 'videos': /clip.mp4 was read.
+        ({"source": "file://videos/clip.mp4"}, "`source` 'file://videos/clip.mp4' names the host 'videos'"),
         ({"tags": [f"t{i}" for i in range(20)]}, "`tags`"),
         ({"tags": [""]}, "`tags`"),
         ({"callback": "https://example.com/" + "x" * 300}, "`callback`"),
