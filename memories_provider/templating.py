@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from typing import Any
 
 
@@ -29,7 +30,7 @@ def single_value(name: str, value: Any, *, operator: str) -> str:
     to run one task per value (task mapping), instead of being read as one odd path or id.
 
     :param operator: the operator's class name, for the mapping example.
-    :raises ValueError: naming ``name``.
+    :raises ValueError: naming ``name``, for a list or what is not text.
     """
     listed = list(value) if isinstance(value, (list, tuple)) else rendered_list(value)
     if listed is not None:
@@ -37,4 +38,9 @@ def single_value(name: str, value: Any, *, operator: str) -> str:
             f"`{name}` takes one value, got a list of {len(listed)}: to run one task per value, map "
             f"the task, e.g. {operator}.partial(task_id=...).expand({name}=<the list>)"
         )
-    return str(value)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        # str() would make a name of it: b'clip.mp4' read as the path "b'clip.mp4'", "does not exist".
+        raise ValueError(f"`{name}` must be text (a path, URI or id), got {type(value).__name__} {value!r}")
+    return value

@@ -71,3 +71,20 @@ def test_a_path_object_or_a_bracketed_name_is_still_one_value(emu: Any, tmp_path
     assert single_value("source", tmp_path / "clip.mp4", operator="X") == f"{tmp_path}/clip.mp4"
     assert single_value("destination", "/data/[2024] cams/", operator="X") == "/data/[2024] cams/"
     assert resolve_transport(single_value("destination", f"{tmp_path}/[draft]/", operator="X")).params == {}
+
+
+@pytest.mark.parametrize("value", [b"/data/clip.mp4", 5])
+def test_what_is_not_text_is_refused_by_its_type(emu: Any, tmp_path: Path, value: Any) -> None:
+    # str() made a name of it: source=b'/data/clip.mp4' was "`source` "b'/data/clip.mp4'" does not
+    # exist", a destination of 5 wrote a file named '5' in the worker's working folder.
+    operators = [
+        MemoriesUploadOperator(task_id="u", source=value, idempotent=False),
+        MemoriesExportOperator(task_id="e", video_no=VIDEO_NO, destination=value),
+        MemoriesDownloadOperator(task_id="d", video_no=VIDEO_NO, destination=value),
+    ]
+    for operator in operators:
+        name = "source" if isinstance(operator, MemoriesUploadOperator) else "destination"
+        with pytest.raises(AirflowFailException, match=f"`{name}` must be text .a path, URI or id., got"):
+            operator.execute(context={})
+    assert emu.control.request_log() == []
+    assert list(tmp_path.iterdir()) == []
