@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memories_provider.client import (
     MemoriesConnectionError,
     MemoriesError,
+    MemoriesInvalidArgumentError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
     MemoriesRateLimitError,
@@ -58,6 +59,7 @@ def evaluate(
     *,
     missing_is_pending: bool = False,
     rejected: Mapping[str, str] | None = None,
+    unsent: Container[str] = (),
 ) -> WaitOutcome:
     """Decide a wait from the videos ``list_videos`` returned for ``video_nos``.
 
@@ -65,13 +67,23 @@ def evaluate(
         (failed) — for videos just uploaded, which the service may list only a little later.
     :param rejected: ids the service refused as a bad parameter, with its message (see
         :meth:`StatusRound.refused`): a wait holding one fails, naming it.
+    :param unsent: those of ``rejected`` the client refused before sending (never the service's word).
     """
     videos = [found[v].to_dict() for v in video_nos if v in found]
     refused = [v for v in video_nos if rejected and v in rejected]
     if refused:
         assert rejected is not None
-        details = "; ".join(f"{v}: {rejected[v]}" for v in refused)
-        return WaitOutcome("failed", f"memories.ai refused video id(s) {details}", videos)
+
+        def why(ids: list[str]) -> str:
+            return "; ".join(f"{v}: {rejected[v]}" for v in ids)
+
+        by_client = [v for v in refused if v in unsent]
+        by_service = [v for v in refused if v not in unsent]
+        said = (
+            [f"video id(s) refused by the client before any request: {why(by_client)}"] if by_client else []
+        )
+        said += [f"memories.ai refused video id(s) {why(by_service)}"] if by_service else []
+        return WaitOutcome("failed", "; ".join(said), videos)
     missing = [v for v in video_nos if v not in found]
     if missing and not missing_is_pending:
         return WaitOutcome(
@@ -185,6 +197,8 @@ class StatusRound:
         self.found: dict[str, Video] = {}
         #: Ids the service refused, with its message.
         self.rejected: dict[str, str] = {}
+        #: those of :attr:`rejected` the client's own check refused: the service never saw them.
+        self.unsent: set[str] = set()
         #: Ids answered so far (listed or not, or refused).
         self.asked: set[str] = set()
         #: Ids left out of the round: asked alone, and the request failed (see :meth:`set_aside`).
@@ -243,6 +257,8 @@ class StatusRound:
         self.asked.add(batch[0])
         if not (self.missing_is_pending and isinstance(error, MemoriesNotFoundError)):
             self.rejected[batch[0]] = getattr(error, "message", None) or str(error)
+            if isinstance(error, MemoriesInvalidArgumentError):
+                self.unsent.add(batch[0])
         return True
 
     def set_aside(self, batch: list[str], *, split: bool) -> str | None:
@@ -355,6 +371,7 @@ class StatusCheck:
                 round_.found,
                 missing_is_pending=self.missing_is_pending,
                 rejected=round_.rejected,
+                unsent=round_.unsent,
             )
         if error is None:
             # Over, but with ids whose own requests failed: not "unknown", only not answered. The
@@ -362,7 +379,13 @@ class StatusCheck:
             self._round = None
         else:
             self.last_error = str(error)
-        partial = evaluate(self.video_nos, round_.found, missing_is_pending=True, rejected=round_.rejected)
+        partial = evaluate(
+            self.video_nos,
+            round_.found,
+            missing_is_pending=True,
+            rejected=round_.rejected,
+            unsent=round_.unsent,
+        )
         if partial.status == "failed":
             return partial
         return WaitOutcome(

@@ -254,3 +254,18 @@ def test_a_video_nos_that_is_neither_an_id_nor_a_list_is_refused_naming_it():
 
     with pytest.raises(ValueError, match="`video_nos` must be a list of video ids"):
         normalize_video_nos(None, 5)
+
+
+def test_an_id_the_client_refuses_is_not_blamed_on_the_service(memories_emulator, tmp_path):
+    # A wait restored with an id of the wrong shape (an old trigger's 'vi1 '): the client refuses it
+    # before sending, and the wait failed as "memories.ai refused video id(s)", which it never saw.
+    from memories_provider.client import MemoriesClient, RetryPolicy
+    from memories_provider.status import StatusCheck
+
+    settings = {"base_url": memories_emulator.v1_url, "v2_base_url": memories_emulator.v2_url}
+    with MemoriesClient(memories_emulator.api_key, retry=RetryPolicy(max_retries=0), **settings) as client:
+        outcome = StatusCheck(["vi1 "], None)(client.list_videos)
+    assert outcome.status == "failed"
+    assert "memories.ai" not in outcome.message
+    assert outcome.message.startswith("video id(s) refused by the client before any request: vi1 :")
+    assert memories_emulator.control.request_log() == []

@@ -543,6 +543,7 @@ class StatusPoller:
                 round_.found,
                 missing_is_pending=waiter.missing_is_pending,
                 rejected=round_.rejected,
+                unsent=round_.unsent,
             )
             if outcome.status != "pending":
                 waiter.future.set_result(
