@@ -53,7 +53,16 @@ def test_providers_manager_knows_the_connection_type_and_form():
         hooks = ProvidersManagerTaskRuntime().hooks
     assert hooks["memories"].hook_class_name == "memories_provider.hooks.memories.MemoriesHook"
     widgets = pm.connection_form_widgets
-    for name in ("v2_host", "timeout", "upload_timeout", "max_retries", "unique_id", "blob_download_api"):
+    names = (
+        "v2_host",
+        "timeout",
+        "upload_timeout",
+        "max_retries",
+        "unique_id",
+        "blob_download_api",
+        "ca_bundle",
+    )
+    for name in names:
         assert f"extra__memories__{name}" in widgets
     behaviour = pm.field_behaviours["memories"]
     assert {"login", "schema"} <= set(behaviour["hidden_fields"])
@@ -72,6 +81,7 @@ def test_airflow2_form_widgets_build():
         "max_retries",
         "unique_id",
         "blob_download_api",
+        "ca_bundle",
     }
 
 

@@ -15,7 +15,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from memories_provider.client import core, protocol
+from memories_provider.client import core, protocol, tls
 from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -274,6 +274,7 @@ class AsyncMemoriesClient(core.ClientCore):
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
+        context = await self._ssl_context() if url.scheme == "https" else None
         with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
             return await self._get_session().request(
                 spec.method,
@@ -283,10 +284,17 @@ class AsyncMemoriesClient(core.ClientCore):
                 headers=headers,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
+                ssl=context if context is not None else True,
                 timeout=timeouts,
                 # aiohttp counts the first answer among its max_redirects, requests does not.
                 max_redirects=protocol.MAX_REDIRECTS + 1,
             )
+
+    async def _ssl_context(self) -> Any:
+        """The TLS context the sync client verifies with too; a new one is built off the loop."""
+        if tls.is_cached(self._trust):
+            return tls.ssl_context(self._trust)
+        return await asyncio.to_thread(tls.ssl_context, self._trust)
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:

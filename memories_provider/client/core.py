@@ -17,13 +17,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from memories_provider.client import protocol
+from memories_provider.client import protocol, tls
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesDuplicateError,
     MemoriesError,
+    MemoriesInvalidArgumentError,
     MemoriesNotFoundError,
     MemoriesResponseError,
 )
@@ -333,6 +334,11 @@ class ClientCore:
         request is sent (the service stores the video, or fetches the URL, before answering);
         never shorter than ``timeout``. An upload that times out is not retried, since the
         service may have accepted it: a generous value avoids a second, billed, upload.
+    :param ca_bundle: a file of PEM certificates (or a c_rehash'ed folder) to verify https
+        servers against instead of the default store, e.g. the corporate CA of a TLS-inspecting
+        proxy. Without it ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` are honoured, else the system
+        store with certifi's bundle; both clients alike (see :mod:`~memories_provider.client.tls`).
+        Verification cannot be turned off.
     """
 
     def __init__(
@@ -346,6 +352,7 @@ class ClientCore:
         user_agent: str | None = None,
         connect_timeout: float | None = None,
         upload_timeout: float = protocol.DEFAULT_UPLOAD_TIMEOUT,
+        ca_bundle: str | None = None,
     ) -> None:
         self._api_key = protocol.check_api_key(api_key)
         # Every error built from a response or a transport failure goes through it, at creation.
@@ -357,6 +364,10 @@ class ClientCore:
         self.retry = retry if retry is not None else RetryPolicy()
         self.user_agent = user_agent or USER_AGENT
         self._transcript_routes = protocol.TranscriptRoutes(self.base_url)
+        if ca_bundle is not None and (not isinstance(ca_bundle, str) or not ca_bundle.strip()):
+            raise MemoriesInvalidArgumentError("`ca_bundle` must be the path of a CA bundle, or None")
+        # Read now: the environment of the process that made the client decides, at every request.
+        self._trust = tls.trust_key(ca_bundle.strip() if ca_bundle else None)
         self._open()
 
     def _open(self) -> None:

@@ -15,7 +15,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from memories_provider.client import core, protocol
+from memories_provider.client import core, protocol, tls
 from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -103,7 +103,35 @@ _QUIET_POOLS = {
 
 class _LargeBlockAdapter(HTTPAdapter):
     """Sends request bodies in 1 MiB blocks (urllib3's default 16 KiB caps upload throughput),
-    over connections that never print the wire (:func:`_never_dumped`)."""
+    over connections that never print the wire (:func:`_never_dumped`), verifying https servers
+    against the client's TLS context (:mod:`~memories_provider.client.tls`), the async client's
+    too, not requests' own choice of store."""
+
+    def __init__(self, trust: tls.TrustKey, **kwargs: Any) -> None:
+        self._trust = trust
+        super().__init__(**kwargs)
+
+    def build_connection_pool_key_attributes(  # type: ignore[override]
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[Any, Any]:
+        host_params: Any
+        pool_kwargs: Any
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params.get("scheme") == "https":
+            # requests' verify (REQUESTS_CA_BUNDLE included) is already in the context.
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+            pool_kwargs["cert_reqs"] = "CERT_REQUIRED"
+            pool_kwargs["ssl_context"] = tls.ssl_context(self._trust)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # The pool's ssl_context decides what is trusted; a bundle set here would be added to it.
+        if url.lower().startswith("https"):
+            conn.cert_reqs = "CERT_REQUIRED"
+            conn.ca_certs = conn.ca_cert_dir = None
+        else:
+            super().cert_verify(conn, url, verify, cert)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -396,7 +424,7 @@ class MemoriesClient(core.ClientCore):
         it), no redirect followed to a location quoting the key."""
         self._session = _Session(self._redactor)
         _URLLIB3_REDACTION.redactors.add(self._redactor)
-        adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=8)
+        adapter = _LargeBlockAdapter(self._trust, pool_connections=4, pool_maxsize=8)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.auth = _KeyAuth(self._api_key)
@@ -417,6 +445,8 @@ class MemoriesClient(core.ClientCore):
         self._session.close()
 
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
+        if spec.url.startswith("https:"):
+            tls.ssl_context(self._trust)  # a CA bundle that cannot be read: said before sending
         headers = self._request_headers(spec, body)
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)

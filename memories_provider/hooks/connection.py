@@ -76,6 +76,8 @@ class MemoriesConnectionConfig:
     :param max_retries: retries after a failed attempt (see ``RetryPolicy``).
     :param unique_id: default namespace (``unique_id``) for calls that do not name one.
     :param blob_download_api: which endpoint ``bucket``+``blob`` downloads use, ``"v2"`` or ``"v1"``.
+    :param ca_bundle: a file (or folder) of PEM certificates to verify https hosts against instead of
+        the default store (see :mod:`memories_provider.client.tls`), or ``None``.
     """
 
     api_key: str = field(repr=False)
@@ -86,13 +88,14 @@ class MemoriesConnectionConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     unique_id: str = DEFAULT_UNIQUE_ID
     blob_download_api: Literal["v1", "v2"] = "v2"
+    ca_bundle: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"MemoriesConnectionConfig(base_url={self.base_url!r}, v2_base_url={self.v2_base_url!r}, "
             f"timeout={self.timeout!r}, upload_timeout={self.upload_timeout!r}, "
             f"max_retries={self.max_retries!r}, unique_id={self.unique_id!r}, "
-            f"blob_download_api={self.blob_download_api!r}, api_key='***')"
+            f"blob_download_api={self.blob_download_api!r}, ca_bundle={self.ca_bundle!r}, api_key='***')"
         )
 
 
@@ -200,7 +203,7 @@ def config_from_connection(
     :param host: v1 origin with scheme (a path is allowed); empty means ``https://api.memories.ai``.
     :param port: optional port added to ``host``.
     :param extra: the connection's extras (``v2_host``, ``timeout``, ``upload_timeout``,
-        ``max_retries``, ``unique_id``, ``blob_download_api``): a JSON object, or ``None``.
+        ``max_retries``, ``unique_id``, ``blob_download_api``, ``ca_bundle``): a JSON object, or ``None``.
     :param schema: the path of a URI-form connection (``memories://https://:key@host/prefix``), which
         Airflow stores apart from the host (the form hides the field): appended to the host's path.
     :raises MemoriesConnectionConfigError: naming the connection and the field that is wrong.
@@ -263,6 +266,7 @@ def config_from_connection(
         max_retries=max_retries,
         unique_id=unique_id,
         blob_download_api="v1" if api == "v1" else "v2",
+        ca_bundle=_ca_bundle(extra, conn_id=conn_id),
     )
 
 
@@ -369,6 +373,27 @@ def _max_retries(extra: dict[str, Any], *, conn_id: str) -> int:
     return max_retries
 
 
+def _ca_bundle(extra: dict[str, Any], *, conn_id: str) -> str | None:
+    """Extra ``ca_bundle``: the path of a file (or folder) of PEM certificates on this machine."""
+    raw = _extra(extra, "ca_bundle")
+    if raw is None:
+        return None
+    label = f"{connection_label(conn_id)}: extra 'ca_bundle'"
+    if not isinstance(raw, str) or not raw.strip():
+        raise MemoriesConnectionConfigError(
+            f"{label} must be the path of a file of PEM certificates, e.g. '/etc/ssl/certs/corp-ca.pem'"
+        )
+    path = raw.strip()
+    if not os.path.exists(path):
+        # A path is quoted (the folder to look in); a value without a '/' may be a key pasted there.
+        shown = repr(path) if "/" in path or os.sep in path else _shown_setting(path)
+        raise MemoriesConnectionConfigError(
+            f"{label} names no file or folder on this machine: {shown} (it must be readable "
+            "wherever tasks, triggers and the Test button run)"
+        )
+    return path
+
+
 def _blob_download_api(extra: dict[str, Any], *, conn_id: str) -> str:
     """Extra ``blob_download_api``: ``v1`` or ``v2`` (default)."""
     api = str(_extra(extra, "blob_download_api") or "v2").strip().lower()
@@ -443,6 +468,13 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         # the secret masker, which warns "too short (<5 chars)" at the top of every task log.
         "schema": {"type": ["string", "null"], "enum": [None, "v2", "v1"]},
     },
+    "ca_bundle": {
+        "label": "CA bundle (path)",
+        "description": "File of PEM certificates that signed the host's certificate (a corporate "
+        "CA, a TLS-inspecting proxy's), on every machine that runs tasks. Empty: REQUESTS_CA_BUNDLE "
+        "if set, else the system store and certifi. Verification cannot be turned off.",
+        "schema": {"type": ["string", "null"], "minLength": 1, "examples": ["/etc/ssl/certs/corp-ca.pem"]},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -461,5 +493,6 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "max_retries": str(DEFAULT_MAX_RETRIES),
         "unique_id": DEFAULT_UNIQUE_ID,
         "blob_download_api": "v2 or v1",
+        "ca_bundle": "/etc/ssl/certs/corp-ca.pem",
     },
 }

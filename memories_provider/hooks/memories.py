@@ -55,9 +55,9 @@ class MemoriesHook(BaseHook):
 
     The connection holds the API key in *API key* (``password``), the v1 origin in ``host``
     (default ``https://api.memories.ai``) and the extras ``v2_host``, ``timeout``, ``upload_timeout``
-    (how long an upload's answer may take, default 600 s), ``max_retries``, ``unique_id`` and
-    ``blob_download_api``. The key is registered with Airflow's secret masker
-    as soon as it is read.
+    (how long an upload's answer may take, default 600 s), ``max_retries``, ``unique_id``,
+    ``blob_download_api`` and ``ca_bundle`` (PEM certificates to verify an https host with). The
+    key is registered with Airflow's secret masker as soon as it is read.
 
     One pooled synchronous client is built per hook (``get_conn()``); async callers (triggers)
     get a fresh :class:`AsyncMemoriesClient` from :meth:`get_async_client` and close it themselves.
@@ -121,6 +121,7 @@ class MemoriesHook(BaseHook):
             "max_retries": text("max_retries", NumberRange(min=0, max=MAX_FORM_RETRIES), field=IntegerField),
             "unique_id": text("unique_id", Length(min=1)),
             "blob_download_api": text("blob_download_api", AnyOf(["v1", "v2"])),
+            "ca_bundle": text("ca_bundle", Length(min=1)),
         }
 
     @classmethod
@@ -231,6 +232,7 @@ class MemoriesHook(BaseHook):
             "timeout": config.timeout,
             "upload_timeout": config.upload_timeout,
             "retry": self.retry_policy(config),
+            "ca_bundle": config.ca_bundle,
         }
 
     @cached_property

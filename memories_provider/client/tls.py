@@ -1,0 +1,98 @@
+"""Which servers both clients trust: one TLS context, the same for ``requests`` and ``aiohttp``.
+
+Left alone, the two libraries trust different stores: requests trusts certifi's bundle, or the
+file in ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``; aiohttp trusts the system store (OpenSSL's
+default paths, ``SSL_CERT_FILE``/``SSL_CERT_DIR``) and ignores both variables. Behind a
+TLS-inspecting proxy or with an internal gateway, a corporate CA set for one reached the other
+too late: the worker's calls went through and the triggerer's failed the handshake (or the reverse).
+
+Both clients now verify against :func:`ssl_context`: the connection's CA bundle if it names one,
+else ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` (each replaces the default store, as requests
+reads them), else the system store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured) together with
+certifi's bundle. Certificates are always verified, host names always checked: there is no
+switch to turn verification off (give the CA that signed the server's certificate instead).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+
+import certifi
+
+from memories_provider.client.errors import MemoriesInvalidArgumentError
+
+#: Environment variables naming a CA bundle that replaces the default store (requests' order).
+CA_BUNDLE_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+#: OpenSSL's variables for its default store (read when the system store is loaded).
+_OPENSSL_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+TrustKey = tuple[str | None, ...]
+
+_CONTEXTS: dict[TrustKey, ssl.SSLContext] = {}
+_LOCK = threading.Lock()
+
+
+def trust_key(ca_bundle: str | None) -> TrustKey:
+    """What decides the trusted certificates now: the bundle given and the environment's."""
+    return (ca_bundle, *(os.environ.get(name) or None for name in (*CA_BUNDLE_ENV, *_OPENSSL_ENV)))
+
+
+def _source(key: TrustKey) -> tuple[str | None, str]:
+    """The bundle that replaces the default store (or ``None``) and where it was named."""
+    ca_bundle, *env = key
+    if ca_bundle:
+        return ca_bundle, "`ca_bundle`"
+    for name, value in zip(CA_BUNDLE_ENV, env[: len(CA_BUNDLE_ENV)], strict=True):
+        if value:
+            return value, f"the CA bundle in {name}"
+    return None, ""
+
+
+def _build(key: TrustKey) -> ssl.SSLContext:
+    bundle, where = _source(key)
+    context = ssl.create_default_context()  # system store; verification and host names on
+    if bundle is None:
+        context.load_verify_locations(cafile=certifi.where())
+        return context
+    try:  # the bundle alone, as requests reads it
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise MemoriesInvalidArgumentError(
+            f"{where} {bundle!r} cannot be used on this machine ({reason}): it must be a file of "
+            "PEM certificates (or a folder of them prepared by c_rehash) readable here"
+        ) from None
+
+
+def is_cached(key: TrustKey) -> bool:
+    """Whether :func:`ssl_context` for ``key`` is built already (no file to read)."""
+    return key in _CONTEXTS
+
+
+def ssl_context(key: TrustKey) -> ssl.SSLContext:
+    """The TLS context both clients verify servers with, for ``key`` (see :func:`trust_key`).
+
+    Built once per process for each key (loading a store reads files: an async caller builds a
+    new one off its event loop, see :func:`is_cached`).
+
+    :raises MemoriesInvalidArgumentError: when the bundle named cannot be read or holds no
+        certificate, naming where it was given.
+    """
+    context = _CONTEXTS.get(key)
+    if context is None:
+        with _LOCK:
+            context = _CONTEXTS.get(key)
+            if context is None:
+                context = _CONTEXTS[key] = _build(key)
+    return context
+
+
+# The environment's context is built at import (as aiohttp builds its own), which triggers do
+# off the event loop: their first request reads no file.
+ssl_context(trust_key(None))
+
+__all__ = ["CA_BUNDLE_ENV", "TrustKey", "is_cached", "ssl_context", "trust_key"]

@@ -1,0 +1,164 @@
+"""TLS as a corporate network meets it: a server whose certificate no public store trusts (a
+TLS-inspecting proxy, an internal gateway), trusted through a CA bundle.
+
+Both clients must refuse it by default, and both must trust it the same way when told to: the
+connection's ``ca_bundle`` extra, ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (what Python users set
+for requests) and ``SSL_CERT_FILE`` (OpenSSL's, what the system store and aiohttp follow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesClient,
+    MemoriesConnectionError,
+    MemoriesInvalidArgumentError,
+    RetryPolicy,
+)
+from tests.connections import point_memories_default_at
+from tests.local_http import QuietHandler
+from tests.tls import LocalCA, TLSServer
+
+KEY = "sk-tls-test-key-0123456789"
+NO_RETRY = RetryPolicy(max_retries=0)
+_CA_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+class UniqueIds(QuietHandler):
+    """``list_unique_ids`` answered with one namespace, whatever the path."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"code": "0000", "msg": "success", "data": {"unique_ids": ["tls"]}}).encode()
+        self.send_body(200, {"Content-Type": "application/json"}, body)
+
+
+@pytest.fixture
+def ca(tmp_path):
+    return LocalCA(tmp_path / "ca")
+
+
+@pytest.fixture
+def tls_server(ca):
+    with TLSServer(UniqueIds, ca) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_ca_env(monkeypatch):
+    for name in _CA_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _sync(url: str, **kwargs) -> list[str]:
+    with MemoriesClient(KEY, base_url=f"{url}/serve/api/v1", timeout=10, retry=NO_RETRY, **kwargs) as client:
+        return client.list_unique_ids()
+
+
+async def _async(url: str, **kwargs) -> list[str]:
+    async with AsyncMemoriesClient(
+        KEY, base_url=f"{url}/serve/api/v1", timeout=10, retry=NO_RETRY, **kwargs
+    ) as client:
+        return await client.list_unique_ids()
+
+
+def test_sync_client_refuses_an_untrusted_certificate(tls_server):
+    with pytest.raises(MemoriesConnectionError) as sync_error:
+        _sync(tls_server.url)
+    assert "certificate" in str(sync_error.value).lower()
+    assert KEY not in str(sync_error.value)
+
+
+async def test_async_client_refuses_an_untrusted_certificate(tls_server):
+    with pytest.raises(MemoriesConnectionError) as async_error:
+        await _async(tls_server.url)
+    assert async_error.value.request_sent is False
+    assert "certificate" in str(async_error.value).lower()
+    assert KEY not in str(async_error.value)
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_sync_client_trusts_the_environment_ca_bundle(tls_server, ca, monkeypatch, variable):
+    monkeypatch.setenv(variable, str(ca.ca_pem))
+    assert _sync(tls_server.url) == ["tls"]
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
+async def test_async_client_trusts_the_environment_ca_bundle(tls_server, ca, monkeypatch, variable):
+    monkeypatch.setenv(variable, str(ca.ca_pem))
+    assert await _async(tls_server.url) == ["tls"]
+
+
+def test_sync_client_trusts_its_ca_bundle(tls_server, ca):
+    assert _sync(tls_server.url, ca_bundle=str(ca.ca_pem)) == ["tls"]
+
+
+async def test_async_client_trusts_its_ca_bundle(tls_server, ca):
+    assert await _async(tls_server.url, ca_bundle=str(ca.ca_pem)) == ["tls"]
+
+
+def test_a_ca_bundle_that_cannot_be_read_is_named_before_any_request(tls_server, tmp_path, monkeypatch):
+    missing = str(tmp_path / "corp-ca.pem")
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"`ca_bundle` '.*corp-ca.pem' cannot be used"):
+        _sync(tls_server.url, ca_bundle=missing)
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(empty))
+    with pytest.raises(MemoriesInvalidArgumentError, match="the CA bundle in REQUESTS_CA_BUNDLE"):
+        _sync(tls_server.url)
+
+
+async def test_async_client_names_a_ca_bundle_that_cannot_be_read(tls_server, tmp_path):
+    with pytest.raises(MemoriesInvalidArgumentError, match="`ca_bundle`"):
+        await _async(tls_server.url, ca_bundle=str(tmp_path / "corp-ca.pem"))
+
+
+def test_the_bundle_replaces_the_default_store(tls_server, tmp_path):
+    """A bundle of another CA does not trust the server (nothing is added to a default store)."""
+    other = LocalCA(tmp_path / "other", name="another CA")
+    with pytest.raises(MemoriesConnectionError, match="certificate"):
+        _sync(tls_server.url, ca_bundle=str(other.ca_pem))
+
+
+# ---------------------------------------------------------------------------- the connection's extra
+
+
+def test_hook_test_button_and_async_client_trust_the_connection_ca_bundle(tls_server, ca, monkeypatch):
+    from memories_provider.hooks.memories import MemoriesHook
+
+    point_memories_default_at(monkeypatch, tls_server.url, key=KEY, ca_bundle=str(ca.ca_pem))
+    hook = MemoriesHook()
+    assert hook.test_connection()[0] is True
+    assert hook.list_unique_ids() == ["tls"]
+
+    async def from_the_trigger() -> list[str]:
+        async with await MemoriesHook().get_async_client() as client:
+            return await client.list_unique_ids()
+
+    assert asyncio.run(from_the_trigger()) == ["tls"]
+
+
+def test_test_button_without_the_ca_says_the_handshake_failed(tls_server, monkeypatch):
+    from memories_provider.hooks.memories import MemoriesHook
+
+    point_memories_default_at(monkeypatch, tls_server.url, key=KEY)
+    ok, message = MemoriesHook().test_connection()
+    assert not ok
+    assert "TLS handshake failed" in message and KEY not in message
+
+
+def test_a_ca_bundle_extra_naming_no_file_is_refused_naming_the_field(tmp_path, monkeypatch):
+    from memories_provider.hooks.memories import MemoriesHook
+
+    missing = str(tmp_path / "corp-ca.pem")
+    point_memories_default_at(monkeypatch, "https://127.0.0.1:9", key=KEY, ca_bundle=missing)
+    ok, message = MemoriesHook().test_connection()
+    assert not ok
+    assert message == (
+        f"Connection 'memories_default': extra 'ca_bundle' names no file or folder on this machine: "
+        f"{missing!r} (it must be readable wherever tasks, triggers and the Test button run)"
+    )
