@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -194,6 +195,9 @@ def _never_connected(exc: BaseException) -> bool:
                 urllib3.exceptions.NewConnectionError,
                 urllib3.exceptions.ConnectTimeoutError,
                 ConnectionRefusedError,
+                # The server's certificate refused in the handshake, before any byte of the
+                # request (aiohttp's ClientConnectorCertificateError says the same).
+                ssl.SSLCertVerificationError,
             ),
         ):
             return True

@@ -69,6 +69,8 @@ async def _async(url: str, **kwargs) -> list[str]:
 def test_sync_client_refuses_an_untrusted_certificate(tls_server):
     with pytest.raises(MemoriesConnectionError) as sync_error:
         _sync(tls_server.url)
+    # Refused in the handshake: no byte of the request left, so an upload may be retried.
+    assert sync_error.value.request_sent is False
     assert "certificate" in str(sync_error.value).lower()
     assert KEY not in str(sync_error.value)
 
