@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
+import requests.utils
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -111,12 +112,21 @@ def _redirect_guard(redactor: Redactor) -> aiohttp.TraceConfig:
 
 
 def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """The HTTP(S)_PROXY/NO_PROXY proxy for ``url``, like requests honours them for the sync client."""
-    try:
-        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(url)
-    except LookupError:
+    """The proxy the sync client would use for ``url``, chosen by requests' own rules.
+
+    aiohttp's reading of the environment differs from requests': it ignores ``ALL_PROXY``, a
+    network in ``NO_PROXY`` (``10.0.0.0/8``, common in corporate lists) and a proxy given without
+    a scheme, so a trigger's calls went through a proxy (or directly) where a task's did not.
+    The proxy's credentials become ``proxy_auth`` (never part of the URL aiohttp may quote).
+    """
+    text = str(url)
+    chosen = requests.utils.select_proxy(text, requests.utils.get_environ_proxies(text))
+    if not chosen:
         return None, None
-    return proxy, auth
+    proxy = URL(requests.utils.prepend_scheme_if_needed(chosen, "http"))
+    if proxy.user is None and proxy.password is None:
+        return proxy, None
+    return proxy.with_user(None), aiohttp.BasicAuth(proxy.user or "", proxy.password or "")
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:

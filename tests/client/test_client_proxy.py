@@ -1,0 +1,173 @@
+"""Proxies as a corporate network sets them: ``HTTP(S)_PROXY``/``NO_PROXY`` (either case), honoured
+alike by the sync client (tasks) and the async one (triggers), a proxy that requires credentials,
+and those credentials never shown.
+
+The proxy is a small forwarding proxy on 127.0.0.1 in front of the emulator; it records what it
+was asked to forward and the ``Proxy-Authorization`` it was given.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+from urllib.parse import urlsplit
+
+import pytest
+
+from memories_provider.client import (
+    AsyncMemoriesClient,
+    MemoriesClient,
+    MemoriesConnectionError,
+    MemoriesError,
+    RetryPolicy,
+)
+from tests.local_http import LocalServer, QuietHandler
+
+NO_RETRY = RetryPolicy(max_retries=0)
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+PROXY_PASSWORD = "pr0xy-s3cret-pa55"
+
+
+class ForwardingProxy(LocalServer):
+    """An HTTP proxy (absolute-form requests) forwarding to the origin the request names.
+
+    :param credentials: ``user:password`` the proxy requires (``407`` without them), or ``None``.
+    """
+
+    def __init__(self, credentials: str | None = None) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+        proxy = self
+        expected = None if credentials is None else "Basic " + base64.b64encode(credentials.encode()).decode()
+
+        class Handler(QuietHandler):
+            def _forward(self) -> None:
+                auth = self.headers.get("Proxy-Authorization")
+                proxy.seen.append((self.command, self.path, auth))
+                if expected is not None and auth != expected:
+                    self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
+                    return
+                target = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("proxy-authorization", "host")
+                }
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                try:
+                    path = target.path + (f"?{target.query}" if target.query else "")
+                    upstream.request(self.command, path, body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                    kept = {
+                        k: v
+                        for k, v in answer.getheaders()
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection")
+                    }
+                    self.send_body(answer.status, kept, data)
+                finally:
+                    upstream.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        super().__init__(Handler, poll_interval=0.05)
+
+    def url_with(self, credentials: str | None = None) -> str:
+        return f"http://{credentials}@127.0.0.1:{self.port}" if credentials else self.url
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch):
+    for name in _PROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def _settings(emulator) -> dict:
+    return {"base_url": emulator.v1_url, "v2_base_url": emulator.v2_url, "timeout": 10, "retry": NO_RETRY}
+
+
+def _sync_ids(emulator) -> list[str]:
+    with MemoriesClient(emulator.api_key, **_settings(emulator)) as client:
+        return client.list_unique_ids()
+
+
+async def _async_ids(emulator) -> list[str]:
+    async with AsyncMemoriesClient(emulator.api_key, **_settings(emulator)) as client:
+        return await client.list_unique_ids()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+async def test_both_clients_go_through_the_proxy_with_its_credentials(
+    memories_emulator, monkeypatch, variable
+):
+    with ForwardingProxy(credentials=f"corp:{PROXY_PASSWORD}") as proxy:
+        monkeypatch.setenv(variable, proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        sync_ids = _sync_ids(memories_emulator)
+        async_ids = await _async_ids(memories_emulator)
+    assert sync_ids == async_ids
+    assert [(method, path) for method, path, _ in proxy.seen] == [
+        ("GET", f"{memories_emulator.v1_url}/list_unique_ids")
+    ] * 2
+    assert all(auth is not None for *_, auth in proxy.seen)
+
+
+@pytest.mark.parametrize(
+    "no_proxy",
+    [
+        "127.0.0.1",
+        "localhost,127.0.0.1",
+        "127.0.0.0/8",  # a network, as corporate NO_PROXY lists often give internal ranges
+        "10.0.0.0/8, 127.0.0.0/8",
+        "*",
+    ],
+)
+async def test_no_proxy_is_read_alike_by_both_clients(memories_emulator, monkeypatch, no_proxy):
+    """A host NO_PROXY names goes direct from both clients (the proxy is never asked)."""
+    host_port = urlsplit(memories_emulator.url).netloc
+    with ForwardingProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", no_proxy.format(host_port=host_port))
+        _sync_ids(memories_emulator)
+        sync_seen = len(proxy.seen)
+        await _async_ids(memories_emulator)
+        async_seen = len(proxy.seen) - sync_seen
+    assert (sync_seen, async_seen) == (0, 0)
+
+
+@pytest.mark.parametrize(("variable", "scheme"), [("ALL_PROXY", "http://"), ("HTTP_PROXY", "")])
+async def test_all_proxy_and_a_proxy_without_scheme_are_honoured_by_both_clients(
+    memories_emulator, monkeypatch, variable, scheme
+):
+    with ForwardingProxy() as proxy:
+        monkeypatch.setenv(variable, f"{scheme}127.0.0.1:{proxy.port}")
+        _sync_ids(memories_emulator)
+        await _async_ids(memories_emulator)
+    assert len(proxy.seen) == 2
+
+
+async def test_proxy_refusing_the_credentials_is_an_error_without_them(memories_emulator, monkeypatch):
+    with ForwardingProxy(credentials="corp:the-right-one") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        with pytest.raises(MemoriesError) as sync_error:
+            _sync_ids(memories_emulator)
+        with pytest.raises(MemoriesError) as async_error:
+            await _async_ids(memories_emulator)
+    errors = [sync_error.value, async_error.value]
+    for error in errors:
+        assert "407" in str(error)
+        assert PROXY_PASSWORD not in repr(error) and PROXY_PASSWORD not in str(error)
+        assert memories_emulator.api_key not in str(error)
+
+
+async def test_unreachable_proxy_is_a_connection_error_without_its_password(
+    memories_emulator, monkeypatch, unused_port
+):
+    monkeypatch.setenv("HTTP_PROXY", f"http://corp:{PROXY_PASSWORD}@127.0.0.1:{unused_port}")
+    with pytest.raises(MemoriesConnectionError) as sync_error:
+        _sync_ids(memories_emulator)
+    with pytest.raises(MemoriesConnectionError) as async_error:
+        await _async_ids(memories_emulator)
+    for error in (sync_error.value, async_error.value):
+        text = f"{error}\n{error!r}\n{error.__cause__!r}"
+        assert PROXY_PASSWORD not in text
+        assert error.request_sent is False
