@@ -308,8 +308,16 @@ class AsyncMemoriesClient(core.ClientCore):
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
-            return await _read_limited(response, limit)
+            # The whole answer within the read timeout (sock_read bounds each read alone, which an
+            # answer trickling in a byte at a time passes every time); the deadline's total too.
+            return await asyncio.wait_for(_read_limited(response, limit), self._read_timeout(spec))
         except _TRANSPORT_ERRORS as exc:
+            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                raise MemoriesTimeoutError(  # wait_for's, not one of aiohttp's own timeouts
+                    "the answer did not arrive whole in time (the read timeout, or the caller's "
+                    "deadline, passed while it was being read); the request was sent",
+                    endpoint=spec.endpoint,
+                ) from None
             raise _transport_error(exc, spec.endpoint, self._redactor_for(spec)) from exc
         finally:
             response.close()

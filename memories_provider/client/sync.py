@@ -18,7 +18,7 @@ from requests.structures import CaseInsensitiveDict
 
 from memories_provider.client import core, protocol, tls
 from memories_provider.client._upload_stream import open_upload_stream
-from memories_provider.client.deadline import request_timeouts, time_left
+from memories_provider.client.deadline import request_timeouts, time_left, within
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesTimeoutError,
@@ -256,7 +256,8 @@ def _read_limited(response: requests.Response, limit: int, endpoint: str = "") -
         left = time_left()
         if left is not None and left <= 0:
             raise MemoriesTimeoutError(
-                "the caller's deadline passed while the answer was being read; the request was sent",
+                "the answer did not arrive whole in time (the read timeout, or the caller's "
+                "deadline, passed while it was being read); the request was sent",
                 endpoint=endpoint,
             )
         chunk = response.raw.read1(min(64 * 1024, limit - total), decode_content=True)
@@ -467,7 +468,10 @@ class MemoriesClient(core.ClientCore):
 
     def _read(self, response: requests.Response, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
-            return _read_limited(response, limit, spec.endpoint)
+            # The whole answer within the read timeout: each socket read has one of its own, which
+            # an answer trickling in a byte at a time passes every time, for as long as it likes.
+            with within(self._read_timeout(spec)):
+                return _read_limited(response, limit, spec.endpoint)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, spec.endpoint, self._redactor_for(spec)) from exc
         finally:

@@ -429,7 +429,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": f"Read timeout of each request, at least {MIN_FORM_TIMEOUT} s "
+        "description": "Read timeout of each request: its answer arrives whole within it (a "
+        f"download's body: between reads), at least {MIN_FORM_TIMEOUT} s "
         f"(default {DEFAULT_TIMEOUT:g}).",
         "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "minimum": MIN_FORM_TIMEOUT},
     },

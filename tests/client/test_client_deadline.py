@@ -130,6 +130,71 @@ def test_a_trickling_answer_is_cut_at_the_deadline():
         assert time.monotonic() - start < 15.0  # not the 40 s the whole answer takes
 
 
+def _trickling(seconds_per_byte: float, size: int) -> type:
+    """A handler answering any POST with a JSON status answer of ``size`` bytes, one byte at a time."""
+    from local_http import QuietHandler
+
+    body = b'{"code":"0000","msg":"success","data":{"videos":[]}}'
+    body += b" " * (size - len(body))
+
+    class Trickle(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(seconds_per_byte)
+            except OSError:
+                pass  # the client gave up
+
+    return Trickle
+
+
+#: 0.02 s a byte, 300 bytes: every socket read comes well within the 1 s read timeout, the whole
+#: answer takes 6 s. Without a caller's deadline, only the read timeout can bound it.
+_TRICKLE = (0.02, 300)
+
+
+def test_a_trickling_answer_is_cut_at_the_read_timeout_without_a_deadline():
+    """A hook call from a plain task (no deadline): the read timeout bounds the whole answer, not
+    each socket read; at 32 MiB a JSON answer a byte a second would otherwise run for a year."""
+    from local_http import LocalServer
+
+    with LocalServer(_trickling(*_TRICKLE)) as server:
+        client = MemoriesClient(
+            "sk-mavi-" + "a" * 32,
+            base_url=f"{server.url}/serve/api/v1",
+            timeout=1,
+            retry=RetryPolicy(max_retries=0),
+        )
+        with client, pytest.raises(MemoriesTimeoutError) as info:
+            client.list_videos()
+    assert info.value.request_sent
+    assert "did not arrive whole in time" in str(info.value)
+
+
+async def test_async_trickling_answer_is_cut_at_the_read_timeout_without_a_deadline():
+    from local_http import LocalServer
+
+    with LocalServer(_trickling(*_TRICKLE)) as server:
+        client = AsyncMemoriesClient(
+            "sk-mavi-" + "a" * 32,
+            base_url=f"{server.url}/serve/api/v1",
+            timeout=1,
+            retry=RetryPolicy(max_retries=0),
+        )
+        async with client:
+            with pytest.raises(MemoriesTimeoutError) as info:
+                await client.list_videos()
+    assert info.value.request_sent
+    assert "did not arrive whole in time" in str(info.value)
+
+
 def test_an_upload_whose_answer_is_cut_at_the_deadline_is_not_said_unsent(memories_emulator, make_video):
     # The deadline passes while the upload's body goes out: the service accepts (and bills) the
     # video, then the client stops before reading its answer. The error must not say the request
