@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import traceback
 import weakref
@@ -427,6 +428,7 @@ class MemoriesClient(core.ClientCore):
     def _open(self) -> None:
         """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides
         it), no redirect followed to a location quoting the key."""
+        self._pid = os.getpid()
         self._session = _Session(self._redactor)
         _URLLIB3_REDACTION.redactors.add(self._redactor)
         adapter = _LargeBlockAdapter(self._trust, pool_connections=4, pool_maxsize=8)
@@ -446,8 +448,17 @@ class MemoriesClient(core.ClientCore):
         self.close()
 
     def close(self) -> None:
-        """Close the pooled HTTP session."""
-        self._session.close()
+        """Close the pooled HTTP session (in a forked child, only the child's own connections)."""
+        self._own_session().close()
+
+    def _own_session(self) -> requests.Session:
+        """The session, this process's own: after a fork (multiprocessing, a prefork pool) the
+        pooled keep-alive connections are the parent's sockets as well, and two processes writing
+        on one connection read each other's answers. The child leaves them to the parent (not
+        closed: the parent still uses them) and opens its own."""
+        if self._pid != os.getpid():
+            self._open()
+        return self._session
 
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
         if spec.url.startswith("https:"):
@@ -456,7 +467,7 @@ class MemoriesClient(core.ClientCore):
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
         with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
-            return self._session.request(
+            return self._own_session().request(
                 spec.method,
                 spec.url,
                 json=spec.json_body,

@@ -1,0 +1,55 @@
+"""A sync client made before a fork (multiprocessing's default start method on Linux, Celery's
+prefork pool, a task that forks workers) used in the child.
+
+Its pooled keep-alive connections are the parent's sockets too: two processes writing requests
+on one connection read each other's answers. The child must open connections of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from memories_provider.client import MemoriesClient, RetryPolicy
+from tests.local_http import LocalServer, QuietHandler
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _recording_server(ports: list[int]) -> LocalServer:
+    class UniqueIds(QuietHandler):
+        def do_GET(self) -> None:
+            ports.append(self.client_address[1])  # one source port per TCP connection
+            body = json.dumps({"code": "0000", "msg": "success", "data": {"unique_ids": ["a"]}}).encode()
+            self.send_body(200, {"Content-Type": "application/json"}, body)
+
+    return LocalServer(UniqueIds, poll_interval=0.05)
+
+
+def test_a_forked_child_opens_its_own_connections():
+    ports: list[int] = []
+    with _recording_server(ports) as server:
+        client = MemoriesClient(
+            "sk-fork-test-key-0123456789",
+            base_url=f"{server.url}/serve/api/v1",
+            retry=RetryPolicy(max_retries=0),
+        )
+        with client:
+            assert client.list_unique_ids() == ["a"]  # the parent's connection, kept alive in the pool
+            pid = os.fork()
+            if pid == 0:  # the child: report through the exit status only
+                code = 1
+                try:
+                    code = 0 if client.list_unique_ids() == ["a"] else 2
+                finally:
+                    sys.stdout.flush()
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert client.list_unique_ids() == ["a"]  # the parent still has its own
+    parent, child, parent_again = ports
+    assert child != parent, "the child wrote its request on the parent's connection"
+    assert parent_again == parent
