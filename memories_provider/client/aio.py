@@ -7,6 +7,8 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +23,7 @@ from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesInvalidArgumentError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -234,6 +237,7 @@ class AsyncMemoriesClient(core.ClientCore):
     def _open(self) -> None:
         """No session yet: it is made inside the running event loop, on first use."""
         self._session: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -243,6 +247,8 @@ class AsyncMemoriesClient(core.ClientCore):
                     total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
                 ),
                 read_bufsize=BLOCK_SIZE,
+                # The sync client's TLS context (built off the loop first: see _ssl_context).
+                connector=aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True),
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
                 trust_env=False,
@@ -257,6 +263,7 @@ class AsyncMemoriesClient(core.ClientCore):
         return aiohttp.ClientTimeout(total=time_left(), sock_connect=connect, sock_read=read)
 
     async def __aenter__(self) -> AsyncMemoriesClient:
+        await self._load_tls()
         self._get_session()
         return self
 
@@ -284,7 +291,9 @@ class AsyncMemoriesClient(core.ClientCore):
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
-        context = await self._ssl_context() if url.scheme == "https" else None
+        await self._load_tls()
+        if self._tls is None and url.scheme == "https":
+            tls.ssl_context(self._trust)  # raises what is wrong with the CA bundle, before sending
         with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
             return await self._get_session().request(
                 spec.method,
@@ -294,17 +303,21 @@ class AsyncMemoriesClient(core.ClientCore):
                 headers=headers,
                 proxy=proxy,
                 proxy_auth=proxy_auth,
-                ssl=context if context is not None else True,
                 timeout=timeouts,
                 # aiohttp counts the first answer among its max_redirects, requests does not.
                 max_redirects=protocol.MAX_REDIRECTS + 1,
             )
 
-    async def _ssl_context(self) -> Any:
-        """The TLS context the sync client verifies with too; a new one is built off the loop."""
-        if tls.is_cached(self._trust):
-            return tls.ssl_context(self._trust)
-        return await asyncio.to_thread(tls.ssl_context, self._trust)
+    async def _load_tls(self) -> None:
+        """Load the TLS context the sync client verifies with too (off the loop when it reads files);
+        left ``None`` when the CA bundle cannot be read, which an https request then raises."""
+        if self._tls is not None:
+            return
+        with contextlib.suppress(MemoriesInvalidArgumentError):
+            if tls.is_cached(self._trust):
+                self._tls = tls.ssl_context(self._trust)
+            else:
+                self._tls = await asyncio.to_thread(tls.ssl_context, self._trust)
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:
