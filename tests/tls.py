@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import ssl
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.local_http import LocalServer
+from tests.local_http import LocalServer, QuietHandler
 
 
 def _name(common_name: str) -> x509.Name:
@@ -113,3 +114,11 @@ class TLSServer(LocalServer):
         context = ca.server_context()
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.port}"
+
+
+class UniqueIds(QuietHandler):
+    """``list_unique_ids`` answered with one namespace, ``tls``, whatever the path."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"code": "0000", "msg": "success", "data": {"unique_ids": ["tls"]}}).encode()
+        self.send_body(200, {"Content-Type": "application/json"}, body)

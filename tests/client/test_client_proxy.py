@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import http.client
+import select
+import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -68,6 +70,34 @@ class ForwardingProxy(LocalServer):
                     upstream.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+            def do_CONNECT(self) -> None:
+                """A tunnel to ``host:port`` (https through the proxy), bytes relayed both ways."""
+                auth = self.headers.get("Proxy-Authorization")
+                proxy.seen.append((self.command, self.path, auth))
+                if expected is not None and auth != expected:
+                    self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
+                    return
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                sockets = [self.connection, upstream]
+                try:
+                    while True:
+                        readable, _, _ = select.select(sockets, [], [], 30)
+                        if not readable:
+                            return
+                        for sock in readable:
+                            data = sock.recv(65536)
+                            if not data:
+                                return
+                            (upstream if sock is self.connection else self.connection).sendall(data)
+                except OSError:
+                    return
+                finally:
+                    upstream.close()
 
         super().__init__(Handler, poll_interval=0.05)
 
@@ -171,3 +201,30 @@ async def test_unreachable_proxy_is_a_connection_error_without_its_password(
         text = f"{error}\n{error!r}\n{error.__cause__!r}"
         assert PROXY_PASSWORD not in text
         assert error.request_sent is False
+
+
+async def test_https_through_the_proxy_tunnel_with_the_corporate_ca(tmp_path, monkeypatch):
+    """A TLS-inspecting proxy as the clients meet it: CONNECT through the proxy, then a certificate
+    signed by the corporate CA, trusted through the connection's CA bundle by both clients."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    ca = LocalCA(tmp_path / "ca")
+    with TLSServer(UniqueIds, ca) as server, ForwardingProxy(credentials=f"corp:{PROXY_PASSWORD}") as proxy:
+        monkeypatch.setenv("https_proxy", proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        settings = {"base_url": f"{server.url}/serve/api/v1", "retry": NO_RETRY, "ca_bundle": str(ca.ca_pem)}
+        with MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client:
+            sync_ids = client.list_unique_ids()
+        async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+            async_ids = await aclient.list_unique_ids()
+        # Without the CA, the tunnel is made and the certificate refused, by both.
+        del settings["ca_bundle"]
+        with (
+            MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client,
+            pytest.raises(MemoriesConnectionError, match="certif"),
+        ):
+            client.list_unique_ids()
+        async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+            with pytest.raises(MemoriesConnectionError, match=r"(?i)certif"):
+                await aclient.list_unique_ids()
+    assert sync_ids == async_ids == ["tls"]
+    assert [(method, auth is not None) for method, _, auth in proxy.seen] == [("CONNECT", True)] * 4

@@ -9,7 +9,6 @@ for requests) and ``SSL_CERT_FILE`` (OpenSSL's, what the system store and aiohtt
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -21,20 +20,11 @@ from memories_provider.client import (
     RetryPolicy,
 )
 from tests.connections import point_memories_default_at
-from tests.local_http import QuietHandler
-from tests.tls import LocalCA, TLSServer
+from tests.tls import LocalCA, TLSServer, UniqueIds
 
 KEY = "sk-tls-test-key-0123456789"
 NO_RETRY = RetryPolicy(max_retries=0)
 _CA_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
-class UniqueIds(QuietHandler):
-    """``list_unique_ids`` answered with one namespace, whatever the path."""
-
-    def do_GET(self) -> None:
-        body = json.dumps({"code": "0000", "msg": "success", "data": {"unique_ids": ["tls"]}}).encode()
-        self.send_body(200, {"Content-Type": "application/json"}, body)
 
 
 @pytest.fixture
