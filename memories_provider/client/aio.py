@@ -14,11 +14,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-import requests.utils
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from memories_provider.client import core, protocol, tls
+from memories_provider.client import core, protocol, proxies, tls
 from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
@@ -115,18 +114,12 @@ def _redirect_guard(redactor: Redactor) -> aiohttp.TraceConfig:
 
 
 def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
-    """The proxy the sync client would use for ``url``, chosen by requests' own rules.
-
-    aiohttp's reading of the environment differs from requests': it ignores ``ALL_PROXY``, a
-    network in ``NO_PROXY`` (``10.0.0.0/8``, common in corporate lists) and a proxy given without
-    a scheme, so a trigger's calls went through a proxy (or directly) where a task's did not.
-    The proxy's credentials become ``proxy_auth`` (never part of the URL aiohttp may quote).
-    """
-    text = str(url)
-    chosen = requests.utils.select_proxy(text, requests.utils.get_environ_proxies(text))
-    if not chosen:
+    """The proxy the sync client would use for ``url`` (see :mod:`~memories_provider.client.proxies`);
+    its credentials become ``proxy_auth``, never part of a URL aiohttp may quote."""
+    chosen = proxies.env_proxy(str(url))
+    if chosen is None:
         return None, None
-    proxy = URL(requests.utils.prepend_scheme_if_needed(chosen, "http"))
+    proxy = URL(chosen)
     if proxy.user is None and proxy.password is None:
         return proxy, None
     return proxy.with_user(None), aiohttp.BasicAuth(proxy.user or "", proxy.password or "")

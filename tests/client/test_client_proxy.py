@@ -228,3 +228,46 @@ async def test_https_through_the_proxy_tunnel_with_the_corporate_ca(tmp_path, mo
                 await aclient.list_unique_ids()
     assert sync_ids == async_ids == ["tls"]
     assert [(method, auth is not None) for method, _, auth in proxy.seen] == [("CONNECT", True)] * 4
+
+
+@pytest.mark.parametrize(
+    "no_proxy",
+    [
+        "",
+        "*",
+        "internal.corp",
+        ".internal.corp",
+        "gw.internal.corp:8443",
+        "10.0.0.0/8",
+        "10.1.2.3",
+        "10.0.0.0/33,10.1.0.0/16",
+        "corp, 192.168.0.0/16 ,localhost",
+        "[::1]",
+    ],
+)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://gw.internal.corp:8443/serve/api/v1/x",
+        "https://api.memories.ai/serve/api/v1/x",
+        "http://10.1.2.3:8080/x",
+        "http://192.168.7.7/x",
+        "http://localhost:9/x",
+        "http://[::1]:9/x",
+        "https://notinternal.corp/x",
+    ],
+)
+def test_the_async_clients_proxy_choice_is_requests_choice(monkeypatch, url, no_proxy):
+    """The async client's reading of the environment (proxies.env_proxy) against requests' own,
+    over the NO_PROXY spellings corporate machines carry."""
+    import requests.utils
+
+    from memories_provider.client.proxies import env_proxy
+
+    monkeypatch.setenv("https_proxy", "proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://corp:pw@proxy.corp:3128")
+    monkeypatch.setenv("ALL_PROXY", "http://all.corp:1080")
+    monkeypatch.setenv("no_proxy", no_proxy)
+    chosen = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    expected = None if not chosen else requests.utils.prepend_scheme_if_needed(chosen, "http")
+    assert env_proxy(url) == expected
