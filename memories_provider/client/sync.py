@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -79,16 +80,50 @@ for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.response"
     logging.getLogger(_name).addFilter(_URLLIB3_REDACTION)
 
 
+class _Wire(threading.local):
+    """Whether the request this thread is sending has written a byte to a server (its headers)."""
+
+    sent = False
+
+
+_WIRE = _Wire()
+
+
 def _never_dumped(cls: type[Any]) -> type[Any]:
-    """``cls`` (a urllib3 connection class) whose ``debuglevel`` is always 0.
+    """``cls`` (a urllib3 connection class) whose ``debuglevel`` is always 0, and which notes in
+    :data:`_WIRE` when a request's first bytes go out.
 
     ``http.client`` prints each request and answer, headers included, to stdout when
     ``HTTPConnection.debuglevel`` is set (the requests docs' recipe for debugging): our
     ``Authorization`` header and a server's echo of it, on no logger that any masker or filter
     sees. The client's connections never dump; urllib3's DEBUG log (filtered above) still shows
     each request line.
+
+    The note tells a failure before the request (a TLS handshake that never ends, which urllib3
+    reports as a *read* timeout, a proxy's tunnel refused) from one after it: only the first is
+    certainly not accepted, and may be sent again (an upload included).
     """
-    return type(cls.__name__, (cls,), {"debuglevel": property(lambda self: 0, lambda self, value: None)})
+
+    class Connection(cls):  # type: ignore[valid-type, misc]
+        debuglevel = property(lambda self: 0, lambda self, value: None)
+        _memories_connecting = False
+
+        def connect(self) -> None:
+            self._memories_connecting = True  # a proxy tunnel's CONNECT is not the request
+            try:
+                super().connect()
+            finally:
+                self._memories_connecting = False
+
+        def send(self, data: Any) -> None:
+            if self.sock is None and self.auto_open:
+                self.connect()
+            if not self._memories_connecting:
+                _WIRE.sent = True
+            super().send(data)
+
+    Connection.__name__ = Connection.__qualname__ = cls.__name__
+    return Connection
 
 
 def _quiet_pool(pool: type[Any]) -> type[Any]:
@@ -207,19 +242,25 @@ def _never_connected(exc: BaseException) -> bool:
     return False
 
 
-def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:
+def _transport_error(
+    exc: BaseException, endpoint: str, redactor: Redactor, *, unsent: bool = False
+) -> MemoriesConnectionError:
     """Map a requests/urllib3 transport exception to the client's hierarchy (its text redacted).
 
     ``exc`` itself, which the caller chains as the new error's ``__cause__``, is redacted in place
     (see :func:`core.scrub_chain`).
+
+    :param unsent: no byte of the request was written (see :data:`_WIRE`): whatever urllib3 calls
+        it, the request was not sent.
     """
     core.scrub_chain(exc, redactor)
     text = redactor.redact(str(exc))
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    timeout = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or (unsent and isinstance(exc, timeout)):
         return MemoriesTimeoutError(f"timed out connecting: {text}", endpoint=endpoint, request_sent=False)
     if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
         return MemoriesTimeoutError(f"timed out waiting for the response: {text}", endpoint=endpoint)
-    sent = not _never_connected(exc)
+    sent = not unsent and not _never_connected(exc)
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint, request_sent=sent)
 
 
@@ -230,7 +271,7 @@ def _send_error(exc: BaseException, endpoint: str, redactor: Redactor) -> Except
         last = exc.response.status_code if exc.response is not None else None
         core.scrub_chain(exc, redactor)
         return protocol.too_many_redirects(last, endpoint)
-    return _transport_error(exc, endpoint, redactor)
+    return _transport_error(exc, endpoint, redactor, unsent=not _WIRE.sent)
 
 
 _TRANSPORT_ERRORS = (
@@ -466,6 +507,7 @@ class MemoriesClient(core.ClientCore):
         headers = self._request_headers(spec, body)
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
+        _WIRE.sent = False
         with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
             return self._own_session().request(
                 spec.method,

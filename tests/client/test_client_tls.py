@@ -17,6 +17,7 @@ from memories_provider.client import (
     MemoriesClient,
     MemoriesConnectionError,
     MemoriesInvalidArgumentError,
+    MemoriesTimeoutError,
     RetryPolicy,
 )
 from tests.connections import point_memories_default_at
@@ -155,3 +156,48 @@ def test_a_ca_bundle_extra_naming_no_file_is_refused_naming_the_field(tmp_path, 
         f"Connection 'memories_default': extra 'ca_bundle' names no file or folder on this machine: "
         f"{missing!r} (it must be readable wherever tasks, triggers and the Test button run)"
     )
+
+
+# ---------------------------------------------------------------------------- a handshake that never ends
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP port that accepts connections and never says a word (a TLS handshake never ends)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def test_sync_handshake_that_never_ends_is_a_request_never_sent(silent_listener):
+    """No byte of the request left: an upload may be sent again (the async client says so too)."""
+    with pytest.raises(MemoriesTimeoutError) as info:
+        _sync(silent_listener, connect_timeout=0.5)
+    assert info.value.request_sent is False
+    assert "timed out connecting" in str(info.value)
+
+
+async def test_async_handshake_that_never_ends_is_a_request_never_sent(silent_listener):
+    with pytest.raises(MemoriesTimeoutError) as info:
+        await _async(silent_listener, connect_timeout=0.5)
+    assert info.value.request_sent is False
+    assert "timed out connecting" in str(info.value)
