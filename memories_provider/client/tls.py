@@ -15,6 +15,7 @@ switch to turn verification off (give the CA that signed the server's certificat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import threading
@@ -92,7 +93,9 @@ def ssl_context(key: TrustKey) -> ssl.SSLContext:
 
 
 # The environment's context is built at import (as aiohttp builds its own), which triggers do
-# off the event loop: their first request reads no file.
-ssl_context(trust_key(None))
+# off the event loop: their first request reads no file. A bundle that cannot be read is said
+# by the first https request, not by the import (a DAG file importing the provider still parses).
+with contextlib.suppress(MemoriesInvalidArgumentError):
+    ssl_context(trust_key(None))
 
 __all__ = ["CA_BUNDLE_ENV", "TrustKey", "is_cached", "ssl_context", "trust_key"]

@@ -9,6 +9,7 @@ for requests) and ``SSL_CERT_FILE`` (OpenSSL's, what the system store and aiohtt
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -201,3 +202,21 @@ async def test_async_handshake_that_never_ends_is_a_request_never_sent(silent_li
         await _async(silent_listener, connect_timeout=0.5)
     assert info.value.request_sent is False
     assert "timed out connecting" in str(info.value)
+
+
+def test_a_broken_environment_bundle_does_not_break_the_import(tmp_path):
+    """A worker whose REQUESTS_CA_BUNDLE names no file still imports the provider (its DAGs parse);
+    the first https request names the variable."""
+    import subprocess
+    import sys
+
+    code = (
+        "from memories_provider.client import MemoriesClient\n"
+        "from memories_provider.client.errors import MemoriesInvalidArgumentError\n"
+        "c = MemoriesClient('sk-import-test-key-0123456789', base_url='https://127.0.0.1:9/serve/api/v1')\n"
+        "try:\n    c.list_unique_ids()\nexcept MemoriesInvalidArgumentError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(tmp_path / "gone.pem")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "the CA bundle in REQUESTS_CA_BUNDLE" in done.stdout
