@@ -23,6 +23,7 @@ from memories_provider.client import (
     MemoriesClient,
     MemoriesConnectionError,
     MemoriesError,
+    MemoriesInvalidArgumentError,
     Redactor,
     RetryPolicy,
     Transcript,
@@ -410,6 +411,8 @@ class MemoriesHook(BaseHook):
             message = f"Authentication failed: {origin} refused the API key ({reason}: {err.message})"
         except MemoriesConnectionError as err:
             message = f"{label}: cannot reach {origin} ({transport_cause(err)})"
+        except MemoriesInvalidArgumentError as err:  # refused here, before sending (a CA bundle)
+            message = f"{label}: {err}"
         except MemoriesError as err:
             message = f"{label}: {origin} answered with an error: {err}"
         except Exception as err:  # shown in the UI: say why, whatever it is

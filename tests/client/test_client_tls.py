@@ -220,3 +220,14 @@ def test_a_broken_environment_bundle_does_not_break_the_import(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "the CA bundle in REQUESTS_CA_BUNDLE" in done.stdout
+
+
+def test_test_button_names_an_unreadable_environment_bundle(tmp_path, monkeypatch):
+    from memories_provider.hooks.memories import MemoriesHook
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "gone.pem"))
+    point_memories_default_at(monkeypatch, "https://127.0.0.1:9", key=KEY)
+    ok, message = MemoriesHook().test_connection()
+    assert not ok
+    assert message.startswith("Connection 'memories_default': the CA bundle in REQUESTS_CA_BUNDLE")
+    assert "answered" not in message  # nothing was sent: the service said nothing
