@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 from memories_provider.client.errors import (
     MemoriesAuthError,
@@ -198,11 +198,22 @@ def check_timeouts(timeout: float, upload_timeout: float) -> tuple[float, float]
 # --------------------------------------------------------------------------- URLs
 
 
+#: What a path keeps as it is when quoted (requests' requote_uri: '%' stays, escapes are kept).
+_PATH_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
 def normalize_base_url(url: str, *, name: str = "base_url") -> str:
-    """Check a base URL has an http(s) scheme and a host; strip the trailing slash."""
+    """Check a base URL has an http(s) scheme and a host; strip the trailing slash.
+
+    A path prefix is percent-encoded as requests would send it ('/video api' as '/video%20api',
+    '/café' as '/caf%C3%A9'): the async client sends URLs as given, and sent a raw space (an HTTP
+    400 from any server) or raw UTF-8 where the sync client sent the escapes.
+    """
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{name} must be an http(s) URL with a host, got {shown_url(str(url))!r}")
+    if parts.path:
+        url = urlunsplit(parts._replace(path=quote(parts.path, safe=_PATH_SAFE)))
     return url.rstrip("/")
 
 
