@@ -249,11 +249,23 @@ class AsyncMemoriesClient(core.ClientCore):
             )
         return self._session
 
-    def _timeouts(self, read_timeout: float, endpoint: str = "") -> aiohttp.ClientTimeout:
+    def _timeouts(
+        self, read_timeout: float, endpoint: str = "", *, whole: bool = False
+    ) -> aiohttp.ClientTimeout:
+        """The timeouts of one request.
+
+        :param whole: the request sends no streamed body and reads no file: its whole exchange
+            (connect, a small form, status line, headers, answer) ends within connect + read
+            timeout. ``sock_read`` bounds each read alone, which headers or an answer trickling
+            in a byte at a time pass every time.
+        """
         # aiohttp starts sock_read only once the request body is written, like requests' read timeout.
         connect, read = request_timeouts(self.connect_timeout, read_timeout, endpoint)
         # Under a caller's deadline the whole exchange, body included, ends by it.
-        return aiohttp.ClientTimeout(total=time_left(), sock_connect=connect, sock_read=read)
+        total = time_left()
+        if whole:
+            total = connect + read if total is None else min(total, connect + read)
+        return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
 
     async def __aenter__(self) -> AsyncMemoriesClient:
         await self._load_tls()
@@ -281,7 +293,8 @@ class AsyncMemoriesClient(core.ClientCore):
         headers = self._request_headers(spec, body)
         # progress is called here, on the event loop thread, not by the body in the executor.
         data: Any = _stream_body(body, progress) if body is not None else self._form_body(spec)
-        timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint)
+        whole = body is None and not spec.download
+        timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint, whole=whole)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
         await self._load_tls()

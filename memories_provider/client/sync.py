@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
 import traceback
@@ -121,6 +123,45 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
             if not self._memories_connecting:
                 _WIRE.sent = True
             super().send(data)
+
+        def getresponse(self) -> Any:
+            """The answer's status line and headers, within the read timeout in all (shrunk to
+            the caller's deadline when the request started): the socket's timeout bounds each
+            read alone, which headers that trickle in a byte at a time pass every time. At the
+            bound the socket is shut for reading, and the wait ends as a read timeout."""
+            bound = self.timeout if isinstance(self.timeout, (int, float)) else None
+            sock = self.sock
+            if bound is None or sock is None:
+                return super().getresponse()
+            lock, state = threading.Lock(), {"waiting": True, "cut": False}
+
+            def cut() -> None:
+                with lock:
+                    if state["waiting"]:
+                        state["cut"] = True
+                        # Reading only: what was sent (an upload's last bytes) still reaches
+                        # the server. socket.socket's own shutdown: an SSLSocket's would drop its
+                        # TLS state under the reading thread.
+                        with contextlib.suppress(OSError):
+                            socket.socket.shutdown(sock, socket.SHUT_RD)
+
+            timer = threading.Timer(max(bound, 0.0), cut)
+            timer.daemon = True
+            timer.start()
+            try:
+                response = super().getresponse()
+            except Exception as exc:
+                if state["cut"]:
+                    raise TimeoutError(f"the answer's headers did not arrive within {bound:g} s") from exc
+                raise
+            finally:
+                with lock:
+                    state["waiting"] = False
+                timer.cancel()
+            if state["cut"]:  # cut as the headers were done: the body cannot be read
+                response.close()
+                raise TimeoutError(f"the answer's headers did not arrive within {bound:g} s")
+            return response
 
     Connection.__name__ = Connection.__qualname__ = cls.__name__
     return Connection

@@ -195,6 +195,60 @@ async def test_async_trickling_answer_is_cut_at_the_read_timeout_without_a_deadl
     assert "did not arrive whole in time" in str(info.value)
 
 
+def _trickling_headers() -> type:
+    """A handler whose answer's headers come a byte every 0.02 s (6 s in all), then a JSON body."""
+    from local_http import QuietHandler
+
+    body = b'{"code":"0000","msg":"success","data":{"videos":[]}}'
+
+    class TrickleHeaders(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 300 + b"\r\nContent-Type: application/json\r\n"
+            head += b"Content-Length: %d\r\n\r\n" % len(body)
+            try:
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                self.wfile.write(body)
+            except OSError:
+                pass  # the client gave up
+
+    return TrickleHeaders
+
+
+def test_trickling_headers_are_cut_at_the_read_timeout():
+    from local_http import LocalServer
+
+    with LocalServer(_trickling_headers()) as server:
+        client = MemoriesClient(
+            "sk-mavi-" + "a" * 32,
+            base_url=f"{server.url}/serve/api/v1",
+            timeout=1,
+            retry=RetryPolicy(max_retries=0),
+        )
+        with client, pytest.raises(MemoriesTimeoutError) as info:
+            client.list_videos()
+    assert info.value.request_sent
+
+
+async def test_async_trickling_headers_are_cut_at_the_read_timeout():
+    from local_http import LocalServer
+
+    with LocalServer(_trickling_headers()) as server:
+        client = AsyncMemoriesClient(
+            "sk-mavi-" + "a" * 32,
+            base_url=f"{server.url}/serve/api/v1",
+            timeout=1,
+            retry=RetryPolicy(max_retries=0),
+        )
+        async with client:
+            with pytest.raises(MemoriesTimeoutError) as info:
+                await client.list_videos()
+    assert info.value.request_sent
+
+
 def test_an_upload_whose_answer_is_cut_at_the_deadline_is_not_said_unsent(memories_emulator, make_video):
     # The deadline passes while the upload's body goes out: the service accepts (and bills) the
     # video, then the client stops before reading its answer. The error must not say the request
