@@ -235,12 +235,14 @@ class AsyncMemoriesClient(core.ClientCore):
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": self._api_key, "User-Agent": self.user_agent},
+                # Not the key: aiohttp merges a session's headers into a proxy's, and took an
+                # Authorization there for the proxy's credentials (see _send).
+                headers={"User-Agent": self.user_agent},
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self.connect_timeout, sock_read=self.timeout
                 ),
                 read_bufsize=BLOCK_SIZE,
-                # The sync client's TLS context (built off the loop first: see _ssl_context).
+                # The sync client's TLS context (built off the loop first: see _load_tls).
                 connector=aiohttp.TCPConnector(ssl=self._tls if self._tls is not None else True),
                 # trust_env would also read ~/.netrc and clash with the key header; proxies
                 # from the environment are applied per request instead (see _env_proxy).
@@ -291,6 +293,9 @@ class AsyncMemoriesClient(core.ClientCore):
         progress: Callable[[int], None] | None = None,
     ) -> aiohttp.ClientResponse:
         headers = self._request_headers(spec, body)
+        # On the request alone: in the session's headers, aiohttp also sent it to a proxy as
+        # 'Proxy-Authorization: <key>' (a CONNECT in clear text, the proxy's logs).
+        headers["Authorization"] = self._api_key
         # progress is called here, on the event loop thread, not by the body in the executor.
         data: Any = _stream_body(body, progress) if body is not None else self._form_body(spec)
         whole = body is None and not spec.download

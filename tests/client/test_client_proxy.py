@@ -38,6 +38,8 @@ class ForwardingProxy(LocalServer):
 
     def __init__(self, credentials: str | None = None) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
+        #: The headers of every request the proxy was sent (a CONNECT's included).
+        self.headers_seen: list[dict[str, str]] = []
         proxy = self
         expected = None if credentials is None else "Basic " + base64.b64encode(credentials.encode()).decode()
 
@@ -45,6 +47,7 @@ class ForwardingProxy(LocalServer):
             def _forward(self) -> None:
                 auth = self.headers.get("Proxy-Authorization")
                 proxy.seen.append((self.command, self.path, auth))
+                proxy.headers_seen.append(dict(self.headers))
                 if expected is not None and auth != expected:
                     self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
                     return
@@ -75,6 +78,7 @@ class ForwardingProxy(LocalServer):
                 """A tunnel to ``host:port`` (https through the proxy), bytes relayed both ways."""
                 auth = self.headers.get("Proxy-Authorization")
                 proxy.seen.append((self.command, self.path, auth))
+                proxy.headers_seen.append(dict(self.headers))
                 if expected is not None and auth != expected:
                     self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
                     return
@@ -271,3 +275,57 @@ def test_the_async_clients_proxy_choice_is_requests_choice(monkeypatch, url, no_
     chosen = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
     expected = None if not chosen else requests.utils.prepend_scheme_if_needed(chosen, "http")
     assert env_proxy(url) == expected
+
+
+@pytest.mark.parametrize("credentials", [None, f"corp:{PROXY_PASSWORD}"])
+async def test_the_api_key_never_reaches_the_proxy_of_an_https_host(tmp_path, monkeypatch, credentials):
+    """Through a proxy, an https request's key travels inside the tunnel only. aiohttp merges a
+    session's default headers into the proxy's, and took the key (session header Authorization)
+    for the proxy's credentials: every CONNECT carried 'Proxy-Authorization: <API key>', in clear
+    text to a plain http proxy and into its logs, whenever the proxy URL named no credentials."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    key = "sk-proxy-leak-canary-0123456789"
+    ca = LocalCA(tmp_path / "ca")
+    with TLSServer(UniqueIds, ca) as server, ForwardingProxy(credentials=credentials) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(credentials))
+        settings = {"base_url": f"{server.url}/serve/api/v1", "retry": NO_RETRY, "ca_bundle": str(ca.ca_pem)}
+        with MemoriesClient(key, **settings) as client:
+            assert client.list_unique_ids() == ["tls"]
+        async with AsyncMemoriesClient(key, **settings) as aclient:
+            assert await aclient.list_unique_ids() == ["tls"]
+    assert [method for method, *_ in proxy.seen] == ["CONNECT", "CONNECT"]
+    for headers in proxy.headers_seen:
+        assert key not in repr(headers)
+        assert base64.b64encode(key.encode()).decode() not in repr(headers)
+
+
+async def test_a_redirect_to_another_origin_does_not_carry_the_key(monkeypatch):
+    """The key set on each request (not the async session) is still dropped by both clients when
+    an answer redirects to another origin (a presigned storage URL, another host)."""
+    import json
+
+    key = "sk-redirect-canary-0123456789"
+    headers_seen: list[dict[str, str]] = []
+
+    class Target(QuietHandler):
+        def do_GET(self) -> None:
+            headers_seen.append(dict(self.headers))
+            body = json.dumps({"code": "0000", "msg": "success", "data": {"unique_ids": ["b"]}}).encode()
+            self.send_body(200, {"Content-Type": "application/json"}, body)
+
+    with LocalServer(Target, poll_interval=0.05) as target:
+        elsewhere = target.url.replace("127.0.0.1", "localhost")
+
+        class Redirect(QuietHandler):
+            def do_GET(self) -> None:
+                self.send_body(302, {"Location": elsewhere + self.path}, b"")
+
+        with LocalServer(Redirect, poll_interval=0.05) as origin:
+            settings = {"base_url": f"{origin.url}/serve/api/v1", "retry": NO_RETRY}
+            with MemoriesClient(key, **settings) as client:
+                assert client.list_unique_ids() == ["b"]
+            async with AsyncMemoriesClient(key, **settings) as aclient:
+                assert await aclient.list_unique_ids() == ["b"]
+    assert len(headers_seen) == 2
+    assert all(key not in repr(headers) for headers in headers_seen)
