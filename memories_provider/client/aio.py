@@ -81,6 +81,9 @@ def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> M
     if isinstance(exc, aiohttp.ClientConnectorError):
         # Refused, DNS, TLS handshake: the request never left this process.
         return MemoriesConnectionError(f"cannot connect: {text}", endpoint=endpoint, request_sent=False)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy refused the tunnel (CONNECT answered 407, 403, 502...): the host was never reached.
+        return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint, request_sent=False)
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
 
 

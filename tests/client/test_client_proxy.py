@@ -329,3 +329,24 @@ async def test_a_redirect_to_another_origin_does_not_carry_the_key(monkeypatch):
                 assert await aclient.list_unique_ids() == ["b"]
     assert len(headers_seen) == 2
     assert all(key not in repr(headers) for headers in headers_seen)
+
+
+async def test_a_tunnel_the_proxy_refuses_is_a_request_never_sent(tmp_path, monkeypatch):
+    """A CONNECT answered 407 never reached the host: both clients say the request was not sent
+    (the sync client did; the async one said it may have been, so an upload was not retried)."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    ca = LocalCA(tmp_path / "ca")
+    with TLSServer(UniqueIds, ca) as server, ForwardingProxy(credentials="corp:the-right-one") as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        settings = {"base_url": f"{server.url}/serve/api/v1", "retry": NO_RETRY, "ca_bundle": str(ca.ca_pem)}
+        with (
+            MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client,
+            pytest.raises(MemoriesConnectionError) as sync_error,
+        ):
+            client.list_unique_ids()
+        async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+            with pytest.raises(MemoriesConnectionError) as async_error:
+                await aclient.list_unique_ids()
+    assert (sync_error.value.request_sent, async_error.value.request_sent) == (False, False)
+    assert "407" in str(async_error.value) and PROXY_PASSWORD not in str(async_error.value)
