@@ -212,9 +212,33 @@ def normalize_base_url(url: str, *, name: str = "base_url") -> str:
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{name} must be an http(s) URL with a host, got {shown_url(str(url))!r}")
+    if parts.hostname and not parts.hostname.isascii():
+        # An internationalised name in its ASCII form, as requests sends it (and DNS, proxies
+        # and virtual hosts know it); the async client sent the raw UTF-8 name.
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        port = f":{parts.port}" if parts.port is not None else ""
+        parts = parts._replace(netloc=f"{userinfo}{at}{_ascii_host(parts.hostname, name)}{port}")
+        url = urlunsplit(parts)
     if parts.path:
         url = urlunsplit(parts._replace(path=quote(parts.path, safe=_PATH_SAFE)))
     return url.rstrip("/")
+
+
+def _ascii_host(host: str, name: str) -> str:
+    """``host`` IDNA-encoded (UTS 46, as requests encodes it; Python's IDNA 2003 codec without the
+    ``idna`` package)."""
+    try:
+        import idna
+
+        return str(idna.encode(host, uts46=True).decode("ascii"))
+    except ImportError:
+        pass
+    except idna.IDNAError:
+        raise ValueError(f"{name}: the host name {host!r} is not a valid internationalised name") from None
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{name}: the host name {host!r} is not a valid internationalised name") from None
 
 
 def _query(params: Iterable[tuple[str, Any]]) -> str:

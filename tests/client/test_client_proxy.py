@@ -59,6 +59,11 @@ class ForwardingProxy(LocalServer):
                 }
                 upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 try:
+                    upstream.connect()
+                except OSError:
+                    self.send_body(502, {}, b"bad gateway: cannot reach the host")
+                    return
+                try:
                     path = target.path + (f"?{target.query}" if target.query else "")
                     upstream.request(self.command, path, body=body, headers=headers)
                     answer = upstream.getresponse()
@@ -350,3 +355,22 @@ async def test_a_tunnel_the_proxy_refuses_is_a_request_never_sent(tmp_path, monk
                 await aclient.list_unique_ids()
     assert (sync_error.value.request_sent, async_error.value.request_sent) == (False, False)
     assert "407" in str(async_error.value) and PROXY_PASSWORD not in str(async_error.value)
+
+
+async def test_a_non_ascii_host_name_is_sent_as_its_ascii_form_by_both(monkeypatch):
+    """An internationalised host name goes out IDNA-encoded from both clients (requests encodes
+    it; the async client sent the raw UTF-8 name, which no proxy or virtual host knows)."""
+    with ForwardingProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        settings = {"base_url": "http://Bücher.example/serve/api/v1", "retry": NO_RETRY}
+        with (
+            MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client,
+            pytest.raises(MemoriesError),
+        ):
+            client.list_unique_ids()
+        async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+            with pytest.raises(MemoriesError):
+                await aclient.list_unique_ids()
+    assert [path for _, path, _ in proxy.seen] == [
+        "http://xn--bcher-kva.example/serve/api/v1/list_unique_ids"
+    ] * 2
