@@ -149,6 +149,13 @@ def _rewritten(record: AttemptRecord, source: StorageFile) -> str | None:
     return ", ".join(f"{key} {record.source_version[key]} -> {source.version[key]}" for key in changed)
 
 
+def _describes_another_upload(record: AttemptRecord, source: StorageFile) -> bool:
+    """Whether ``record`` names a video, or a send of another size or version than ``source``."""
+    return bool(
+        record.video_no or _resized(record.size, source.size) or _rewritten(record, source) is not None
+    )
+
+
 def _bytes(size: int | None) -> str:
     return "size unknown" if size is None else f"{size} bytes"
 
@@ -464,7 +471,8 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             hook.config  # noqa: B018 (validated here, before anything is sent)
         unique_id = plan.metadata.unique_id
         book = record_book(context, plan.tag) if plan.tag is not None else None
-        previous = self._previous_video(context, hook, plan, book, looking_since)
+        earlier = self._load_record(book)
+        previous = self._previous_video(context, hook, plan, book, earlier, looking_since)
         shown = redact_uri(plan.source.uri)
         if previous is not None:
             self.log.info(
@@ -496,7 +504,7 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 # A request the service refuses (0001/0003, HTTP 400) is refused again: no retry
                 # sends the whole file once more for the same answer.
                 with refusal_fails_at_once(f"the upload of {shown}"):
-                    uploaded = self._send(hook, plan, book)
+                    uploaded = self._send(hook, plan, book, earlier)
             except MemoriesRateLimitError as err:
                 self._defer_for_rate_limit(hook, err, rate_limited)
                 raise  # not deferrable, or out of retries
@@ -517,22 +525,17 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         hook: MemoriesHook,
         plan: _Plan,
         book: RecordBook | None,
+        record: AttemptRecord | None,
         looking_since: float | None,
     ) -> Video | None:
-        """The video an earlier attempt of this task instance uploaded, or ``None`` to upload.
+        """The video an earlier attempt of this task instance uploaded (``record`` is what they
+        recorded), or ``None`` to upload.
 
         May defer (waiting for candidates) or fail (undecided): never returns ``None`` on doubt.
         """
         if book is None or plan.tag is None:  # idempotent=False
             return None
         unique_id = plan.metadata.unique_id
-        try:
-            record = book.load()
-        except Exception as err:
-            raise AirflowException(
-                f"Could not read what earlier attempts of this task recorded ({err}); not uploading "
-                "blind, since one of them may already have been billed"
-            ) from err
         if record is not None and _resized(record.size, plan.source.size):
             # The source at this URI is no longer the file the earlier attempt sent (replaced before
             # a clear or a retry): that upload, answered or not, billed or not, holds other bytes,
@@ -783,8 +786,29 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
 
     # ------------------------------------------------------------------ sending
 
-    def _send(self, hook: MemoriesHook, plan: _Plan, book: RecordBook | None) -> UploadResult:
-        """Record the send, upload, record the answer; forget the record if it surely did not arrive."""
+    @staticmethod
+    def _load_record(book: RecordBook | None) -> AttemptRecord | None:
+        """What earlier attempts of this task instance recorded (``None``: nothing, or not idempotent)."""
+        if book is None:
+            return None
+        try:
+            return book.load()
+        except Exception as err:
+            raise AirflowException(
+                f"Could not read what earlier attempts of this task recorded ({err}); not uploading "
+                "blind, since one of them may already have been billed"
+            ) from err
+
+    def _send(
+        self, hook: MemoriesHook, plan: _Plan, book: RecordBook | None, earlier: AttemptRecord | None
+    ) -> UploadResult:
+        """Record the send, upload, record the answer; if it surely did not arrive, forget it.
+
+        Forgetting puts back ``earlier`` (what the book held before) when that describes another
+        upload — a video, or a send of another size or version of the source: its video carries
+        the same tag, and without the record a later attempt's tag lookup, which compares sizes
+        only, would take it for this source as it is now.
+        """
         record = None
         if book is not None and plan.tag is not None:
             record = AttemptRecord(
@@ -806,9 +830,12 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         except BaseException as err:
             if book is not None and _never_accepted(err, plan, sent.file_bytes):
                 try:
-                    book.clear()
+                    if earlier is not None and _describes_another_upload(earlier, plan.source):
+                        book.save(earlier)
+                    else:
+                        book.clear()
                 except Exception as clear_err:  # the retry will then look, find nothing and upload
-                    self.log.warning("Could not clear the upload record: %s", clear_err)
+                    self.log.warning("Could not clear (or put back) the upload record: %s", clear_err)
             raise
         if book is not None and record is not None:
             self._note(book, replace(record, video_no=uploaded.video_no))

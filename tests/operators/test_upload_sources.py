@@ -576,3 +576,38 @@ def test_an_sftp_source_that_stalls_mid_read_fails_instead_of_hanging(
         assert emu.control.videos() == [] and context["task_state_store"] == {}
     finally:
         proxy.close()
+
+
+def test_a_send_stopped_by_a_change_keeps_what_the_earlier_video_holds(
+    emu: Any, tmp_path: Path, while_sending: Callable[[Callable[[], None]], None]
+) -> None:
+    # The record outlives success and tells a clear which video holds which version of the file.
+    # A clear after the file was rewritten uploads again, over the record; that upload stopped
+    # short (the file changed again while sent: SourceChangedError) and the record was dropped,
+    # earlier video and all. The next clear had no record, found the earlier video by its tag
+    # (same size, the tag lookup compares nothing else) and reused it: success reported for the
+    # first version's bytes. Now the earlier record is put back, and the next clear uploads.
+    source = tmp_path / "clip.mp4"
+    data = VIDEO * 300  # more than one block
+    source.write_bytes(data)
+    context = _context()
+    first = _run(context, source=str(source))
+    _replace(source, data[::-1])  # same size, other bytes (another inode)
+    os.utime(source, ns=(10**18, 10**18))  # any later write moves it, however coarse the clock
+
+    def rewrite() -> None:
+        with source.open("r+b") as fh:
+            fh.write(data[:MIB])
+
+    while_sending(rewrite)
+    with pytest.raises(SourceChangedError, match="changed while it was being sent"):
+        _run(context, source=str(source))
+    [kept] = emu.control.videos()
+    assert kept["video_no"] == first and context["task_state_store"]["memories_video_no"]["video_no"] == first
+    now = source.read_bytes()
+    again = _run(context, source=str(source))
+    assert again != first
+    assert {v["video_no"]: v["sha256"] for v in emu.control.videos()} == {
+        first: _sha256(data),
+        again: _sha256(now),
+    }
