@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import stat as file_mode
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
@@ -68,7 +69,7 @@ class StorageFile:
         upload's body can end: a local file, opened without blocking, must still be the regular
         file of that size and marks (``mtime_ns``, inode), and an SFTP file of that size and
         ``mtime``, when opened and when read to the end; an S3 object is read by its ``VersionId``
-        or with ``If-Match`` on its ``ETag``; a GCS blob's generation and an HTTP answer's
+        or only while each GET answers with its ``ETag``; a GCS blob's generation and an HTTP answer's
         ``ETag``, ``Last-Modified`` and length are compared on opening.
         """
         family = scheme_family(self.uri)
@@ -309,30 +310,44 @@ class _HeldFile(io.FileIO):
 @contextlib.contextmanager
 def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
     """An S3 object read as the version that was looked up: that ``VersionId`` (a versioned bucket
-    keeps it readable), else only while its ``ETag`` is still the one seen (``If-Match`` on every
-    GET smart-open makes, the first one included, which it makes on opening)."""
+    keeps it readable), else only while its ``ETag`` is still the one seen: the answer of every GET
+    smart-open makes (the first one on opening, and any reconnect mid-read) is compared with it
+    before its body is read. Not ``If-Match``, which S3-compatible stores without conditional reads
+    refuse (``501 NotImplemented``), failing every upload from them."""
     params = dict(source.transport_params)
     etag = source.version.get("etag")
     pinned = params.get("version_id") or _S3_VERSION_ID.search(source.uri)  # the user's or the URI's
+    client: Any = params.get("client")
+    watch = None
     if source.version.get("version_id") and not pinned:
         params["version_id"] = source.version["version_id"]
-    elif etag:
-        kwargs = dict(params.get("client_kwargs") or {})
-        kwargs["S3.Client.get_object"] = {**kwargs.get("S3.Client.get_object", {}), "IfMatch": etag}
-        params["client_kwargs"] = kwargs
-    import smart_open
+    elif etag and client is not None:
+        watch = f"memories-source-etag-{uuid.uuid4().hex}"
+        answers = []
 
+        def same_etag(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+            status = getattr(http_response, "status_code", None)
+            got = (parsed or {}).get("ETag") if status in (200, 206) else None
+            answers.append(got)
+            if got is not None and got.strip('"') != etag.strip('"'):
+                with contextlib.suppress(Exception):
+                    parsed["Body"].close()  # not a byte of it is read
+                what = _BEFORE_SENDING if len(answers) == 1 else _WHILE_SENDING
+                raise SourceChangedError(
+                    f"`source` {redact_uri(source.uri)!r} {what} (etag {etag} -> {got}); a retry "
+                    "uploads it as it is then"
+                )
+
+        client.meta.events.register("after-call.s3.GetObject", same_etag, unique_id=watch)
     try:
+        import smart_open
+
         fh: Any = smart_open.open(source.uri, "rb", compression="disable", transport_params=params)
-    except OSError as err:
-        if not _precondition_failed(err):
-            raise
-        raise SourceChangedError(
-            f"`source` {redact_uri(source.uri)!r} changed since it was looked up; nothing of it was "
-            f"sent (its ETag is no longer {etag}); a retry uploads it as it is then"
-        ) from None
-    with fh:
-        yield fh
+        with fh:
+            yield fh
+    finally:
+        if watch is not None:
+            client.meta.events.unregister("after-call.s3.GetObject", unique_id=watch)
 
 
 #: What a :class:`SourceChangedError` found before anything was read says happened.
@@ -396,14 +411,6 @@ def _check_gcs_blob(source: StorageFile, fh: Any) -> None:
     blob = getattr(fh, "_blob", None)  # google-cloud-storage's BlobReader
     if blob is not None and blob.generation is not None:
         _check_same(source, StoredStat(blob.size, {"generation": str(blob.generation)}), _BEFORE_SENDING)
-
-
-def _precondition_failed(err: BaseException) -> bool:
-    """Whether S3 refused a GET for its ``If-Match`` (smart-open wraps botocore's error)."""
-    response = getattr(getattr(err, "backend_error", None) or err.__cause__, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code == "PreconditionFailed" or status == 412
 
 
 def _check_unchanged(source: StorageFile, info: os.stat_result, what: str) -> None:

@@ -611,3 +611,86 @@ def test_a_send_stopped_by_a_change_keeps_what_the_earlier_video_holds(
         first: _sha256(data),
         again: _sha256(now),
     }
+
+
+def _refusing_if_match(upstream: str) -> Any:
+    """A proxy to the S3 server ``upstream`` that answers a GET carrying If-Match with 501
+    NotImplemented, as S3-compatible stores without conditional reads do."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+
+    class Proxy(QuietHandler):
+        def _forward(self) -> None:
+            if self.command == "GET" and self.headers.get("If-Match"):
+                body = (
+                    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>'
+                    b"<Message>A header you provided implies functionality that is not implemented"
+                    b"</Message><Header>If-Match</Header></Error>"
+                )
+                self.send_body(501, {"Content-Type": "application/xml"}, body)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length) if length else None
+            conn = http.client.HTTPConnection(target.hostname, target.port)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            conn.request(self.command, self.path, body=data, headers=headers)
+            answer = conn.getresponse()
+            payload = answer.read()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            told = answer.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", told or str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            conn.close()
+
+        do_GET = do_HEAD = do_PUT = do_POST = _forward
+
+    return Proxy
+
+
+@pytest.fixture
+def s3_without_if_match(moto_s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A connection id to ``moto_s3_server`` through a proxy refusing If-Match on GET."""
+    with LocalServer(_refusing_if_match(moto_s3_server.endpoint_url)) as proxy:
+        conn = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": proxy.url, "region_name": "us-east-1"},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_S3_NO_IF_MATCH", json.dumps(conn))
+        yield "s3_no_if_match"
+
+
+def test_an_s3_compatible_store_refusing_if_match_still_uploads_and_still_pins(
+    emu: Any,
+    moto_s3_server: Any,
+    s3_bucket: str,
+    s3_without_if_match: str,
+    after_tag_lookup: Callable[[Callable[[], None]], None],
+) -> None:
+    # An unversioned object was read with If-Match on its ETag. A store that does not implement
+    # conditional GETs answers 501 NotImplemented: every try of every upload from it failed, an
+    # error Airflow retried. The GET's own ETag is now compared with the one looked up instead.
+    s3 = moto_s3_server.client()
+    s3.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=VIDEO)
+    source = f"s3://{s3_bucket}/in/clip.mp4"
+    first = _run(_context(), source=source, source_conn_id=s3_without_if_match)
+    [video] = emu.control.videos()
+    assert video["video_no"] == first and video["sha256"] == _sha256(VIDEO)
+    # ... and an object overwritten after its look-up is still not sent as the one looked up.
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: s3.put_object(Bucket=s3_bucket, Key="in/clip.mp4", Body=newer))
+    context = {"ti": _TaskInstance(), "task_state_store": Store()}
+    context["ti"].run_id = "run-2"
+    with pytest.raises(
+        SourceChangedError, match=r"`source` 's3://.*/in/clip\.mp4' changed since it was looked up"
+    ):
+        _run(context, source=source, source_conn_id=s3_without_if_match)
+    assert [v["video_no"] for v in emu.control.videos()] == [first]
