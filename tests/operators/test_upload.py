@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import socket
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
@@ -768,3 +769,26 @@ def test_upload_reports_progress_up_to_the_full_size(emu: Any, tmp_path: Path, m
     sent = [done for done, _ in calls]
     assert sent == sorted(sent) and len(sent) >= 3  # streamed in blocks, reported as they go
     assert calls[-1] == (3 * 1024 * 1024 + 7, True)
+
+
+def test_a_refused_upload_of_a_rewritten_source_keeps_the_record_of_the_earlier_video(
+    emu: Any, video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clear after the file was rewritten (same size) uploads again, its record over the earlier
+    # one. A sure refusal (0429, out of retries) dropped that record, and with it what the earlier
+    # video holds: the next clear found that video by its tag (sizes alone compared) and reused
+    # it, reporting success for the first version's bytes. The earlier record is now put back.
+    use_emulator_conn(monkeypatch, emu, max_retries=1)
+    store = Store()
+    first, _ = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    newer = VIDEO[::-1]
+    fresh = video.with_name("fresh.part")
+    fresh.write_bytes(newer)
+    os.replace(fresh, video)  # same size, another inode
+    emu.control.inject_fault("upload", "code_0429", count=2, retry_after=0.01)
+    with pytest.raises(MemoriesRateLimitError):
+        run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert store["memories_video_no"]["video_no"] == first
+    again, ti = run({"ti": _TaskInstance(), "task_state_store": store}, source=str(video))
+    assert again != first and ti.xcom["upload_result"]["reused"] is False
+    assert {v["video_no"]: v["size"] for v in stored(emu)} == {first: len(VIDEO), again: len(VIDEO)}
