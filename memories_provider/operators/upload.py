@@ -946,6 +946,9 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         # not being listed yet (the service documents no listing consistency). Every check, its
         # client retries and Retry-After sleeps included, ends by the deadline.
         deadline = time.monotonic() + self.timeout
+        # The scope uploaded to, kept for the whole wait: a connection found edited meanwhile (a
+        # key rotated) may name another default unique_id, where the video is not.
+        unique_id = unique_id or hook.config.unique_id
         check = StatusCheck([video_no], unique_id, missing_is_pending=True)
         while True:
             remaining = deadline - time.monotonic()

@@ -667,6 +667,29 @@ def test_a_key_rotated_during_the_wait_for_parse_is_read_again_not_failed(
     assert codes.count("0401") == 1 and codes[-1] == "0000", codes
 
 
+def test_a_connection_edited_during_the_wait_for_parse_keeps_the_scope_uploaded_to(
+    emu: Any, set_memories_conn: Any, video: Path
+) -> None:
+    # The key rotated and the connection's default unique_id changed during the wait: the video
+    # was uploaded to the old default, and is waited for there (as a deferred wait keeps the scope
+    # the worker checked), not looked for in the new default until the timeout.
+    emu.control.configure(parse_delay=3600)
+
+    def rotate() -> None:
+        set_memories_conn(max_retries=3, password="sk-rotated-key", unique_id="elsewhere")
+        emu.control.configure(api_keys=["sk-rotated-key"])
+        emu.control.set_statuses([v["video_no"] for v in stored(emu)], "PARSE")
+
+    with after_first_status_check(emu, rotate):
+        video_no, _ = run(
+            source=str(video), wait_for_parse=True, poll_interval=0.05, idempotent=False, timeout=10
+        )
+    assert [v["video_no"] for v in stored(emu)] == [video_no]
+    assert emu.control.count("upload") == 1
+    codes = [r["code"] for r in emu.control.request_log("list_videos")]
+    assert codes.count("0401") == 1 and codes[-1] == "0000", codes
+
+
 def test_a_video_not_listed_yet_is_waited_for_until_the_timeout(emu: Any) -> None:
     # Just after our upload the service may not list the video yet: "not yet", not "unknown".
     hook = MemoriesHook()
