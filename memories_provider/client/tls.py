@@ -31,7 +31,8 @@ _OPENSSL_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 TrustKey = tuple[str | None, ...]
 
-_CONTEXTS: dict[TrustKey, ssl.SSLContext] = {}
+#: key -> (the bundle's file signature when built, the context).
+_CONTEXTS: dict[TrustKey, tuple[tuple[int, ...] | None, ssl.SSLContext]] = {}
 _LOCK = threading.Lock()
 
 
@@ -69,27 +70,43 @@ def _build(key: TrustKey) -> ssl.SSLContext:
         ) from None
 
 
+def _signature(key: TrustKey) -> tuple[int, ...] | None:
+    """What tells the bundle's file (or folder) apart once replaced on disk: a CA rotated in place
+    (same path, new certificates) is read again, as requests reads its bundle for each new
+    connection. ``None`` without a bundle, or when it cannot be looked at (building says why)."""
+    bundle, _ = _source(key)
+    if bundle is None:
+        return None
+    try:
+        stat = os.stat(bundle)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 def is_cached(key: TrustKey) -> bool:
     """Whether :func:`ssl_context` for ``key`` is built already (no file to read)."""
-    return key in _CONTEXTS
+    cached = _CONTEXTS.get(key)
+    return cached is not None and cached[0] == _signature(key)
 
 
 def ssl_context(key: TrustKey) -> ssl.SSLContext:
     """The TLS context both clients verify servers with, for ``key`` (see :func:`trust_key`).
 
-    Built once per process for each key (loading a store reads files: an async caller builds a
-    new one off its event loop, see :func:`is_cached`).
+    Built once per process for each key, and again once the bundle's file is replaced (loading a
+    store reads files: an async caller builds a new one off its event loop, see :func:`is_cached`).
 
     :raises MemoriesInvalidArgumentError: when the bundle named cannot be read or holds no
         certificate, naming where it was given.
     """
-    context = _CONTEXTS.get(key)
-    if context is None:
+    signature = _signature(key)
+    cached = _CONTEXTS.get(key)
+    if cached is None or cached[0] != signature:
         with _LOCK:
-            context = _CONTEXTS.get(key)
-            if context is None:
-                context = _CONTEXTS[key] = _build(key)
-    return context
+            cached = _CONTEXTS.get(key)
+            if cached is None or cached[0] != signature:
+                cached = _CONTEXTS[key] = (signature, _build(key))
+    return cached[1]
 
 
 # The environment's context is built at import (as aiohttp builds its own), which triggers do

@@ -231,3 +231,17 @@ def test_test_button_names_an_unreadable_environment_bundle(tmp_path, monkeypatc
     assert not ok
     assert message.startswith("Connection 'memories_default': the CA bundle in REQUESTS_CA_BUNDLE")
     assert "answered" not in message  # nothing was sent: the service said nothing
+
+
+def test_a_ca_bundle_replaced_on_disk_is_read_again(tls_server, ca, tmp_path):
+    """A CA rotated in place (the same path, new certificates: what configuration management does)
+    is trusted by the next client of the process, as requests re-reads its bundle for each new
+    connection; a context kept for the process's life refused the new CA until a restart (a
+    triggerer, a worker running task after task)."""
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_bytes(LocalCA(tmp_path / "old", name="retired CA").ca_pem.read_bytes())
+    with pytest.raises(MemoriesConnectionError, match="certificate"):
+        _sync(tls_server.url, ca_bundle=str(bundle))
+    bundle.write_bytes(ca.ca_pem.read_bytes())
+    assert _sync(tls_server.url, ca_bundle=str(bundle)) == ["tls"]
+    assert asyncio.run(_async(tls_server.url, ca_bundle=str(bundle))) == ["tls"]
