@@ -131,6 +131,9 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
             bound the socket is shut for reading, and the wait ends as a read timeout."""
             bound = self.timeout if isinstance(self.timeout, (int, float)) else None
             sock = self.sock
+            # https through an https proxy: urllib3's SSLTransport (TLS in TLS), over the socket.
+            while sock is not None and not isinstance(sock, socket.socket):
+                sock = getattr(sock, "socket", None)
             if bound is None or sock is None:
                 return super().getresponse()
             lock, state = threading.Lock(), {"waiting": True, "cut": False}
@@ -145,6 +148,14 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
                         with contextlib.suppress(OSError):
                             socket.socket.shutdown(sock, socket.SHUT_RD)
 
+            def timed_out() -> TimeoutError:
+                # The cut closed the connection (http.client does on a connection error), which
+                # forgets the proxy tunnel it went through: urllib3 would call the read timeout
+                # 'Unable to connect to proxy', a connection error, not the timeout it is.
+                if hasattr(self, "_has_connected_to_proxy"):
+                    self._has_connected_to_proxy = bool(getattr(self, "proxy", None))
+                return TimeoutError(f"the answer's headers did not arrive within {bound:g} s")
+
             timer = threading.Timer(max(bound, 0.0), cut)
             timer.daemon = True
             timer.start()
@@ -152,7 +163,7 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
                 response = super().getresponse()
             except Exception as exc:
                 if state["cut"]:
-                    raise TimeoutError(f"the answer's headers did not arrive within {bound:g} s") from exc
+                    raise timed_out() from exc
                 raise
             finally:
                 with lock:
@@ -160,7 +171,7 @@ def _never_dumped(cls: type[Any]) -> type[Any]:
                 timer.cancel()
             if state["cut"]:  # cut as the headers were done: the body cannot be read
                 response.close()
-                raise TimeoutError(f"the answer's headers did not arrive within {bound:g} s")
+                raise timed_out()
             return response
 
     Connection.__name__ = Connection.__qualname__ = cls.__name__

@@ -21,6 +21,7 @@ from memories_provider.client import (
     MemoriesClient,
     MemoriesConnectionError,
     MemoriesError,
+    MemoriesTimeoutError,
     RetryPolicy,
 )
 from tests.local_http import LocalServer, QuietHandler
@@ -374,3 +375,43 @@ async def test_a_non_ascii_host_name_is_sent_as_its_ascii_form_by_both(monkeypat
     assert [path for _, path, _ in proxy.seen] == [
         "http://xn--bcher-kva.example/serve/api/v1/list_unique_ids"
     ] * 2
+
+
+@pytest.mark.parametrize("proxy_scheme", ["http", "https"])
+def test_trickling_headers_through_a_proxy_tunnel_are_a_read_timeout(tmp_path, monkeypatch, proxy_scheme):
+    """Headers trickling through a proxy's tunnel are cut at the read timeout, as without a proxy.
+
+    Through an https proxy (TLS in TLS) the connection's socket is urllib3's SSLTransport, not a
+    socket: the header bound's timer shut it with socket.socket.shutdown, a TypeError in the timer
+    thread (a traceback on stderr), and the headers were waited for at the trickle's pace. Through
+    either proxy, http.client closed the connection on the cut, which made urllib3 call it 'Unable
+    to connect to proxy': a connection error, not the read timeout it was."""
+    import threading
+
+    from tests.client.test_client_deadline import _trickling_headers
+    from tests.tls import LocalCA, TLSServer
+
+    ca = LocalCA(tmp_path / "ca")
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    # The proxy's certificate: urllib3 checks it with the default store, which SSL_CERT_FILE names.
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_pem))
+    with TLSServer(_trickling_headers(), ca) as server, ForwardingProxy() as proxy:
+        if proxy_scheme == "https":
+            proxy._httpd.socket = ca.server_context().wrap_socket(proxy._httpd.socket, server_side=True)
+        monkeypatch.setenv("https_proxy", f"{proxy_scheme}://localhost:{proxy.port}")
+        with (
+            MemoriesClient(
+                "sk-proxy-test-key-0123456789",
+                base_url=f"{server.url}/serve/api/v1",
+                timeout=1,
+                retry=NO_RETRY,
+                ca_bundle=str(ca.ca_pem),
+            ) as client,
+            pytest.raises(MemoriesError) as info,
+        ):
+            client.list_videos()
+    assert isinstance(info.value, MemoriesTimeoutError), info.value
+    assert info.value.request_sent
+    assert "proxy" not in str(info.value).lower()
+    assert thread_errors == []
