@@ -521,14 +521,19 @@ class MemoriesClient(core.ClientCore):
     def _open(self) -> None:
         """The pooled session: 1 MiB send blocks, the key as session auth (``.netrc`` never overrides
         it), no redirect followed to a location quoting the key."""
-        self._pid = os.getpid()
-        self._session = _Session(self._redactor)
+        session = _Session(self._redactor)
         _URLLIB3_REDACTION.redactors.add(self._redactor)
         adapter = _LargeBlockAdapter(self._trust, pool_connections=4, pool_maxsize=8)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.auth = _KeyAuth(self._api_key)
-        self._session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.auth = _KeyAuth(self._api_key)
+        session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json"})
+        # Published whole, then said to be this process's: another thread of a forked child must
+        # never send on a session without its adapter or the key (see _own_session).
+        self._session = session
+        self._pid = os.getpid()
+        if not hasattr(self, "_fork_lock"):
+            self._fork_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -550,7 +555,9 @@ class MemoriesClient(core.ClientCore):
         on one connection read each other's answers. The child leaves them to the parent (not
         closed: the parent still uses them) and opens its own."""
         if self._pid != os.getpid():
-            self._open()
+            with self._fork_lock:  # the child's threads make one session, not one each
+                if self._pid != os.getpid():
+                    self._open()
         return self._session
 
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
