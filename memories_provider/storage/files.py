@@ -69,7 +69,8 @@ class StorageFile:
         upload's body can end: a local file, opened without blocking, must still be the regular
         file of that size and marks (``mtime_ns``, inode), and an SFTP file of that size and
         ``mtime``, when opened and when read to the end; an S3 object is read by its ``VersionId``
-        or only while each GET answers with its ``ETag``; a GCS blob's generation and an HTTP answer's
+        or only while each GET answers with its ``ETag``; an Azure blob is downloaded only while its
+        ``ETag`` is still the one seen; a GCS blob's generation and an HTTP answer's
         ``ETag``, ``Last-Modified`` and length are compared on opening.
         """
         family = scheme_family(self.uri)
@@ -92,6 +93,8 @@ class StorageFile:
                 return
             elif family == "gs":
                 _check_gcs_blob(self, fh)
+            elif family == "azure":
+                _pin_azure_blob(self, fh)
             yield fh
 
 
@@ -411,6 +414,35 @@ def _check_gcs_blob(source: StorageFile, fh: Any) -> None:
     blob = getattr(fh, "_blob", None)  # google-cloud-storage's BlobReader
     if blob is not None and blob.generation is not None:
         _check_same(source, StoredStat(blob.size, {"generation": str(blob.generation)}), _BEFORE_SENDING)
+
+
+def _pin_azure_blob(source: StorageFile, fh: Any) -> None:
+    """The blob smart-open opened must be the one looked up: its size (read on opening) is compared
+    before a byte is read, and every ranged download it makes is conditional on the ``ETag`` looked
+    up, so a blob rewritten before or while it is read raises :class:`SourceChangedError`."""
+    size = getattr(fh, "_size", None)  # smart-open's azure Reader, from the blob's properties
+    if isinstance(size, int):
+        _check_same(source, StoredStat(size, {}), _BEFORE_SENDING)
+    etag = source.version.get("etag")
+    blob = getattr(fh, "_blob", None)
+    if not etag or blob is None:
+        return
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    download = blob.download_blob
+
+    def pinned(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return download(*args, etag=etag, match_condition=MatchConditions.IfNotModified, **kwargs)
+        except ResourceModifiedError:
+            raise SourceChangedError(
+                f"`source` {redact_uri(source.uri)!r} changed since it was looked up (etag {etag} is no "
+                "longer the blob's); a retry uploads it as it is then"
+            ) from None
+
+    # This BlobClient is the reader's own (smart-open makes one per open).
+    blob.download_blob = pinned
 
 
 def _check_unchanged(source: StorageFile, info: os.stat_result, what: str) -> None:

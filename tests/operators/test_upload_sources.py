@@ -432,6 +432,34 @@ def test_a_gcs_source_overwritten_after_its_look_up_is_not_sent_as_the_blob_look
     assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
 
 
+def test_an_azure_source_overwritten_after_its_look_up_is_not_sent_as_the_blob_looked_up(
+    emu: Any, azurite: Any, azure_container: str, after_tag_lookup: Callable[[Callable[[], None]], None]
+) -> None:
+    # The blob's size and ETag were read (and recorded with the upload) before the tag lookup;
+    # smart-open's reader then downloaded whatever was there, and a blob of the same size written
+    # in between went out under the old ETag (a clear then paid for the same bytes again).
+    from azure.storage.blob import BlobServiceClient
+
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        azure_container, "in/clip.mp4"
+    )
+    blob.upload_blob(VIDEO)
+    newer = VIDEO[::-1]
+    after_tag_lookup(lambda: blob.upload_blob(newer, overwrite=True))
+    context, source = _context(), f"azure://{azure_container}/in/clip.mp4"
+    with pytest.raises(
+        SourceChangedError, match=r"`source` 'azure://.*clip\.mp4' changed since it was looked up.*etag"
+    ):
+        _run(context, source=source, source_conn_id=azurite.conn_id)
+    assert emu.control.videos() == [] and context["task_state_store"] == {}
+    first, again = (
+        _run(context, source=source, source_conn_id=azurite.conn_id),
+        _run(context, source=source, source_conn_id=azurite.conn_id),
+    )
+    [video] = emu.control.videos()
+    assert first == again == video["video_no"] and video["sha256"] == _sha256(newer)
+
+
 # ---------------------------------------------------------------------------- hostile names
 
 
