@@ -240,7 +240,10 @@ class MemoriesVideoStatusSensor(MemoriesHookMixin, BaseSensorOperator):
         """Whether this wait has checked the videos already (in an earlier poke of this try)."""
         if self.__dict__.get("_has_looked"):
             return True
-        return bool(self.reschedule and context.get("task_reschedule_count"))
+        # Rescheduled before: Airflow 3 counts it in the context; Airflow 2 has its reschedule rows.
+        return self.reschedule and bool(
+            context.get("task_reschedule_count") or _first_reschedule_date(context, self.retries) is not None
+        )
 
     def _timed_out(self, check: StatusCheck) -> AirflowException:
         message = check.timeout_message(float(self.timeout))
