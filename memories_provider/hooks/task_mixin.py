@@ -4,9 +4,11 @@ and the masking of credentials in its URI-valued template fields."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
+from memories_provider.client.errors import MemoriesError
 from memories_provider.hooks.memories import MemoriesHook
+from memories_provider.preflight import account_refusal
 
 __all__ = ["MemoriesHookMixin"]
 
@@ -31,6 +33,20 @@ class MemoriesHookMixin:
     def hook(self) -> MemoriesHook:
         """The hook of ``memories_conn_id``, built on first use and kept for this task instance."""
         return MemoriesHook(memories_conn_id=self.memories_conn_id)
+
+    def _hook_edited_after(self, err: MemoriesError) -> MemoriesHook | None:
+        """After ``err`` in a long wait: when it refused the key or account and the connection now
+        holds other settings (the key rotated, the old one revoked), the hook of the connection as
+        it is now, made this task's :attr:`hook` (the old one closed). ``None``: the refusal stands.
+        """
+        fresh = self.hook.edited() if account_refusal(err) is not None else None
+        if fresh is not None:
+            cast(Any, self).log.warning(
+                "%s; connection %r was edited meanwhile: checking again with it", err, self.memories_conn_id
+            )
+            self.hook.close()
+            self.__dict__["hook"] = fresh
+        return fresh
 
     # Airflow's one renderer of template fields: ``render_template_fields`` calls it for a task, and
     # a mapped task's ``render_template_fields`` calls it on the unmapped task directly.

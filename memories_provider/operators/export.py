@@ -45,7 +45,6 @@ from memories_provider.operators._export_rows import (
     rows_of,
 )
 from memories_provider.preflight import (
-    account_refusal,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
     checked_unique_id,
@@ -597,15 +596,9 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             except MemoriesError as err:
                 # A key rotated during the wait (the old one revoked): go on, and export, with the
                 # connection as it is now; an unchanged one's refusal fails the task as before.
-                fresh = hook.edited() if account_refusal(err) is not None else None
+                fresh = self._hook_edited_after(err)
                 if fresh is not None:
-                    self.log.warning(
-                        "%s; connection %r was edited meanwhile: checking again with it",
-                        err,
-                        self.memories_conn_id,
-                    )
-                    hook.close()
-                    hook = self.__dict__["hook"] = fresh
+                    hook = fresh
                     round_ = StatusRound(video_nos)
                     continue
                 # Waiting, a transient error is one more reason to poll again; otherwise the

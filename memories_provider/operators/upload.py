@@ -53,7 +53,6 @@ from memories_provider.operators._upload_args import (
     rendered_tags,
 )
 from memories_provider.preflight import (
-    account_refusal,
     account_refusal_fails_at_once,
     bad_input_fails_at_once,
     flags,
@@ -966,16 +965,10 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             except MemoriesError as err:
                 # A key rotated during the wait (the old one revoked): go on with the connection
                 # as it is now; an unchanged one's refusal fails the task, unretried, as before.
-                fresh = hook.edited() if account_refusal(err) is not None else None
+                fresh = self._hook_edited_after(err)
                 if fresh is None:
                     raise
-                self.log.warning(
-                    "%s; connection %r was edited meanwhile: checking again with it",
-                    err,
-                    self.memories_conn_id,
-                )
-                hook.close()
-                hook = self.__dict__["hook"] = fresh
+                hook = fresh
                 continue
             if outcome.status == "failed":
                 raise AirflowFailException(outcome.message)
