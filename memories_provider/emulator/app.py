@@ -1062,7 +1062,11 @@ class Emulator:
         page, size = flt["page"], flt["size"]
         if self.config.max_page_size is not None:
             size = min(size, self.config.max_page_size)
+        if entry.get("fault") == "ignore_page":  # injected: a service that drops `page`
+            page = 1
         chunk = matches[(page - 1) * size : page * size]
+        if entry.get("fault") == "no_rows":  # injected: pages that never reach the total
+            chunk = []
         return ok(
             {
                 "current_page": page,

@@ -46,6 +46,11 @@ DOWNLOAD_BODY_KINDS = frozenset({"html_page", "empty_body", "cut_unframed"})
 #: neither stored nor billed. Elsewhere the request is handled and only its answer is replaced.
 REFUSING_ENDPOINTS = frozenset({"upload", "upload_url"})
 DOWNLOAD_ENDPOINTS = frozenset({"download", "v2_download"})
+#: Listings that misbehave (``list_videos`` only; the handler runs, the page it serves is wrong):
+#: ``ignore_page`` answers page 1 whatever ``page`` asks for (a gateway or edition that drops the
+#: parameter), ``no_rows`` answers the page asked for with its ``total_count`` but no videos (pages
+#: that never reach the total). Each hit call is one page.
+LISTING_KINDS = frozenset({"ignore_page", "no_rows"})
 #: ``none`` answers normally: queued first, it aims the next fault at a later call.
 NO_FAULT = "none"
 #: Endpoints whose requests name videos by ``video_no`` (query or JSON body): where a fault may be
@@ -61,7 +66,7 @@ NAMING_ENDPOINTS = frozenset(
         "get_video_transcription",
     }
 )
-KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS | {NO_FAULT}
+KINDS = EARLY_KINDS | LATE_KINDS | DOWNLOAD_BODY_KINDS | LISTING_KINDS | {NO_FAULT}
 
 
 @dataclass
@@ -108,6 +113,8 @@ class FaultBook:
             raise ValueError("accept_then_drop applies to upload and upload_url only")
         if kind in DOWNLOAD_BODY_KINDS and endpoint not in DOWNLOAD_ENDPOINTS:
             raise ValueError(f"{kind} applies to download and v2_download only")
+        if kind in LISTING_KINDS and endpoint != "list_videos":
+            raise ValueError(f"{kind} applies to list_videos only")
         if kind == "json_error" and (params or {}).get("msg_key", "msg") not in ("msg", "message"):
             raise ValueError("json_error: msg_key must be 'msg' or 'message'")
         if count < 1:
