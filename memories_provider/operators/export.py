@@ -27,6 +27,7 @@ from memories_provider.client import (
     Video,
     VideoStatus,
 )
+from memories_provider.client.core import last_page
 from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
@@ -95,6 +96,8 @@ _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
 #: all_parsed: listings of the scope at most (the first, and checks that it missed nothing).
 _LISTINGS = 4
+#: all_parsed: videos asked for per list_videos page.
+_PAGE_SIZE = 100
 
 
 class _NothingExported(Exception):
@@ -155,6 +158,62 @@ def _kinds(kinds: Any) -> tuple[TranscriptKind, ...]:
     if not chosen or any(kind not in TRANSCRIPT_KINDS for kind in chosen):
         raise ValueError(f"`kinds` must be 'visual', 'audio', 'both' or a list of them, got {kinds!r}")
     return chosen
+
+
+class _Listing:
+    """One listing of a scope's ``PARSE`` videos, page by page, and what its pages showed."""
+
+    def __init__(self, scope: str, *, gone_before: int) -> None:
+        self.scope = scope
+        self.rows = 0  # rows listed, repeats included
+        self.totals: set[int | None] = set()  # the total_count of each page
+        self.ids: set[str] = set()
+        self.repeated = False  # a video listed twice: the listing moved under the reader
+        self._gone_before = gone_before
+
+    def pages(self, hook: MemoriesHook) -> Iterator[Video]:
+        """The videos of every page, one page asked for once the previous one is consumed."""
+        # A page's ids -> its number and total_count. The same videos again under the same total
+        # are no listing that moved (as many videos added ahead as a page holds change the total).
+        earlier: dict[tuple[str, ...], tuple[int, int | None]] = {}
+        number, total = 1, None
+        while True:
+            page = hook.list_videos(
+                unique_id=self.scope, status=VideoStatus.PARSE.value, page=number, size=_PAGE_SIZE
+            )
+            ids = tuple(v.video_no for v in page.videos)
+            before, before_total = earlier.get(ids, (0, None))
+            if ids and before and before_total == page.total_count:
+                raise AirflowException(
+                    f"memories.ai answered page {number} of the listing of unique_id {self.scope!r} "
+                    f"with exactly the videos of page {before}: it does not seem to honour `page`, "
+                    "and the export would hold part of the scope as if it were all of it; nothing "
+                    "was exported"
+                )
+            earlier[ids] = (number, page.total_count)
+            self.rows += len(ids)
+            self.totals.add(page.total_count)
+            self.repeated = self.repeated or not self.ids.isdisjoint(ids)
+            self.ids.update(ids)
+            total = page.total_count
+            yield from page.videos
+            if last_page(page, self.rows, _PAGE_SIZE):
+                break
+            number += 1
+        if total is not None and self.rows < total:
+            raise AirflowException(
+                f"the listing of unique_id {self.scope!r} ended at page {number} after {self.rows} "
+                f"video(s), though memories.ai counts {total} (total_count): its pages never reach "
+                "the total, and the export would hold part of the scope as if it were all of it; "
+                "nothing was exported"
+            )
+
+    def whole(self, *, gone_after: int) -> bool:
+        """Whether this listing saw the scope whole, as it stood (see ``_listed``)."""
+        if len(self.totals) != 1 or self.repeated or gone_after != self._gone_before:
+            return False
+        (total,) = self.totals
+        return total is not None and len(self.ids) == total
 
 
 class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
@@ -266,6 +325,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         self.deferrable = deferrable
         self._result: ExportResult | None = None
         self._exported: list[str] = []
+        self._gone = 0
         self._scope: str | None = None
         self._namespace: str | None = None
 
@@ -311,6 +371,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         # This try's alone: dag.test() runs every try on a shallow copy of one operator, whose list
         # this would otherwise be (an earlier try's videos would count as exported by this one).
         self._exported = []
+        self._gone = 0  # all_parsed: videos found deleted while listed (the listing moved)
         plan = self._preflight(context)
         shown = redact_uri(plan.destination)
         if plan.found:
@@ -485,19 +546,30 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         Pages are offsets into a listing that may change while it is read (a page is asked for
         only once the previous one is exported): a video added shows twice (kept once), and a
         video deleted moves every later one up a place, the first of the next page onto the page
-        already read. So the scope is listed again (list requests only, the outputs of new videos
-        alone are fetched) until a listing finds no video the export has not seen, up to
-        :data:`_LISTINGS` listings.
+        already read. A listing is *whole* when every page counted the same ``total_count``, it
+        held that many videos, each once, and no video was found deleted while it was read: the
+        scope did not change under it, and the export ends there (one listing, ``N / 100``
+        requests). Otherwise the scope is listed again (list requests only; the outputs of new
+        videos alone are fetched) until a listing is whole or finds no video the export has not
+        seen, up to :data:`_LISTINGS` listings.
+
+        Not caught: a video deleted from pages already read while as many others turn ``PARSE``
+        on pages not read yet, all between the same two page requests (the total stays the same).
+
+        :raises AirflowException: when the service answers a page with exactly the videos of an
+            earlier page (it ignores ``page``) or its pages end before they reach ``total_count``:
+            the export would hold part of the scope, reported complete.
         """
         seen: set[str] = set()
         for _ in range(_LISTINGS):
+            listing = _Listing(scope, gone_before=self._gone)
             new = False
-            for video in hook.iter_videos(unique_id=scope, status=VideoStatus.PARSE.value, page_size=100):
+            for video in listing.pages(hook):
                 if video.status is VideoStatus.PARSE and video.video_no not in seen:
                     seen.add(video.video_no)
                     new = True
                     yield video
-            if not new:
+            if listing.whole(gone_after=self._gone) or not new:
                 return
 
     def _checked(self, ids: list[str], scope: str, skipped: list[str], end_time: float) -> list[Video]:
@@ -632,6 +704,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         except MemoriesNotFoundError as err:
             # all_parsed: a video deleted since the listing is no longer in the scope exported.
             if self.not_parsed == "skip" or self.all_parsed:
+                self._gone += 1
                 self.log.warning("Leaving out %s: it is gone (%s)", video.video_no, err)
                 skipped.append(video.video_no)
                 return None

@@ -1176,6 +1176,7 @@ def test_all_parsed_exports_a_video_that_a_deletion_shifted_onto_a_page_already_
     assert sorted(exported) == sorted(videos)  # the deleted one was exported before it went
     assert len(rows) == len({(r["video_no"], r["kind"], r["index"]) for r in rows})  # each row once
     assert (result["videos"], result["skipped"]) == (4, [])
+    assert emu.control.count("list_videos") == 4  # 2 pages, then one whole listing of the 3 left
 
 
 def test_all_parsed_of_a_scope_the_account_does_not_have_fails_and_keeps_the_old_export(
@@ -1201,3 +1202,110 @@ def test_all_parsed_of_a_scope_the_account_does_not_have_fails_and_keeps_the_old
     emu.control.inject_fault("list_unique_ids", "http_404")
     result = run(all_parsed=True, unique_id="Later", destination=str(target))
     assert (target.read_bytes(), result["videos"]) == (b"", 0)
+
+
+def test_all_parsed_of_a_scope_that_did_not_change_lists_it_once(
+    emu: Any, upload_video: Any, tmp_path: Path
+) -> None:
+    # Every list_videos is a rate-limited call of an account many tasks share. The scope was
+    # listed a second time after every export, to catch a video a deletion had moved onto a page
+    # already read (2 x N / page size requests at least: 200 for 10 000 videos). A listing whose
+    # pages all count the same total, and which holds that many videos, each once, saw the
+    # scope whole as it stood: nothing moved, and it is not listed again.
+    emu.control.configure(max_page_size=2)
+    videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(6)]
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, kinds="visual", destination=str(target))
+    assert (result["videos"], result["skipped"]) == (6, [])
+    assert sorted({r["video_no"] for r in read_jsonl(target.read_bytes())}) == sorted(videos)
+    assert emu.control.count("list_videos") == 3  # pages of 2: one listing
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("ignore_page", r"page 2 of the listing of unique_id 'default' with exactly the videos of page 1"),
+        ("no_rows", r"listing of unique_id 'default' ended at page 2 after 2 video\(s\), though .* counts 6"),
+    ],
+)
+def test_all_parsed_fails_on_a_listing_that_cannot_be_read_whole(
+    emu: Any, upload_video: Any, tmp_path: Path, kind: str, message: str
+) -> None:
+    # A service that answers page 1 to every page (it drops `page`), or whose pages end before
+    # they reach its total_count: the export held the first page's videos alone, and reported
+    # success (a drop of `page` without a total_count would have asked for pages forever).
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    emu.control.configure(max_page_size=2)
+    for i in range(6):
+        upload_video(b"\x00" * (10 + i), f"v{i}.mp4")
+    target = tmp_path / "all.jsonl"
+    target.write_text("last good export\n")
+    emu.control.inject_fault("list_videos", "none")  # page 1 as it is
+    emu.control.inject_fault("list_videos", kind, count=20)
+    with pytest.raises(AirflowException, match=message):
+        run(all_parsed=True, kinds="visual", destination=str(target))
+    assert target.read_text() == "last good export\n"
+    assert files_in(tmp_path) == ["all.jsonl"]
+
+
+def test_all_parsed_lists_again_after_a_deletion_the_total_does_not_show(
+    emu: Any, upload_video: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 2, newest first: [v3 v2 | v1 v0 ...]. While page 1 is exported, v2 is deleted and
+    # an older video turns PARSE at the end of the listing: page 2 is then [v0 older], its
+    # total_count the same, and v1, PARSE all along, was never listed. The export saw v2 gone
+    # (its outputs not found): that is a change of the scope, so it lists the scope again.
+    from memories_provider.hooks.memories import MemoriesHook
+
+    emu.control.configure(max_page_size=2)
+    older = upload_video(b"\x01" * 10, "older.mp4")
+    emu.control.set_status(older, "UNPARSE")
+    videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(4)]
+    victim = videos[2]
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == victim and kind == "visual":
+            requests.post(
+                f"{emu.v1_url}/delete_videos",
+                headers={"Authorization": emu.api_key},
+                json=[victim],
+                timeout=10,
+            ).raise_for_status()
+            emu.control.set_status(older, "PARSE")
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, destination=str(target))
+    exported = {r["video_no"] for r in read_jsonl(target.read_bytes())}
+    assert exported == {videos[0], videos[1], videos[3], older}
+    assert result["skipped"] == [victim]
+
+
+def test_all_parsed_takes_a_page_that_videos_added_ahead_pushed_down_for_no_repeated_page(
+    emu: Any, upload_video: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 2, newest first: [v3 v2 | v1 v0]. Two videos uploaded (and parsed) while page 1 is
+    # exported push it down whole: page 2 is then [v3 v2], page 1's videos again, as a service
+    # that ignores `page` would answer. Its total_count moved (4 -> 6): the listing moved, the
+    # service did not misbehave, and the export goes on, each video once, the new ones included.
+    from memories_provider.hooks.memories import MemoriesHook
+
+    emu.control.configure(max_page_size=2)
+    videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(4)]
+    added: list[str] = []
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == videos[2] and not added:  # the last of page 1
+            added.extend(upload_video(b"\x02" * (10 + i), f"n{i}.mp4") for i in range(2))
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, kinds="visual", destination=str(target))
+    rows = read_jsonl(target.read_bytes())
+    assert sorted(r["video_no"] for r in rows if r["index"] == 0) == sorted(videos + added)
+    assert len(added) == 2 and (result["videos"], result["skipped"]) == (6, [])
