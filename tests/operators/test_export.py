@@ -1309,3 +1309,43 @@ def test_all_parsed_takes_a_page_that_videos_added_ahead_pushed_down_for_no_repe
     rows = read_jsonl(target.read_bytes())
     assert sorted(r["video_no"] for r in rows if r["index"] == 0) == sorted(videos + added)
     assert len(added) == 2 and (result["videos"], result["skipped"]) == (6, [])
+
+
+def test_all_parsed_fails_on_a_service_that_ignores_page_and_counts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Without total_count, paging stops at a short page. A service that drops `page` answers
+    # every page with page 1, full: the export asked for pages for ever (here the scripted
+    # service gives up after 20 and answers an empty page), then reported page 1 as the scope.
+    from urllib.parse import parse_qs, urlsplit
+
+    from airflow.providers.common.compat.sdk import AirflowException
+    from connections import point_memories_default_at
+    from local_http import LocalServer, QuietHandler
+
+    ids = ["VI568102998803353600", "VI568102998803353601"]
+    pages: list[int] = []
+
+    class IgnoresPage(QuietHandler):
+        def _json(self, data: Any) -> None:
+            body = json.dumps({"code": "0000", "msg": "success", "data": data}).encode()
+            self.send_body(200, {"Content-Type": "application/json"}, body)
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            pages.append(request["page"])
+            rows = [{"video_no": v, "video_name": "x.mp4", "status": "PARSE"} for v in ids]
+            self._json({"current_page": 1, "page_size": 2, "videos": rows if len(pages) <= 20 else []})
+
+        def do_GET(self) -> None:
+            video_no = parse_qs(urlsplit(self.path).query)["video_no"][0]
+            segments = [{"index": 0, "content": "hello", "startTime": "0", "endTime": "1"}]
+            self._json({"videoNo": video_no, "transcriptions": segments, "createTime": "1"})
+
+    target = tmp_path / "x.jsonl"
+    with LocalServer(IgnoresPage) as server:
+        point_memories_default_at(monkeypatch, server.url)
+        with pytest.raises(AirflowException, match=r"page 2 of the listing of unique_id 'default'"):
+            run(all_parsed=True, kinds=["visual"], destination=str(target))
+    assert pages == [1, 2]
+    assert files_in(tmp_path) == []
