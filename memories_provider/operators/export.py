@@ -269,7 +269,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
     :param overwrite: ``True`` (default): replace what is at the destination, atomically.
         ``False``: fail, before any request, if something is there (and at the commit if
         something appeared meanwhile: local, SFTP and S3), unless it is the unchanged export of
-        an earlier try of this task instance, which a retry replaces.
+        an earlier try of this task instance, which a retry replaces (if it is still there just
+        before the commit).
     :param memories_conn_id: the memories.ai connection.
     :param destination_conn_id: Airflow connection with credentials for the destination.
     :param transport_params: extra smart-open transport parameters, validated per scheme.
@@ -491,6 +492,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     writer.close()
                     if packer is not None:
                         packer.close()  # the end of the compressed stream
+                    if plan.replace and not self.overwrite:
+                        self._still_own(plan)  # another writer's file is not replaced
                 except BaseException:
                     writer.abandon()
                     if packer is not None:  # closed now, into nothing: never later, into the aborted object
@@ -509,6 +512,20 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 "left as it is and nothing was written"
             ) from None
         return writer.rows, out.bytes
+
+    def _still_own(self, plan: _ExportPlan) -> None:
+        """``overwrite=False``, replacing an earlier try's own export: just before the commit,
+        what is at the destination must still be that export (or nothing).
+
+        It was checked before any request; another writer may have replaced it since (a run with
+        ``overwrite=True``, a person), and the commit, a replace, would overwrite their file.
+        The look and the commit are two steps: a write between them still wins the race.
+
+        :raises DestinationTaken: when something else is there now.
+        """
+        existing = survey(plan.destination, transport=plan.transport)
+        if existing and not all(_is_own(item, plan.mark) for item in existing):
+            raise DestinationTaken(plan.destination)
 
     def _check_scope(self, hook: MemoriesHook, scope: str, shown: str) -> None:
         """An ``all_parsed`` export that found no video: fail if ``scope`` is no scope of the account.

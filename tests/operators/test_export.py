@@ -1349,3 +1349,30 @@ def test_all_parsed_fails_on_a_service_that_ignores_page_and_counts_nothing(
             run(all_parsed=True, kinds=["visual"], destination=str(target))
     assert pages == [1, 2]
     assert files_in(tmp_path) == []
+
+
+def test_a_retry_does_not_replace_what_another_writer_put_there_during_its_export(
+    emu: Any, three: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # overwrite=False: a retry replaces its own earlier try's export, as it found it before any
+    # request. Another writer replacing that file while the retry exported (another run with
+    # overwrite=True, a person) was clobbered by the retry's commit, a plain replace: the retry
+    # overwrote a file that was not its own. It now looks again just before its commit.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from memories_provider.hooks.memories import MemoriesHook
+
+    target = tmp_path / "index.jsonl"
+    _export_as(_ti(), video_nos=three[:1], destination=str(target))
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == three[1]:
+            target.write_bytes(b"another writer's file\n")
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+    with pytest.raises(AirflowFailException, match="created by another writer during the export"):
+        _export_as(_ti(), video_nos=three, destination=str(target))
+    assert target.read_bytes() == b"another writer's file\n"
+    assert [p for p in files_in(tmp_path) if p.endswith(".part")] == []
