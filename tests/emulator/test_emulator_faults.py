@@ -169,6 +169,25 @@ def test_accept_then_drop_only_for_uploads(memories_emulator):
         memories_emulator.control.inject_fault("list_videos", "accept_then_drop")
 
 
+def test_listing_faults_only_for_list_videos(memories_emulator):
+    for kind in ("ignore_page", "no_rows"):
+        with pytest.raises(ValueError, match=f"{kind} applies to list_videos only"):
+            memories_emulator.control.inject_fault("get_metadata", kind)
+
+
+def test_ignore_page_and_no_rows_serve_the_wrong_page_with_the_true_total(api, memories_emulator):
+    made = [api.upload(f"v{i}.mp4")["videoNo"] for i in range(3)]
+    memories_emulator.control.inject_fault("list_videos", "ignore_page")
+    memories_emulator.control.inject_fault("list_videos", "no_rows")
+    listing = [api.v1("POST", "list_videos", json={"page": 2, "size": 2}).json()["data"] for _ in range(3)]
+    assert [[v["video_no"] for v in data["videos"]] for data in listing] == [
+        [made[2], made[1]],  # page 1, newest first
+        [],
+        [made[0]],  # the fault spent: page 2 as it is
+    ]
+    assert [data["total_count"] for data in listing] == [3, 3, 3]
+
+
 def test_unknown_fault_names_are_refused(memories_emulator):
     with pytest.raises(ValueError, match="unknown fault kind"):
         memories_emulator.control.inject_fault("upload", "explode")
