@@ -588,6 +588,13 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     yield video
             if listing.whole(gone_after=self._gone) or not new:
                 return
+        self.log.warning(
+            "unique_id %r changed under each of its %d listings, the last one still finding videos "
+            "not seen before: a video that a deletion moved onto a page already read may be "
+            "missing from this export (it was listed no further)",
+            scope,
+            _LISTINGS,
+        )
 
     def _checked(self, ids: list[str], scope: str, skipped: list[str], end_time: float) -> list[Video]:
         """The named videos, in order, once their statuses allow the export (see ``not_parsed``);

@@ -1376,3 +1376,36 @@ def test_a_retry_does_not_replace_what_another_writer_put_there_during_its_expor
         _export_as(_ti(), video_nos=three, destination=str(target))
     assert target.read_bytes() == b"another writer's file\n"
     assert [p for p in files_in(tmp_path) if p.endswith(".part")] == []
+
+
+def test_all_parsed_says_so_when_the_scope_kept_changing_through_every_listing(
+    emu: Any,
+    upload_video: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A busy scope: a video turns PARSE before every page is asked for. Each listing finds new
+    # ones, so the export stopped after its 4th listing without a word, though the last could
+    # have missed a video a deletion moved; now the log says the export may be incomplete.
+    from memories_provider.hooks.memories import MemoriesHook
+
+    emu.control.configure(max_page_size=2)
+    for i in range(3):
+        upload_video(b"\x00" * (10 + i), f"v{i}.mp4")
+    real = MemoriesHook.list_videos
+    made: list[str] = []
+
+    def list_videos(self: MemoriesHook, **kwargs: Any) -> Any:
+        made.append(upload_video(b"\x03" * (10 + len(made)), f"n{len(made)}.mp4"))
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "list_videos", list_videos)
+    target = tmp_path / "all.jsonl"
+    with caplog.at_level(logging.WARNING):
+        result = run(all_parsed=True, kinds="visual", destination=str(target))
+    captured = capfd.readouterr()
+    logged = caplog.text + captured.out + captured.err
+    assert result["videos"] >= 3
+    assert "unique_id 'default' changed under each of its 4 listings" in logged
