@@ -114,6 +114,27 @@ class PartBuffer(io.BufferedIOBase):
         with memoryview(self._data) as whole:
             return whole[: self._size]
 
+    def as_body(self) -> bytearray | None:
+        """The content as a ``bytearray`` (this buffer's own memory, no copy) for a request body,
+        when read from the start; ``None`` otherwise, or while a view of it is held.
+
+        botocore signs a bytes-like body in one ``sha256`` call and urllib3 sends it in one
+        ``sendall``, where a file-like body is read back in copies (1 MiB for the signature, 16 KiB
+        a ``send``, each a Python call). A ``bytearray`` is also what botocore re-sends as it is on
+        a retry. The spare capacity past the content is cut off first (kept allocated by CPython
+        when it is small); the caller must not write until the request is done.
+        """
+        self._check_open()
+        if self._pos != 0:
+            return None
+        if len(self._data) != self._size:
+            try:
+                del self._data[self._size :]
+            except BufferError:  # a getbuffer() view is still held
+                return None
+            self._crc_end = min(self._crc_end, self._size)
+        return self._data
+
     def crc32(self) -> int:
         """The CRC32 of the whole content (computed only for what was not appended in order)."""
         self._check_open()

@@ -16,6 +16,12 @@ sends over plain HTTP, and over HTTPS still unsigned (``UNSIGNED-PAYLOAD``: TLS 
 header, botocore's own rule), with the part as a plain body. Nothing is done when botocore would
 send no CRC32 (checksums ``when_required``, another algorithm chosen) or when the body is not an
 in-memory buffer.
+
+A :class:`~memories_provider.storage.part_buffer.PartBuffer` read from its start is also handed
+over as its own ``bytearray`` (:meth:`~memories_provider.storage.part_buffer.PartBuffer.as_body`):
+botocore then hashes it for a SigV4 signature (plain HTTP) in one call and urllib3 sends it in one
+``sendall``, where a file-like body is read back in copies, 1 MiB for the hash and 16 KiB a send,
+each a Python call (about a fifth of a CPU-second per GiB).
 """
 
 from __future__ import annotations
@@ -72,6 +78,9 @@ def _fill_part_crc32(params: dict[str, Any], **_: Any) -> None:
     running = getattr(body, "crc32", None)  # PartBuffer's, kept up to date as the part was written
     if position == 0 and running is not None:
         headers[_HEADER] = as_header(running())
+        whole = body.as_body()  # type: ignore[union-attr]
+        if whole is not None:
+            params["body"] = whole
         return
     with getbuffer() as content, content[position:] as rest:
         headers[_HEADER] = as_header(crc32(rest))

@@ -15,7 +15,9 @@ def test_same_results_as_bytesio_for_random_operations() -> None:
     rng = random.Random(7)
     ours, ref = PartBuffer(), io.BytesIO()
     for _ in range(2000):
-        op = rng.choice(["write", "write", "read", "seek", "seek_end", "truncate", "tell", "crc32"])
+        op = rng.choice(
+            ["write", "write", "read", "seek", "seek_end", "truncate", "tell", "crc32", "as_body"]
+        )
         if op == "write":
             data = rng.randbytes(rng.randint(0, 300))
             assert ours.write(memoryview(data)) == ref.write(data)
@@ -32,6 +34,10 @@ def test_same_results_as_bytesio_for_random_operations() -> None:
             assert ours.truncate(size) == ref.truncate(size)
         elif op == "crc32":
             assert ours.crc32() == zlib.crc32(ref.getvalue())
+        elif op == "as_body":
+            body = ours.as_body()
+            assert (body is None) == (ref.tell() != 0)
+            assert body is None or bytes(body) == ref.getvalue()
         assert ours.tell() == ref.tell()
         assert ours.getvalue() == ref.getvalue()
 
@@ -76,3 +82,25 @@ def test_running_crc32_follows_appends_and_is_recomputed_after_an_overwrite() ->
         assert bytes(view) == b"next part"
     buf.write(b" grows")  # the view was released: the memory may grow again
     assert buf.getvalue() == b"next part grows"
+
+
+def test_as_body_is_the_content_itself_from_the_start_only() -> None:
+    buf = PartBuffer()
+    buf.write(b"x" * 100_000)
+    buf.seek(0)
+    buf.truncate(0)
+    buf.write(b"part two")  # shorter than the memory kept from the first part
+    assert buf.as_body() is None  # read from its position (the end) there is nothing to send
+    buf.seek(0)
+    body = buf.as_body()
+    assert isinstance(body, bytearray) and body == b"part two"
+    assert body is buf._data  # no copy
+    assert buf.crc32() == zlib.crc32(b"part two")
+    with buf.getbuffer():  # a view held: the spare memory cannot be cut, so no body
+        buf.seek(0)
+        buf.truncate(4)
+        assert buf.as_body() is None
+    assert buf.as_body() == b"part"
+    buf.seek(0, io.SEEK_END)
+    buf.write(b" three")  # writes go on after the request
+    assert buf.getvalue() == b"part three" and buf.crc32() == zlib.crc32(b"part three")

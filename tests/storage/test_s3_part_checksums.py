@@ -44,12 +44,15 @@ def _captured_parts(client: Any) -> list[dict[str, Any]]:
 
     def capture(request: Any, **_: Any) -> None:
         body = request.body
-        position = body.tell() if hasattr(body, "tell") else 0
-        data = body.read()
-        body.seek(position)
+        if hasattr(body, "read"):
+            position = body.tell() if hasattr(body, "tell") else 0
+            data = body.read()
+            body.seek(position)
+        else:  # bytes-like
+            data = bytes(body)
         headers = {k: request.headers.get(k) for k in _CHECKSUM_HEADERS}
         text = {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}
-        sent.append({"headers": text, "body": data})
+        sent.append({"headers": text, "body": data, "kind": type(body).__name__})
 
     client.meta.events.register("before-send.s3.UploadPart", capture)
     return sent
@@ -87,6 +90,9 @@ def test_every_part_carries_its_crc32_and_botocore_does_not_read_it_again(
 
     assert [len(part["body"]) for part in sent] == [5 * MIB, 5 * MIB, 2 * MIB]
     assert b"".join(part["body"] for part in sent) == payload
+    # Each part is handed over as the buffer's own bytes: signed and sent in one piece, not read
+    # back in copies as a file (the last, shorter part too).
+    assert [part["kind"] for part in sent] == ["bytearray"] * 3
     for part in sent:
         assert part["headers"]["x-amz-checksum-crc32"] == _header_value(part["body"])
         assert part["headers"]["x-amz-sdk-checksum-algorithm"] == "CRC32"
@@ -209,6 +215,30 @@ def test_https_trailer_becomes_the_header_and_the_payload_stays_unsigned(
     assert headers["X-Amz-Trailer"] is None and headers["Content-Encoding"] is None
     assert headers["Content-Length"] == str(len(data)) and ours_sent[0]["body"] == data
     assert botocore_crc_bytes == []
+
+
+def test_a_part_sent_again_after_a_server_error_is_sent_whole() -> None:
+    """botocore re-sends a bytes-like body as it is (a file-like one it must seek back)."""
+    data = b"frame" * 200_000
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url="http://s3.example.invalid",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+    )
+    precompute_part_checksums(client)
+    sent = _captured_parts(client)
+    statuses = iter([500, 200])
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        return AWSResponse(request.url, next(statuses), {"ETag": '"etag"'}, _EmptyBody())
+
+    client.meta.events.register("before-send.s3", answer)
+    _upload_part(client, _part_buffer(data))
+    assert [part["body"] == data for part in sent] == [True, True]
+    assert sent[1]["headers"] == sent[0]["headers"]
 
 
 def test_nothing_is_added_when_botocore_would_send_no_crc32() -> None:
