@@ -111,16 +111,68 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 in its own process (so it does not share a GIL with what is measured)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, in ``directory`` (PEM): the certificate is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    cert_path, key_path = directory / "moto-cert.pem", directory / "moto-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def moto_server(tls: tuple[Path, Path] | None = None) -> Iterator[tuple[str, int]]:
+    """moto's S3 in its own process (so it does not share a GIL with what is measured); over HTTPS
+    with ``tls`` (certificate, key), as real S3 is reached."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    if tls is not None:
+        cmd += ["--ssl-cert", str(tls[0]), "--ssl-key", str(tls[1])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -131,7 +183,7 @@ def moto_server() -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.2)
-        yield endpoint
+        yield endpoint, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -147,6 +199,11 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "sys": statistics.median(r.get("sys", 0.0) for r in results),
         "peak": max(r.get("peak", 0) for r in results),
         "rss_before": min(r.get("rss_before", 0) for r in results) if "rss_before" in results[0] else 0,
+        **(
+            {"server_cpu": statistics.median(r["server_cpu"] for r in results)}
+            if "server_cpu" in results[0]
+            else {}
+        ),
     }
 
 
@@ -183,12 +240,30 @@ def interleaved(
             settle()
             found = measures[name]()
             results[name].append(found)
+            server = f", server CPU {found['server_cpu']:.2f} s" if "server_cpu" in found else ""
             log(
                 f"  {name}: {found['seconds']:.2f} s, CPU user {found.get('user', 0):.2f} s "
-                f"sys {found.get('sys', 0):.2f} s (after {previous})"
+                f"sys {found.get('sys', 0):.2f} s{server} (after {previous})"
             )
             previous = name
     return {name: summarize(found) for name, found in results.items()}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_server_cpu(pid: int, measure: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """``measure`` that also reports the CPU seconds server ``pid`` spent during it (a diagnostic)."""
+
+    def measured() -> dict[str, Any]:
+        before = process_cpu(pid)
+        found = measure()
+        return {**found, "server_cpu": process_cpu(pid) - before}
+
+    return measured
 
 
 def seconds_of(cmd: list[str]) -> Callable[[], dict[str, Any]]:
@@ -453,13 +528,20 @@ class Bench:
 
     # -------------------------------------------------------------- S3
 
-    def s3(self, label: str, path: Path, warm: Path, warm_asset: str) -> None:
+    def s3(self, label: str, path: Path, warm: Path, warm_asset: str, *, tls: bool = False) -> None:
+        """The S3 rows, against moto over plain HTTP (``tls=False``: the download and upload rows),
+        or over HTTPS as real S3 is reached (the download rows). The transport changes what botocore
+        hashes: over HTTP SigV4 signs every part's sha256 (both sides pay it), over HTTPS it sends
+        ``UNSIGNED-PAYLOAD`` with a CRC32 (and TLS encrypts)."""
         size = path.stat().st_size
         runs = min(self.runs_for(size), 3)
-        with moto_server() as endpoint:
+        certificate = self_signed_certificate(self.out) if tls else None
+        ca_env = {} if certificate is None else {"AWS_CA_BUNDLE": str(certificate[0])}
+        with moto_server(certificate) as (endpoint, moto_pid), _environ(ca_env):
             sys.path.insert(0, str(HERE))
             from _child import s3_client
 
+            over = ", HTTPS" if tls else ""
             client = s3_client(endpoint)
             bucket = "bench"
             client.create_bucket(Bucket=bucket)
@@ -471,7 +553,7 @@ class Bench:
                 "password": "testing",
                 "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
             }
-            env = {**self.env, "AIRFLOW_CONN_BENCH_S3": json.dumps(conn)}
+            env = {**self.env, **ca_env, "AIRFLOW_CONN_BENCH_S3": json.dumps(conn)}
             asset = self.emu.control.add_asset(str(path), path.name, "video/mp4")["asset_id"]
             common = {
                 "s3_endpoint": endpoint,
@@ -496,19 +578,22 @@ class Bench:
             dl = interleaved(
                 runs,
                 {
-                    "base": lambda: child(
-                        "_child.py",
-                        {
-                            **common,
-                            "kind": "baseline_http_to_s3",
-                            "warm": [warm_url, "w"],
-                            "target": [url, "base.mp4"],
-                        },
-                        env,
+                    "base": with_server_cpu(
+                        moto_pid,
+                        lambda: child(
+                            "_child.py",
+                            {
+                                **common,
+                                "kind": "baseline_http_to_s3",
+                                "warm": [warm_url, "w"],
+                                "target": [url, "base.mp4"],
+                            },
+                            env,
+                        ),
                     ),
-                    "ours": lambda: ours_to_s3("sha256", "ours.mp4"),
+                    "ours": with_server_cpu(moto_pid, lambda: ours_to_s3("sha256", "ours.mp4")),
                     # Like for like: the baseline computes no sha256 of the whole video.
-                    "ours_no_sha256": lambda: ours_to_s3(None, "ours-nosum.mp4"),
+                    "ours_no_sha256": with_server_cpu(moto_pid, lambda: ours_to_s3(None, "ours-nosum.mp4")),
                 },
                 os.sync,
                 self.rng,
@@ -517,7 +602,7 @@ class Bench:
             growth = ours_dl["peak"] - ours_dl["rss_before"]
             base_cpu = (base_dl["user"] + base_dl["sys"]) * GIB / size
             self.add(
-                f"download to S3 (moto), {label}",
+                f"download to S3 (moto{over}), {label}",
                 size,
                 ours_dl,
                 base_dl,
@@ -528,7 +613,7 @@ class Bench:
                 cpu_limit=1.2 * base_cpu,
             )
             self.add(
-                f"download to S3 (moto), {label}, checksum=None",
+                f"download to S3 (moto{over}), {label}, checksum=None",
                 size,
                 dl["ours_no_sha256"],
                 base_dl,
@@ -537,7 +622,9 @@ class Bench:
                 cpu_goal="≤ 1.2x boto3 upload_fileobj",
                 cpu_limit=1.2 * base_cpu,
             )
-            self.memory.append({"what": "download to S3", "label": label, "size": size, **ours_dl})
+            self.memory.append({"what": f"download to S3{over}", "label": label, "size": size, **ours_dl})
+            if tls:
+                return
 
             upload_url = f"{self.emu.v1_url}/upload"
             tmp = str(self.out / "s3-temp.mp4")
@@ -1104,6 +1191,8 @@ def main(argv: list[str] | None = None) -> int:
             s3_label = list(files)[-1] if args.smoke else ("1 GiB" if "1 GiB" in files else next(iter(files)))
             log(f"S3 transfers, {s3_label}")
             bench.s3(s3_label, files[s3_label], warm, warm_asset)
+            log(f"S3 transfers over HTTPS, {s3_label}")
+            bench.s3(s3_label, files[s3_label], warm, warm_asset, tls=True)
         if "status" in parts:
             bench.status()
         if "ha" in parts:
