@@ -40,7 +40,8 @@ def test_bench_smoke_run_writes_the_report(tmp_path: Path) -> None:
     for row in (
         "download to local file, 1 MiB",
         "upload from local file, 1 MiB",
-        "download to S3",
+        "download to S3 (moto), 1 MiB",
+        "download to S3 (moto, HTTPS), 1 MiB",
         "upload from S3",
     ):
         assert row in report
