@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from memories_provider.storage.destinations import canonical_uri
-from memories_provider.storage.uris import SCHEME_FAMILY, object_key, scheme_of, split_userinfo
+from memories_provider.storage.uris import SCHEME_FAMILY, object_location, scheme_of, split_userinfo
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -48,8 +48,10 @@ def lineage_dataset(uri: str) -> tuple[str, str]:
     host = parts.netloc
     if family == "http":
         return f"{parts.scheme}://{host}", parts.path
-    key = object_key(canonical)  # S3 and GCS keys keep their '?' and '#'
-    return f"{scheme}://{host}", (key if key is not None else parts.path).lstrip("/")
+    location = object_location(split_userinfo(canonical)[1])  # the object smart-open reads or writes
+    if location is not None:  # keys keep their '?', '#' and '%'; azure://blob.mp4 is in $root
+        return f"{scheme}://{location.bucket}", location.key
+    return f"{scheme}://{host}", parts.path.lstrip("/")
 
 
 def annotate_outlets(task: Any, context: Context, uri: str, extra: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ from memories_provider.storage.uris import (
     file_host_problem,
     local_path,
     object_key,
+    object_location,
     redact_uri,
     scheme_of,
     schemes_of,
@@ -110,6 +111,13 @@ def check_destination(uri: str) -> None:
                 if scheme != "azure"
                 else "; choose a name without it"
             )
+        )
+    location = object_location(uri)
+    if location is not None and location.version_id is not None:
+        raise ValueError(
+            f"`destination` {redact_uri(uri)!r} names an object version (versionId=), which smart-open "
+            "reads as the version to open, and no version can be written (S3 gives a new object its "
+            "own): remove the versionId parameter"
         )
     if scheme == "azure" and _dot_segment(uri):
         raise ValueError(

@@ -13,7 +13,6 @@ import contextlib
 import io
 import os
 import posixpath
-import re
 import stat as file_mode
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +30,8 @@ from memories_provider.storage.probes import StoredStat, http_marks, local_stat_
 from memories_provider.storage.uris import (
     file_host_problem,
     local_path,
+    object_key,
+    object_location,
     redact_uri,
     scheme_family,
     scheme_of,
@@ -105,39 +106,10 @@ def storage_file_name(uri: str) -> str:
     ``#``; of a plain local path as written too, a path being no URL."""
     if scheme_of(uri) == "":  # what local_path reads as a path, not a file: URI
         return posixpath.basename(uri.rstrip("/"))
-    family = scheme_family(uri)
-    if family in ("s3", "gs", "azure"):
-        return posixpath.basename(_object_key(uri, family).rstrip("/"))
+    key = object_key(uri)  # smart-open's reading: raw, past S3 credentials, without versionId
+    if key is not None:  # a key ending in '/' (or azure://container/) names a folder
+        return "" if key.endswith("/") or uri.endswith("/") else posixpath.basename(key)
     return posixpath.basename(unquote(urlsplit(uri).path).rstrip("/"))
-
-
-#: An S3 URI's ``versionId`` parameter, which smart-open takes out of the key it reads.
-_S3_VERSION_ID = re.compile(r"(?P<sep>[?&])versionId=[^&]*")
-
-
-def _object_key(uri: str, family: str) -> str:
-    """The key smart-open reads for an object-store ``uri`` (its ``parse_uri`` rules, without
-    importing the store's library): after the bucket, raw; for S3 past the credentials it may
-    carry and without ``versionId``; an Azure blob of the root container has no container."""
-    from smart_open.utils import safe_urlsplit  # no storage library needed
-
-    parts = safe_urlsplit(uri)
-    location = parts.netloc + parts.path
-    if family == "s3":
-        auth, at, rest = location.partition("@")
-        if at and ":" in auth and "/" not in auth.partition(":")[0]:
-            location = rest
-    bucket, slash, key = location.partition("/")
-    if family == "azure" and not slash:
-        return bucket
-    if family == "s3":
-        match = _S3_VERSION_ID.search(key)
-        if match:
-            after = key[match.end() :]
-            if match.group("sep") == "?" and after.startswith("&"):
-                after = "?" + after[1:]
-            key = key[: match.start()] + after
-    return key
 
 
 def source_family(uri: str) -> str:
@@ -319,7 +291,9 @@ def _open_s3(source: StorageFile) -> Iterator[BinaryIO]:
     refuse (``501 NotImplemented``), failing every upload from them."""
     params = dict(source.transport_params)
     etag = source.version.get("etag")
-    pinned = params.get("version_id") or _S3_VERSION_ID.search(source.uri)  # the user's or the URI's
+    location = object_location(source.uri)
+    # The user's version, or the URI's (an empty ?versionId= too: smart-open passes it on).
+    pinned = params.get("version_id") or (location is not None and location.version_id is not None)
     client: Any = params.get("client")
     watch = None
     if source.version.get("version_id") and not pinned:

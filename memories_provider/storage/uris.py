@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import NamedTuple
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from memories_provider.redaction import MASK
 
@@ -147,41 +148,101 @@ def split_userinfo(uri: str) -> tuple[str | None, str]:
 #: ``s3://b/take#2.mp4`` is the key ``take#2.mp4``; on Azure up to a ``?`` (the rest is ignored).
 LITERAL_KEY_FAMILIES = frozenset({"s3", "gs", "azure"})
 
+#: Schemes whose ``?`` smart-open keeps in the key (``smart_open.utils.WORKAROUND_SCHEMES``); on
+#: Azure it starts a query string, which the blob name ends before.
+_QUESTION_MARK_IN_KEY = frozenset({"s3", "s3n", "s3a", "s3u", "gs", "gcs"})
+#: smart-open's stand-in for ``?`` while it splits such a URI (``QUESTION_MARK_PLACEHOLDER``).
+_QUESTION_MARK_PLACEHOLDER = "///smart_open.utils.QUESTION_MARK_PLACEHOLDER///"
+#: smart-open reads an S3 URI's ``versionId`` query parameter as the object's version.
+_S3_VERSION_ID = re.compile(r"(?P<sep>[?&])versionId=(?P<value>[^&]*)")
+
+
+class ObjectLocation(NamedTuple):
+    """Where an ``s3://``, ``gs://`` or ``azure://`` URI points, as smart-open reads it."""
+
+    #: The bucket (container); ``$root`` for an Azure blob of the root container (``azure://blob.mp4``).
+    bucket: str
+    #: The key (blob name) as written: ``%``, ``?``, ``#`` and ``@`` are part of it.
+    key: str
+    #: The S3 version the URI names (``?versionId=``, taken out of the key), else ``None``.
+    version_id: str | None
+
+
+def object_location(uri: str) -> ObjectLocation | None:
+    """The bucket, key and version of an object-store URI, read by the rules of smart-open's
+    ``parse_uri`` for its transport (without importing it: that would load the store's library);
+    ``None`` for other schemes. This is the one reading of a key: what is named, shown, checked and
+    put in lineage is the object smart-open reads or writes.
+
+    * S3: everything after the bucket, raw (``?``, ``#``, ``%`` and ``@`` included), past the
+      credentials it may carry (``KEY:SECRET@bucket``), without a ``versionId`` parameter (where
+      it stands in the query: first, middle or last); no ``/`` after the bucket gives an empty key.
+    * GCS: everything after the bucket, ``?`` and ``#`` included, leading ``/`` removed.
+    * Azure: the path after the container up to a ``?``, leading ``/`` removed; ``azure://blob.mp4``
+      (no path) is the blob ``blob.mp4`` of the root container ``$root``.
+
+    :raises ValueError: for a URI ``urlsplit`` cannot split (an unbalanced ``[`` in the host).
+    """
+    family = SCHEME_FAMILY.get(scheme_of(uri))
+    if family not in LITERAL_KEY_FAMILIES:
+        return None
+    parts = _smart_open_split(uri)
+    if family == "gs":
+        return ObjectLocation(parts.netloc, parts.path.lstrip("/"), None)
+    if family == "azure":
+        blob = parts.path.lstrip("/")
+        if not blob:  # the root container's
+            return ObjectLocation("$root", parts.netloc, None)
+        return ObjectLocation(parts.netloc, blob, None)
+    location = parts.netloc + parts.path
+    maybe_auth, at, rest = location.partition("@")
+    if at and ":" in maybe_auth and "/" not in maybe_auth.partition(":")[0]:
+        location = rest
+    bucket, _, key = location.partition("/")
+    version_id = None
+    match = _S3_VERSION_ID.search(key)
+    if match:
+        version_id = match.group("value")
+        after = key[match.end() :]
+        if match.group("sep") == "?" and after.startswith("&"):
+            after = "?" + after[1:]
+        key = key[: match.start()] + after
+    return ObjectLocation(bucket, key, version_id)
+
+
+def _smart_open_split(uri: str) -> SplitResult:
+    """``uri`` split as ``smart_open.utils.safe_urlsplit`` splits it: no fragment (a ``#`` is part
+    of the path), and for S3 and GCS no query either (a ``?`` is part of the path)."""
+    parts = urlsplit(uri, allow_fragments=False)
+    if parts.scheme not in _QUESTION_MARK_IN_KEY or "?" not in uri or _QUESTION_MARK_PLACEHOLDER in uri:
+        return parts
+    parts = urlsplit(uri.replace("?", _QUESTION_MARK_PLACEHOLDER), allow_fragments=False)
+    path = parts.path.replace(_QUESTION_MARK_PLACEHOLDER, "?")
+    return SplitResult(parts.scheme, parts.netloc, path, "", "")
+
+
+def object_key(uri: str) -> str | None:
+    """The key of an ``s3://``, ``gs://`` or ``azure://`` URI as smart-open reads it (see
+    :func:`object_location`); ``None`` for other schemes.
+
+    :raises ValueError: as :func:`object_location`.
+    """
+    location = object_location(uri)
+    return None if location is None else location.key
+
 
 def _key_tail(bare: str) -> str:
     """What follows the bucket in ``bare`` (a URI without user-info), its ``/`` included."""
     return bare.partition("://")[2][len(urlsplit(bare).netloc) :]
 
 
-def object_key(uri: str) -> str | None:
-    """The key of an ``s3://``, ``gs://`` or ``azure://`` URI as smart-open reads it (``?`` and ``#``
-    included, but on Azure only up to a ``?``); ``None`` for other schemes.
-
-    An S3 URI naming a version (``?versionId=``, which smart-open reads) gives ``None`` too.
-
-    :raises ValueError: as :func:`split_userinfo`.
-    """
-    tail = _literal_tail(uri)
-    if tail is None:
-        return None
-    tail = tail.removeprefix("/")
-    return tail.partition("?")[0] if scheme_of(uri) == "azure" else tail
-
-
-#: smart-open reads an S3 URI's ``versionId`` query parameter as the object's version.
-_S3_VERSION_ID = re.compile(r"[?&]versionId=")
-
-
 def _literal_tail(uri: str) -> str | None:
-    """What follows the bucket when ``uri``'s key is read literally (see :func:`object_key`), else None
-    (other schemes, and an S3 URI naming a ``versionId``: a query string there)."""
-    family = SCHEME_FAMILY.get(scheme_of(uri))
-    if family not in LITERAL_KEY_FAMILIES:
+    """What follows the bucket in ``uri`` as written, to show it, when its key is read literally:
+    ``None`` for other schemes and for an S3 URI naming a version (a query string there, masked)."""
+    location = object_location(uri)
+    if location is None or location.version_id is not None:
         return None
-    tail = _key_tail(split_userinfo(uri)[1])
-    if family == "s3" and _S3_VERSION_ID.search(tail):
-        return None
-    return tail
+    return _key_tail(split_userinfo(uri)[1])
 
 
 def _unencoded_userinfo(uri: str) -> tuple[str, str] | None:

@@ -66,6 +66,23 @@ def test_s3_folder_and_skip_if_exists(emu: Any, moto_s3_server: Any, s3_bucket: 
     assert emu.control.count("v2_download") == downloads
 
 
+@pytest.mark.parametrize("query", ["?versionId=3HL4kqtJlcpXroDTDmJ", "?x=1&versionId=3HL4kqtJlcpXroDTDmJ"])
+def test_s3_destination_naming_a_version_is_refused_before_any_request(
+    emu: Any, moto_s3_server: Any, s3_bucket: str, query: str
+) -> None:
+    # smart-open reads ?versionId= as a version and refuses to write one: the download sent its
+    # (billed) request, then failed with a bare 'version_id must be None when writing', on every try.
+    asset = emu.control.add_asset(VIDEO, "z.mp4", "video/mp4")
+    with pytest.raises(ValueError, match=r"`destination` .* names an object version \(versionId=\)"):
+        run(
+            asset_id=asset["asset_id"],
+            destination=f"s3://{s3_bucket}/out.mp4{query}",
+            destination_conn_id=moto_s3_server.conn_id,
+        )
+    assert emu.control.request_log() == []
+    assert moto_s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", []) == []
+
+
 def test_s3_credentials_are_resolved_once_per_task(
     emu: Any, moto_s3_server: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,6 +307,24 @@ def test_azure_file_and_failure(emu: Any, azurite: Any, azure_container: str) ->
         )
     names = [b.name for b in service.get_container_client(azure_container).list_blobs()]
     assert names == ["dir/z.mp4"]
+
+
+def test_azure_root_container_blob_is_reported_by_its_name(emu: Any, azurite: Any) -> None:
+    # azure://v.mp4 is the blob 'v.mp4' of the root container ($root), as smart-open writes it; the
+    # result named the file '' (basename_of read the URI's path, which is empty).
+    service = azurite.service()
+    root = service.get_container_client("$root")
+    if not root.exists():
+        root.create_container()
+    asset = emu.control.add_asset(VIDEO, "z.mp4", "video/mp4")
+    try:
+        result = run(
+            asset_id=asset["asset_id"], destination="azure://v.mp4", destination_conn_id=azurite.conn_id
+        )
+        assert root.get_blob_client("v.mp4").download_blob().readall() == VIDEO
+        assert result["uri"] == "azure://v.mp4" and result["filename"] == "v.mp4"
+    finally:
+        root.delete_container()
 
 
 def test_azure_writer_never_clobbers_when_asked_not_to(azurite: Any, azure_container: str) -> None:
