@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -332,3 +333,69 @@ def gcs_bucket(gcs_server: FakeGcs, request: pytest.FixtureRequest) -> Iterator[
     # DELETE) and then refuses to delete the bucket; the server is in memory and per session anyway.
     with contextlib.suppress(Exception):
         bucket.delete()
+
+
+@dataclass
+class GcsPreconditions:
+    """What :func:`gcs_preconditions` saw: each resumable-upload request, as ``(method, query)``."""
+
+    uploads: list[tuple[str, dict[str, list[str]]]]
+
+
+@pytest.fixture
+def gcs_preconditions(gcs_server: FakeGcs, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsPreconditions]:
+    """The emulator's HTTP layer, made to honour ``ifGenerationMatch`` on resumable uploads.
+
+    gcp-storage-emulator ignores the precondition: an upload with ``ifGenerationMatch=0`` over an
+    existing object replaces it. GCS evaluates it when it creates the object, at the upload's last
+    request, and answers ``412 Precondition Failed`` when the object's generation differs (0: no
+    object may have the name). Here every resumable-upload request is recorded, and the last one
+    (its ``Content-Range`` states the total) gets that answer when the condition does not hold:
+    the request that GCS would refuse is refused, with GCS's status; the client, its transport and
+    what our code sent are all real.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+
+    real_handle = server.Router.handle
+    seen = GcsPreconditions(uploads=[])
+
+    def refused(handler: Any, storage: Any, query: dict[str, list[str]]) -> bool:
+        wanted = query.get("ifGenerationMatch")
+        total = (handler.headers.get("Content-Range") or "").rpartition("/")[2]
+        if wanted is None or "upload_id" not in query or total in ("", "*"):
+            return False
+        obj = storage.get_resumable_file_obj(query["upload_id"][0])
+        try:
+            generation = int(storage.get_file_obj(obj["bucket"], obj["name"])["generation"])
+        except NotFound:
+            generation = 0
+        return generation != int(wanted[0])
+
+    def handle(self: Any, method: str) -> None:
+        handler = self._request_handler
+        query = parse_qs(urlsplit(handler.path).query)
+        if method in ("POST", "PUT") and query.get("uploadType") == ["resumable"]:
+            seen.uploads.append((method, query))
+            if refused(handler, handler.storage, query):
+                handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+                body = json.dumps(
+                    {
+                        "error": {
+                            "code": 412,
+                            "message": "At least one of the pre-conditions you specified did not hold.",
+                        }
+                    }
+                ).encode()
+                handler.send_response(412)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+                return
+        real_handle(self, method)
+
+    monkeypatch.setattr(server.Router, "handle", handle)
+    yield seen

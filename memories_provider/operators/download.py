@@ -538,8 +538,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         elif there is not None and there.provenance is not None:
             holder = describe_identity(there.provenance.source)
         raise AirflowFailException(
-            f"{redact_uri(uri)} was created meanwhile by another writer and holds {holder}, not what "
-            f"{source.label} sent; it was left as it is and nothing was written"
+            f"`destination` {redact_uri(uri)} was created meanwhile by another writer and holds {holder}, "
+            f"not what {source.label} sent; it was left as it is and nothing was written (overwrite=False "
+            "never replaces a file)"
         )
 
     # ------------------------------------------------------------------ events & lineage

@@ -508,8 +508,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             ) from None
         except DestinationTaken:
             raise AirflowFailException(
-                f"{shown} was created by another writer during the export (overwrite=False); it was "
-                "left as it is and nothing was written"
+                f"`destination` {shown} was created by another writer during the export (overwrite=False); "
+                "it was left as it is and nothing was written"
             ) from None
         return writer.rows, out.bytes
 

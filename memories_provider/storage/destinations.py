@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 #: Schemes whose smart-open writer aborts (commits nothing) when its ``with`` block raises.
 OBJECT_STORE_SCHEMES = schemes_of("s3", "gs", "azure")
+#: Schemes written through google-cloud-storage.
+GCS_SCHEMES = schemes_of("gs")
 #: Schemes written through SFTP.
 SFTP_SCHEMES = schemes_of("sftp")
 #: Every destination scheme we know how to write atomically ("" is a plain local path).
@@ -330,8 +332,7 @@ class DestinationTaken(Exception):
 
     Raised by :func:`atomic_writer` when committing; nothing was overwritten and the temporary
     data (or the S3 multipart upload) is gone. Local, SFTP, S3 and Azure (``If-None-Match: *``)
-    destinations: GCS writes through smart-open have no conditional commit, there the last writer
-    wins.
+    and GCS (``ifGenerationMatch=0``) destinations.
     """
 
     def __init__(self, uri: str) -> None:
@@ -361,7 +362,7 @@ def atomic_writer(
         sidecar when the block ends (staged before the rename), so the caller may complete it
         (``size``, ``sha256``) inside the block. None: no record (and any earlier sidecar of the
         name is removed).
-    :param replace: False: never overwrite an existing local, SFTP, S3 or Azure file, raise
+    :param replace: False: never overwrite an existing local, SFTP, S3, Azure or GCS file, raise
         :class:`DestinationTaken` instead (the check and the commit are one atomic step).
     """
     check_destination(uri)
@@ -388,6 +389,10 @@ def atomic_writer(
                 return
         elif scheme == "azure" and not replace:
             with _azure_no_clobber(uri, params) as fh:
+                yield fh
+            return
+        elif scheme in GCS_SCHEMES and not replace:
+            with _gcs_no_clobber(uri, params) as fh:
                 yield fh
             return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
@@ -480,6 +485,34 @@ def _azure_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
         if getattr(err, "error_code", None) in _AZURE_TAKEN:
             raise DestinationTaken(uri) from None
         raise
+
+
+@contextlib.contextmanager
+def _gcs_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """A GCS writer whose object is created only if none has the name (``ifGenerationMatch=0`` on
+    the resumable upload, which GCS checks when it creates the object): one that appeared meanwhile
+    fails the upload with ``412 Precondition Failed``, raised as DestinationTaken; the upload session
+    is cancelled and nothing of ours is left."""
+    open_kwargs = {**(params.get("blob_open_kwargs") or {}), "if_generation_match": 0}
+    try:
+        with _smart_open_open(
+            uri, "wb", compression="disable", transport_params={**params, "blob_open_kwargs": open_kwargs}
+        ) as fh:
+            yield fh
+    except Exception as err:
+        if _gcs_status(err) == 412:
+            raise DestinationTaken(uri) from None
+        raise
+
+
+def _gcs_status(err: BaseException) -> int | None:
+    """The HTTP status of a google-cloud-storage error: ``InvalidResponse`` (the resumable upload's
+    requests) carries the answer, ``GoogleAPICallError`` its ``code``."""
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is None:
+        status = getattr(err, "code", None)
+    return status if isinstance(status, int) else None
 
 
 def _s3_write_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -518,6 +518,29 @@ def test_a_hostile_record_is_no_record(emu: Any, upload_video: Any, tmp_path: Pa
     assert emu.control.count("download") == 1
 
 
+def test_two_videos_racing_for_one_gcs_object(
+    scripted: ScriptedService, gcs_preconditions: Any, gcs_server: Any, gcs_bucket: str
+) -> None:
+    # The GCS upload was unconditional: both downloads reported success and the slower replaced the
+    # object the faster had written (and reported as its own). Now the upload carries
+    # ifGenerationMatch=0 and the slower is refused by the store as on S3 and Azure (the emulator
+    # ignores the precondition: gcs_preconditions answers at its HTTP layer as GCS does).
+    first, second = os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", first)
+    scripted.add("VI000000000000000002", second)
+    uri = f"gs://{gcs_bucket}/v.mp4"
+    other: dict[str, Any] = {}
+    scripted.halfway["VI000000000000000001"] = _other_worker(
+        other, video_no="VI000000000000000002", destination=uri
+    )
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds video VI000000000000000002"
+    ):
+        run(video_no="VI000000000000000001", destination=uri)
+    assert other["sha256"] == sha(second)
+    assert gcs_server.client().bucket(gcs_bucket).blob("v.mp4").download_as_bytes() == second
+
+
 def test_two_downloads_of_one_video_racing_without_checksums_both_succeed(
     scripted: ScriptedService, tmp_path: Path
 ) -> None:

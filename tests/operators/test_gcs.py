@@ -15,6 +15,7 @@ import pytest
 from memories_provider.client import MemoriesIncompleteBodyError
 from memories_provider.operators.download import MemoriesDownloadOperator
 from memories_provider.operators.upload import MemoriesUploadOperator
+from memories_provider.storage.destinations import DestinationTaken, atomic_writer, destination_exists
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + os.urandom(2 * 1024 * 1024 + 3)
 BIG = os.urandom(3 * 1024 * 1024 + 5)  # several 256 KiB resumable chunks: a drop happens mid-upload
@@ -90,3 +91,31 @@ def test_dropped_body_leaves_no_gcs_object(emu: Any, gcs_server: Any, gcs_bucket
     with pytest.raises(MemoriesIncompleteBodyError):
         download(asset_id=asset["asset_id"], destination=f"gs://{gcs_bucket}/big.mp4", transport_params=PART)
     assert list(gcs_server.client().bucket(gcs_bucket).list_blobs()) == []
+
+
+def test_gcs_writer_never_clobbers_when_asked_not_to(
+    gcs_preconditions: Any, gcs_server: Any, gcs_bucket: str
+) -> None:
+    # The upload was unconditional: an object that appeared while ours was written was replaced
+    # (the last writer won), and both writers reported success.
+    uri = f"gs://{gcs_bucket}/taken.bin"
+    blob = gcs_server.client().bucket(gcs_bucket).blob("taken.bin")
+    with pytest.raises(DestinationTaken), atomic_writer(uri, transport_params=PART, replace=False) as out:
+        out.write(BIG)  # several chunks already sent
+        blob.upload_from_string(b"theirs")
+    assert blob.download_as_bytes() == b"theirs"
+    # Sent from the upload's first request (GCS checks it when the object is created, at the last).
+    [(method, first), *rest] = gcs_preconditions.uploads
+    assert method == "POST" and first["ifGenerationMatch"] == ["0"]
+    assert rest and all(query["ifGenerationMatch"] == ["0"] for _, query in rest)
+
+    with atomic_writer(f"gs://{gcs_bucket}/free.bin", transport_params=PART, replace=False) as out:
+        out.write(BIG)  # a free name is still written
+    assert destination_exists(f"gs://{gcs_bucket}/free.bin") == len(BIG)
+    gcs_preconditions.uploads.clear()
+    with atomic_writer(uri, transport_params=PART) as out:  # replace=True: no condition
+        out.write(b"ours")
+    assert blob.download_as_bytes() == b"ours"
+    assert gcs_preconditions.uploads and all(
+        "ifGenerationMatch" not in q for _, q in gcs_preconditions.uploads
+    )
