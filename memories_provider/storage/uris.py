@@ -18,7 +18,6 @@ SCHEME_FAMILY: dict[str, str] = {
     "s3": "s3",
     "s3a": "s3",
     "s3n": "s3",
-    "s3u": "s3",
     "gs": "gs",
     "gcs": "gs",
     "azure": "azure",
@@ -150,7 +149,7 @@ LITERAL_KEY_FAMILIES = frozenset({"s3", "gs", "azure"})
 
 #: Schemes whose ``?`` smart-open keeps in the key (``smart_open.utils.WORKAROUND_SCHEMES``); on
 #: Azure it starts a query string, which the blob name ends before.
-_QUESTION_MARK_IN_KEY = frozenset({"s3", "s3n", "s3a", "s3u", "gs", "gcs"})
+_QUESTION_MARK_IN_KEY = frozenset({"s3", "s3n", "s3a", "gs", "gcs"})
 #: smart-open's stand-in for ``?`` while it splits such a URI (``QUESTION_MARK_PLACEHOLDER``).
 _QUESTION_MARK_PLACEHOLDER = "///smart_open.utils.QUESTION_MARK_PLACEHOLDER///"
 #: smart-open reads an S3 URI's ``versionId`` query parameter as the object's version.

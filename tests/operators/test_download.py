@@ -107,6 +107,8 @@ BAD_DESTINATION_SETTINGS = {
         r"`destination_conn_id`='no_such_conn' is not a defined Airflow connection",
     ),
     "azure-no-credentials": ("azure://c/v.mp4", {}, r"azure:// URIs need credentials"),
+    # smart-open (>= 9) has no s3u transport: a bare AssertionError from its parse_uri, unnamed.
+    "s3u-scheme": ("s3u://b/v.mp4", {}, r"`destination` scheme 's3u' is not supported"),
 }
 
 

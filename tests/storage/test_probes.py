@@ -17,7 +17,7 @@ def test_every_family_has_a_probe_and_transport_keys():
 
 def test_scheme_sets_are_read_from_the_table():
     assert SFTP_SCHEMES == LOGIN_SCHEMES == {"sftp", "ssh", "scp"}
-    assert {"s3", "s3a", "s3n", "s3u", "gs", "gcs", "azure"} == OBJECT_STORE_SCHEMES
+    assert {"s3", "s3a", "s3n", "gs", "gcs", "azure"} == OBJECT_STORE_SCHEMES  # no s3u: smart-open has none
     assert OBJECT_STORE_SCHEMES | SFTP_SCHEMES | {"", "file"} == SUPPORTED_SCHEMES
 
 
