@@ -121,6 +121,11 @@ def check_destination(uri: str) -> None:
             "reads as the version to open, and no version can be written (S3 gives a new object its "
             "own): remove the versionId parameter"
         )
+    if location is not None and not location.key and not is_folder(uri):
+        raise ValueError(
+            f"`destination` {redact_uri(uri)!r} names a bucket and no object: end it with '/' to "
+            f"download into the bucket ({redact_uri(uri)}/), or give the object's key"
+        )
     if scheme == "azure" and _dot_segment(uri):
         raise ValueError(
             f"`destination` {redact_uri(uri)!r} has a '.' or '..' segment in its blob name: in the blob's "

@@ -109,6 +109,10 @@ BAD_DESTINATION_SETTINGS = {
     "azure-no-credentials": ("azure://c/v.mp4", {}, r"azure:// URIs need credentials"),
     # smart-open (>= 9) has no s3u transport: a bare AssertionError from its parse_uri, unnamed.
     "s3u-scheme": ("s3u://b/v.mp4", {}, r"`destination` scheme 's3u' is not supported"),
+    # A bucket and no key: 'not enough values to unpack (expected 2, got 1)' from smart-open's S3
+    # parse_uri, 'Cannot determine path without a blob name.' from GCS, neither naming the parameter.
+    "s3-bucket-only": ("s3://b", {}, r"`destination` 's3://b' names a bucket and no object"),
+    "gs-bucket-only": ("gs://b", {}, r"`destination` 'gs://b' names a bucket and no object"),
 }
 
 
