@@ -75,6 +75,8 @@ URIS = (
         "s3://AKIAEXAMPLE:secret@bucket/in/k.mp4",
         "s3://AKIAEXAMPLE:se/cr+et@bucket/in/k.mp4",  # a '/' in the secret
         "s3://AKIAEXAMPLE:secret@bucket/in/a@b.mp4?versionId=v1",
+        "s3://AKIAEXAMPLE:se?cr#et@bucket/in/k.mp4",  # '?' and '#' in the secret
+        "s3://AKIAEXAMPLE:se?cret@bucket/in/k.mp4?versionId=v1",
         "s3://bucket/in/a:b@c.mp4",  # no credentials: '/' before the ':'
         "S3://bucket/in/what?.mp4",
         "GS://bucket/in/what?.mp4",
