@@ -32,6 +32,7 @@ from memories_provider.storage.uris import (
     local_path,
     object_key,
     object_location,
+    object_userinfo_problem,
     redact_uri,
     scheme_family,
     scheme_of,
@@ -115,7 +116,11 @@ def storage_file_name(uri: str) -> str:
 def source_family(uri: str) -> str:
     """:func:`scheme_family` of an upload's ``source``; a Windows path, a ``file://`` URI naming a
     host or an unsupported scheme raises ``ValueError`` naming ``source``."""
-    problem = windows_path_problem(uri, "source") or file_host_problem(uri, "source")
+    problem = (
+        windows_path_problem(uri, "source")
+        or file_host_problem(uri, "source")
+        or object_userinfo_problem(uri, "source")
+    )
     if problem is not None:
         raise ValueError(problem)
     try:

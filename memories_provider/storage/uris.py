@@ -80,6 +80,29 @@ def file_host_problem(uri: str, param: str) -> str | None:
     )
 
 
+def object_userinfo_problem(uri: str, param: str) -> str | None:
+    """Why ``uri``, given as ``param``, is a ``gs://`` or ``azure://`` URI carrying user-info
+    (``gs://user:password@bucket/key``); else ``None``.
+
+    Only S3 URIs can hold credentials (smart-open reads ``KEY:SECRET@``). GCS and Azure take what
+    precedes the ``@`` for part of the bucket (container) name: the object is looked for in a bucket
+    that does not exist ("does not exist", for an object that does) and the credentials go out in
+    the request's path.
+
+    :raises ValueError: as :func:`object_location`.
+    """
+    text = str(uri).strip()
+    family = SCHEME_FAMILY.get(scheme_of(text))
+    if family not in ("gs", "azure") or "@" not in _smart_open_split(text).netloc:
+        return None
+    return (
+        f"`{param}` {redact_uri(text)!r} carries credentials before its "
+        f"{'bucket' if family == 'gs' else 'container'} ('...@'), which {scheme_of(text)}:// URIs cannot "
+        f"use: they would be read as part of its name; remove them and give the credentials in "
+        f"`{param}_conn_id`"
+    )
+
+
 #: A Windows drive (``C:\\``, ``C:/``) or UNC (``\\\\server``) path: on a POSIX worker it is a
 #: relative file name, so reading fails with "does not exist" and writing makes a file called
 #: ``C:\\out\\`` in the worker's working folder.

@@ -113,6 +113,12 @@ BAD_DESTINATION_SETTINGS = {
     # parse_uri, 'Cannot determine path without a blob name.' from GCS, neither naming the parameter.
     "s3-bucket-only": ("s3://b", {}, r"`destination` 's3://b' names a bucket and no object"),
     "gs-bucket-only": ("gs://b", {}, r"`destination` 'gs://b' names a bucket and no object"),
+    # smart-open takes 'user:pw@c' for the container: the credentials went out in the request's path.
+    "azure-userinfo": (
+        "azure://user:pw@c/v.mp4",
+        {},
+        r"`destination` 'azure://\*\*\*@c/v.mp4' carries credentials",
+    ),
 }
 
 

@@ -119,3 +119,20 @@ def test_gcs_writer_never_clobbers_when_asked_not_to(
     assert gcs_preconditions.uploads and all(
         "ifGenerationMatch" not in q for _, q in gcs_preconditions.uploads
     )
+
+
+@pytest.mark.parametrize("userinfo", ["user:pw-s3cret@", "tok-s3cret@"])
+def test_gcs_uri_carrying_credentials_is_refused_by_name(
+    emu: Any, gcs_server: Any, gcs_bucket: str, userinfo: str
+) -> None:
+    # smart-open's GCS parse_uri takes 'user:pw@bucket' for the bucket: an object that exists was
+    # said not to ('`source` ... does not exist') and the credentials went to the store in the
+    # request's path. Only S3 URIs can carry credentials.
+    gcs_server.client().bucket(gcs_bucket).blob("in/clip.mp4").upload_from_string(VIDEO)
+    with pytest.raises(ValueError, match=r"`source` 'gs://\*\*\*@.*' carries credentials .*`source_conn_id`"):
+        MemoriesUploadOperator(task_id="upload", source=f"gs://{userinfo}{gcs_bucket}/in/clip.mp4").execute(
+            {"ti": _TaskInstance()}
+        )
+    with pytest.raises(ValueError, match=r"`destination` 'gs://\*\*\*@.*' carries credentials"):
+        download(asset_id="re_1", destination=f"gs://{userinfo}{gcs_bucket}/out/v.mp4")
+    assert emu.control.request_log() == []
