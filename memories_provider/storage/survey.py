@@ -43,7 +43,7 @@ from memories_provider.storage.destinations import (
 )
 from memories_provider.storage.errors import StoreUnavailableError
 from memories_provider.storage.provenance import MAX_SIDECAR_BYTES, Existing, Provenance, sidecar_name
-from memories_provider.storage.uris import redact_uri
+from memories_provider.storage.uris import object_location, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -381,12 +381,19 @@ def _sftp_record(sftp: Any, path: str) -> _Record | None:
 # ---------------------------------------------------------------------------- S3
 
 
+def _bucket_and_key(uri: str) -> tuple[str, str]:
+    """The bucket (container) and key of an object-store file ``uri``, as smart-open writes it; of a
+    folder, those of the files in it, the key being their common prefix: ``azure://c/`` is the
+    container ``c`` (read alone, as a file, it is the blob ``c`` of the root container)."""
+    location = object_location(join_folder(uri, "_") if is_folder(uri) else uri)
+    assert location is not None  # an object-store scheme
+    return location.bucket, location.key[:-1] if is_folder(uri) else location.key
+
+
 def _s3_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from botocore.exceptions import BotoCoreError, ClientError
-    from smart_open import s3
 
-    parsed = s3.parse_uri(uri)
-    bucket, key = parsed["bucket_id"], parsed["key_id"]
+    bucket, key = _bucket_and_key(uri)
     client = params["client"]  # transport_params_for provides one
     probe_key = f"{key}{prefix or ''}{_PROBE}" if is_folder(uri) else key
     # The user's own settings for the upload (e.g. SSE, which a bucket policy may require).
@@ -439,10 +446,8 @@ def _s3_existing(client: Any, uri: str, bucket: str, key: str) -> Existing | Non
 
 def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from google.api_core.exceptions import GoogleAPIError, NotFound
-    from smart_open import gcs
 
-    parsed = gcs.parse_uri(uri)
-    name, key = parsed["bucket_id"], parsed["blob_id"]
+    name, key = _bucket_and_key(uri)
     client = params.get("client")
     if client is None:
         from google.cloud import storage
@@ -477,10 +482,8 @@ def _gcs_existing(uri: str, blob: Any) -> Existing:
 
 def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: bool) -> list[Existing]:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
-    from smart_open import azure
 
-    parsed = azure.parse_uri(uri)
-    name, key = parsed["container_id"], parsed["blob_id"]
+    name, key = _bucket_and_key(uri)
     client = params.get("client")
     if client is None:
         raise ValueError("azure:// destinations need a `destination_conn_id` or transport_params['client']")

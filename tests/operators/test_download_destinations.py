@@ -309,6 +309,23 @@ def test_azure_file_and_failure(emu: Any, azurite: Any, azure_container: str) ->
     assert names == ["dir/z.mp4"]
 
 
+def test_azure_container_top_level_as_folder(emu: Any, azurite: Any, azure_container: str) -> None:
+    # azure://<container>/ was surveyed as smart-open reads a *file* URI: the blob '<container>' of
+    # the root container, so the download failed before its request with "the container '$root'
+    # does not exist" (and, with a $root, would have listed the wrong container).
+    asset = emu.control.add_asset(VIDEO, "clip.mp4", "video/mp4")
+    folder = f"azure://{azure_container}/"
+    result = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=azurite.conn_id)
+    name = f"{asset['asset_id']}.clip.mp4"
+    assert result["uri"] == f"{folder}{name}" and result["filename"] == name
+    container = azurite.service().get_container_client(azure_container)
+    assert [b.name for b in container.list_blobs()] == [name]
+    downloads = emu.control.count("v2_download")
+    again = run(asset_id=asset["asset_id"], destination=folder, destination_conn_id=azurite.conn_id)
+    assert again["skipped"] is True and again["uri"] == result["uri"]
+    assert emu.control.count("v2_download") == downloads
+
+
 def test_azure_root_container_blob_is_reported_by_its_name(emu: Any, azurite: Any) -> None:
     # azure://v.mp4 is the blob 'v.mp4' of the root container ($root), as smart-open writes it; the
     # result named the file '' (basename_of read the URI's path, which is empty).
