@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from memories_provider.redaction import CREDENTIAL_PARAM
-from memories_provider.storage.uris import LOGIN_SCHEMES, redact_uri, scheme_family, scheme_of, split_userinfo
+from memories_provider.storage.uris import (
+    LOGIN_SCHEMES,
+    object_location,
+    redact_uri,
+    scheme_family,
+    scheme_of,
+    split_userinfo,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -161,11 +168,15 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
         return
     username, has_password, password_text = (userinfo or "").partition(":")
     password = password_text if has_password else None
-    secrets = [password, unquote(password or ""), parts.query]
+    query = parts.query
+    location = object_location(bare)
+    if location is not None and location.version_id is None and scheme_family(bare) in ("s3", "gs"):
+        query = ""  # a '?' there is part of the key smart-open reads, not a query string
+    secrets = [password, unquote(password or ""), query]
     if username and password is None and parts.scheme.lower() not in LOGIN_SCHEMES:
         secrets.append(username)  # https://<token>@host: a lone user-info is often a token
     # Single values only where the name says credential: masking "video" everywhere would hurt.
-    secrets += [value for name, value in parse_qsl(parts.query) if CREDENTIAL_PARAM.search(name)]
+    secrets += [value for name, value in parse_qsl(query) if CREDENTIAL_PARAM.search(name)]
     if params:
         # SFTP: a password at the top or in paramiko's connect_kwargs, a key file's passphrase.
         connect = params.get("connect_kwargs")
