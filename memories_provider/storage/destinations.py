@@ -52,7 +52,7 @@ from memories_provider.storage.uris import (
     local_path,
     object_key,
     object_location,
-    object_userinfo_problem,
+    object_uri_problem,
     redact_uri,
     scheme_of,
     schemes_of,
@@ -101,7 +101,7 @@ def check_destination(uri: str) -> None:
             f"`destination` scheme {scheme!r} is not supported; use a local path, file://, s3://, "
             "gs://, azure:// or sftp://"
         )
-    problem = file_host_problem(uri, "destination") or object_userinfo_problem(uri, "destination")
+    problem = file_host_problem(uri, "destination") or object_uri_problem(uri, "destination")
     if problem is not None:
         raise ValueError(problem)
     cut = _path_cut_by(uri, scheme)

@@ -32,7 +32,7 @@ from memories_provider.storage.uris import (
     local_path,
     object_key,
     object_location,
-    object_userinfo_problem,
+    object_uri_problem,
     redact_uri,
     scheme_family,
     scheme_of,
@@ -119,7 +119,7 @@ def source_family(uri: str) -> str:
     problem = (
         windows_path_problem(uri, "source")
         or file_host_problem(uri, "source")
-        or object_userinfo_problem(uri, "source")
+        or object_uri_problem(uri, "source")
     )
     if problem is not None:
         raise ValueError(problem)

@@ -80,27 +80,40 @@ def file_host_problem(uri: str, param: str) -> str | None:
     )
 
 
-def object_userinfo_problem(uri: str, param: str) -> str | None:
-    """Why ``uri``, given as ``param``, is a ``gs://`` or ``azure://`` URI carrying user-info
-    (``gs://user:password@bucket/key``); else ``None``.
+def object_uri_problem(uri: str, param: str) -> str | None:
+    """Why ``uri``, given as ``param``, is an ``s3://``, ``gs://`` or ``azure://`` URI naming no
+    object store location smart-open can use; else ``None``.
 
-    Only S3 URIs can hold credentials (smart-open reads ``KEY:SECRET@``). GCS and Azure take what
-    precedes the ``@`` for part of the bucket (container) name: the object is looked for in a bucket
-    that does not exist ("does not exist", for an object that does) and the credentials go out in
-    the request's path.
-
-    :raises ValueError: as :func:`object_location`.
+    * one ``urlsplit`` cannot split (``s3://[b/k.mp4``: an unbalanced ``[``);
+    * one naming no bucket (``s3:///k.mp4``, ``gs://``): the store's library fails on it with its
+      own words (an ``IndexError`` for ``gs:///k.mp4``), naming no parameter;
+    * a ``gs://`` or ``azure://`` one carrying user-info (``gs://user:password@bucket/key``). Only
+      S3 URIs can hold credentials (smart-open reads ``KEY:SECRET@``); GCS and Azure take what
+      precedes the ``@`` for part of the bucket (container) name: the object is looked for in a
+      bucket that does not exist ("does not exist", for an object that does) and the credentials
+      go out in the request's path.
     """
     text = str(uri).strip()
     family = SCHEME_FAMILY.get(scheme_of(text))
-    if family not in ("gs", "azure") or "@" not in _smart_open_split(text).netloc:
+    if family not in LITERAL_KEY_FAMILIES:
         return None
-    return (
-        f"`{param}` {redact_uri(text)!r} carries credentials before its "
-        f"{'bucket' if family == 'gs' else 'container'} ('...@'), which {scheme_of(text)}:// URIs cannot "
-        f"use: they would be read as part of its name; remove them and give the credentials in "
-        f"`{param}_conn_id`"
-    )
+    scheme = scheme_of(text)
+    try:
+        location = object_location(text)
+        netloc = _smart_open_split(text).netloc
+    except ValueError as err:
+        return f"`{param}` {redact_uri(text)!r} cannot be read as a {scheme}:// URI ({err})"
+    assert location is not None
+    where = "container" if family == "azure" else "bucket"
+    if not netloc or not location.bucket:
+        return f"`{param}` {redact_uri(text)!r} names no {where}: write {scheme}://<{where}>/<key>"
+    if family != "s3" and "@" in netloc:
+        return (
+            f"`{param}` {redact_uri(text)!r} carries credentials before its {where} ('...@'), which "
+            f"{scheme}:// URIs cannot use: they would be read as part of its name; remove them and give "
+            f"the credentials in `{param}_conn_id`"
+        )
+    return None
 
 
 #: A Windows drive (``C:\\``, ``C:/``) or UNC (``\\\\server``) path: on a POSIX worker it is a

@@ -114,6 +114,13 @@ BAD_DESTINATION_SETTINGS = {
     "s3-bucket-only": ("s3://b", {}, r"`destination` 's3://b' names a bucket and no object"),
     "gs-bucket-only": ("gs://b", {}, r"`destination` 'gs://b' names a bucket and no object"),
     # smart-open takes 'user:pw@c' for the container: the credentials went out in the request's path.
+    # No bucket, or no URI: the store library's own words, naming no parameter ('gs:///v.mp4' an
+    # IndexError, 's3://' "the bucket '' does not exist", 's3://[b/v.mp4' 'Invalid IPv6 URL').
+    "s3-no-bucket": ("s3:///v.mp4", {}, r"`destination` 's3:///v.mp4' names no bucket"),
+    "s3-nothing": ("s3://", {}, r"`destination` 's3://' names no bucket"),
+    "gs-no-bucket": ("gs:///v.mp4", {}, r"`destination` 'gs:///v.mp4' names no bucket"),
+    "azure-no-container": ("azure:///v.mp4", {}, r"`destination` 'azure:///v.mp4' names no container"),
+    "s3-unsplittable": ("s3://[b/v.mp4", {}, r"`destination` 's3://\*\*\*' cannot be read as a s3:// URI"),
     "azure-userinfo": (
         "azure://user:pw@c/v.mp4",
         {},

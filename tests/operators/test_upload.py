@@ -282,6 +282,9 @@ def test_an_unreachable_presigned_source_fails_without_its_signature_and_is_retr
         ({"source": "ftp://host/clip.mp4"}, "`source`: unsupported URI scheme 'ftp'"),
         # smart-open (>= 9) has no s3u transport: the look-up failed with a bare AssertionError.
         ({"source": "s3u://b/clip.mp4"}, "`source`: unsupported URI scheme 's3u'"),
+        # No bucket: 'gs:///clip.mp4' failed with an IndexError from the GCS library (retried).
+        ({"source": "gs:///clip.mp4"}, "`source` 'gs:///clip.mp4' names no bucket"),
+        ({"source": "s3:///clip.mp4"}, "`source` 's3:///clip.mp4' names no bucket"),
         # Not "does not exist": on a POSIX worker a Windows path is a file name in the working folder.
         ({"source": "C:\\videos\\clip.mp4"}, "is a Windows path"),
         ({"source": "D:/videos/clip.mp4"}, "`source` 'D:/videos/clip.mp4' is a Windows path"),
