@@ -14,6 +14,7 @@ from memories_provider.client import (
     MemoriesInvalidArgumentError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
+    MemoriesProxyError,
     MemoriesRateLimitError,
     MemoriesServerError,
     Video,
@@ -412,7 +413,13 @@ def check_round(
 
 
 def is_transient(error: BaseException) -> bool:
-    """Errors a wait survives by polling again later: rate limits, 5xx, transport failures and timeouts."""
+    """Errors a wait survives by polling again later: rate limits, 5xx, transport failures and timeouts.
+
+    Not a proxy's refusal (:class:`MemoriesProxyError`: credentials refused, ``403``): polling
+    again through the same proxy gets the same answer, until the wait's timeout.
+    """
+    if isinstance(error, MemoriesProxyError):
+        return False
     return isinstance(error, (MemoriesRateLimitError, MemoriesServerError, MemoriesConnectionError))
 
 

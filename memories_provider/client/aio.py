@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -87,9 +88,16 @@ def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> M
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint)
 
 
-def _send_error(exc: BaseException, endpoint: str, redactor: Redactor) -> Exception:
+def _send_error(exc: BaseException, endpoint: str, redactor: Redactor, url: str = "") -> Exception:
     """The error for a send that failed: a redirect loop is the server's answer, not a broken
-    connection (the other client's error for it too, not retried); else :func:`_transport_error`."""
+    connection (the other client's error for it too, not retried); a tunnel the proxy refused for
+    good (:func:`core.proxy_refusal`: 407, 403...) is the proxy's error, not retried; else
+    :func:`_transport_error`."""
+    if url and isinstance(exc, aiohttp.ClientHttpProxyError):
+        refused = core.proxy_refusal(url, exc.status, endpoint)
+        if refused is not None:
+            _scrub(exc, redactor)
+            return refused
     if isinstance(exc, aiohttp.TooManyRedirects):
         last = exc.history[-1].status if exc.history else None
         _scrub(exc, redactor)
@@ -308,7 +316,7 @@ class AsyncMemoriesClient(core.ClientCore):
         await self._load_tls()
         if self._tls is None and url.scheme == "https":
             tls.ssl_context(self._trust)  # raises what is wrong with the CA bundle, before sending
-        with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
+        with self._send_errors(spec, _TRANSPORT_ERRORS, functools.partial(_send_error, url=spec.url)):
             return await self._get_session().request(
                 spec.method,
                 url,

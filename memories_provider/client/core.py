@@ -10,14 +10,15 @@ reading bodies) and their library's transport errors.
 from __future__ import annotations
 
 import contextlib
+import http
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from memories_provider.client import protocol, tls
+from memories_provider.client import protocol, proxies, tls
 from memories_provider.client._upload_stream import UploadStream
 from memories_provider.client._version import USER_AGENT
 from memories_provider.client.errors import (
@@ -26,6 +27,8 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesInvalidArgumentError,
     MemoriesNotFoundError,
+    MemoriesProxyAuthError,
+    MemoriesProxyError,
     MemoriesResponseError,
 )
 from memories_provider.client.models import Transcript, TranscriptKind, Video, VideoPage
@@ -285,6 +288,68 @@ def chained_exceptions(exc: BaseException) -> Iterator[BaseException]:
         stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
 
 
+#: A proxy's answers to a tunnel that asking again may change: it timed out, was rate limited,
+#: or could not reach the service (5xx). Any other 4xx is the proxy's refusal (:func:`proxy_refusal`).
+_PROXY_TRANSIENT = frozenset({408, 429})
+
+
+def shown_proxy(proxy: str) -> str:
+    """``proxy`` as errors and logs may show it: ``scheme://host:port``, never its credentials."""
+    parts = urlsplit(proxy)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def proxy_refusal(url: str, status: int | None, endpoint: str) -> MemoriesProxyError | None:
+    """The error for the proxy of ``url`` answering ``status`` instead of carrying the request (a
+    tunnel refused, or a 407 to a forwarded request), or ``None`` when no proxy is used for ``url``
+    or asking again may be answered otherwise (408, 429, 5xx: a plain connection error, retried).
+
+    The message names the proxy by its host, never its user or password (in its URL in the
+    environment), nor any text of the proxy's (its own reason phrase included), and says whether
+    credentials were given.
+    """
+    if status is None or not 400 <= status < 500 or status in _PROXY_TRANSIENT:
+        return None
+    proxy = proxies.env_proxy(url)
+    if proxy is None:
+        return None
+    try:
+        answer = f"HTTP {status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        answer = f"HTTP {status}"
+    shown = shown_proxy(proxy)
+    if status == 407:
+        parts = urlsplit(proxy)
+        given = parts.username is not None or parts.password is not None
+        why = (
+            "the user and password in its URL were refused"
+            if given
+            else "its URL gives no credentials: set them as http://user:password@host:port"
+        )
+        return MemoriesProxyAuthError(
+            f"the proxy {shown} refused authentication ({answer}): {why} (HTTPS_PROXY, HTTP_PROXY or "
+            "ALL_PROXY); the request never reached memories.ai and is not retried",
+            proxy=shown,
+            http_status=status,
+            endpoint=endpoint,
+        )
+    host = urlsplit(url).hostname
+    return MemoriesProxyError(
+        f"the proxy {shown} refused to carry the request to {host} ({answer}); the request never "
+        "reached memories.ai and is not retried: the proxy must allow that host, or NO_PROXY name it",
+        proxy=shown,
+        http_status=status,
+        endpoint=endpoint,
+    )
+
+
 class SendErrors:
     """Context manager around a send: maps the HTTP library's ``errors`` to the client's hierarchy.
 
@@ -451,15 +516,27 @@ class ClientCore:
     ) -> Any:
         """The result of a JSON answer (``read`` applied to its ``data``), or its error raised."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        refused = self._forward_refused(spec, status)
+        if refused is not None:
+            raise refused
         return protocol.read_response(
             protocol.Answer(status, headers, content, spec.endpoint, self._redactor_for(spec)), read=read
         )
+
+    @staticmethod
+    def _forward_refused(spec: protocol.RequestSpec, status: int) -> MemoriesProxyError | None:
+        """A 407 answered to a request a plain http proxy was to forward: the proxy refused its
+        credentials (:func:`proxy_refusal`). Any other status may be the service's own."""
+        return proxy_refusal(spec.url, status, spec.endpoint) if status == 407 else None
 
     def _download_refused(
         self, spec: protocol.RequestSpec, status: int, headers: Mapping[str, str], content: bytes
     ) -> Exception:
         """The error for a download answered with a non-2xx status (``content``: its first bytes)."""
         log.debug("memories.ai %s -> HTTP %s", spec.endpoint, status)
+        refused = self._forward_refused(spec, status)
+        if refused is not None:
+            return refused
         return protocol.download_error(
             protocol.Answer(status, headers, content, spec.endpoint, self._redactor)
         )

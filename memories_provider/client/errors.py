@@ -145,6 +145,35 @@ class MemoriesConnectionError(MemoriesError):
         self.request_sent = request_sent
 
 
+class MemoriesProxyError(MemoriesConnectionError):
+    """The proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``) refused to
+    carry the request: its tunnel (``CONNECT``) answered with a 4xx such as ``403`` (the proxy's
+    policy). The request never reached memories.ai (``request_sent`` is False), and asked again
+    the proxy answers the same: never retried. A ``502``/``503``/``504`` from a proxy (it could not
+    reach the service, or is overloaded) is a plain :class:`MemoriesConnectionError`, retried.
+
+    :param proxy: the proxy, ``scheme://host:port``, never its credentials.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        proxy: str,
+        code: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, endpoint=endpoint, request_sent=False)
+        self.proxy = proxy
+
+
+class MemoriesProxyAuthError(MemoriesProxyError):
+    """The proxy refused its credentials, or asked for some where none were given (HTTP ``407``
+    Proxy Authentication Required). Never retried: the proxy's user and password (in its URL in the
+    environment) do not change between tries."""
+
+
 class MemoriesTimeoutError(MemoriesConnectionError):
     """Connecting or reading timed out."""
 
@@ -166,6 +195,8 @@ __all__ = [
     "MemoriesInvalidArgumentError",
     "MemoriesInvalidRequestError",
     "MemoriesNotFoundError",
+    "MemoriesProxyAuthError",
+    "MemoriesProxyError",
     "MemoriesRateLimitError",
     "MemoriesResponseError",
     "MemoriesRouteNotFoundError",

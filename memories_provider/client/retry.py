@@ -2,7 +2,8 @@
 
 Retried: connection errors, timeouts, 5xx and rate limits (``0429``/HTTP 429), honouring a
 ``Retry-After`` sent with a rate limit or a 5xx (a 503 during maintenance often carries one).
-Never retried: auth, credits, validation, not-found, duplicates and undocumented non-5xx responses.
+Never retried: auth, credits, a proxy's refusal (``407``, ``403``), validation, not-found,
+duplicates and undocumented non-5xx responses.
 A non-idempotent call (upload, upload_url) is retried only when the server certainly did not
 accept it: the connection was never made, or it said ``0429``/429. The loop itself is
 tenacity's; this module decides *whether* and *how long*. Under a caller's deadline
@@ -42,6 +43,7 @@ from memories_provider.client.deadline import sleep_would_pass, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesIncompleteBodyError,
+    MemoriesProxyError,
     MemoriesRateLimitError,
     MemoriesResponseError,
     MemoriesServerError,
@@ -89,6 +91,8 @@ class RetryPolicy:
             return self.retry_rate_limits  # the server rejected the request: safe even for uploads
         if isinstance(error, MemoriesIncompleteBodyError):
             return False  # raised while streaming to the caller; restarting is the caller's call
+        if isinstance(error, MemoriesProxyError):
+            return False  # the proxy refused (its credentials, its policy): it answers the same again
         if isinstance(error, MemoriesConnectionError):
             return idempotent or not error.request_sent
         if not idempotent:

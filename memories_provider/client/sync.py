@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -316,9 +318,29 @@ def _transport_error(
     return MemoriesConnectionError(f"connection failed: {text}", endpoint=endpoint, request_sent=sent)
 
 
-def _send_error(exc: BaseException, endpoint: str, redactor: Redactor) -> Exception:
+#: http.client's error for a tunnel the proxy refused (urllib3 wraps it in a ProxyError).
+_TUNNEL_REFUSED = re.compile(r"^Tunnel connection failed: (\d{3})\b")
+
+
+def _tunnel_status(exc: BaseException) -> int | None:
+    """The status the proxy answered a tunnel (``CONNECT``) with, when it refused it."""
+    for item in core.chained_exceptions(exc):
+        if isinstance(item, OSError) and not isinstance(item, urllib3.exceptions.HTTPError):
+            found = _TUNNEL_REFUSED.match(str(item))
+            if found:
+                return int(found.group(1))
+    return None
+
+
+def _send_error(exc: BaseException, endpoint: str, redactor: Redactor, url: str = "") -> Exception:
     """The error for a send that failed: a redirect loop is the server's answer, not a broken
-    connection (the other client's error for it too, not retried); else :func:`_transport_error`."""
+    connection (the other client's error for it too, not retried); a tunnel the proxy refused for
+    good (:func:`core.proxy_refusal`: 407, 403...) is the proxy's error, not retried; else
+    :func:`_transport_error`."""
+    refused = core.proxy_refusal(url, _tunnel_status(exc), endpoint) if url else None
+    if refused is not None:
+        core.scrub_chain(exc, redactor)
+        return refused
     if isinstance(exc, requests.exceptions.TooManyRedirects):
         last = exc.response.status_code if exc.response is not None else None
         core.scrub_chain(exc, redactor)
@@ -567,7 +589,7 @@ class MemoriesClient(core.ClientCore):
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)
         _WIRE.sent = False
-        with self._send_errors(spec, _TRANSPORT_ERRORS, _send_error):
+        with self._send_errors(spec, _TRANSPORT_ERRORS, functools.partial(_send_error, url=spec.url)):
             return self._own_session().request(
                 spec.method,
                 spec.url,

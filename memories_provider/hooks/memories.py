@@ -24,6 +24,7 @@ from memories_provider.client import (
     MemoriesConnectionError,
     MemoriesError,
     MemoriesInvalidArgumentError,
+    MemoriesProxyError,
     Redactor,
     RetryPolicy,
     Transcript,
@@ -409,6 +410,8 @@ class MemoriesHook(BaseHook):
         except MemoriesAuthError as err:
             reason = err.code or err.http_status
             message = f"Authentication failed: {origin} refused the API key ({reason}: {err.message})"
+        except MemoriesProxyError as err:  # the proxy's 407 or 403, not 'connection failed'
+            message = f"{label}: cannot reach {origin}: {err.message}"
         except MemoriesConnectionError as err:
             message = f"{label}: cannot reach {origin} ({transport_cause(err)})"
         except MemoriesInvalidArgumentError as err:  # refused here, before sending (a CA bundle)

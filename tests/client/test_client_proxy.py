@@ -21,6 +21,8 @@ from memories_provider.client import (
     MemoriesClient,
     MemoriesConnectionError,
     MemoriesError,
+    MemoriesProxyAuthError,
+    MemoriesProxyError,
     MemoriesTimeoutError,
     RetryPolicy,
 )
@@ -35,10 +37,13 @@ class ForwardingProxy(LocalServer):
     """An HTTP proxy (absolute-form requests) forwarding to the origin the request names.
 
     :param credentials: ``user:password`` the proxy requires (``407`` without them), or ``None``.
+    :param refusals: statuses the proxy answers its first requests with (one each, in order, a
+        ``CONNECT`` or a request to forward), before it serves them.
     """
 
-    def __init__(self, credentials: str | None = None) -> None:
+    def __init__(self, credentials: str | None = None, refusals: list[int] | None = None) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
+        pending = list(refusals or [])
         #: The headers of every request the proxy was sent (a CONNECT's included).
         self.headers_seen: list[dict[str, str]] = []
         proxy = self
@@ -49,12 +54,16 @@ class ForwardingProxy(LocalServer):
                 auth = self.headers.get("Proxy-Authorization")
                 proxy.seen.append((self.command, self.path, auth))
                 proxy.headers_seen.append(dict(self.headers))
+                # Read whole, refused or not: left unread, it would be taken for the next request.
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
                 if expected is not None and auth != expected:
                     self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
                     return
+                if pending:
+                    self.send_body(pending.pop(0), {}, b"refused by the proxy")
+                    return
                 target = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("proxy-authorization", "host")
                 }
@@ -87,6 +96,9 @@ class ForwardingProxy(LocalServer):
                 proxy.headers_seen.append(dict(self.headers))
                 if expected is not None and auth != expected:
                     self.send_body(407, {"Proxy-Authenticate": 'Basic realm="corp"'}, b"proxy auth required")
+                    return
+                if pending:
+                    self.send_body(pending.pop(0), {}, b"refused by the proxy")
                     return
                 host, _, port = self.path.rpartition(":")
                 upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
@@ -415,3 +427,105 @@ def test_trickling_headers_through_a_proxy_tunnel_are_a_read_timeout(tmp_path, m
     assert info.value.request_sent
     assert "proxy" not in str(info.value).lower()
     assert thread_errors == []
+
+
+#: Retries that would be made at once (a test counts them, it never waits for them).
+PROMPT_RETRIES = RetryPolicy(max_retries=3, initial_delay=0, jitter=False)
+
+
+def _proxy_error_text(error: BaseException) -> str:
+    """Everything an error shows: its text, its repr and its causes' (a proxy URL quoted anywhere)."""
+    texts, item = [], error
+    while item is not None:
+        texts += [str(item), repr(item), repr(item.args)]
+        item = item.__cause__ or item.__context__
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refusals", "error_class"),
+    [
+        (f"corp:{PROXY_PASSWORD}", [], MemoriesProxyAuthError),  # the wrong password
+        (None, [], MemoriesProxyAuthError),  # none given
+        (None, [403] * 8, MemoriesProxyError),  # the proxy's policy forbids the host
+    ],
+    ids=["407-wrong-password", "407-no-credentials", "403"],
+)
+async def test_a_tunnel_the_proxy_refuses_for_good_fails_at_once(
+    tmp_path, monkeypatch, credentials, refusals, error_class
+):
+    """A CONNECT answered 407 or 403 is not retried by either client (it was, as a dropped
+    connection: the proxy's credentials do not change between tries) and is an error of its own,
+    naming the proxy's host and never its password or the API key."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    key = "sk-proxy-test-key-0123456789"
+    ca = LocalCA(tmp_path / "ca")
+    required = "corp:the-right-one" if refusals == [] else None
+    with TLSServer(UniqueIds, ca) as server, ForwardingProxy(required, refusals) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(credentials))
+        settings = {
+            "base_url": f"{server.url}/serve/api/v1",
+            "retry": PROMPT_RETRIES,
+            "ca_bundle": str(ca.ca_pem),
+        }
+        with MemoriesClient(key, **settings) as client, pytest.raises(MemoriesConnectionError) as sync_error:
+            client.list_unique_ids()
+        sync_tries = len(proxy.seen)
+        async with AsyncMemoriesClient(key, **settings) as aclient:
+            with pytest.raises(MemoriesConnectionError) as async_error:
+                await aclient.list_unique_ids()
+        async_tries = len(proxy.seen) - sync_tries
+    assert (sync_tries, async_tries) == (1, 1)
+    status = 407 if error_class is MemoriesProxyAuthError else 403
+    for error in (sync_error.value, async_error.value):
+        assert type(error) is error_class
+        assert (error.request_sent, error.http_status, error.proxy) == (False, status, proxy.url)
+        assert f"the proxy {proxy.url} refused" in str(error)
+        assert not PROMPT_RETRIES.should_retry(error, idempotent=True)
+        shown = _proxy_error_text(error)
+        assert PROXY_PASSWORD not in shown and key not in shown
+    if credentials is None and status == 407:
+        assert "gives no credentials" in str(sync_error.value)
+
+
+async def test_a_tunnel_refused_for_now_is_retried(tmp_path, monkeypatch):
+    """A CONNECT answered 503 or 502 (the proxy overloaded, or the service out of its reach) is
+    transient: both clients try again through it, and get their answer."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    ca = LocalCA(tmp_path / "ca")
+    settings = {"retry": PROMPT_RETRIES, "ca_bundle": str(ca.ca_pem)}
+    with TLSServer(UniqueIds, ca) as server:
+        settings["base_url"] = f"{server.url}/serve/api/v1"
+        with ForwardingProxy(refusals=[503, 502]) as proxy:
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+            with MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client:
+                assert client.list_unique_ids() == ["tls"]
+        with ForwardingProxy(refusals=[503, 502]) as aproxy:
+            monkeypatch.setenv("HTTPS_PROXY", aproxy.url)
+            async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+                assert await aclient.list_unique_ids() == ["tls"]
+    assert [len(proxy.seen), len(aproxy.seen)] == [3, 3]
+
+
+async def test_a_forwarding_proxy_refusing_its_credentials_fails_at_once(memories_emulator, monkeypatch):
+    """A plain http proxy answers the request itself with 407: the proxy's refusal (it was an
+    'undocumented HTTP 407' of memories.ai's), from both clients, asked once."""
+    with ForwardingProxy(credentials="corp:the-right-one") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        settings = {**_settings(memories_emulator), "retry": PROMPT_RETRIES}
+        with (
+            MemoriesClient(memories_emulator.api_key, **settings) as client,
+            pytest.raises(MemoriesProxyAuthError) as sync_error,
+        ):
+            client.list_unique_ids()
+        async with AsyncMemoriesClient(memories_emulator.api_key, **settings) as aclient:
+            with pytest.raises(MemoriesProxyAuthError) as async_error:
+                await aclient.list_unique_ids()
+    assert len(proxy.seen) == 2
+    for error in (sync_error.value, async_error.value):
+        assert (error.request_sent, error.http_status, error.proxy) == (False, 407, proxy.url)
+        assert "the user and password in its URL were refused" in str(error)
+        shown = _proxy_error_text(error)
+        assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown

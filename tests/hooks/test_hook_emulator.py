@@ -252,3 +252,25 @@ def test_a_host_given_as_the_v1_base_url_reaches_both_apis(memories_emulator, mo
             assert b"".join(resp.iter_chunks()) == b"asset-bytes"
     finally:
         hook.close()
+
+
+def test_a_proxy_refusing_its_credentials_is_said_by_the_hook_and_its_test(memories_emulator, monkeypatch):
+    """Behind a proxy that refuses its credentials (407), the hook's call fails once, with the
+    proxy's error, though the connection asks for retries; the Test button says the proxy refused
+    (it said memories.ai 'answered with an error: HTTP 407'). Never the proxy's password."""
+    from memories_provider.client import MemoriesProxyAuthError
+    from tests.client.test_client_proxy import ForwardingProxy
+
+    use_emulator_conn(monkeypatch, memories_emulator, "proxied", max_retries=3)
+    with ForwardingProxy(credentials="corp:the-right-one") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://corp:pr0xy-pa55@127.0.0.1:{proxy.port}")
+        hook = MemoriesHook("proxied")
+        with pytest.raises(MemoriesProxyAuthError) as error:
+            hook.list_unique_ids()
+        hook.close()
+        asked = len(proxy.seen)
+        ok, message = MemoriesHook("proxied").test_connection()
+    assert asked == 1
+    assert f"127.0.0.1:{proxy.port}" in str(error.value) and "pr0xy-pa55" not in repr(error.value)
+    assert not ok and f"the proxy {proxy.url} refused authentication (HTTP 407" in message
+    assert "pr0xy-pa55" not in message and memories_emulator.api_key not in message

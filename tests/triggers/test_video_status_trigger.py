@@ -576,3 +576,21 @@ async def test_a_wait_deferred_after_the_default_unique_id_changed_is_asked_in_t
     emu.control.set_statuses([held, moved], "PARSE")
     events = await asyncio.wait_for(asyncio.gather(first, first_event(deferred.value.trigger)), 30)
     assert [e["status"] for e in events] == ["success", "success"], events
+
+
+async def test_a_proxy_refusing_its_credentials_ends_the_waits_without_polling_on(emu, monkeypatch):
+    """Behind a proxy that refuses its credentials (407), the poller ends the waits with the proxy's
+    error after one request: it backed off and asked again until the waits' end_time (the
+    credentials in HTTP_PROXY do not change meanwhile). Never the proxy's password."""
+    from tests.client.test_client_proxy import ForwardingProxy
+
+    with ForwardingProxy(credentials="corp:the-right-one") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://corp:pr0xy-pa55@127.0.0.1:{proxy.port}")
+        trigger = MemoriesVideoStatusTrigger(
+            ["VI000000000000000001"], poll_interval=0.01, end_time=time.time() + 60
+        )
+        event = await asyncio.wait_for(first_event(trigger), 120)
+    assert event["status"] == "error", event
+    assert f"the proxy {proxy.url} refused authentication (HTTP 407" in event["message"]
+    assert "pr0xy-pa55" not in json.dumps(event)
+    assert len(proxy.seen) == 1
