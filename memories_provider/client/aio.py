@@ -7,7 +7,6 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -36,6 +35,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: Sessions a client keeps open after CA bundle rotations, for the requests still reading from
+#: them; the oldest beyond this is closed (a bundle's content changes seldom: see tls.ssl_context).
+_MAX_RETIRED = 4
 #: Request headers that carry credentials: never kept in an error aiohttp raised.
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -242,6 +244,9 @@ class AsyncMemoriesClient(core.ClientCore):
         """No session yet: it is made inside the running event loop, on first use."""
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | None = None
+        #: Sessions left for one over a newer TLS context (see _load_tls): closed with the client,
+        #: as requests may still be reading from them.
+        self._retired: list[aiohttp.ClientSession] = []
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -291,9 +296,11 @@ class AsyncMemoriesClient(core.ClientCore):
         await self.close()
 
     async def close(self) -> None:
-        """Close the aiohttp session."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        """Close the aiohttp session (and those a rotated CA bundle retired)."""
+        sessions, self._retired = [*self._retired, self._session], []
+        for session in sessions:
+            if session is not None and not session.closed:
+                await session.close()
         self._session = None
 
     async def _send(
@@ -313,8 +320,7 @@ class AsyncMemoriesClient(core.ClientCore):
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint, whole=whole)
         url = URL(spec.url, encoded=True)
         proxy, proxy_auth = _env_proxy(url)
-        await self._load_tls()
-        if self._tls is None and url.scheme == "https":
+        if not await self._load_tls() and url.scheme == "https":
             tls.ssl_context(self._trust)  # raises what is wrong with the CA bundle, before sending
         with self._send_errors(spec, _TRANSPORT_ERRORS, functools.partial(_send_error, url=spec.url)):
             return await self._get_session().request(
@@ -330,16 +336,31 @@ class AsyncMemoriesClient(core.ClientCore):
                 max_redirects=protocol.MAX_REDIRECTS + 1,
             )
 
-    async def _load_tls(self) -> None:
-        """Load the TLS context the sync client verifies with too (off the loop when it reads files);
-        left ``None`` when the CA bundle cannot be read, which an https request then raises."""
-        if self._tls is not None:
-            return
-        with contextlib.suppress(MemoriesInvalidArgumentError):
+    async def _load_tls(self) -> bool:
+        """Load the TLS context the sync client verifies with too (off the loop when it reads files),
+        shared by every client of the process with the same trust (:func:`tls.ssl_context`).
+
+        Looked up again before each request, as the sync client does: a CA bundle replaced on disk
+        (a CA rotated in place) gives a new context, and the session its connector holds is left
+        for a new one (a client the triggerer's poller keeps open for as long as waits are deferred
+        refused the new CA until a restart). False, the context left as it was, when the CA bundle
+        cannot be read, which an https request then raises.
+        """
+        try:
             if tls.is_cached(self._trust):
-                self._tls = tls.ssl_context(self._trust)
+                context = tls.ssl_context(self._trust)
             else:
-                self._tls = await asyncio.to_thread(tls.ssl_context, self._trust)
+                context = await asyncio.to_thread(tls.ssl_context, self._trust)
+        except MemoriesInvalidArgumentError:
+            return False
+        if context is not self._tls:
+            if self._session is not None and not self._session.closed:
+                self._retired.append(self._session)
+                self._session = None
+            while len(self._retired) > _MAX_RETIRED:  # a request still on it this late fails
+                await self._retired.pop(0).close()
+            self._tls = context
+        return True
 
     async def _read(self, response: aiohttp.ClientResponse, spec: protocol.RequestSpec, limit: int) -> bytes:
         try:

@@ -245,3 +245,42 @@ def test_a_ca_bundle_replaced_on_disk_is_read_again(tls_server, ca, tmp_path):
     bundle.write_bytes(ca.ca_pem.read_bytes())
     assert _sync(tls_server.url, ca_bundle=str(bundle)) == ["tls"]
     assert asyncio.run(_async(tls_server.url, ca_bundle=str(bundle))) == ["tls"]
+
+
+async def test_a_long_lived_async_client_reads_a_rotated_ca_bundle_and_shares_one_context(
+    tls_server, ca, tmp_path, monkeypatch
+):
+    """A client kept open (the triggerer's poller keeps one for as long as waits are deferred, a
+    busy triggerer for ever) trusts a CA rotated in place from its next request, as the sync client
+    does (it looks the bundle up for each request); it kept the context it was opened with and
+    refused the new CA until a restart. The context is still built once per bundle version, shared
+    by every client (a triggerer runs thousands of triggers), not once per client or request."""
+    from memories_provider.client import tls
+
+    built: list[tls.TrustKey] = []
+    build = tls._build
+
+    def counted(key: tls.TrustKey):
+        built.append(key)
+        return build(key)
+
+    monkeypatch.setattr(tls, "_build", counted)
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_bytes(LocalCA(tmp_path / "old", name="retired CA").ca_pem.read_bytes())
+    settings = {"base_url": f"{tls_server.url}/serve/api/v1", "timeout": 10, "retry": NO_RETRY}
+    clients = [AsyncMemoriesClient(KEY, ca_bundle=str(bundle), **settings) for _ in range(50)]
+    kept, others = clients[0], clients[1:]
+    try:
+        for client in clients:
+            await client.__aenter__()
+        with pytest.raises(MemoriesConnectionError, match="certificate"):
+            await kept.list_unique_ids()
+        bundle.write_bytes(ca.ca_pem.read_bytes())
+        assert await kept.list_unique_ids() == ["tls"]
+        assert await kept.list_unique_ids() == ["tls"]
+        for client in others:
+            assert await client.list_unique_ids() == ["tls"]
+    finally:
+        for client in clients:
+            await client.close()
+    assert len(built) == 2  # the retired CA's, then the new one's
