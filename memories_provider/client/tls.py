@@ -16,6 +16,7 @@ switch to turn verification off (give the CA that signed the server's certificat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import ssl
 import threading
@@ -31,8 +32,8 @@ _OPENSSL_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 TrustKey = tuple[str | None, ...]
 
-#: key -> (the bundle's file signature when built, the context).
-_CONTEXTS: dict[TrustKey, tuple[tuple[int, ...] | None, ssl.SSLContext]] = {}
+#: key -> (the bundle's file signature when last looked at, its content's digest, the context).
+_CONTEXTS: dict[TrustKey, tuple[tuple[int, ...] | None, bytes | None, ssl.SSLContext]] = {}
 _LOCK = threading.Lock()
 
 
@@ -84,6 +85,18 @@ def _signature(key: TrustKey) -> tuple[int, ...] | None:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
+def _digest(key: TrustKey) -> bytes | None:
+    """The digest of the bundle's file, or ``None`` (no bundle, a folder, a file not readable)."""
+    bundle, _ = _source(key)
+    if bundle is None or os.path.isdir(bundle):
+        return None
+    try:
+        with open(bundle, "rb") as file:
+            return hashlib.sha256(file.read()).digest()
+    except OSError:
+        return None
+
+
 def is_cached(key: TrustKey) -> bool:
     """Whether :func:`ssl_context` for ``key`` is built already (no file to read)."""
     cached = _CONTEXTS.get(key)
@@ -93,8 +106,9 @@ def is_cached(key: TrustKey) -> bool:
 def ssl_context(key: TrustKey) -> ssl.SSLContext:
     """The TLS context both clients verify servers with, for ``key`` (see :func:`trust_key`).
 
-    Built once per process for each key, and again once the bundle's file is replaced (loading a
-    store reads files: an async caller builds a new one off its event loop, see :func:`is_cached`).
+    Built once per process for each key, and again once the bundle's file is replaced by other
+    certificates (loading a store reads files: an async caller builds a new one off its event loop,
+    see :func:`is_cached`); a file written again with the same content keeps its context.
 
     :raises MemoriesInvalidArgumentError: when the bundle named cannot be read or holds no
         certificate, naming where it was given.
@@ -105,8 +119,14 @@ def ssl_context(key: TrustKey) -> ssl.SSLContext:
         with _LOCK:
             cached = _CONTEXTS.get(key)
             if cached is None or cached[0] != signature:
-                cached = _CONTEXTS[key] = (signature, _build(key))
-    return cached[1]
+                digest = _digest(key)
+                if cached is not None and digest is not None and digest == cached[1]:
+                    # Written again as it was (configuration management, a touch): the same
+                    # context, so the pools and sessions verified with it are kept.
+                    cached = _CONTEXTS[key] = (signature, digest, cached[2])
+                else:
+                    cached = _CONTEXTS[key] = (signature, digest, _build(key))
+    return cached[2]
 
 
 # The environment's context is built at import (as aiohttp builds its own), which triggers do

@@ -284,3 +284,36 @@ async def test_a_long_lived_async_client_reads_a_rotated_ca_bundle_and_shares_on
         for client in clients:
             await client.close()
     assert len(built) == 2  # the retired CA's, then the new one's
+
+
+async def test_a_ca_bundle_written_again_unchanged_keeps_its_context_and_sessions(
+    tls_server, ca, tmp_path, monkeypatch
+):
+    """Configuration management writes the bundle again as it was (a new file, a new mtime): the
+    context is not built again, so the async client keeps its session (its connections) and the
+    sync client its pool; another content gives another context."""
+    from memories_provider.client import tls
+
+    built: list[tls.TrustKey] = []
+    build = tls._build
+    monkeypatch.setattr(tls, "_build", lambda key: built.append(key) or build(key))
+    bundle = tmp_path / "corp-ca.pem"
+    bundle.write_bytes(ca.ca_pem.read_bytes())
+    key = tls.trust_key(str(bundle))
+    settings = {"base_url": f"{tls_server.url}/serve/api/v1", "timeout": 10, "retry": NO_RETRY}
+    async with AsyncMemoriesClient(KEY, ca_bundle=str(bundle), **settings) as client:
+        assert await client.list_unique_ids() == ["tls"]
+        first = tls.ssl_context(key)
+        for _ in range(3):
+            rewritten = tmp_path / "corp-ca.pem.new"
+            rewritten.write_bytes(ca.ca_pem.read_bytes())
+            os.replace(rewritten, bundle)
+            assert await client.list_unique_ids() == ["tls"]
+        assert tls.ssl_context(key) is first
+        assert client._retired == []
+        bundle.write_bytes(
+            ca.ca_pem.read_bytes() + LocalCA(tmp_path / "other", name="other CA").ca_pem.read_bytes()
+        )
+        assert await client.list_unique_ids() == ["tls"]
+        assert tls.ssl_context(key) is not first
+    assert len(built) == 2
