@@ -7,6 +7,7 @@ default executor), and the whole client is used as ``async with AsyncMemoriesCli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -55,6 +56,8 @@ def _scrub(exc: BaseException, redactor: Redactor) -> None:
     """
     core.scrub_chain(exc, redactor)
     for item in core.chained_exceptions(exc):
+        if isinstance(item, aiohttp.ClientConnectorError):
+            _drop_proxy_auth(item)
         if isinstance(item, aiohttp.ClientResponseError):
             info = item.request_info
             kept = CIMultiDict((k, v) for k, v in info.headers.items() if k.lower() not in _SECRET_HEADERS)
@@ -66,6 +69,23 @@ def _scrub(exc: BaseException, redactor: Redactor) -> None:
                 item.headers = CIMultiDict((k, redactor.redact(v)) for k, v in item.headers.items())
             item.message = redactor.redact(item.message)
             item.args = (item.request_info, item.history)
+
+
+def _drop_proxy_auth(error: aiohttp.ClientConnectorError) -> None:
+    """Take the proxy's credentials out of the connection key ``error`` holds (its ``args``, so its
+    ``repr``: ``proxy_auth=BasicAuth(login='corp', password='…')``), in place. A connection failed
+    once the proxy's tunnel was open (the tunnel dropped, the host's certificate refused through
+    it) keeps the request's key, which carries them."""
+    keys = [getattr(error, "_conn_key", None), *error.args[:1]]
+    for key in keys:
+        if getattr(key, "proxy_auth", None) is None or not hasattr(key, "_replace"):
+            continue
+        clean = key._replace(proxy_auth=None)
+        with contextlib.suppress(AttributeError, TypeError):
+            if error.args[:1] == (key,):
+                error.args = (clean, *error.args[1:])
+            if getattr(error, "_conn_key", None) is key:
+                error._conn_key = clean
 
 
 def _transport_error(exc: BaseException, endpoint: str, redactor: Redactor) -> MemoriesConnectionError:

@@ -39,9 +39,12 @@ class ForwardingProxy(LocalServer):
     :param credentials: ``user:password`` the proxy requires (``407`` without them), or ``None``.
     :param refusals: statuses the proxy answers its first requests with (one each, in order, a
         ``CONNECT`` or a request to forward), before it serves them.
+    :param drop_tunnels: answer a ``CONNECT`` "200 Connection established", then close the connection.
     """
 
-    def __init__(self, credentials: str | None = None, refusals: list[int] | None = None) -> None:
+    def __init__(
+        self, credentials: str | None = None, refusals: list[int] | None = None, *, drop_tunnels: bool = False
+    ) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
         pending = list(refusals or [])
         #: The headers of every request the proxy was sent (a CONNECT's included).
@@ -99,6 +102,11 @@ class ForwardingProxy(LocalServer):
                     return
                 if pending:
                     self.send_body(pending.pop(0), {}, b"refused by the proxy")
+                    return
+                if drop_tunnels:
+                    self.send_response(200, "Connection established")
+                    self.end_headers()
+                    self.close_connection = True
                     return
                 host, _, port = self.path.rpartition(":")
                 upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
@@ -529,3 +537,26 @@ async def test_a_forwarding_proxy_refusing_its_credentials_fails_at_once(memorie
         assert "the user and password in its URL were refused" in str(error)
         shown = _proxy_error_text(error)
         assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
+
+
+async def test_a_proxy_that_drops_the_tunnel_it_opened_is_a_request_never_sent_without_its_password(
+    monkeypatch,
+):
+    """CONNECT answered 200, then the connection closed before the TLS handshake: a request never
+    sent, from both clients, and no error in the chain holds the proxy's password. aiohttp's
+    connection error kept the request's connection key, proxy credentials included, in its args:
+    its repr showed 'proxy_auth=BasicAuth(login='corp', password='<the password>')'."""
+    key = "sk-proxy-test-key-0123456789"
+    with ForwardingProxy(drop_tunnels=True) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(f"corp:{PROXY_PASSWORD}"))
+        settings = {"base_url": "https://127.0.0.1:9/serve/api/v1", "retry": NO_RETRY}
+        with MemoriesClient(key, **settings) as client, pytest.raises(MemoriesConnectionError) as sync_error:
+            client.list_unique_ids()
+        async with AsyncMemoriesClient(key, **settings) as aclient:
+            with pytest.raises(MemoriesConnectionError) as async_error:
+                await aclient.list_unique_ids()
+    assert [method for method, *_ in proxy.seen] == ["CONNECT", "CONNECT"]
+    for error in (sync_error.value, async_error.value):
+        assert error.request_sent is False
+        shown = _proxy_error_text(error)
+        assert PROXY_PASSWORD not in shown and key not in shown
