@@ -24,6 +24,7 @@ from memories_provider.client.deadline import request_timeouts, time_left
 from memories_provider.client.errors import (
     MemoriesConnectionError,
     MemoriesInvalidArgumentError,
+    MemoriesProxyError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -146,13 +147,29 @@ def _redirect_guard(redactor: Redactor) -> aiohttp.TraceConfig:
     return trace
 
 
-def _env_proxy(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def _env_proxy(url: URL, endpoint: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The proxy the sync client would use for ``url`` (see :mod:`~memories_provider.client.proxies`);
-    its credentials become ``proxy_auth``, never part of a URL aiohttp may quote."""
+    its credentials become ``proxy_auth``, never part of a URL aiohttp may quote.
+
+    :raises MemoriesProxyError: for a proxy that is not an http(s) one (``ALL_PROXY=socks5://…``,
+        as curl users set it): aiohttp speaks HTTP to whatever it is given, and sent a SOCKS proxy
+        the request in clear text, the API key and the proxy's credentials in it, then waited for
+        the read timeout. Nothing is sent; not retried.
+    """
     chosen = proxies.env_proxy(str(url))
     if chosen is None:
         return None, None
     proxy = URL(chosen)
+    if proxy.scheme not in ("http", "https"):
+        shown = core.shown_proxy(chosen)
+        raise MemoriesProxyError(
+            f"the proxy {shown} the environment names for {url.host} (HTTPS_PROXY, HTTP_PROXY or "
+            f"ALL_PROXY) is a {proxy.scheme} proxy, which the async client (triggers, deferrable "
+            "tasks) cannot use: it speaks only to http and https proxies; nothing was sent. Name an "
+            "http proxy in HTTPS_PROXY (it wins over ALL_PROXY), or the host in NO_PROXY",
+            proxy=shown,
+            endpoint=endpoint,
+        )
     if proxy.user is None and proxy.password is None:
         return proxy, None
     return proxy.with_user(None), aiohttp.BasicAuth(proxy.user or "", proxy.password or "")
@@ -339,7 +356,7 @@ class AsyncMemoriesClient(core.ClientCore):
         whole = body is None and not spec.download
         timeouts = self._timeouts(self._read_timeout(spec), spec.endpoint, whole=whole)
         url = URL(spec.url, encoded=True)
-        proxy, proxy_auth = _env_proxy(url)
+        proxy, proxy_auth = _env_proxy(url, spec.endpoint)
         if not await self._load_tls() and url.scheme == "https":
             tls.ssl_context(self._trust)  # raises what is wrong with the CA bundle, before sending
         with self._send_errors(spec, _TRANSPORT_ERRORS, functools.partial(_send_error, url=spec.url)):

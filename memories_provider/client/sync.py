@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -22,11 +23,12 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from memories_provider.client import core, protocol, tls
+from memories_provider.client import core, protocol, proxies, tls
 from memories_provider.client._upload_stream import open_upload_stream
 from memories_provider.client.deadline import request_timeouts, time_left, within
 from memories_provider.client.errors import (
     MemoriesConnectionError,
+    MemoriesProxyError,
     MemoriesTimeoutError,
 )
 from memories_provider.client.metadata import UploadMetadata
@@ -332,12 +334,32 @@ def _tunnel_status(exc: BaseException) -> int | None:
     return None
 
 
+def _socks_unavailable(url: str, endpoint: str) -> MemoriesProxyError | None:
+    """The error for a SOCKS proxy named by the environment (``ALL_PROXY=socks5://…``) without
+    PySocks, which requests needs for it ('Missing dependencies for SOCKS support', a connection
+    error retried ``max_retries`` times though nothing can change between tries)."""
+    chosen = proxies.env_proxy(url)
+    if chosen is None or urlsplit(chosen).scheme in ("http", "https"):
+        return None
+    shown = core.shown_proxy(chosen)
+    return MemoriesProxyError(
+        f"the proxy {shown} the environment names for {urlsplit(url).hostname} (HTTPS_PROXY, HTTP_PROXY "
+        f"or ALL_PROXY) is a {urlsplit(chosen).scheme} proxy, which requests reaches only with PySocks "
+        "(pip install 'requests[socks]'); nothing was sent. Note that the async client (triggers, "
+        "deferrable tasks) speaks only to http and https proxies",
+        proxy=shown,
+        endpoint=endpoint,
+    )
+
+
 def _send_error(exc: BaseException, endpoint: str, redactor: Redactor, url: str = "") -> Exception:
     """The error for a send that failed: a redirect loop is the server's answer, not a broken
     connection (the other client's error for it too, not retried); a tunnel the proxy refused for
     good (:func:`core.proxy_refusal`: 407, 403...) is the proxy's error, not retried; else
     :func:`_transport_error`."""
     refused = core.proxy_refusal(url, _tunnel_status(exc), endpoint) if url else None
+    if refused is None and url and isinstance(exc, requests.exceptions.InvalidSchema):
+        refused = _socks_unavailable(url, endpoint)
     if refused is not None:
         core.scrub_chain(exc, redactor)
         return refused

@@ -560,3 +560,51 @@ async def test_a_proxy_that_drops_the_tunnel_it_opened_is_a_request_never_sent_w
         assert error.request_sent is False
         shown = _proxy_error_text(error)
         assert PROXY_PASSWORD not in shown and key not in shown
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h", "socks4"])
+async def test_the_async_client_sends_nothing_to_a_socks_proxy(memories_emulator, monkeypatch, scheme):
+    """ALL_PROXY=socks5://… (as curl users set it): aiohttp spoke HTTP to it, the request with the
+    API key and the proxy's Basic credentials in clear text, then waited out the read timeout. Now
+    nothing reaches it: a MemoriesProxyError naming the proxy's host (never its password), at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("ALL_PROXY", f"{scheme}://corp:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    settings = {**_settings(memories_emulator), "retry": PROMPT_RETRIES}
+    try:
+        async with AsyncMemoriesClient(memories_emulator.api_key, **settings) as client:
+            with pytest.raises(MemoriesProxyError) as error:
+                await client.list_unique_ids()
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    assert error.value.request_sent is False and error.value.proxy == f"{scheme}://127.0.0.1:{port}"
+    assert f"is a {scheme} proxy" in str(error.value)
+    shown = _proxy_error_text(error.value)
+    assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_the_sync_client_without_pysocks_says_so_at_once(memories_emulator, monkeypatch, scheme):
+    """requests reaches a SOCKS proxy only with PySocks: without it, its 'Missing dependencies for
+    SOCKS support' was a connection error retried max_retries times with back-off. Now the proxy's
+    error, at once, saying what to install; never the proxy's password."""
+    try:
+        import socks  # noqa: F401  (PySocks)
+    except ImportError:
+        pass
+    else:
+        pytest.skip("PySocks is installed: requests reaches SOCKS proxies")
+    monkeypatch.setenv("ALL_PROXY", f"{scheme}://corp:{PROXY_PASSWORD}@127.0.0.1:1080")
+    settings = {**_settings(memories_emulator), "retry": RetryPolicy(max_retries=3)}
+    with (
+        MemoriesClient(memories_emulator.api_key, **settings) as client,
+        pytest.raises(MemoriesProxyError) as error,
+    ):
+        client.list_unique_ids()
+    assert error.value.request_sent is False and error.value.proxy == f"{scheme}://127.0.0.1:1080"
+    assert "requests[socks]" in str(error.value)
+    shown = _proxy_error_text(error.value)
+    assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
