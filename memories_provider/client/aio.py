@@ -159,6 +159,9 @@ def _env_proxy(url: URL, endpoint: str) -> tuple[URL | None, aiohttp.BasicAuth |
     chosen = proxies.env_proxy(str(url))
     if chosen is None:
         return None, None
+    unusable = core.unusable_proxy(str(url), endpoint)
+    if unusable is not None:
+        raise unusable
     proxy = URL(chosen)
     if proxy.scheme not in ("http", "https"):
         shown = core.shown_proxy(chosen)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, 
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from memories_provider.client import protocol, proxies, tls
 from memories_provider.client._upload_stream import UploadStream
@@ -304,6 +304,29 @@ def shown_proxy(proxy: str) -> str:
     except ValueError:
         port = None
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def unusable_proxy(url: str, endpoint: str) -> MemoriesProxyError | None:
+    """The error for a proxy of ``url`` whose credentials HTTP Basic authentication cannot carry
+    (a user or password with characters outside Latin-1, which both HTTP libraries encode them
+    to), else ``None``. Both raised a bare ``UnicodeEncodeError`` whose repr quoted the password."""
+    proxy = proxies.env_proxy(url)
+    if proxy is None:
+        return None
+    parts = urlsplit(proxy)
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    try:
+        credentials.encode("latin-1")
+    except UnicodeEncodeError:
+        shown = shown_proxy(proxy)
+        return MemoriesProxyError(
+            f"the user or password of the proxy {shown} (in its URL in HTTPS_PROXY, HTTP_PROXY or "
+            "ALL_PROXY) has characters outside Latin-1, which HTTP Basic authentication cannot send; "
+            "nothing was sent. Give the proxy credentials of Latin-1 characters",
+            proxy=shown,
+            endpoint=endpoint,
+        )
+    return None
 
 
 def proxy_refusal(url: str, status: int | None, endpoint: str) -> MemoriesProxyError | None:

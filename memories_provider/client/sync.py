@@ -607,6 +607,9 @@ class MemoriesClient(core.ClientCore):
     def _send(self, spec: protocol.RequestSpec, *, body: MultipartBody | None = None) -> requests.Response:
         if spec.url.startswith("https:"):
             tls.ssl_context(self._trust)  # a CA bundle that cannot be read: said before sending
+        unusable = core.unusable_proxy(spec.url, spec.endpoint)
+        if unusable is not None:
+            raise unusable
         headers = self._request_headers(spec, body)
         data: Any = body if body is not None else self._form_body(spec)
         timeouts = request_timeouts(self.connect_timeout, self._read_timeout(spec), spec.endpoint)

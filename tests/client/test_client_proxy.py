@@ -12,7 +12,7 @@ import base64
 import http.client
 import select
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -608,3 +608,28 @@ def test_the_sync_client_without_pysocks_says_so_at_once(memories_emulator, monk
     assert "requests[socks]" in str(error.value)
     shown = _proxy_error_text(error.value)
     assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
+
+
+async def test_proxy_credentials_basic_auth_cannot_carry_are_said_without_them(
+    memories_emulator, monkeypatch
+):
+    """A proxy password with characters outside Latin-1 (percent-encoded in its URL): both clients
+    raised a bare UnicodeEncodeError while encoding the Basic credentials, whose repr quoted the
+    password. Now the proxy's error, before anything is sent, without it."""
+    password = "пароль-" + PROXY_PASSWORD
+    with ForwardingProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url_with(f"corp:{quote(password)}"))
+        settings = {**_settings(memories_emulator), "retry": PROMPT_RETRIES}
+        with (
+            MemoriesClient(memories_emulator.api_key, **settings) as client,
+            pytest.raises(MemoriesProxyError) as sync_error,
+        ):
+            client.list_unique_ids()
+        async with AsyncMemoriesClient(memories_emulator.api_key, **settings) as aclient:
+            with pytest.raises(MemoriesProxyError) as async_error:
+                await aclient.list_unique_ids()
+    assert proxy.seen == []
+    for error in (sync_error.value, async_error.value):
+        assert error.request_sent is False and "outside Latin-1" in str(error)
+        shown = _proxy_error_text(error)
+        assert PROXY_PASSWORD not in shown and quote(password) not in shown
