@@ -234,6 +234,17 @@ class _LargeBlockAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _QUIET_POOLS
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        if proxy.lower().startswith("https:"):
+            # An https proxy's certificate is verified with the client's context too, as the async
+            # client does: urllib3 checked it against the system store alone (the pools' bundle is
+            # cleared for their context), so a proxy the connection's ca_bundle or REQUESTS_CA_BUNDLE
+            # trusts was refused by tasks and trusted by triggers. A bundle rotated since the
+            # manager was made gives it a new one.
+            context = tls.ssl_context(self._trust)
+            cached = self.proxy_manager.get(proxy)
+            if cached is not None and cached.proxy_ssl_context is not context:
+                self.proxy_manager.pop(proxy).clear()
+            proxy_kwargs["proxy_ssl_context"] = context
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         manager.pool_classes_by_scheme = _QUIET_POOLS
         return manager

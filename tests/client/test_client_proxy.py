@@ -633,3 +633,34 @@ async def test_proxy_credentials_basic_auth_cannot_carry_are_said_without_them(
         assert error.request_sent is False and "outside Latin-1" in str(error)
         shown = _proxy_error_text(error)
         assert PROXY_PASSWORD not in shown and quote(password) not in shown
+
+
+@pytest.mark.parametrize("trust", ["ca_bundle", "REQUESTS_CA_BUNDLE"])
+async def test_an_https_proxy_is_verified_with_the_same_certificates_by_both_clients(
+    tmp_path, monkeypatch, trust
+):
+    """An https proxy (TLS to the proxy, then the tunnel) whose certificate a corporate CA signed,
+    given as the connection's ca_bundle or REQUESTS_CA_BUNDLE: the async client trusted it, the sync
+    client checked the proxy against the system store alone (urllib3's default, as the client
+    cleared requests' bundle for its own context) and refused it, so tasks failed where triggers
+    went through."""
+    from tests.tls import LocalCA, TLSServer, UniqueIds
+
+    ca = LocalCA(tmp_path / "ca")
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    settings: dict = {"retry": NO_RETRY, "timeout": 10}
+    if trust == "ca_bundle":
+        settings["ca_bundle"] = str(ca.ca_pem)
+    else:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.ca_pem))
+    with TLSServer(UniqueIds, ca) as server, ForwardingProxy() as proxy:
+        proxy._httpd.socket = ca.server_context().wrap_socket(proxy._httpd.socket, server_side=True)
+        monkeypatch.setenv("HTTPS_PROXY", f"https://localhost:{proxy.port}")
+        settings["base_url"] = f"{server.url}/serve/api/v1"
+        with MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client:
+            sync_ids = client.list_unique_ids()
+        async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
+            async_ids = await aclient.list_unique_ids()
+    assert sync_ids == async_ids == ["tls"]
+    assert [method for method, *_ in proxy.seen] == ["CONNECT", "CONNECT"]
