@@ -306,13 +306,39 @@ def shown_proxy(proxy: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+def _malformed(proxy: str) -> str | None:
+    """Why ``proxy`` (a URL from the environment) cannot be used as it is written, else ``None``."""
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in proxy):
+        return "it holds white space or control characters (a trailing newline?)"
+    try:
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018  (raises for a port that is not a number from 0 to 65535)
+    except ValueError as err:
+        return str(err)
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
 def unusable_proxy(url: str, endpoint: str) -> MemoriesProxyError | None:
-    """The error for a proxy of ``url`` whose credentials HTTP Basic authentication cannot carry
-    (a user or password with characters outside Latin-1, which both HTTP libraries encode them
-    to), else ``None``. Both raised a bare ``UnicodeEncodeError`` whose repr quoted the password."""
+    """The error for the proxy the environment names for ``url`` when it cannot be used, else
+    ``None``: a URL that cannot be read (the sync client retried requests' 'Failed to parse' as a
+    connection error, the async one raised a bare ``ValueError`` or ignored white space the other
+    refused), or credentials HTTP Basic authentication cannot carry (a user or password with
+    characters outside Latin-1, which both HTTP libraries encode them to: both raised a bare
+    ``UnicodeEncodeError`` whose repr quoted the password). The message never quotes the URL."""
     proxy = proxies.env_proxy(url)
     if proxy is None:
         return None
+    malformed = _malformed(proxy)
+    if malformed is not None:
+        return MemoriesProxyError(
+            f"the proxy URL the environment names for {urlsplit(url).hostname} (HTTPS_PROXY, HTTP_PROXY "
+            f"or ALL_PROXY) cannot be used: {malformed}; nothing was sent. Give it as "
+            "http://host:port, with user:password@ before the host if the proxy asks for them",
+            proxy="(unreadable)",
+            endpoint=endpoint,
+        )
     parts = urlsplit(proxy)
     credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     try:

@@ -664,3 +664,37 @@ async def test_an_https_proxy_is_verified_with_the_same_certificates_by_both_cli
             async_ids = await aclient.list_unique_ids()
     assert sync_ids == async_ids == ["tls"]
     assert [method for method, *_ in proxy.seen] == ["CONNECT", "CONNECT"]
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("http://corp:{password}@127.0.0.1:99999", "Port out of range"),
+        ("http://corp:{password}@127.0.0.1:31x8", "port"),
+        ("http://corp:{password}@[::1:3128", "Invalid IPv6 URL"),
+        ("http://corp:{password}@127.0.0.1:3128\n", "white space"),
+    ],
+    ids=["port-out-of-range", "port-not-a-number", "bad-ipv6", "trailing-newline"],
+)
+async def test_a_proxy_url_that_cannot_be_read_is_said_at_once_by_both(
+    memories_emulator, monkeypatch, written, reason
+):
+    """A proxy URL mistyped in the environment: the sync client retried requests' 'Failed to
+    parse' as a connection error (or raised a bare ValueError), the async one raised a bare
+    ValueError, or ignored a trailing newline the other refused. Both now raise the proxy's
+    error, at once, saying why and never quoting the URL (its password)."""
+    monkeypatch.setenv("HTTP_PROXY", written.format(password=PROXY_PASSWORD))
+    settings = {**_settings(memories_emulator), "retry": PROMPT_RETRIES}
+    with (
+        MemoriesClient(memories_emulator.api_key, **settings) as client,
+        pytest.raises(MemoriesProxyError) as sync_error,
+    ):
+        client.list_unique_ids()
+    async with AsyncMemoriesClient(memories_emulator.api_key, **settings) as aclient:
+        with pytest.raises(MemoriesProxyError) as async_error:
+            await aclient.list_unique_ids()
+    for error in (sync_error.value, async_error.value):
+        assert error.request_sent is False and reason in str(error)
+        shown = _proxy_error_text(error)
+        assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
+    assert memories_emulator.control.count("list_unique_ids") == 0
