@@ -288,9 +288,11 @@ def chained_exceptions(exc: BaseException) -> Iterator[BaseException]:
         stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
 
 
-#: A proxy's answers to a tunnel that asking again may change: it timed out, was rate limited,
-#: or could not reach the service (5xx). Any other 4xx is the proxy's refusal (:func:`proxy_refusal`).
-_PROXY_TRANSIENT = frozenset({408, 429})
+#: A proxy's answers to a tunnel that asking again cannot change (:func:`proxy_refusal`): the
+#: request or method refused (400, 405: CONNECT not allowed), its credentials (407, or a 401 from a
+#: proxy that says it so), its policy (403, 451). Any other (404 or 5xx for a host it cannot
+#: resolve or reach, 408, 429...) may be answered otherwise later: a connection error, retried.
+_PROXY_REFUSALS = frozenset({400, 401, 403, 405, 407, 451})
 
 
 def shown_proxy(proxy: str) -> str:
@@ -358,13 +360,14 @@ def unusable_proxy(url: str, endpoint: str) -> MemoriesProxyError | None:
 def proxy_refusal(url: str, status: int | None, endpoint: str) -> MemoriesProxyError | None:
     """The error for the proxy of ``url`` answering ``status`` instead of carrying the request (a
     tunnel refused, or a 407 to a forwarded request), or ``None`` when no proxy is used for ``url``
-    or asking again may be answered otherwise (408, 429, 5xx: a plain connection error, retried).
+    or asking again may be answered otherwise (see :data:`_PROXY_REFUSALS`: a plain connection
+    error, retried).
 
     The message names the proxy by its host, never its user or password (in its URL in the
     environment), nor any text of the proxy's (its own reason phrase included), and says whether
     credentials were given.
     """
-    if status is None or not 400 <= status < 500 or status in _PROXY_TRANSIENT:
+    if status not in _PROXY_REFUSALS:
         return None
     proxy = proxies.env_proxy(url)
     if proxy is None:

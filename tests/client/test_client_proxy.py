@@ -456,8 +456,9 @@ def _proxy_error_text(error: BaseException) -> str:
         (f"corp:{PROXY_PASSWORD}", [], MemoriesProxyAuthError),  # the wrong password
         (None, [], MemoriesProxyAuthError),  # none given
         (None, [403] * 8, MemoriesProxyError),  # the proxy's policy forbids the host
+        (None, [405] * 8, MemoriesProxyError),  # CONNECT not allowed at all
     ],
-    ids=["407-wrong-password", "407-no-credentials", "403"],
+    ids=["407-wrong-password", "407-no-credentials", "403", "405"],
 )
 async def test_a_tunnel_the_proxy_refuses_for_good_fails_at_once(
     tmp_path, monkeypatch, credentials, refusals, error_class
@@ -485,7 +486,7 @@ async def test_a_tunnel_the_proxy_refuses_for_good_fails_at_once(
                 await aclient.list_unique_ids()
         async_tries = len(proxy.seen) - sync_tries
     assert (sync_tries, async_tries) == (1, 1)
-    status = 407 if error_class is MemoriesProxyAuthError else 403
+    status = refusals[0] if refusals else 407
     for error in (sync_error.value, async_error.value):
         assert type(error) is error_class
         assert (error.request_sent, error.http_status, error.proxy) == (False, status, proxy.url)
@@ -498,7 +499,7 @@ async def test_a_tunnel_the_proxy_refuses_for_good_fails_at_once(
 
 
 async def test_a_tunnel_refused_for_now_is_retried(tmp_path, monkeypatch):
-    """A CONNECT answered 503 or 502 (the proxy overloaded, or the service out of its reach) is
+    """A CONNECT answered 503 or 404 (the proxy overloaded, or the host out of its reach) is
     transient: both clients try again through it, and get their answer."""
     from tests.tls import LocalCA, TLSServer, UniqueIds
 
@@ -506,11 +507,11 @@ async def test_a_tunnel_refused_for_now_is_retried(tmp_path, monkeypatch):
     settings = {"retry": PROMPT_RETRIES, "ca_bundle": str(ca.ca_pem)}
     with TLSServer(UniqueIds, ca) as server:
         settings["base_url"] = f"{server.url}/serve/api/v1"
-        with ForwardingProxy(refusals=[503, 502]) as proxy:
+        with ForwardingProxy(refusals=[503, 404]) as proxy:
             monkeypatch.setenv("HTTPS_PROXY", proxy.url)
             with MemoriesClient("sk-proxy-test-key-0123456789", **settings) as client:
                 assert client.list_unique_ids() == ["tls"]
-        with ForwardingProxy(refusals=[503, 502]) as aproxy:
+        with ForwardingProxy(refusals=[503, 404]) as aproxy:
             monkeypatch.setenv("HTTPS_PROXY", aproxy.url)
             async with AsyncMemoriesClient("sk-proxy-test-key-0123456789", **settings) as aclient:
                 assert await aclient.list_unique_ids() == ["tls"]
