@@ -148,11 +148,12 @@ class MemoriesConnectionError(MemoriesError):
 class MemoriesProxyError(MemoriesConnectionError):
     """The proxy the environment names (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``) refused to
     carry the request: its tunnel (``CONNECT``) answered ``403`` (the proxy's policy), ``400``,
-    ``405`` or ``451``; or it cannot be used at all (a SOCKS proxy the client cannot speak to, credentials
-    HTTP Basic cannot carry: ``http_status`` None). The request never reached memories.ai
-    (``request_sent`` is False), and asked again the proxy answers the same: never retried. A
-    ``404``, ``502``, ``503`` or ``504`` from a proxy (it could not resolve or reach the service,
-    or is overloaded) is a plain :class:`MemoriesConnectionError`, retried.
+    ``405`` or ``451``; or it cannot be used at all (a SOCKS proxy the client cannot speak to, a
+    URL that cannot be read, credentials HTTP Basic cannot carry: ``http_status`` None). The
+    request never reached memories.ai (``request_sent`` is False), and asked again the proxy
+    answers the same: never retried. A ``404``, ``502``, ``503`` or ``504`` from a proxy (it could
+    not resolve or reach the service, or is overloaded) is a plain
+    :class:`MemoriesConnectionError`, retried.
 
     :param proxy: the proxy, ``scheme://host:port``, never its credentials.
     """
