@@ -504,12 +504,12 @@ class AsyncMemoriesClient(core.ClientCore):
 
     async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
         """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
-        pages = core.PageCursor(page_size)
+        pages = core.PageCursor(page_size, scope=filters.get("unique_id"))
         while pages.next is not None:
             result = await self.list_videos(page=pages.next, size=page_size, **filters)
+            pages.advance(result)  # raises on pages that cannot be read whole, before their videos
             for video in result.videos:
                 yield video
-            pages.advance(result)
 
     async def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""

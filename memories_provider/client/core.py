@@ -27,6 +27,7 @@ from memories_provider.client.errors import (
     MemoriesError,
     MemoriesInvalidArgumentError,
     MemoriesNotFoundError,
+    MemoriesPagingError,
     MemoriesProxyAuthError,
     MemoriesProxyError,
     MemoriesResponseError,
@@ -66,19 +67,77 @@ def last_page(result: VideoPage, seen: int, page_size: int) -> bool:
 class PageCursor:
     """Where ``iter_videos`` stands: the page to ask for next, ``None`` once paging should stop.
 
+    It also checks that the pages can be read whole (:meth:`advance` raises
+    :class:`~memories_provider.client.errors.MemoriesPagingError` otherwise): a page holding exactly
+    the videos of an earlier page under the same ``total_count`` is a service that does not honour
+    ``page`` (every page is page 1: with a ``total_count`` paging stopped after part of the listing,
+    without one it never stopped), and pages that end before they held ``total_count`` videos end
+    the listing short. A page pushed down whole by videos added ahead is no repeat: its
+    ``total_count`` moved.
+
     :param page_size: the page size asked for.
+    :param scope: the ``unique_id`` listed, named in the error (``None``: not named).
     """
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, *, scope: str | None = None) -> None:
         self.page_size = page_size
         self.next: int | None = 1
+        self.scope = scope
         self._seen = 0
+        self._total: int | None = None
+        # Each page's ids (non-empty) -> its number and total_count.
+        self._pages: dict[tuple[str, ...], tuple[int, int | None]] = {}
+
+    @property
+    def listed(self) -> int:
+        """The videos the pages read so far held, repeats included."""
+        return self._seen
 
     def advance(self, result: VideoPage) -> None:
-        """Take in the page just read (see :func:`last_page`)."""
-        self._seen += len(result.videos)
-        if self.next is not None:
-            self.next = None if last_page(result, self._seen, self.page_size) else self.next + 1
+        """Take in the page just read (see :func:`last_page`), before its videos are used.
+
+        :raises MemoriesPagingError: when the page repeats an earlier one, or it ends the listing
+            short of its ``total_count``; ``next`` is then ``None``.
+        """
+        if self.next is None:
+            return
+        number = self.next
+        ids = tuple(v.video_no for v in result.videos)
+        earlier, earlier_total = self._pages.get(ids, (None, None))
+        if ids and earlier is not None and earlier_total == result.total_count:
+            self.next = None
+            counted = "no total_count" if result.total_count is None else f"total_count {result.total_count}"
+            raise MemoriesPagingError(
+                f"list_videos answered page {number} of {self._listing()} with exactly the "
+                f"{len(ids)} video(s) of page {earlier} ({counted}): the service does not seem to "
+                "honour `page`, so the listing cannot be read whole",
+                endpoint="list_videos",
+                page=number,
+                repeated_page=earlier,
+                listed=self._seen,
+                total_count=result.total_count,
+            )
+        if ids:
+            self._pages[ids] = (number, result.total_count)
+        self._seen += len(ids)
+        self._total = result.total_count
+        if not last_page(result, self._seen, self.page_size):
+            self.next = number + 1
+            return
+        self.next = None
+        if self._total is not None and self._seen < self._total:
+            raise MemoriesPagingError(
+                f"the pages of {self._listing()} ended at page {number} after {self._seen} "
+                f"video(s), though list_videos counts {self._total} (total_count): they never "
+                "reach the total, so the listing cannot be read whole",
+                endpoint="list_videos",
+                page=number,
+                listed=self._seen,
+                total_count=self._total,
+            )
+
+    def _listing(self) -> str:
+        return "the listing" if self.scope is None else f"the listing of unique_id {self.scope!r}"
 
 
 def is_success(status: int) -> bool:

@@ -124,6 +124,40 @@ class MemoriesResponseError(MemoriesServerError):
     """
 
 
+class MemoriesPagingError(MemoriesError):
+    """The pages of a listing cannot be read whole: the service answered a page with exactly the
+    videos of an earlier page under the same ``total_count`` (it does not honour ``page``: a gateway
+    or an edition that drops the parameter), or its pages ended before they held ``total_count``
+    videos.
+
+    Every page came back fine on its own, so it is no transient failure: reading on would take part
+    of the listing for all of it (or, without a ``total_count``, ask for page 1 again for ever).
+    Never retried by the client; a caller that acts on "not listed" must not act on it.
+
+    :param page: the page at which the listing was given up.
+    :param repeated_page: the earlier page that ``page`` repeated, or ``None`` when the pages
+        ended short of ``total_count``.
+    :param listed: the videos the pages held up to ``page``, repeats included.
+    :param total_count: the ``total_count`` of the last page read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        page: int,
+        repeated_page: int | None = None,
+        listed: int = 0,
+        total_count: int | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.page = page
+        self.repeated_page = repeated_page
+        self.listed = listed
+        self.total_count = total_count
+
+
 class MemoriesConnectionError(MemoriesError):
     """The HTTP transport failed (refused, reset, DNS, TLS ...).
 
@@ -198,6 +232,7 @@ __all__ = [
     "MemoriesInvalidArgumentError",
     "MemoriesInvalidRequestError",
     "MemoriesNotFoundError",
+    "MemoriesPagingError",
     "MemoriesProxyAuthError",
     "MemoriesProxyError",
     "MemoriesRateLimitError",

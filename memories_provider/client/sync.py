@@ -746,12 +746,17 @@ class MemoriesClient(core.ClientCore):
         return result
 
     def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
-        """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page."""
-        pages = core.PageCursor(page_size)
+        """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page.
+
+        :raises MemoriesPagingError: when the pages cannot be read whole: a page holding exactly the
+            videos of an earlier page under the same ``total_count`` (the service ignores ``page``),
+            or pages that end before ``total_count`` (see :class:`~memories_provider.client.core.PageCursor`).
+        """
+        pages = core.PageCursor(page_size, scope=filters.get("unique_id"))
         while pages.next is not None:
             result = self.list_videos(page=pages.next, size=page_size, **filters)
+            pages.advance(result)  # raises on pages that cannot be read whole, before their videos
             yield from result.videos
-            pages.advance(result)
 
     def list_unique_ids(self) -> list[str]:
         """All scopes (``unique_id`` values) of the account."""

@@ -328,7 +328,11 @@ class MemoriesHook(BaseHook):
     def iter_videos(
         self, *, unique_id: str | None = None, page_size: int = 100, **filters: Any
     ) -> Iterator[Video]:
-        """Every video matching the filters, across pages."""
+        """Every video matching the filters, across pages.
+
+        :raises MemoriesPagingError: when the pages cannot be read whole (the service ignores
+            ``page``, or its pages end before ``total_count``): never take such a listing for all.
+        """
         return self.client.iter_videos(page_size=page_size, unique_id=self._scope(unique_id), **filters)
 
     def list_unique_ids(self) -> list[str]:

@@ -21,6 +21,7 @@ from memories_provider.client import (
     MemoriesConnectionError,
     MemoriesError,
     MemoriesNotFoundError,
+    MemoriesPagingError,
     MemoriesRateLimitError,
     MemoriesRouteNotFoundError,
     MemoriesServerError,
@@ -152,6 +153,14 @@ def _describes_another_upload(record: AttemptRecord, source: StorageFile) -> boo
     """Whether ``record`` names a video, or a send of another size or version than ``source``."""
     return bool(
         record.video_no or _resized(record.size, source.size) or _rewritten(record, source) is not None
+    )
+
+
+def _unreadable_listing(unique_id: str | None, question: str, err: MemoriesPagingError) -> str:
+    """The failure of a try whose look at the scope could not read the listing whole."""
+    return (
+        f"Could not list {unique_id or 'the scope'} whole to tell whether {question}: {err}. Not "
+        "listed is no proof that it did not arrive, so nothing was uploaded; a later try looks again"
     )
 
 
@@ -593,9 +602,16 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)
 
-        return tagged_video(
-            hook.iter_videos(unique_id=unique_id, tag=plan.tag), plan.tag, confirm, self.log, plan.source.size
-        )
+        try:
+            return tagged_video(
+                hook.iter_videos(unique_id=unique_id, tag=plan.tag),
+                plan.tag,
+                confirm,
+                self.log,
+                plan.source.size,
+            )
+        except MemoriesPagingError as err:
+            raise AirflowException(_unreadable_listing(unique_id, "an earlier run uploaded it", err)) from err
 
     def _looking_since(
         self, context: Context, book: RecordBook, record: AttemptRecord, resumed_since: float | None
@@ -679,6 +695,12 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         try:
             with within(seconds):
                 return judge(hook.iter_videos(unique_id=unique_id), record, confirm)
+        except MemoriesPagingError as err:
+            # "Not listed" on a listing read in part is no proof the upload did not arrive: it may
+            # be on a page never seen. Not transient either (the pages came back, wrong).
+            raise AirflowException(
+                _unreadable_listing(unique_id, "an earlier attempt's upload arrived", err)
+            ) from err
         except MemoriesError as err:
             if not is_transient(err):
                 raise

@@ -13,6 +13,7 @@ from memories_provider.client import (
     MemoriesConnectionError,
     MemoriesIncompleteBodyError,
     MemoriesNotFoundError,
+    MemoriesPagingError,
     MemoriesServerError,
     RetryPolicy,
     VideoStatus,
@@ -55,6 +56,32 @@ async def test_iter_videos_is_an_async_iterator(aclient, make_video):
     uploaded = {(await aclient.upload_video(path, unique_id="ap")).video_no for _ in range(3)}
     seen = [v.video_no async for v in aclient.iter_videos(page_size=2, unique_id="ap")]
     assert sorted(seen) == sorted(uploaded)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (
+            "ignore_page",
+            r"answered page 2 of the listing of unique_id 'ap' with exactly the 2 video\(s\) of page 1",
+        ),
+        ("no_rows", r"the listing of unique_id 'ap' ended at page 2 after 2 video\(s\), though .* counts 3"),
+    ],
+)
+async def test_iter_videos_refuses_a_listing_that_cannot_be_read_whole(
+    aclient, memories_emulator, make_video, kind, message
+):
+    # As the sync client's: the same cursor, so the same refusal.
+    path, _ = make_video()
+    for _ in range(3):
+        await aclient.upload_video(path, unique_id="ap")
+    memories_emulator.control.inject_fault("list_videos", "none")
+    memories_emulator.control.inject_fault("list_videos", kind, count=20)
+    seen = []
+    with pytest.raises(MemoriesPagingError, match=message):
+        async for video in aclient.iter_videos(page_size=2, unique_id="ap"):
+            seen.append(video.video_no)
+    assert len(seen) == 2 and memories_emulator.control.count("list_videos") == 2
 
 
 async def test_upload_file_object_retried_after_0429(aclient, memories_emulator):

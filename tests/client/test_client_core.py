@@ -8,9 +8,15 @@ import textwrap
 
 import pytest
 
-from memories_provider.client import MemoriesDuplicateError, MemoriesNotFoundError, core, protocol
+from memories_provider.client import (
+    MemoriesDuplicateError,
+    MemoriesNotFoundError,
+    MemoriesPagingError,
+    core,
+    protocol,
+)
 from memories_provider.client.core import PageCursor, none_left
-from memories_provider.client.models import VideoPage
+from memories_provider.client.models import Video, VideoPage
 
 # Installs a meta-path finder that refuses ``blocked`` (and its submodules), then proves the
 # block works before importing ``module`` and building its client.
@@ -83,8 +89,11 @@ def test_none_left_only_for_an_empty_listing() -> None:
 
 
 def test_page_cursor_stops_on_the_count_on_a_short_page_and_on_an_empty_one() -> None:
+    # Pages of distinct videos: the cursor reads their ids (a page repeating an earlier one is refused).
+    counter = iter(range(1, 100))
+
     def page(n: int, total: int | None) -> VideoPage:
-        return VideoPage(current_page=1, page_size=2, total_count=total, videos=[object()] * n)  # type: ignore[list-item]
+        return _ids_page("".join(str(next(counter) % 10) for _ in range(n)), total)
 
     counted = PageCursor(2)
     counted.advance(page(2, 3))
@@ -96,9 +105,85 @@ def test_page_cursor_stops_on_the_count_on_a_short_page_and_on_an_empty_one() ->
     short.advance(page(1, None))
     assert short.next is None
 
+    # An empty page ends the paging; one that says 10 videos match and shows none ends it short
+    # of its count, which the cursor now refuses (test_page_cursor_refuses_pages_that_end_short...).
     empty = PageCursor(2)
-    empty.advance(page(0, 10))
+    with pytest.raises(MemoriesPagingError):
+        empty.advance(page(0, 10))
     assert empty.next is None
+    nothing = PageCursor(2)
+    nothing.advance(page(0, 0))
+    assert nothing.next is None
+
+
+def _ids_page(ids: str, total: int | None) -> VideoPage:
+    videos = [Video.from_api({"video_no": f"VI{int(i):018d}", "status": "PARSE"}) for i in ids]
+    return VideoPage(current_page=1, page_size=2, total_count=total, videos=videos)
+
+
+def test_page_cursor_stops_a_service_that_answers_page_1_to_every_page_without_a_count() -> None:
+    # Without total_count every page came back full (page 1 again): the cursor asked for the
+    # next page for ever. 50 repeats stand for "for ever" here; it must give up on the first.
+    cursor = PageCursor(2, scope="team")
+    asked = []
+    with pytest.raises(MemoriesPagingError) as info:
+        for _ in range(50):
+            assert cursor.next is not None
+            asked.append(cursor.next)
+            cursor.advance(_ids_page("12", None))
+    assert asked == [1, 2] and cursor.next is None
+    err = info.value
+    assert (err.endpoint, err.page, err.repeated_page, err.listed, err.total_count) == (
+        "list_videos",
+        2,
+        1,
+        2,
+        None,
+    )
+    assert "page 2 of the listing of unique_id 'team' with exactly the 2 video(s) of page 1" in str(err)
+    assert "no total_count" in str(err)
+
+
+def test_page_cursor_refuses_page_1_again_under_the_same_count() -> None:
+    # With total_count the cursor stopped once it had counted page 1 twice: part of the listing,
+    # taken for all of it.
+    cursor = PageCursor(2)
+    cursor.advance(_ids_page("12", 3))
+    with pytest.raises(
+        MemoriesPagingError, match=r"page 2 of the listing with exactly .* of page 1 \(total_count 3\)"
+    ):
+        cursor.advance(_ids_page("12", 3))
+    assert cursor.next is None
+
+
+def test_page_cursor_takes_a_page_pushed_down_whole_for_no_repeat() -> None:
+    # Two videos added ahead between the requests push page 1 down whole: its total moved.
+    cursor = PageCursor(2)
+    cursor.advance(_ids_page("12", 3))
+    cursor.advance(_ids_page("12", 5))
+    assert cursor.next == 3
+    cursor.advance(_ids_page("3", 5))
+    assert cursor.next is None and cursor.listed == 5
+
+
+def test_page_cursor_refuses_pages_that_end_short_of_their_count() -> None:
+    cursor = PageCursor(2, scope="s")
+    cursor.advance(_ids_page("12", 6))
+    with pytest.raises(MemoriesPagingError) as info:
+        cursor.advance(_ids_page("", 6))
+    assert (info.value.page, info.value.repeated_page, info.value.listed, info.value.total_count) == (
+        2,
+        None,
+        2,
+        6,
+    )
+    assert "the listing of unique_id 's' ended at page 2 after 2 video(s)" in str(info.value)
+    assert "counts 6 (total_count)" in str(info.value)
+    # A count that fell while the pages were read (videos deleted meanwhile) ends where it says.
+    shrunk = PageCursor(2)
+    shrunk.advance(_ids_page("12", 3))
+    shrunk.advance(_ids_page("", 2))
+    assert shrunk.next is None
 
 
 def test_list_videos_refuses_an_unknown_filter_before_sending() -> None:

@@ -17,6 +17,7 @@ from memories_provider.client import (
     MemoriesInsufficientCreditsError,
     MemoriesInvalidRequestError,
     MemoriesNotFoundError,
+    MemoriesPagingError,
     MemoriesRateLimitError,
     MemoriesServerError,
     RetryPolicy,
@@ -82,6 +83,37 @@ def test_iter_videos_walks_every_page(client, make_video):
     uploaded = {client.upload_video(path, unique_id="paging").video_no for _ in range(5)}
     seen = [v.video_no for v in client.iter_videos(page_size=2, unique_id="paging")]
     assert sorted(seen) == sorted(uploaded)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (
+            "ignore_page",
+            r"answered page 2 of the listing of unique_id 'paging' with exactly the 2 video\(s\) of page 1",
+        ),
+        (
+            "no_rows",
+            r"the listing of unique_id 'paging' ended at page 2 after 2 video\(s\), though .* counts 5",
+        ),
+    ],
+)
+def test_iter_videos_refuses_a_listing_that_cannot_be_read_whole(
+    client, memories_emulator, make_video, kind, message
+):
+    # A service that answers page 1 to every page stopped the paging once its total was counted
+    # (page 1 twice, the rest never seen); pages that end before the total ended it as complete.
+    path, _ = make_video()
+    for _ in range(5):
+        client.upload_video(path, unique_id="paging")
+    memories_emulator.control.inject_fault("list_videos", "none")  # page 1 as it is
+    memories_emulator.control.inject_fault("list_videos", kind, count=20)
+    seen = []
+    with pytest.raises(MemoriesPagingError, match=message) as info:
+        seen.extend(v.video_no for v in client.iter_videos(page_size=2, unique_id="paging"))
+    assert len(seen) == 2 and info.value.endpoint == "list_videos"
+    assert memories_emulator.control.count("list_videos") == 2
+    assert memories_emulator.api_key not in str(info.value) + repr(info.value)
 
 
 def test_delete_chunks_by_100(client, memories_emulator, make_video):

@@ -345,6 +345,34 @@ def test_a_refused_key_while_looking_fails_without_uploading(
     assert held.control.count("upload") == 1 and "video_no" not in store["memories_video_no"]
 
 
+def test_a_listing_that_ignores_page_fails_the_try_instead_of_paying_again(
+    emu: Any, video: Path, upload_video: Any
+) -> None:
+    # Pages of 2, newest first: two other tasks' uploads after ours push it to page 2. A service
+    # that answers page 1 whatever page is asked (a gateway dropping `page`) showed page 1 twice,
+    # its total_count reached: the look saw no candidate, judged the upload lost and paid again.
+    store = Store()
+    lost_first_attempt(emu, store, video)
+    [earlier] = emu.control.videos()
+    upload_video(b"\x00" * 100, "a.mp4")
+    upload_video(b"\x00" * 101, "b.mp4")
+    emu.control.configure(max_page_size=2)
+    emu.control.inject_fault("list_videos", "ignore_page", count=2)
+    with pytest.raises(
+        AirflowException,
+        match=r"page 2 of the listing of unique_id .default. with exactly the 2 video\(s\) of page 1",
+    ) as info:
+        attempt(store, 2, source=str(video), lost_answer_grace=0)
+    assert not isinstance(info.value, AirflowFailException)  # a later try looks again
+    assert "so nothing was uploaded" in str(info.value) and emu.api_key not in str(info.value)
+    assert emu.control.count("upload") == 3  # attempt 1 and the two others: no second payment
+    assert "video_no" not in store["memories_video_no"]  # still undecided for the next try
+    # The next try, on a listing read whole, finds the earlier upload on page 2.
+    video_no, ti = attempt(store, 3, source=str(video), lost_answer_grace=0)
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 3
+
+
 # ---------------------------------------------------------------------------- the earlier video FAILED
 
 
