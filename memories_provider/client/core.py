@@ -109,7 +109,7 @@ class PageCursor:
             counted = "no total_count" if result.total_count is None else f"total_count {result.total_count}"
             raise MemoriesPagingError(
                 f"list_videos answered page {number} of {self._listing()} with exactly the "
-                f"{len(ids)} video(s) of page {earlier} ({counted}): the service does not seem to "
+                f"videos of page {earlier} ({len(ids)}, {counted}): the service does not seem to "
                 "honour `page`, so the listing cannot be read whole",
                 endpoint="list_videos",
                 page=number,

@@ -22,12 +22,13 @@ from memories_provider.client import (
     MemoriesError,
     MemoriesInvalidArgumentError,
     MemoriesNotFoundError,
+    MemoriesPagingError,
     MemoriesRouteNotFoundError,
     Transcript,
     Video,
     VideoStatus,
 )
-from memories_provider.client.core import last_page
+from memories_provider.client.core import PageCursor
 from memories_provider.client.deadline import within
 from memories_provider.client.models import TRANSCRIPT_KINDS, TranscriptKind
 from memories_provider.hooks.connection import DEFAULT_CONN_ID
@@ -172,41 +173,30 @@ class _Listing:
         self._gone_before = gone_before
 
     def pages(self, hook: MemoriesHook) -> Iterator[Video]:
-        """The videos of every page, one page asked for once the previous one is consumed."""
-        # A page's ids -> its number and total_count. The same videos again under the same total
-        # are no listing that moved (as many videos added ahead as a page holds change the total).
-        earlier: dict[tuple[str, ...], tuple[int, int | None]] = {}
-        number, total = 1, None
-        while True:
+        """The videos of every page, one page asked for once the previous one is consumed.
+
+        The client's :class:`~memories_provider.client.core.PageCursor` pages and refuses a listing
+        that cannot be read whole (``iter_videos`` does the same); the export pages itself because
+        :meth:`whole` needs each page's ``total_count`` and ids.
+        """
+        cursor = PageCursor(_PAGE_SIZE, scope=self.scope)
+        while cursor.next is not None:
             page = hook.list_videos(
-                unique_id=self.scope, status=VideoStatus.PARSE.value, page=number, size=_PAGE_SIZE
+                unique_id=self.scope, status=VideoStatus.PARSE.value, page=cursor.next, size=_PAGE_SIZE
             )
-            ids = tuple(v.video_no for v in page.videos)
-            before, before_total = earlier.get(ids, (0, None))
-            if ids and before and before_total == page.total_count:
+            try:
+                cursor.advance(page)
+            except MemoriesPagingError as err:
                 raise AirflowException(
-                    f"memories.ai answered page {number} of the listing of unique_id {self.scope!r} "
-                    f"with exactly the videos of page {before}: it does not seem to honour `page`, "
-                    "and the export would hold part of the scope as if it were all of it; nothing "
-                    "was exported"
-                )
-            earlier[ids] = (number, page.total_count)
+                    f"{err.message}; the export would hold part of the scope as if it were all of "
+                    "it, so nothing was exported"
+                ) from err
+            ids = [v.video_no for v in page.videos]
             self.rows += len(ids)
             self.totals.add(page.total_count)
             self.repeated = self.repeated or not self.ids.isdisjoint(ids)
             self.ids.update(ids)
-            total = page.total_count
             yield from page.videos
-            if last_page(page, self.rows, _PAGE_SIZE):
-                break
-            number += 1
-        if total is not None and self.rows < total:
-            raise AirflowException(
-                f"the listing of unique_id {self.scope!r} ended at page {number} after {self.rows} "
-                f"video(s), though memories.ai counts {total} (total_count): its pages never reach "
-                "the total, and the export would hold part of the scope as if it were all of it; "
-                "nothing was exported"
-            )
 
     def whole(self, *, gone_after: int) -> bool:
         """Whether this listing saw the scope whole, as it stood (see ``_listed``)."""

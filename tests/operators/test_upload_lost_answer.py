@@ -360,7 +360,7 @@ def test_a_listing_that_ignores_page_fails_the_try_instead_of_paying_again(
     emu.control.inject_fault("list_videos", "ignore_page", count=2)
     with pytest.raises(
         AirflowException,
-        match=r"page 2 of the listing of unique_id .default. with exactly the 2 video\(s\) of page 1",
+        match=r"page 2 of the listing of unique_id .default. with exactly the videos of page 1 \(2,",
     ) as info:
         attempt(store, 2, source=str(video), lost_answer_grace=0)
     assert not isinstance(info.value, AirflowFailException)  # a later try looks again
