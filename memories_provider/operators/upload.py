@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -692,20 +692,36 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
         def confirm(video_no: str) -> Video:
             return hook.get_video(video_no, unique_id=unique_id)
 
+        cut: list[MemoriesPagingError] = []
+
+        def listed() -> Iterator[Video]:
+            try:
+                yield from hook.iter_videos(unique_id=unique_id)
+            except MemoriesPagingError as err:  # the pages read so far are still judged
+                cut.append(err)
+
         try:
             with within(seconds):
-                return judge(hook.iter_videos(unique_id=unique_id), record, confirm)
-        except MemoriesPagingError as err:
-            # "Not listed" on a listing read in part is no proof the upload did not arrive: it may
-            # be on a page never seen. Not transient either (the pages came back, wrong).
-            raise AirflowException(
-                _unreadable_listing(unique_id, "an earlier attempt's upload arrived", err)
-            ) from err
+                verdict = judge(listed(), record, confirm)
         except MemoriesError as err:
             if not is_transient(err):
                 raise
             self.log.warning("Listing %s failed (%s); looking again", unique_id or "the scope", err)
             return None
+        if cut and verdict.ours is None:
+            # "Not listed" on a listing read in part is no proof the upload did not arrive: it may
+            # be on a page never seen. Not transient either (the pages came back, wrong). A video
+            # the pages read show with our tag is ours all the same (the usual case: the newest).
+            raise AirflowException(
+                _unreadable_listing(unique_id, "an earlier attempt's upload arrived", cut[0])
+            ) from cut[0]
+        if cut:
+            self.log.warning(
+                "Listing %s could not be read whole (%s); the pages read show the earlier upload",
+                unique_id or "the scope",
+                cut[0],
+            )
+        return verdict
 
     def _decision(
         self, verdict: Verdict, shown: str, record: AttemptRecord, *, looked: float, grace: float

@@ -345,23 +345,32 @@ def test_a_refused_key_while_looking_fails_without_uploading(
     assert held.control.count("upload") == 1 and "video_no" not in store["memories_video_no"]
 
 
-def test_a_listing_that_ignores_page_fails_the_try_instead_of_paying_again(
-    emu: Any, video: Path, upload_video: Any
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (
+            "ignore_page",
+            r"page 2 of the listing of unique_id .default. with exactly the videos of page 1 \(2,",
+        ),
+        ("no_rows", r"listing of unique_id .default. ended at page 2 after 2 video\(s\), though .* counts 3"),
+    ],
+)
+def test_a_listing_that_cannot_be_read_whole_fails_the_try_instead_of_paying_again(
+    emu: Any, video: Path, upload_video: Any, kind: str, message: str
 ) -> None:
     # Pages of 2, newest first: two other tasks' uploads after ours push it to page 2. A service
     # that answers page 1 whatever page is asked (a gateway dropping `page`) showed page 1 twice,
-    # its total_count reached: the look saw no candidate, judged the upload lost and paid again.
+    # its total_count reached; one whose page 2 came back empty ended the listing there. Either
+    # way the look saw no candidate, judged the upload lost and paid for it again.
     store = Store()
     lost_first_attempt(emu, store, video)
     [earlier] = emu.control.videos()
     upload_video(b"\x00" * 100, "a.mp4")
     upload_video(b"\x00" * 101, "b.mp4")
     emu.control.configure(max_page_size=2)
-    emu.control.inject_fault("list_videos", "ignore_page", count=2)
-    with pytest.raises(
-        AirflowException,
-        match=r"page 2 of the listing of unique_id .default. with exactly the videos of page 1 \(2,",
-    ) as info:
+    emu.control.inject_fault("list_videos", "none")  # page 1 as it is
+    emu.control.inject_fault("list_videos", kind)  # page 2
+    with pytest.raises(AirflowException, match=message) as info:
         attempt(store, 2, source=str(video), lost_answer_grace=0)
     assert not isinstance(info.value, AirflowFailException)  # a later try looks again
     assert "so nothing was uploaded" in str(info.value) and emu.api_key not in str(info.value)
@@ -369,6 +378,23 @@ def test_a_listing_that_ignores_page_fails_the_try_instead_of_paying_again(
     assert "video_no" not in store["memories_video_no"]  # still undecided for the next try
     # The next try, on a listing read whole, finds the earlier upload on page 2.
     video_no, ti = attempt(store, 3, source=str(video), lost_answer_grace=0)
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 3
+
+
+def test_a_listing_that_ignores_page_still_finds_our_upload_on_page_1(
+    emu: Any, video: Path, upload_video: Any
+) -> None:
+    # The usual case: the lost upload is the scope's newest video, on page 1. The pages after it
+    # cannot be read (page 1 again), but its tag already proves it ours: reused, not a failed try.
+    upload_video(b"\x00" * 100, "a.mp4")
+    upload_video(b"\x00" * 101, "b.mp4")
+    store = Store()
+    lost_first_attempt(emu, store, video)
+    emu.control.configure(max_page_size=2)
+    emu.control.inject_fault("list_videos", "ignore_page", count=2)
+    video_no, ti = attempt(store, 2, source=str(video), lost_answer_grace=0)
+    [earlier] = [v for v in emu.control.videos() if v["size"] == len(VIDEO)]
     assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
     assert emu.control.count("upload") == 3
 
