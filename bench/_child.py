@@ -2,8 +2,9 @@
 
 ``python bench/_child.py '<json args>'``. Everything heavy is imported, a tiny warm-up transfer
 done and the garbage of both collected, before the RSS baseline is read; the peak is the
-process's VmHWM (not ``ru_maxrss``, which survives fork+exec and would include the parent's peak). CPU seconds (user,
-system: all threads, and any command the transfer ran) count the measured transfer only.
+process's VmHWM (not ``ru_maxrss``, which survives fork+exec and would include the parent's peak).
+CPU seconds (user, system: all threads, and any command the transfer ran) count the measured
+transfer only.
 """
 
 from __future__ import annotations
