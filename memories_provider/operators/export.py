@@ -95,7 +95,7 @@ class _ExportPlan:
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
 _LINEAGE_MAX_VIDEOS = 100
 _LOG_EVERY = 100
-#: all_parsed: listings of the scope at most (the first, and checks that it missed nothing).
+#: all_parsed: listings of the scope at most (the first, and at least one check that it missed nothing).
 _LISTINGS = 4
 #: all_parsed: videos asked for per list_videos page.
 _PAGE_SIZE = 100
@@ -553,22 +553,24 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         Pages are offsets into a listing that may change while it is read (a page is asked for
         only once the previous one is exported): a video added shows twice (kept once), and a
         video deleted moves every later one up a place, the first of the next page onto the page
-        already read. A listing is *whole* when every page counted the same ``total_count``, it
-        held that many videos, each once, and no video was found deleted while it was read: the
-        scope did not change under it, and the export ends there (one listing, ``N / 100``
-        requests). Otherwise the scope is listed again (list requests only; the outputs of new
-        videos alone are fetched) until a listing is whole or finds no video the export has not
-        seen, up to :data:`_LISTINGS` listings.
+        already read. So the scope is listed again (list requests only, about 1 % of an export's
+        requests: each video's outputs take 2), and again until a listing is *whole* or finds no
+        video the export has not seen, up to :data:`_LISTINGS` listings. A listing is whole when
+        every page counted the same ``total_count``, it held that many videos, each once, and no
+        video was found deleted while it was read.
 
-        Not caught: a video deleted from pages already read while as many others turn ``PARSE``
-        on pages not read yet, all between the same two page requests (the total stays the same).
+        The first listing is never taken as the scope on its own, however whole it looks: a video
+        deleted from pages already read while as many others turn ``PARSE`` on pages not read
+        yet, between the same two page requests, keeps the total and hides the video the deletion
+        moved. A second listing lists that video (it would take the same two events again, at
+        the same place, to hide it twice).
 
         :raises AirflowException: when the service answers a page with exactly the videos of an
             earlier page (it ignores ``page``) or its pages end before they reach ``total_count``:
             the export would hold part of the scope, reported complete.
         """
         seen: set[str] = set()
-        for _ in range(_LISTINGS):
+        for count in range(1, _LISTINGS + 1):
             listing = _Listing(scope, gone_before=self._gone)
             new = False
             for video in listing.pages(hook):
@@ -576,7 +578,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     seen.add(video.video_no)
                     new = True
                     yield video
-            if listing.whole(gone_after=self._gone) or not new:
+            # Never the first alone, whole as it may look: see the docstring.
+            if count >= 2 and (listing.whole(gone_after=self._gone) or not new):
                 return
         self.log.warning(
             "unique_id %r changed under each of its %d listings, the last one still finding videos "

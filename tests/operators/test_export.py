@@ -1204,21 +1204,20 @@ def test_all_parsed_of_a_scope_the_account_does_not_have_fails_and_keeps_the_old
     assert (target.read_bytes(), result["videos"]) == (b"", 0)
 
 
-def test_all_parsed_of_a_scope_that_did_not_change_lists_it_once(
+def test_all_parsed_of_a_scope_that_did_not_change_lists_it_twice(
     emu: Any, upload_video: Any, tmp_path: Path
 ) -> None:
-    # Every list_videos is a rate-limited call of an account many tasks share. The scope was
-    # listed a second time after every export, to catch a video a deletion had moved onto a page
-    # already read (2 x N / page size requests at least: 200 for 10 000 videos). A listing whose
-    # pages all count the same total, and which holds that many videos, each once, saw the
-    # scope whole as it stood: nothing moved, and it is not listed again.
+    # Every list_videos is a rate-limited call of an account many tasks share: a scope that did
+    # not change is listed twice (the check of the first listing, which no count can replace:
+    # see test_all_parsed_lists_again_after_a_deletion_and_a_parse_the_total_does_not_show), not
+    # up to 4 times.
     emu.control.configure(max_page_size=2)
     videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(6)]
     target = tmp_path / "all.jsonl"
     result = run(all_parsed=True, kinds="visual", destination=str(target))
     assert (result["videos"], result["skipped"]) == (6, [])
     assert sorted({r["video_no"] for r in read_jsonl(target.read_bytes())}) == sorted(videos)
-    assert emu.control.count("list_videos") == 3  # pages of 2: one listing
+    assert emu.control.count("list_videos") == 6  # pages of 2: two listings
 
 
 @pytest.mark.parametrize(
@@ -1282,6 +1281,42 @@ def test_all_parsed_lists_again_after_a_deletion_the_total_does_not_show(
     exported = {r["video_no"] for r in read_jsonl(target.read_bytes())}
     assert exported == {videos[0], videos[1], videos[3], older}
     assert result["skipped"] == [victim]
+
+
+def test_all_parsed_lists_again_after_a_deletion_and_a_parse_the_total_does_not_show(
+    emu: Any, upload_video: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 2, newest first: [v3 v2 | v1 v0], an older video not PARSE yet. While the last
+    # output of page 1 is fetched, v3 (exported already) is deleted and the older video turns
+    # PARSE at the end of the listing: page 2 is then [v0 older]. Every page counted 4, the
+    # listing held 4 videos, none twice, none found gone: it looks whole, yet v1, PARSE all
+    # along, was never listed. Only listing the scope again finds it.
+    from memories_provider.hooks.memories import MemoriesHook
+
+    emu.control.configure(max_page_size=2)
+    older = upload_video(b"\x01" * 10, "older.mp4")
+    emu.control.set_status(older, "UNPARSE")
+    videos = [upload_video(b"\x00" * (10 + i), f"v{i}.mp4") for i in range(4)]
+    real = MemoriesHook.get_transcript
+
+    def get_transcript(self: MemoriesHook, video_no: str, kind: Any, **kwargs: Any) -> Any:
+        if video_no == videos[2] and kind == "audio":  # page 1's last output; page 2 not asked yet
+            requests.post(
+                f"{emu.v1_url}/delete_videos",
+                headers={"Authorization": emu.api_key},
+                json=[videos[3]],
+                timeout=10,
+            ).raise_for_status()
+            emu.control.set_status(older, "PARSE")
+        return real(self, video_no, kind, **kwargs)
+
+    monkeypatch.setattr(MemoriesHook, "get_transcript", get_transcript)
+    target = tmp_path / "all.jsonl"
+    result = run(all_parsed=True, destination=str(target))
+    exported = {r["video_no"] for r in read_jsonl(target.read_bytes())}
+    assert exported == {*videos, older}  # v3's rows were written before it went
+    assert (result["videos"], result["skipped"]) == (5, [])
+    assert emu.control.count("list_videos") == 4  # 2 pages, then the second listing's 2
 
 
 def test_all_parsed_takes_a_page_that_videos_added_ahead_pushed_down_for_no_repeated_page(
