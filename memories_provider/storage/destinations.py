@@ -46,7 +46,7 @@ from urllib.parse import quote, urlsplit
 from memories_provider.storage import probes
 from memories_provider.storage.part_buffer import PartBuffer
 from memories_provider.storage.provenance import Provenance, sidecar_name
-from memories_provider.storage.s3_part_checksums import precompute_part_checksums
+from memories_provider.storage.s3_part_checksums import crc32_upload_args, precompute_part_checksums
 from memories_provider.storage.uris import (
     file_host_problem,
     local_path,
@@ -523,11 +523,19 @@ def _gcs_status(err: BaseException) -> int | None:
 
 def _s3_write_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` for smart-open's S3 writer: parts collected in a :class:`PartBuffer` (its memory
-    reused for every part) and checksummed as they are written (:mod:`.s3_part_checksums`)."""
+    reused for every part) and checksummed as they are written, the upload declaring that CRC32
+    (:mod:`.s3_part_checksums`; a ``ChecksumAlgorithm`` of the user's own is kept)."""
+    client = precompute_part_checksums(params["client"])  # transport_params_for provides one
+    client_kwargs = dict(params.get("client_kwargs") or {})
+    create = dict(client_kwargs.get("S3.Client.create_multipart_upload") or {})
+    if "ChecksumAlgorithm" not in create:
+        create.update(crc32_upload_args(client))
+    client_kwargs["S3.Client.create_multipart_upload"] = create
     return {
         **params,
         "writebuffer": params.get("writebuffer") or PartBuffer(),
-        "client": precompute_part_checksums(params["client"]),  # transport_params_for provides one
+        "client": client,
+        "client_kwargs": client_kwargs,
     }
 
 

@@ -53,12 +53,112 @@ def as_header(crc: int) -> str:
 
 
 def precompute_part_checksums(client: Any) -> Any:
-    """Register the in-place CRC32 on ``client`` (a boto3 S3 client) and return it.
+    """Register the in-place CRC32 on ``client`` (a boto3 S3 client) and return it, with the
+    bookkeeping of :func:`crc32_upload_args`.
 
-    Idempotent: the handler is registered once per client, whatever the number of calls.
+    Idempotent: the handlers are registered once per client, whatever the number of calls.
     """
     client.meta.events.register(_EVENT, _fill_part_crc32, unique_id=_HANDLER_ID)
+    _PartCrcs.of(client)
     return client
+
+
+def crc32_upload_args(client: Any) -> dict[str, str]:
+    """Arguments for ``CreateMultipartUpload`` that declare the CRC32 the parts carry, as boto3's
+    own ``upload_fileobj`` does, when ``client`` sends one with each part (botocore's default);
+    ``{}`` otherwise (a part without a checksum would fail such an upload's completion).
+
+    Declared, the object gets the composite CRC32 of its parts, the checksums each part already
+    carries. Undeclared, S3 (and moto) compute a full-object CRC64NVME of the object when it is
+    completed: moto reads the whole object again for it, in Python, about 2 CPU-s per GiB. The
+    completion then names each part's CRC32 (S3 refuses it otherwise): :func:`precompute_part_checksums`
+    keeps the one each part was sent with, and adds them.
+    """
+    if getattr(client.meta.config, "request_checksum_calculation", None) != "when_supported":
+        return {}
+    return {"ChecksumAlgorithm": "CRC32"}
+
+
+class _PartCrcs:
+    """The CRC32 each part of a CRC32 multipart upload was sent with, by ``(UploadId, PartNumber)``,
+    until the upload is completed or aborted; registered on one client."""
+
+    def __init__(self) -> None:
+        self.uploads: set[str] = set()  # created with ChecksumAlgorithm=CRC32
+        self.parts: dict[tuple[str, int], str] = {}
+
+    @classmethod
+    def of(cls, client: Any) -> _PartCrcs:
+        found = getattr(client, "_memories_part_crc32s", None)
+        if isinstance(found, cls):
+            return found
+        crcs = cls()
+        client._memories_part_crc32s = crcs
+        events = client.meta.events
+        events.register(
+            "before-call.s3.CreateMultipartUpload", crcs.creating, unique_id=f"{_HANDLER_ID}-creating"
+        )
+        events.register(
+            "after-call.s3.CreateMultipartUpload", crcs.created, unique_id=f"{_HANDLER_ID}-created"
+        )
+        events.register("before-call.s3.UploadPart", crcs.sending, unique_id=f"{_HANDLER_ID}-note")
+        events.register("after-call.s3.UploadPart", crcs.sent, unique_id=f"{_HANDLER_ID}-sent")
+        events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload",
+            crcs.completing,
+            unique_id=f"{_HANDLER_ID}-complete",
+        )
+        events.register(
+            "before-parameter-build.s3.AbortMultipartUpload", crcs.aborting, unique_id=f"{_HANDLER_ID}-abort"
+        )
+        return crcs
+
+    def creating(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        algorithm = params["headers"].get("x-amz-checksum-algorithm", "")
+        context["memories_crc32_upload"] = str(algorithm).upper() == "CRC32"
+
+    def created(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if (
+            http_response.status_code < 300
+            and context.get("memories_crc32_upload")
+            and parsed.get("UploadId")
+        ):
+            self.uploads.add(parsed["UploadId"])
+
+    def sending(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        query = params.get("query_string") or {}
+        upload, number = query.get("uploadId"), query.get("partNumber")
+        if upload in self.uploads and number is not None:
+            # The headers botocore sends: its own CRC32 header is added after this handler.
+            context["memories_part"] = (upload, int(number), params["headers"])
+
+    def sent(self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        noted = context.get("memories_part")
+        if noted is None or http_response.status_code >= 300:
+            return
+        upload, number, headers = noted
+        value = parsed.get("ChecksumCRC32") or headers.get(_HEADER)
+        if value:
+            self.parts[(upload, number)] = value if isinstance(value, str) else value.decode("ascii")
+
+    def completing(self, params: dict[str, Any], **_: Any) -> None:
+        upload = params.get("UploadId")
+        if upload not in self.uploads:
+            return
+        self.uploads.discard(upload)
+        known = {number: crc for (up, number), crc in self.parts.items() if up == upload}
+        for number in known:
+            del self.parts[(upload, number)]
+        for part in (params.get("MultipartUpload") or {}).get("Parts") or []:
+            crc = known.get(part.get("PartNumber"))
+            if crc is not None:
+                part.setdefault("ChecksumCRC32", crc)
+
+    def aborting(self, params: dict[str, Any], **_: Any) -> None:
+        upload = params.get("UploadId")
+        self.uploads.discard(upload)
+        for key in [key for key in self.parts if key[0] == upload]:
+            del self.parts[key]
 
 
 def _fill_part_crc32(params: dict[str, Any], **_: Any) -> None:

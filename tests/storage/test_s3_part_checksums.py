@@ -269,3 +269,92 @@ def test_a_body_that_is_not_an_in_memory_buffer_is_left_to_botocore(
         _upload_part(client, body)
     assert sum(botocore_crc_bytes) == len(b"on disk" * 1000)
     assert sent[0]["headers"]["X-Amz-Trailer"] == "x-amz-checksum-crc32"  # botocore's trailer, as without us
+
+
+# ------------------------------------------------------------- the upload declares its CRC32
+
+
+def _completions(client: Any) -> list[bytes]:
+    """The body of every CompleteMultipartUpload the client sends."""
+    sent: list[bytes] = []
+    client.meta.events.register(
+        "before-send.s3.CompleteMultipartUpload", lambda request, **_: sent.append(bytes(request.body))
+    )
+    return sent
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_the_upload_declares_the_parts_crc32_and_completes_with_each(
+    moto_s3_server: MotoS3, s3_bucket: str, replace: bool
+) -> None:
+    """As boto3's upload_fileobj: CreateMultipartUpload names CRC32 and the completion lists each
+    part's (S3 refuses a CRC32 upload's completion without them). Undeclared, the store computes
+    a full-object CRC64NVME when it completes the upload, reading the whole object again."""
+    from boto3.s3.transfer import TransferConfig
+
+    client = moto_s3_server.client()
+    completions = _completions(client)
+    payload = bytes(range(256)) * (48 * 1024)  # 12 MiB: parts of 5, 5 and 2 MiB
+    uri = f"s3://{s3_bucket}/ours-{replace}.mp4"
+    with atomic_writer(
+        uri, transport_params={"client": client, "min_part_size": 5 * MIB}, replace=replace
+    ) as out:
+        for start in range(0, len(payload), MIB):
+            out.write(payload[start : start + MIB])
+
+    import xml.etree.ElementTree as ET
+
+    listed = {
+        part.findtext("{*}PartNumber"): part.findtext("{*}ChecksumCRC32")
+        for part in ET.fromstring(completions[-1]).iter("{http://s3.amazonaws.com/doc/2006-03-01/}Part")
+    }
+    parts = [payload[: 5 * MIB], payload[5 * MIB : 10 * MIB], payload[10 * MIB :]]
+    assert listed == {str(number): _header_value(part) for number, part in enumerate(parts, start=1)}
+    ours = client.head_object(Bucket=s3_bucket, Key=f"ours-{replace}.mp4", ChecksumMode="ENABLED")
+    # The object's checksum is the one boto3's own multipart upload of the same parts gets.
+    config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    client.upload_fileobj(io.BytesIO(payload), s3_bucket, "boto3.mp4", Config=config)
+    theirs = client.head_object(Bucket=s3_bucket, Key="boto3.mp4", ChecksumMode="ENABLED")
+    assert ours.get("ChecksumCRC32") and ours.get("ChecksumCRC32") == theirs.get("ChecksumCRC32")
+    assert client.get_object(Bucket=s3_bucket, Key=f"ours-{replace}.mp4")["Body"].read() == payload
+    assert _crcs_kept(client) == (set(), {})  # nothing kept once the upload is complete
+
+
+def _crcs_kept(client: Any) -> tuple[set[str], dict[Any, str]]:
+    from memories_provider.storage.s3_part_checksums import _PartCrcs
+
+    crcs = _PartCrcs.of(client)
+    return crcs.uploads, crcs.parts
+
+
+def test_a_client_that_sends_no_part_checksum_declares_none(moto_s3_server: MotoS3, s3_bucket: str) -> None:
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=moto_s3_server.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    completions = _completions(client)
+    payload = b"v" * (6 * MIB)
+    with atomic_writer(
+        f"s3://{s3_bucket}/plain.mp4", transport_params={"client": client, "min_part_size": 5 * MIB}
+    ) as out:
+        out.write(payload)
+    assert b"ChecksumCRC32" not in completions[-1]
+    assert client.get_object(Bucket=s3_bucket, Key="plain.mp4")["Body"].read() == payload
+
+
+def test_an_upload_given_up_keeps_nothing(moto_s3_server: MotoS3, s3_bucket: str) -> None:
+    client = moto_s3_server.client()
+    with (
+        pytest.raises(RuntimeError, match="stop"),
+        atomic_writer(
+            f"s3://{s3_bucket}/gone.mp4", transport_params={"client": client, "min_part_size": 5 * MIB}
+        ) as out,
+    ):
+        out.write(b"x" * (6 * MIB))  # one part sent
+        raise RuntimeError("stop")
+    assert _crcs_kept(client) == (set(), {})
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
