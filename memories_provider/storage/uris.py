@@ -155,24 +155,26 @@ def split_userinfo(uri: str) -> tuple[str | None, str]:
     """``(user-info, uri without it)``; user-info is ``None`` when ``uri`` has none.
 
     An S3 URI's user-info is found as smart-open finds it: everything before the first ``@`` when
-    that holds a ``:`` and no ``/`` before it (an AWS secret key often holds ``/``, which
-    ``urlsplit`` would take for the start of the path). Elsewhere it is the network location up
-    to its last ``@``. Local paths and ``file://`` URIs have none.
+    that holds a ``:`` and no ``/`` before it (an AWS secret key often holds ``/``, ``?`` or
+    ``#``, which ``urlsplit`` would take for the start of the path, query or fragment: the URI is
+    split as smart-open splits it, see :func:`object_location`). Elsewhere it is the network
+    location up to its last ``@``. Local paths and ``file://`` URIs have none.
 
     :raises ValueError: for a URI ``urlsplit`` cannot split (an unbalanced ``[`` in the host).
     """
     scheme = scheme_of(uri)
     if SCHEME_FAMILY.get(scheme) == "file":
         return None, uri
-    parts = urlsplit(uri)
     if SCHEME_FAMILY.get(scheme) == "s3":
+        parts = _smart_open_split(uri)  # no query, no fragment: '?' and '#' stay in the path
         location = parts.netloc + parts.path
         maybe_auth, at, rest = location.partition("@")
         maybe_id, colon, _ = maybe_auth.partition(":")
         if at and colon and "/" not in maybe_id:
             netloc, slash, path = rest.partition("/")
-            return maybe_auth, urlunsplit((parts.scheme, netloc, slash + path, parts.query, parts.fragment))
+            return maybe_auth, urlunsplit((parts.scheme, netloc, slash + path, "", ""))
         return None, uri
+    parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return None, uri
     userinfo, _, host = parts.netloc.rpartition("@")
