@@ -181,6 +181,10 @@ def _fill_part_crc32(params: dict[str, Any], **_: Any) -> None:
         whole = body.as_body()  # type: ignore[union-attr]
         if whole is not None:
             params["body"] = whole
+            # What botocore asks for any file-like body of a PUT (``add_expect_header``), which
+            # the bytearray no longer is: the part is held back until the store agrees, so a part
+            # it refuses (an expired token, an aborted upload) is answered before it is sent.
+            headers["Expect"] = "100-continue"
         return
     with getbuffer() as content, content[position:] as rest:
         headers[_HEADER] = as_header(crc32(rest))

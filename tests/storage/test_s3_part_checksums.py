@@ -12,6 +12,8 @@ checksum must not switch on SigV4 payload hashing, which would cost more than it
 from __future__ import annotations
 
 import io
+import socket
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,7 @@ import botocore.httpchecksum
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from memories_provider.storage.destinations import atomic_writer
 from memories_provider.storage.part_buffer import PartBuffer
@@ -358,3 +361,57 @@ def test_an_upload_given_up_keeps_nothing(moto_s3_server: MotoS3, s3_bucket: str
         raise RuntimeError("stop")
     assert _crcs_kept(client) == (set(), {})
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+_REFUSAL = (
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+    b"<Message>The provided token has expired.</Message></Error>"
+)
+
+
+def _refusing_store(listener: socket.socket, received: list[int]) -> None:
+    """One S3 request answered 403 as S3 answers it: before the body when the request says
+    'Expect: 100-continue', after reading it otherwise. ``received``: the body bytes it read."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as stream:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += stream.readline()
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)
+        )
+        body = 0
+        if headers.get(b"expect", b"").lower() != b"100-continue":
+            body = len(stream.read(int(headers[b"content-length"])))
+        received.append(body)
+        conn.sendall(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+            + f"Content-Length: {len(_REFUSAL)}\r\n\r\n".encode()
+            + _REFUSAL
+        )
+
+
+def test_a_part_the_store_refuses_is_not_sent_before_its_answer() -> None:
+    """botocore sends a file-like S3 body after 'Expect: 100-continue' (every UploadPart it is
+    given a buffer for): a part the store refuses (an expired token, an aborted upload) is
+    answered before its bytes go out. Handing the part over as a bytearray must keep that."""
+    data = b"frame" * 200_000
+    received: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)  # a guard against a hang, not a synchronisation
+        store = threading.Thread(target=_refusing_store, args=(listener, received))
+        store.start()
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            config=Config(retries={"mode": "standard", "max_attempts": 1}),
+        )
+        precompute_part_checksums(client)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            _upload_part(client, _part_buffer(data))
+        store.join()
+    assert received == [0]
