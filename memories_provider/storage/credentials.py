@@ -21,6 +21,7 @@ from memories_provider.storage.uris import (
     scheme_family,
     scheme_of,
     split_userinfo,
+    unencoded_userinfo,
 )
 
 if TYPE_CHECKING:
@@ -168,6 +169,9 @@ def mask_credentials(uri: str, params: dict[str, Any] | None = None) -> None:
         return
     username, has_password, password_text = (userinfo or "").partition(":")
     password = password_text if has_password else None
+    broken = unencoded_userinfo(uri) if userinfo is None else None
+    if broken is not None:  # 'gs://u:p/w@b/k': urlsplit ends the host inside the password
+        username, password, _ = broken
     query = parts.query
     location = object_location(bare)
     if location is not None and location.version_id is None and scheme_family(bare) in ("s3", "gs"):

@@ -91,7 +91,8 @@ def object_uri_problem(uri: str, param: str) -> str | None:
       S3 URIs can hold credentials (smart-open reads ``KEY:SECRET@``); GCS and Azure take what
       precedes the ``@`` for part of the bucket (container) name: the object is looked for in a
       bucket that does not exist ("does not exist", for an object that does) and the credentials
-      go out in the request's path.
+      go out in the request's path. A password holding ``/``, ``?`` or ``#`` is split there
+      between bucket and key (``gs://u:p/w@b/k`` is the bucket ``u:p``): refused alike.
     """
     text = str(uri).strip()
     family = SCHEME_FAMILY.get(scheme_of(text))
@@ -107,7 +108,7 @@ def object_uri_problem(uri: str, param: str) -> str | None:
     where = "container" if family == "azure" else "bucket"
     if not netloc or not location.bucket:
         return f"`{param}` {redact_uri(text)!r} names no {where}: write {scheme}://<{where}>/<key>"
-    if family != "s3" and "@" in netloc:
+    if family != "s3" and ("@" in netloc or unencoded_userinfo(text) is not None):
         return (
             f"`{param}` {redact_uri(text)!r} carries credentials before its {where} ('...@'), which "
             f"{scheme}:// URIs cannot use: they would be read as part of its name; remove them and give "
@@ -282,10 +283,11 @@ def _literal_tail(uri: str) -> str | None:
     return _key_tail(split_userinfo(uri)[1])
 
 
-def _unencoded_userinfo(uri: str) -> tuple[str, str] | None:
-    """``(user, what follows the '@')`` when ``uri``'s user-info is ``user:password`` with a ``/``,
-    ``?`` or ``#`` left unencoded in the password, where ``urlsplit`` ends the host and would show
-    the rest of the password as path, query or fragment; ``None`` otherwise (a port is no password).
+def unencoded_userinfo(uri: str) -> tuple[str, str, str] | None:
+    """``(user, password, what follows the '@')`` when ``uri``'s user-info is ``user:password`` with
+    a ``/``, ``?`` or ``#`` left unencoded in the password, where ``urlsplit`` ends the host and would
+    show the rest of the password as path, query or fragment; ``None`` otherwise (a port is no
+    password).
     """
     _, sep, raw = uri.partition("://")
     head, at, rest = raw.partition("@")
@@ -294,7 +296,7 @@ def _unencoded_userinfo(uri: str) -> tuple[str, str] | None:
         return None
     if re.match(r"\d*(?:[/?#]|$)", password):  # host:port/path with an '@' further on
         return None
-    return user, rest
+    return user, password, rest
 
 
 def redact_uri(uri: str) -> str:
@@ -309,9 +311,9 @@ def redact_uri(uri: str) -> str:
     uri = str(uri)
     if scheme_of(uri) in ("", "file"):
         return uri
-    broken = _unencoded_userinfo(uri)
+    broken = unencoded_userinfo(uri)
     if broken is not None:
-        user, rest = broken
+        user, _, rest = broken
         shown = redact_uri(f"{scheme_of(uri)}://{rest}").partition("://")[2]
         login = f"{user}:{MASK}@" if scheme_of(uri) in LOGIN_SCHEMES and user else f"{MASK}@"
         return f"{uri.partition('://')[0]}://{login}{shown}"

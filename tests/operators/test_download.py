@@ -126,6 +126,13 @@ BAD_DESTINATION_SETTINGS = {
         {},
         r"`destination` 'azure://\*\*\*@c/v.mp4' carries credentials",
     ),
+    # A '/' in the password ends urlsplit's host there: smart-open writes the blob 'x@c/v.mp4' of
+    # a container 'user:pw', the password split between them in the request's path.
+    "azure-userinfo-slash": (
+        "azure://user:pw/x@c/v.mp4",
+        {},
+        r"`destination` 'azure://\*\*\*@c/v.mp4' carries credentials",
+    ),
 }
 
 
