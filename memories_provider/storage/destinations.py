@@ -464,7 +464,10 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
         # A failed completion leaves the upload open: abort it, whatever the reason.
         with contextlib.suppress(Exception):
             fh.terminate()
-        code = str(err.response.get("Error", {}).get("Code", "")) if isinstance(err, ClientError) else ""
+        # smart-open's single PutObject (multipart_upload=False) raises its ClientError wrapped in
+        # ValueError("the bucket ... does not exist, or is forbidden for access").
+        cause = err if isinstance(err, ClientError) else err.__cause__
+        code = str(cause.response.get("Error", {}).get("Code", "")) if isinstance(cause, ClientError) else ""
         if code in ("PreconditionFailed", "412"):
             raise DestinationTaken(uri) from None
         raise

@@ -395,3 +395,22 @@ def test_s3_key_with_a_hash_or_question_mark_is_reported_as_written(
     assert [o["Key"] for o in moto_s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]] == [key]
     assert result["uri"] == uri
     assert result["filename"] == key.rsplit("/", 1)[1]
+
+
+def test_s3_single_put_writer_never_clobbers_and_says_so(moto_s3_server: Any, s3_bucket: str) -> None:
+    # multipart_upload=False: smart-open commits with one PutObject (If-None-Match: *) and wraps
+    # its ClientError in ValueError("the bucket ... does not exist, or is forbidden for access"):
+    # a lost race was told as a missing bucket, never as DestinationTaken (the download's
+    # same-bytes check after a race never ran).
+    from memories_provider.storage.destinations import DestinationTaken
+
+    uri = f"s3://{s3_bucket}/taken-once.bin"
+    client = moto_s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="taken-once.bin", Body=b"first")
+    single = {"multipart_upload": False}
+    with (
+        pytest.raises(DestinationTaken),
+        atomic_writer(uri, conn_id=moto_s3_server.conn_id, transport_params=single, replace=False) as out,
+    ):
+        out.write(b"second")
+    assert client.get_object(Bucket=s3_bucket, Key="taken-once.bin")["Body"].read() == b"first"
