@@ -168,13 +168,11 @@ def split_userinfo(uri: str) -> tuple[str | None, str]:
         return None, uri
     if SCHEME_FAMILY.get(scheme) == "s3":
         parts = _smart_open_split(uri)  # no query, no fragment: '?' and '#' stay in the path
-        location = parts.netloc + parts.path
-        maybe_auth, at, rest = location.partition("@")
-        maybe_id, colon, _ = maybe_auth.partition(":")
-        if at and colon and "/" not in maybe_id:
-            netloc, slash, path = rest.partition("/")
-            return maybe_auth, urlunsplit((parts.scheme, netloc, slash + path, "", ""))
-        return None, uri
+        userinfo, location = _s3_userinfo(parts.netloc + parts.path)
+        if userinfo is None:
+            return None, uri
+        netloc, slash, path = location.partition("/")
+        return userinfo, urlunsplit((parts.scheme, netloc, slash + path, "", ""))
     parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return None, uri
@@ -232,10 +230,7 @@ def object_location(uri: str) -> ObjectLocation | None:
         if not blob:  # the root container's
             return ObjectLocation("$root", parts.netloc, None)
         return ObjectLocation(parts.netloc, blob, None)
-    location = parts.netloc + parts.path
-    maybe_auth, at, rest = location.partition("@")
-    if at and ":" in maybe_auth and "/" not in maybe_auth.partition(":")[0]:
-        location = rest
+    _, location = _s3_userinfo(parts.netloc + parts.path)
     bucket, _, key = location.partition("/")
     version_id = None
     match = _S3_VERSION_ID.search(key)
@@ -246,6 +241,17 @@ def object_location(uri: str) -> ObjectLocation | None:
             after = "?" + after[1:]
         key = key[: match.start()] + after
     return ObjectLocation(bucket, key, version_id)
+
+
+def _s3_userinfo(location: str) -> tuple[str | None, str]:
+    """``(credentials, the rest)`` of what follows ``s3://`` (split as :func:`_smart_open_split`
+    splits it), as smart-open's S3 ``parse_uri`` reads it: everything before the first ``@`` when
+    it holds a ``:`` and no ``/`` before that ``:`` (a secret key may hold ``/``)."""
+    maybe_auth, at, rest = location.partition("@")
+    maybe_id, colon, _ = maybe_auth.partition(":")
+    if at and colon and "/" not in maybe_id:
+        return maybe_auth, rest
+    return None, location
 
 
 def _smart_open_split(uri: str) -> SplitResult:
