@@ -708,18 +708,22 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 raise
             self.log.warning("Listing %s failed (%s); looking again", unique_id or "the scope", err)
             return None
-        if cut and verdict.ours is None:
+        if cut and verdict.ours is None and not verdict.pending:
             # "Not listed" on a listing read in part is no proof the upload did not arrive: it may
             # be on a page never seen. Not transient either (the pages came back, wrong). A video
-            # the pages read show with our tag is ours all the same (the usual case: the newest).
+            # the pages read show with our tag is ours all the same (the usual case: the newest);
+            # a candidate they show still UNPARSE is waited for, as on a whole listing (the usual
+            # case right after the lost answer): once parsed, its tags decide, and a later look
+            # that finds it foreign fails here, having uploaded nothing.
             raise AirflowException(
                 _unreadable_listing(unique_id, "an earlier attempt's upload arrived", cut[0])
             ) from cut[0]
         if cut:
             self.log.warning(
-                "Listing %s could not be read whole (%s); the pages read show the earlier upload",
+                "Listing %s could not be read whole (%s); the pages read show %s",
                 unique_id or "the scope",
                 cut[0],
+                "the earlier upload" if verdict.ours is not None else "candidates to wait for",
             )
         return verdict
 

@@ -399,6 +399,37 @@ def test_a_listing_that_ignores_page_still_finds_our_upload_on_page_1(
     assert emu.control.count("upload") == 3
 
 
+def test_a_listing_cut_short_waits_for_a_candidate_it_shows_unparse(
+    held: Any, video: Path, upload_video: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual lost answer: our video is the newest, on page 1, still UNPARSE (tags not shown
+    # yet). Page 2 cannot be read (page 1 again). The pages read show a candidate to wait for, as
+    # a whole listing would: the try waits for it to parse and reuses it, not fail at the first look.
+    upload_video(b"\x00" * 100, "a.mp4")
+    upload_video(b"\x00" * 101, "b.mp4")
+    store = Store()
+    lost_first_attempt(held, store, video)
+    earlier = next(v for v in held.control.videos() if v["size"] == len(VIDEO))
+    held.control.configure(max_page_size=2)
+    held.control.inject_fault("list_videos", "ignore_page", count=2)  # the first look's pages 1, 2
+    real = MemoriesHook.iter_videos
+    looks = [0]
+
+    def iter_videos(self: MemoriesHook, **kwargs: Any) -> Any:
+        try:
+            yield from real(self, **kwargs)
+        finally:
+            looks[0] += 1
+            if looks[0] == 1:  # once the first look has read what it could
+                held.control.set_status(earlier["video_no"], "PARSE")
+
+    monkeypatch.setattr(MemoriesHook, "iter_videos", iter_videos)
+    video_no, ti = attempt(store, 2, source=str(video), lost_answer_grace=0, timeout=600)
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert looks[0] == 2  # saw it UNPARSE on a cut listing, waited, saw it PARSE with our tag
+    assert held.control.count("upload") == 3  # a, b and attempt 1: no second payment
+
+
 # ---------------------------------------------------------------------------- the earlier video FAILED
 
 
