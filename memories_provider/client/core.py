@@ -371,11 +371,24 @@ def _malformed(proxy: str) -> str | None:
     """Why ``proxy`` (a URL from the environment) cannot be used as it is written, else ``None``."""
     if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in proxy):
         return "it holds white space or control characters (a trailing newline?)"
+    # urlsplit's own words are not said: they may quote the password. A '/', '?' or '#' left
+    # unencoded in it ends the host there, so the rest of the password is read as the port
+    # ("Port could not be cast to integer value as '<password>'") or, after a '[', as an IPv6
+    # host ("'<password>' does not appear to be an IPv4 or IPv6 address").
+    encode = (
+        "a '/', '?', '#', '[' or ']' in the user or password must be percent-encoded "
+        "(%2F, %3F, %23, %5B, %5D)"
+    )
     try:
         parts = urlsplit(proxy)
+    except ValueError:
+        return f"Invalid IPv6 URL (a '[' not closed, or not an address between brackets; {encode})"
+    try:
         parts.port  # noqa: B018  (raises for a port that is not a number from 0 to 65535)
     except ValueError as err:
-        return str(err)
+        if str(err).startswith("Port out of range"):
+            return "Port out of range 0-65535"
+        return f"its port is not a number from 0 to 65535 ({encode})"
     if not parts.hostname:
         return "it names no host"
     return None

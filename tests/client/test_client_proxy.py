@@ -674,8 +674,21 @@ async def test_an_https_proxy_is_verified_with_the_same_certificates_by_both_cli
         ("http://corp:{password}@127.0.0.1:31x8", "port"),
         ("http://corp:{password}@[::1:3128", "Invalid IPv6 URL"),
         ("http://corp:{password}@127.0.0.1:3128\n", "white space"),
+        # A '/', '?' or '#' left unencoded in the password ends the host there: urlsplit reads
+        # the password as the port, and its 'Port could not be cast' quoted it.
+        ("http://corp:{password}/x@127.0.0.1:3128", "percent-encoded"),
+        ("http://corp:{password}#x@127.0.0.1:3128", "percent-encoded"),
+        ("http://corp:x[{password}]/y@127.0.0.1:3128", "Invalid IPv6 URL"),
     ],
-    ids=["port-out-of-range", "port-not-a-number", "bad-ipv6", "trailing-newline"],
+    ids=[
+        "port-out-of-range",
+        "port-not-a-number",
+        "bad-ipv6",
+        "trailing-newline",
+        "slash-in-password",
+        "hash-in-password",
+        "bracket-in-password",
+    ],
 )
 async def test_a_proxy_url_that_cannot_be_read_is_said_at_once_by_both(
     memories_emulator, monkeypatch, written, reason
