@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import ssl
 import threading
@@ -35,6 +36,11 @@ TrustKey = tuple[str | None, ...]
 #: key -> (the bundle's file signature when last looked at, its content's digest, the context).
 _CONTEXTS: dict[TrustKey, tuple[tuple[int, ...] | None, bytes | None, ssl.SSLContext]] = {}
 _LOCK = threading.Lock()
+#: key -> the signature of a version of its bundle that held no usable certificates, while a
+#: context had been built from an earlier one (kept meanwhile, see :func:`ssl_context`).
+_UNUSABLE: dict[TrustKey, tuple[int, ...] | None] = {}
+_NONE = object()
+log = logging.getLogger("memories_provider.client")
 
 
 def trust_key(ca_bundle: str | None) -> TrustKey:
@@ -100,7 +106,10 @@ def _digest(key: TrustKey) -> bytes | None:
 def is_cached(key: TrustKey) -> bool:
     """Whether :func:`ssl_context` for ``key`` is built already (no file to read)."""
     cached = _CONTEXTS.get(key)
-    return cached is not None and cached[0] == _signature(key)
+    if cached is None:
+        return False
+    signature = _signature(key)
+    return cached[0] == signature or _UNUSABLE.get(key, _NONE) == signature
 
 
 def ssl_context(key: TrustKey) -> ssl.SSLContext:
@@ -108,7 +117,9 @@ def ssl_context(key: TrustKey) -> ssl.SSLContext:
 
     Built once per process for each key, and again once the bundle's file is replaced by other
     certificates (loading a store reads files: an async caller builds a new one off its event loop,
-    see :func:`is_cached`); a file written again with the same content keeps its context.
+    see :func:`is_cached`); a file written again with the same content keeps its context, and
+    one that holds no usable certificate once a context was built from it (caught mid-rewrite)
+    keeps that context until it holds certificates again (a warning says so).
 
     :raises MemoriesInvalidArgumentError: when the bundle named cannot be read or holds no
         certificate, naming where it was given.
@@ -116,6 +127,8 @@ def ssl_context(key: TrustKey) -> ssl.SSLContext:
     signature = _signature(key)
     cached = _CONTEXTS.get(key)
     if cached is None or cached[0] != signature:
+        if cached is not None and _UNUSABLE.get(key, _NONE) == signature:
+            return cached[2]  # still the version that could not be read: not read again
         with _LOCK:
             cached = _CONTEXTS.get(key)
             if cached is None or cached[0] != signature:
@@ -125,7 +138,22 @@ def ssl_context(key: TrustKey) -> ssl.SSLContext:
                     # context, so the pools and sessions verified with it are kept.
                     cached = _CONTEXTS[key] = (signature, digest, cached[2])
                 else:
-                    cached = _CONTEXTS[key] = (signature, digest, _build(key))
+                    try:
+                        context = _build(key)
+                    except MemoriesInvalidArgumentError as err:
+                        if cached is None:
+                            raise
+                        # A file being written in place (truncated, then filled) or replaced by
+                        # a remove and a write: for a moment it holds no certificate. The context
+                        # read before stays until the file holds certificates again, as a client
+                        # that loaded it once kept it; failing the request failed every deferred
+                        # wait of the triggerer's poller (not a transient error).
+                        if _UNUSABLE.get(key, _NONE) != signature:
+                            log.warning("%s; still verifying with the certificates read before", err)
+                        _UNUSABLE[key] = signature
+                        return cached[2]
+                    cached = _CONTEXTS[key] = (signature, digest, context)
+                _UNUSABLE.pop(key, None)
     return cached[2]
 
 

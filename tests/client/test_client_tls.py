@@ -317,3 +317,34 @@ async def test_a_ca_bundle_written_again_unchanged_keeps_its_context_and_session
         assert await client.list_unique_ids() == ["tls"]
         assert tls.ssl_context(key) is not first
     assert len(built) == 2
+
+
+async def test_a_ca_bundle_caught_mid_rewrite_keeps_the_context_read_before(tls_server, ca, tmp_path):
+    """Written again in place (``cp``, a shell ``>``: truncated, then filled), the bundle is for a
+    moment empty or cut. A long-lived client (the triggerer's poller) looks it up before each
+    request since it follows rotations, and a request at that moment raised the bundle's
+    MemoriesInvalidArgumentError: not transient, so the poller ended every deferred wait of the
+    connection with 'error'. A client loaded it once before. It now keeps verifying with the
+    certificates it read before until the file holds certificates again, and a new client (or a
+    bundle never read) still says what is wrong with it."""
+    bundle = tmp_path / "corp-ca.pem"
+    pem = ca.ca_pem.read_bytes()
+    bundle.write_bytes(pem)
+    settings = {"base_url": f"{tls_server.url}/serve/api/v1", "timeout": 10, "retry": NO_RETRY}
+    async with AsyncMemoriesClient(KEY, ca_bundle=str(bundle), **settings) as client:
+        assert await client.list_unique_ids() == ["tls"]
+        for caught in (b"", pem[: len(pem) // 2]):  # truncated, then half written
+            bundle.write_bytes(caught)
+            assert await client.list_unique_ids() == ["tls"]
+            assert _sync(tls_server.url, ca_bundle=str(bundle)) == ["tls"]
+        bundle.unlink()  # replaced by a remove and a write
+        assert await client.list_unique_ids() == ["tls"]
+        # Written whole again, with another CA: read at once (the rotation is not held up).
+        bundle.write_bytes(LocalCA(tmp_path / "other", name="other CA").ca_pem.read_bytes())
+        with pytest.raises(MemoriesConnectionError, match="certificate"):
+            await client.list_unique_ids()
+    # A bundle no context was ever read from is still refused by name.
+    cut = tmp_path / "cut.pem"
+    cut.write_bytes(pem[: len(pem) // 2])
+    with pytest.raises(MemoriesInvalidArgumentError, match=r"cut\.pem"):
+        _sync(tls_server.url, ca_bundle=str(cut))
