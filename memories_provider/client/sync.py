@@ -192,6 +192,24 @@ _QUIET_POOLS = {
     "http": _quiet_pool(urllib3.HTTPConnectionPool),
     "https": _quiet_pool(urllib3.HTTPSConnectionPool),
 }
+#: Each pool class a manager uses -> its quiet subclass (made once), the quiet ones to themselves.
+_QUIETED: dict[type[Any], type[Any]] = {
+    urllib3.HTTPConnectionPool: _QUIET_POOLS["http"],
+    urllib3.HTTPSConnectionPool: _QUIET_POOLS["https"],
+    **{quiet: quiet for quiet in _QUIET_POOLS.values()},
+}
+_QUIETED_LOCK = threading.Lock()
+
+
+def _quiet_pools(pools: dict[str, type[Any]]) -> dict[str, type[Any]]:
+    """A manager's pool classes made quiet, each keeping its own kind: a SOCKS proxy manager's
+    (requests[socks]) still connect through the proxy, with the options it hands them."""
+    with _QUIETED_LOCK:
+        for pool in pools.values():
+            if pool not in _QUIETED:
+                quiet = _quiet_pool(pool)
+                _QUIETED[pool] = _QUIETED[quiet] = quiet
+        return {scheme: _QUIETED[pool] for scheme, pool in pools.items()}
 
 
 class _LargeBlockAdapter(HTTPAdapter):
@@ -246,7 +264,9 @@ class _LargeBlockAdapter(HTTPAdapter):
                 self.proxy_manager.pop(proxy).clear()
             proxy_kwargs["proxy_ssl_context"] = context
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = _QUIET_POOLS
+        # Not _QUIET_POOLS: a SOCKS proxy manager's pools connect through the proxy, and plain
+        # ones refused its `_socks_options` (a bare TypeError for every call through it).
+        manager.pool_classes_by_scheme = _quiet_pools(manager.pool_classes_by_scheme)
         return manager
 
 

@@ -12,6 +12,7 @@ import base64
 import http.client
 import select
 import socket
+import threading
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -609,6 +610,69 @@ def test_the_sync_client_without_pysocks_says_so_at_once(memories_emulator, monk
     assert "requests[socks]" in str(error.value)
     shown = _proxy_error_text(error.value)
     assert PROXY_PASSWORD not in shown and memories_emulator.api_key not in shown
+
+
+class _Socks5Relay:
+    """A SOCKS5 proxy (no authentication, CONNECT only) relaying to the host each request names;
+    ``seen`` lists the (host, port) it was asked for."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> _Socks5Relay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (Linux)
+        self._listener.close()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with client:
+            _, methods = client.recv(2)
+            client.recv(methods)
+            client.sendall(b"\x05\x00")
+            _, _, _, kind = client.recv(4)
+            ipv4 = kind == 1  # else a name (socks5h)
+            host = socket.inet_ntoa(client.recv(4)) if ipv4 else client.recv(client.recv(1)[0]).decode()
+            port = int.from_bytes(client.recv(2), "big")
+            self.seen.append((host, port))
+            with socket.create_connection((host, port)) as upstream:
+                client.sendall(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+                ends = [client, upstream]
+                while True:
+                    readable, _, _ = select.select(ends, [], [])
+                    for end in readable:
+                        data = end.recv(65536)
+                        if not data:
+                            return
+                        (upstream if end is client else client).sendall(data)
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_the_sync_client_with_pysocks_goes_through_a_socks_proxy(memories_emulator, monkeypatch, scheme):
+    """With PySocks (requests[socks], as the README says), the sync client reaches memories.ai
+    through a SOCKS proxy. The adapter replaced every proxy manager's pool classes with its quiet
+    plain ones, so requests' SOCKSProxyManager handed its `_socks_options` to a plain connection:
+    a bare TypeError ('unexpected keyword argument _socks_options'), no MemoriesError, every call."""
+    pytest.importorskip("socks", reason="PySocks is not installed")
+    with _Socks5Relay() as relay:
+        monkeypatch.setenv("ALL_PROXY", f"{scheme}://127.0.0.1:{relay.port}")
+        assert _sync_ids(memories_emulator) == []
+    emulator_port = urlsplit(memories_emulator.v1_url).port
+    assert [port for _, port in relay.seen] == [emulator_port]
 
 
 async def test_proxy_credentials_basic_auth_cannot_carry_are_said_without_them(
