@@ -389,6 +389,13 @@ def _malformed(proxy: str) -> str | None:
         if str(err).startswith("Port out of range"):
             return "Port out of range 0-65535"
         return f"its port is not a number from 0 to 65535 ({encode})"
+    if "@" in parts.path + parts.query + parts.fragment:
+        # 'user:p@ss/word@proxy': the host read is a piece of the password (looked up in the DNS,
+        # named by every connection error); a proxy URL has nothing after its host but a '/'.
+        return (
+            "an '@' follows what is read as its host: a '/', '?' or '#' in the user or password "
+            "ends the host early, so they must be percent-encoded (%2F, %3F, %23), and an '@' (%40)"
+        )
     if not parts.hostname:
         return "it names no host"
     return None

@@ -743,6 +743,8 @@ async def test_an_https_proxy_is_verified_with_the_same_certificates_by_both_cli
         ("http://corp:{password}/x@127.0.0.1:3128", "percent-encoded"),
         ("http://corp:{password}#x@127.0.0.1:3128", "percent-encoded"),
         ("http://corp:x[{password}]/y@127.0.0.1:3128", "Invalid IPv6 URL"),
+        # An '@' and then a '/' in the password: the host read is the password's middle part.
+        ("http://corp:x@{password}/y@127.0.0.1:3128", "percent-encoded"),
     ],
     ids=[
         "port-out-of-range",
@@ -752,6 +754,7 @@ async def test_an_https_proxy_is_verified_with_the_same_certificates_by_both_cli
         "slash-in-password",
         "hash-in-password",
         "bracket-in-password",
+        "at-and-slash-in-password",
     ],
 )
 async def test_a_proxy_url_that_cannot_be_read_is_said_at_once_by_both(
