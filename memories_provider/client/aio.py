@@ -502,9 +502,15 @@ class AsyncMemoriesClient(core.ClientCore):
         result: VideoPage = await self._call(spec, protocol.video_page_reader(page, size))
         return result
 
-    async def iter_videos(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Video]:
-        """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page."""
-        pages = core.PageCursor(page_size, scope=filters.get("unique_id"))
+    async def iter_videos(
+        self, *, page_size: int = 100, cursor: core.PageCursor | None = None, **filters: Any
+    ) -> AsyncIterator[Video]:
+        """Every video matching ``filters`` (keyword arguments of :meth:`list_videos`), page by page.
+
+        :param cursor: as in the sync client's ``iter_videos``.
+        """
+        pages = cursor or core.PageCursor(page_size)
+        pages.scope = pages.scope or filters.get("unique_id")  # the scope listed, for its errors
         while pages.next is not None:
             result = await self.list_videos(page=pages.next, size=page_size, **filters)
             pages.advance(result)  # raises on pages that cannot be read whole, before their videos

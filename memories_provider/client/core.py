@@ -75,6 +75,10 @@ class PageCursor:
     the listing short. A page pushed down whole by videos added ahead is no repeat: its
     ``total_count`` moved.
 
+    Pages are read by offset, newest first, so a video deleted ahead of the next page between two
+    page reads moves every later video up a place, the first of the next page onto a page already
+    read: :attr:`may_have_skipped` says when that may have happened to a video listed all along.
+
     :param page_size: the page size asked for.
     :param scope: the ``unique_id`` listed, named in the error (``None``: not named).
     """
@@ -85,6 +89,7 @@ class PageCursor:
         self.scope = scope
         self._seen = 0
         self._total: int | None = None
+        self._skips = False
         # Each page's ids (non-empty) -> its number and total_count.
         self._pages: dict[tuple[str, ...], tuple[int, int | None]] = {}
 
@@ -92,6 +97,18 @@ class PageCursor:
     def listed(self) -> int:
         """The videos the pages read so far held, repeats included."""
         return self._seen
+
+    @property
+    def may_have_skipped(self) -> bool:
+        """Whether a video listed all along may be missing from the pages read so far.
+
+        Videos are added ahead of every page (newest first), which only pushes the others down (a
+        repeat, never a gap); a deletion ahead of the next page pulls them up. Between two page
+        reads, the others move up at most by the deletions and down by the additions, so a
+        ``total_count`` that did not drop from one page to the next proves nothing moved up; after a
+        drop, or a page without ``total_count`` after the first, a video may have been skipped.
+        """
+        return self._skips
 
     def advance(self, result: VideoPage) -> None:
         """Take in the page just read (see :func:`last_page`), before its videos are used.
@@ -119,6 +136,10 @@ class PageCursor:
             )
         if ids:
             self._pages[ids] = (number, result.total_count)
+        if number > 1 and (
+            result.total_count is None or self._total is None or result.total_count < self._total
+        ):
+            self._skips = True
         self._seen += len(ids)
         self._total = result.total_count
         if not last_page(result, self._seen, self.page_size):

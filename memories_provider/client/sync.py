@@ -765,14 +765,19 @@ class MemoriesClient(core.ClientCore):
         result: VideoPage = self._call(spec, protocol.video_page_reader(page, size))
         return result
 
-    def iter_videos(self, *, page_size: int = 100, **filters: Any) -> Iterator[Video]:
+    def iter_videos(
+        self, *, page_size: int = 100, cursor: core.PageCursor | None = None, **filters: Any
+    ) -> Iterator[Video]:
         """Every video matching ``filters`` (the keyword arguments of :meth:`list_videos`), page by page.
 
+        :param cursor: a fresh :class:`~memories_provider.client.core.PageCursor` of ``page_size``
+            to page with, to ask it afterwards what the pages showed (``may_have_skipped``).
         :raises MemoriesPagingError: when the pages cannot be read whole: a page holding exactly the
             videos of an earlier page under the same ``total_count`` (the service ignores ``page``),
             or pages that end before ``total_count`` (see :class:`~memories_provider.client.core.PageCursor`).
         """
-        pages = core.PageCursor(page_size, scope=filters.get("unique_id"))
+        pages = cursor or core.PageCursor(page_size)
+        pages.scope = pages.scope or filters.get("unique_id")  # the scope listed, for its errors
         while pages.next is not None:
             result = self.list_videos(page=pages.next, size=page_size, **filters)
             pages.advance(result)  # raises on pages that cannot be read whole, before their videos

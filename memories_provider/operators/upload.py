@@ -30,6 +30,7 @@ from memories_provider.client import (
     UploadResult,
     Video,
 )
+from memories_provider.client.core import PageCursor
 from memories_provider.client.deadline import within
 from memories_provider.client.multipart import SourceReadError, find_source_error
 from memories_provider.client.protocol import video_content_type
@@ -129,6 +130,9 @@ def _never_accepted(error: BaseException, plan: _Plan, file_bytes: int) -> bool:
 #: Seconds the look of an execution that starts at or after its deadline (a deferred wait resumed
 #: on its timeout) gets: enough for one listing, far less than a Retry-After storm.
 _FIRST_LOOK = 10.0
+
+#: Videos a page of the lost-answer look's listing (the client's default).
+_LOOK_PAGE_SIZE = 100
 
 
 def _is_number(value: Any) -> bool:
@@ -693,10 +697,11 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
             return hook.get_video(video_no, unique_id=unique_id)
 
         cut: list[MemoriesPagingError] = []
+        cursor = PageCursor(_LOOK_PAGE_SIZE)  # named by iter_videos, with the scope it lists
 
         def listed() -> Iterator[Video]:
             try:
-                yield from hook.iter_videos(unique_id=unique_id)
+                yield from hook.iter_videos(unique_id=unique_id, page_size=_LOOK_PAGE_SIZE, cursor=cursor)
             except MemoriesPagingError as err:  # the pages read so far are still judged
                 cut.append(err)
 
@@ -725,6 +730,17 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 cut[0],
                 "the earlier upload" if verdict.ours is not None else "candidates to wait for",
             )
+        if verdict.nothing and cursor.may_have_skipped:
+            # Offset pages, newest first: a video deleted ahead between two page reads (another
+            # task of the account cleaning up) moved ours, the first of the next page, onto a page
+            # already read. "Not listed" is no proof then: look again rather than pay again.
+            self.log.warning(
+                "Listing %s may have moved while it was read (a page's total_count was below the "
+                "previous page's, or missing): a video listed all along may have been skipped, so "
+                "this look proves nothing; looking again",
+                unique_id or "the scope",
+            )
+            return None
         return verdict
 
     def _decision(

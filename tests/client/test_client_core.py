@@ -285,3 +285,28 @@ async def test_both_drivers_run_a_plan_alike(driver: str) -> None:
     call, _ = _answers(None)
     with pytest.raises(MemoriesNotFoundError, match="video VI000000000000000001 not found"):
         await run(core.get_video_plan("http://h/serve/api/v1", "VI000000000000000001", None), call)
+
+
+def test_page_cursor_says_when_a_deletion_ahead_may_have_moved_a_video_past_it() -> None:
+    # Four videos 1-4, newest first, pages of 2. Video 1 is deleted after page 1 is read: page 2
+    # is now [4] (3 moved up onto page 1, already read), and its total dropped from 4 to 3.
+    moved = PageCursor(2)
+    moved.advance(_ids_page("12", 4))
+    assert not moved.may_have_skipped
+    moved.advance(_ids_page("4", 3))
+    assert moved.next is None and moved.may_have_skipped
+    # Videos added ahead only push the others down (3 seen twice): nothing was skipped.
+    pushed = PageCursor(2)
+    pushed.advance(_ids_page("12", 4))
+    pushed.advance(_ids_page("23", 5))
+    pushed.advance(_ids_page("4", 5))
+    assert pushed.next is None and not pushed.may_have_skipped
+    # Without total_count after page 1, nothing tells: it may have.
+    blind = PageCursor(2)
+    blind.advance(_ids_page("12", None))
+    blind.advance(_ids_page("3", None))
+    assert blind.next is None and blind.may_have_skipped
+    # One page is one answer: nothing can have moved within it.
+    one = PageCursor(2)
+    one.advance(_ids_page("1", None))
+    assert not one.may_have_skipped

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 from local_http import LocalServer, QuietHandler, folder_handler
 from test_upload import VIDEO, Store, _TaskInstance
 
 from memories_provider.client import (
     MemoriesAuthError,
+    MemoriesClient,
     MemoriesConnectionError,
     MemoriesInsufficientCreditsError,
     Video,
@@ -428,6 +430,103 @@ def test_a_listing_cut_short_waits_for_a_candidate_it_shows_unparse(
     assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
     assert looks[0] == 2  # saw it UNPARSE on a cut listing, waited, saw it PARSE with our tag
     assert held.control.count("upload") == 3  # a, b and attempt 1: no second payment
+
+
+def delete_on_page_2(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, victims: list[str], upload_video: Any = None
+) -> list[int]:
+    """Another task of the account deletes the next of ``victims`` (newer than ours) each time a
+    look asks for page 2, once page 1 was read; with ``upload_video``, a backfill also uploads a
+    new video (a victim too) before each later look. Returns the pages asked, in order."""
+    real = MemoriesClient.list_videos
+    pages: list[int] = []
+
+    def list_videos(self: MemoriesClient, **kwargs: Any) -> Any:
+        pages.append(kwargs.get("page", 1))
+        if pages[-1] == 1 and len(pages) > 1 and upload_video is not None:
+            victims.append(upload_video(b"\x00" * (200 + len(pages)), "backfill.mp4"))
+        if pages[-1] == 2 and victims:
+            requests.post(
+                f"{emu.v1_url}/delete_videos",
+                params={"unique_id": "default"},
+                headers={"Authorization": emu.api_key},
+                json=[victims.pop(0)],
+                timeout=60,
+            ).raise_for_status()
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(MemoriesClient, "list_videos", list_videos)
+    return pages
+
+
+def test_a_newer_video_deleted_between_the_looks_pages_does_not_hide_ours(
+    emu: Any, video: Path, upload_video: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backfill: two uploads newer than ours push it to page 2 (pages of 2, newest first). Another
+    # task of the account deletes one of them after the look read page 1: offset paging moves every
+    # later video up a place, ours onto page 1, already read; page 2 came back empty, under a
+    # total_count that matched what was read. The look saw nothing and the retry paid again.
+    store = Store()
+    lost_first_attempt(emu, store, video)
+    [earlier] = emu.control.videos()
+    newer = upload_video(b"\x00" * 100, "a.mp4")
+    upload_video(b"\x00" * 101, "b.mp4")
+    emu.control.configure(max_page_size=2)
+    pages = delete_on_page_2(emu, monkeypatch, [newer])
+    video_no, ti = attempt(store, 2, source=str(video), lost_answer_grace=0, timeout=600)
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 3  # attempt 1, a and b: no second payment
+    assert newer not in [v["video_no"] for v in emu.control.videos()]  # the deletion did happen
+    assert pages == [1, 2, 1]  # a look that moved (total 3, then 2), then one whole page
+
+
+def test_a_listing_that_moves_under_every_look_fails_the_try_without_paying(
+    emu: Any, video: Path, upload_video: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backfill uploads ahead of ours before each look and another task deletes a newer video
+    # between each look's pages, so every look misses ours: none proves it absent, and the try
+    # ends at its timeout having uploaded nothing, keeping its record for the next try.
+    import memories_provider.operators.upload as upload_module
+
+    list_videos = MemoriesClient.list_videos
+    store = Store()
+    lost_first_attempt(emu, store, video)
+    [earlier] = emu.control.videos()
+    newer = [upload_video(b"\x00" * 100, "a.mp4"), upload_video(b"\x00" * 101, "b.mp4")]
+    emu.control.configure(max_page_size=2)
+    pages = delete_on_page_2(emu, monkeypatch, newer, upload_video)
+    slept: list[float] = []
+    real = upload_module.time
+
+    class Clock:
+        """The operator's clock: its pauses pass at once."""
+
+        @staticmethod
+        def time() -> float:
+            return real.time() + sum(slept)
+
+        @staticmethod
+        def monotonic() -> float:
+            return real.monotonic() + sum(slept)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+    monkeypatch.setattr(upload_module, "time", Clock)
+    with pytest.raises(AirflowException, match="Could not list the scope within 60s") as info:
+        attempt(store, 2, source=str(video), lost_answer_grace=0, timeout=60, poll_interval=20)
+    assert not isinstance(info.value, AirflowFailException)  # a later try looks again
+    assert pages.count(2) >= 2 and set(pages) == {1, 2}  # several looks, each moved, none read ours
+    ours = [v["video_no"] for v in emu.control.videos() if v["size"] == len(VIDEO)]
+    assert ours == [earlier["video_no"]]  # no second payment for the file
+    assert "video_no" not in store["memories_video_no"]
+    # The next try, on a listing that holds still, finds the earlier upload.
+    monkeypatch.setattr(upload_module, "time", real)
+    monkeypatch.setattr(MemoriesClient, "list_videos", list_videos)
+    uploads = emu.control.count("upload")
+    video_no, _ = attempt(store, 3, source=str(video), lost_answer_grace=0)
+    assert video_no == earlier["video_no"] and emu.control.count("upload") == uploads
 
 
 # ---------------------------------------------------------------------------- the earlier video FAILED
