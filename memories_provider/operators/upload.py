@@ -730,14 +730,16 @@ class MemoriesUploadOperator(MemoriesHookMixin, BaseOperator):
                 cut[0],
                 "the earlier upload" if verdict.ours is not None else "candidates to wait for",
             )
-        if verdict.nothing and cursor.may_have_skipped:
+        if verdict.ours is None and not verdict.pending and cursor.may_have_skipped:
             # Offset pages, newest first: a video deleted ahead between two page reads (another
             # task of the account cleaning up) moved ours, the first of the next page, onto a page
-            # already read. "Not listed" is no proof then: look again rather than pay again.
+            # already read. "Not listed" is no proof then (look again rather than pay again), nor
+            # are the undecidable look-alikes it shows the only candidates (look again rather than
+            # fail the task for a person to decide about them).
             self.log.warning(
                 "Listing %s may have moved while it was read (a page's total_count was below the "
                 "previous page's, or missing): a video listed all along may have been skipped, so "
-                "this look proves nothing; looking again",
+                "this look decides nothing; looking again",
                 unique_id or "the scope",
             )
             return None

@@ -480,6 +480,26 @@ def test_a_newer_video_deleted_between_the_looks_pages_does_not_hide_ours(
     assert pages == [1, 2, 1]  # a look that moved (total 3, then 2), then one whole page
 
 
+def test_a_look_alike_that_failed_is_not_blamed_when_the_listing_moved_past_ours(
+    emu: Any, video: Path, upload_video: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Newer than ours: another task's same-size upload that FAILED (tags never shown) and another
+    # video. The look reads page 1 ([a, look-alike]), a is deleted, ours moves onto page 1: the
+    # look saw only the look-alike and failed the task for good, asking a person to decide about
+    # a video that is not ours, while ours was there, parsed and tagged.
+    store = Store()
+    lost_first_attempt(emu, store, video)
+    [earlier] = emu.control.videos()
+    theirs = upload_video(OTHER, "clip.mp4")
+    emu.control.set_status(theirs, "FAILED", "unsupported codec")
+    newer = upload_video(b"\x00" * 100, "a.mp4")
+    emu.control.configure(max_page_size=2)
+    pages = delete_on_page_2(emu, monkeypatch, [newer])
+    video_no, ti = attempt(store, 2, source=str(video), lost_answer_grace=0, timeout=600)
+    assert video_no == earlier["video_no"] and ti.xcom["upload_result"]["reused"] is True
+    assert emu.control.count("upload") == 3 and pages == [1, 2, 1]
+
+
 def test_a_listing_that_moves_under_every_look_fails_the_try_without_paying(
     emu: Any, video: Path, upload_video: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
