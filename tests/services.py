@@ -132,6 +132,39 @@ def s3_bucket(moto_s3_server: MotoS3, request: pytest.FixtureRequest) -> Iterato
     client.delete_bucket(Bucket=name)
 
 
+@pytest.fixture
+def s3_if_match_on_completion(moto_s3_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """moto's CompleteMultipartUpload, made to honour ``If-Match`` as S3 does; yields the If-Match
+    values it was sent.
+
+    moto 5.2.5 checks ``If-Match`` on PutObject but ignores it on CompleteMultipartUpload (only
+    ``If-None-Match: *`` is checked there). S3 answers ``412 PreconditionFailed`` when the key's
+    ETag is another, ``404 NoSuchKey`` when no object has the key: the same answers are given here,
+    before moto completes the upload; the client, the request and what our code sent are all real.
+    """
+    from moto.s3.exceptions import MissingKey, PreconditionFailed
+    from moto.s3.responses import S3Response
+
+    real_post = S3Response._key_response_post
+    seen: list[str] = []
+
+    def post(
+        self: Any, request: Any, body: bytes, bucket_name: str, query: dict[str, Any], key_name: str
+    ) -> Any:
+        wanted = self.headers.get("If-Match")
+        if query.get("uploadId") and wanted is not None:
+            seen.append(wanted)
+            existing = self.backend.get_object(bucket_name, key_name)
+            if existing is None:
+                raise MissingKey(key=key_name)
+            if wanted.strip('"') != existing.etag.strip('"'):
+                raise PreconditionFailed("If-Match")
+        return real_post(self, request, body, bucket_name, query, key_name)
+
+    monkeypatch.setattr(S3Response, "_key_response_post", post)
+    yield seen
+
+
 # ---------------------------------------------------------------------------- SFTP (sshd)
 
 

@@ -80,7 +80,9 @@ _LOCAL_WRITE_AHEAD_CHUNKS = 4
 class _DownloadPlan:
     """What one download needs, settled before the first (billed) request; every attempt reuses it.
 
-    :param stale: files that hold an earlier state of the same source (replaced by the download).
+    :param stale: files that hold an earlier state of the same source (replaced by the download), each
+        with the version seen (object stores: the commit replaces that object only; see
+        :attr:`~memories_provider.storage.provenance.Existing.version`).
     """
 
     hook: MemoriesHook
@@ -88,7 +90,7 @@ class _DownloadPlan:
     facts: ServiceFacts
     destination: str
     transport: ResolvedTransport
-    stale: set[str] = field(default_factory=set)
+    stale: dict[str, str | None] = field(default_factory=dict)
     writer: str | None = None  # this task instance's mark, recorded with the file
 
 
@@ -359,7 +361,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 record.evidence,
                 facts.evidence,
             )
-            plan.stale.add(existing.uri)
+            plan.stale[existing.uri] = existing.version
         return None
 
     def _proven(self, source: DownloadSource, existing: Existing, transport: ResolvedTransport) -> Provenance:
@@ -436,9 +438,19 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 if is_folder(destination)
                 else destination
             )
-            replace = self.overwrite or uri in plan.stale
+            # A stale file is replaced only as it was seen: on object stores the commit is conditional
+            # on its version, and one written meanwhile by another writer is a lost race.
+            replace = self.overwrite or (uri in plan.stale and plan.stale[uri] is None)
+            version = None if self.overwrite else plan.stale.get(uri)
             return self._stream(
-                resp, plan.source, plan.facts, uri, plan.transport, replace=replace, mark=plan.writer
+                resp,
+                plan.source,
+                plan.facts,
+                uri,
+                plan.transport,
+                replace=replace,
+                replace_version=version,
+                mark=plan.writer,
             )
 
     def _stream(
@@ -449,6 +461,7 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         uri: str,
         transport: ResolvedTransport,
         replace: bool = True,
+        replace_version: str | None = None,
         mark: str | None = None,
     ) -> DownloadResult:
         known = facts.size if self.verify_size else None
@@ -463,7 +476,9 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
         # Object stores take the record when the upload starts; sidecars when the block ends (staged
         # before the rename, named after it).
         provenance = Provenance(source.identity, facts.evidence, size=expected, writer=mark)
-        writer = atomic_writer(uri, transport=transport, provenance=provenance, replace=replace)
+        writer = atomic_writer(
+            uri, transport=transport, provenance=provenance, replace=replace, replace_version=replace_version
+        )
         local = local_path(uri) is not None
         depth = _LOCAL_WRITE_AHEAD_CHUNKS if local else _WRITE_AHEAD_CHUNKS
         # The body goes round a fixed set of page-aligned buffers (received into, hashed while
@@ -532,10 +547,18 @@ class MemoriesDownloadOperator(MemoriesHookMixin, BaseOperator):
                 "filename": basename_of(uri),
                 "skipped": False,
             }
+        if there is None:
+            # The stale file it was to replace, or the other writer's, was removed meanwhile: nothing
+            # is there to keep, and the next try writes it.
+            raise AirflowException(
+                f"`destination` {redact_uri(uri)} was changed meanwhile by another writer and is gone "
+                f"now; nothing was written for {source.label} (overwrite=False replaces only the file "
+                "it looked at): the next try writes it"
+            )
         holder = "other bytes"
-        if there is not None and there.kind != "file":
+        if there.kind != "file":
             holder = f"a {there.kind}"
-        elif there is not None and there.provenance is not None:
+        elif there.provenance is not None:
             holder = describe_identity(there.provenance.source)
         raise AirflowFailException(
             f"`destination` {redact_uri(uri)} was created meanwhile by another writer and holds {holder}, "

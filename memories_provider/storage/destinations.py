@@ -355,6 +355,7 @@ def atomic_writer(
     transport: ResolvedTransport | None = None,
     provenance: Provenance | None = None,
     replace: bool = True,
+    replace_version: str | None = None,
 ) -> Iterator[IO[bytes]]:
     """Open ``uri`` for writing so that the object appears only if the block succeeds.
 
@@ -370,12 +371,19 @@ def atomic_writer(
         name is removed).
     :param replace: False: never overwrite an existing local, SFTP, S3, Azure or GCS file, raise
         :class:`DestinationTaken` instead (the check and the commit are one atomic step).
+    :param replace_version: with ``replace=False``, the version of the object at ``uri`` that may be
+        replaced (:attr:`~.provenance.Existing.version`: S3 and Azure its ETag, GCS its generation):
+        the commit replaces that object only (S3 ``If-Match``, GCS ``ifGenerationMatch``, Azure
+        ``If-Match``, checked by the store as it commits); any other object there, or none, raises
+        :class:`DestinationTaken`. Ignored locally and over SFTP, which replace what is there.
     """
     check_destination(uri)
     if is_folder(uri):
         raise ValueError(f"atomic_writer needs a file URI, got the folder {redact_uri(uri)!r}")
     params = _resolved(uri, conn_id, transport_params, transport).params
     scheme = scheme_of(uri)
+    if replace_version is not None and scheme not in OBJECT_STORE_SCHEMES:
+        replace = True  # local and SFTP: no version to hold the commit to
     if scheme in ("", "file"):
         path = local_path(uri)
         assert path is not None
@@ -390,15 +398,15 @@ def atomic_writer(
         if scheme.startswith("s3"):
             params = _s3_write_params(params)
             if not replace:
-                with _s3_no_clobber(uri, params) as fh:
+                with _s3_no_clobber(uri, params, replace_version) as fh:
                     yield fh
                 return
         elif scheme == "azure" and not replace:
-            with _azure_no_clobber(uri, params) as fh:
+            with _azure_no_clobber(uri, params, replace_version) as fh:
                 yield fh
             return
         elif scheme in GCS_SCHEMES and not replace:
-            with _gcs_no_clobber(uri, params) as fh:
+            with _gcs_no_clobber(uri, params, replace_version) as fh:
                 yield fh
             return
         # Inside ``with``: on an exception smart-open's __exit__ calls terminate() (abort), on
@@ -408,7 +416,8 @@ def atomic_writer(
 
 
 class _NoClobberS3:
-    """A boto3 S3 client whose completions never overwrite a key (``If-None-Match: *``).
+    """A boto3 S3 client whose completions never overwrite a key (``If-None-Match: *``), or with
+    ``etag`` overwrite only the object of that ETag (``If-Match``).
 
     A store that does not implement conditional writes (some S3-compatible ones answer
     ``NotImplemented``) gets the plain completion instead, with a warning: the last writer wins there.
@@ -416,8 +425,9 @@ class _NoClobberS3:
 
     _UNSUPPORTED = frozenset({"NotImplemented", "501"})
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, etag: str | None = None) -> None:
         self._client = client
+        self._condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -427,7 +437,7 @@ class _NoClobberS3:
 
         method = getattr(self._client, call)
         try:
-            return method(IfNoneMatch="*", **kwargs)
+            return method(**self._condition, **kwargs)
         except ClientError as err:
             if str(err.response.get("Error", {}).get("Code", "")) not in self._UNSUPPORTED:
                 raise
@@ -442,15 +452,16 @@ class _NoClobberS3:
 
 
 @contextlib.contextmanager
-def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
-    """An S3 writer whose commit fails with DestinationTaken if the key exists meanwhile."""
+def _s3_no_clobber(uri: str, params: dict[str, Any], etag: str | None = None) -> Iterator[IO[bytes]]:
+    """An S3 writer whose commit fails with DestinationTaken if the key exists meanwhile (with
+    ``etag``: if the key holds anything but the object of that ETag, or nothing)."""
     from botocore.exceptions import ClientError
 
     fh: Any = _smart_open_open(
         uri,
         "wb",
         compression="disable",
-        transport_params={**params, "client": _NoClobberS3(params["client"])},
+        transport_params={**params, "client": _NoClobberS3(params["client"], etag)},
     )
     try:
         yield fh
@@ -468,7 +479,7 @@ def _s3_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
         # ValueError("the bucket ... does not exist, or is forbidden for access").
         cause = err if isinstance(err, ClientError) else err.__cause__
         code = str(cause.response.get("Error", {}).get("Code", "")) if isinstance(cause, ClientError) else ""
-        if code in ("PreconditionFailed", "412"):
+        if code in ("PreconditionFailed", "412") or (etag is not None and code in ("NoSuchKey", "404")):
             raise DestinationTaken(uri) from None
         raise
 
@@ -478,31 +489,37 @@ _AZURE_TAKEN = frozenset({"BlobAlreadyExists", "ConditionNotMet"})
 
 
 @contextlib.contextmanager
-def _azure_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+def _azure_no_clobber(uri: str, params: dict[str, Any], etag: str | None = None) -> Iterator[IO[bytes]]:
     """An Azure writer whose commit (the block list) fails with DestinationTaken if the blob exists
-    meanwhile; its staged blocks are left uncommitted (Azure drops them after a week)."""
+    meanwhile (with ``etag``: if it is not the blob of that ETag); its staged blocks are left
+    uncommitted (Azure drops them after a week)."""
     from azure.core import MatchConditions
     from azure.core.exceptions import HttpResponseError
 
-    blob_kwargs = {**(params.get("blob_kwargs") or {}), "match_condition": MatchConditions.IfMissing}
+    condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+    if etag is not None:
+        condition = {"match_condition": MatchConditions.IfNotModified, "etag": etag}
+    blob_kwargs = {**(params.get("blob_kwargs") or {}), **condition}
     try:
         with _smart_open_open(
             uri, "wb", compression="disable", transport_params={**params, "blob_kwargs": blob_kwargs}
         ) as fh:
             yield fh
     except HttpResponseError as err:
-        if getattr(err, "error_code", None) in _AZURE_TAKEN:
+        code = getattr(err, "error_code", None)
+        if code in _AZURE_TAKEN or (etag is not None and code == "BlobNotFound"):
             raise DestinationTaken(uri) from None
         raise
 
 
 @contextlib.contextmanager
-def _gcs_no_clobber(uri: str, params: dict[str, Any]) -> Iterator[IO[bytes]]:
+def _gcs_no_clobber(uri: str, params: dict[str, Any], generation: str | None = None) -> Iterator[IO[bytes]]:
     """A GCS writer whose object is created only if none has the name (``ifGenerationMatch=0`` on
-    the resumable upload, which GCS checks when it creates the object): one that appeared meanwhile
-    fails the upload with ``412 Precondition Failed``, raised as DestinationTaken; the upload session
-    is cancelled and nothing of ours is left."""
-    open_kwargs = {**(params.get("blob_open_kwargs") or {}), "if_generation_match": 0}
+    the resumable upload, which GCS checks when it creates the object), or with ``generation`` only
+    if the object there is that generation: otherwise the upload fails with ``412 Precondition
+    Failed``, raised as DestinationTaken; the upload session is cancelled and nothing of ours is left."""
+    wanted = 0 if generation is None else int(generation)
+    open_kwargs = {**(params.get("blob_open_kwargs") or {}), "if_generation_match": wanted}
     try:
         with _smart_open_open(
             uri, "wb", compression="disable", transport_params={**params, "blob_open_kwargs": open_kwargs}

@@ -141,6 +141,9 @@ class Existing:
     :param kind: ``"file"``, or what else holds the name and can never be the download (locally
         and over SFTP: ``"folder"``, ``"symlink to nothing"``, ``"FIFO"``, ``"special file"``), with
         no record and size 0.
+    :param version: object stores: the version of the object seen (S3 and Azure: its ETag; GCS: its
+        generation), for a commit that replaces only that object (``atomic_writer``'s
+        ``replace_version``); None locally and over SFTP.
     """
 
     uri: str
@@ -148,3 +151,4 @@ class Existing:
     provenance: Provenance | None
     intact: bool
     kind: str = "file"
+    version: str | None = None

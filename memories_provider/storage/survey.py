@@ -437,7 +437,11 @@ def _s3_existing(client: Any, uri: str, bucket: str, key: str) -> Existing | Non
             return None
         raise
     return Existing(
-        uri, int(head["ContentLength"]), Provenance.from_metadata(head.get("Metadata")), intact=True
+        uri,
+        int(head["ContentLength"]),
+        Provenance.from_metadata(head.get("Metadata")),
+        intact=True,
+        version=head.get("ETag"),
     )
 
 
@@ -474,7 +478,10 @@ def _gcs_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect: b
 
 
 def _gcs_existing(uri: str, blob: Any) -> Existing:
-    return Existing(uri, int(blob.size or 0), Provenance.from_metadata(blob.metadata), intact=True)
+    generation = None if blob.generation is None else str(blob.generation)
+    return Existing(
+        uri, int(blob.size or 0), Provenance.from_metadata(blob.metadata), intact=True, version=generation
+    )
 
 
 # ---------------------------------------------------------------------------- Azure
@@ -508,7 +515,15 @@ def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect:
             props = container.get_blob_client(key).get_blob_properties()
         except ResourceNotFoundError:
             return []
-        return [Existing(uri, int(props.size), Provenance.from_metadata(props.metadata), intact=True)]
+        return [
+            Existing(
+                uri,
+                int(props.size),
+                Provenance.from_metadata(props.metadata),
+                intact=True,
+                version=props.etag,
+            )
+        ]
     if prefix is None:
         return []
     found: list[Existing] = []
@@ -517,7 +532,11 @@ def _azure_survey(uri: str, params: dict[str, Any], prefix: str | None, inspect:
         if "/" not in rest and len(found) < MAX_CANDIDATES:
             found.append(
                 Existing(
-                    join_folder(uri, rest), int(blob.size), Provenance.from_metadata(blob.metadata), True
+                    join_folder(uri, rest),
+                    int(blob.size),
+                    Provenance.from_metadata(blob.metadata),
+                    True,
+                    version=blob.etag,
                 )
             )
     return found

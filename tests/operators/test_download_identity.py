@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from connections import point_memories_default_at
 from downloads import run_download as run
 from local_http import LocalServer, QuietHandler
@@ -541,6 +541,77 @@ def test_two_videos_racing_for_one_gcs_object(
     assert gcs_server.client().bucket(gcs_bucket).blob("v.mp4").download_as_bytes() == second
 
 
+def test_a_stale_gcs_object_replaced_meanwhile_by_another_writer_is_kept(
+    scripted: ScriptedService, gcs_preconditions: Any, gcs_server: Any, gcs_bucket: str
+) -> None:
+    # overwrite=False may replace an earlier state of its own source (stale), but it looked at it
+    # before the download and committed with a plain replace: a file put there meanwhile (a person,
+    # another task) was overwritten. Now the upload carries the generation seen (ifGenerationMatch).
+    old, new, theirs = os.urandom(SIZE), os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", old)
+    uri = f"gs://{gcs_bucket}/v.mp4"
+    run(video_no="VI000000000000000001", destination=uri)
+    scripted.add("VI000000000000000001", new, create_time=2)  # the service's video changed
+    blob = gcs_server.client().bucket(gcs_bucket).blob("v.mp4")
+    scripted.halfway["VI000000000000000001"] = lambda: blob.upload_from_string(theirs)
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds other bytes"
+    ):
+        run(video_no="VI000000000000000001", destination=uri)
+    assert blob.download_as_bytes() == theirs
+    # Unraced, the stale object is still replaced (its generation is the one seen).
+    run(video_no="VI000000000000000001", destination=uri, overwrite=True)
+    scripted.add("VI000000000000000001", old, create_time=3)
+    assert run(video_no="VI000000000000000001", destination=uri)["skipped"] is False
+    assert blob.download_as_bytes() == old
+    # The stale object removed meanwhile: nothing to keep, a retry writes it (no failure for good).
+    scripted.add("VI000000000000000001", new, create_time=4)
+    scripted.halfway["VI000000000000000001"] = blob.delete
+    with pytest.raises(AirflowException, match="is gone now; nothing was written") as gone:
+        run(video_no="VI000000000000000001", destination=uri)
+    assert not isinstance(gone.value, AirflowFailException) and not blob.exists()
+    assert run(video_no="VI000000000000000001", destination=uri)["skipped"] is False
+    assert blob.download_as_bytes() == new
+
+
+@pytest.mark.parametrize("multipart", [True, False])
+def test_a_stale_s3_object_replaced_meanwhile_by_another_writer_is_kept(
+    scripted: ScriptedService,
+    moto_s3_server: Any,
+    s3_bucket: str,
+    s3_if_match_on_completion: list[str],
+    multipart: bool,
+) -> None:
+    # As on GCS: the stale object was replaced by a plain completion, whatever sat there by then.
+    # Now the commit carries the ETag seen (If-Match): on PutObject (multipart_upload=False) moto
+    # checks it itself; on CompleteMultipartUpload, s3_if_match_on_completion does as S3 does.
+    old, new, theirs = os.urandom(SIZE), os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", old)
+    uri = f"s3://{s3_bucket}/v.mp4"
+    settings = {
+        "destination_conn_id": moto_s3_server.conn_id,
+        "transport_params": {"multipart_upload": multipart},
+    }
+    run(video_no="VI000000000000000001", destination=uri, **settings)
+    scripted.add("VI000000000000000001", new, create_time=2)  # the service's video changed
+    client = moto_s3_server.client()
+    scripted.halfway["VI000000000000000001"] = lambda: client.put_object(
+        Bucket=s3_bucket, Key="v.mp4", Body=theirs
+    )
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds other bytes"
+    ):
+        run(video_no="VI000000000000000001", destination=uri, **settings)
+    assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == theirs
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    # Unraced, the stale object is still replaced (its ETag is the one seen).
+    run(video_no="VI000000000000000001", destination=uri, overwrite=True, **settings)
+    scripted.add("VI000000000000000001", old, create_time=3)
+    assert run(video_no="VI000000000000000001", destination=uri, **settings)["skipped"] is False
+    assert client.get_object(Bucket=s3_bucket, Key="v.mp4")["Body"].read() == old
+    assert len(s3_if_match_on_completion) == (2 if multipart else 0)
+
+
 def test_two_downloads_of_one_video_racing_without_checksums_both_succeed(
     scripted: ScriptedService, tmp_path: Path
 ) -> None:
@@ -728,6 +799,31 @@ def test_two_videos_racing_for_one_azure_blob(
     assert other["sha256"] == sha(second)
     blob = azurite.service().get_blob_client(azure_container, "v.mp4")
     assert blob.download_blob().readall() == second
+
+
+def test_a_stale_azure_blob_replaced_meanwhile_by_another_writer_is_kept(
+    scripted: ScriptedService, azurite: Any, azure_container: str
+) -> None:
+    # As on GCS and S3: the stale blob's block list was committed unconditionally. Now it carries
+    # the ETag seen (If-Match), which Azurite checks as Azure does.
+    old, new, theirs = os.urandom(SIZE), os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", old)
+    uri = f"azure://{azure_container}/v.mp4"
+    settings = {"destination_conn_id": azurite.conn_id}
+    run(video_no="VI000000000000000001", destination=uri, **settings)
+    scripted.add("VI000000000000000001", new, create_time=2)  # the service's video changed
+    blob = azurite.service().get_blob_client(azure_container, "v.mp4")
+    scripted.halfway["VI000000000000000001"] = lambda: blob.upload_blob(theirs, overwrite=True)
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds other bytes"
+    ):
+        run(video_no="VI000000000000000001", destination=uri, **settings)
+    assert blob.download_blob().readall() == theirs
+    # Unraced, the stale blob is still replaced (its ETag is the one seen).
+    run(video_no="VI000000000000000001", destination=uri, overwrite=True, **settings)
+    scripted.add("VI000000000000000001", old, create_time=3)
+    assert run(video_no="VI000000000000000001", destination=uri, **settings)["skipped"] is False
+    assert blob.download_blob().readall() == old
 
 
 def test_a_fifo_planted_while_the_video_downloads_is_named_not_read(
