@@ -90,6 +90,9 @@ class _ExportPlan:
     replace: bool  # overwrite=True, or what is there is an earlier try's own export
     mark: Provenance | None  # recorded with the export when overwrite=False
     unique_id: str | None  # None: the connection's
+    #: overwrite=False, replacing an earlier try's own export in an object store: its version seen
+    #: (S3/Azure ETag, GCS generation), which the commit must still find there.
+    replace_version: str | None = None
 
 
 #: Videos named one by one in OpenLineage inputs; more are named by their scope only.
@@ -258,9 +261,10 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         statuses and the destination are checked again before anything is fetched.
     :param overwrite: ``True`` (default): replace what is at the destination, atomically.
         ``False``: fail, before any request, if something is there (and at the commit if
-        something appeared meanwhile: local, SFTP and S3), unless it is the unchanged export of
-        an earlier try of this task instance, which a retry replaces (if it is still there just
-        before the commit).
+        something appeared meanwhile), unless it is the unchanged export of an earlier try of
+        this task instance, which a retry replaces only if it is still there as it was seen: in
+        S3, GCS and Azure the commit is conditional on its version (ETag, generation), locally
+        and over SFTP it is looked at again just before the commit.
     :param memories_conn_id: the memories.ai connection.
     :param destination_conn_id: Airflow connection with credentials for the destination.
     :param transport_params: extra smart-open transport parameters, validated per scheme.
@@ -442,6 +446,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 "%s is an earlier try's export of this task instance: replacing it", redact_uri(destination)
             )
         found = bool(existing) and not own
+        # An export names one file: what is there is at most one object, replaced only as seen.
+        version = existing[0].version if own and not self.overwrite else None
         return _ExportPlan(
             ids,
             destination,
@@ -452,6 +458,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
             self.overwrite or own,
             mark,
             unique_id,
+            version,
         )
 
     def _write(
@@ -461,7 +468,13 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
         shown = redact_uri(plan.destination)
         try:
             with atomic_writer(
-                plan.destination, transport=plan.transport, provenance=plan.mark, replace=plan.replace
+                plan.destination,
+                transport=plan.transport,
+                provenance=plan.mark,
+                # Object stores: the earlier try's export is replaced only if still the version seen
+                # (the look and the commit one step, in the store); locally and over SFTP, a replace.
+                replace=plan.replace and plan.replace_version is None,
+                replace_version=plan.replace_version,
             ) as fh:
                 out = CountingFile(fh)  # what reaches the destination
                 packer = compressor(plan.compression, out) if plan.compression else None
@@ -482,7 +495,7 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                     writer.close()
                     if packer is not None:
                         packer.close()  # the end of the compressed stream
-                    if plan.replace and not self.overwrite:
+                    if plan.replace and not self.overwrite and plan.replace_version is None:
                         self._still_own(plan)  # another writer's file is not replaced
                 except BaseException:
                     writer.abandon()
@@ -497,11 +510,26 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
                 "left as it was rather than replaced by an empty file"
             ) from None
         except DestinationTaken:
+            if plan.replace_version is not None and not self._anything_there(plan):
+                # The earlier try's export it was to replace was removed meanwhile: nothing to keep.
+                raise AirflowException(
+                    f"`destination` {shown} was removed by another writer during the export "
+                    "(overwrite=False replaces only the export it looked at); nothing was written: "
+                    "the next try writes it"
+                ) from None
             raise AirflowFailException(
                 f"`destination` {shown} was created by another writer during the export (overwrite=False); "
                 "it was left as it is and nothing was written"
             ) from None
         return writer.rows, out.bytes
+
+    @staticmethod
+    def _anything_there(plan: _ExportPlan) -> bool:
+        """After a lost race: whether anything is at the destination now (True if it cannot be told)."""
+        try:
+            return bool(survey(plan.destination, transport=plan.transport))
+        except Exception:
+            return True
 
     def _still_own(self, plan: _ExportPlan) -> None:
         """``overwrite=False``, replacing an earlier try's own export: just before the commit,
@@ -509,7 +537,8 @@ class MemoriesExportOperator(MemoriesHookMixin, BaseOperator):
 
         It was checked before any request; another writer may have replaced it since (a run with
         ``overwrite=True``, a person), and the commit, a replace, would overwrite their file.
-        The look and the commit are two steps: a write between them still wins the race.
+        Local and SFTP destinations only: there the look and the commit are two steps (a write
+        between them still wins the race); object stores commit only over the version seen.
 
         :raises DestinationTaken: when something else is there now.
         """

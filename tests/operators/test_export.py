@@ -1444,3 +1444,59 @@ def test_all_parsed_says_so_when_the_scope_kept_changing_through_every_listing(
     logged = caplog.text + captured.out + captured.err
     assert result["videos"] >= 3
     assert "unique_id 'default' changed under each of its 4 listings" in logged
+
+
+def test_a_retry_does_not_replace_what_another_writer_put_in_s3_just_before_its_commit(
+    emu: Any,
+    three: list[str],
+    moto_s3_server: Any,
+    s3_bucket: str,
+    s3_if_match_on_completion: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The retry looked at its own earlier export again just before the commit, then completed with a
+    # plain replace: another writer's object put there between the look and the completion was
+    # overwritten. Now the completion carries the ETag seen (If-Match), checked as S3 does by
+    # s3_if_match_on_completion; the other writer puts its object as the completion arrives.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from moto.s3.responses import S3Response
+
+    uri = f"s3://{s3_bucket}/exports/index.jsonl"
+    common = {"destination": uri, "destination_conn_id": moto_s3_server.conn_id}
+    _export_as(_ti(), video_nos=three[:1], **common)
+    checked = S3Response._key_response_post
+    theirs = b"another writer's object\n"
+
+    def racing(self: Any, request: Any, body: bytes, bucket: str, query: Any, key: str) -> Any:
+        if query.get("uploadId") and key == "exports/index.jsonl":
+            self.backend.put_object(bucket, key, theirs)
+        return checked(self, request, body, bucket, query, key)
+
+    monkeypatch.setattr(S3Response, "_key_response_post", racing)
+    with pytest.raises(AirflowFailException, match="created by another writer during the export"):
+        _export_as(_ti(), video_nos=three, **common)
+    client = moto_s3_server.client()
+    assert client.get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read() == theirs
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert len(s3_if_match_on_completion) == 1
+    # Removed (not replaced) as the completion arrives: nothing to keep, the next try writes it.
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    client.delete_object(Bucket=s3_bucket, Key="exports/index.jsonl")
+    monkeypatch.setattr(S3Response, "_key_response_post", checked)
+    _export_as(_ti(), video_nos=three[:1], **common)
+
+    def removing(self: Any, request: Any, body: bytes, bucket: str, query: Any, key: str) -> Any:
+        if query.get("uploadId") and key == "exports/index.jsonl":
+            self.backend.delete_object(bucket, key)
+        return checked(self, request, body, bucket, query, key)
+
+    monkeypatch.setattr(S3Response, "_key_response_post", removing)
+    with pytest.raises(AirflowException, match="removed by another writer during the export") as gone:
+        _export_as(_ti(), video_nos=three, **common)
+    assert not isinstance(gone.value, AirflowFailException)
+    assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+    monkeypatch.setattr(S3Response, "_key_response_post", checked)
+    _export_as(_ti(), video_nos=three, **common)
+    body = client.get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read()
+    assert read_jsonl(body) == expected_rows(emu, three)
