@@ -1500,3 +1500,61 @@ def test_a_retry_does_not_replace_what_another_writer_put_in_s3_just_before_its_
     _export_as(_ti(), video_nos=three, **common)
     body = client.get_object(Bucket=s3_bucket, Key="exports/index.jsonl")["Body"].read()
     assert read_jsonl(body) == expected_rows(emu, three)
+
+
+def test_a_retry_does_not_replace_what_another_writer_put_in_azure_just_before_its_commit(
+    emu: Any, three: list[str], azurite: Any, azure_container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on S3: the block list was committed unconditionally after the second look. Now it carries
+    # the ETag seen (If-Match), which Azurite checks; the other writer commits its blob as ours is
+    # about to be committed.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from azure.storage.blob import BlobClient
+
+    uri = f"azure://{azure_container}/index.jsonl"
+    common = {"destination": uri, "destination_conn_id": azurite.conn_id}
+    _export_as(_ti(), video_nos=three[:1], **common)
+    blob = azurite.service().get_blob_client(azure_container, "index.jsonl")
+    theirs = b"another writer's blob\n"
+    real_commit = BlobClient.commit_block_list
+
+    def racing(self: BlobClient, *args: Any, **kwargs: Any) -> Any:
+        if self.blob_name == "index.jsonl":
+            blob.upload_blob(theirs, overwrite=True)
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "commit_block_list", racing)
+    with pytest.raises(AirflowFailException, match="created by another writer during the export"):
+        _export_as(_ti(), video_nos=three, **common)
+    assert blob.download_blob().readall() == theirs
+
+
+def test_a_retry_does_not_replace_what_another_writer_put_in_gcs_just_before_its_commit(
+    emu: Any,
+    three: list[str],
+    gcs_preconditions: Any,
+    gcs_server: Any,
+    gcs_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on S3 and Azure: the upload now carries the generation seen (ifGenerationMatch), which
+    # gcs_preconditions checks as GCS does on the upload's last request; the other writer puts its
+    # object as ours is about to send it.
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from google.cloud.storage.fileio import BlobWriter
+
+    uri = f"gs://{gcs_bucket}/index.jsonl"
+    _export_as(_ti(), video_nos=three[:1], destination=uri)
+    blob = gcs_server.client().bucket(gcs_bucket).blob("index.jsonl")
+    theirs = b"another writer's object\n"
+    real_close = BlobWriter.close
+
+    def racing(self: BlobWriter) -> None:
+        if self._blob.name == "index.jsonl" and not self.closed:
+            blob.upload_from_string(theirs)
+        real_close(self)
+
+    monkeypatch.setattr(BlobWriter, "close", racing)
+    with pytest.raises(AirflowFailException, match="created by another writer during the export"):
+        _export_as(_ti(), video_nos=three, destination=uri)
+    assert blob.download_as_bytes() == theirs
