@@ -574,6 +574,38 @@ def test_a_stale_gcs_object_replaced_meanwhile_by_another_writer_is_kept(
     assert blob.download_as_bytes() == new
 
 
+@pytest.mark.parametrize("store", ["gcs", "azure"])
+def test_a_stale_object_in_a_folder_replaced_meanwhile_is_kept(
+    scripted: ScriptedService, request: pytest.FixtureRequest, store: str
+) -> None:
+    # A folder's files are seen through the store's listing (GCS list_blobs, Azure list_blobs), whose
+    # generation / ETag the conditional commit must carry as the single object's look does.
+    old, new, theirs = os.urandom(SIZE), os.urandom(SIZE), os.urandom(SIZE)
+    scripted.add("VI000000000000000001", old)
+    settings: dict[str, Any] = {}
+    if store == "gcs":
+        request.getfixturevalue("gcs_preconditions")
+        server, bucket = request.getfixturevalue("gcs_server"), request.getfixturevalue("gcs_bucket")
+        folder = f"gs://{bucket}/out/"
+        blob = server.client().bucket(bucket).blob("out/VI000000000000000001.clip.mp4")
+        put, read = blob.upload_from_string, blob.download_as_bytes
+    else:
+        azurite, container = request.getfixturevalue("azurite"), request.getfixturevalue("azure_container")
+        settings = {"destination_conn_id": azurite.conn_id}
+        folder = f"azure://{container}/out/"
+        client = azurite.service().get_blob_client(container, "out/VI000000000000000001.clip.mp4")
+        put = lambda data: client.upload_blob(data, overwrite=True)  # noqa: E731
+        read = lambda: client.download_blob().readall()  # noqa: E731
+    assert run(video_no="VI000000000000000001", destination=folder, **settings)["skipped"] is False
+    scripted.add("VI000000000000000001", new, create_time=2)  # the service's video changed
+    scripted.halfway["VI000000000000000001"] = lambda: put(theirs)
+    with pytest.raises(
+        AirflowFailException, match="created meanwhile by another writer and holds other bytes"
+    ):
+        run(video_no="VI000000000000000001", destination=folder, **settings)
+    assert read() == theirs
+
+
 @pytest.mark.parametrize("multipart", [True, False])
 def test_a_stale_s3_object_replaced_meanwhile_by_another_writer_is_kept(
     scripted: ScriptedService,
